@@ -1,0 +1,50 @@
+// File: kv_events/event.h
+//
+// vLLM's KV-cache events as native structs (../shared/reference/vllm-interfaces.md §1). The codec
+// (kv_events/codec.h) turns them into and out of msgpack; the simulator produces them; the precise
+// index consumes them. Hashes are the engine's 64-bit block hashes as published on the wire (a bin
+// digest is reduced to its last 8 bytes, big-endian, as vLLM's maybe_convert_block_hash does).
+// Plain value types: not synchronized.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+namespace kvroute::kv_events {
+
+struct BlockStored {
+  std::vector<std::uint64_t> block_hashes;
+  std::optional<std::uint64_t> parent_block_hash;  // nil when the run starts at block 0
+  std::vector<std::uint32_t> token_ids;            // block_hashes.size() * block_size tokens
+  std::uint32_t block_size = 16;
+  std::optional<std::int64_t> lora_id;             // deprecated, always on the wire (maybe nil)
+  std::optional<std::string> medium;               // "GPU", "CPU", ...
+  std::optional<std::string> lora_name;
+  std::optional<std::int64_t> group_idx;
+  bool operator==(const BlockStored&) const = default;
+};
+
+struct BlockRemoved {
+  std::vector<std::uint64_t> block_hashes;
+  std::optional<std::string> medium;
+  std::optional<std::int64_t> group_idx;
+  bool operator==(const BlockRemoved&) const = default;
+};
+
+struct AllBlocksCleared {
+  bool operator==(const AllBlocksCleared&) const = default;
+};
+
+using Event = std::variant<BlockStored, BlockRemoved, AllBlocksCleared>;
+
+struct EventBatch {
+  double ts = 0;
+  std::vector<Event> events;
+  std::optional<std::int64_t> data_parallel_rank;
+  bool operator==(const EventBatch&) const = default;
+};
+
+}  // namespace kvroute::kv_events
