@@ -1,7 +1,8 @@
 # kvroute_cc_library / kvroute_cc_test / kvroute_cc_bench / kvroute_cc_fuzz: one way to declare targets.
 
 set(KVROUTE_WARNINGS -Wall -Wextra -Wpedantic -Wshadow=local -Wnon-virtual-dtor -Wcast-align
-    -Wunused -Woverloaded-virtual -Wimplicit-fallthrough -Wno-missing-field-initializers)
+    -Wunused -Woverloaded-virtual -Wimplicit-fallthrough -Wno-missing-field-initializers
+    -Wno-mismatched-new-delete)  # GCC 12 false positive on Asio coroutine frames
 if(KVROUTE_WERROR)
   list(APPEND KVROUTE_WARNINGS -Werror)
 endif()

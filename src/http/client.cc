@@ -1,0 +1,322 @@
+#include "http/client.h"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/connect.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http/buffer_body.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/read.hpp>
+
+#include <array>
+#include <charconv>
+#include <unordered_map>
+#include <vector>
+
+#include <fmt/format.h>
+
+namespace kvroute::http {
+
+namespace beast = boost::beast;
+namespace bhttp = boost::beast::http;
+using tcp = net::ip::tcp;
+constexpr auto kTuple = net::as_tuple(net::use_awaitable);
+
+std::string_view to_string(UpstreamError e) {
+  switch (e) {
+    case UpstreamError::kConnect: return "connect";
+    case UpstreamError::kReset: return "reset";
+    case UpstreamError::kTimeout: return "timeout";
+    case UpstreamError::kProtocol: return "protocol";
+    case UpstreamError::kCancelled: return "cancelled";
+  }
+  return "unknown";
+}
+
+Result<Endpoint> parse_http_url(std::string_view url) {
+  std::string_view rest = url;
+  if (rest.starts_with("https://")) {
+    return fail(Error::invalid(fmt::format("'{}': https upstreams are not supported", url)));
+  }
+  if (rest.starts_with("http://")) rest.remove_prefix(7);
+  if (auto slash = rest.find('/'); slash != std::string_view::npos) {
+    if (rest.substr(slash) != "/") {
+      return fail(Error::invalid(fmt::format("'{}': a backend URL has no path", url)));
+    }
+    rest = rest.substr(0, slash);
+  }
+  Endpoint ep;
+  std::string_view port_str;
+  if (rest.starts_with('[')) {
+    auto close = rest.find(']');
+    if (close == std::string_view::npos) return fail(Error::invalid(fmt::format("'{}': bad IPv6 address", url)));
+    ep.host = std::string(rest.substr(1, close - 1));
+    rest.remove_prefix(close + 1);
+    if (rest.starts_with(':')) port_str = rest.substr(1);
+  } else {
+    auto colon = rest.rfind(':');
+    ep.host = std::string(rest.substr(0, colon));
+    if (colon != std::string_view::npos) port_str = rest.substr(colon + 1);
+  }
+  if (ep.host.empty()) return fail(Error::invalid(fmt::format("'{}': missing host", url)));
+  if (port_str.empty()) {
+    ep.port = 80;
+  } else {
+    unsigned p = 0;
+    auto [ptr, ec] = std::from_chars(port_str.data(), port_str.data() + port_str.size(), p);
+    if (ec != std::errc() || ptr != port_str.data() + port_str.size() || p == 0 || p > 65535) {
+      return fail(Error::invalid(fmt::format("'{}': bad port", url)));
+    }
+    ep.port = static_cast<std::uint16_t>(p);
+  }
+  return ep;
+}
+
+namespace {
+std::string endpoint_key(const Endpoint& ep) { return ep.host + ":" + std::to_string(ep.port); }
+
+bool hop_by_hop(std::string_view name) {
+  static constexpr std::array<std::string_view, 10> kSkip = {
+      "connection", "keep-alive", "transfer-encoding", "content-length", "host",
+      "proxy-connection", "te", "upgrade", "expect", "proxy-authorization"};
+  for (auto s : kSkip) {
+    if (iequals(s, name)) return true;
+  }
+  return false;
+}
+}  // namespace
+
+struct ConnectionPool::Conn {
+  explicit Conn(net::any_io_executor ex) : stream(ex) {}
+  beast::tcp_stream stream;
+  beast::flat_buffer buffer;
+  std::chrono::steady_clock::time_point idle_since;
+};
+
+struct ConnectionPool::Idle {
+  std::unordered_map<std::string, std::vector<std::unique_ptr<Conn>>> conns;
+  std::unordered_map<std::string, std::vector<tcp::endpoint>> resolved;
+  std::size_t count = 0;
+};
+
+struct Exchange::Impl {
+  ConnectionPool* pool = nullptr;
+  Endpoint ep;
+  std::unique_ptr<ConnectionPool::Conn> conn;
+  bhttp::response_parser<bhttp::buffer_body> parser;
+  Headers headers;
+  int status = 0;
+  bool cancelled = false;
+  bool finished = false;
+  std::chrono::milliseconds idle_timeout{0};
+  std::array<char, 16384> buf;
+};
+
+Exchange::Exchange(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Exchange::~Exchange() = default;
+Exchange::Exchange(Exchange&&) noexcept = default;
+Exchange& Exchange::operator=(Exchange&&) noexcept = default;
+int Exchange::status() const { return impl_->status; }
+const Headers& Exchange::headers() const { return impl_->headers; }
+
+void Exchange::cancel() {
+  if (!impl_ || impl_->cancelled) return;
+  impl_->cancelled = true;
+  if (impl_->conn) {
+    boost::system::error_code ignored;
+    impl_->conn->stream.socket().cancel(ignored);
+    impl_->conn->stream.socket().close(ignored);
+  }
+}
+
+net::awaitable<std::expected<std::string_view, UpstreamFailure>> Exchange::read_some() {
+  auto& im = *impl_;
+  for (;;) {
+    if (im.cancelled) co_return std::unexpected(UpstreamFailure{UpstreamError::kCancelled, "cancelled"});
+    if (im.finished || im.parser.is_done()) {
+      if (!im.finished) {
+        im.finished = true;
+        if (im.parser.keep_alive() && im.conn) im.pool->release(std::move(im.conn), im.ep);
+      }
+      co_return std::string_view{};
+    }
+    auto& body = im.parser.get().body();
+    body.data = im.buf.data();
+    body.size = im.buf.size();
+    im.conn->stream.expires_after(im.idle_timeout);
+    auto [ec, n] = co_await bhttp::async_read_some(im.conn->stream, im.conn->buffer, im.parser, kTuple);
+    if (im.cancelled) co_return std::unexpected(UpstreamFailure{UpstreamError::kCancelled, "cancelled"});
+    if (ec == bhttp::error::need_buffer) ec = {};
+    if (ec) {
+      im.conn.reset();
+      im.finished = true;
+      if (ec == beast::error::timeout) {
+        co_return std::unexpected(UpstreamFailure{UpstreamError::kTimeout, "upstream went silent"});
+      }
+      if (ec == net::error::operation_aborted) {
+        co_return std::unexpected(UpstreamFailure{UpstreamError::kCancelled, "cancelled"});
+      }
+      co_return std::unexpected(
+          UpstreamFailure{UpstreamError::kReset, "upstream broke mid-response: " + ec.message()});
+    }
+    std::size_t produced = im.buf.size() - body.size;
+    if (produced > 0) co_return std::string_view(im.buf.data(), produced);
+  }
+}
+
+net::awaitable<std::expected<std::string, UpstreamFailure>> Exchange::read_all(std::size_t limit) {
+  std::string out;
+  for (;;) {
+    auto piece = co_await read_some();
+    if (!piece) co_return std::unexpected(piece.error());
+    if (piece->empty()) co_return out;
+    if (out.size() + piece->size() > limit) {
+      cancel();
+      co_return std::unexpected(UpstreamFailure{UpstreamError::kProtocol, "upstream body over the limit"});
+    }
+    out.append(*piece);
+  }
+}
+
+ConnectionPool::ConnectionPool(net::any_io_executor ex, ClientOptions opts)
+    : ex_(std::move(ex)), opts_(opts), idle_(std::make_unique<Idle>()) {}
+ConnectionPool::~ConnectionPool() = default;
+
+std::size_t ConnectionPool::idle_connections() const { return idle_->count; }
+
+void ConnectionPool::release(std::unique_ptr<Conn> c, const Endpoint& ep) {
+  auto& v = idle_->conns[endpoint_key(ep)];
+  if (v.size() >= opts_.max_idle_per_endpoint) return;  // closes c
+  c->idle_since = std::chrono::steady_clock::now();
+  c->stream.expires_never();
+  v.push_back(std::move(c));
+  ++idle_->count;
+}
+
+net::awaitable<std::expected<Exchange, UpstreamFailure>> ConnectionPool::start(
+    const Endpoint& ep, std::string_view method, std::string_view target, const Headers& headers,
+    std::string_view body) {
+  return start_with(ep, method, target, headers, body, opts_.first_byte_timeout, opts_.idle_timeout);
+}
+
+net::awaitable<std::expected<Exchange, UpstreamFailure>> ConnectionPool::start_with(
+    const Endpoint& ep, std::string_view method, std::string_view target, const Headers& headers,
+    std::string_view body, std::chrono::milliseconds first_byte_timeout,
+    std::chrono::milliseconds idle_timeout) {
+  std::string head;
+  head.reserve(256 + headers.size() * 48);
+  head += method;
+  head += ' ';
+  head += target;
+  head += " HTTP/1.1\r\nHost: ";
+  head += ep.host;
+  head += ':';
+  head += std::to_string(ep.port);
+  head += "\r\n";
+  for (const auto& [k, v] : headers) {
+    if (hop_by_hop(k)) continue;
+    head += k;
+    head += ": ";
+    head += v;
+    head += "\r\n";
+  }
+  head += "Content-Length: ";
+  head += std::to_string(body.size());
+  head += "\r\n\r\n";
+
+  const std::string key = endpoint_key(ep);
+  const auto now = std::chrono::steady_clock::now();
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    std::unique_ptr<Conn> conn;
+    bool reused = false;
+    // Take the most recently used idle connection that is still fresh.
+    auto& idle = idle_->conns[key];
+    while (!idle.empty()) {
+      auto c = std::move(idle.back());
+      idle.pop_back();
+      --idle_->count;
+      if (now - c->idle_since < opts_.pool_idle_ttl && c->stream.socket().is_open()) {
+        conn = std::move(c);
+        reused = true;
+        break;
+      }
+    }
+    if (!conn) {
+      auto& eps = idle_->resolved[key];
+      if (eps.empty()) {
+        boost::system::error_code ec;
+        auto addr = net::ip::make_address(ep.host, ec);
+        if (!ec) {
+          eps.emplace_back(addr, ep.port);
+        } else {
+          tcp::resolver resolver(ex_);
+          auto [rec, results] = co_await resolver.async_resolve(ep.host, std::to_string(ep.port), kTuple);
+          if (rec) {
+            co_return std::unexpected(UpstreamFailure{
+                UpstreamError::kConnect, fmt::format("cannot resolve {}: {}", ep.host, rec.message())});
+          }
+          for (const auto& r : results) eps.push_back(r.endpoint());
+        }
+      }
+      conn = std::make_unique<Conn>(ex_);
+      conn->stream.expires_after(std::min(opts_.connect_timeout, first_byte_timeout));
+      auto [cec, cep] = co_await conn->stream.async_connect(eps, kTuple);
+      if (cec) {
+        co_return std::unexpected(UpstreamFailure{
+            UpstreamError::kConnect,
+            fmt::format("connect to {} failed: {}", key, cec.message())});
+      }
+      boost::system::error_code ignored;
+      conn->stream.socket().set_option(tcp::no_delay(true), ignored);
+    }
+    conn->stream.expires_after(first_byte_timeout);
+    std::array<net::const_buffer, 2> bufs{net::buffer(head), net::buffer(body.data(), body.size())};
+    auto [wec, wn] = co_await net::async_write(conn->stream, bufs, kTuple);
+    auto impl = std::make_unique<Exchange::Impl>();
+    impl->parser.header_limit(static_cast<std::uint32_t>(opts_.max_response_header_bytes));
+    impl->parser.body_limit(boost::none);
+    if (!wec) {
+      auto [hec, hn] = co_await bhttp::async_read_header(conn->stream, conn->buffer, impl->parser, kTuple);
+      wec = hec;
+    }
+    if (wec) {
+      const bool nothing_received = !impl->parser.got_some();
+      if (wec == beast::error::timeout) {
+        co_return std::unexpected(UpstreamFailure{UpstreamError::kTimeout,
+                                                  fmt::format("no response from {} in time", key)});
+      }
+      if (nothing_received && reused) continue;  // a stale keep-alive connection: try a fresh one
+      if (nothing_received || wec == bhttp::error::partial_message || wec == net::error::eof ||
+          wec == net::error::connection_reset) {
+        co_return std::unexpected(
+            UpstreamFailure{UpstreamError::kReset, fmt::format("{} closed the connection: {}", key, wec.message())});
+      }
+      co_return std::unexpected(UpstreamFailure{UpstreamError::kProtocol,
+                                                fmt::format("bad response from {}: {}", key, wec.message())});
+    }
+    impl->pool = this;
+    impl->ep = ep;
+    impl->idle_timeout = idle_timeout;
+    impl->conn = std::move(conn);
+    const auto& msg = impl->parser.get();
+    impl->status = static_cast<int>(msg.result_int());
+    for (const auto& f : msg) impl->headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
+    co_return Exchange(std::move(impl));
+  }
+  co_return std::unexpected(UpstreamFailure{UpstreamError::kReset, "upstream closed the connection"});
+}
+
+net::awaitable<std::expected<std::pair<int, std::string>, UpstreamFailure>> ConnectionPool::get(
+    const Endpoint& ep, std::string_view target, std::chrono::milliseconds timeout, std::size_t limit) {
+  const Headers none;
+  auto ex = co_await start_with(ep, "GET", target, none, {}, timeout, timeout);
+  if (!ex) co_return std::unexpected(ex.error());
+  auto body = co_await ex->read_all(limit);
+  if (!body) co_return std::unexpected(body.error());
+  co_return std::pair<int, std::string>(ex->status(), std::move(*body));
+}
+
+}  // namespace kvroute::http

@@ -1,0 +1,126 @@
+// File: http/client.h
+//
+// The upstream side of the proxy: HTTP/1.1 exchanges over a per-thread keep-alive connection pool.
+// An Exchange sends one request and then pulls the response body as it arrives (de-chunked), so
+// SSE events are relayed as soon as the upstream sends them, in bounded memory.
+//
+// Failure model (what the proxy's retry rule relies on):
+//  - kConnect: the TCP connect failed (refused, unreachable, timed out).
+//  - kReset: the connection broke before any response byte arrived.
+//  - kTimeout: no response head within the first-byte timeout.
+//  - kProtocol: the upstream sent something that is not HTTP.
+// Only kConnect and kReset happen before the upstream could have started work, so only they are
+// safe to retry elsewhere; a stale pooled connection that fails is retried once on a fresh one
+// transparently.
+//
+// Thread-safety: a ConnectionPool belongs to one worker thread (one io_context); Exchanges run on
+// that thread.
+#pragma once
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "common/result.h"
+#include "http/message.h"
+
+namespace kvroute::http {
+
+namespace net = boost::asio;
+
+struct Endpoint {
+  std::string host;  // numeric address or name
+  std::uint16_t port = 0;
+  bool operator==(const Endpoint&) const = default;
+};
+
+// Parses "http://host:port[/]" (https is not supported: a clear error).
+Result<Endpoint> parse_http_url(std::string_view url);
+
+struct ClientOptions {
+  std::chrono::milliseconds connect_timeout{2000};
+  std::chrono::milliseconds first_byte_timeout{300000};  // long prefill or queueing
+  std::chrono::milliseconds idle_timeout{60000};         // silence between body bytes
+  std::size_t max_idle_per_endpoint = 256;
+  std::chrono::milliseconds pool_idle_ttl{60000};
+  std::size_t max_response_header_bytes = 64 * 1024;
+};
+
+enum class UpstreamError { kConnect, kReset, kTimeout, kProtocol, kCancelled };
+std::string_view to_string(UpstreamError e);
+
+struct UpstreamFailure {
+  UpstreamError kind;
+  std::string message;
+  bool retryable() const { return kind == UpstreamError::kConnect || kind == UpstreamError::kReset; }
+};
+
+class ConnectionPool;
+
+// One request/response on an upstream connection.
+class Exchange {
+ public:
+  ~Exchange();
+  Exchange(Exchange&&) noexcept;
+  Exchange& operator=(Exchange&&) noexcept;
+
+  int status() const;
+  const Headers& headers() const;
+  // Next piece of the body; an empty string at the end of the body. The view stays valid until
+  // the next call.
+  net::awaitable<std::expected<std::string_view, UpstreamFailure>> read_some();
+  // Reads the rest of the body (bounded by `limit` bytes).
+  net::awaitable<std::expected<std::string, UpstreamFailure>> read_all(std::size_t limit);
+  // Aborts the exchange now (from the same thread, e.g. when the client left); a pending
+  // read_some() completes with kCancelled and the connection is closed, not pooled.
+  void cancel();
+
+ private:
+  friend class ConnectionPool;
+  struct Impl;
+  explicit Exchange(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+class ConnectionPool {
+ public:
+  ConnectionPool(net::any_io_executor ex, ClientOptions opts);
+  ~ConnectionPool();
+  ConnectionPool(const ConnectionPool&) = delete;
+  ConnectionPool& operator=(const ConnectionPool&) = delete;
+
+  // Sends `method target` with `headers` and `body` to `ep` and waits for the response head.
+  net::awaitable<std::expected<Exchange, UpstreamFailure>> start(const Endpoint& ep,
+                                                                  std::string_view method,
+                                                                  std::string_view target,
+                                                                  const Headers& headers,
+                                                                  std::string_view body);
+
+  // A one-shot GET returning (status, body), bounded in size and time; for health checks and scrapes.
+  net::awaitable<std::expected<std::pair<int, std::string>, UpstreamFailure>> get(
+      const Endpoint& ep, std::string_view target, std::chrono::milliseconds timeout,
+      std::size_t limit = 4 * 1024 * 1024);
+
+  std::size_t idle_connections() const;
+  const ClientOptions& options() const { return opts_; }
+
+ private:
+  friend class Exchange;
+  struct Conn;
+  net::awaitable<std::expected<Exchange, UpstreamFailure>> start_with(
+      const Endpoint& ep, std::string_view method, std::string_view target, const Headers& headers,
+      std::string_view body, std::chrono::milliseconds first_byte_timeout,
+      std::chrono::milliseconds idle_timeout);
+  void release(std::unique_ptr<Conn> c, const Endpoint& ep);
+  net::any_io_executor ex_;
+  ClientOptions opts_;
+  struct Idle;
+  std::unique_ptr<Idle> idle_;
+};
+
+}  // namespace kvroute::http

@@ -1,0 +1,110 @@
+#include "http/message.h"
+
+#include <fmt/format.h>
+
+namespace kvroute::http {
+
+bool iequals(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    char x = a[i], y = b[i];
+    if (x >= 'A' && x <= 'Z') x = static_cast<char>(x - 'A' + 'a');
+    if (y >= 'A' && y <= 'Z') y = static_cast<char>(y - 'A' + 'a');
+    if (x != y) return false;
+  }
+  return true;
+}
+
+std::string_view find_header(const Headers& headers, std::string_view name) {
+  for (const auto& [k, v] : headers) {
+    if (iequals(k, name)) return v;
+  }
+  return {};
+}
+
+std::string_view Request::path() const {
+  std::string_view t = target;
+  auto q = t.find('?');
+  return q == std::string_view::npos ? t : t.substr(0, q);
+}
+
+std::string_view reason_phrase(int status) {
+  switch (status) {
+    case 200: return "OK";
+    case 204: return "No Content";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 411: return "Length Required";
+    case 413: return "Payload Too Large";
+    case 415: return "Unsupported Media Type";
+    case 422: return "Unprocessable Entity";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 499: return "Client Closed Request";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return "Unknown";
+  }
+}
+
+std::string_view openai_error_type(int status) {
+  switch (status) {
+    case 400:
+    case 413:
+    case 422:
+    case 431: return "invalid_request_error";
+    case 401: return "authentication_error";
+    case 403: return "permission_error";
+    case 404: return "not_found_error";
+    case 429: return "rate_limit_error";
+    case 503: return "service_unavailable_error";
+    case 502:
+    case 504: return "upstream_error";
+    default: return status >= 500 ? "server_error" : "invalid_request_error";
+  }
+}
+
+void append_json_escaped(std::string& out, std::string_view s) {
+  for (unsigned char c : s) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (c < 0x20) {
+          out += fmt::format("\\u{:04x}", c);
+        } else {
+          out += static_cast<char>(c);
+        }
+    }
+  }
+}
+
+std::string openai_error_body(int status, std::string_view message, std::string_view type,
+                              std::string_view code) {
+  std::string out = R"({"error":{"message":")";
+  append_json_escaped(out, message);
+  out += R"(","type":")";
+  append_json_escaped(out, type.empty() ? openai_error_type(status) : type);
+  out += R"(","param":null,"code":)";
+  if (code.empty()) {
+    out += std::to_string(status);
+  } else {
+    out += '"';
+    append_json_escaped(out, code);
+    out += '"';
+  }
+  out += "}}";
+  return out;
+}
+
+}  // namespace kvroute::http

@@ -1,0 +1,424 @@
+#include "http/server.h"
+
+#include <sys/socket.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/string_body.hpp>
+
+#include <cerrno>
+#include <condition_variable>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <unordered_set>
+#include <vector>
+
+#include "common/log.h"
+
+namespace kvroute::http {
+
+namespace beast = boost::beast;
+namespace bhttp = boost::beast::http;
+using tcp = net::ip::tcp;
+using net::use_awaitable;
+constexpr auto kTuple = net::as_tuple(net::use_awaitable);
+
+namespace {
+thread_local int t_worker = -1;
+
+// Watches an idle-looking client socket while its request is being handled: readable with zero
+// bytes (EOF) or an error means the client went away. Pipelined bytes are left in place.
+struct GoneWatch {
+  net::cancellation_signal cancel;
+  std::function<void()> on_gone;
+  bool gone = false;
+  bool done = false;
+};
+}  // namespace
+
+int current_worker() { return t_worker; }
+
+struct SessionState {
+  tcp::socket* socket = nullptr;
+  bool busy = false;
+};
+
+struct Worker {
+  int index = 0;
+  net::io_context ioc{1};
+  std::optional<tcp::acceptor> acceptor;
+  std::thread thread;
+  std::unordered_set<SessionState*> sessions;  // owned by the worker thread
+};
+
+struct Server::Impl {
+  ServerOptions opts;
+  Handler handler;
+  std::vector<std::unique_ptr<Worker>> workers;
+  std::atomic<std::size_t> connections{0};
+  std::atomic<std::size_t> active{0};
+  std::atomic<bool> stopping{false};
+  std::atomic<bool> stopped{false};
+  std::uint16_t port = 0;
+  std::mutex mu;
+  std::condition_variable cv;
+
+  net::awaitable<void> accept_loop(Worker& w);
+  net::awaitable<void> session(Worker& w, tcp::socket socket);
+};
+
+namespace {
+
+std::string status_line(int status) {
+  std::string s = "HTTP/1.1 ";
+  s += std::to_string(status);
+  s += ' ';
+  s += reason_phrase(status);
+  s += "\r\n";
+  return s;
+}
+
+class Writer final : public ResponseWriter {
+ public:
+  Writer(beast::tcp_stream& stream, const ServerOptions& opts, bool keep_alive)
+      : stream_(stream), opts_(opts), keep_alive_(keep_alive) {}
+
+  net::awaitable<bool> send(int status, std::string_view content_type, std::string body,
+                            const Headers& extra) override {
+    if (started_ || failed_) co_return false;
+    started_ = true;
+    status_ = status;
+    std::string head = status_line(status);
+    head += "Content-Type: ";
+    head += content_type;
+    head += "\r\nContent-Length: ";
+    head += std::to_string(body.size());
+    head += "\r\n";
+    append_common(head, extra);
+    std::array<net::const_buffer, 2> bufs{net::buffer(head), net::buffer(body)};
+    co_return co_await write(bufs);
+  }
+
+  net::awaitable<bool> start_stream(int status, std::string_view content_type,
+                                    const Headers& extra) override {
+    if (started_ || failed_) co_return false;
+    started_ = true;
+    streaming_ = true;
+    status_ = status;
+    std::string head = status_line(status);
+    head += "Content-Type: ";
+    head += content_type;
+    head += "\r\nTransfer-Encoding: chunked\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\n";
+    append_common(head, extra);
+    std::array<net::const_buffer, 1> bufs{net::buffer(head)};
+    co_return co_await write(bufs);
+  }
+
+  net::awaitable<bool> write_chunk(std::string_view data) override {
+    if (!streaming_ || ended_ || failed_) co_return false;
+    if (data.empty()) co_return true;  // an empty chunk would end the stream
+    char size_line[24];
+    int n = std::snprintf(size_line, sizeof size_line, "%zx\r\n", data.size());
+    std::array<net::const_buffer, 3> bufs{net::buffer(size_line, static_cast<std::size_t>(n)),
+                                          net::buffer(data.data(), data.size()),
+                                          net::buffer("\r\n", 2)};
+    co_return co_await write(bufs);
+  }
+
+  net::awaitable<bool> end_stream() override {
+    if (!streaming_ || ended_ || failed_) co_return false;
+    ended_ = true;
+    std::array<net::const_buffer, 1> bufs{net::buffer("0\r\n\r\n", 5)};
+    co_return co_await write(bufs);
+  }
+
+  bool started() const override { return started_; }
+  int status() const override { return status_; }
+  void on_client_gone(std::function<void()> fn) override {
+    if (watch_) watch_->on_gone = std::move(fn);
+  }
+  bool client_gone() const override { return failed_ || (watch_ && watch_->gone); }
+
+  bool streaming() const { return streaming_; }
+  bool ended() const { return ended_; }
+  bool failed() const { return failed_; }
+  void set_watch(std::shared_ptr<GoneWatch> w) { watch_ = std::move(w); }
+
+ private:
+  void append_common(std::string& head, const Headers& extra) const {
+    for (const auto& [k, v] : extra) {
+      head += k;
+      head += ": ";
+      head += v;
+      head += "\r\n";
+    }
+    if (!keep_alive_) head += "Connection: close\r\n";
+    head += "\r\n";
+  }
+
+  template <typename Buffers>
+  net::awaitable<bool> write(const Buffers& bufs) {
+    stream_.expires_after(opts_.write_timeout);
+    auto [ec, n] = co_await net::async_write(stream_, bufs, kTuple);
+    stream_.expires_never();
+    if (ec) failed_ = true;
+    co_return !ec;
+  }
+
+  beast::tcp_stream& stream_;
+  const ServerOptions& opts_;
+  bool keep_alive_;
+  bool started_ = false;
+  bool streaming_ = false;
+  bool ended_ = false;
+  bool failed_ = false;
+  int status_ = 0;
+  std::shared_ptr<GoneWatch> watch_;
+};
+
+void start_gone_watch(tcp::socket& socket, const std::shared_ptr<GoneWatch>& watch) {
+  socket.async_wait(
+      tcp::socket::wait_read,
+      net::bind_cancellation_slot(watch->cancel.slot(), [&socket, watch](boost::system::error_code ec) {
+        if (ec || watch->done) return;
+        char c;
+        ssize_t n = ::recv(socket.native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
+          watch->gone = true;
+          if (watch->on_gone) watch->on_gone();
+        }
+        // n > 0: the client pipelined its next request; it is read after this one.
+      }));
+}
+
+net::awaitable<void> send_error_and_close(beast::tcp_stream& stream, int status,
+                                          std::string_view message) {
+  std::string body = openai_error_body(status, message);
+  std::string head = status_line(status);
+  head += "Content-Type: application/json\r\nContent-Length: ";
+  head += std::to_string(body.size());
+  head += "\r\nConnection: close\r\n\r\n";
+  std::array<net::const_buffer, 2> bufs{net::buffer(head), net::buffer(body)};
+  stream.expires_after(std::chrono::seconds(5));
+  co_await net::async_write(stream, bufs, kTuple);
+}
+
+}  // namespace
+
+net::awaitable<void> Server::Impl::accept_loop(Worker& w) {
+  for (;;) {
+    auto [ec, socket] = co_await w.acceptor->async_accept(kTuple);
+    if (stopping.load() || !w.acceptor->is_open()) co_return;
+    if (ec) {
+      // EMFILE and friends: back off briefly instead of spinning.
+      net::steady_timer t(w.ioc, std::chrono::milliseconds(50));
+      co_await t.async_wait(kTuple);
+      continue;
+    }
+    if (connections.load() >= opts.max_connections) {
+      boost::system::error_code ignored;
+      socket.close(ignored);
+      continue;
+    }
+    boost::system::error_code ignored;
+    socket.set_option(tcp::no_delay(true), ignored);
+    net::co_spawn(w.ioc, session(w, std::move(socket)), net::detached);
+  }
+}
+
+net::awaitable<void> Server::Impl::session(Worker& w, tcp::socket socket) {
+  connections.fetch_add(1);
+  beast::tcp_stream stream(std::move(socket));
+  SessionState state{&stream.socket(), false};
+  w.sessions.insert(&state);
+  beast::flat_buffer buffer;
+  for (;;) {
+    if (stopping.load()) break;
+    state.busy = false;
+    // Idle keep-alive wait for the first byte of the next request.
+    if (buffer.size() == 0) {
+      stream.expires_after(opts.keepalive_timeout);
+      auto [ec, n] = co_await stream.async_read_some(buffer.prepare(4096), kTuple);
+      if (ec) break;
+      buffer.commit(n);
+    }
+    state.busy = true;
+    bhttp::request_parser<bhttp::string_body> parser;
+    parser.header_limit(static_cast<std::uint32_t>(opts.max_header_bytes));
+    parser.body_limit(opts.max_body_bytes);
+    stream.expires_after(opts.request_timeout);
+    auto [hec, hn] = co_await bhttp::async_read_header(stream, buffer, parser, kTuple);
+    if (hec) {
+      if (hec == bhttp::error::header_limit) {
+        co_await send_error_and_close(stream, 431, "request headers exceed the limit");
+      } else if (hec == bhttp::error::body_limit) {
+        co_await send_error_and_close(stream, 413, "request body exceeds the limit");
+      } else if (hec != beast::error::timeout && hec != bhttp::error::end_of_stream &&
+                 hec != net::error::eof && hec != net::error::connection_reset &&
+                 hec != net::error::operation_aborted) {
+        const std::string msg = "malformed HTTP request: " + hec.message();
+        co_await send_error_and_close(stream, 400, msg);
+      }
+      break;
+    }
+    if (iequals(parser.get()[beast::http::field::expect], "100-continue")) {
+      static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+      auto [cec, cn] = co_await net::async_write(stream, net::buffer(kContinue), kTuple);
+      if (cec) break;
+    }
+    auto [bec, bn] = co_await bhttp::async_read(stream, buffer, parser, kTuple);
+    stream.expires_never();
+    if (bec) {
+      if (bec == bhttp::error::body_limit) {
+        co_await send_error_and_close(stream, 413, "request body exceeds the limit");
+      } else if (bec != beast::error::timeout && bec != net::error::eof &&
+                 bec != net::error::connection_reset && bec != net::error::operation_aborted &&
+                 bec != bhttp::error::end_of_stream) {
+        const std::string msg = "malformed HTTP request: " + bec.message();
+        co_await send_error_and_close(stream, 400, msg);
+      }
+      break;
+    }
+    auto msg = parser.release();
+    Request req;
+    req.method = std::string(msg.method_string());
+    req.target = std::string(msg.target());
+    req.keep_alive = msg.keep_alive() && !stopping.load();
+    req.headers.reserve(8);
+    for (const auto& f : msg) req.headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
+    req.body = std::move(msg.body());
+
+    active.fetch_add(1);
+    Writer writer(stream, opts, req.keep_alive);
+    auto watch = std::make_shared<GoneWatch>();
+    writer.set_watch(watch);
+    if (buffer.size() == 0) start_gone_watch(stream.socket(), watch);
+    try {
+      co_await handler(req, writer);
+    } catch (const std::exception& e) {
+      spdlog::error("handler failed: {}", e.what());
+    }
+    watch->done = true;
+    watch->cancel.emit(net::cancellation_type::all);
+    if (!writer.started() && !writer.failed() && !watch->gone) {
+      // Arguments are named locals: GCC 12 mishandles some temporaries inside co_await.
+      std::string body = openai_error_body(500, "the handler produced no response");
+      const Headers none;
+      co_await writer.send(500, "application/json", std::move(body), none);
+    } else if (writer.streaming() && !writer.ended() && !writer.failed()) {
+      co_await writer.end_stream();
+    }
+    active.fetch_sub(1);
+    if (active.load() == 0 && stopping.load()) cv.notify_all();
+    if (!req.keep_alive || writer.failed() || watch->gone || (writer.streaming() && !writer.ended())) break;
+  }
+  w.sessions.erase(&state);
+  boost::system::error_code ignored;
+  stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
+  stream.socket().close(ignored);
+  connections.fetch_sub(1);
+}
+
+Server::Server(ServerOptions options, Handler handler) : impl_(std::make_unique<Impl>()) {
+  impl_->opts = std::move(options);
+  impl_->handler = std::move(handler);
+  if (impl_->opts.threads < 1) impl_->opts.threads = 1;
+  for (int i = 0; i < impl_->opts.threads; ++i) {
+    auto w = std::make_unique<Worker>();
+    w->index = i;
+    impl_->workers.push_back(std::move(w));
+  }
+}
+
+Server::~Server() { stop(std::chrono::milliseconds(0)); }
+
+Result<std::uint16_t> Server::start() {
+  boost::system::error_code ec;
+  auto addr = net::ip::make_address(impl_->opts.address, ec);
+  if (ec) return fail(Error::invalid("invalid listen address '" + impl_->opts.address + "'"));
+  std::uint16_t port = impl_->opts.port;
+  for (auto& w : impl_->workers) {
+    tcp::acceptor acc(w->ioc);
+    tcp::endpoint ep(addr, port);
+    acc.open(ep.protocol(), ec);
+    if (!ec) acc.set_option(net::socket_base::reuse_address(true), ec);
+    if (!ec) {
+      int one = 1;
+      if (::setsockopt(acc.native_handle(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) {
+        ec = boost::system::error_code(errno, boost::system::system_category());
+      }
+    }
+    if (!ec) acc.bind(ep, ec);
+    if (!ec) acc.listen(net::socket_base::max_listen_connections, ec);
+    if (ec) {
+      return fail(Error::io(fmt::format("cannot listen on {}:{}: {}", impl_->opts.address, port,
+                                        ec.message())));
+    }
+    port = acc.local_endpoint().port();
+    w->acceptor.emplace(std::move(acc));
+  }
+  impl_->port = port;
+  for (auto& w : impl_->workers) {
+    Worker* wp = w.get();
+    net::co_spawn(wp->ioc, impl_->accept_loop(*wp), net::detached);
+    wp->thread = std::thread([wp] {
+      t_worker = wp->index;
+      auto guard = net::make_work_guard(wp->ioc);
+      wp->ioc.run();
+    });
+  }
+  return port;
+}
+
+void Server::stop(std::chrono::milliseconds deadline) {
+  if (impl_->stopped.exchange(true)) return;
+  impl_->stopping.store(true);
+  // Close acceptors and idle connections on their own threads.
+  for (auto& w : impl_->workers) {
+    Worker* wp = w.get();
+    net::post(wp->ioc, [wp] {
+      boost::system::error_code ignored;
+      if (wp->acceptor) wp->acceptor->close(ignored);
+      for (auto* s : wp->sessions) {
+        if (!s->busy) s->socket->close(ignored);
+      }
+    });
+  }
+  {
+    std::unique_lock lock(impl_->mu);
+    impl_->cv.wait_for(lock, deadline, [&] { return impl_->active.load() == 0; });
+  }
+  for (auto& w : impl_->workers) w->ioc.stop();
+  for (auto& w : impl_->workers) {
+    if (w->thread.joinable()) w->thread.join();
+  }
+  impl_->cv.notify_all();
+}
+
+void Server::wait() {
+  std::unique_lock lock(impl_->mu);
+  impl_->cv.wait(lock, [&] { return impl_->stopped.load() && impl_->workers.front()->ioc.stopped(); });
+}
+
+std::uint16_t Server::port() const { return impl_->port; }
+std::size_t Server::connections() const { return impl_->connections.load(); }
+std::size_t Server::active_requests() const { return impl_->active.load(); }
+net::any_io_executor Server::executor(int i) const {
+  return impl_->workers.at(static_cast<std::size_t>(i))->ioc.get_executor();
+}
+int Server::threads() const { return static_cast<int>(impl_->workers.size()); }
+
+}  // namespace kvroute::http

@@ -1,0 +1,104 @@
+// File: http/server.h
+//
+// An asynchronous HTTP/1.1 server on Boost.Asio/Beast with C++20 coroutines. One io_context and
+// one SO_REUSEPORT acceptor per worker thread (the kernel spreads connections; nothing is shared
+// on the hot path). A Handler coroutine answers each request through a ResponseWriter that can send
+// a whole response or stream a chunked one (SSE). Limits protect the server from bad clients:
+// header and body size (431/413), a deadline to receive a request's headers and body (slowloris),
+// an idle keep-alive timeout and a connection cap.
+//
+// Thread-safety: start()/stop()/wait() from one controlling thread; handlers run on the worker
+// thread that owns their connection.
+//
+//   Server server(opts, [](Request& req, ResponseWriter& w) -> net::awaitable<void> {
+//     co_await w.send(200, "text/plain", "hello");
+//   });
+//   auto port = server.start();  // binds 127.0.0.1:0 -> OS-picked port
+#pragma once
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "common/result.h"
+#include "http/message.h"
+
+namespace kvroute::http {
+
+namespace net = boost::asio;
+
+struct ServerOptions {
+  std::string address = "0.0.0.0";
+  std::uint16_t port = 8080;  // 0: the OS picks
+  int threads = 1;
+  std::size_t max_header_bytes = 64 * 1024;
+  std::size_t max_body_bytes = 32 * 1024 * 1024;
+  std::size_t max_connections = 100000;  // across all threads
+  std::chrono::milliseconds request_timeout{30000};  // to receive one whole request (slowloris)
+  std::chrono::milliseconds keepalive_timeout{120000};  // idle time between requests
+  std::chrono::milliseconds write_timeout{60000};       // one write to a slow reader
+};
+
+// How a handler answers. All methods return false when the client is gone (then stop writing).
+class ResponseWriter {
+ public:
+  virtual ~ResponseWriter() = default;
+  // A complete response with Content-Length.
+  virtual net::awaitable<bool> send(int status, std::string_view content_type, std::string body,
+                                    const Headers& extra = {}) = 0;
+  // A chunked response: head first, then chunks as they come, then the end.
+  virtual net::awaitable<bool> start_stream(int status, std::string_view content_type,
+                                            const Headers& extra = {}) = 0;
+  virtual net::awaitable<bool> write_chunk(std::string_view data) = 0;
+  virtual net::awaitable<bool> end_stream() = 0;
+  // Whether a response head was already sent (a later error can no longer change the status).
+  virtual bool started() const = 0;
+  // Called once if the client closes its connection while the handler runs (to cancel upstream
+  // work). Runs on the handler's thread.
+  virtual void on_client_gone(std::function<void()> fn) = 0;
+  virtual bool client_gone() const = 0;
+  // The status sent (0 before any).
+  virtual int status() const = 0;
+};
+
+using Handler = std::function<net::awaitable<void>(Request&, ResponseWriter&)>;
+
+// Index of the worker thread running the caller (0..threads-1), -1 outside workers.
+int current_worker();
+
+class Server {
+ public:
+  Server(ServerOptions options, Handler handler);
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // Binds and starts the worker threads. Returns the bound port.
+  Result<std::uint16_t> start();
+  // Graceful stop: close the acceptors, close idle connections, let in-flight requests finish
+  // until `deadline`, then cancel what remains and join the threads. Idempotent.
+  void stop(std::chrono::milliseconds deadline);
+  // Blocks until the server stopped (by stop() from another thread).
+  void wait();
+
+  std::uint16_t port() const;
+  // Open client connections and requests being handled right now.
+  std::size_t connections() const;
+  std::size_t active_requests() const;
+  // The executor of worker `i`, for background tasks that belong to that thread.
+  net::any_io_executor executor(int i) const;
+  int threads() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace kvroute::http
