@@ -198,14 +198,22 @@ void ConnectionPool::release(std::unique_ptr<Conn> c, const Endpoint& ep) {
 
 net::awaitable<std::expected<Exchange, UpstreamFailure>> ConnectionPool::start(
     const Endpoint& ep, std::string_view method, std::string_view target, const Headers& headers,
-    std::string_view body) {
-  return start_with(ep, method, target, headers, body, opts_.first_byte_timeout, opts_.idle_timeout);
+    std::string_view body, CancelToken* cancel) {
+  return start_with(ep, method, target, headers, body, opts_.first_byte_timeout, opts_.idle_timeout,
+                    cancel);
 }
 
 net::awaitable<std::expected<Exchange, UpstreamFailure>> ConnectionPool::start_with(
     const Endpoint& ep, std::string_view method, std::string_view target, const Headers& headers,
     std::string_view body, std::chrono::milliseconds first_byte_timeout,
-    std::chrono::milliseconds idle_timeout) {
+    std::chrono::milliseconds idle_timeout, CancelToken* cancel) {
+  struct HookReset {
+    CancelToken* t;
+    ~HookReset() {
+      if (t) t->hook = nullptr;
+    }
+  } hook_reset{cancel};
+  const UpstreamFailure cancelled{UpstreamError::kCancelled, "cancelled by the client"};
   std::string head;
   head.reserve(256 + headers.size() * 48);
   head += method;
@@ -244,6 +252,7 @@ net::awaitable<std::expected<Exchange, UpstreamFailure>> ConnectionPool::start_w
         break;
       }
     }
+    if (cancel && cancel->cancelled) co_return std::unexpected(cancelled);
     if (!conn) {
       auto& eps = idle_->resolved[key];
       if (eps.empty()) {
@@ -262,6 +271,12 @@ net::awaitable<std::expected<Exchange, UpstreamFailure>> ConnectionPool::start_w
         }
       }
       conn = std::make_unique<Conn>(ex_);
+      if (cancel) {
+        cancel->hook = [s = &conn->stream] {
+          boost::system::error_code ignored;
+          s->socket().close(ignored);
+        };
+      }
       conn->stream.expires_after(std::min(opts_.connect_timeout, first_byte_timeout));
       auto [cec, cep] = co_await conn->stream.async_connect(eps, kTuple);
       if (cec) {
@@ -271,6 +286,11 @@ net::awaitable<std::expected<Exchange, UpstreamFailure>> ConnectionPool::start_w
       }
       boost::system::error_code ignored;
       conn->stream.socket().set_option(tcp::no_delay(true), ignored);
+    } else if (cancel) {
+      cancel->hook = [s = &conn->stream] {
+        boost::system::error_code ignored;
+        s->socket().close(ignored);
+      };
     }
     conn->stream.expires_after(first_byte_timeout);
     std::array<net::const_buffer, 2> bufs{net::buffer(head), net::buffer(body.data(), body.size())};
@@ -282,6 +302,7 @@ net::awaitable<std::expected<Exchange, UpstreamFailure>> ConnectionPool::start_w
       auto [hec, hn] = co_await bhttp::async_read_header(conn->stream, conn->buffer, impl->parser, kTuple);
       wec = hec;
     }
+    if (cancel && cancel->cancelled) co_return std::unexpected(cancelled);
     if (wec) {
       const bool nothing_received = !impl->parser.got_some();
       if (wec == beast::error::timeout) {
@@ -312,7 +333,7 @@ net::awaitable<std::expected<Exchange, UpstreamFailure>> ConnectionPool::start_w
 net::awaitable<std::expected<std::pair<int, std::string>, UpstreamFailure>> ConnectionPool::get(
     const Endpoint& ep, std::string_view target, std::chrono::milliseconds timeout, std::size_t limit) {
   const Headers none;
-  auto ex = co_await start_with(ep, "GET", target, none, {}, timeout, timeout);
+  auto ex = co_await start_with(ep, "GET", target, none, {}, timeout, timeout, nullptr);
   if (!ex) co_return std::unexpected(ex.error());
   auto body = co_await ex->read_all(limit);
   if (!body) co_return std::unexpected(body.error());

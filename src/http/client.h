@@ -21,6 +21,7 @@
 #include <boost/asio/awaitable.hpp>
 
 #include <chrono>
+#include <functional>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -62,6 +63,17 @@ struct UpstreamFailure {
 
 class ConnectionPool;
 
+// Lets the owner of a pending start() abort it from the same thread (the client went away while
+// the upstream was still computing the response head).
+struct CancelToken {
+  bool cancelled = false;
+  std::function<void()> hook;  // set by the pool while a connection is in use
+  void cancel() {
+    cancelled = true;
+    if (hook) hook();
+  }
+};
+
 // One request/response on an upstream connection.
 class Exchange {
  public:
@@ -99,7 +111,8 @@ class ConnectionPool {
                                                                   std::string_view method,
                                                                   std::string_view target,
                                                                   const Headers& headers,
-                                                                  std::string_view body);
+                                                                  std::string_view body,
+                                                                  CancelToken* cancel = nullptr);
 
   // A one-shot GET returning (status, body), bounded in size and time; for health checks and scrapes.
   net::awaitable<std::expected<std::pair<int, std::string>, UpstreamFailure>> get(
@@ -115,7 +128,7 @@ class ConnectionPool {
   net::awaitable<std::expected<Exchange, UpstreamFailure>> start_with(
       const Endpoint& ep, std::string_view method, std::string_view target, const Headers& headers,
       std::string_view body, std::chrono::milliseconds first_byte_timeout,
-      std::chrono::milliseconds idle_timeout);
+      std::chrono::milliseconds idle_timeout, CancelToken* cancel);
   void release(std::unique_ptr<Conn> c, const Endpoint& ep);
   net::any_io_executor ex_;
   ClientOptions opts_;

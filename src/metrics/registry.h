@@ -1,0 +1,110 @@
+// File: metrics/registry.h
+//
+// Prometheus metrics: families are declared once (name, help, type, label names) and hand out
+// stable cells per label-value tuple; render() writes the text exposition format (0.0.4), clean
+// under `promtool check metrics`. Hot paths keep the cell pointers they need (cells never move).
+//
+// Thread-safety: everything is thread-safe. Cell updates are lock-free atomics; creating a new
+// label tuple and rendering take the family's mutex.
+//
+//   Registry reg;
+//   auto& reqs = reg.counter("kvroute_requests_total", "Requests handled.", {"endpoint", "code"});
+//   reqs.with({"/v1/completions", "200"}).inc();
+#pragma once
+
+#include <atomic>
+#include <initializer_list>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace kvroute::metrics {
+
+class Counter {
+ public:
+  void inc(double v = 1) { value_.fetch_add(v, std::memory_order_relaxed); }
+  double value() const { return value_.load(std::memory_order_relaxed); }
+
+ private:
+  std::atomic<double> value_{0};
+};
+
+class Gauge {
+ public:
+  void set(double v) { value_.store(v, std::memory_order_relaxed); }
+  void add(double v) { value_.fetch_add(v, std::memory_order_relaxed); }
+  double value() const { return value_.load(std::memory_order_relaxed); }
+
+ private:
+  std::atomic<double> value_{0};
+};
+
+class Histogram {
+ public:
+  explicit Histogram(const std::vector<double>& bounds);
+  void observe(double v);
+  std::uint64_t count() const { return count_.load(std::memory_order_relaxed); }
+  double sum() const { return sum_.load(std::memory_order_relaxed); }
+  // Cumulative count of observations <= bounds[i].
+  std::uint64_t cumulative(std::size_t i) const;
+  const std::vector<double>& bounds() const { return bounds_; }
+
+ private:
+  const std::vector<double>& bounds_;
+  std::unique_ptr<std::atomic<std::uint64_t>[]> buckets_;
+  std::atomic<std::uint64_t> count_{0};
+  std::atomic<double> sum_{0};
+};
+
+enum class Type { kCounter, kGauge, kHistogram };
+
+template <typename Cell>
+class Family {
+ public:
+  Family(std::string name, std::string help, Type type, std::vector<std::string> labels,
+         std::vector<double> bounds = {});
+  // The cell for these label values (created on first use). Requires: values.size() == labels.
+  Cell& with(std::initializer_list<std::string_view> values);
+  Cell& with(const std::vector<std::string>& values);
+  void render(std::string& out) const;
+  const std::string& name() const { return name_; }
+
+ private:
+  std::string name_, help_;
+  Type type_;
+  std::vector<std::string> labels_;
+  std::vector<double> bounds_;
+  mutable std::mutex mu_;
+  std::map<std::vector<std::string>, std::unique_ptr<Cell>> cells_;  // guarded by mu_
+};
+
+using CounterFamily = Family<Counter>;
+using GaugeFamily = Family<Gauge>;
+using HistogramFamily = Family<Histogram>;
+
+class Registry {
+ public:
+  CounterFamily& counter(std::string name, std::string help, std::vector<std::string> labels = {});
+  GaugeFamily& gauge(std::string name, std::string help, std::vector<std::string> labels = {});
+  HistogramFamily& histogram(std::string name, std::string help, std::vector<double> bounds,
+                             std::vector<std::string> labels = {});
+  // Text exposition of every family, in declaration order.
+  std::string render() const;
+
+ private:
+  mutable std::mutex mu_;
+  std::vector<std::unique_ptr<CounterFamily>> counters_;
+  std::vector<std::unique_ptr<GaugeFamily>> gauges_;
+  std::vector<std::unique_ptr<HistogramFamily>> histograms_;
+  std::vector<std::pair<Type, std::size_t>> order_;
+};
+
+// Default latency buckets in seconds (1 ms .. 60 s).
+std::vector<double> latency_buckets();
+// Formats a sample value the way Prometheus clients do ("1", "0.25", "+Inf", "NaN").
+std::string format_value(double v);
+
+}  // namespace kvroute::metrics

@@ -1,0 +1,148 @@
+#include "openai/request.h"
+
+#include <simdjson.h>
+
+namespace kvroute::openai {
+
+namespace {
+
+using simdjson::dom::element;
+using simdjson::dom::element_type;
+
+std::unexpected<ParseError> bad(std::string msg, std::string param = {}) {
+  return std::unexpected(ParseError{std::move(msg), std::move(param)});
+}
+
+// Collects the text of a message's content: a string, null, or an array of parts with "text".
+std::expected<std::string, ParseError> content_text(element content, std::size_t index) {
+  switch (content.type()) {
+    case element_type::STRING: return std::string(std::string_view(content.get_string().value_unsafe()));
+    case element_type::NULL_VALUE: return std::string();
+    case element_type::ARRAY: {
+      std::string out;
+      simdjson::dom::array parts = content.get_array().value_unsafe();
+      for (element part : parts) {
+        if (!part.is_object()) {
+          return bad("messages[" + std::to_string(index) + "].content parts must be objects", "messages");
+        }
+        auto text = part["text"];
+        if (!text.error() && text.is_string()) out += std::string_view(text.get_string().value_unsafe());
+      }
+      return out;
+    }
+    default:
+      return bad("messages[" + std::to_string(index) + "].content must be a string, an array or null",
+                 "messages");
+  }
+}
+
+}  // namespace
+
+std::expected<ParsedRequest, ParseError> parse_request(Endpoint endpoint, std::string_view body) {
+  thread_local simdjson::dom::parser parser;
+  ParsedRequest out;
+  out.endpoint = endpoint;
+  element doc;
+  if (auto err = parser.parse(body.data(), body.size()).get(doc); err) {
+    return bad(std::string("invalid JSON body: ") + simdjson::error_message(err));
+  }
+  if (!doc.is_object()) return bad("the request body must be a JSON object");
+
+  if (auto model = doc["model"]; !model.error()) {
+    if (!model.is_string()) return bad("'model' must be a string", "model");
+    out.model = std::string(std::string_view(model.get_string().value_unsafe()));
+  }
+  if (auto stream = doc["stream"]; !stream.error() && !stream.is_null()) {
+    if (!stream.is_bool()) return bad("'stream' must be a boolean", "stream");
+    out.stream = stream.get_bool().value_unsafe();
+  }
+  if (auto so = doc["stream_options"]; !so.error() && !so.is_null()) {
+    if (!so.is_object()) return bad("'stream_options' must be an object", "stream_options");
+    if (auto iu = so["include_usage"]; !iu.error() && !iu.is_null()) {
+      if (!iu.is_bool()) return bad("'stream_options.include_usage' must be a boolean", "stream_options");
+      out.include_usage = iu.get_bool().value_unsafe();
+    }
+  }
+  if (auto user = doc["user"]; !user.error() && !user.is_null()) {
+    if (!user.is_string()) return bad("'user' must be a string", "user");
+    out.user = std::string(std::string_view(user.get_string().value_unsafe()));
+  }
+  for (const char* key : {"max_tokens", "max_completion_tokens"}) {
+    if (auto mt = doc[key]; !mt.error() && !mt.is_null()) {
+      if (!mt.is_int64() && !mt.is_uint64()) return bad(std::string("'") + key + "' must be an integer", key);
+      std::int64_t v = mt.is_int64() ? mt.get_int64().value_unsafe() : -1;
+      if (v < 0) return bad(std::string("'") + key + "' must be a non-negative integer", key);
+      out.max_tokens = v;
+    }
+  }
+
+  if (endpoint == Endpoint::kCompletions) {
+    auto prompt = doc["prompt"];
+    if (prompt.error()) return bad("'prompt' is required", "prompt");
+    element p = prompt.value_unsafe();
+    if (p.is_string()) {
+      out.prompt = std::string(std::string_view(p.get_string().value_unsafe()));
+    } else if (p.is_array()) {
+      simdjson::dom::array arr = p.get_array().value_unsafe();
+      if (arr.size() == 0) return bad("'prompt' must not be empty", "prompt");
+      element first = arr.at(0).value_unsafe();
+      if (first.is_string()) {
+        for (element e : arr) {
+          if (!e.is_string()) return bad("'prompt' array must hold only strings", "prompt");
+        }
+        out.prompt = std::string(std::string_view(first.get_string().value_unsafe()));
+      } else if (first.is_int64() || first.is_uint64() || first.is_array()) {
+        // A token-id prompt, or a batch of them (the first one keys routing).
+        simdjson::dom::array ids = arr;
+        if (first.is_array()) ids = first.get_array().value_unsafe();
+        for (element e : ids) {
+          if (!e.is_int64() && !e.is_uint64()) return bad("'prompt' token ids must be integers", "prompt");
+          std::int64_t v = e.is_int64() ? e.get_int64().value_unsafe() : -1;
+          if (v < 0 || v > 0xffffffffLL) return bad("'prompt' token ids must be non-negative 32-bit", "prompt");
+          out.prompt_ids.push_back(static_cast<std::uint32_t>(v));
+        }
+      } else {
+        return bad("'prompt' must be a string, an array of strings or an array of token ids", "prompt");
+      }
+    } else {
+      return bad("'prompt' must be a string, an array of strings or an array of token ids", "prompt");
+    }
+    if (!out.prompt.empty()) {
+      out.routing_text = out.prompt;
+    } else {
+      out.routing_text.assign(reinterpret_cast<const char*>(out.prompt_ids.data()),
+                              out.prompt_ids.size() * sizeof(std::uint32_t));
+    }
+  } else {
+    auto messages = doc["messages"];
+    if (messages.error()) return bad("'messages' is required", "messages");
+    if (!messages.is_array()) return bad("'messages' must be an array", "messages");
+    simdjson::dom::array arr = messages.get_array().value_unsafe();
+    if (arr.size() == 0) return bad("'messages' must not be empty", "messages");
+    std::size_t i = 0;
+    for (element m : arr) {
+      if (!m.is_object()) return bad("messages[" + std::to_string(i) + "] must be an object", "messages");
+      auto role = m["role"];
+      if (role.error() || !role.is_string()) {
+        return bad("messages[" + std::to_string(i) + "].role must be a string", "messages");
+      }
+      ChatMessage msg;
+      msg.role = std::string(std::string_view(role.get_string().value_unsafe()));
+      if (auto content = m["content"]; !content.error()) {
+        auto text = content_text(content.value_unsafe(), i);
+        if (!text) return std::unexpected(text.error());
+        msg.content = std::move(*text);
+      }
+      out.routing_text += msg.role;
+      out.routing_text += '\n';
+      out.routing_text += msg.content;
+      out.routing_text += '\n';
+      out.messages.push_back(std::move(msg));
+      ++i;
+    }
+    out.messages_json = simdjson::minify(messages.value_unsafe());
+  }
+  return out;
+}
+
+}  // namespace kvroute::openai

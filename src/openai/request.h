@@ -1,0 +1,50 @@
+// File: openai/request.h
+//
+// Parses an OpenAI completions or chat-completions request body once, early, into the fields the
+// router needs (model, prompt or messages, stream flags, user). The body itself is forwarded byte
+// for byte; this struct is only read. Errors carry the message and the offending parameter for a
+// 400 in OpenAI's shape.
+// Thread-safe: parse_request uses a thread-local parser.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/result.h"
+
+namespace kvroute::openai {
+
+enum class Endpoint { kCompletions, kChatCompletions };
+
+struct ChatMessage {
+  std::string role;
+  std::string content;  // text parts joined; empty for null content
+};
+
+struct ParsedRequest {
+  Endpoint endpoint = Endpoint::kCompletions;
+  std::string model;                      // empty when absent
+  bool stream = false;
+  bool include_usage = false;             // stream_options.include_usage
+  std::string prompt;                     // completions: the (first) text prompt
+  std::vector<std::uint32_t> prompt_ids;  // completions: a token-id prompt
+  std::vector<ChatMessage> messages;      // chat
+  std::string messages_json;              // chat: the raw JSON array, for template rendering
+  std::string user;
+  std::optional<std::int64_t> max_tokens;
+  // The text the router keys its prefix index on when it does not tokenize: the prompt, or the
+  // messages as "role\ncontent\n" lines.
+  std::string routing_text;
+};
+
+struct ParseError {
+  std::string message;
+  std::string param;  // the offending field, may be empty
+};
+
+std::expected<ParsedRequest, ParseError> parse_request(Endpoint endpoint, std::string_view body);
+
+}  // namespace kvroute::openai

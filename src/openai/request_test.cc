@@ -1,0 +1,64 @@
+#include "openai/request.h"
+
+#include <gtest/gtest.h>
+
+namespace kvroute::openai {
+namespace {
+
+TEST(ParseRequest, Completion) {
+  auto r = parse_request(Endpoint::kCompletions,
+                         R"({"model":"m","prompt":"hello","stream":true,"stream_options":{"include_usage":true},"user":"u1","max_tokens":5})");
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_EQ(r->model, "m");
+  EXPECT_EQ(r->prompt, "hello");
+  EXPECT_TRUE(r->stream);
+  EXPECT_TRUE(r->include_usage);
+  EXPECT_EQ(r->user, "u1");
+  EXPECT_EQ(r->max_tokens, 5);
+  EXPECT_EQ(r->routing_text, "hello");
+}
+
+TEST(ParseRequest, TokenPromptAndChat) {
+  auto r = parse_request(Endpoint::kCompletions, R"({"model":"m","prompt":[1,2,3]})");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->prompt_ids, (std::vector<std::uint32_t>{1, 2, 3}));
+  auto c = parse_request(Endpoint::kChatCompletions,
+                         R"({"model":"m","messages":[{"role":"system","content":"S"},{"role":"user","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]}]})");
+  ASSERT_TRUE(c) << c.error().message;
+  ASSERT_EQ(c->messages.size(), 2u);
+  EXPECT_EQ(c->messages[1].content, "ab");
+  EXPECT_EQ(c->routing_text, "system\nS\nuser\nab\n");
+  EXPECT_EQ(c->messages_json.front(), '[');
+}
+
+TEST(ParseRequest, Errors) {
+  struct Case {
+    Endpoint ep;
+    const char* body;
+    const char* param;
+  } cases[] = {
+      {Endpoint::kCompletions, "{not json", ""},
+      {Endpoint::kCompletions, "[1]", ""},
+      {Endpoint::kCompletions, R"({"model":"m"})", "prompt"},
+      {Endpoint::kCompletions, R"({"model":5,"prompt":"x"})", "model"},
+      {Endpoint::kCompletions, R"({"prompt":"x","stream":"yes"})", "stream"},
+      {Endpoint::kCompletions, R"({"prompt":{}})", "prompt"},
+      {Endpoint::kCompletions, R"({"prompt":[-1]})", "prompt"},
+      {Endpoint::kCompletions, R"({"prompt":"x","max_tokens":-3})", "max_tokens"},
+      {Endpoint::kCompletions, R"({"prompt":"x","stream_options":3})", "stream_options"},
+      {Endpoint::kChatCompletions, R"({"model":"m"})", "messages"},
+      {Endpoint::kChatCompletions, R"({"messages":[]})", "messages"},
+      {Endpoint::kChatCompletions, R"({"messages":[{"content":"x"}]})", "messages"},
+      {Endpoint::kChatCompletions, R"({"messages":[{"role":"user","content":5}]})", "messages"},
+      {Endpoint::kChatCompletions, R"({"messages":[{"role":"user","content":"x"}],"user":1})", "user"},
+  };
+  for (const auto& c : cases) {
+    auto r = parse_request(c.ep, c.body);
+    ASSERT_FALSE(r) << c.body;
+    EXPECT_EQ(r.error().param, c.param) << c.body;
+    EXPECT_FALSE(r.error().message.empty());
+  }
+}
+
+}  // namespace
+}  // namespace kvroute::openai
