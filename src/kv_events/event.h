@@ -24,6 +24,12 @@ struct BlockStored {
   std::optional<std::string> medium;               // "GPU", "CPU", ...
   std::optional<std::string> lora_name;
   std::optional<std::int64_t> group_idx;
+  // Later optional fields (extension, kv_events/codec.h carries them byte-exactly):
+  // extra_keys: empty = absent/nil; else one entry per block holding that entry's raw msgpack
+  // bytes ("\xc0" for nil). Opaque on purpose: its shape changed across vLLM versions.
+  std::vector<std::string> extra_keys;
+  std::optional<std::string> kv_cache_spec_kind;  // e.g. "full_attention"
+  std::optional<std::int64_t> kv_cache_spec_sliding_window;
   bool operator==(const BlockStored&) const = default;
 };
 
