@@ -1,0 +1,25 @@
+// File: tokenizer/test_corpus.h
+//
+// Deterministic text generators for the tokenizer's tests, benchmark and fuzz seeds (same seed, same text, on
+// every platform: std::mt19937_64 raw output only). Pure functions: thread-safe.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace kvroute::tokenizer::testing_corpus {
+
+// Short hostile items: scripts, CJK, emoji/ZWJ, combining marks, code, whitespace/digit runs, contractions in
+// both cases, text spelling special tokens (whole and broken).
+std::vector<std::string> hostile_corpus(std::uint64_t seed, std::size_t count);
+// Items of 2-32 KB, some ending in runs of thousands of one character.
+std::vector<std::string> long_items(std::uint64_t seed, std::size_t count);
+// About `bytes` bytes of mixed text: prose (mostly English), code, JSON, some hostile items.
+std::string mixed_text(std::size_t bytes, std::uint64_t seed);
+// A Llama 3 chat prompt as the chat template renders it: system prompt of about system_bytes, `turns` turns,
+// then the generation prompt.
+std::string llama3_chat(std::size_t turns, std::size_t system_bytes, std::uint64_t seed);
+
+}  // namespace kvroute::tokenizer::testing_corpus
