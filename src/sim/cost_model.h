@@ -25,15 +25,19 @@ struct StepShape {
 };
 
 // Linear-in-work model:
-//   t = base + per_prefill_token * P + per_attn_pair * sum(new*(context + new/2))
+//   t = base + per_prefill_token * P' + per_attn_pair * sum(new*(context + new/2))
 //       + per_decode_seq * D + per_decode_context_token * C
-// where P is the number of prefill tokens, D the decode batch and C its total context.
+// where P is the number of prefill tokens, D the decode batch and C its total context, and
+// P' = max(0, P - max(0, free_batch_tokens - D)): the first free_batch_tokens tokens of a step
+// (decode tokens first) ride on the weight read at no marginal matmul cost. With
+// free_batch_tokens = 0 (the default), P' = P. See docs/sim-calibration.md, docs/adr/0180.
 struct CostCoefficients {
   double base_s = 0;
   double per_prefill_token_s = 0;
   double per_attn_pair_s = 0;
   double per_decode_seq_s = 0;
   double per_decode_context_token_s = 0;
+  double free_batch_tokens = 0;
 };
 
 class CostModel {
