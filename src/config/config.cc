@@ -1,0 +1,270 @@
+#include "config/config.h"
+
+#include <fmt/format.h>
+#include <yaml-cpp/yaml.h>
+
+#include <charconv>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "http/client.h"
+
+namespace kvroute::config {
+
+Result<Duration> parse_duration(std::string_view s) {
+  double v = 0;
+  auto [ptr, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc() || v < 0) return fail(Error::invalid(fmt::format("'{}' is not a duration", s)));
+  std::string_view unit(ptr, static_cast<std::size_t>(s.data() + s.size() - ptr));
+  double ms;
+  if (unit.empty() || unit == "ms") ms = v;
+  else if (unit == "s") ms = v * 1000;
+  else if (unit == "m") ms = v * 60000;
+  else if (unit == "h") ms = v * 3600000;
+  else if (unit == "us") ms = v / 1000;
+  else return fail(Error::invalid(fmt::format("'{}': unknown duration unit '{}'", s, unit)));
+  return Duration(static_cast<std::int64_t>(ms));
+}
+
+namespace {
+
+class Reader {
+ public:
+  explicit Reader(std::string source) : source_(std::move(source)) {}
+
+  std::string where(const YAML::Node& n, std::string_view field) const {
+    auto m = n.Mark();
+    return fmt::format("{}:{}:{}: field '{}'", source_, m.line + 1, m.column + 1, field);
+  }
+  Error err(const YAML::Node& n, std::string_view field, std::string_view msg) const {
+    return Error::invalid(fmt::format("{}: {}", where(n, field), msg));
+  }
+
+  // Rejects keys not in `allowed`.
+  Status keys(const YAML::Node& map, std::string_view field, std::initializer_list<std::string_view> allowed) const {
+    if (!map.IsMap()) return fail(err(map, field, "must be a mapping"));
+    for (auto it = map.begin(); it != map.end(); ++it) {
+      auto key = it->first.as<std::string>();
+      bool ok = false;
+      for (auto a : allowed) ok = ok || a == key;
+      if (!ok) {
+        std::string list;
+        for (auto a : allowed) list += std::string(list.empty() ? "" : ", ") + std::string(a);
+        return fail(err(it->first, std::string(field) + "." + key, "unknown key (expected one of: " + list + ")"));
+      }
+    }
+    return {};
+  }
+
+  template <typename T>
+  Status scalar(const YAML::Node& map, const char* key, std::string_view path, T& out) const {
+    auto n = map[key];
+    if (!n) return {};
+    if (!n.IsScalar()) return fail(err(n, fmt::format("{}.{}", path, key), "must be a scalar"));
+    try {
+      out = n.as<T>();
+    } catch (const YAML::Exception&) {
+      return fail(err(n, fmt::format("{}.{}", path, key), fmt::format("invalid value '{}'", n.Scalar())));
+    }
+    return {};
+  }
+
+  Status duration(const YAML::Node& map, const char* key, std::string_view path, Duration& out) const {
+    auto n = map[key];
+    if (!n) return {};
+    if (!n.IsScalar()) return fail(err(n, fmt::format("{}.{}", path, key), "must be a duration"));
+    auto d = parse_duration(n.Scalar());
+    if (!d) return fail(err(n, fmt::format("{}.{}", path, key), d.error().message));
+    out = *d;
+    return {};
+  }
+
+  const std::string& source() const { return source_; }
+
+ private:
+  std::string source_;
+};
+
+#define KVROUTE_CHECK_STATUS(expr) \
+  do {                             \
+    auto s_ = (expr);              \
+    if (!s_) return fail(s_.error()); \
+  } while (0)
+
+Result<Config> parse_root(const YAML::Node& root, const Reader& r) {
+  Config c;
+  if (!root || root.IsNull()) return c;
+  KVROUTE_CHECK_STATUS(r.keys(root, "", {"server", "upstream", "health", "routing", "backends", "log",
+                                         "plugins", "schedulingProfiles", "apiVersion", "kind"}));
+  if (auto s = root["server"]) {
+    KVROUTE_CHECK_STATUS(r.keys(s, "server", {"address", "port", "threads", "maxBodyBytes", "maxHeaderBytes",
+                                              "maxConnections", "requestTimeout", "keepaliveTimeout",
+                                              "shutdownGracePeriod"}));
+    KVROUTE_CHECK_STATUS(r.scalar(s, "address", "server", c.address));
+    KVROUTE_CHECK_STATUS(r.scalar(s, "port", "server", c.port));
+    KVROUTE_CHECK_STATUS(r.scalar(s, "threads", "server", c.threads));
+    KVROUTE_CHECK_STATUS(r.scalar(s, "maxBodyBytes", "server", c.max_body_bytes));
+    KVROUTE_CHECK_STATUS(r.scalar(s, "maxHeaderBytes", "server", c.max_header_bytes));
+    KVROUTE_CHECK_STATUS(r.scalar(s, "maxConnections", "server", c.max_connections));
+    KVROUTE_CHECK_STATUS(r.duration(s, "requestTimeout", "server", c.request_timeout));
+    KVROUTE_CHECK_STATUS(r.duration(s, "keepaliveTimeout", "server", c.keepalive_timeout));
+    KVROUTE_CHECK_STATUS(r.duration(s, "shutdownGracePeriod", "server", c.shutdown_grace));
+    if (c.threads < 1 || c.threads > 256) return fail(r.err(s["threads"], "server.threads", "must be 1..256"));
+  }
+  if (auto u = root["upstream"]) {
+    KVROUTE_CHECK_STATUS(r.keys(u, "upstream", {"connectTimeout", "firstByteTimeout", "idleTimeout", "maxRetries",
+                                                "maxIdlePerBackend"}));
+    KVROUTE_CHECK_STATUS(r.duration(u, "connectTimeout", "upstream", c.connect_timeout));
+    KVROUTE_CHECK_STATUS(r.duration(u, "firstByteTimeout", "upstream", c.first_byte_timeout));
+    KVROUTE_CHECK_STATUS(r.duration(u, "idleTimeout", "upstream", c.idle_timeout));
+    KVROUTE_CHECK_STATUS(r.scalar(u, "maxRetries", "upstream", c.max_retries));
+    KVROUTE_CHECK_STATUS(r.scalar(u, "maxIdlePerBackend", "upstream", c.max_idle_per_backend));
+    if (c.max_retries < 0 || c.max_retries > 10) {
+      return fail(r.err(u["maxRetries"], "upstream.maxRetries", "must be 0..10"));
+    }
+  }
+  if (auto h = root["health"]) {
+    KVROUTE_CHECK_STATUS(r.keys(h, "health", {"interval", "timeout", "path", "failureThreshold", "ejectionTime",
+                                              "metricsScrapeInterval"}));
+    KVROUTE_CHECK_STATUS(r.duration(h, "interval", "health", c.health_interval));
+    KVROUTE_CHECK_STATUS(r.duration(h, "timeout", "health", c.health_timeout));
+    KVROUTE_CHECK_STATUS(r.scalar(h, "path", "health", c.health_path));
+    KVROUTE_CHECK_STATUS(r.scalar(h, "failureThreshold", "health", c.failure_threshold));
+    KVROUTE_CHECK_STATUS(r.duration(h, "ejectionTime", "health", c.ejection_time));
+    KVROUTE_CHECK_STATUS(r.duration(h, "metricsScrapeInterval", "health", c.metrics_scrape_interval));
+  }
+  if (auto rt = root["routing"]) {
+    KVROUTE_CHECK_STATUS(r.keys(rt, "routing", {"policy", "sessionHeader", "debugHeaders", "tokenizer", "blockSize"}));
+    KVROUTE_CHECK_STATUS(r.scalar(rt, "policy", "routing", c.policy));
+    KVROUTE_CHECK_STATUS(r.scalar(rt, "sessionHeader", "routing", c.session_header));
+    KVROUTE_CHECK_STATUS(r.scalar(rt, "debugHeaders", "routing", c.debug_headers));
+    KVROUTE_CHECK_STATUS(r.scalar(rt, "tokenizer", "routing", c.tokenizer));
+    KVROUTE_CHECK_STATUS(r.scalar(rt, "blockSize", "routing", c.block_size));
+    if (c.block_size == 0) return fail(r.err(rt["blockSize"], "routing.blockSize", "must be positive"));
+  }
+  if (auto l = root["log"]) {
+    KVROUTE_CHECK_STATUS(r.keys(l, "log", {"level"}));
+    KVROUTE_CHECK_STATUS(r.scalar(l, "level", "log", c.log_level));
+  }
+  if (auto bs = root["backends"]) {
+    if (!bs.IsSequence()) return fail(r.err(bs, "backends", "must be a list"));
+    for (std::size_t i = 0; i < bs.size(); ++i) {
+      auto b = bs[i];
+      const std::string path = fmt::format("backends[{}]", i);
+      BackendConfig bc;
+      if (b.IsScalar()) {
+        bc.url = b.Scalar();
+      } else {
+        KVROUTE_CHECK_STATUS(r.keys(b, path, {"url", "name", "models", "kvEvents", "kvEventsReplay", "numGpuBlocks"}));
+        KVROUTE_CHECK_STATUS(r.scalar(b, "url", path, bc.url));
+        KVROUTE_CHECK_STATUS(r.scalar(b, "name", path, bc.name));
+        KVROUTE_CHECK_STATUS(r.scalar(b, "kvEvents", path, bc.kv_events_endpoint));
+        KVROUTE_CHECK_STATUS(r.scalar(b, "kvEventsReplay", path, bc.kv_events_replay));
+        if (auto nb = b["numGpuBlocks"]) {
+          std::uint32_t v = 0;
+          KVROUTE_CHECK_STATUS(r.scalar(b, "numGpuBlocks", path, v));
+          bc.num_gpu_blocks = v;
+        }
+        if (auto ms = b["models"]) {
+          if (!ms.IsSequence()) return fail(r.err(ms, path + ".models", "must be a list of names"));
+          for (auto m : ms) bc.models.push_back(m.as<std::string>());
+        }
+      }
+      if (bc.url.empty()) return fail(r.err(b, path + ".url", "is required"));
+      if (auto ep = http::parse_http_url(bc.url); !ep) return fail(r.err(b, path + ".url", ep.error().message));
+      if (bc.name.empty()) bc.name = bc.url;
+      c.backends.push_back(std::move(bc));
+    }
+  }
+  if (auto ps = root["plugins"]) {
+    if (!ps.IsSequence()) return fail(r.err(ps, "plugins", "must be a list"));
+    std::set<std::string> names;
+    for (std::size_t i = 0; i < ps.size(); ++i) {
+      auto p = ps[i];
+      const std::string path = fmt::format("plugins[{}]", i);
+      KVROUTE_CHECK_STATUS(r.keys(p, path, {"type", "name", "parameters"}));
+      PluginConfig pc;
+      KVROUTE_CHECK_STATUS(r.scalar(p, "type", path, pc.type));
+      KVROUTE_CHECK_STATUS(r.scalar(p, "name", path, pc.name));
+      if (pc.type.empty()) return fail(r.err(p, path + ".type", "is required"));
+      if (pc.name.empty()) pc.name = pc.type;
+      if (!names.insert(pc.name).second) return fail(r.err(p, path + ".name", "duplicate plugin name '" + pc.name + "'"));
+      YAML::Emitter e;
+      e << YAML::Flow << (p["parameters"] ? p["parameters"] : YAML::Node(YAML::NodeType::Map));
+      pc.parameters_yaml = e.c_str();
+      pc.line = p.Mark().line + 1;
+      c.plugins.push_back(std::move(pc));
+    }
+  }
+  if (auto sp = root["schedulingProfiles"]) {
+    if (!sp.IsSequence()) return fail(r.err(sp, "schedulingProfiles", "must be a list"));
+    for (std::size_t i = 0; i < sp.size(); ++i) {
+      auto p = sp[i];
+      const std::string path = fmt::format("schedulingProfiles[{}]", i);
+      KVROUTE_CHECK_STATUS(r.keys(p, path, {"name", "plugins"}));
+      SchedulingProfile prof;
+      KVROUTE_CHECK_STATUS(r.scalar(p, "name", path, prof.name));
+      if (auto refs = p["plugins"]) {
+        if (!refs.IsSequence()) return fail(r.err(refs, path + ".plugins", "must be a list"));
+        for (std::size_t j = 0; j < refs.size(); ++j) {
+          auto ref = refs[j];
+          const std::string rpath = fmt::format("{}.plugins[{}]", path, j);
+          KVROUTE_CHECK_STATUS(r.keys(ref, rpath, {"pluginRef", "weight"}));
+          ProfilePluginRef pr;
+          KVROUTE_CHECK_STATUS(r.scalar(ref, "pluginRef", rpath, pr.plugin_ref));
+          KVROUTE_CHECK_STATUS(r.scalar(ref, "weight", rpath, pr.weight));
+          bool known = false;
+          for (const auto& pc : c.plugins) known = known || pc.name == pr.plugin_ref;
+          if (!known) return fail(r.err(ref, rpath + ".pluginRef", "no plugin named '" + pr.plugin_ref + "'"));
+          prof.plugins.push_back(pr);
+        }
+      }
+      c.profiles.push_back(std::move(prof));
+    }
+  }
+  return c;
+}
+
+}  // namespace
+
+Result<Config> load_yaml(const std::string& text, const std::string& source) {
+  Reader r(source);
+  YAML::Node root;
+  try {
+    root = YAML::Load(text);
+  } catch (const YAML::ParserException& e) {
+    return fail(Error::invalid(fmt::format("{}:{}:{}: {}", source, e.mark.line + 1, e.mark.column + 1, e.msg)));
+  }
+  try {
+    return parse_root(root, r);
+  } catch (const YAML::Exception& e) {
+    return fail(Error::invalid(fmt::format("{}:{}:{}: {}", source, e.mark.line + 1, e.mark.column + 1, e.msg)));
+  }
+}
+
+Result<Config> load_file(const std::string& path) {
+  std::ifstream f(path);
+  if (!f) return fail(Error::not_found(fmt::format("{}: cannot open the config file", path)));
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return load_yaml(ss.str(), path);
+}
+
+Status validate(const Config& c) {
+  if (c.backends.empty()) {
+    return fail(Error::invalid("no backends: give --backend URL or a 'backends' list in the config file"));
+  }
+  std::set<std::string> names;
+  for (const auto& b : c.backends) {
+    if (auto ep = http::parse_http_url(b.url); !ep) return fail(ep.error());
+    if (!names.insert(b.name).second) return fail(Error::invalid("duplicate backend name '" + b.name + "'"));
+  }
+  if (c.threads < 1) return fail(Error::invalid("threads must be at least 1"));
+  if (c.max_body_bytes == 0 || c.max_header_bytes < 1024) {
+    return fail(Error::invalid("limits: maxBodyBytes must be > 0 and maxHeaderBytes >= 1024"));
+  }
+  return {};
+}
+
+}  // namespace kvroute::config

@@ -1,0 +1,93 @@
+// File: config/config.h
+//
+// The router's configuration: one schema for the YAML file (`kvroute serve --config FILE`) and the
+// command-line flags (flags override the file). docs/config.md documents every key. Errors name the
+// file, line and field and fail start-up; nothing runs half-configured.
+// Plain values: not synchronized (built once at start-up, then read-only).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/result.h"
+
+namespace kvroute::config {
+
+using Duration = std::chrono::milliseconds;
+
+struct BackendConfig {
+  std::string url;                   // http://host:port
+  std::string name;                  // defaults to the URL
+  std::vector<std::string> models;   // optional: otherwise learned from GET /v1/models
+  std::string kv_events_endpoint;    // optional ZMQ PUB endpoint of the engine (precise routing)
+  std::string kv_events_replay;      // optional ZMQ ROUTER replay endpoint
+  std::optional<std::uint32_t> num_gpu_blocks;  // optional KV capacity (else scraped)
+};
+
+// A scheduler plugin instance (llm-d style): a type, a unique name and its parameters as YAML text.
+struct PluginConfig {
+  std::string type;
+  std::string name;
+  std::string parameters_yaml;  // "{}" when absent
+  int line = 0;
+};
+struct ProfilePluginRef {
+  std::string plugin_ref;
+  double weight = 1.0;
+};
+struct SchedulingProfile {
+  std::string name;
+  std::vector<ProfilePluginRef> plugins;
+};
+
+struct Config {
+  // server
+  std::string address = "0.0.0.0";
+  std::uint16_t port = 8080;
+  int threads = 1;
+  std::size_t max_body_bytes = 32u << 20;
+  std::size_t max_header_bytes = 64u << 10;
+  std::size_t max_connections = 100000;
+  Duration request_timeout{30000};
+  Duration keepalive_timeout{120000};
+  Duration shutdown_grace{30000};
+  // upstream
+  Duration connect_timeout{2000};
+  Duration first_byte_timeout{300000};
+  Duration idle_timeout{60000};
+  int max_retries = 2;
+  std::size_t max_idle_per_backend = 256;
+  // health
+  Duration health_interval{2000};
+  Duration health_timeout{1000};
+  std::string health_path = "/health";
+  int failure_threshold = 3;      // consecutive failures that eject a backend
+  Duration ejection_time{10000};  // before an ejected backend is probed again
+  Duration metrics_scrape_interval{1000};  // engines' /metrics; 0 disables
+  // routing
+  std::string policy = "round-robin";
+  std::string session_header = "x-session-id";
+  bool debug_headers = false;   // x-kvroute-backend / x-kvroute-reason response headers
+  std::string tokenizer;        // path of a HF tokenizer directory; empty: character blocks
+  std::uint32_t block_size = 16;
+  std::vector<PluginConfig> plugins;
+  std::vector<SchedulingProfile> profiles;
+  // backends
+  std::vector<BackendConfig> backends;
+  // logging
+  std::string log_level = "info";
+};
+
+// Loads a YAML file. Unknown keys are errors (typos must not pass silently).
+Result<Config> load_file(const std::string& path);
+// Parses YAML text; `source` names it in error messages.
+Result<Config> load_yaml(const std::string& text, const std::string& source);
+// Checks cross-field rules (at least one backend, valid URLs, positive limits).
+Status validate(const Config& c);
+// Parses "250ms", "2s", "1m", "1h" or a bare number of milliseconds.
+Result<Duration> parse_duration(std::string_view s);
+
+}  // namespace kvroute::config

@@ -1,0 +1,90 @@
+#include "config/config.h"
+
+#include <gtest/gtest.h>
+
+namespace kvroute::config {
+namespace {
+
+TEST(Config, LoadsEverySection) {
+  auto c = load_yaml(R"(
+server: {address: 127.0.0.1, port: 9000, threads: 2, maxBodyBytes: 1024, requestTimeout: 5s}
+upstream: {connectTimeout: 250ms, maxRetries: 1}
+health: {interval: 1s, failureThreshold: 2}
+routing: {policy: least-inflight, sessionHeader: x-sess, debugHeaders: true}
+backends:
+  - http://127.0.0.1:8001
+  - {url: "http://127.0.0.1:8002", name: b, models: [m1]}
+log: {level: debug}
+)", "t.yaml");
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_EQ(c->port, 9000);
+  EXPECT_EQ(c->threads, 2);
+  EXPECT_EQ(c->request_timeout, Duration(5000));
+  EXPECT_EQ(c->connect_timeout, Duration(250));
+  EXPECT_EQ(c->max_retries, 1);
+  EXPECT_EQ(c->policy, "least-inflight");
+  EXPECT_TRUE(c->debug_headers);
+  ASSERT_EQ(c->backends.size(), 2u);
+  EXPECT_EQ(c->backends[0].name, "http://127.0.0.1:8001");
+  EXPECT_EQ(c->backends[1].models, std::vector<std::string>{"m1"});
+  EXPECT_TRUE(validate(*c));
+}
+
+TEST(Config, ErrorsNameFileLineAndField) {
+  auto c = load_yaml("server:\n  port: 80\n  treads: 2\n", "cfg.yaml");
+  ASSERT_FALSE(c);
+  EXPECT_NE(c.error().message.find("cfg.yaml:3:"), std::string::npos) << c.error().message;
+  EXPECT_NE(c.error().message.find("server.treads"), std::string::npos) << c.error().message;
+
+  c = load_yaml("server:\n  port: notaport\n", "cfg.yaml");
+  ASSERT_FALSE(c);
+  EXPECT_NE(c.error().message.find("cfg.yaml:2:"), std::string::npos) << c.error().message;
+  EXPECT_NE(c.error().message.find("server.port"), std::string::npos);
+
+  c = load_yaml("backends:\n  - url: https://x:1\n", "cfg.yaml");
+  ASSERT_FALSE(c);
+  EXPECT_NE(c.error().message.find("backends[0].url"), std::string::npos) << c.error().message;
+
+  c = load_yaml("upstream: {idleTimeout: 5 parsecs}\n", "cfg.yaml");
+  ASSERT_FALSE(c);
+  EXPECT_NE(c.error().message.find("upstream.idleTimeout"), std::string::npos);
+
+  c = load_yaml("server: [1\n", "cfg.yaml");
+  ASSERT_FALSE(c);
+  EXPECT_NE(c.error().message.find("cfg.yaml:"), std::string::npos);
+
+  EXPECT_FALSE(validate(Config{}));
+  EXPECT_FALSE(load_file("/nonexistent/kvroute.yaml"));
+}
+
+TEST(Config, SchedulerPluginsAndProfiles) {
+  auto c = load_yaml(R"(
+plugins:
+  - type: prefix-cache-scorer
+    parameters: {blockSize: 16}
+  - {type: load-aware-scorer, name: load}
+schedulingProfiles:
+  - name: default
+    plugins: [{pluginRef: prefix-cache-scorer, weight: 3}, {pluginRef: load}]
+)", "s.yaml");
+  ASSERT_TRUE(c) << c.error().message;
+  ASSERT_EQ(c->plugins.size(), 2u);
+  EXPECT_EQ(c->plugins[0].name, "prefix-cache-scorer");
+  ASSERT_EQ(c->profiles.size(), 1u);
+  EXPECT_EQ(c->profiles[0].plugins[0].weight, 3);
+  auto bad = load_yaml("plugins: [{type: a}]\nschedulingProfiles: [{name: p, plugins: [{pluginRef: zzz}]}]\n", "s.yaml");
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.error().message.find("pluginRef"), std::string::npos);
+}
+
+TEST(ParseDuration, Units) {
+  EXPECT_EQ(*parse_duration("250ms"), Duration(250));
+  EXPECT_EQ(*parse_duration("2s"), Duration(2000));
+  EXPECT_EQ(*parse_duration("1.5m"), Duration(90000));
+  EXPECT_EQ(*parse_duration("100"), Duration(100));
+  EXPECT_FALSE(parse_duration("x"));
+  EXPECT_FALSE(parse_duration("5 days"));
+}
+
+}  // namespace
+}  // namespace kvroute::config
