@@ -264,6 +264,7 @@ struct Tokenizer::Impl {
   std::vector<std::string> id_to_bytes;  // by id: what the ByteLevel decoder makes of the token
   std::vector<bool> id_present;
   std::vector<bool> id_special;
+  std::vector<bool> id_unsafe_cut;  // an added token with rstrip or single_word has this id
 
   void encode_word(std::string_view word, std::vector<std::uint32_t>& out, Scratch& sc) const;
   void bpe(std::string_view word, std::vector<std::uint32_t>& out, Scratch& sc) const;
@@ -599,6 +600,10 @@ void build_decode_tables(Tokenizer::Impl& impl) {
     impl.id_to_token[t.id] = t.content;  // HF looks up added tokens first
     impl.id_present[t.id] = true;
     impl.id_special[t.id] = t.special;
+  }
+  impl.id_unsafe_cut.assign(n, false);
+  for (const AddedToken& t : impl.added) {
+    if (t.rstrip || t.single_word || t.normalized) impl.id_unsafe_cut[t.id] = true;
   }
   const auto cp_of_byte = byte_to_codepoint();
   std::array<int, 0x144> byte_of_cp;
@@ -1073,6 +1078,10 @@ Result<std::vector<std::uint32_t>> Tokenizer::encode(std::string_view text, bool
   }
   if (add_special_tokens) ids.insert(ids.end(), impl_->suffix_ids.begin(), impl_->suffix_ids.end());
   return ids;
+}
+
+bool Tokenizer::is_safe_cut_token(std::uint32_t id) const {
+  return id < impl_->id_unsafe_cut.size() && !impl_->id_unsafe_cut[id];
 }
 
 std::span<const std::uint32_t> Tokenizer::post_prefix() const { return impl_->prefix_ids; }

