@@ -353,7 +353,10 @@ StepResult Engine::step(double now_s) {
                       .cached_tokens = static_cast<std::uint32_t>(std::max<std::int64_t>(
                           r->cached_tokens, 0)),
                       .num_output_tokens = num_output};
-    if (out.first_token) counters_.prompt_tokens_total += r->num_prompt;
+    if (out.first_token) {
+      counters_.prompt_tokens_total += r->num_prompt;
+      counters_.prompt_tokens_cached_total += out.cached_tokens;
+    }
     ++counters_.generation_tokens_total;
     // vLLM's check_stop: length first, then (past min_tokens) stop token ids.
     if (num_output >= r->max_tokens || r->num_tokens() >= config_.max_model_len) {

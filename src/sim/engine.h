@@ -98,6 +98,7 @@ struct EngineStats {
   std::uint64_t preempted_prefix_cache_hits_total = 0;     // (vLLM does not export these)
   std::uint64_t num_preemptions_total = 0;
   std::uint64_t prompt_tokens_total = 0;      // counted when a request's first token is out
+  std::uint64_t prompt_tokens_cached_total = 0;  // their cached_tokens, counted at the same time
   std::uint64_t generation_tokens_total = 0;
   std::uint64_t request_success_stop_total = 0;
   std::uint64_t request_success_length_total = 0;

@@ -117,6 +117,8 @@ TEST(Engine, FirstRequestMissesIdenticalSecondHitsAllButLastBlock) {
   EXPECT_EQ(outs[0].cached_tokens, 32u);
   EXPECT_EQ(e.stats().prefix_cache_queries_total, 97u);
   EXPECT_EQ(e.stats().prefix_cache_hits_total, 48u);
+  EXPECT_EQ(e.stats().prompt_tokens_total, 97u);
+  EXPECT_EQ(e.stats().prompt_tokens_cached_total, 48u);
   EXPECT_TRUE(e.take_events().empty());  // reuse emits nothing; no new full block
 }
 
