@@ -4,6 +4,8 @@
 
 #include <cstdio>
 
+#include "proxy/serve_command.h"
+
 namespace kvroute::cli {
 
 int run(int argc, char** argv) {
@@ -13,6 +15,7 @@ int run(int argc, char** argv) {
   int rc = 0;
   auto* version = app.add_subcommand("version", "Print the version");
   version->callback([] { std::puts("kvroute 0.1.0"); });
+  proxy::add_serve_command(app, rc);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -318,9 +318,9 @@ net::awaitable<void> Server::Impl::session(Worker& w, tcp::socket socket) {
       std::string body = openai_error_body(500, "the handler produced no response");
       const Headers none;
       co_await writer.send(500, "application/json", std::move(body), none);
-    } else if (writer.streaming() && !writer.ended() && !writer.failed()) {
-      co_await writer.end_stream();
     }
+    // A handler that returns without ending its stream aborted the response: the connection is
+    // closed without the last chunk, so the client sees a truncated body, not a clean end.
     active.fetch_sub(1);
     if (active.load() == 0 && stopping.load()) cv.notify_all();
     if (!req.keep_alive || writer.failed() || watch->gone || (writer.streaming() && !writer.ended())) break;

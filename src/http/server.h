@@ -57,6 +57,8 @@ class ResponseWriter {
   virtual net::awaitable<bool> start_stream(int status, std::string_view content_type,
                                             const Headers& extra = {}) = 0;
   virtual net::awaitable<bool> write_chunk(std::string_view data) = 0;
+  // Ends a chunked response. A handler that returns without calling it aborts the response: the
+  // connection closes without the final chunk.
   virtual net::awaitable<bool> end_stream() = 0;
   // Whether a response head was already sent (a later error can no longer change the status).
   virtual bool started() const = 0;

@@ -1,0 +1,475 @@
+#include "proxy/proxy.h"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <simdjson.h>
+
+#include <set>
+
+#include "common/log.h"
+#include "http/client.h"
+#include "http/server.h"
+#include "openai/request.h"
+#include "routing/policy.h"
+
+namespace kvroute::proxy {
+
+namespace net = boost::asio;
+using http::Headers;
+using http::Request;
+using http::ResponseWriter;
+using routing::Backend;
+using Clock = std::chrono::steady_clock;
+constexpr auto kTuple = net::as_tuple(net::use_awaitable);
+
+namespace {
+double seconds_since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+}  // namespace
+
+struct Proxy::Impl {
+  config::Config cfg;
+  std::vector<std::unique_ptr<Backend>> owned;
+  std::vector<Backend*> backends;
+  std::unique_ptr<routing::Policy> policy;
+  std::unique_ptr<http::Server> server;
+  std::vector<std::unique_ptr<http::ConnectionPool>> pools;  // one per worker thread
+
+  metrics::Registry reg;
+  metrics::CounterFamily* requests = nullptr;
+  metrics::GaugeFamily* inflight = nullptr;
+  metrics::GaugeFamily* healthy = nullptr;
+  metrics::HistogramFamily* latency = nullptr;
+  metrics::HistogramFamily* ttfb = nullptr;
+  metrics::CounterFamily* upstream_errors = nullptr;
+  metrics::CounterFamily* retries = nullptr;
+  metrics::CounterFamily* decisions = nullptr;
+  metrics::CounterFamily* client_errors = nullptr;
+
+  void declare_metrics() {
+    requests = &reg.counter("kvroute_requests_total", "Requests answered, by endpoint, status code and backend.",
+                            {"endpoint", "code", "backend"});
+    inflight = &reg.gauge("kvroute_backend_inflight_requests", "Requests in flight per backend.", {"backend"});
+    healthy = &reg.gauge("kvroute_backend_healthy", "1 when the backend is healthy and not ejected.", {"backend"});
+    latency = &reg.histogram("kvroute_request_duration_seconds", "End-to-end request latency at the router.",
+                             metrics::latency_buckets(), {"endpoint"});
+    ttfb = &reg.histogram("kvroute_time_to_first_byte_seconds",
+                          "Time from request arrival to the first response body byte from the backend.",
+                          metrics::latency_buckets(), {"endpoint"});
+    upstream_errors = &reg.counter("kvroute_upstream_errors_total", "Upstream failures by backend and kind.",
+                                   {"backend", "kind"});
+    retries = &reg.counter("kvroute_retries_total", "Requests retried on another backend before any byte.",
+                           {"backend"});
+    decisions = &reg.counter("kvroute_routing_decisions_total", "Routing decisions by policy and reason.",
+                             {"policy", "reason"});
+    client_errors = &reg.counter("kvroute_client_errors_total", "Requests rejected by the router itself.",
+                                 {"code"});
+  }
+
+  http::ConnectionPool& pool() { return *pools[static_cast<std::size_t>(std::max(0, http::current_worker()))]; }
+
+  net::awaitable<void> handle(Request& req, ResponseWriter& w);
+  net::awaitable<void> proxy_openai(Request& req, ResponseWriter& w, openai::Endpoint ep,
+                                    std::string_view label);
+  net::awaitable<void> send_error(ResponseWriter& w, int status, std::string message,
+                                  std::string_view param = {});
+  net::awaitable<void> health_loop();
+  void record_failure(Backend& b, const http::UpstreamFailure& f);
+  std::vector<std::string> known_models() const;
+};
+
+net::awaitable<void> Proxy::Impl::send_error(ResponseWriter& w, int status, std::string message,
+                                             std::string_view param) {
+  client_errors->with({std::to_string(status)}).inc();
+  std::string body = http::openai_error_body(status, message);
+  if (!param.empty()) {
+    // Put the offending parameter in "param" (OpenAI's shape).
+    auto pos = body.find("\"param\":null");
+    if (pos != std::string::npos) {
+      std::string p = "\"param\":\"";
+      http::append_json_escaped(p, param);
+      p += '"';
+      body.replace(pos, 12, p);
+    }
+  }
+  const Headers none;
+  co_await w.send(status, "application/json", std::move(body), none);
+}
+
+std::vector<std::string> Proxy::Impl::known_models() const {
+  std::set<std::string> all;
+  for (auto* b : backends) {
+    if (auto m = b->models.load()) all.insert(m->begin(), m->end());
+  }
+  return {all.begin(), all.end()};
+}
+
+void Proxy::Impl::record_failure(Backend& b, const http::UpstreamFailure& f) {
+  upstream_errors->with({b.name, std::string(http::to_string(f.kind))}).inc();
+  if (f.kind == http::UpstreamError::kCancelled) return;
+  int n = b.consecutive_failures.fetch_add(1) + 1;
+  if (n >= cfg.failure_threshold) {
+    b.ejected_until_ms.store(routing::steady_now_ms() + cfg.ejection_time.count());
+    spdlog::warn("backend {} ejected for {} ms after {} consecutive failures (last: {})", b.name,
+                 cfg.ejection_time.count(), n, f.message);
+  }
+}
+
+net::awaitable<void> Proxy::Impl::handle(Request& req, ResponseWriter& w) {
+  const std::string_view path = req.path();
+  const bool get = req.method == "GET" || req.method == "HEAD";
+  const bool post = req.method == "POST";
+  const Headers none;
+  if (path == "/v1/completions" || path == "/v1/chat/completions") {
+    if (!post) {
+      std::string msg = "use POST for " + std::string(path);
+      co_await send_error(w, 405, std::move(msg));
+      co_return;
+    }
+    co_await proxy_openai(req, w,
+                          path == "/v1/completions" ? openai::Endpoint::kCompletions
+                                                    : openai::Endpoint::kChatCompletions,
+                          path);
+    co_return;
+  }
+  if (path == "/health" && get) {
+    std::string body = R"({"status":"ok"})";
+    co_await w.send(200, "application/json", std::move(body), none);
+  } else if (path == "/ready" && get) {
+    const auto now = routing::steady_now_ms();
+    int n = 0;
+    for (auto* b : backends) n += b->available(now) ? 1 : 0;
+    std::string body = fmt::format(R"({{"ready":{},"healthy_backends":{}}})", n > 0 ? "true" : "false", n);
+    co_await w.send(n > 0 ? 200 : 503, "application/json", std::move(body), none);
+  } else if (path == "/metrics" && get) {
+    const auto now = routing::steady_now_ms();
+    for (auto* b : backends) {
+      healthy->with({b->name}).set(b->available(now) ? 1 : 0);
+      inflight->with({b->name}).set(b->inflight.load());
+    }
+    std::string body = reg.render();
+    co_await w.send(200, "text/plain; version=0.0.4; charset=utf-8", std::move(body), none);
+  } else if (path == "/v1/models" && get) {
+    std::string body = R"({"object":"list","data":[)";
+    bool first = true;
+    for (const auto& m : known_models()) {
+      if (!first) body += ',';
+      first = false;
+      body += R"({"id":")";
+      http::append_json_escaped(body, m);
+      body += R"(","object":"model","created":0,"owned_by":"kvroute"})";
+    }
+    body += "]}";
+    co_await w.send(200, "application/json", std::move(body), none);
+  } else if (path == "/health" || path == "/ready" || path == "/metrics" || path == "/v1/models") {
+    std::string msg = "use GET for " + std::string(path);
+    co_await send_error(w, 405, std::move(msg));
+  } else {
+    std::string msg = "no route for " + std::string(path);
+    co_await send_error(w, 404, std::move(msg));
+  }
+}
+
+net::awaitable<void> Proxy::Impl::proxy_openai(Request& req, ResponseWriter& w, openai::Endpoint kind,
+                                               std::string_view label) {
+  const auto t0 = Clock::now();
+  auto parsed = openai::parse_request(kind, req.body);
+  if (!parsed) {
+    std::string msg = parsed.error().message;
+    co_await send_error(w, 400, std::move(msg), parsed.error().param);
+    co_return;
+  }
+  routing::RouteRequest rr;
+  rr.request = &*parsed;
+  rr.session_key = req.header(cfg.session_header);
+  if (rr.session_key.empty()) rr.session_key = parsed->user;
+
+  // Candidates: available backends that serve the model.
+  const auto now = routing::steady_now_ms();
+  std::vector<Backend*> candidates;
+  bool any_serves = false;
+  for (auto* b : backends) {
+    if (!b->serves(parsed->model)) continue;
+    any_serves = true;
+    if (b->available(now)) candidates.push_back(b);
+  }
+  if (!any_serves) {
+    std::string msg = "The model `" + parsed->model + "` does not exist.";
+    co_await send_error(w, 404, std::move(msg), "model");
+    co_return;
+  }
+  if (candidates.empty()) {
+    std::string msg = "no healthy backend for model `" + parsed->model + "`";
+    co_await send_error(w, 503, std::move(msg));
+    co_return;
+  }
+
+  std::string last_error;
+  int last_status = 502;
+  for (int attempt = 0; attempt <= cfg.max_retries && !candidates.empty(); ++attempt) {
+    routing::Decision d = policy->pick(rr, candidates);
+    Backend* b = d.backend;
+    if (!b) break;
+    std::erase(candidates, b);
+    decisions->with({std::string(policy->name()), d.reason}).inc();
+    if (!d.detail.empty()) spdlog::debug("route {} -> {} ({}): {}", label, b->name, d.reason, d.detail);
+    b->inflight.fetch_add(1);
+    b->routed.fetch_add(1);
+    policy->on_routed(rr, *b);
+    struct Release {
+      Impl* self;
+      Backend* b;
+      routing::RouteRequest* rr;
+      bool ok = false;
+      ~Release() {
+        b->inflight.fetch_sub(1);
+        self->policy->on_done(*rr, *b, ok);
+      }
+    } release{this, b, &rr};
+
+    http::CancelToken token;
+    w.on_client_gone([&token] { token.cancel(); });
+    auto ex = co_await pool().start(b->endpoint, req.method, req.target, req.headers, req.body, &token);
+    if (!ex) {
+      const auto& f = ex.error();
+      if (f.kind == http::UpstreamError::kCancelled) {
+        requests->with({std::string(label), "499", b->name}).inc();
+        spdlog::info("{} {} 499 backend={} reason=client-gone total_ms={:.1f}", req.method, label, b->name,
+                     seconds_since(t0) * 1e3);
+        co_return;
+      }
+      record_failure(*b, f);
+      last_error = fmt::format("backend {}: {}", b->name, f.message);
+      if (f.retryable() && attempt < cfg.max_retries && !candidates.empty()) {
+        retries->with({b->name}).inc();
+        spdlog::warn("retrying {} elsewhere: {}", label, last_error);
+        continue;
+      }
+      last_status = f.kind == http::UpstreamError::kTimeout ? 504 : 502;
+      break;
+    }
+    b->consecutive_failures.store(0);
+
+    Headers extra;
+    if (cfg.debug_headers) {
+      extra.emplace_back("x-kvroute-backend", b->name);
+      extra.emplace_back("x-kvroute-reason", d.reason);
+    }
+    std::string content_type(http::find_header(ex->headers(), "content-type"));
+    if (content_type.empty()) content_type = "application/json";
+    const bool sse = content_type.starts_with("text/event-stream");
+    const int status = ex->status();
+    double ttfb_s = 0;
+    if (!sse) {
+      auto body = co_await ex->read_all(256u << 20);
+      ttfb_s = seconds_since(t0);
+      if (!body) {
+        record_failure(*b, body.error());
+        last_error = fmt::format("backend {}: {}", b->name, body.error().message);
+        last_status = body.error().kind == http::UpstreamError::kTimeout ? 504 : 502;
+        break;  // the backend started answering: never resend
+      }
+      co_await w.send(status, content_type, std::move(*body), extra);
+    } else {
+      w.on_client_gone([&ex] { ex->cancel(); });
+      co_await w.start_stream(status, content_type, extra);
+      // Relay whole events only: upstreams send whole events per chunk in practice (so this adds
+      // no delay), and a stream that breaks then ends cleanly with an error event instead of
+      // half an event. A pending tail over kMaxPending is flushed as is (bounded memory).
+      constexpr std::size_t kMaxPending = 1u << 20;
+      std::string pending;
+      bool first = true;
+      for (;;) {
+        auto piece = co_await ex->read_some();
+        if (!piece) {
+          if (piece.error().kind == http::UpstreamError::kCancelled || w.client_gone()) break;
+          record_failure(*b, piece.error());
+          const std::string why = "upstream failed mid-stream: " + piece.error().message;
+          std::string tail = http::sse_event(http::openai_error_body(502, why, "upstream_error"));
+          tail += "data: [DONE]\n\n";
+          co_await w.write_chunk(tail);
+          spdlog::warn("{} {} stream from {} broke: {}", req.method, label, b->name, piece.error().message);
+          break;
+        }
+        if (piece->empty()) {
+          if (!pending.empty()) co_await w.write_chunk(pending);
+          break;
+        }
+        if (first) {
+          ttfb_s = seconds_since(t0);
+          first = false;
+        }
+        std::string_view out = *piece;
+        std::size_t cut = out.size();
+        if (pending.empty()) {
+          // Fast path: the piece ends on an event boundary.
+          if (!out.ends_with("\n\n")) {
+            auto last = out.rfind("\n\n");
+            cut = last == std::string_view::npos ? 0 : last + 2;
+            pending.assign(out.substr(cut));
+          }
+        } else {
+          pending.append(out);
+          auto last = pending.rfind("\n\n");
+          if (last == std::string::npos && pending.size() < kMaxPending) continue;
+          std::size_t n = last == std::string::npos ? pending.size() : last + 2;
+          std::string whole = pending.substr(0, n);
+          pending.erase(0, n);
+          if (!co_await w.write_chunk(whole)) {
+            ex->cancel();
+            break;
+          }
+          continue;
+        }
+        if (cut > 0 && !co_await w.write_chunk(out.substr(0, cut))) {
+          ex->cancel();
+          break;
+        }
+      }
+      co_await w.end_stream();
+    }
+    release.ok = true;
+    const double total = seconds_since(t0);
+    const std::string code = w.client_gone() ? "499" : std::to_string(status);
+    requests->with({std::string(label), code, b->name}).inc();
+    latency->with({std::string(label)}).observe(total);
+    ttfb->with({std::string(label)}).observe(ttfb_s);
+    spdlog::info("{} {} {} backend={} reason={} stream={} ttfb_ms={:.1f} total_ms={:.1f}", req.method, label, code,
+                 b->name, d.reason, sse, ttfb_s * 1e3, total * 1e3);
+    co_return;
+  }
+  requests->with({std::string(label), std::to_string(last_status), ""}).inc();
+  spdlog::info("{} {} {} error=\"{}\" total_ms={:.1f}", req.method, label, last_status, last_error,
+               seconds_since(t0) * 1e3);
+  if (last_error.empty()) last_error = "no backend could serve the request";
+  co_await send_error(w, last_status, std::move(last_error));
+}
+
+net::awaitable<void> Proxy::Impl::health_loop() {
+  auto ex = co_await net::this_coro::executor;
+  net::steady_timer timer(ex);
+  auto& p = pool();
+  for (;;) {
+    for (auto* b : backends) {
+      auto r = co_await p.get(b->endpoint, cfg.health_path, cfg.health_timeout, 64 * 1024);
+      const bool ok = r && r->first == 200;
+      if (ok != b->healthy.load()) {
+        spdlog::warn("backend {} is now {}", b->name, ok ? "healthy" : "unhealthy");
+      }
+      b->healthy.store(ok);
+      if (ok && b->ejected_until_ms.load() != 0 && b->ejected_until_ms.load() <= routing::steady_now_ms()) {
+        b->ejected_until_ms.store(0);
+        b->consecutive_failures.store(0);
+      }
+      if (ok && !b->models.load()) {
+        auto m = co_await p.get(b->endpoint, "/v1/models", cfg.health_timeout, 1 << 20);
+        if (m && m->first == 200) {
+          simdjson::dom::parser parser;
+          simdjson::dom::element doc;
+          if (!parser.parse(m->second).get(doc)) {
+            auto names = std::make_shared<std::vector<std::string>>();
+            simdjson::dom::array data;
+            if (!doc["data"].get_array().get(data)) {
+              for (simdjson::dom::element e : data) {
+                std::string_view id;
+                if (!e["id"].get_string().get(id)) names->emplace_back(id);
+              }
+            }
+            if (!names->empty()) b->models.store(std::move(names));
+          }
+        }
+      }
+    }
+    timer.expires_after(cfg.health_interval);
+    auto [ec] = co_await timer.async_wait(kTuple);
+    if (ec) co_return;
+  }
+}
+
+Proxy::Proxy(config::Config cfg) : impl_(std::make_unique<Impl>()) { impl_->cfg = std::move(cfg); }
+Proxy::~Proxy() { stop(std::chrono::milliseconds(0)); }
+
+Result<std::uint16_t> Proxy::start() {
+  auto& im = *impl_;
+  if (auto ok = config::validate(im.cfg); !ok) return fail(ok.error());
+  im.declare_metrics();
+  for (std::size_t i = 0; i < im.cfg.backends.size(); ++i) {
+    const auto& bc = im.cfg.backends[i];
+    auto ep = http::parse_http_url(bc.url);
+    if (!ep) return fail(ep.error());
+    auto b = std::make_unique<Backend>(static_cast<int>(i), bc.name, bc.url, *ep);
+    if (!bc.models.empty()) b->models.store(std::make_shared<const std::vector<std::string>>(bc.models));
+    im.backends.push_back(b.get());
+    im.owned.push_back(std::move(b));
+  }
+  auto policy = routing::make_policy(im.cfg, im.backends);
+  if (!policy) return fail(policy.error());
+  im.policy = std::move(*policy);
+
+  http::ServerOptions so;
+  so.address = im.cfg.address;
+  so.port = im.cfg.port;
+  so.threads = im.cfg.threads;
+  so.max_body_bytes = im.cfg.max_body_bytes;
+  so.max_header_bytes = im.cfg.max_header_bytes;
+  so.max_connections = im.cfg.max_connections;
+  so.request_timeout = im.cfg.request_timeout;
+  so.keepalive_timeout = im.cfg.keepalive_timeout;
+  Impl* self = &im;
+  im.server = std::make_unique<http::Server>(
+      so, [self](Request& req, ResponseWriter& w) { return self->handle(req, w); });
+  http::ClientOptions co;
+  co.connect_timeout = im.cfg.connect_timeout;
+  co.first_byte_timeout = im.cfg.first_byte_timeout;
+  co.idle_timeout = im.cfg.idle_timeout;
+  co.max_idle_per_endpoint = im.cfg.max_idle_per_backend;
+  for (int i = 0; i < im.server->threads(); ++i) {
+    im.pools.push_back(std::make_unique<http::ConnectionPool>(im.server->executor(i), co));
+  }
+  auto port = im.server->start();
+  if (!port) return fail(port.error());
+  net::co_spawn(im.server->executor(0), im.health_loop(), net::detached);
+  spdlog::info("kvroute serving on {}:{} with {} backends, policy {}, {} threads", im.cfg.address, *port,
+               im.backends.size(), im.policy->name(), im.cfg.threads);
+  return *port;
+}
+
+void Proxy::stop(std::chrono::milliseconds grace) {
+  if (impl_->server) impl_->server->stop(grace);
+}
+
+metrics::Registry& Proxy::registry() { return impl_->reg; }
+std::span<routing::Backend* const> Proxy::backends() const { return impl_->backends; }
+std::uint16_t Proxy::port() const { return impl_->server ? impl_->server->port() : 0; }
+
+int run_serve(config::Config cfg) {
+  if (!set_log_level(cfg.log_level)) {
+    spdlog::error("unknown log level '{}'", cfg.log_level);
+    return 2;
+  }
+  const auto grace = cfg.shutdown_grace;
+  Proxy proxy(std::move(cfg));
+  auto port = proxy.start();
+  if (!port) {
+    spdlog::error("{}", port.error().message);
+    return 1;
+  }
+  net::io_context signals_ctx;
+  net::signal_set signals(signals_ctx, SIGINT, SIGTERM);
+  signals.async_wait([&](const boost::system::error_code&, int sig) {
+    spdlog::info("signal {}: draining (grace {} ms)", sig, grace.count());
+  });
+  signals_ctx.run();
+  proxy.stop(grace);
+  spdlog::info("kvroute stopped");
+  return 0;
+}
+
+}  // namespace kvroute::proxy

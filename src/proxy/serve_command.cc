@@ -1,0 +1,75 @@
+#include "proxy/serve_command.h"
+
+#include <CLI/CLI.hpp>
+
+#include "common/log.h"
+#include "proxy/proxy.h"
+
+namespace kvroute::proxy {
+
+namespace {
+struct ServeFlags {
+  std::string config_file;
+  std::string address;
+  int port = -1;
+  int threads = 0;
+  std::vector<std::string> backends;
+  std::string policy;
+  std::string log_level;
+  std::string session_header;
+  std::string tokenizer;
+  bool debug_headers = false;
+  int max_retries = -1;
+};
+}  // namespace
+
+void add_serve_command(CLI::App& app, int& exit_code) {
+  auto flags = std::make_shared<ServeFlags>();
+  auto* cmd = app.add_subcommand("serve", "Run the OpenAI-compatible routing proxy");
+  cmd->add_option("--config", flags->config_file, "YAML config file (docs/config.md)");
+  cmd->add_option("--address", flags->address, "Listen address (default 0.0.0.0)");
+  cmd->add_option("--port", flags->port, "Listen port (default 8080; 0 lets the OS pick)");
+  cmd->add_option("--threads", flags->threads, "Worker threads (default 1)");
+  cmd->add_option("--backend", flags->backends, "Backend URL, repeatable (http://host:port)");
+  cmd->add_option("--policy", flags->policy, "Routing policy (round-robin, random, least-inflight, ...)");
+  cmd->add_option("--log-level", flags->log_level, "trace, debug, info, warn, error, off");
+  cmd->add_option("--session-header", flags->session_header, "Header carrying the session key");
+  cmd->add_option("--tokenizer", flags->tokenizer, "HF tokenizer directory for token-block routing");
+  cmd->add_option("--max-retries", flags->max_retries, "Retries on another backend before any byte");
+  cmd->add_flag("--debug-headers", flags->debug_headers, "Add x-kvroute-backend/x-kvroute-reason headers");
+  cmd->callback([flags, &exit_code] {
+    config::Config cfg;
+    if (!flags->config_file.empty()) {
+      auto loaded = config::load_file(flags->config_file);
+      if (!loaded) {
+        spdlog::error("{}", loaded.error().message);
+        exit_code = 2;
+        return;
+      }
+      cfg = std::move(*loaded);
+    }
+    if (!flags->address.empty()) cfg.address = flags->address;
+    if (flags->port >= 0) cfg.port = static_cast<std::uint16_t>(flags->port);
+    if (flags->threads > 0) cfg.threads = flags->threads;
+    if (!flags->policy.empty()) cfg.policy = flags->policy;
+    if (!flags->log_level.empty()) cfg.log_level = flags->log_level;
+    if (!flags->session_header.empty()) cfg.session_header = flags->session_header;
+    if (!flags->tokenizer.empty()) cfg.tokenizer = flags->tokenizer;
+    if (flags->debug_headers) cfg.debug_headers = true;
+    if (flags->max_retries >= 0) cfg.max_retries = flags->max_retries;
+    for (const auto& url : flags->backends) {
+      config::BackendConfig b;
+      b.url = url;
+      b.name = url;
+      cfg.backends.push_back(std::move(b));
+    }
+    if (auto ok = config::validate(cfg); !ok) {
+      spdlog::error("{}", ok.error().message);
+      exit_code = 2;
+      return;
+    }
+    exit_code = run_serve(std::move(cfg));
+  });
+}
+
+}  // namespace kvroute::proxy
