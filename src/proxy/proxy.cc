@@ -15,6 +15,7 @@
 #include "common/log.h"
 #include "http/client.h"
 #include "http/server.h"
+#include "http/sse.h"
 #include "openai/request.h"
 #include "routing/policy.h"
 
