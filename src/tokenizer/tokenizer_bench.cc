@@ -69,9 +69,9 @@ const std::vector<std::string>& chunks() {
       write_json_string(f, out[i]);
     }
     f << "],\"chat_prev\":";
-    write_json_string(f, testing_corpus::llama3_chat(10, 6000, 5));
+    write_json_string(f, testing_corpus::llama3_chat(20, 14000, 5));
     f << ",\"chat\":";
-    write_json_string(f, testing_corpus::llama3_chat(11, 6000, 5));
+    write_json_string(f, testing_corpus::llama3_chat(21, 14000, 5));
     f << "}";
     return out;
   }();
@@ -99,16 +99,16 @@ void BM_EncodeMixed10MB_NoWordCache(benchmark::State& state) { encode_corpus(sta
 BENCHMARK(BM_EncodeMixed10MB)->Unit(benchmark::kMillisecond)->MinTime(3);
 BENCHMARK(BM_EncodeMixed10MB_NoWordCache)->Unit(benchmark::kMillisecond)->MinTime(3);
 
-// An ~8k-token chat request (system prompt + 11 turns + generation prompt).
+// An ~8k-token chat request (system prompt + 21 turns + generation prompt).
 const std::string& chat(std::size_t turns) {
-  static const std::string prev = testing_corpus::llama3_chat(10, 6000, 5);
-  static const std::string cur = testing_corpus::llama3_chat(11, 6000, 5);
-  return turns == 10 ? prev : cur;
+  static const std::string prev = testing_corpus::llama3_chat(20, 14000, 5);
+  static const std::string cur = testing_corpus::llama3_chat(21, 14000, 5);
+  return turns == 20 ? prev : cur;
 }
 
 void BM_Chat8kTokens(benchmark::State& state) {
   const Tokenizer& tok = llama3(true);
-  const std::string& text = chat(11);
+  const std::string& text = chat(21);
   std::size_t n = 0;
   for (auto _ : state) n = tok.encode(text, false)->size();
   state.counters["tokens"] = static_cast<double>(n);
@@ -123,9 +123,9 @@ void BM_Chat8kTokens_PrefixCacheNextTurn(benchmark::State& state) {
   for (auto _ : state) {
     state.PauseTiming();
     PrefixCachingTokenizer cached(tok);
-    (void)cached.encode(chat(10), false);
+    (void)cached.encode(chat(20), false);
     state.ResumeTiming();
-    benchmark::DoNotOptimize(cached.encode(chat(11), false));
+    benchmark::DoNotOptimize(cached.encode(chat(21), false));
     state.PauseTiming();
     const auto st = cached.stats();
     reused = static_cast<double>(st.reused_tokens);
@@ -138,8 +138,8 @@ BENCHMARK(BM_Chat8kTokens_PrefixCacheNextTurn)->Unit(benchmark::kMicrosecond);
 // The same request repeated (n samples, retries): everything up to the last added token is reused.
 void BM_Chat8kTokens_PrefixCacheRepeat(benchmark::State& state) {
   PrefixCachingTokenizer cached(llama3(true));
-  (void)cached.encode(chat(11), false);
-  for (auto _ : state) benchmark::DoNotOptimize(cached.encode(chat(11), false));
+  (void)cached.encode(chat(21), false);
+  for (auto _ : state) benchmark::DoNotOptimize(cached.encode(chat(21), false));
 }
 BENCHMARK(BM_Chat8kTokens_PrefixCacheRepeat)->Unit(benchmark::kMicrosecond);
 

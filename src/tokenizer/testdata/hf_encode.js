@@ -11,7 +11,7 @@ const fs = require('fs');
 const path = require('path');
 
 async function encode(modulesDir, tokPath, inPath, outPath) {
-  const { Tokenizer } = require(path.join(modulesDir, 'tokenizers'));
+  const { Tokenizer } = require(path.resolve(modulesDir, 'tokenizers'));
   const tok = Tokenizer.fromFile(tokPath);
   const items = JSON.parse(fs.readFileSync(inPath, 'utf8'));
   const out = { with: [], without: [], decoded: [] };
