@@ -98,8 +98,7 @@ void BlockPool::free_reversed(std::span<const std::uint32_t> blocks) {
 void BlockPool::cache_full_blocks(std::span<const std::uint32_t> blocks,
                                   std::span<const std::uint64_t> hashes,
                                   std::optional<std::uint64_t> parent_hash,
-                                  std::span<const std::uint32_t> tokens,
-                                  std::uint32_t block_size) {
+                                  std::span<const std::uint32_t> tokens, std::uint32_t block_size) {
   if (!enable_caching_ || blocks.empty()) return;
   for (std::size_t i = 0; i < blocks.size(); ++i) {
     Block& blk = blocks_[blocks[i]];

@@ -16,12 +16,11 @@
 // Not synchronized: owned by one Engine.
 #pragma once
 
+#include <boost/unordered/unordered_flat_map.hpp>
 #include <cstdint>
 #include <optional>
 #include <span>
 #include <vector>
-
-#include <boost/unordered/unordered_flat_map.hpp>
 
 #include "kv_events/event.h"
 
@@ -52,7 +51,8 @@ class BlockPool {
   void allocate(std::uint32_t n, std::vector<std::uint32_t>& out);
 
   // Drops one reference on each block, walking `blocks` from the back (vLLM frees a request's
-  // blocks in reverse, so its tail blocks are evicted first); blocks reaching 0 join the queue tail.
+  // blocks in reverse, so its tail blocks are evicted first); blocks reaching 0 join the queue
+  // tail.
   void free_reversed(std::span<const std::uint32_t> blocks);
 
   // Registers hashes[i] for blocks[i] (which must not be cached yet) and records one BlockStored
@@ -81,7 +81,7 @@ class BlockPool {
   struct Block {
     std::uint64_t hash = 0;
     std::uint32_t ref = 0;
-    std::uint32_t prev = kNoBlock;      // free-queue links (the sentinel is index num_blocks)
+    std::uint32_t prev = kNoBlock;  // free-queue links (the sentinel is index num_blocks)
     std::uint32_t next = kNoBlock;
     std::uint32_t dup_next = kNoBlock;  // next block cached under the same hash
     bool cached = false;

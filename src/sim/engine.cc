@@ -1,10 +1,10 @@
 #include "sim/engine.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <span>
 #include <utility>
-
-#include <fmt/format.h>
 
 #include "common/hash.h"
 
@@ -49,11 +49,11 @@ struct Engine::Request {
   std::uint32_t min_tokens = 0;
   std::vector<std::uint32_t> stop_token_ids;
   std::uint64_t token_seed = 0;
-  std::uint32_t num_computed = 0;        // tokens whose KV is (being) computed
-  std::vector<std::uint32_t> blocks;     // block table
-  std::uint32_t num_cached_blocks = 0;   // leading blocks registered in the prefix cache
+  std::uint32_t num_computed = 0;           // tokens whose KV is (being) computed
+  std::vector<std::uint32_t> blocks;        // block table
+  std::uint32_t num_cached_blocks = 0;      // leading blocks registered in the prefix cache
   std::vector<std::uint64_t> block_hashes;  // of every full block of `tokens`, filled lazily
-  std::int64_t cached_tokens = -1;       // hit at first admission
+  std::int64_t cached_tokens = -1;          // hit at first admission
   std::uint32_t num_preemptions = 0;
   bool running = false;
 
@@ -106,9 +106,9 @@ Result<Engine> Engine::create(EngineConfig config) {
         config.max_num_batched_tokens, config.max_model_len)));
   }
   if (config.max_num_batched_tokens < config.max_num_seqs) {
-    return fail(Error::invalid(
-        fmt::format("max_num_batched_tokens ({}) must be greater than or equal to max_num_seqs ({}).",
-                    config.max_num_batched_tokens, config.max_num_seqs)));
+    return fail(Error::invalid(fmt::format(
+        "max_num_batched_tokens ({}) must be greater than or equal to max_num_seqs ({}).",
+        config.max_num_batched_tokens, config.max_num_seqs)));
   }
   return Engine(std::move(config));
 }
@@ -257,8 +257,8 @@ void Engine::preempt(Request* r) {
 }
 
 std::uint32_t Engine::sample_token(const Request& r, std::uint32_t position) const {
-  const std::uint64_t x = mix64(r.token_seed + (static_cast<std::uint64_t>(position) + 1) *
-                                                   0x9e3779b97f4a7c15ULL);
+  const std::uint64_t x =
+      mix64(r.token_seed + (static_cast<std::uint64_t>(position) + 1) * 0x9e3779b97f4a7c15ULL);
   return static_cast<std::uint32_t>(x % sample_vocab_);
 }
 
@@ -346,13 +346,13 @@ StepResult Engine::step(double now_s) {
     const std::uint32_t token = sample_token(*r, r->num_output());
     r->tokens.push_back(token);
     const std::uint32_t num_output = r->num_output();
-    RequestOutput out{.request_id = r->id,
-                      .token_id = token,
-                      .first_token = num_output == 1,
-                      .prompt_tokens = r->num_prompt,
-                      .cached_tokens = static_cast<std::uint32_t>(std::max<std::int64_t>(
-                          r->cached_tokens, 0)),
-                      .num_output_tokens = num_output};
+    RequestOutput out{
+        .request_id = r->id,
+        .token_id = token,
+        .first_token = num_output == 1,
+        .prompt_tokens = r->num_prompt,
+        .cached_tokens = static_cast<std::uint32_t>(std::max<std::int64_t>(r->cached_tokens, 0)),
+        .num_output_tokens = num_output};
     if (out.first_token) {
       counters_.prompt_tokens_total += r->num_prompt;
       counters_.prompt_tokens_cached_total += out.cached_tokens;

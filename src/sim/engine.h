@@ -18,14 +18,13 @@
 #pragma once
 
 #include <array>
+#include <boost/unordered/unordered_flat_map.hpp>
 #include <cstdint>
 #include <deque>
 #include <memory>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <boost/unordered/unordered_flat_map.hpp>
 
 #include "common/result.h"
 #include "kv_events/event.h"
@@ -35,8 +34,8 @@
 namespace kvroute::sim {
 
 struct EngineConfig {
-  std::string model;                       // seeds the block hashes (hash64(model))
-  std::uint32_t num_gpu_blocks = 8192;     // all usable (vLLM reserves one more as its null block)
+  std::string model;                    // seeds the block hashes (hash64(model))
+  std::uint32_t num_gpu_blocks = 8192;  // all usable (vLLM reserves one more as its null block)
   std::uint32_t block_size = 16;
   std::uint32_t max_num_seqs = 256;
   std::uint32_t max_num_batched_tokens = 8192;
@@ -44,19 +43,19 @@ struct EngineConfig {
   std::uint32_t max_model_len = 0;
   bool enable_chunked_prefill = true;
   bool enable_prefix_caching = true;
-  bool emit_kv_events = true;              // record events for take_events() (needs prefix caching)
-  std::uint64_t seed = 0;                  // output-token generator
-  std::uint32_t vocab_size = 128256;       // outputs avoid the top 256 ids (special tokens)
-  std::optional<CostModel> cost;           // none: every step takes 0 s
+  bool emit_kv_events = true;         // record events for take_events() (needs prefix caching)
+  std::uint64_t seed = 0;             // output-token generator
+  std::uint32_t vocab_size = 128256;  // outputs avoid the top 256 ids (special tokens)
+  std::optional<CostModel> cost;      // none: every step takes 0 s
 };
 
 // One generation request, already tokenized.
 struct SimRequest {
   std::vector<std::uint32_t> prompt_token_ids;
-  std::optional<std::uint32_t> max_tokens;     // none: up to max_model_len
+  std::optional<std::uint32_t> max_tokens;  // none: up to max_model_len
   std::uint32_t min_tokens = 0;
-  std::vector<std::uint32_t> stop_token_ids;   // a generated id in this list finishes with "stop"
-  std::optional<std::uint64_t> seed;           // per-request sampling seed (SamplingParams.seed)
+  std::vector<std::uint32_t> stop_token_ids;  // a generated id in this list finishes with "stop"
+  std::optional<std::uint64_t> seed;          // per-request sampling seed (SamplingParams.seed)
 };
 
 enum class FinishReason : std::uint8_t { kNone, kStop, kLength, kAbort };
@@ -69,42 +68,42 @@ const char* finish_reason_name(FinishReason r);
 struct RequestOutput {
   std::uint64_t request_id = 0;
   std::uint32_t token_id = 0;
-  bool first_token = false;            // first token of the request (ends its first prefill)
+  bool first_token = false;  // first token of the request (ends its first prefill)
   bool finished = false;
   FinishReason finish_reason = FinishReason::kNone;
   std::uint32_t prompt_tokens = 0;
-  std::uint32_t cached_tokens = 0;     // prefix-cache hit at first admission (usage.*.cached_tokens)
-  std::uint32_t num_output_tokens = 0; // generated so far, this token included
+  std::uint32_t cached_tokens = 0;  // prefix-cache hit at first admission (usage.*.cached_tokens)
+  std::uint32_t num_output_tokens = 0;  // generated so far, this token included
 };
 
 struct StepResult {
-  StepShape shape;                     // what the step computed (input of the cost model)
-  double start_s = 0;                  // the `now` passed to step()
-  double duration_s = 0;               // cost model's estimate; 0 without one
+  StepShape shape;                         // what the step computed (input of the cost model)
+  double start_s = 0;                      // the `now` passed to step()
+  double duration_s = 0;                   // cost model's estimate; 0 without one
   std::uint32_t num_scheduled_tokens = 0;  // iteration tokens (vllm:iteration_tokens_total)
-  std::uint32_t num_preempted = 0;     // requests preempted in this step
+  std::uint32_t num_preempted = 0;         // requests preempted in this step
   std::vector<RequestOutput> outputs;
 };
 
 struct EngineStats {
   std::uint32_t num_requests_running = 0;
   std::uint32_t num_requests_waiting = 0;
-  double kv_cache_usage_perc = 0;      // blocks referenced by requests / num_gpu_blocks, 0..1
+  double kv_cache_usage_perc = 0;  // blocks referenced by requests / num_gpu_blocks, 0..1
   std::uint32_t num_used_blocks = 0;
-  std::uint32_t num_cached_blocks = 0; // blocks holding a cached hash (used or free)
+  std::uint32_t num_cached_blocks = 0;           // blocks holding a cached hash (used or free)
   std::uint64_t prefix_cache_queries_total = 0;  // tokens, first lookups of new requests
   std::uint64_t prefix_cache_hits_total = 0;
   std::uint64_t preempted_prefix_cache_queries_total = 0;  // lookups of resumed requests
   std::uint64_t preempted_prefix_cache_hits_total = 0;     // (vLLM does not export these)
   std::uint64_t num_preemptions_total = 0;
-  std::uint64_t prompt_tokens_total = 0;      // counted when a request's first token is out
+  std::uint64_t prompt_tokens_total = 0;         // counted when a request's first token is out
   std::uint64_t prompt_tokens_cached_total = 0;  // their cached_tokens, counted at the same time
   std::uint64_t generation_tokens_total = 0;
   std::uint64_t request_success_stop_total = 0;
   std::uint64_t request_success_length_total = 0;
-  std::uint64_t num_aborted_total = 0;        // not in request_success (see the design doc)
-  std::uint64_t num_steps_total = 0;          // steps that scheduled something
-  std::uint64_t iteration_tokens_sum = 0;     // sum over those steps of num_scheduled_tokens
+  std::uint64_t num_aborted_total = 0;     // not in request_success (see the design doc)
+  std::uint64_t num_steps_total = 0;       // steps that scheduled something
+  std::uint64_t iteration_tokens_sum = 0;  // sum over those steps of num_scheduled_tokens
 };
 
 class Engine {

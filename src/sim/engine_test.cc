@@ -26,7 +26,8 @@ std::vector<std::uint32_t> tokens(std::size_t n, std::uint32_t first = 1) {
   return t;
 }
 
-std::vector<std::uint32_t> concat(std::vector<std::uint32_t> a, const std::vector<std::uint32_t>& b) {
+std::vector<std::uint32_t> concat(std::vector<std::uint32_t> a,
+                                  const std::vector<std::uint32_t>& b) {
   a.insert(a.end(), b.begin(), b.end());
   return a;
 }
@@ -94,8 +95,8 @@ TEST(Engine, FirstRequestMissesIdenticalSecondHitsAllButLastBlock) {
   EXPECT_EQ(stored.token_ids, prompt);
   EXPECT_EQ(stored.block_size, 16u);
   EXPECT_EQ(stored.medium, "GPU");
-  EXPECT_EQ(e.cached_block_hashes_for_test(), (std::vector<std::uint64_t>{std::min(h[0], h[1]),
-                                                                           std::max(h[0], h[1])}));
+  EXPECT_EQ(e.cached_block_hashes_for_test(),
+            (std::vector<std::uint64_t>{std::min(h[0], h[1]), std::max(h[0], h[1])}));
 
   // Same 32-token prompt: both blocks cached, but the last token must be recomputed: 16 hits.
   const std::uint64_t b = add(e, prompt, 1);
@@ -154,9 +155,32 @@ TEST(Engine, PartialPrefixHits) {
   EXPECT_EQ(e.stats().prefix_cache_queries_total, 48u + 52u + 50u + 40u);
 }
 
+TEST(Engine, RequestAdmittedLaterInTheSameStepHitsBlocksJustScheduled) {
+  // vLLM caches blocks when it schedules them, so an identical request admitted right after in the
+  // same step already hits them (the KV is written before attention reads it in the same pass).
+  Engine e = make({.num_gpu_blocks = 64});
+  const auto p = tokens(48);
+  const std::uint64_t a = add(e, p, 1);
+  const std::uint64_t b = add(e, p, 1);
+  auto r = e.step();
+  ASSERT_EQ(r.outputs.size(), 2u);
+  EXPECT_EQ(r.outputs[0].request_id, a);
+  EXPECT_EQ(r.outputs[0].cached_tokens, 0u);
+  EXPECT_EQ(r.outputs[1].request_id, b);
+  EXPECT_EQ(r.outputs[1].cached_tokens, 32u);
+  ASSERT_EQ(r.shape.prefills.size(), 2u);
+  EXPECT_EQ(r.shape.prefills[1].new_tokens, 16u);
+  EXPECT_EQ(r.shape.prefills[1].context_tokens, 32u);
+  EXPECT_EQ(r.num_scheduled_tokens, 64u);
+  auto ev = e.take_events();
+  ASSERT_EQ(ev.size(), 2u);  // a: blocks 0-2; b: its own copy of block 2 (a duplicate)
+  EXPECT_EQ(std::get<BlockStored>(ev[1]).block_hashes,
+            (std::vector<std::uint64_t>{hashes_of(p, 16)[2]}));
+}
+
 TEST(Engine, LruEvictsLeastRecentlyFreedTailBlocksFirst) {
-  Engine e = make({.num_gpu_blocks = 8, .block_size = 4, .max_num_seqs = 4,
-                   .max_num_batched_tokens = 64});
+  Engine e =
+      make({.num_gpu_blocks = 8, .block_size = 4, .max_num_seqs = 4, .max_num_batched_tokens = 64});
   const auto pa = tokens(16, 100), pb = tokens(16, 200), pc = tokens(12, 300);
   const auto ha = hashes_of(pa, 4), hb = hashes_of(pb, 4), hc = hashes_of(pc, 4);
   add(e, pa, 1);  // blocks 0-3
@@ -183,8 +207,8 @@ TEST(Engine, LruEvictsLeastRecentlyFreedTailBlocksFirst) {
 }
 
 TEST(Engine, TouchOnHitProtectsBlockFromEviction) {
-  Engine e = make({.num_gpu_blocks = 8, .block_size = 4, .max_num_seqs = 4,
-                   .max_num_batched_tokens = 64});
+  Engine e =
+      make({.num_gpu_blocks = 8, .block_size = 4, .max_num_seqs = 4, .max_num_batched_tokens = 64});
   const auto pa = tokens(16, 100), pb = tokens(16, 200);
   const auto ha = hashes_of(pa, 4), hb = hashes_of(pb, 4);
   add(e, pa, 1);
@@ -210,8 +234,8 @@ TEST(Engine, TouchOnHitProtectsBlockFromEviction) {
 
 TEST(Engine, PreemptsMostRecentRequestWhenBlocksRunOut) {
   // 8 blocks of 4 tokens; two requests of 8 prompt tokens each decode up to 20 tokens.
-  EngineConfig cfg{.num_gpu_blocks = 8, .block_size = 4, .max_num_seqs = 4,
-                   .max_num_batched_tokens = 64};
+  EngineConfig cfg{
+      .num_gpu_blocks = 8, .block_size = 4, .max_num_seqs = 4, .max_num_batched_tokens = 64};
   Engine e = make(cfg);
   const std::uint64_t a = add(e, tokens(8, 10), 20);
   const std::uint64_t b = add(e, tokens(8, 50), 20);
@@ -298,7 +322,9 @@ TEST(Engine, ChunkedPrefillSplitsLongPromptUnderBudget) {
 }
 
 TEST(Engine, WithoutChunkedPrefillAPromptWaitsForAWholeBudget) {
-  EngineConfig cfg{.num_gpu_blocks = 64, .max_num_seqs = 8, .max_num_batched_tokens = 64,
+  EngineConfig cfg{.num_gpu_blocks = 64,
+                   .max_num_seqs = 8,
+                   .max_num_batched_tokens = 64,
                    .enable_chunked_prefill = false};
   Engine e = make(cfg);
   EXPECT_EQ(e.max_model_len(), 64u);
@@ -320,13 +346,14 @@ TEST(Engine, WithoutChunkedPrefillAPromptWaitsForAWholeBudget) {
   cfg.max_model_len = 128;
   auto bad = Engine::create(cfg);
   ASSERT_FALSE(bad.has_value());
-  EXPECT_NE(bad.error().message.find("max_num_batched_tokens (64) is smaller than max_model_len (128)"),
-            std::string::npos);
+  EXPECT_NE(
+      bad.error().message.find("max_num_batched_tokens (64) is smaller than max_model_len (128)"),
+      std::string::npos);
 }
 
 TEST(Engine, DecodeTokensFillAndCacheBlocks) {
-  Engine e = make({.num_gpu_blocks = 16, .block_size = 4, .max_num_seqs = 4,
-                   .max_num_batched_tokens = 64});
+  Engine e = make(
+      {.num_gpu_blocks = 16, .block_size = 4, .max_num_seqs = 4, .max_num_batched_tokens = 64});
   const std::uint64_t id = add(e, tokens(6), 4);
   std::vector<std::uint32_t> all = tokens(6);
   std::vector<std::vector<Event>> per_step;
@@ -388,8 +415,8 @@ TEST(Engine, StopTokenAndMinTokens) {
   const std::uint32_t third = outs[2].token_id;
 
   Engine e = make({.num_gpu_blocks = 64});
-  ASSERT_TRUE(e.add_request({.prompt_token_ids = tokens(10), .max_tokens = 8,
-                             .stop_token_ids = {third}}));
+  ASSERT_TRUE(
+      e.add_request({.prompt_token_ids = tokens(10), .max_tokens = 8, .stop_token_ids = {third}}));
   auto o = run_all(e);
   ASSERT_EQ(o.size(), 3u);
   EXPECT_EQ(o.back().finish_reason, FinishReason::kStop);
@@ -397,7 +424,9 @@ TEST(Engine, StopTokenAndMinTokens) {
   EXPECT_EQ(e.stats().request_success_stop_total, 1u);
 
   Engine m = make({.num_gpu_blocks = 64});
-  ASSERT_TRUE(m.add_request({.prompt_token_ids = tokens(10), .max_tokens = 8, .min_tokens = 4,
+  ASSERT_TRUE(m.add_request({.prompt_token_ids = tokens(10),
+                             .max_tokens = 8,
+                             .min_tokens = 4,
                              .stop_token_ids = {third}}));
   o = run_all(m);
   EXPECT_GE(o.size(), 4u);
@@ -405,8 +434,8 @@ TEST(Engine, StopTokenAndMinTokens) {
 }
 
 TEST(Engine, AbortFreesBlocksAndSilencesRequest) {
-  Engine e = make({.num_gpu_blocks = 32, .block_size = 4, .max_num_seqs = 4,
-                   .max_num_batched_tokens = 64});
+  Engine e = make(
+      {.num_gpu_blocks = 32, .block_size = 4, .max_num_seqs = 4, .max_num_batched_tokens = 64});
   const std::uint64_t a = add(e, tokens(10), 50);
   const std::uint64_t b = add(e, tokens(10, 100), 50);
   e.step();
@@ -503,6 +532,15 @@ TEST(Engine, CostModelGivesStepDuration) {
   EXPECT_EQ(untimed.step().duration_s, 0.0);
   EXPECT_EQ(timed.step().shape.decode_seqs, 1u);
   EXPECT_EQ(timed.step().duration_s, 0.0);  // nothing to do
+
+  // A calibrated preset gives a plausible prefill time (between 1 ms and 1 s for 2k tokens).
+  auto preset = CostModel::preset("llama-3.1-8b-h100");
+  ASSERT_TRUE(preset.has_value());
+  Engine h100 = make({.num_gpu_blocks = 1024, .cost = preset});
+  add(h100, tokens(2048), 4);
+  const double d = h100.step().duration_s;
+  EXPECT_GT(d, 1e-3);
+  EXPECT_LT(d, 1.0);
 }
 
 // Replays the event stream into a multiset of hashes; it must equal the engine's cached blocks
@@ -511,8 +549,11 @@ TEST(Engine, CostModelGivesStepDuration) {
 TEST(Engine, EventReplayReconstructsCacheUnderRandomWorkload) {
   constexpr std::uint32_t kBlocks = 20;
   for (bool chunked : {true, false}) {
-    EngineConfig cfg{.num_gpu_blocks = kBlocks, .block_size = 4, .max_num_seqs = 6,
-                     .max_num_batched_tokens = 48, .enable_chunked_prefill = chunked,
+    EngineConfig cfg{.num_gpu_blocks = kBlocks,
+                     .block_size = 4,
+                     .max_num_seqs = 6,
+                     .max_num_batched_tokens = 48,
+                     .enable_chunked_prefill = chunked,
                      .seed = 1};
     if (!chunked) cfg.max_model_len = 48;
     Engine e = make(cfg);
@@ -531,8 +572,8 @@ TEST(Engine, EventReplayReconstructsCacheUnderRandomWorkload) {
         auto p = prefixes[uni(prefixes.size())];
         const std::size_t extra = uni(16);
         for (std::size_t k = 0; k < extra; ++k) p.push_back(static_cast<std::uint32_t>(uni(50)));
-        const std::uint32_t max_tokens = static_cast<std::uint32_t>(
-            std::min<std::size_t>(1 + uni(30), 48 - p.size()));
+        const std::uint32_t max_tokens =
+            static_cast<std::uint32_t>(std::min<std::size_t>(1 + uni(30), 48 - p.size()));
         auto id = e.add_request({.prompt_token_ids = p, .max_tokens = max_tokens});
         ASSERT_TRUE(id.has_value()) << id.error().message;
         live.push_back(*id);
@@ -595,7 +636,8 @@ TEST(Engine, EventReplayReconstructsCacheUnderRandomWorkload) {
     std::printf("chunked=%d requests=%llu stored=%llu removed=%llu clears=%llu preemptions=%llu\n",
                 chunked, static_cast<unsigned long long>(requests),
                 static_cast<unsigned long long>(stored), static_cast<unsigned long long>(removed),
-                static_cast<unsigned long long>(clears), static_cast<unsigned long long>(preemptions));
+                static_cast<unsigned long long>(clears),
+                static_cast<unsigned long long>(preemptions));
   }
 }
 
