@@ -1,0 +1,57 @@
+// File: routing/backend.h
+//
+// What the router knows about one engine: its address, health, load the router itself observes
+// (in-flight requests and tokens), what it last scraped from the engine's /metrics, and the models
+// it serves. Backends are created at start-up and never move; fields are atomics or immutable
+// snapshots, so the hot path reads them without locks.
+// Thread-safety: all members are safe to read and write from any thread.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "http/client.h"
+
+namespace kvroute::routing {
+
+struct EngineLoad {
+  double waiting = 0;           // vllm:num_requests_waiting
+  double running = 0;           // vllm:num_requests_running
+  double kv_usage = 0;          // vllm:kv_cache_usage_perc, 0..1
+  double prefix_queries = 0;    // vllm:prefix_cache_queries_total (tokens)
+  double prefix_hits = 0;       // vllm:prefix_cache_hits_total (tokens)
+  std::uint32_t num_gpu_blocks = 0;  // vllm:cache_config_info{num_gpu_blocks}
+  std::uint32_t block_size = 0;
+  std::chrono::steady_clock::time_point scraped_at{};
+};
+
+struct Backend {
+  Backend(int i, std::string n, std::string u, http::Endpoint e)
+      : index(i), name(std::move(n)), url(std::move(u)), endpoint(std::move(e)) {}
+
+  const int index;
+  const std::string name;
+  const std::string url;
+  const http::Endpoint endpoint;
+
+  std::atomic<bool> healthy{true};
+  std::atomic<int> consecutive_failures{0};
+  std::atomic<std::int64_t> ejected_until_ms{0};  // steady-clock ms; 0 when not ejected
+  std::atomic<int> inflight{0};
+  std::atomic<std::int64_t> inflight_tokens{0};
+  std::atomic<std::uint64_t> routed{0};
+  std::atomic<std::shared_ptr<const std::vector<std::string>>> models;  // null until known
+  std::atomic<std::shared_ptr<const EngineLoad>> load;                  // null until scraped
+
+  bool serves(std::string_view model) const;
+  // Healthy and not ejected at `now_ms`.
+  bool available(std::int64_t now_ms) const;
+};
+
+std::int64_t steady_now_ms();
+
+}  // namespace kvroute::routing
