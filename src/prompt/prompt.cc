@@ -69,7 +69,8 @@ Result<std::vector<std::uint32_t>> PromptEncoder::encode(const openai::ParsedReq
   }
   std::string ctx = R"({"messages":)";
   ctx += req.messages_json;
-  ctx += R"(,"add_generation_prompt":true,"bos_token":")";
+  // HF passes tools=None explicitly (templates test `tools is not none`).
+  ctx += R"(,"tools":null,"add_generation_prompt":true,"bos_token":")";
   http::append_json_escaped(ctx, impl_->bos);
   ctx += R"(","eos_token":")";
   http::append_json_escaped(ctx, impl_->eos);

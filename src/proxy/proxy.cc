@@ -16,8 +16,12 @@
 #include "http/client.h"
 #include "http/server.h"
 #include "http/sse.h"
+#include "common/hash.h"
+#include "metrics/prom_parser.h"
 #include "openai/request.h"
+#include "prompt/prompt.h"
 #include "routing/policy.h"
+#include "routing/scheduler.h"
 
 namespace kvroute::proxy {
 
@@ -40,6 +44,8 @@ struct Proxy::Impl {
   std::vector<std::unique_ptr<Backend>> owned;
   std::vector<Backend*> backends;
   std::unique_ptr<routing::Policy> policy;
+  std::shared_ptr<routing::RoutingContext> routing_ctx;
+  std::shared_ptr<const prompt::PromptEncoder> encoder;  // null: character blocks
   std::unique_ptr<http::Server> server;
   std::vector<std::unique_ptr<http::ConnectionPool>> pools;  // one per worker thread
 
@@ -82,6 +88,9 @@ struct Proxy::Impl {
   net::awaitable<void> send_error(ResponseWriter& w, int status, std::string message,
                                   std::string_view param = {});
   net::awaitable<void> health_loop();
+  net::awaitable<void> scrape_loop();
+  void scrape(Backend& b, std::string_view text);
+  void compute_blocks(routing::RouteRequest& rr, const openai::ParsedRequest& req);
   void record_failure(Backend& b, const http::UpstreamFailure& f);
   std::vector<std::string> known_models() const;
 };
@@ -191,6 +200,7 @@ net::awaitable<void> Proxy::Impl::proxy_openai(Request& req, ResponseWriter& w, 
   rr.request = &*parsed;
   rr.session_key = req.header(cfg.session_header);
   if (rr.session_key.empty()) rr.session_key = parsed->user;
+  compute_blocks(rr, *parsed);
 
   // Candidates: available backends that serve the model.
   const auto now = routing::steady_now_ms();
@@ -271,6 +281,7 @@ net::awaitable<void> Proxy::Impl::proxy_openai(Request& req, ResponseWriter& w, 
     if (!sse) {
       auto body = co_await ex->read_all(256u << 20);
       ttfb_s = seconds_since(t0);
+      policy->on_first_byte(rr, *b);
       if (!body) {
         record_failure(*b, body.error());
         last_error = fmt::format("backend {}: {}", b->name, body.error().message);
@@ -303,9 +314,10 @@ net::awaitable<void> Proxy::Impl::proxy_openai(Request& req, ResponseWriter& w, 
           if (!pending.empty()) co_await w.write_chunk(pending);
           break;
         }
-        if (first) {
+          if (first) {
           ttfb_s = seconds_since(t0);
           first = false;
+          policy->on_first_byte(rr, *b);
         }
         std::string_view out = *piece;
         std::size_t cut = out.size();
@@ -351,6 +363,78 @@ net::awaitable<void> Proxy::Impl::proxy_openai(Request& req, ResponseWriter& w, 
                seconds_since(t0) * 1e3);
   if (last_error.empty()) last_error = "no backend could serve the request";
   co_await send_error(w, last_status, std::move(last_error));
+}
+
+void Proxy::Impl::compute_blocks(routing::RouteRequest& rr, const openai::ParsedRequest& req) {
+  rr.expected_output_tokens = req.max_tokens ? static_cast<std::uint32_t>(std::min<std::int64_t>(*req.max_tokens, 1 << 20)) : 16;
+  const std::uint64_t seed = hash64(req.model);
+  if (encoder) {
+    auto ids = encoder->encode(req);
+    if (ids) {
+      rr.tokens = std::move(*ids);
+      rr.blocks = chained_block_hashes(rr.tokens, cfg.block_size, seed);
+      rr.tokens_per_block = cfg.block_size;
+      rr.prompt_tokens = static_cast<std::uint32_t>(rr.tokens.size());
+      return;
+    }
+    spdlog::debug("tokenization failed, routing on characters: {}", ids.error().message);
+  }
+  // Character blocks (~4 characters per token), as GIE's approximate prefix plugin does.
+  const std::string_view text = req.routing_text;
+  const std::size_t chars = static_cast<std::size_t>(cfg.block_size) * 4;
+  std::uint64_t parent = seed;
+  for (std::size_t off = 0; off + chars <= text.size(); off += chars) {
+    parent = hash64(text.substr(off, chars), parent);
+    rr.blocks.push_back(parent);
+  }
+  rr.tokens_per_block = cfg.block_size;
+  rr.prompt_tokens = static_cast<std::uint32_t>(text.size() / 4);
+}
+
+void Proxy::Impl::scrape(Backend& b, std::string_view text) {
+  static const std::vector<std::string_view> kWanted = {
+      "vllm:num_requests_waiting", "vllm:num_requests_running", "vllm:kv_cache_usage_perc",
+      "vllm:gpu_cache_usage_perc", "vllm:prefix_cache_queries_total", "vllm:prefix_cache_hits_total",
+      "vllm:cache_config_info"};
+  auto parsed = metrics::parse_exposition(text, kWanted);
+  auto load = std::make_shared<routing::EngineLoad>();
+  for (const auto& s : parsed.samples) {
+    if (s.name == "vllm:num_requests_waiting") load->waiting += s.value;
+    else if (s.name == "vllm:num_requests_running") load->running += s.value;
+    else if (s.name == "vllm:kv_cache_usage_perc" || s.name == "vllm:gpu_cache_usage_perc") load->kv_usage = std::max(load->kv_usage, s.value);
+    else if (s.name == "vllm:prefix_cache_queries_total") load->prefix_queries += s.value;
+    else if (s.name == "vllm:prefix_cache_hits_total") load->prefix_hits += s.value;
+    else if (s.name == "vllm:cache_config_info") {
+      auto blocks = s.label("num_gpu_blocks");
+      auto bs = s.label("block_size");
+      load->num_gpu_blocks = static_cast<std::uint32_t>(std::strtoul(std::string(blocks).c_str(), nullptr, 10));
+      load->block_size = static_cast<std::uint32_t>(std::strtoul(std::string(bs).c_str(), nullptr, 10));
+    }
+  }
+  load->scraped_at = Clock::now();
+  // The index forgets what the engine must have evicted: capacity in our blocks.
+  if (load->num_gpu_blocks > 0 && !cfg.backends[static_cast<std::size_t>(b.index)].num_gpu_blocks) {
+    const double ratio = load->block_size ? static_cast<double>(load->block_size) / cfg.block_size : 1.0;
+    routing_ctx->prefix.set_capacity(static_cast<std::size_t>(b.index),
+                                     static_cast<std::uint64_t>(load->num_gpu_blocks * ratio));
+  }
+  b.load.store(std::move(load));
+}
+
+net::awaitable<void> Proxy::Impl::scrape_loop() {
+  auto ex = co_await net::this_coro::executor;
+  net::steady_timer timer(ex);
+  auto& p = pool();
+  for (;;) {
+    for (auto* b : backends) {
+      if (!b->healthy.load()) continue;
+      auto r = co_await p.get(b->endpoint, "/metrics", cfg.health_timeout, 8u << 20);
+      if (r && r->first == 200) scrape(*b, r->second);
+    }
+    timer.expires_after(cfg.metrics_scrape_interval);
+    auto [ec] = co_await timer.async_wait(kTuple);
+    if (ec) co_return;
+  }
 }
 
 net::awaitable<void> Proxy::Impl::health_loop() {
@@ -410,7 +494,17 @@ Result<std::uint16_t> Proxy::start() {
     im.backends.push_back(b.get());
     im.owned.push_back(std::move(b));
   }
-  auto policy = routing::make_policy(im.cfg, im.backends);
+  im.routing_ctx = std::make_shared<routing::RoutingContext>(im.backends.size());
+  for (std::size_t i = 0; i < im.cfg.backends.size(); ++i) {
+    if (auto nb = im.cfg.backends[i].num_gpu_blocks) im.routing_ctx->prefix.set_capacity(i, *nb);
+  }
+  if (!im.cfg.tokenizer.empty()) {
+    // "word": the simulator's word tokenizer (exact blocks against `kvroute sim` without a tokenizer).
+    auto enc = prompt::PromptEncoder::load(im.cfg.tokenizer == "word" ? "" : im.cfg.tokenizer);
+    if (!enc) return fail(enc.error());
+    im.encoder = std::move(*enc);
+  }
+  auto policy = routing::make_policy(im.cfg, im.backends, im.routing_ctx);
   if (!policy) return fail(policy.error());
   im.policy = std::move(*policy);
 
@@ -437,6 +531,9 @@ Result<std::uint16_t> Proxy::start() {
   auto port = im.server->start();
   if (!port) return fail(port.error());
   net::co_spawn(im.server->executor(0), im.health_loop(), net::detached);
+  if (im.cfg.metrics_scrape_interval.count() > 0) {
+    net::co_spawn(im.server->executor(im.server->threads() - 1), im.scrape_loop(), net::detached);
+  }
   spdlog::info("kvroute serving on {}:{} with {} backends, policy {}, {} threads", im.cfg.address, *port,
                im.backends.size(), im.policy->name(), im.cfg.threads);
   return *port;

@@ -42,7 +42,8 @@ struct Backend {
   std::atomic<int> consecutive_failures{0};
   std::atomic<std::int64_t> ejected_until_ms{0};  // steady-clock ms; 0 when not ejected
   std::atomic<int> inflight{0};
-  std::atomic<std::int64_t> inflight_tokens{0};
+  std::atomic<std::int64_t> inflight_tokens{0};   // uncached prefill tokens not yet started
+  std::atomic<std::int64_t> active_blocks{0};     // Dynamo-style: blocks of requests in flight
   std::atomic<std::uint64_t> routed{0};
   std::atomic<std::shared_ptr<const std::vector<std::string>>> models;  // null until known
   std::atomic<std::shared_ptr<const EngineLoad>> load;                  // null until scraped

@@ -26,6 +26,15 @@ struct RouteRequest {
   const openai::ParsedRequest* request = nullptr;
   std::string_view session_key;        // session header, else the OpenAI `user` field
   std::vector<std::uint32_t> tokens;   // prompt token ids when the router tokenizes
+  // Chained block hashes of the prompt (token blocks with a tokenizer, else character blocks),
+  // and how many prompt tokens one block stands for.
+  std::vector<std::uint64_t> blocks;
+  std::uint32_t tokens_per_block = 16;
+  std::uint32_t prompt_tokens = 0;     // exact with a tokenizer, else estimated (chars / 4)
+  std::uint32_t expected_output_tokens = 0;
+  // Filled by the policy at routing time, used by its completion hooks.
+  std::int64_t charged_tokens = 0;     // uncached prefill tokens charged to the backend's queue
+  bool prefill_done = false;
 };
 
 struct Decision {
@@ -40,14 +49,18 @@ class Policy {
   virtual std::string_view name() const = 0;
   // Requires: !candidates.empty().
   virtual Decision pick(const RouteRequest& req, std::span<Backend* const> candidates) = 0;
-  virtual void on_routed(const RouteRequest&, Backend&) {}
-  virtual void on_done(const RouteRequest&, Backend&, bool /*success*/) {}
+  virtual void on_routed(RouteRequest&, Backend&) {}
+  // The first response byte arrived (prefill is over for a streaming request).
+  virtual void on_first_byte(RouteRequest&, Backend&) {}
+  virtual void on_done(RouteRequest&, Backend&, bool /*success*/) {}
 };
 
 // Names of the built-in policies.
 std::vector<std::string> policy_names();
-// Builds the policy named in the config (policy name, plugins, profiles) for `backends`.
-Result<std::unique_ptr<Policy>> make_policy(const config::Config& cfg,
-                                            std::span<Backend* const> backends);
+struct RoutingContext;
+// Builds the policy named in the config (policy name, or plugins + schedulingProfiles) for
+// `backends`; `ctx` (the shared prefix index) is created when null.
+Result<std::unique_ptr<Policy>> make_policy(const config::Config& cfg, std::span<Backend* const> backends,
+                                            std::shared_ptr<RoutingContext> ctx = nullptr);
 
 }  // namespace kvroute::routing

@@ -1,0 +1,164 @@
+#include "routing/peer_policies.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "common/hash.h"
+
+namespace kvroute::routing {
+
+SessionRing::SessionRing(std::span<Backend* const> backends, int vnodes) {
+  for (auto* b : backends) {
+    for (int v = 0; v < vnodes; ++v) {
+      ring_.emplace_back(hash64(b->name + "#" + std::to_string(v)), b->index);
+    }
+  }
+  std::sort(ring_.begin(), ring_.end());
+}
+
+Backend* SessionRing::lookup(std::string_view key, std::span<Backend* const> candidates, double c) const {
+  if (candidates.empty() || ring_.empty()) return nullptr;
+  double total = 0;
+  for (auto* b : candidates) total += b->inflight.load(std::memory_order_relaxed);
+  const double bound = std::ceil(c * (total + 1) / static_cast<double>(candidates.size()));
+  const std::uint64_t h = hash64(key, 0x5e55);
+  auto it = std::lower_bound(ring_.begin(), ring_.end(), std::make_pair(h, -1));
+  Backend* fallback = nullptr;
+  for (std::size_t k = 0; k < ring_.size(); ++k, ++it) {
+    if (it == ring_.end()) it = ring_.begin();
+    for (auto* b : candidates) {
+      if (b->index != it->second) continue;
+      if (!fallback) fallback = b;
+      if (b->inflight.load(std::memory_order_relaxed) + 1 <= bound) return b;
+    }
+  }
+  return fallback;
+}
+
+namespace {
+
+Backend* least_loaded(std::span<Backend* const> c, std::uint64_t rotate) {
+  Backend* best = nullptr;
+  for (std::size_t k = 0; k < c.size(); ++k) {
+    Backend* b = c[(rotate + k) % c.size()];
+    if (!best || b->inflight.load() < best->inflight.load()) best = b;
+  }
+  return best;
+}
+
+class SessionAffinity final : public Policy {
+ public:
+  SessionAffinity(std::span<Backend* const> backends, double c) : ring_(backends), c_(c) {}
+  std::string_view name() const override { return "session-affinity"; }
+  Decision pick(const RouteRequest& req, std::span<Backend* const> c) override {
+    if (req.session_key.empty()) {
+      return {least_loaded(c, next_.fetch_add(1, std::memory_order_relaxed)), "no-session", {}};
+    }
+    Backend* b = ring_.lookup(req.session_key, c, c_);
+    return {b, "session", {}};
+  }
+
+ private:
+  SessionRing ring_;
+  double c_;
+  std::atomic<std::uint64_t> next_{0};
+};
+
+// SGLang router cache_aware (sgl-model-gateway policies/cache_aware.rs, CLI defaults): if loads are
+// imbalanced (max-min > abs and max > rel*min) go to the least loaded; else the longest prefix
+// match if its rate exceeds cache_threshold, else the least loaded. The tree is our approximate
+// prefix index (same information: the router's own past decisions).
+class SglangCacheAware final : public Policy {
+ public:
+  SglangCacheAware(std::shared_ptr<RoutingContext> ctx, double threshold, int abs, double rel)
+      : ctx_(std::move(ctx)), threshold_(threshold), abs_(abs), rel_(rel) {}
+  std::string_view name() const override { return "sglang-cache-aware"; }
+  Decision pick(const RouteRequest& req, std::span<Backend* const> c) override {
+    int mx = 0, mn = 1 << 30;
+    for (auto* b : c) {
+      mx = std::max(mx, b->inflight.load());
+      mn = std::min(mn, b->inflight.load());
+    }
+    const auto rot = next_.fetch_add(1, std::memory_order_relaxed);
+    if (mx - mn > abs_ && mx > rel_ * mn) return {least_loaded(c, rot), "imbalance", {}};
+    std::vector<std::uint32_t> m;
+    ctx_->prefix.match(req.blocks, m);
+    Backend* best = nullptr;
+    std::uint32_t best_m = 0;
+    for (auto* b : c) {
+      auto v = m.empty() ? 0u : m[static_cast<std::size_t>(b->index)];
+      if (v > best_m || (v == best_m && best && v > 0 && b->inflight.load() < best->inflight.load())) {
+        best = b;
+        best_m = v;
+      }
+    }
+    const double rate = req.blocks.empty() ? 0 : static_cast<double>(best_m) / req.blocks.size();
+    if (best && rate > threshold_) return {best, "prefix-hit", {}};
+    return {least_loaded(c, rot), "load-balance", {}};
+  }
+  void on_routed(RouteRequest& req, Backend& b) override {
+    ctx_->prefix.insert(static_cast<std::size_t>(b.index), req.blocks);
+  }
+
+ private:
+  std::shared_ptr<RoutingContext> ctx_;
+  double threshold_;
+  int abs_;
+  double rel_;
+  std::atomic<std::uint64_t> next_{0};
+};
+
+// Dynamo KV router (lib/kv-router): logit = w * prefill_blocks + active_blocks, argmin (temperature
+// 0); prefill_blocks = uncached prompt blocks on that worker, active_blocks = blocks of requests in
+// flight there (router-tracked, including this one's decode estimate).
+class DynamoCost final : public Policy {
+ public:
+  DynamoCost(std::shared_ptr<RoutingContext> ctx, double w) : ctx_(std::move(ctx)), w_(w) {}
+  std::string_view name() const override { return "dynamo-cost"; }
+  Decision pick(const RouteRequest& req, std::span<Backend* const> c) override {
+    std::vector<std::uint32_t> m;
+    ctx_->prefix.match(req.blocks, m);
+    const double bs = std::max<std::uint32_t>(1, req.tokens_per_block);
+    const double isl_blocks = req.prompt_tokens / bs;
+    Backend* best = nullptr;
+    double best_logit = 0;
+    std::uint32_t best_m = 0;
+    for (auto* b : c) {
+      const std::uint32_t mb = m.empty() ? 0 : m[static_cast<std::size_t>(b->index)];
+      const double prefill = std::max(0.0, isl_blocks - mb);
+      const double active = static_cast<double>(b->active_blocks.load(std::memory_order_relaxed));
+      const double logit = w_ * prefill + active;
+      if (!best || logit < best_logit) {
+        best = b;
+        best_logit = logit;
+        best_m = mb;
+      }
+    }
+    return {best, best_m > 0 ? "prefix-hit" : "load-balance", {}};
+  }
+  void on_routed(RouteRequest& req, Backend& b) override {
+    const double bs = std::max<std::uint32_t>(1, req.tokens_per_block);
+    req.charged_tokens = static_cast<std::int64_t>((req.prompt_tokens + req.expected_output_tokens) / bs) + 1;
+    b.active_blocks.fetch_add(req.charged_tokens);
+    ctx_->prefix.insert(static_cast<std::size_t>(b.index), req.blocks);
+  }
+  void on_done(RouteRequest& req, Backend& b, bool) override { b.active_blocks.fetch_sub(req.charged_tokens); }
+
+ private:
+  std::shared_ptr<RoutingContext> ctx_;
+  double w_;
+};
+
+}  // namespace
+
+std::unique_ptr<Policy> make_session_affinity(std::span<Backend* const> backends, double load_bound) {
+  return std::make_unique<SessionAffinity>(backends, load_bound);
+}
+std::unique_ptr<Policy> make_sglang_cache_aware(std::shared_ptr<RoutingContext> ctx, double t, int abs, double rel) {
+  return std::make_unique<SglangCacheAware>(std::move(ctx), t, abs, rel);
+}
+std::unique_ptr<Policy> make_dynamo_cost(std::shared_ptr<RoutingContext> ctx, double w) {
+  return std::make_unique<DynamoCost>(std::move(ctx), w);
+}
+
+}  // namespace kvroute::routing

@@ -1,0 +1,274 @@
+#include "routing/scheduler.h"
+
+#include <gtest/gtest.h>
+
+#include <map>
+#include <thread>
+
+#include "common/hash.h"
+#include "routing/peer_policies.h"
+#include "routing/prefix_index.h"
+
+namespace kvroute::routing {
+namespace {
+
+struct Backends {
+  std::vector<std::unique_ptr<Backend>> owned;
+  std::vector<Backend*> ptrs;
+  explicit Backends(int n) {
+    for (int i = 0; i < n; ++i) {
+      owned.push_back(std::make_unique<Backend>(i, "b" + std::to_string(i), "http://127.0.0.1:1",
+                                                http::Endpoint{"127.0.0.1", 1}));
+      ptrs.push_back(owned.back().get());
+    }
+  }
+};
+
+std::vector<std::uint64_t> blocks_of(int group, int n, int tail_salt = -1) {
+  std::vector<std::uint32_t> toks;
+  for (int i = 0; i < n * 16; ++i) toks.push_back(static_cast<std::uint32_t>(group * 100000 + i));
+  if (tail_salt >= 0) {
+    for (int i = 0; i < 16; ++i) toks.push_back(static_cast<std::uint32_t>(900000 + tail_salt * 16 + i));
+  }
+  return chained_block_hashes(toks, 16, 1);
+}
+
+RouteRequest request(std::vector<std::uint64_t> blocks) {
+  RouteRequest r;
+  r.blocks = std::move(blocks);
+  r.prompt_tokens = static_cast<std::uint32_t>(r.blocks.size() * 16);
+  return r;
+}
+
+TEST(ApproxPrefixIndex, LongestPrefixPerBackend) {
+  ApproxPrefixIndex idx(3);
+  auto a = blocks_of(1, 8);
+  idx.insert(0, std::span(a).first(8));
+  idx.insert(1, std::span(a).first(3));
+  std::vector<std::uint32_t> m;
+  idx.match(a, m);
+  EXPECT_EQ(m, (std::vector<std::uint32_t>{8, 3, 0}));
+  auto other = blocks_of(2, 8);
+  idx.match(other, m);
+  EXPECT_EQ(m, (std::vector<std::uint32_t>{0, 0, 0}));
+  idx.clear_backend(0);
+  idx.match(a, m);
+  EXPECT_EQ(m, (std::vector<std::uint32_t>{0, 3, 0}));
+}
+
+TEST(ApproxPrefixIndex, ForgetsWhatTheEngineMustHaveEvicted) {
+  ApproxPrefixIndex idx(1);
+  idx.set_capacity(0, 10);
+  auto a = blocks_of(1, 4);
+  idx.insert(0, a);
+  std::vector<std::uint32_t> m;
+  idx.match(a, m);
+  EXPECT_EQ(m[0], 4u);
+  // The tail is stamped oldest (vLLM frees and so evicts a request's tail first).
+  idx.advance(0, 7);  // 10 allocations after the tail's stamp: the tail is gone, the head is not
+  idx.match(a, m);
+  EXPECT_EQ(m[0], 3u);
+  idx.advance(0, 3);
+  idx.match(a, m);
+  EXPECT_EQ(m[0], 0u);
+  // Re-sending refreshes it.
+  idx.insert(0, a);
+  idx.match(a, m);
+  EXPECT_EQ(m[0], 4u);
+}
+
+TEST(ApproxPrefixIndex, MemoryPerEntryUnder64BytesAndBounded) {
+  ApproxPrefixIndex idx(64);
+  for (int b = 0; b < 64; ++b) idx.set_capacity(static_cast<std::size_t>(b), 20000);
+  for (int g = 0; g < 2000; ++g) idx.insert(static_cast<std::size_t>(g % 64), blocks_of(g, 32));
+  const double per = static_cast<double>(idx.memory_bytes()) / static_cast<double>(idx.entries());
+  EXPECT_LT(per, 64.0) << idx.memory_bytes() << " bytes / " << idx.entries();
+  // Far more blocks than capacity: the sweep keeps the table near the live set.
+  ApproxPrefixIndex small(1);
+  small.set_capacity(0, 1000);
+  for (int g = 0; g < 3000; ++g) small.insert(0, blocks_of(g, 8));
+  EXPECT_LT(small.entries(), 3000u);
+}
+
+TEST(ApproxPrefixIndex, OneWriterManyReaders) {
+  ApproxPrefixIndex idx(8);
+  std::atomic<bool> stop{false};
+  std::thread writer([&] {
+    for (int g = 0; g < 3000; ++g) idx.insert(static_cast<std::size_t>(g % 8), blocks_of(g % 50, 16));
+    stop = true;
+  });
+  std::vector<std::thread> readers;
+  for (int r = 0; r < 3; ++r) {
+    readers.emplace_back([&, r] {
+      std::vector<std::uint32_t> m;
+      while (!stop) {
+        idx.match(blocks_of(r, 16), m);
+        for (auto v : m) ASSERT_LE(v, 16u);
+      }
+    });
+  }
+  writer.join();
+  for (auto& t : readers) t.join();
+}
+
+std::unique_ptr<Policy> make(const std::string& name, Backends& bs, std::shared_ptr<RoutingContext> ctx = nullptr) {
+  config::Config c;
+  c.policy = name;
+  auto p = make_policy(c, bs.ptrs, std::move(ctx));
+  EXPECT_TRUE(p) << name << ": " << (p ? "" : p.error().message);
+  return std::move(*p);
+}
+
+// Routes `req`, simulating it in flight until `release` is called.
+Backend* route(Policy& p, RouteRequest& req, std::span<Backend* const> c, std::string* reason = nullptr) {
+  auto d = p.pick(req, c);
+  if (reason) *reason = d.reason;
+  d.backend->inflight++;
+  p.on_routed(req, *d.backend);
+  return d.backend;
+}
+void finish(Policy& p, RouteRequest& req, Backend& b) {
+  b.inflight--;
+  p.on_done(req, b, true);
+}
+
+TEST(KvroutePolicy, FollowsThePrefixAndExplainsIt) {
+  Backends bs(4);
+  auto p = make("kvroute", bs);
+  auto req = request(blocks_of(1, 20));
+  std::string reason;
+  Backend* first = route(*p, req, bs.ptrs, &reason);
+  finish(*p, req, *first);
+  EXPECT_EQ(reason, "load-balance");
+  for (int i = 0; i < 5; ++i) {
+    auto again = request(blocks_of(1, 20, i));
+    Backend* b = route(*p, again, bs.ptrs, &reason);
+    EXPECT_EQ(b, first);
+    EXPECT_EQ(reason, "prefix-hit");
+    finish(*p, again, *b);
+  }
+}
+
+TEST(KvroutePolicy, SharedPrefixDoesNotPileOntoOneBackend) {
+  // Every request shares its first 30 blocks; 64 of them are in flight at once.
+  Backends bs(4);
+  auto p = make("kvroute", bs);
+  std::vector<RouteRequest> reqs;
+  for (int i = 0; i < 64; ++i) reqs.push_back(request(blocks_of(7, 30, i)));
+  std::map<int, int> per;
+  for (auto& r : reqs) per[route(*p, r, bs.ptrs)->index]++;
+  int mx = 0;
+  for (auto [k, v] : per) mx = std::max(mx, v);
+  const double imbalance = mx / (64.0 / 4);
+  EXPECT_LT(imbalance, 1.3) << "max " << mx;
+  EXPECT_EQ(per.size(), 4u);
+}
+
+TEST(SessionAffinity, StickyUntilOverloaded) {
+  Backends bs(4);
+  auto p = make("session-affinity", bs);
+  RouteRequest r;
+  r.session_key = "conversation-42";
+  Backend* home = route(*p, r, bs.ptrs);
+  finish(*p, r, *home);
+  for (int i = 0; i < 10; ++i) {
+    Backend* b = route(*p, r, bs.ptrs);
+    EXPECT_EQ(b, home);
+    finish(*p, r, *b);
+  }
+  // Overload the home backend: the session moves; when load returns, it comes back.
+  home->inflight = 50;
+  Backend* moved = route(*p, r, bs.ptrs);
+  EXPECT_NE(moved, home);
+  finish(*p, r, *moved);
+  home->inflight = 0;
+  Backend* back = route(*p, r, bs.ptrs);
+  EXPECT_EQ(back, home);
+  finish(*p, r, *back);
+  // Different sessions spread over backends.
+  std::map<int, int> per;
+  for (int s = 0; s < 200; ++s) {
+    RouteRequest x;
+    std::string key = "s" + std::to_string(s);
+    x.session_key = key;
+    auto d = p->pick(x, bs.ptrs);
+    per[d.backend->index]++;
+  }
+  EXPECT_EQ(per.size(), 4u);
+}
+
+TEST(DynamoCost, MatchesTheDocumentedExample) {
+  // Doc example (weight 1): 8+10=18, 5+5=10, 2+9=11 -> the second worker.
+  Backends bs(3);
+  auto ctx = std::make_shared<RoutingContext>(3);
+  auto p = make("dynamo-cost", bs, ctx);
+  auto blocks = blocks_of(3, 10);
+  ctx->prefix.insert(0, std::span(blocks).first(2));
+  ctx->prefix.insert(1, std::span(blocks).first(5));
+  ctx->prefix.insert(2, std::span(blocks).first(8));
+  bs.ptrs[0]->active_blocks = 10;
+  bs.ptrs[1]->active_blocks = 5;
+  bs.ptrs[2]->active_blocks = 9;
+  auto req = request(blocks);
+  EXPECT_EQ(p->pick(req, bs.ptrs).backend->index, 1);
+}
+
+TEST(SglangCacheAware, ImbalanceOverridesTheCache) {
+  Backends bs(2);
+  auto ctx = std::make_shared<RoutingContext>(2);
+  auto p = make("sglang-cache-aware", bs, ctx);
+  auto blocks = blocks_of(4, 10);
+  ctx->prefix.insert(0, blocks);
+  auto req = request(blocks);
+  EXPECT_EQ(p->pick(req, bs.ptrs).reason, "prefix-hit");
+  bs.ptrs[0]->inflight = 100;  // 100 - 0 > 64 and 100 > 1.5 * 0
+  auto d = p->pick(req, bs.ptrs);
+  EXPECT_EQ(d.reason, "imbalance");
+  EXPECT_EQ(d.backend->index, 1);
+  // Low match rate goes to the least loaded.
+  bs.ptrs[0]->inflight = 0;
+  auto cold = request(blocks_of(5, 10));
+  EXPECT_EQ(p->pick(cold, bs.ptrs).reason, "load-balance");
+}
+
+TEST(ConfiguredScheduler, LlmdShapedYaml) {
+  Backends bs(2);
+  auto c = config::load_yaml(R"(
+plugins:
+  - {type: prefix-cache-scorer}
+  - {type: queue-scorer}
+  - {type: max-score-picker}
+schedulingProfiles:
+  - name: default
+    plugins: [{pluginRef: prefix-cache-scorer, weight: 2}, {pluginRef: queue-scorer}, {pluginRef: max-score-picker}]
+)", "t.yaml");
+  ASSERT_TRUE(c) << c.error().message;
+  auto ctx = std::make_shared<RoutingContext>(2);
+  auto p = make_policy(*c, bs.ptrs, ctx);
+  ASSERT_TRUE(p) << p.error().message;
+  EXPECT_EQ((*p)->name(), "default");
+  auto blocks = blocks_of(6, 4);
+  ctx->prefix.insert(1, blocks);
+  auto req = request(blocks);
+  EXPECT_EQ((*p)->pick(req, bs.ptrs).backend->index, 1);
+  auto bad = config::load_yaml("plugins: [{type: no-such-scorer}]\n", "t.yaml");
+  ASSERT_TRUE(bad);
+  auto e = make_policy(*bad, bs.ptrs, ctx);
+  ASSERT_FALSE(e);
+  EXPECT_NE(e.error().message.find("no-such-scorer"), std::string::npos);
+}
+
+TEST(Policies, EveryPresetBuildsAndPicks) {
+  Backends bs(3);
+  for (const auto& name : policy_names()) {
+    auto p = make(name, bs);
+    auto req = request(blocks_of(8, 4));
+    req.session_key = "k";
+    auto d = p->pick(req, bs.ptrs);
+    ASSERT_NE(d.backend, nullptr) << name;
+    EXPECT_FALSE(d.reason.empty()) << name;
+  }
+}
+
+}  // namespace
+}  // namespace kvroute::routing
