@@ -60,6 +60,11 @@ struct FakeEngine {
       co_await w.send(200, "application/json", std::move(b), none);
       co_return;
     }
+    if (!r.path().starts_with("/v1/")) {
+      std::string b;
+      co_await w.send(404, "text/plain", std::move(b), none);
+      co_return;
+    }
     ++hits;
     {
       std::lock_guard l(mu);
