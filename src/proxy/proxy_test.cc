@@ -186,15 +186,18 @@ TEST(Proxy, ClientDisconnectCancelsUpstream) {
 
 TEST(Proxy, RetriesRefusedBackendBeforeFirstByte) {
   FakeEngine good("good");
-  auto cfg = base_config({&good});
-  config::BackendConfig dead;
-  dead.url = "http://127.0.0.1:" + std::to_string(dead_port());
-  dead.name = "dead";
-  cfg.backends.insert(cfg.backends.begin(), dead);
+  auto flaky = std::make_unique<FakeEngine>("dead");
+  auto cfg = base_config({flaky.get(), &good});
   cfg.policy = "round-robin";
-  cfg.health_interval = 60s;  // keep the dead one "healthy" so the retry path is exercised
+  cfg.health_interval = 60s;  // the dead backend stays "healthy" so the retry path is exercised
   Proxy p(cfg);
   auto port = *p.start();
+  // Wait for the first health round (it also learns the models), then kill one backend.
+  for (int i = 0; i < 200 && testing::get(port, "/v1/models").body.find("m1") == std::string::npos; ++i) {
+    std::this_thread::sleep_for(10ms);
+  }
+  std::this_thread::sleep_for(50ms);
+  flaky.reset();
   for (int i = 0; i < 4; ++i) {
     auto r = testing::post_json(port, "/v1/completions", R"({"model":"m1","prompt":"x"})");
     EXPECT_EQ(r.status, 200) << r.raw;
