@@ -1,0 +1,351 @@
+#include "bench/bench_command.h"
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+
+#include "bench/compare.h"
+#include "bench/loadgen.h"
+#include "bench/report.h"
+#include "bench/workload.h"
+#include "common/log.h"
+#include "config/config.h"
+#include "routing/policy.h"
+
+namespace kvroute::bench {
+
+namespace {
+
+struct CommonFlags {
+  WorkloadOptions wl;
+  LoadOptions load;
+  std::string duration = "600s";
+  std::string think = "1s";
+  std::string json_path;
+  std::uint64_t capacity_blocks = 0;
+  std::uint32_t block_size = 16;
+  bool quiet = false;
+};
+
+void add_common_flags(CLI::App* cmd, CommonFlags& f) {
+  auto& w = f.wl;
+  auto& l = f.load;
+  cmd->add_option("--workload", w.name, "shared-prefix, multi-turn, long-doc-qa, mooncake, mix")->capture_default_str();
+  cmd->add_option("--seed", w.seed, "Seed of the workload and of the arrival process")->capture_default_str();
+  cmd->add_option("--output-len", w.output_len, "Output tokens per request (max_tokens, ignore_eos)")
+      ->capture_default_str();
+  cmd->add_option("--sp-groups", w.sp_groups, "shared-prefix: groups")->capture_default_str();
+  cmd->add_option("--sp-prompts-per-group", w.sp_prompts_per_group, "shared-prefix: prompts per group")
+      ->capture_default_str();
+  cmd->add_option("--sp-system-len", w.sp_system_len, "shared-prefix: system prompt tokens")->capture_default_str();
+  cmd->add_option("--sp-question-len", w.sp_question_len, "shared-prefix: question tokens")->capture_default_str();
+  cmd->add_option("--mt-sessions", w.mt_sessions, "multi-turn: sessions")->capture_default_str();
+  cmd->add_option("--mt-turns", w.mt_turns, "multi-turn: turns per session")->capture_default_str();
+  cmd->add_option("--mt-turn-len", w.mt_turn_len, "multi-turn: user tokens per turn")->capture_default_str();
+  cmd->add_option("--mt-system-len", w.mt_system_len, "multi-turn: shared system prompt tokens")->capture_default_str();
+  cmd->add_option("--think-time", f.think, "multi-turn: mean think time between turns (exponential)")
+      ->capture_default_str();
+  cmd->add_option("--ld-docs", w.ld_docs, "long-doc-qa: documents")->capture_default_str();
+  cmd->add_option("--ld-doc-len", w.ld_doc_len, "long-doc-qa: document tokens")->capture_default_str();
+  cmd->add_option("--ld-questions", w.ld_questions, "long-doc-qa: questions per document")->capture_default_str();
+  cmd->add_option("--ld-question-len", w.ld_question_len, "long-doc-qa: question tokens")->capture_default_str();
+  cmd->add_option("--trace", w.trace_path, "mooncake: trace JSONL (timestamp, input_length, output_length, hash_ids)");
+  cmd->add_option("--trace-block", w.trace_block, "mooncake: tokens per hash id")->capture_default_str();
+  cmd->add_option("--trace-limit", w.trace_limit, "mooncake: replay only the first N lines (0: all)");
+  cmd->add_option("--speed", l.speed, "mooncake: replay this many times faster than the trace")->capture_default_str();
+  cmd->add_option("--rate", l.rate, "Open loop: sessions started per second (Poisson); 0: closed loop")
+      ->capture_default_str();
+  cmd->add_option("--concurrency", l.concurrency, "Closed loop: concurrent users")->capture_default_str();
+  cmd->add_option("--requests", l.max_requests, "Stop after this many requests (0: the whole workload)")
+      ->capture_default_str();
+  cmd->add_option("--duration", f.duration, "Hard stop: in-flight requests are cancelled")->capture_default_str();
+  cmd->add_option("--model", l.model, "Model name (default: the first of GET /v1/models)");
+  cmd->add_option("--session-header", l.session_header, "Header carrying the session id")->capture_default_str();
+  cmd->add_option("--capacity-blocks", f.capacity_blocks,
+                  "Pooled KV capacity for the LRU bound (default: sum of the engines' num_gpu_blocks)");
+  cmd->add_option("--block-size", f.block_size, "Tokens per KV block for the bounds")->capture_default_str();
+  cmd->add_option("--json", f.json_path, "Write the results as JSON to FILE");
+  cmd->add_flag("--quiet", f.quiet, "No progress bar");
+}
+
+// Applies the string flags; false (with a message) on a bad value.
+bool finish_common(CommonFlags& f) {
+  auto d = config::parse_duration(f.duration);
+  if (!d || d->count() <= 0) {
+    fmt::print(stderr, "kvroute bench: bad --duration '{}'\n", f.duration);
+    return false;
+  }
+  f.load.duration = *d;
+  auto t = config::parse_duration(f.think);
+  if (!t) {
+    fmt::print(stderr, "kvroute bench: bad --think-time '{}'\n", f.think);
+    return false;
+  }
+  f.wl.mt_think_s = static_cast<double>(t->count()) / 1000.0;
+  f.load.seed = f.wl.seed;
+  f.load.progress = !f.quiet;
+  if (f.load.rate <= 0 && f.load.concurrency <= 0) f.load.concurrency = 16;
+  return true;
+}
+
+bool write_file(const std::string& path, const std::string& text) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  if (!out) return false;
+  out << text;
+  return static_cast<bool>(out);
+}
+
+int run_bench(CommonFlags& f, const std::vector<std::string>& metrics_urls, const CheckOptions& checks, bool check) {
+  if (!finish_common(f)) return 2;
+  if (f.load.url.empty()) {
+    fmt::print(stderr, "kvroute bench: --url is required\n");
+    return 2;
+  }
+  auto wl = make_workload(f.wl);
+  if (!wl) {
+    fmt::print(stderr, "kvroute bench: {}\n", wl.error().message);
+    return 2;
+  }
+  f.load.backend_metrics = metrics_urls;
+  auto run = run_load(*wl, f.load);
+  if (!run) {
+    fmt::print(stderr, "kvroute bench: {}\n", run.error().message);
+    return 2;
+  }
+  SummaryOptions so;
+  so.block_size = f.block_size;
+  so.capacity_blocks = f.capacity_blocks;
+  const Summary s = summarize(f.load.url, *wl, *run, so);
+  std::fputs(text_report(s).c_str(), stdout);
+  if (!f.json_path.empty() && !write_file(f.json_path, summaries_json({s}))) {
+    fmt::print(stderr, "kvroute bench: cannot write {}\n", f.json_path);
+    return 2;
+  }
+  if (s.completed == 0) {
+    fmt::print(stderr, "kvroute bench: no request completed\n");
+    return 2;
+  }
+  if (check) {
+    const auto failures = check_thresholds(s, checks);
+    for (const auto& m : failures) fmt::print(stderr, "CHECK FAILED: {}\n", m);
+    if (!failures.empty()) return 1;
+    fmt::print(stderr, "check passed\n");
+  }
+  return 0;
+}
+
+int print_compare(const std::vector<CompareRun>& runs, const std::string& json_path, const std::string& plots_dir,
+                  const std::string& extra_json) {
+  std::vector<Summary> sums;
+  int rc = 0;
+  for (const auto& r : runs) {
+    if (!r.error.empty()) {
+      fmt::print(stderr, "policy {}: {}\n", r.policy, r.error);
+      rc = 2;
+      continue;
+    }
+    sums.push_back(r.summary);
+  }
+  std::fputs(markdown_table(sums).c_str(), stdout);
+  if (!json_path.empty() && !write_file(json_path, summaries_json(sums, extra_json))) {
+    fmt::print(stderr, "cannot write {}\n", json_path);
+    return 2;
+  }
+  if (!plots_dir.empty()) {
+    std::vector<PlotInput> in;
+    for (const auto& r : runs) {
+      if (r.error.empty()) in.push_back({r.summary, &r.run});
+    }
+    auto pngs = write_plots(plots_dir, in);
+    if (!pngs) {
+      fmt::print(stderr, "plots: {}\n", pngs.error().message);
+      return 2;
+    }
+    for (const auto& p : *pngs) fmt::print(stderr, "wrote {}\n", p);
+  }
+  return rc;
+}
+
+}  // namespace
+
+void add_bench_command(CLI::App& app, int& exit_code) {
+  auto f = std::make_shared<CommonFlags>();
+  auto metrics = std::make_shared<std::vector<std::string>>();
+  auto checks = std::make_shared<CheckOptions>();
+  auto check = std::make_shared<bool>(false);
+  auto min_hit = std::make_shared<double>(0.7);
+  auto max_ttft = std::make_shared<std::string>("2s");
+  auto max_imb = std::make_shared<double>(1.3);
+  auto max_err = std::make_shared<double>(0.0);
+
+  auto* cmd = app.add_subcommand("bench", "Benchmark a router or engine URL (or compare policies: bench compare)");
+  cmd->require_subcommand(0, 1);
+  cmd->add_option("--url", f->load.url, "Base URL of the router or engine (http://host:port)");
+  add_common_flags(cmd, *f);
+  cmd->add_option("--backend-metrics", *metrics, "Engine base URL whose /metrics to scrape (repeatable)");
+  cmd->add_flag("--check", *check, "Gate on thresholds: exit 1 if one fails");
+  auto* o_hit = cmd->add_option("--min-hit-rate", *min_hit, "With --check: minimum prefix-cache hit rate")
+                    ->capture_default_str();
+  auto* o_ttft = cmd->add_option("--max-ttft-p99", *max_ttft, "With --check: maximum TTFT p99 (e.g. 2s, 500ms)")
+                     ->capture_default_str();
+  auto* o_imb = cmd->add_option("--max-imbalance", *max_imb, "With --check: maximum max/mean requests per backend")
+                    ->capture_default_str();
+  auto* o_err = cmd->add_option("--max-error-rate", *max_err, "With --check: maximum fraction of failed requests");
+
+  auto cf = std::make_shared<CommonFlags>();
+  auto cmp_policies = std::make_shared<std::string>();
+  auto plots = std::make_shared<std::string>();
+  auto sim = std::make_shared<sim::SimOptions>();
+  sim->engines = 4;
+  auto* cmp = cmd->add_subcommand("compare", "Run one workload through each routing policy on fresh simulated engines");
+  cmp->add_option("--policies", *cmp_policies, "Comma-separated policies (default: all)");
+  cmp->add_option("--engines", sim->engines, "Simulated engines")->capture_default_str();
+  cmp->add_option("--preset", sim->preset, "Engine cost model (llama-3.1-8b-h100, llama-3.2-1b-h100, none)")
+      ->capture_default_str();
+  cmp->add_option("--time-scale", sim->time_scale, "Run the engines this many times faster than real time")
+      ->capture_default_str();
+  cmp->add_option("--num-gpu-blocks", sim->engine.num_gpu_blocks, "KV blocks per engine")->capture_default_str();
+  cmp->add_option("--plots", *plots, "Write PNG plots (gnuplot) into DIR");
+  add_common_flags(cmp, *cf);
+
+  cmp->callback([cf, cmp_policies, plots, sim, &exit_code] {
+    if (!finish_common(*cf)) {
+      exit_code = 2;
+      return;
+    }
+    set_log_level("warn");
+    auto wl = make_workload(cf->wl);
+    if (!wl) {
+      fmt::print(stderr, "kvroute bench compare: {}\n", wl.error().message);
+      exit_code = 2;
+      return;
+    }
+    CompareOptions co;
+    co.policies = split_list(*cmp_policies);
+    co.sim = *sim;
+    co.load = cf->load;
+    co.summary.block_size = cf->block_size;
+    co.summary.capacity_blocks = cf->capacity_blocks;
+    co.on_done = [](const std::string& p, const Summary& s, double secs) {
+      fmt::print(stderr, "{:<20} done in {:.1f} s ({} requests)\n", p, secs, s.completed);
+    };
+    auto runs = run_compare(*wl, co);
+    if (!runs) {
+      fmt::print(stderr, "kvroute bench compare: {}\n", runs.error().message);
+      exit_code = 2;
+      return;
+    }
+    const std::string extra = fmt::format(
+        R"("workload":"{}","engines":{},"preset":"{}","time_scale":{},"num_gpu_blocks":{})", cf->wl.name,
+        sim->engines, sim->preset, sim->time_scale, sim->engine.num_gpu_blocks);
+    exit_code = print_compare(*runs, cf->json_path, *plots, extra);
+  });
+
+  cmd->callback([cmd, cmp, f, metrics, checks, check, min_hit, max_ttft, max_imb, max_err, o_hit, o_ttft, o_imb, o_err,
+                 &exit_code] {
+    if (cmp->parsed()) return;
+    CheckOptions c;
+    const bool any = o_hit->count() + o_ttft->count() + o_imb->count() + o_err->count() > 0;
+    // --check alone applies the defaults; an explicit threshold turns the check on.
+    if (*check || any) {
+      if (!any || o_hit->count() > 0) c.min_hit_rate = *min_hit;
+      if (!any || o_ttft->count() > 0) {
+        auto d = config::parse_duration(*max_ttft);
+        if (!d) {
+          fmt::print(stderr, "kvroute bench: bad --max-ttft-p99 '{}'\n", *max_ttft);
+          exit_code = 2;
+          return;
+        }
+        c.max_ttft_p99_s = static_cast<double>(d->count()) / 1000.0;
+      }
+      if (!any || o_imb->count() > 0) c.max_imbalance = *max_imb;
+      if (o_err->count() > 0) c.max_error_rate = *max_err;
+    }
+    (void)cmd;
+    exit_code = run_bench(*f, *metrics, c, *check || any);
+  });
+}
+
+int run_demo(const DemoOptions& d) {
+  set_log_level("warn");
+  const auto t0 = std::chrono::steady_clock::now();
+  WorkloadOptions w;
+  w.name = "mix";
+  w.seed = 7;
+  w.output_len = 24;
+  w.sp_groups = 12;
+  w.sp_prompts_per_group = std::max<std::uint32_t>(2, static_cast<std::uint32_t>(10 * d.scale));
+  w.sp_system_len = 1536;
+  w.sp_question_len = 48;
+  w.mt_sessions = std::max<std::uint32_t>(2, static_cast<std::uint32_t>(24 * d.scale));
+  w.mt_turns = 4;
+  w.mt_turn_len = 96;
+  w.mt_system_len = 256;
+  w.mt_think_s = 0.5;
+  auto wl = make_workload(w);
+  if (!wl) {
+    fmt::print(stderr, "demo: {}\n", wl.error().message);
+    return 2;
+  }
+  std::vector<std::string> wanted = {"round-robin", "session-affinity", "kvroute", "sglang-cache-aware",
+                                     "gie-prefix", "dynamo-cost"};
+  const auto known = routing::policy_names();
+  CompareOptions co;
+  for (const auto& p : wanted) {
+    if (std::find(known.begin(), known.end(), p) != known.end()) co.policies.push_back(p);
+  }
+  co.sim.engines = d.engines;
+  co.sim.preset = "llama-3.1-8b-h100";
+  co.sim.time_scale = d.time_scale;
+  co.sim.engine.num_gpu_blocks = 1536;
+  co.load.concurrency = 24;
+  co.load.seed = w.seed;
+  co.load.duration = std::chrono::seconds(60);
+  co.load.progress = d.progress;
+  const bool tty = d.progress && isatty(STDOUT_FILENO) == 1;
+  fmt::print(
+      "kvroute demo: {} simulated engines (Llama-3.1-8B on H100 cost model, {}x real time, {} KV blocks each)\n"
+      "workload: {} requests — {} shared-prefix prompts ({} groups, {}-token system prompts) mixed with {} chat "
+      "sessions of {} turns\n"
+      "policies: {}\n\n",
+      d.engines, d.time_scale, co.sim.engine.num_gpu_blocks, wl->num_requests(),
+      w.sp_groups * w.sp_prompts_per_group, w.sp_groups, w.sp_system_len, w.mt_sessions, w.mt_turns,
+      fmt::join(co.policies, ", "));
+  std::fflush(stdout);
+  co.on_start = [tty](const std::string& p) {
+    if (tty) fmt::print("  running {:<20}\r", p);
+    std::fflush(stdout);
+  };
+  co.on_done = [](const std::string& p, const Summary& s, double secs) {
+    fmt::print("  {:<20} {:>4} requests in {:.1f} s\n", p, s.completed, secs);
+    std::fflush(stdout);
+  };
+  auto runs = run_compare(*wl, co);
+  if (!runs) {
+    fmt::print(stderr, "demo: {}\n", runs.error().message);
+    return 2;
+  }
+  fmt::print("\n");
+  const int rc = print_compare(*runs, "", "", "");
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  fmt::print(
+      "\nhit rate: share of prompt tokens served from the engines' prefix caches (their /metrics); bound: the same "
+      "requests on one pooled LRU cache of all engines' blocks; of bound = hit rate / bound.\n"
+      "TTFT/e2e: time to first token and to the last, in simulated time scaled to wall time; imbalance: max/mean "
+      "requests per engine (1.00 = even); req/s: completed requests per wall-clock second.\n"
+      "(finished in {:.1f} s; try `kvroute bench compare --help` for your own workload)\n",
+      secs);
+  return rc;
+}
+
+void add_demo_command(CLI::App& app, int& exit_code) {
+  auto* cmd = app.add_subcommand("demo", "Compare routing policies on simulated engines (no setup needed)");
+  cmd->callback([&exit_code] { exit_code = run_demo(DemoOptions{}); });
+}
+
+}  // namespace kvroute::bench

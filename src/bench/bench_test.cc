@@ -1,0 +1,500 @@
+#include <CLI/CLI.hpp>
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+
+#include "bench/bench_command.h"
+#include "bench/bounds.h"
+#include "bench/compare.h"
+#include "bench/loadgen.h"
+#include "bench/report.h"
+#include "bench/workload.h"
+#include "common/hash.h"
+#include "sim/server.h"
+
+namespace kvroute::bench {
+namespace {
+
+using namespace std::chrono_literals;
+
+// ---------------------------------------------------------------- workloads
+
+TEST(Workload, SharedPrefixShapeAndDeterminism) {
+  WorkloadOptions o;
+  o.sp_groups = 3;
+  o.sp_prompts_per_group = 4;
+  o.sp_system_len = 40;
+  o.sp_question_len = 7;
+  o.output_len = 5;
+  auto a = make_shared_prefix(o);
+  auto b = make_shared_prefix(o);
+  ASSERT_TRUE(a && b);
+  ASSERT_EQ(a->sessions.size(), 12u);
+  EXPECT_EQ(a->num_requests(), 12u);
+  std::map<std::string, std::vector<std::uint32_t>> group_prefix;
+  for (std::size_t i = 0; i < a->sessions.size(); ++i) {
+    const Item& it = a->sessions[i].turns.at(0);
+    EXPECT_EQ(request_body(it, "m"), request_body(b->sessions[i].turns[0], "m"));  // same seed, same bytes
+    EXPECT_FALSE(it.chat);
+    EXPECT_EQ(it.max_tokens, 5u);
+    const auto t = predicted_tokens(it);
+    ASSERT_EQ(t.size(), 47u);
+    const std::string group = a->sessions[i].id.substr(0, a->sessions[i].id.rfind('-'));
+    std::vector<std::uint32_t> prefix(t.begin(), t.begin() + 40);
+    auto [pos, fresh] = group_prefix.emplace(group, prefix);
+    if (!fresh) {
+      EXPECT_EQ(pos->second, prefix) << group;
+    }
+  }
+  ASSERT_EQ(group_prefix.size(), 3u);
+  EXPECT_NE(group_prefix.begin()->second[0], std::next(group_prefix.begin())->second[0]);
+  // Shuffled: not in generation order.
+  bool in_order = true;
+  for (std::size_t i = 0; i < 4; ++i) in_order = in_order && a->sessions[i].id.starts_with("sp-0-");
+  EXPECT_FALSE(in_order);
+  o.seed = 2;
+  auto c = make_shared_prefix(o);
+  ASSERT_TRUE(c);
+  EXPECT_NE(request_body(c->sessions[0].turns[0], "m"), request_body(a->sessions[0].turns[0], "m"));
+}
+
+TEST(Workload, MultiTurnHistoryGrowsAndIsAPrefix) {
+  WorkloadOptions o;
+  o.mt_sessions = 3;
+  o.mt_turns = 4;
+  o.mt_turn_len = 10;
+  o.mt_system_len = 6;
+  o.output_len = 3;
+  o.mt_think_s = 0.5;
+  auto w = make_multi_turn(o);
+  ASSERT_TRUE(w);
+  ASSERT_EQ(w->sessions.size(), 3u);
+  EXPECT_EQ(w->num_requests(), 12u);
+  for (const auto& s : w->sessions) {
+    ASSERT_EQ(s.turns.size(), 4u);
+    EXPECT_EQ(s.turns[0].think_s, 0);
+    std::vector<std::uint32_t> prev;
+    for (std::size_t t = 0; t < 4; ++t) {
+      const Item& it = s.turns[t];
+      EXPECT_TRUE(it.chat);
+      EXPECT_EQ(it.messages.size(), 2 + 2 * t);  // system + t (user, assistant) + user
+      if (t > 0) {
+        EXPECT_GT(it.think_s, 0);
+      }
+      const auto tok = predicted_tokens(it);
+      // system: marker + 6; each user: marker + 10; each assistant: marker + 3; final marker.
+      EXPECT_EQ(tok.size(), (1 + 6) + (t + 1) * 11 + t * 4 + 1);
+      if (!prev.empty()) {
+        ASSERT_GE(tok.size(), prev.size());
+        EXPECT_TRUE(std::equal(prev.begin(), prev.end(), tok.begin())) << "turn " << t << " extends turn " << t - 1;
+      }
+      prev = tok;
+    }
+  }
+  // The system prompt is shared by all sessions, the first user message is not.
+  const auto a = predicted_tokens(w->sessions[0].turns[0]);
+  const auto b = predicted_tokens(w->sessions[1].turns[0]);
+  EXPECT_TRUE(std::equal(a.begin(), a.begin() + 8, b.begin()));
+  EXPECT_NE(a[9], b[9]);
+}
+
+TEST(Workload, LongDocQaAndMix) {
+  WorkloadOptions o;
+  o.ld_docs = 2;
+  o.ld_questions = 3;
+  o.ld_doc_len = 100;
+  o.ld_question_len = 5;
+  auto w = make_long_doc_qa(o);
+  ASSERT_TRUE(w);
+  EXPECT_EQ(w->num_requests(), 6u);
+  for (const auto& s : w->sessions) EXPECT_EQ(predicted_tokens(s.turns[0]).size(), 105u);
+  o.sp_groups = 2;
+  o.sp_prompts_per_group = 2;
+  o.mt_sessions = 2;
+  o.mt_turns = 3;
+  auto m = make_mix(o);
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->sessions.size(), 6u);
+  EXPECT_EQ(m->num_requests(), 4u + 6u);
+  EXPECT_FALSE(make_workload({.name = "nope"}));
+}
+
+TEST(Workload, MooncakeParsingAndContentPerHashId) {
+  const std::string jsonl =
+      R"({"timestamp": 0, "input_length": 1100, "output_length": 6, "hash_ids": [1, 2, 3]})"
+      "\n"
+      R"({"timestamp": 250, "input_length": 1500, "output_length": 4, "hash_ids": [1, 2, 9]})"
+      "\n\n"
+      R"({"timestamp": 900.0, "input_length": 300, "output_length": 0, "hash_ids": [2]})"
+      "\n";
+  auto recs = parse_mooncake(jsonl);
+  ASSERT_TRUE(recs) << recs.error().message;
+  ASSERT_EQ(recs->size(), 3u);
+  EXPECT_EQ((*recs)[1].timestamp_ms, 250u);
+  EXPECT_EQ((*recs)[1].hash_ids, (std::vector<std::uint64_t>{1, 2, 9}));
+  EXPECT_EQ((*recs)[2].timestamp_ms, 900u);
+  auto w = mooncake_workload(*recs, 512);
+  EXPECT_TRUE(w.timestamps);
+  ASSERT_EQ(w.sessions.size(), 3u);
+  EXPECT_DOUBLE_EQ(w.sessions[1].at_s, 0.25);
+  const auto t0 = predicted_tokens(w.sessions[0].turns[0]);
+  const auto t1 = predicted_tokens(w.sessions[1].turns[0]);
+  const auto t2 = predicted_tokens(w.sessions[2].turns[0]);
+  ASSERT_EQ(t0.size(), 1100u);
+  ASSERT_EQ(t1.size(), 1500u);
+  ASSERT_EQ(t2.size(), 300u);
+  EXPECT_TRUE(std::equal(t0.begin(), t0.begin() + 1024, t1.begin()));  // hash ids 1, 2 shared
+  EXPECT_NE(std::vector<std::uint32_t>(t0.begin() + 1024, t0.end()),
+            std::vector<std::uint32_t>(t1.begin() + 1024, t1.begin() + 1100));
+  // Hash id 2 at position 0 gives the same words as hash id 2 at position 1.
+  EXPECT_TRUE(std::equal(t2.begin(), t2.end(), t0.begin() + 512));
+  EXPECT_EQ(w.sessions[2].turns[0].max_tokens, 1u);  // at least one token
+
+  auto limited = parse_mooncake(jsonl, 2);
+  ASSERT_TRUE(limited);
+  EXPECT_EQ(limited->size(), 2u);
+  auto bad = parse_mooncake("{\"timestamp\": 1, \"input_length\": 5, \"output_length\": 1, \"hash_ids\": [0]}\n{oops}\n");
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.error().message.find("line 2"), std::string::npos) << bad.error().message;
+  EXPECT_FALSE(parse_mooncake(R"({"timestamp": 1, "input_length": 5, "output_length": 1, "hash_ids": [-1]})"));
+  EXPECT_FALSE(parse_mooncake(R"({"timestamp": 1, "output_length": 1, "hash_ids": [1]})"));
+}
+
+TEST(Workload, MooncakeFileFixture) {
+  const auto path = std::filesystem::temp_directory_path() / "kvroute_bench_trace_test.jsonl";
+  {
+    std::ofstream f(path);
+    for (int i = 0; i < 5; ++i) {
+      f << R"({"timestamp": )" << i * 100 << R"(, "input_length": 700, "output_length": 3, "hash_ids": [42, )"
+        << 100 + i << "]}\n";
+    }
+  }
+  WorkloadOptions o;
+  o.name = "mooncake";
+  o.trace_path = path.string();
+  auto w = make_workload(o);
+  std::filesystem::remove(path);
+  ASSERT_TRUE(w) << w.error().message;
+  EXPECT_EQ(w->num_requests(), 5u);
+  BoundsCalculator bc(16, 0);
+  for (const auto& s : w->sessions) bc.add_tokens(predicted_tokens(s.turns[0]));
+  // 512 shared tokens = 32 blocks, hit by the 4 later requests.
+  EXPECT_EQ(bc.result().infinite_hit_tokens, 4u * 512u);
+  EXPECT_EQ(bc.result().query_tokens, 5u * 700u);
+  o.trace_path = "/nonexistent/trace.jsonl";
+  EXPECT_FALSE(make_workload(o));
+}
+
+// ---------------------------------------------------------------- bounds and stats
+
+TEST(Bounds, HandMadeSequencesExact) {
+  BoundsCalculator bc(4, 3);
+  const std::vector<std::uint64_t> abc{1, 2, 3}, de{4, 5};
+  bc.add(abc, 13);  // cold
+  bc.add(de, 9);    // cold; LRU (front first): 4 5 1 | 2 3 evicted
+  bc.add(abc, 13);  // infinite: 3 blocks = 12 tokens; LRU: block 1 only = 4 tokens
+  bc.add(abc, 12);  // cap: (12 - 1) / 4 = 2 blocks = 8 tokens; LRU now holds 1 2 3
+  const auto& r = bc.result();
+  EXPECT_EQ(r.requests, 4u);
+  EXPECT_EQ(r.query_tokens, 13u + 9u + 13u + 12u);
+  EXPECT_EQ(r.infinite_hit_tokens, 12u + 8u);
+  EXPECT_EQ(r.lru_hit_tokens, 4u + 8u);
+  EXPECT_DOUBLE_EQ(r.infinite_hit_rate(), 20.0 / 47.0);
+  EXPECT_DOUBLE_EQ(r.lru_hit_rate(), 12.0 / 47.0);
+
+  BoundsCalculator unbounded(4, 0);
+  unbounded.add(abc, 13);
+  unbounded.add(de, 9);
+  unbounded.add(abc, 13);
+  EXPECT_EQ(unbounded.result().lru_hit_tokens, 12u);
+  // A divergent middle block stops the hit there, even if later blocks were seen.
+  const std::vector<std::uint64_t> a_x_c{1, 99, 3};
+  unbounded.add(a_x_c, 16);
+  EXPECT_EQ(unbounded.result().infinite_hit_tokens, 12u + 4u);
+  BoundsCalculator empty(16, 0);
+  EXPECT_EQ(empty.result().lru_hit_rate(), 0);
+}
+
+TEST(Stats, Percentiles) {
+  const std::vector<double> v{4, 1, 3, 2};
+  EXPECT_DOUBLE_EQ(percentile(v, 50), 2.5);
+  EXPECT_DOUBLE_EQ(percentile(v, 90), 3.7);
+  EXPECT_DOUBLE_EQ(percentile(v, 99), 3.97);
+  EXPECT_DOUBLE_EQ(percentile(v, 0), 1);
+  EXPECT_DOUBLE_EQ(percentile(v, 100), 4);
+  EXPECT_DOUBLE_EQ(percentile({7}, 99), 7);
+  EXPECT_DOUBLE_EQ(percentile({}, 50), 0);
+  const auto p = percentiles_of({1, 2, 3, 4, 5, 6, 7, 8, 9, 10});
+  EXPECT_DOUBLE_EQ(p.p50, 5.5);
+  EXPECT_DOUBLE_EQ(p.p90, 9.1);
+  EXPECT_DOUBLE_EQ(p.mean, 5.5);
+  EXPECT_EQ(p.n, 10u);
+}
+
+TEST(Metrics, ParsesVllmCounters) {
+  const std::string text =
+      "# HELP vllm:prefix_cache_queries_total x\n# TYPE vllm:prefix_cache_queries_total counter\n"
+      "vllm:prefix_cache_queries_total{engine=\"0\",model_name=\"m\"} 1200\n"
+      "vllm:prefix_cache_hits_total{engine=\"0\",model_name=\"m\"} 300.0\n"
+      "vllm:prefix_cache_hits_total_other 5\n"
+      "vllm:request_success_total{engine=\"0\",finished_reason=\"length\"} 7\n"
+      "vllm:request_success_total{engine=\"0\",finished_reason=\"stop\"} 2\n"
+      "vllm:cache_config_info{block_size=\"16\",num_gpu_blocks=\"2048\"} 1\n";
+  const auto c = parse_engine_metrics(text);
+  EXPECT_TRUE(c.ok);
+  EXPECT_EQ(c.prefix_cache_queries, 1200);
+  EXPECT_EQ(c.prefix_cache_hits, 300);
+  EXPECT_EQ(c.request_success, 9);
+  EXPECT_EQ(c.num_gpu_blocks, 2048);
+  EXPECT_EQ(c.block_size, 16);
+  EXPECT_FALSE(parse_engine_metrics("garbage\n{}").ok);
+}
+
+// ---------------------------------------------------------------- load generator
+
+sim::SimOptions fast_sim(int engines) {
+  sim::SimOptions o;
+  o.engines = engines;
+  o.port = 0;
+  o.preset = "none";
+  return o;
+}
+
+WorkloadOptions small_shared_prefix() {
+  WorkloadOptions o;
+  o.sp_groups = 4;
+  o.sp_prompts_per_group = 5;
+  o.sp_system_len = 64;
+  o.sp_question_len = 20;
+  o.output_len = 6;
+  return o;
+}
+
+TEST(LoadGen, DirectToEngineCountsTtftAndGroundTruth) {
+  sim::SimCluster cluster(fast_sim(1));
+  ASSERT_TRUE(cluster.start());
+  const std::string url = cluster.endpoints()[0].url;
+  auto wl = make_shared_prefix(small_shared_prefix());
+  ASSERT_TRUE(wl);
+  LoadOptions lo;
+  lo.url = url;
+  lo.concurrency = 1;  // sequential: the engine's (large) cache behaves like the infinite bound
+  lo.max_requests = 15;
+  lo.duration = 20s;
+  lo.backend_metrics = {url};
+  lo.progress = false;
+  auto run = run_load(*wl, lo);
+  ASSERT_TRUE(run) << run.error().message;
+  EXPECT_FALSE(run->hit_deadline);
+  EXPECT_EQ(run->model, "meta-llama/Llama-3.1-8B-Instruct");
+  ASSERT_EQ(run->records.size(), 15u);
+  for (const auto& r : run->records) {
+    EXPECT_EQ(r.outcome, Outcome::kOk) << r.error;
+    EXPECT_GE(r.ttft_s, 0);
+    EXPECT_GE(r.e2e_s, r.ttft_s);
+    EXPECT_EQ(r.output_tokens, 6u);
+    EXPECT_EQ(r.itl_s.size(), 5u);
+    EXPECT_EQ(r.prompt_tokens, 84u);
+    EXPECT_TRUE(r.usage);
+  }
+  const Summary s = summarize(url, *wl, *run);
+  EXPECT_EQ(s.completed, 15u);
+  ASSERT_TRUE(s.engine_counters);
+  // Ground truth: the engine's counters equal the sum of the usage fields.
+  EXPECT_EQ(s.engine_queries, static_cast<double>(s.usage_prompt_tokens));
+  EXPECT_EQ(s.engine_hits, static_cast<double>(s.usage_cached_tokens));
+  EXPECT_DOUBLE_EQ(s.engine_hit_rate, s.usage_hit_rate);
+  EXPECT_GT(s.hit_rate, 0.3);
+  // Predicted tokens match the engine's: the achieved hits equal the infinite-cache bound.
+  EXPECT_EQ(s.bounds.query_tokens, s.usage_prompt_tokens);
+  EXPECT_EQ(s.bounds.infinite_hit_tokens, s.usage_cached_tokens);
+  EXPECT_EQ(s.bounds.capacity_blocks, 8192u);
+  EXPECT_NEAR(s.fraction_of_bound, 1.0, 1e-9);
+  EXPECT_GT(s.ttft.n, 0u);
+  EXPECT_GT(s.request_throughput, 0);
+  cluster.stop();
+}
+
+TEST(LoadGen, MultiTurnThroughProxyWithSessionsAndBackends) {
+  WorkloadOptions wo;
+  wo.name = "multi-turn";
+  wo.mt_sessions = 6;
+  wo.mt_turns = 3;
+  wo.mt_turn_len = 20;
+  wo.mt_system_len = 16;
+  wo.mt_think_s = 0.005;
+  wo.output_len = 4;
+  auto wl = make_workload(wo);
+  ASSERT_TRUE(wl);
+  CompareOptions co;
+  co.policies = {"round-robin"};
+  co.sim = fast_sim(2);
+  co.load.concurrency = 3;
+  co.load.max_requests = 14;
+  co.load.duration = 20s;
+  co.load.progress = false;
+  auto runs = run_compare(*wl, co);
+  ASSERT_TRUE(runs) << runs.error().message;
+  ASSERT_EQ(runs->size(), 1u);
+  const auto& r = (*runs)[0];
+  ASSERT_TRUE(r.error.empty()) << r.error;
+  EXPECT_EQ(r.run.records.size(), 14u);  // bounded by --requests
+  EXPECT_EQ(r.summary.completed, 14u);
+  std::map<std::string, int> by_backend;
+  for (const auto& rec : r.run.records) {
+    EXPECT_EQ(rec.outcome, Outcome::kOk) << rec.error;
+    EXPECT_FALSE(rec.backend.empty());
+    ++by_backend[rec.backend];
+  }
+  EXPECT_EQ(by_backend.size(), 2u);
+  // Turns of a session were sent in order.
+  std::map<std::size_t, std::size_t> next_turn;
+  for (const auto& rec : r.run.records) EXPECT_EQ(rec.turn, next_turn[rec.session]++);
+  ASSERT_TRUE(r.summary.engine_counters);
+  EXPECT_EQ(r.summary.engine_hits, static_cast<double>(r.summary.usage_cached_tokens));
+  EXPECT_EQ(r.summary.engine_queries, static_cast<double>(r.summary.usage_prompt_tokens));
+  ASSERT_EQ(r.summary.backends.size(), 2u);
+  EXPECT_EQ(r.summary.backends[0].name, "engine-0");
+  EXPECT_EQ(r.summary.backends[0].requests + r.summary.backends[1].requests, 14u);
+  EXPECT_NEAR(r.summary.imbalance, 1.0, 0.01);  // round robin: 7 and 7
+  const std::string json = summaries_json({r.summary});
+  EXPECT_NE(json.find("\"label\":\"round-robin\""), std::string::npos);
+  EXPECT_NE(markdown_table({r.summary}).find("| round-robin |"), std::string::npos);
+}
+
+TEST(LoadGen, OpenLoopAndHardDeadlineCancelsInFlight) {
+  sim::SimOptions so = fast_sim(1);
+  so.preset = "llama-3.1-8b-h100";  // real-time steps: 400 output tokens take seconds
+  sim::SimCluster cluster(so);
+  ASSERT_TRUE(cluster.start());
+  WorkloadOptions wo = small_shared_prefix();
+  wo.output_len = 400;
+  auto wl = make_shared_prefix(wo);
+  ASSERT_TRUE(wl);
+  LoadOptions lo;
+  lo.url = cluster.endpoints()[0].url;
+  lo.rate = 20;
+  lo.duration = 400ms;
+  lo.progress = false;
+  const auto t0 = std::chrono::steady_clock::now();
+  auto run = run_load(*wl, lo);
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  ASSERT_TRUE(run) << run.error().message;
+  EXPECT_TRUE(run->hit_deadline);
+  EXPECT_LT(secs, 3.0);
+  EXPECT_GT(run->records.size(), 2u);
+  EXPECT_LT(run->records.size(), 20u);  // Poisson at 20/s over 0.4 s: about 8
+  std::size_t cancelled = 0;
+  for (const auto& r : run->records) cancelled += r.outcome == Outcome::kCancelled ? 1 : 0;
+  EXPECT_EQ(cancelled, run->records.size());
+  cluster.stop();
+}
+
+TEST(LoadGen, UnreachableUrlRecordsTransportErrors) {
+  auto wl = make_shared_prefix(small_shared_prefix());
+  LoadOptions lo;
+  lo.url = "http://127.0.0.1:1";
+  lo.model = "m";
+  lo.max_requests = 3;
+  lo.concurrency = 1;
+  lo.duration = 5s;
+  lo.progress = false;
+  auto run = run_load(*wl, lo);
+  ASSERT_TRUE(run);
+  // A session stops at its first failure; the closed-loop user moves to the next session.
+  ASSERT_EQ(run->records.size(), 3u);
+  for (const auto& r : run->records) EXPECT_EQ(r.outcome, Outcome::kTransportError);
+  EXPECT_FALSE(run_load(*wl, LoadOptions{.url = "https://x"}));
+}
+
+// ---------------------------------------------------------------- gate and CLI
+
+int run_cli(std::vector<std::string> args) {
+  CLI::App app;
+  int rc = 0;
+  add_bench_command(app, rc);
+  add_demo_command(app, rc);
+  std::reverse(args.begin(), args.end());
+  try {
+    app.parse(args);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  return rc;
+}
+
+TEST(Check, ThresholdsAndExitCodes) {
+  Summary s;
+  s.completed = 10;
+  s.sent = 10;
+  s.hit_rate = 0.5;
+  s.ttft.n = 10;
+  s.ttft.p99 = 3.0;
+  s.backends = {{"a", 10}, {"b", 5}};
+  s.imbalance = 10.0 / 7.5;
+  CheckOptions c{.min_hit_rate = 0.7, .max_ttft_p99_s = 2.0, .max_imbalance = 1.3};
+  const auto f = check_thresholds(s, c);
+  ASSERT_EQ(f.size(), 3u);
+  EXPECT_NE(f[0].find("--min-hit-rate"), std::string::npos);
+  EXPECT_NE(f[1].find("--max-ttft-p99"), std::string::npos);
+  EXPECT_NE(f[2].find("--max-imbalance"), std::string::npos);
+  EXPECT_TRUE(check_thresholds(s, {.min_hit_rate = 0.4, .max_ttft_p99_s = 5.0, .max_imbalance = 1.5}).empty());
+  s.backends.clear();
+  EXPECT_EQ(check_thresholds(s, {.max_imbalance = 5.0}).size(), 1u);
+
+  sim::SimCluster cluster(fast_sim(1));
+  ASSERT_TRUE(cluster.start());
+  const std::string url = cluster.endpoints()[0].url;
+  const std::vector<std::string> base{"bench", "--url", url, "--backend-metrics", url, "--requests", "12",
+                                      "--sp-groups", "2", "--sp-system-len", "64", "--output-len", "3", "--quiet"};
+  auto with = [&](std::vector<std::string> extra) {
+    std::vector<std::string> a = base;
+    a.insert(a.end(), extra.begin(), extra.end());
+    return a;
+  };
+  ::testing::internal::CaptureStdout();
+  ::testing::internal::CaptureStderr();
+  const int pass = run_cli(with({"--check", "--min-hit-rate", "0.1", "--max-ttft-p99", "5s", "--max-imbalance", "1.0"}));
+  const int failing = run_cli(with({"--check", "--min-hit-rate", "0.99"}));
+  const int bad_url = run_cli({"bench", "--url", "ftp://x", "--quiet"});
+  ::testing::internal::GetCapturedStdout();
+  const std::string err = testing::internal::GetCapturedStderr();
+  EXPECT_EQ(pass, 0) << err;
+  EXPECT_EQ(failing, 1) << err;
+  EXPECT_EQ(bad_url, 2);
+  EXPECT_NE(err.find("CHECK FAILED: hit rate"), std::string::npos) << err;
+  cluster.stop();
+}
+
+TEST(Plots, GnuplotWritesPngs) {
+  const auto dir = std::filesystem::temp_directory_path() / "kvroute_bench_plots_test";
+  std::filesystem::remove_all(dir);
+  RunResult run;
+  run.wall_s = 2.0;
+  for (int i = 0; i < 20; ++i) {
+    RequestRecord r;
+    r.start_s = 0.1 * i;
+    r.ttft_s = 0.01 + 0.001 * i;
+    r.e2e_s = 0.3;
+    r.backend = i % 2 ? "engine-1" : "engine-0";
+    run.records.push_back(r);
+  }
+  Summary s;
+  s.label = "round-robin";
+  s.hit_rate = 0.4;
+  Summary s2 = s;
+  s2.label = "kv'route";
+  auto pngs = write_plots(dir.string(), {{s, &run}, {s2, &run}});
+  ASSERT_TRUE(pngs) << pngs.error().message;
+  ASSERT_EQ(pngs->size(), 4u);
+  for (const auto& p : *pngs) {
+    ASSERT_TRUE(std::filesystem::exists(p)) << p;
+    EXPECT_GT(std::filesystem::file_size(p), 1000u) << p;
+  }
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace kvroute::bench

@@ -1,0 +1,106 @@
+#include "bench/compare.h"
+
+#include <fmt/format.h>
+
+#include <chrono>
+
+#include "common/log.h"
+#include "config/config.h"
+#include "proxy/proxy.h"
+#include "routing/policy.h"
+
+namespace kvroute::bench {
+
+std::vector<std::string> split_list(std::string_view s) {
+  std::vector<std::string> out;
+  std::size_t p = 0;
+  while (p <= s.size()) {
+    std::size_t e = s.find(',', p);
+    if (e == std::string_view::npos) e = s.size();
+    std::string_view item = s.substr(p, e - p);
+    while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
+    while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
+    if (!item.empty()) out.emplace_back(item);
+    p = e + 1;
+  }
+  return out;
+}
+
+Result<std::vector<CompareRun>> run_compare(const Workload& workload, const CompareOptions& o) {
+  std::vector<std::string> policies = o.policies.empty() ? routing::policy_names() : o.policies;
+  if (o.sim.engines < 1) return fail(Error::invalid("--engines must be at least 1"));
+  if (!o.proxy_log_level.empty()) set_log_level(o.proxy_log_level);  // the in-process router logs per request
+  std::vector<CompareRun> out;
+  for (const auto& policy : policies) {
+    CompareRun cr;
+    cr.policy = policy;
+    if (o.on_start) o.on_start(policy);
+    const auto t0 = std::chrono::steady_clock::now();
+
+    sim::SimOptions so = o.sim;
+    so.host = "127.0.0.1";
+    so.port = 0;
+    so.kv_events_port = 0;
+    so.kv_replay_port = 0;
+    so.kv_events_ephemeral = o.kv_events;
+    sim::SimCluster cluster(so);
+    if (auto st = cluster.start(); !st) {
+      cr.error = "simulated engines: " + st.error().message;
+      out.push_back(std::move(cr));
+      continue;
+    }
+    const auto& eps = cluster.endpoints();
+
+    config::Config cfg;
+    cfg.address = "127.0.0.1";
+    cfg.port = 0;
+    cfg.threads = o.proxy_threads;
+    cfg.policy = policy;
+    cfg.debug_headers = true;
+    cfg.log_level = o.proxy_log_level;
+    cfg.tokenizer = so.tokenizer.empty() ? "word" : so.tokenizer;
+    cfg.block_size = so.engine.block_size;
+    LoadOptions lo = o.load;
+    lo.backend_metrics.clear();
+    for (std::size_t i = 0; i < eps.size(); ++i) {
+      config::BackendConfig b;
+      b.url = eps[i].url;
+      b.name = fmt::format("engine-{}", i);
+      b.models = {so.model};
+      b.kv_events_endpoint = eps[i].kv_events;
+      b.kv_events_replay = eps[i].kv_replay;
+      b.num_gpu_blocks = so.engine.num_gpu_blocks;
+      cfg.backends.push_back(std::move(b));
+      lo.backend_metrics.push_back(eps[i].url);
+    }
+    proxy::Proxy proxy(cfg);
+    auto port = proxy.start();
+    if (!port) {
+      cr.error = "router: " + port.error().message;
+      cluster.stop();
+      out.push_back(std::move(cr));
+      continue;
+    }
+    lo.url = fmt::format("http://127.0.0.1:{}", *port);
+    if (lo.model.empty()) lo.model = so.model;
+    if (lo.progress_label.empty()) lo.progress_label = fmt::format("{:<20} ", policy);
+    auto run = run_load(workload, lo);
+    proxy.stop(std::chrono::milliseconds(1000));
+    cluster.stop();
+    if (!run) return fail(run.error());
+    cr.run = std::move(*run);
+    SummaryOptions sopt = o.summary;
+    if (sopt.block_size == 0) sopt.block_size = so.engine.block_size;
+    cr.summary = summarize(policy, workload, cr.run, sopt);
+    // Name engines as the router does.
+    for (std::size_t i = 0; i < cr.summary.backends.size() && i < eps.size(); ++i) {
+      if (cr.summary.backends[i].name == eps[i].url) cr.summary.backends[i].name = fmt::format("engine-{}", i);
+    }
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (o.on_done) o.on_done(policy, cr.summary, secs);
+    out.push_back(std::move(cr));
+  }
+  return out;
+}
+
+}  // namespace kvroute::bench

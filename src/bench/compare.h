@@ -1,0 +1,48 @@
+// File: bench/compare.h
+//
+// `kvroute bench compare` and `kvroute demo`: for each routing policy, start a fresh in-process
+// SimCluster (same options, empty caches) and a Proxy with that policy in front of it, run the same
+// workload through the proxy, and summarize (the engines' /metrics are scraped before and after,
+// so hit rates and load are ground truth from the engines).
+// Thread-safety: run_compare() blocks the calling thread; the cluster and proxy run their own.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "bench/loadgen.h"
+#include "bench/report.h"
+#include "bench/workload.h"
+#include "common/result.h"
+#include "sim/server.h"
+
+namespace kvroute::bench {
+
+struct CompareOptions {
+  std::vector<std::string> policies;  // empty: every routing::policy_names()
+  sim::SimOptions sim;                // ports and KV-event endpoints are forced to OS-picked ones
+  bool kv_events = true;              // engines publish KV events; backends get their endpoints
+  LoadOptions load;                   // url and backend_metrics are set per run
+  SummaryOptions summary;
+  int proxy_threads = 1;
+  std::string proxy_log_level = "warn";
+  // Called before and after each policy's run (for progress lines).
+  std::function<void(const std::string& policy)> on_start;
+  std::function<void(const std::string& policy, const Summary& s, double seconds)> on_done;
+};
+
+struct CompareRun {
+  std::string policy;
+  std::string error;  // the run could not start (policy unknown or misconfigured)
+  Summary summary;
+  RunResult run;
+};
+
+// Errors only for an invalid option; a policy that fails to start is a CompareRun with `error`.
+Result<std::vector<CompareRun>> run_compare(const Workload& workload, const CompareOptions& options);
+
+// Splits "a,b,c" (spaces trimmed, empties dropped).
+std::vector<std::string> split_list(std::string_view s);
+
+}  // namespace kvroute::bench

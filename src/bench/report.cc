@@ -1,0 +1,420 @@
+#include "bench/report.h"
+
+#include <fmt/format.h>
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/wait.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <numeric>
+#include <set>
+
+#include "http/message.h"
+
+extern char** environ;
+
+namespace kvroute::bench {
+
+namespace {
+
+std::string jstr(std::string_view s) {
+  std::string out = "\"";
+  http::append_json_escaped(out, s);
+  out += '"';
+  return out;
+}
+
+std::string jnum(double v) {
+  if (!std::isfinite(v)) return "null";
+  return fmt::format("{:.6g}", v);
+}
+
+std::string pct_json(const Percentiles& p) {
+  return fmt::format(R"({{"n":{},"mean":{},"p50":{},"p90":{},"p99":{}}})", p.n, jnum(p.mean), jnum(p.p50),
+                     jnum(p.p90), jnum(p.p99));
+}
+
+std::string fmt_latency(double s, std::size_t n) {
+  if (n == 0) return "-";
+  if (s >= 1.0) return fmt::format("{:.2f} s", s);
+  const double ms = s * 1000.0;
+  if (ms >= 10.0) return fmt::format("{:.0f} ms", ms);
+  return fmt::format("{:.1f} ms", ms);
+}
+
+std::string fmt_pct(double v) { return fmt::format("{:.1f}%", v * 100.0); }
+
+std::string sanitize(std::string_view s) {
+  std::string out;
+  for (char c : s) out += (std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_') ? c : '_';
+  return out.empty() ? "run" : out;
+}
+
+std::string gp_quote(std::string_view s) {
+  std::string out = "'";
+  for (char c : s) {
+    if (c == '\'') out += "''";
+    else out += c;
+  }
+  return out + "'";
+}
+
+}  // namespace
+
+Percentiles percentiles_of(std::vector<double> v) {
+  Percentiles p;
+  p.n = v.size();
+  if (v.empty()) return p;
+  std::sort(v.begin(), v.end());
+  p.p50 = percentile_sorted(v, 50);
+  p.p90 = percentile_sorted(v, 90);
+  p.p99 = percentile_sorted(v, 99);
+  p.mean = std::accumulate(v.begin(), v.end(), 0.0) / static_cast<double>(v.size());
+  return p;
+}
+
+Summary summarize(const std::string& label, const Workload& wl, const RunResult& run, const SummaryOptions& opts) {
+  Summary s;
+  s.label = label;
+  s.workload = wl.name;
+  s.sent = run.records.size();
+  s.wall_s = run.wall_s;
+  std::vector<double> ttft, e2e, itl;
+  std::uint64_t out_tokens = 0;
+  std::map<std::string, std::uint64_t> by_header;
+  std::set<std::string> errs;
+  for (const auto& r : run.records) {
+    if (r.outcome == Outcome::kCancelled) {
+      ++s.cancelled;
+      continue;
+    }
+    if (r.outcome != Outcome::kOk) {
+      ++s.failed;
+      if (errs.size() < 5) errs.insert(r.error);
+      continue;
+    }
+    ++s.completed;
+    if (r.ttft_s >= 0) ttft.push_back(r.ttft_s);
+    e2e.push_back(r.e2e_s);
+    for (float x : r.itl_s) itl.push_back(x);
+    out_tokens += r.output_tokens;
+    if (r.usage) {
+      s.usage_prompt_tokens += r.prompt_tokens;
+      s.usage_cached_tokens += r.cached_tokens;
+    }
+    if (!r.backend.empty()) ++by_header[r.backend];
+  }
+  s.errors.assign(errs.begin(), errs.end());
+  s.ttft = percentiles_of(std::move(ttft));
+  s.e2e = percentiles_of(std::move(e2e));
+  s.itl = percentiles_of(std::move(itl));
+  if (s.wall_s > 0) {
+    s.request_throughput = static_cast<double>(s.completed) / s.wall_s;
+    s.output_throughput = static_cast<double>(out_tokens) / s.wall_s;
+  }
+  s.usage_hit_rate = s.usage_prompt_tokens == 0
+                         ? 0
+                         : static_cast<double>(s.usage_cached_tokens) / static_cast<double>(s.usage_prompt_tokens);
+
+  // Engines' counters.
+  double engine_requests = 0, engine_blocks = 0, engine_block_size = 0;
+  s.engine_counters = !run.engines.empty();
+  for (const auto& e : run.engines) {
+    if (!e.ok) s.engine_counters = false;
+    s.engine_queries += e.queries;
+    s.engine_hits += e.hits;
+    engine_requests += e.requests;
+    engine_blocks += e.num_gpu_blocks;
+    if (e.block_size > 0) engine_block_size = e.block_size;
+  }
+  if (s.engine_counters && s.engine_queries > 0) s.engine_hit_rate = s.engine_hits / s.engine_queries;
+  s.hit_rate = s.engine_counters ? s.engine_hit_rate : s.usage_hit_rate;
+
+  // Bounds over the completed requests, in the order they were sent.
+  const std::uint32_t bs = opts.block_size > 0 ? opts.block_size
+                           : engine_block_size > 0 ? static_cast<std::uint32_t>(engine_block_size)
+                                                   : 16;
+  const std::uint64_t cap = opts.capacity_blocks > 0 ? opts.capacity_blocks : static_cast<std::uint64_t>(engine_blocks);
+  BoundsCalculator bc(bs, cap);
+  for (const auto& r : run.records) {
+    if (r.outcome != Outcome::kOk) continue;
+    const auto tokens = predicted_tokens(wl.sessions[r.session].turns[r.turn], opts.vocab_size);
+    bc.add_tokens(tokens);
+  }
+  s.bounds = bc.result();
+  const double bound = s.bounds.lru_hit_rate();
+  s.fraction_of_bound = bound > 0 ? s.hit_rate / bound : (s.hit_rate > 0 ? 0 : 1);
+
+  // Load per backend.
+  if (s.engine_counters && engine_requests > 0) {
+    for (const auto& e : run.engines) s.backends.push_back({e.url, static_cast<std::uint64_t>(e.requests + 0.5)});
+  } else {
+    for (const auto& [name, n] : by_header) s.backends.push_back({name, n});
+  }
+  if (!s.backends.empty()) {
+    std::uint64_t mx = 0, sum = 0;
+    for (const auto& b : s.backends) {
+      mx = std::max(mx, b.requests);
+      sum += b.requests;
+    }
+    const double mean = static_cast<double>(sum) / static_cast<double>(s.backends.size());
+    s.imbalance = mean > 0 ? static_cast<double>(mx) / mean : 0;
+  }
+  return s;
+}
+
+std::string summary_json(const Summary& s) {
+  std::string b = "{";
+  b += fmt::format(R"("label":{},"workload":{},"sent":{},"completed":{},"failed":{},"cancelled":{},)", jstr(s.label),
+                   jstr(s.workload), s.sent, s.completed, s.failed, s.cancelled);
+  b += fmt::format(R"("wall_s":{},"request_throughput":{},"output_throughput":{},)", jnum(s.wall_s),
+                   jnum(s.request_throughput), jnum(s.output_throughput));
+  b += fmt::format(R"("ttft_s":{},"e2e_s":{},"itl_s":{},)", pct_json(s.ttft), pct_json(s.e2e), pct_json(s.itl));
+  b += fmt::format(R"("hit_rate":{},"usage_hit_rate":{},"usage_prompt_tokens":{},"usage_cached_tokens":{},)",
+                   jnum(s.hit_rate), jnum(s.usage_hit_rate), s.usage_prompt_tokens, s.usage_cached_tokens);
+  b += fmt::format(R"("engine_counters":{},"engine_hit_rate":{},"engine_queries":{},"engine_hits":{},)",
+                   s.engine_counters ? "true" : "false", jnum(s.engine_hit_rate), jnum(s.engine_queries),
+                   jnum(s.engine_hits));
+  b += fmt::format(
+      R"("bounds":{{"requests":{},"query_tokens":{},"capacity_blocks":{},"infinite_hit_rate":{},"pooled_lru_hit_rate":{}}},)",
+      s.bounds.requests, s.bounds.query_tokens, s.bounds.capacity_blocks, jnum(s.bounds.infinite_hit_rate()),
+      jnum(s.bounds.lru_hit_rate()));
+  b += fmt::format(R"("fraction_of_bound":{},"imbalance":{},"backends":[)", jnum(s.fraction_of_bound),
+                   jnum(s.imbalance));
+  for (std::size_t i = 0; i < s.backends.size(); ++i) {
+    b += fmt::format(R"({}{{"name":{},"requests":{}}})", i ? "," : "", jstr(s.backends[i].name),
+                     s.backends[i].requests);
+  }
+  b += "],\"errors\":[";
+  for (std::size_t i = 0; i < s.errors.size(); ++i) b += (i ? "," : "") + jstr(s.errors[i]);
+  b += "]}";
+  return b;
+}
+
+std::string summaries_json(const std::vector<Summary>& runs, const std::string& extra_fields) {
+  std::string b = "{";
+  if (!extra_fields.empty()) b += extra_fields + ",";
+  b += "\"runs\":[";
+  for (std::size_t i = 0; i < runs.size(); ++i) b += (i ? ",\n" : "\n") + summary_json(runs[i]);
+  b += "\n]}\n";
+  return b;
+}
+
+std::string markdown_table(const std::vector<Summary>& runs) {
+  std::string t =
+      "| policy | hit rate | bound | of bound | TTFT p50 | TTFT p99 | e2e p50 | imbalance | req/s | ok/sent |\n"
+      "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+  for (const auto& s : runs) {
+    t += fmt::format("| {} | {} | {} | {} | {} | {} | {} | {} | {:.1f} | {}/{} |\n", s.label, fmt_pct(s.hit_rate),
+                     fmt_pct(s.bounds.lru_hit_rate()), fmt_pct(s.fraction_of_bound), fmt_latency(s.ttft.p50, s.ttft.n),
+                     fmt_latency(s.ttft.p99, s.ttft.n), fmt_latency(s.e2e.p50, s.e2e.n),
+                     s.imbalance > 0 ? fmt::format("{:.2f}", s.imbalance) : std::string("-"), s.request_throughput,
+                     s.completed, s.sent);
+  }
+  return t;
+}
+
+std::string text_report(const Summary& s) {
+  std::string t;
+  t += fmt::format("workload {}: {} sent, {} completed, {} failed, {} cancelled in {:.2f} s\n", s.workload, s.sent,
+                   s.completed, s.failed, s.cancelled, s.wall_s);
+  t += fmt::format("throughput: {:.2f} req/s, {:.1f} output tok/s\n", s.request_throughput, s.output_throughput);
+  t += fmt::format("TTFT  p50 {}  p90 {}  p99 {}\n", fmt_latency(s.ttft.p50, s.ttft.n), fmt_latency(s.ttft.p90, s.ttft.n),
+                   fmt_latency(s.ttft.p99, s.ttft.n));
+  t += fmt::format("ITL   p50 {}  p90 {}  p99 {}\n", fmt_latency(s.itl.p50, s.itl.n), fmt_latency(s.itl.p90, s.itl.n),
+                   fmt_latency(s.itl.p99, s.itl.n));
+  t += fmt::format("e2e   p50 {}  p90 {}  p99 {}\n", fmt_latency(s.e2e.p50, s.e2e.n), fmt_latency(s.e2e.p90, s.e2e.n),
+                   fmt_latency(s.e2e.p99, s.e2e.n));
+  if (s.engine_counters) {
+    t += fmt::format("prefix-cache hit rate (engines' counters): {} ({:.0f}/{:.0f} tokens)\n", fmt_pct(s.engine_hit_rate),
+                     s.engine_hits, s.engine_queries);
+  }
+  t += fmt::format("prefix-cache hit rate (usage cached_tokens): {} ({}/{} tokens)\n", fmt_pct(s.usage_hit_rate),
+                   s.usage_cached_tokens, s.usage_prompt_tokens);
+  t += fmt::format("bounds: infinite cache {}, pooled LRU of {} blocks {}; achieved {} of the bound\n",
+                   fmt_pct(s.bounds.infinite_hit_rate()),
+                   s.bounds.capacity_blocks ? fmt::format("{}", s.bounds.capacity_blocks) : std::string("unbounded"),
+                   fmt_pct(s.bounds.lru_hit_rate()), fmt_pct(s.fraction_of_bound));
+  if (!s.backends.empty()) {
+    t += fmt::format("load imbalance (max/mean requests per backend): {:.2f} —", s.imbalance);
+    for (const auto& b : s.backends) t += fmt::format(" {}={}", b.name, b.requests);
+    t += "\n";
+  }
+  for (const auto& e : s.errors) t += "error: " + e + "\n";
+  return t;
+}
+
+std::vector<std::string> check_thresholds(const Summary& s, const CheckOptions& c) {
+  std::vector<std::string> f;
+  if (s.completed == 0) f.push_back("no request completed");
+  if (c.min_hit_rate && !(s.hit_rate >= *c.min_hit_rate)) {
+    f.push_back(fmt::format("hit rate {:.3f} is below --min-hit-rate {:.3f}", s.hit_rate, *c.min_hit_rate));
+  }
+  if (c.max_ttft_p99_s && (s.ttft.n == 0 || !(s.ttft.p99 <= *c.max_ttft_p99_s))) {
+    f.push_back(s.ttft.n == 0 ? std::string("TTFT p99 unknown (no request produced a token)")
+                              : fmt::format("TTFT p99 {:.3f} s is above --max-ttft-p99 {:.3f} s", s.ttft.p99,
+                                            *c.max_ttft_p99_s));
+  }
+  if (c.max_imbalance) {
+    if (s.backends.empty()) {
+      f.push_back("load imbalance unknown: no x-kvroute-backend headers and no --backend-metrics");
+    } else if (!(s.imbalance <= *c.max_imbalance)) {
+      f.push_back(fmt::format("load imbalance {:.2f} is above --max-imbalance {:.2f}", s.imbalance, *c.max_imbalance));
+    }
+  }
+  if (c.max_error_rate && s.sent > 0) {
+    const double er = static_cast<double>(s.failed) / static_cast<double>(s.sent);
+    if (er > *c.max_error_rate) {
+      f.push_back(fmt::format("error rate {:.3f} is above --max-error-rate {:.3f}", er, *c.max_error_rate));
+    }
+  }
+  return f;
+}
+
+int run_gnuplot(const std::string& script_path, const std::string& log_path) {
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+  posix_spawn_file_actions_addopen(&fa, 2, log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  std::string prog = "gnuplot";
+  std::string arg = script_path;
+  char* argv[] = {prog.data(), arg.data(), nullptr};
+  pid_t pid = 0;
+  const int rc = posix_spawnp(&pid, "gnuplot", &fa, nullptr, argv, environ);
+  posix_spawn_file_actions_destroy(&fa);
+  if (rc != 0) return -1;
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0) {
+    if (errno != EINTR) return -1;
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+Result<std::vector<std::string>> write_plots(const std::string& dir, const std::vector<PlotInput>& runs) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) return fail(Error::io("cannot create " + dir + ": " + ec.message()));
+  auto write = [&](const std::string& name, const std::string& text) -> Status {
+    std::ofstream f(fs::path(dir) / name, std::ios::binary | std::ios::trunc);
+    if (!f) return fail(Error::io("cannot write " + (fs::path(dir) / name).string()));
+    f << text;
+    return {};
+  };
+  std::vector<std::string> pngs;
+  // Hit rate bars.
+  std::string hit = "# label achieved pooled_lru infinite\n";
+  for (const auto& r : runs) {
+    hit += fmt::format("\"{}\" {:.6f} {:.6f} {:.6f}\n", sanitize(r.summary.label), r.summary.hit_rate,
+                       r.summary.bounds.lru_hit_rate(), r.summary.bounds.infinite_hit_rate());
+  }
+  if (auto st = write("hit_rate.dat", hit); !st) return fail(st.error());
+  std::string body;
+  body += "set output 'hit_rate.png'\nset title 'Prefix-cache hit rate per policy'\n"
+          "set style data histograms\nset style histogram clustered gap 1\nset style fill solid 0.8 border -1\n"
+          "set yrange [0:1.05]\nset ylabel 'hit rate (tokens)'\nset key top left\nset grid ytics\n"
+          "plot 'hit_rate.dat' using 2:xtic(1) title 'achieved', '' using 3 title 'pooled-LRU bound', "
+          "'' using 4 title 'infinite-cache bound'\n";
+  pngs.push_back((fs::path(dir) / "hit_rate.png").string());
+  // TTFT CDF.
+  std::string plot_cmd;
+  for (std::size_t i = 0; i < runs.size(); ++i) {
+    std::vector<double> t;
+    if (runs[i].run != nullptr) {
+      for (const auto& r : runs[i].run->records) {
+        if (r.outcome == Outcome::kOk && r.ttft_s >= 0) t.push_back(r.ttft_s * 1000.0);
+      }
+    }
+    std::sort(t.begin(), t.end());
+    std::string d = "# ttft_ms fraction\n";
+    for (std::size_t k = 0; k < t.size(); ++k) {
+      d += fmt::format("{:.4f} {:.6f}\n", t[k], static_cast<double>(k + 1) / static_cast<double>(t.size()));
+    }
+    if (t.empty()) d += "0 0\n";
+    const std::string name = fmt::format("ttft_{}.dat", i);
+    if (auto st = write(name, d); !st) return fail(st.error());
+    plot_cmd += fmt::format("{}'{}' using 1:2 with steps lw 2 title {}", plot_cmd.empty() ? "" : ", ", name,
+                            gp_quote(runs[i].summary.label));
+  }
+  body += "reset\nset output 'ttft_cdf.png'\nset title 'TTFT CDF per policy'\nset xlabel 'TTFT (ms)'\n"
+          "set ylabel 'fraction of requests'\nset yrange [0:1.02]\nset key bottom right\nset grid\n"
+          "set logscale x\nplot " +
+          plot_cmd + "\n";
+  pngs.push_back((fs::path(dir) / "ttft_cdf.png").string());
+  // Load per backend over time: in-flight requests per backend.
+  for (const auto& r : runs) {
+    if (r.run == nullptr) continue;
+    std::vector<std::string> names;
+    for (const auto& rec : r.run->records) {
+      if (!rec.backend.empty() && std::find(names.begin(), names.end(), rec.backend) == names.end()) {
+        names.push_back(rec.backend);
+      }
+    }
+    if (names.empty()) continue;
+    std::sort(names.begin(), names.end());
+    const double wall = std::max(r.run->wall_s, 1e-3);
+    const int buckets = 100;
+    std::string d = "# t_s";
+    for (const auto& n : names) d += " " + sanitize(n);
+    d += "\n";
+    for (int b = 0; b <= buckets; ++b) {
+      const double t = wall * b / buckets;
+      d += fmt::format("{:.4f}", t);
+      for (const auto& n : names) {
+        int inflight = 0;
+        for (const auto& rec : r.run->records) {
+          if (rec.backend != n) continue;
+          const double end = rec.e2e_s >= 0 ? rec.start_s + rec.e2e_s : wall;
+          if (rec.start_s <= t && t < end) ++inflight;
+        }
+        d += fmt::format(" {}", inflight);
+      }
+      d += "\n";
+    }
+    const std::string base = "load_" + sanitize(r.summary.label);
+    if (auto st = write(base + ".dat", d); !st) return fail(st.error());
+    std::string cmd;
+    for (std::size_t k = 0; k < names.size(); ++k) {
+      cmd += fmt::format("{}'{}.dat' using 1:{} with lines lw 2 title {}", k ? ", " : "", base, k + 2,
+                         gp_quote(names[k]));
+    }
+    body += fmt::format(
+        "reset\nset output '{0}.png'\nset title {1}\nset xlabel 'time (s)'\nset ylabel 'requests in flight'\n"
+        "set key top right\nset grid\nplot {2}\n",
+        base, gp_quote("Load per backend: " + r.summary.label), cmd);
+    pngs.push_back((fs::path(dir) / (base + ".png")).string());
+  }
+  // gnuplot resolves relative names against its working directory: cd into `dir` first.
+  const std::string abs_dir = fs::absolute(dir).string();
+  for (const char* term : {"pngcairo size 900,520 noenhanced font ',10'", "png size 900,520 noenhanced"}) {
+    std::string script = fmt::format("cd {}\nset terminal {}\n", gp_quote(abs_dir), term);
+    // `reset` keeps the terminal; re-state it anyway after each reset for old versions.
+    std::string b2;
+    std::size_t p = 0;
+    while (p < body.size()) {
+      std::size_t e = body.find('\n', p);
+      if (e == std::string::npos) e = body.size();
+      const std::string line = body.substr(p, e - p);
+      b2 += line + "\n";
+      if (line == "reset") b2 += fmt::format("set terminal {}\n", term);
+      p = e + 1;
+    }
+    script += b2;
+    if (auto st = write("plots.gp", script); !st) return fail(st.error());
+    const std::string script_path = (fs::path(abs_dir) / "plots.gp").string();
+    const std::string log_path = (fs::path(abs_dir) / "gnuplot.log").string();
+    const int rc = run_gnuplot(script_path, log_path);
+    if (rc == -1) return fail(Error::unavailable("gnuplot is not installed (needed for --plots)"));
+    if (rc == 0) return pngs;
+  }
+  return fail(Error::internal("gnuplot failed; see " + (fs::path(abs_dir) / "gnuplot.log").string()));
+}
+
+}  // namespace kvroute::bench

@@ -1,0 +1,92 @@
+// File: bench/report.h
+//
+// What a bench run means: the Summary of a RunResult (latency percentiles, throughput, hit rates
+// from the engines' counters and from usage, the offline bounds over the same requests, load per
+// backend), its JSON and Markdown forms, the --check gate, and gnuplot plots for `bench compare`.
+// Pure functions over values, except write_plots (files + a gnuplot subprocess).
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "bench/bounds.h"
+#include "bench/loadgen.h"
+#include "bench/workload.h"
+#include "common/result.h"
+
+namespace kvroute::bench {
+
+struct Percentiles {
+  double p50 = 0, p90 = 0, p99 = 0, mean = 0;
+  std::size_t n = 0;
+};
+Percentiles percentiles_of(std::vector<double> values);
+
+struct BackendLoad {
+  std::string name;
+  std::uint64_t requests = 0;
+};
+
+struct Summary {
+  std::string label;     // policy name or URL
+  std::string workload;
+  std::size_t sent = 0, completed = 0, failed = 0, cancelled = 0;
+  double wall_s = 0;
+  double request_throughput = 0;  // completed requests per second
+  double output_throughput = 0;   // output tokens per second
+  Percentiles ttft, e2e, itl;
+  // Hit rates.
+  std::uint64_t usage_prompt_tokens = 0, usage_cached_tokens = 0;
+  double usage_hit_rate = 0;
+  bool engine_counters = false;  // every backend's /metrics was scraped
+  double engine_queries = 0, engine_hits = 0;
+  double engine_hit_rate = 0;
+  double hit_rate = 0;           // engines' counters when available, else usage
+  BoundsResult bounds;
+  double fraction_of_bound = 0;  // hit_rate / pooled-LRU bound (1 when the bound is 0)
+  // Load.
+  std::vector<BackendLoad> backends;  // engines' request_success deltas, else x-kvroute-backend
+  double imbalance = 0;               // max / mean requests per backend (0: unknown)
+  std::vector<std::string> errors;    // a few distinct error messages
+};
+
+struct SummaryOptions {
+  std::uint32_t block_size = 16;        // for the bounds (else the engines' block_size)
+  std::uint64_t capacity_blocks = 0;    // pooled capacity (0: sum of the engines' num_gpu_blocks)
+  std::uint32_t vocab_size = 128256;
+};
+
+Summary summarize(const std::string& label, const Workload& wl, const RunResult& run,
+                  const SummaryOptions& opts = {});
+
+std::string summary_json(const Summary& s);
+// {"runs":[...]} for several.
+std::string summaries_json(const std::vector<Summary>& runs, const std::string& extra_fields = {});
+// A Markdown table, one row per run.
+std::string markdown_table(const std::vector<Summary>& runs);
+// Human-readable lines for one run (`kvroute bench`).
+std::string text_report(const Summary& s);
+
+struct CheckOptions {
+  std::optional<double> min_hit_rate;
+  std::optional<double> max_ttft_p99_s;
+  std::optional<double> max_imbalance;
+  std::optional<double> max_error_rate;
+};
+// One message per failed threshold (empty: pass).
+std::vector<std::string> check_thresholds(const Summary& s, const CheckOptions& c);
+
+// Plots for `bench compare` into `dir` (created): hit_rate.png (bars per policy, with the bound),
+// ttft_cdf.png (one curve per policy), load_<label>.png (in-flight requests per backend over
+// time). Runs gnuplot (pngcairo, else png). Returns the PNG paths written.
+struct PlotInput {
+  Summary summary;
+  const RunResult* run = nullptr;
+};
+Result<std::vector<std::string>> write_plots(const std::string& dir, const std::vector<PlotInput>& runs);
+
+// Runs `gnuplot script_path`; its stderr goes to log_path. Returns the exit status.
+int run_gnuplot(const std::string& script_path, const std::string& log_path);
+
+}  // namespace kvroute::bench
