@@ -60,6 +60,31 @@ struct Proxy::Impl {
   metrics::CounterFamily* decisions = nullptr;
   metrics::CounterFamily* client_errors = nullptr;
 
+  // Hot cells resolved once: [endpoint][backend] for 200s, [endpoint] for the histograms.
+  std::vector<metrics::Counter*> ok_cells[2];
+  metrics::Histogram* latency_cells[2] = {nullptr, nullptr};
+  metrics::Histogram* ttfb_cells[2] = {nullptr, nullptr};
+  static int endpoint_slot(std::string_view label) { return label == "/v1/completions" ? 0 : 1; }
+
+  metrics::Counter& decision_cell(std::string_view reason) {
+    thread_local std::vector<std::pair<std::string, metrics::Counter*>> cache;
+    for (auto& [r, c] : cache) {
+      if (r == reason) return *c;
+    }
+    auto* c = &decisions->with({policy->name(), reason});
+    cache.emplace_back(std::string(reason), c);
+    return *c;
+  }
+
+  void resolve_cells() {
+    const char* eps[2] = {"/v1/completions", "/v1/chat/completions"};
+    for (int e = 0; e < 2; ++e) {
+      for (auto* b : backends) ok_cells[e].push_back(&requests->with({eps[e], "200", b->name}));
+      latency_cells[e] = &latency->with({eps[e]});
+      ttfb_cells[e] = &ttfb->with({eps[e]});
+    }
+  }
+
   void declare_metrics() {
     requests = &reg.counter("kvroute_requests_total", "Requests answered, by endpoint, status code and backend.",
                             {"endpoint", "code", "backend"});
@@ -229,7 +254,7 @@ net::awaitable<void> Proxy::Impl::proxy_openai(Request& req, ResponseWriter& w, 
     Backend* b = d.backend;
     if (!b) break;
     std::erase(candidates, b);
-    decisions->with({std::string(policy->name()), d.reason}).inc();
+    decision_cell(d.reason).inc();
     if (!d.detail.empty()) spdlog::debug("route {} -> {} ({}): {}", label, b->name, d.reason, d.detail);
     b->inflight.fetch_add(1);
     b->routed.fetch_add(1);
@@ -350,11 +375,16 @@ net::awaitable<void> Proxy::Impl::proxy_openai(Request& req, ResponseWriter& w, 
     }
     release.ok = true;
     const double total = seconds_since(t0);
-    const std::string code = w.client_gone() ? "499" : std::to_string(status);
-    requests->with({std::string(label), code, b->name}).inc();
-    latency->with({std::string(label)}).observe(total);
-    ttfb->with({std::string(label)}).observe(ttfb_s);
-    spdlog::info("{} {} {} backend={} reason={} stream={} ttfb_ms={:.1f} total_ms={:.1f}", req.method, label, code,
+    const int slot = endpoint_slot(label);
+    const bool gone = w.client_gone();
+    if (status == 200 && !gone) {
+      ok_cells[slot][static_cast<std::size_t>(b->index)]->inc();
+    } else {
+      requests->with({std::string(label), gone ? "499" : std::to_string(status), b->name}).inc();
+    }
+    latency_cells[slot]->observe(total);
+    ttfb_cells[slot]->observe(ttfb_s);
+    spdlog::info("{} {} {} backend={} reason={} stream={} ttfb_ms={:.1f} total_ms={:.1f}", req.method, label, gone ? 499 : status,
                  b->name, d.reason, sse, ttfb_s * 1e3, total * 1e3);
     co_return;
   }
@@ -507,6 +537,7 @@ Result<std::uint16_t> Proxy::start() {
   auto policy = routing::make_policy(im.cfg, im.backends, im.routing_ctx);
   if (!policy) return fail(policy.error());
   im.policy = std::move(*policy);
+  im.resolve_cells();
 
   http::ServerOptions so;
   so.address = im.cfg.address;
