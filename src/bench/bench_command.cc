@@ -279,14 +279,14 @@ int run_demo(const DemoOptions& d) {
   w.seed = 7;
   w.output_len = 24;
   w.sp_groups = 12;
-  w.sp_prompts_per_group = std::max<std::uint32_t>(2, static_cast<std::uint32_t>(10 * d.scale));
+  w.sp_prompts_per_group = std::max<std::uint32_t>(2, static_cast<std::uint32_t>(16 * d.scale));
   w.sp_system_len = 1536;
   w.sp_question_len = 48;
-  w.mt_sessions = std::max<std::uint32_t>(2, static_cast<std::uint32_t>(24 * d.scale));
+  w.mt_sessions = std::max<std::uint32_t>(2, static_cast<std::uint32_t>(32 * d.scale));
   w.mt_turns = 4;
   w.mt_turn_len = 96;
   w.mt_system_len = 256;
-  w.mt_think_s = 0.5;
+  w.mt_think_s = 0.25;
   auto wl = make_workload(w);
   if (!wl) {
     fmt::print(stderr, "demo: {}\n", wl.error().message);
@@ -303,7 +303,7 @@ int run_demo(const DemoOptions& d) {
   co.sim.preset = "llama-3.1-8b-h100";
   co.sim.time_scale = d.time_scale;
   co.sim.engine.num_gpu_blocks = 1536;
-  co.load.concurrency = 24;
+  co.load.concurrency = 48;
   co.load.seed = w.seed;
   co.load.duration = std::chrono::seconds(60);
   co.load.progress = d.progress;
@@ -334,12 +334,12 @@ int run_demo(const DemoOptions& d) {
   const int rc = print_compare(*runs, "", "", "");
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   fmt::print(
-      "\nhit rate: share of prompt tokens served from the engines' prefix caches (their /metrics); bound: the same "
-      "requests on one pooled LRU cache of all engines' blocks; of bound = hit rate / bound.\n"
-      "TTFT/e2e: time to first token and to the last, in simulated time scaled to wall time; imbalance: max/mean "
-      "requests per engine (1.00 = even); req/s: completed requests per wall-clock second.\n"
-      "(finished in {:.1f} s; try `kvroute bench compare --help` for your own workload)\n",
-      secs);
+      "\nhit rate = prompt tokens served from the engines' prefix caches (their /metrics); bound = the same requests "
+      "on one pooled LRU cache of all engines' KV blocks; of bound = hit rate / bound.\n"
+      "TTFT/e2e = time to first/last token in wall-clock time at {}x speed; imbalance = max/mean requests per "
+      "engine (1.00 = even); req/s = completed requests per second.\n"
+      "Finished in {:.1f} s. Your own workload: kvroute bench compare --help\n",
+      d.time_scale, secs);
   return rc;
 }
 
