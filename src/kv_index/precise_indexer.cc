@@ -1,0 +1,144 @@
+#include "kv_index/precise_indexer.h"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <variant>
+
+namespace kvroute::kv_index {
+
+IndexerConfig indexer_config_from(const config::Config& cfg) {
+  IndexerConfig out;
+  out.num_backends = cfg.backends.size();
+  out.index.block_size = cfg.block_size;
+  for (std::size_t i = 0; i < cfg.backends.size(); ++i) {
+    const auto& b = cfg.backends[i];
+    if (b.kv_events_endpoint.empty()) continue;
+    IndexedEngine e;
+    e.backend = i;
+    e.endpoint = b.kv_events_endpoint;
+    e.replay_endpoint = b.kv_events_replay;
+    if (!b.models.empty()) e.model = b.models.front();
+    out.engines.push_back(std::move(e));
+  }
+  return out;
+}
+
+PreciseIndexer::PreciseIndexer(IndexerConfig config) : cfg_(std::move(config)) {}
+
+PreciseIndexer::~PreciseIndexer() { stop(); }
+
+Result<std::unique_ptr<PreciseIndexer>> PreciseIndexer::create(IndexerConfig config) {
+  if (config.num_backends == 0 || config.num_backends > KvBlockIndex::kMaxEngines) {
+    return fail(Error::invalid(fmt::format("kv index: {} backends (1..{})", config.num_backends,
+                                           KvBlockIndex::kMaxEngines)));
+  }
+  if (config.index.block_size == 0) return fail(Error::invalid("kv index: block_size must be > 0"));
+  config.index.num_engines = config.num_backends;
+  std::unique_ptr<PreciseIndexer> self(new PreciseIndexer(std::move(config)));
+  IndexerConfig& cfg = self->cfg_;
+  self->index_ = std::make_unique<KvBlockIndex>(cfg.index);
+  self->tracked_.assign(cfg.num_backends, 0);
+  for (std::size_t i = 0; i < cfg.engines.size(); ++i) {
+    auto& e = cfg.engines[i];
+    if (e.backend >= cfg.num_backends) {
+      return fail(Error::invalid(fmt::format("kv index: engine '{}' has backend index {} >= {}", e.endpoint,
+                                             e.backend, cfg.num_backends)));
+    }
+    if (self->tracked_[e.backend]) {
+      return fail(Error::invalid(fmt::format("kv index: backend {} listed twice", e.backend)));
+    }
+    self->tracked_[e.backend] = 1;
+    if (e.engine_id.empty()) e.engine_id = fmt::format("backend-{}", e.backend);
+    if (!e.model.empty()) self->index_->set_engine_model(e.backend, e.model);
+  }
+  PreciseIndexer* p = self.get();
+  kv_events::SubscriberCallbacks cb;
+  cb.on_batch = [p](const std::string& id, std::uint64_t, const kv_events::EventBatch& b) { p->on_batch(id, b); };
+  cb.on_reset = [p](const std::string& id) { p->on_reset(id); };
+  cb.on_stale = [p](const std::string& id, kv_events::StaleReason r) {
+    spdlog::warn("kv index: engine {} stale ({}): falling back to the approximate index", id, to_string(r));
+    p->on_stale(id);
+  };
+  KVROUTE_TRY(self->sub_, kv_events::ZmqEventSubscriber::create(cfg.subscriber, std::move(cb)));
+  for (const auto& e : cfg.engines) {
+    auto st = self->sub_->add_engine({e.engine_id, e.endpoint, e.replay_endpoint});
+    if (!st) return fail(st.error());
+  }
+  return self;
+}
+
+std::size_t PreciseIndexer::backend_of(const std::string& id) const {
+  // Few engines, ids fixed at creation: a linear scan is cheaper than hashing for < ~32 engines and
+  // runs once per batch.
+  for (const auto& e : cfg_.engines) {
+    if (e.engine_id == id) return e.backend;
+  }
+  return cfg_.num_backends;
+}
+
+void PreciseIndexer::on_batch(const std::string& id, const kv_events::EventBatch& batch) {
+  const std::size_t b = backend_of(id);
+  if (b >= cfg_.num_backends) return;
+  if (cfg_.before_apply_for_test) cfg_.before_apply_for_test();
+  index_->apply(b, batch);
+  batches_.fetch_add(1, std::memory_order_relaxed);
+  for (const auto& ev : batch.events) {
+    if (std::holds_alternative<kv_events::AllBlocksCleared>(ev)) {
+      index_->clear_stale(b);  // the engine's cache is empty now: fully known again
+      break;
+    }
+  }
+}
+
+void PreciseIndexer::on_reset(const std::string& id) {
+  const std::size_t b = backend_of(id);
+  if (b >= cfg_.num_backends) return;
+  resets_.fetch_add(1, std::memory_order_relaxed);
+  index_->clear_engine(b);
+  index_->clear_stale(b);
+}
+
+void PreciseIndexer::on_stale(const std::string& id) {
+  const std::size_t b = backend_of(id);
+  if (b >= cfg_.num_backends) return;
+  stale_reports_.fetch_add(1, std::memory_order_relaxed);
+  index_->clear_engine(b);
+  index_->mark_stale(b, std::chrono::steady_clock::now() + cfg_.stale_ttl);
+}
+
+void PreciseIndexer::set_model(std::size_t backend, std::string_view model) {
+  index_->set_engine_model(backend, model);
+}
+
+bool PreciseIndexer::is_tracked(std::size_t backend) const {
+  return backend < tracked_.size() && tracked_[backend];
+}
+
+bool PreciseIndexer::has_precise(std::size_t backend) const {
+  return is_tracked(backend) && !index_->is_stale(backend);
+}
+
+void PreciseIndexer::on_routed(std::size_t backend, std::span<const std::uint64_t> blocks) {
+  if (!has_precise(backend)) return;
+  index_->add_speculative(backend, blocks, cfg_.speculative_ttl);
+}
+
+IndexerStats PreciseIndexer::stats(bool memory) const {
+  IndexerStats s;
+  s.index = index_->stats();
+  s.batches = batches_.load(std::memory_order_relaxed);
+  s.resets = resets_.load(std::memory_order_relaxed);
+  s.stale_reports = stale_reports_.load(std::memory_order_relaxed);
+  for (const auto& e : cfg_.engines) s.stale_engines += index_->is_stale(e.backend) ? 1 : 0;
+  s.entries = index_->entries();
+  if (memory) s.memory_bytes = index_->memory_bytes();
+  if (sub_) s.subscriber = sub_->stats();
+  return s;
+}
+
+void PreciseIndexer::stop() {
+  if (sub_) sub_->stop();
+}
+
+}  // namespace kvroute::kv_index
