@@ -4,6 +4,7 @@
 
 #include <cstdio>
 
+#include "bench/bench_command.h"
 #include "proxy/serve_command.h"
 #include "sim/sim_command.h"
 #include "tokenizer/tokenize_command.h"
@@ -19,6 +20,8 @@ int run(int argc, char** argv) {
   version->callback([] { std::puts("kvroute 0.1.0"); });
   proxy::add_serve_command(app, rc);
   sim::add_sim_command(app, rc);
+  bench::add_bench_command(app, rc);
+  bench::add_demo_command(app, rc);
 
   auto tok = std::make_shared<tokenizer::TokenizeCommandOptions>();
   auto* tokenize = app.add_subcommand("tokenize", "Print the token ids vLLM computes for stdin");
