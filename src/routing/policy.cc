@@ -52,7 +52,7 @@ Result<std::unique_ptr<Policy>> make_policy(const config::Config& cfg, std::span
   }
   // kvroute: bounded load first (no hot spots), then the predicted time to first token.
   if (n == "kvroute") {
-    return preset(n, {plugin("bounded-load-filter", "{epsilon: 0.25}"), plugin("ttft-cost-scorer"),
+    return preset(n, {plugin("bounded-load-filter", "{epsilon: 1.0}"), plugin("ttft-cost-scorer"),
                       plugin("max-score-picker")},
                   {1, 1, 1}, ctx);
   }
