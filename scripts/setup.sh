@@ -32,6 +32,6 @@ if [ ! -d tools/npm/node_modules ] || [ tools/npm/package-lock.json -nt tools/np
   (cd tools/npm && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
-cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKVROUTE_WERROR=ON
 cmake --build build
 echo "setup: build/kvroute is ready"
