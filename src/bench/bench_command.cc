@@ -28,7 +28,7 @@ struct CommonFlags {
   std::string think = "1s";
   std::string json_path;
   std::uint64_t capacity_blocks = 0;
-  std::uint32_t block_size = 16;
+  std::uint32_t block_size = 0;  // 0: the engines' block size, else 16
   bool quiet = false;
 };
 
@@ -60,7 +60,7 @@ void add_common_flags(CLI::App* cmd, CommonFlags& f) {
   cmd->add_option("--speed", l.speed, "mooncake: replay this many times faster than the trace")->capture_default_str();
   cmd->add_option("--rate", l.rate, "Open loop: sessions started per second (Poisson); 0: closed loop")
       ->capture_default_str();
-  cmd->add_option("--concurrency", l.concurrency, "Closed loop: concurrent users")->capture_default_str();
+  cmd->add_option("--concurrency", l.concurrency, "Closed loop: concurrent users (default 16 without --rate)");
   cmd->add_option("--requests", l.max_requests, "Stop after this many requests (0: the whole workload)")
       ->capture_default_str();
   cmd->add_option("--duration", f.duration, "Hard stop: in-flight requests are cancelled")->capture_default_str();
@@ -68,7 +68,7 @@ void add_common_flags(CLI::App* cmd, CommonFlags& f) {
   cmd->add_option("--session-header", l.session_header, "Header carrying the session id")->capture_default_str();
   cmd->add_option("--capacity-blocks", f.capacity_blocks,
                   "Pooled KV capacity for the LRU bound (default: sum of the engines' num_gpu_blocks)");
-  cmd->add_option("--block-size", f.block_size, "Tokens per KV block for the bounds")->capture_default_str();
+  cmd->add_option("--block-size", f.block_size, "Tokens per KV block for the bounds (default: the engines', else 16)");
   cmd->add_option("--json", f.json_path, "Write the results as JSON to FILE");
   cmd->add_flag("--quiet", f.quiet, "No progress bar");
 }
