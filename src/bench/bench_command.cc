@@ -286,7 +286,7 @@ int run_demo(const DemoOptions& d) {
   w.mt_turns = 4;
   w.mt_turn_len = 96;
   w.mt_system_len = 256;
-  w.mt_think_s = 0.25;
+  w.mt_think_s = d.think_s;
   auto wl = make_workload(w);
   if (!wl) {
     fmt::print(stderr, "demo: {}\n", wl.error().message);

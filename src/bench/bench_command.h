@@ -24,6 +24,7 @@ struct DemoOptions {
   int engines = 4;
   double time_scale = 10.0;
   double scale = 1.0;  // multiplies the number of sessions (tests use less)
+  double think_s = 0.25;  // mean think time between chat turns
   bool progress = true;
 };
 int run_demo(const DemoOptions& options);

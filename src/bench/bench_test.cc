@@ -468,6 +468,16 @@ TEST(Check, ThresholdsAndExitCodes) {
   cluster.stop();
 }
 
+TEST(Demo, SmallDemoPrintsTheTable) {
+  ::testing::internal::CaptureStdout();
+  const int rc = run_demo({.engines = 2, .time_scale = 100, .scale = 0.1, .think_s = 0, .progress = false});
+  const std::string out = ::testing::internal::GetCapturedStdout();
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find("| round-robin |"), std::string::npos) << out;
+  EXPECT_NE(out.find("of bound = hit rate / bound"), std::string::npos) << out;
+  EXPECT_EQ(out.find("/0 |"), std::string::npos) << out;  // every policy completed requests
+}
+
 TEST(Plots, GnuplotWritesPngs) {
   const auto dir = std::filesystem::temp_directory_path() / "kvroute_bench_plots_test";
   std::filesystem::remove_all(dir);
