@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <bit>
 #include <cassert>
+#include <thread>
 
 #include "common/hash.h"
 
@@ -32,7 +33,9 @@ bool spec_alive(std::uint32_t until, std::uint32_t now) {
   return until != 0 && static_cast<std::int32_t>(until - now) > 0;
 }
 
-std::uint16_t sat_add(std::uint16_t a) { return a == 0xffff ? a : static_cast<std::uint16_t>(a + 1); }
+std::uint16_t sat_add(std::uint16_t a) {
+  return a == 0xffff ? a : static_cast<std::uint16_t>(a + 1);
+}
 
 }  // namespace
 
@@ -41,6 +44,34 @@ Tier tier_of(const std::optional<std::string>& medium) {
   if (ieq(*medium, "CPU")) return Tier::kCpu;
   return Tier::kOther;
 }
+
+void KvBlockIndex::RwSpin::lock() {
+  for (int spins = 0;; ++spins) {
+    std::uint32_t expected = 0;
+    if (v_.compare_exchange_weak(expected, kWriter, std::memory_order_acquire,
+                                 std::memory_order_relaxed))
+      return;
+    if (spins > 64) std::this_thread::yield();
+  }
+}
+
+void KvBlockIndex::RwSpin::lock_shared() {
+  for (int spins = 0;; ++spins) {
+    std::uint32_t v = v_.load(std::memory_order_relaxed);
+    if (!(v & kWriter) &&
+        v_.compare_exchange_weak(v, v + 1, std::memory_order_acquire, std::memory_order_relaxed)) {
+      return;
+    }
+    if (spins > 64) std::this_thread::yield();
+  }
+}
+
+struct KvBlockIndex::Tally {
+  std::uint64_t events = 0, stored = 0, removed = 0, tier_updates = 0, unknown_removals = 0,
+                unknown_tier_updates = 0, unknown_parents = 0, rejected = 0, conflicting = 0,
+                evicted = 0;
+  std::uint32_t now = 0;
+};
 
 struct KvBlockIndex::Counters {
   std::atomic<std::uint64_t> events{0}, blocks_stored{0}, blocks_removed{0}, tier_updates{0},
@@ -61,7 +92,8 @@ struct KvBlockIndex::EngineState {
   std::atomic<std::size_t> entries{0};
   std::atomic<std::int64_t> stale_until{0};  // steady_clock ticks; 0 = fresh
 
-  std::mutex spec_mu;                                     // guards spec
+  std::atomic<bool> has_spec{false};                         // spec non-empty (a hint)
+  std::mutex spec_mu;                                        // guards spec
   std::deque<std::pair<std::uint32_t, std::uint64_t>> spec;  // (until, our hash), insertion order
 };
 
@@ -89,14 +121,16 @@ KvBlockIndex::KvBlockIndex(IndexOptions options)
   if (opts_.block_size == 0) opts_.block_size = 16;
   per_engine_cap_ = std::max<std::size_t>(1, opts_.max_entries / opts_.num_engines);
   engines_.reserve(opts_.num_engines);
-  for (std::size_t i = 0; i < opts_.num_engines; ++i) engines_.push_back(std::make_unique<EngineState>());
+  for (std::size_t i = 0; i < opts_.num_engines; ++i)
+    engines_.push_back(std::make_unique<EngineState>());
 }
 
 KvBlockIndex::~KvBlockIndex() = default;
 
 std::uint32_t KvBlockIndex::now_ms() const {
   const auto d = std::chrono::steady_clock::now() - epoch_;
-  const auto ms = static_cast<std::uint32_t>(std::chrono::duration_cast<std::chrono::milliseconds>(d).count());
+  const auto ms =
+      static_cast<std::uint32_t>(std::chrono::duration_cast<std::chrono::milliseconds>(d).count());
   return ms == 0 ? 1 : ms;
 }
 
@@ -156,7 +190,8 @@ bool erase_holder(E& e, H* h, std::uint16_t none) {
 }
 }  // namespace
 
-void KvBlockIndex::sub_ref(std::uint64_t our, std::uint16_t engine, std::size_t tier, std::uint32_t n) {
+void KvBlockIndex::sub_ref(std::uint64_t our, std::uint16_t engine, std::size_t tier,
+                           std::uint32_t n, std::uint32_t now) {
   Shard& s = shard_of(our);
   std::unique_lock lock(s.mu);
   auto it = s.map.find(our);
@@ -165,7 +200,7 @@ void KvBlockIndex::sub_ref(std::uint64_t our, std::uint16_t engine, std::size_t 
   if (!h) return;
   auto& r = h->refs[tier];
   r = static_cast<std::uint16_t>(r > n ? r - n : 0);
-  if (h->refs[0] == 0 && h->refs[1] == 0 && h->refs[2] == 0 && !spec_alive(h->spec_until, now_ms())) {
+  if (h->refs[0] == 0 && h->refs[1] == 0 && h->refs[2] == 0 && !spec_alive(h->spec_until, now)) {
     if (erase_holder(it->second, h, kNoEngine)) s.map.erase(it);
   }
 }
@@ -195,10 +230,12 @@ void KvBlockIndex::set_spec(std::uint64_t our, std::uint16_t engine, std::uint32
     return;
   }
   if (h->refs[0] || h->refs[1] || h->refs[2]) return;  // really held: nothing to speculate
-  if (h->spec_until == 0 || static_cast<std::int32_t>(until - h->spec_until) > 0) h->spec_until = until;
+  if (h->spec_until == 0 || static_cast<std::int32_t>(until - h->spec_until) > 0)
+    h->spec_until = until;
 }
 
-void KvBlockIndex::expire_spec(std::uint64_t our, std::uint16_t engine, std::uint32_t now, bool force) {
+void KvBlockIndex::expire_spec(std::uint64_t our, std::uint16_t engine, std::uint32_t now,
+                               bool force) {
   Shard& s = shard_of(our);
   std::unique_lock lock(s.mu);
   auto it = s.map.find(our);
@@ -217,21 +254,40 @@ void KvBlockIndex::apply(std::size_t engine, const kv_events::EventBatch& batch)
   if (engine >= engines_.size()) return;
   EngineState& es = *engines_[engine];
   const auto e = static_cast<std::uint16_t>(engine);
-  std::lock_guard lock(es.mu);
-  for (const auto& ev : batch.events) {
-    counters_->events.fetch_add(1, std::memory_order_relaxed);
-    if (const auto* s = std::get_if<kv_events::BlockStored>(&ev)) {
-      store_locked(es, e, *s);
-    } else if (const auto* r = std::get_if<kv_events::BlockRemoved>(&ev)) {
-      remove_locked(es, e, *r);
-    } else {
-      clear_locked(es, e);
+  Tally t;
+  t.now = now_ms();
+  {
+    std::lock_guard lock(es.mu);
+    for (const auto& ev : batch.events) {
+      ++t.events;
+      if (const auto* s = std::get_if<kv_events::BlockStored>(&ev)) {
+        store_locked(es, e, *s, t);
+      } else if (const auto* r = std::get_if<kv_events::BlockRemoved>(&ev)) {
+        remove_locked(es, e, *r, t);
+      } else {
+        clear_locked(es, e);
+      }
     }
+    if (es.has_spec.load(std::memory_order_relaxed)) sweep_spec(es, e, t.now);
   }
-  sweep_spec(es, e, now_ms());
+  Counters& c = *counters_;
+  auto add = [](std::atomic<std::uint64_t>& a, std::uint64_t v) {
+    if (v) a.fetch_add(v, std::memory_order_relaxed);
+  };
+  add(c.events, t.events);
+  add(c.blocks_stored, t.stored);
+  add(c.blocks_removed, t.removed);
+  add(c.tier_updates, t.tier_updates);
+  add(c.unknown_removals, t.unknown_removals);
+  add(c.unknown_tier_updates, t.unknown_tier_updates);
+  add(c.unknown_parents, t.unknown_parents);
+  add(c.rejected_events, t.rejected);
+  add(c.conflicting_stores, t.conflicting);
+  add(c.evicted, t.evicted);
 }
 
-void KvBlockIndex::store_locked(EngineState& es, std::uint16_t e, const kv_events::BlockStored& s) {
+void KvBlockIndex::store_locked(EngineState& es, std::uint16_t e, const kv_events::BlockStored& s,
+                                Tally& tally) {
   const Tier tier = tier_of(s.medium);
   const auto t = static_cast<std::size_t>(tier);
   if (s.token_ids.empty()) {
@@ -239,15 +295,17 @@ void KvBlockIndex::store_locked(EngineState& es, std::uint16_t e, const kv_event
     for (std::uint64_t eh : s.block_hashes) {
       auto it = es.records.find(eh);
       if (it == es.records.end()) {
-        counters_->unknown_tier_updates.fetch_add(1, std::memory_order_relaxed);
+        ++tally.unknown_tier_updates;
         continue;
       }
       it->second.refs[t] = sat_add(it->second.refs[t]);
-      if (auto m = es.multi.find(eh); m != es.multi.end()) {
-        for (std::uint64_t our : m->second) add_ref(our, e, tier);
+      if (!es.multi.empty()) {
+        if (auto m = es.multi.find(eh); m != es.multi.end()) {
+          for (std::uint64_t our : m->second) add_ref(our, e, tier);
+        }
       }
       add_ref(it->second.our, e, tier);
-      counters_->tier_updates.fetch_add(1, std::memory_order_relaxed);
+      ++tally.tier_updates;
     }
     return;
   }
@@ -255,7 +313,7 @@ void KvBlockIndex::store_locked(EngineState& es, std::uint16_t e, const kv_event
   const std::uint32_t ebs = s.block_size;
   const std::uint32_t bs = opts_.block_size;
   if (n == 0 || ebs == 0 || ebs % bs != 0 || s.token_ids.size() != n * ebs) {
-    counters_->rejected_events.fetch_add(1, std::memory_order_relaxed);
+    ++tally.rejected;
     return;
   }
   std::uint64_t parent;
@@ -265,13 +323,13 @@ void KvBlockIndex::store_locked(EngineState& es, std::uint16_t e, const kv_event
     } else if (es.has_seed) {
       parent = es.seed;
     } else {
-      counters_->rejected_events.fetch_add(1, std::memory_order_relaxed);
+      ++tally.rejected;
       return;
     }
   } else {
     auto it = es.records.find(*s.parent_block_hash);
     if (it == es.records.end()) {
-      counters_->unknown_parents.fetch_add(1, std::memory_order_relaxed);
+      ++tally.unknown_parents;
       return;
     }
     parent = it->second.our;
@@ -302,19 +360,25 @@ void KvBlockIndex::store_locked(EngineState& es, std::uint16_t e, const kv_event
     } else if (rec.our != parent) {
       // Same engine hash, other content (an engine-side collision or an extra_keys difference):
       // keep the first mapping and continue the chain from it as the engine does.
-      counters_->conflicting_stores.fetch_add(1, std::memory_order_relaxed);
+      ++tally.conflicting;
       parent = rec.our;
     }
     rec.refs[t] = sat_add(rec.refs[t]);
     rec.stamp = ++es.next_stamp;
     es.order.emplace_back(eh, rec.stamp);
+    // Drop superseded entries at the front (removed or re-stored records), amortized O(1).
+    for (int k = 0; k < 2 && !es.order.empty(); ++k) {
+      auto f = es.records.find(es.order.front().first);
+      if (f != es.records.end() && f->second.stamp == es.order.front().second) break;
+      es.order.pop_front();
+    }
     if (per > 1) {
       if (auto m = es.multi.find(eh); m != es.multi.end()) {
         for (std::uint64_t our : m->second) add_ref(our, e, tier);
       }
     }
     add_ref(rec.our, e, tier);
-    counters_->blocks_stored.fetch_add(1, std::memory_order_relaxed);
+    ++tally.stored;
   }
   // Memory bound: evict this engine's least recently stored records.
   while (es.records.size() > per_engine_cap_ && !es.order.empty()) {
@@ -322,8 +386,8 @@ void KvBlockIndex::store_locked(EngineState& es, std::uint16_t e, const kv_event
     es.order.pop_front();
     auto it = es.records.find(eh);
     if (it == es.records.end() || it->second.stamp != stamp) continue;  // superseded entry
-    drop_record_locked(es, e, eh);
-    counters_->evicted.fetch_add(1, std::memory_order_relaxed);
+    drop_record_locked(es, e, eh, tally.now);
+    ++tally.evicted;
   }
   // The order queue keeps superseded entries; rebuild it when they dominate.
   if (es.order.size() > 2 * es.records.size() + 1024) {
@@ -336,38 +400,42 @@ void KvBlockIndex::store_locked(EngineState& es, std::uint16_t e, const kv_event
   }
 }
 
-void KvBlockIndex::remove_locked(EngineState& es, std::uint16_t e, const kv_events::BlockRemoved& r) {
+void KvBlockIndex::remove_locked(EngineState& es, std::uint16_t e, const kv_events::BlockRemoved& r,
+                                 Tally& tally) {
   const auto t = static_cast<std::size_t>(tier_of(r.medium));
   for (std::uint64_t eh : r.block_hashes) {
     auto it = es.records.find(eh);
     if (it == es.records.end() || it->second.refs[t] == 0) {
-      counters_->unknown_removals.fetch_add(1, std::memory_order_relaxed);
+      ++tally.unknown_removals;
       continue;
     }
     Record& rec = it->second;
     --rec.refs[t];
-    if (auto m = es.multi.find(eh); m != es.multi.end()) {
-      for (std::uint64_t our : m->second) sub_ref(our, e, t, 1);
+    if (!es.multi.empty()) {
+      if (auto m = es.multi.find(eh); m != es.multi.end()) {
+        for (std::uint64_t our : m->second) sub_ref(our, e, t, 1, tally.now);
+      }
     }
-    sub_ref(rec.our, e, t, 1);
-    counters_->blocks_removed.fetch_add(1, std::memory_order_relaxed);
+    sub_ref(rec.our, e, t, 1, tally.now);
+    ++tally.removed;
     if (rec.refs[0] == 0 && rec.refs[1] == 0 && rec.refs[2] == 0) {
       es.records.erase(it);
-      es.multi.erase(eh);
+      if (!es.multi.empty()) es.multi.erase(eh);
       es.entries.fetch_sub(1, std::memory_order_relaxed);
       entries_.fetch_sub(1, std::memory_order_relaxed);
     }
   }
 }
 
-void KvBlockIndex::drop_record_locked(EngineState& es, std::uint16_t e, std::uint64_t eh) {
+void KvBlockIndex::drop_record_locked(EngineState& es, std::uint16_t e, std::uint64_t eh,
+                                      std::uint32_t now) {
   auto it = es.records.find(eh);
   if (it == es.records.end()) return;
   const Record rec = it->second;
   es.records.erase(it);
   auto drop = [&](std::uint64_t our) {
     for (std::size_t t = 0; t < kNumTiers; ++t) {
-      if (rec.refs[t]) sub_ref(our, e, t, rec.refs[t]);
+      if (rec.refs[t]) sub_ref(our, e, t, rec.refs[t], now);
     }
   };
   if (auto m = es.multi.find(eh); m != es.multi.end()) {
@@ -431,6 +499,7 @@ void KvBlockIndex::add_speculative(std::size_t engine, std::span<const std::uint
     set_spec(our, e, until);
     es.spec.emplace_back(until, our);
   }
+  es.has_spec.store(true, std::memory_order_relaxed);
   counters_->speculative_added.fetch_add(blocks.size(), std::memory_order_relaxed);
 }
 
@@ -441,11 +510,13 @@ void KvBlockIndex::sweep_spec(EngineState& es, std::uint16_t e, std::uint32_t no
     es.spec.pop_front();
     expire_spec(our, e, now, /*force=*/false);
   }
+  if (es.spec.empty()) es.has_spec.store(false, std::memory_order_relaxed);
 }
 
 void KvBlockIndex::sweep_speculative() {
   const std::uint32_t now = now_ms();
-  for (std::size_t i = 0; i < engines_.size(); ++i) sweep_spec(*engines_[i], static_cast<std::uint16_t>(i), now);
+  for (std::size_t i = 0; i < engines_.size(); ++i)
+    sweep_spec(*engines_[i], static_cast<std::uint16_t>(i), now);
 }
 
 // --- readers -----------------------------------------------------------------------------------
@@ -477,11 +548,16 @@ void KvBlockIndex::match(std::span<const std::uint64_t> blocks, std::vector<std:
           const std::uint64_t bit = std::uint64_t{1} << (e % 64);
           if (!(alive[e / 64] & bit)) return;
           double best;
-          if (h.refs[0]) best = w[0];
-          else if (spec_alive(h.spec_until, now)) best = w[0];
-          else if (h.refs[1]) best = w[1];
-          else if (h.refs[2]) best = w[2];
-          else return;
+          if (h.refs[0])
+            best = w[0];
+          else if (spec_alive(h.spec_until, now))
+            best = w[0];
+          else if (h.refs[1])
+            best = w[1];
+          else if (h.refs[2])
+            best = w[2];
+          else
+            return;
           held[e / 64] |= bit;
           out[e] = static_cast<std::uint32_t>(i + 1);
           if (weighted) (*weighted)[e] += best;

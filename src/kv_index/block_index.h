@@ -24,14 +24,14 @@
 // (one record = one engine block); storing beyond that evicts that engine's least recently stored
 // records, as if the engine had removed them (the index then under-reports, never over-reports).
 //
-// Speculative entries (docs/adr/0223): after a routing decision the router marks the prompt's blocks
-// as held by the chosen engine until now + ttl, so a burst of identical prompts lands on one engine
-// before its BlockStored arrives. A real store of the block clears the mark; expired marks are ignored
-// by lookups and swept lazily.
+// Speculative entries (docs/adr/0223): after a routing decision the router marks the prompt's
+// blocks as held by the chosen engine until now + ttl, so a burst of identical prompts lands on one
+// engine before its BlockStored arrives. A real store of the block clears the mark; expired marks
+// are ignored by lookups and swept lazily.
 //
 // Staleness: mark_stale(e, until) flags an engine whose events were lost; is_stale() is true until
-// `until` or clear_stale(). The index keeps applying the engine's events meanwhile; what stale means
-// for scoring is the caller's rule (kv_index/precise_indexer.h).
+// `until` or clear_stale(). The index keeps applying the engine's events meanwhile; what stale
+// means for scoring is the caller's rule (kv_index/precise_indexer.h).
 //
 // Thread-safety: match(), add_speculative(), is_stale(), stats() and the accessors are safe from
 // any thread at any time. apply(), clear_engine() and set_engine_model() serialize per engine on a
@@ -40,6 +40,7 @@
 
 #include <array>
 #include <atomic>
+#include <boost/unordered/unordered_flat_map.hpp>
 #include <chrono>
 #include <cstdint>
 #include <deque>
@@ -52,8 +53,6 @@
 #include <string_view>
 #include <vector>
 
-#include <boost/unordered/unordered_flat_map.hpp>
-
 #include "kv_events/event.h"
 
 namespace kvroute::kv_index {
@@ -64,25 +63,26 @@ inline constexpr std::size_t kNumTiers = 3;
 Tier tier_of(const std::optional<std::string>& medium);
 
 struct IndexOptions {
-  std::size_t num_engines = 1;             // engine index = the router's backend index
-  std::uint32_t block_size = 16;           // router's tokens per block (config block_size)
-  std::size_t max_entries = 4u << 20;      // (engine block, engine) records over all engines
+  std::size_t num_engines = 1;         // engine index = the router's backend index
+  std::uint32_t block_size = 16;       // router's tokens per block (config block_size)
+  std::size_t max_entries = 4u << 20;  // (engine block, engine) records over all engines
   // Score weight of a block by the best tier holding it (llm-d: GPU 1.0, CPU 0.8).
   std::array<double, kNumTiers> tier_weights{1.0, 0.8, 0.5};
   std::chrono::milliseconds max_speculative_ttl{60000};
 };
 
 struct IndexStats {
-  std::uint64_t events = 0;             // events applied (all kinds)
-  std::uint64_t blocks_stored = 0;      // engine blocks stored (duplicates and tier copies included)
-  std::uint64_t blocks_removed = 0;     // engine blocks removed by BlockRemoved
-  std::uint64_t tier_updates = 0;       // tokenless BlockStored blocks applied to a known engine hash
-  std::uint64_t unknown_removals = 0;   // BlockRemoved of an engine hash (or tier) not in the index
+  std::uint64_t events = 0;          // events applied (all kinds)
+  std::uint64_t blocks_stored = 0;   // engine blocks stored (duplicates and tier copies included)
+  std::uint64_t blocks_removed = 0;  // engine blocks removed by BlockRemoved
+  std::uint64_t tier_updates = 0;    // tokenless BlockStored blocks applied to a known engine hash
+  std::uint64_t unknown_removals = 0;  // BlockRemoved of an engine hash (or tier) not in the index
   std::uint64_t unknown_tier_updates = 0;  // tokenless BlockStored of an unknown engine hash
-  std::uint64_t unknown_parents = 0;    // BlockStored runs skipped: parent hash not in the index
-  std::uint64_t rejected_events = 0;    // BlockStored with token count/block size we cannot chunk,
-                                        // or no model known for the engine
-  std::uint64_t conflicting_stores = 0; // an engine hash re-stored with different tokens (kept old)
+  std::uint64_t unknown_parents = 0;       // BlockStored runs skipped: parent hash not in the index
+  std::uint64_t rejected_events = 0;  // BlockStored with token count/block size we cannot chunk,
+                                      // or no model known for the engine
+  std::uint64_t conflicting_stores =
+      0;                                // an engine hash re-stored with different tokens (kept old)
   std::uint64_t clears = 0;             // AllBlocksCleared + clear_engine()
   std::uint64_t evicted = 0;            // records dropped by the memory bound
   std::uint64_t speculative_added = 0;  // blocks marked speculative
@@ -111,7 +111,8 @@ class KvBlockIndex {
   void match(std::span<const std::uint64_t> blocks, std::vector<std::uint32_t>& out,
              std::vector<double>* weighted = nullptr) const;
 
-  // Marks `blocks` as held by `engine` (GPU weight) until now + ttl (capped at max_speculative_ttl).
+  // Marks `blocks` as held by `engine` (GPU weight) until now + ttl (capped at
+  // max_speculative_ttl).
   void add_speculative(std::size_t engine, std::span<const std::uint64_t> blocks,
                        std::chrono::milliseconds ttl);
   // Drops expired speculative marks of every engine (also done lazily by apply/add_speculative).
@@ -151,8 +152,22 @@ class KvBlockIndex {
     Holder first{kNoEngine, {}, 0};
     std::unique_ptr<std::vector<Holder>> more;
   };
+  // Reader-writer spinlock: one atomic word, one CAS per acquisition (cheaper than
+  // std::shared_mutex here). Critical sections are one hash-map probe; waiters yield after 64
+  // spins.
+  class RwSpin {
+   public:
+    void lock();
+    void unlock() { v_.fetch_and(~kWriter, std::memory_order_release); }
+    void lock_shared();
+    void unlock_shared() { v_.fetch_sub(1, std::memory_order_release); }
+
+   private:
+    static constexpr std::uint32_t kWriter = 0x80000000u;
+    std::atomic<std::uint32_t> v_{0};
+  };
   struct alignas(64) Shard {
-    mutable std::shared_mutex mu;
+    mutable RwSpin mu;
     boost::unordered_flat_map<std::uint64_t, Entry> map;  // guarded by mu
   };
   struct Record {
@@ -164,17 +179,20 @@ class KvBlockIndex {
   static constexpr std::uint16_t kNoEngine = 0xffff;
 
   std::uint32_t now_ms() const;
+  struct Tally;  // per-batch counter deltas, flushed once per apply()
   Shard& shard_of(std::uint64_t h) const;
   // Global-table edits (each takes the shard lock).
   void add_ref(std::uint64_t our, std::uint16_t engine, Tier t);
-  void sub_ref(std::uint64_t our, std::uint16_t engine, std::size_t tier, std::uint32_t n);
+  void sub_ref(std::uint64_t our, std::uint16_t engine, std::size_t tier, std::uint32_t n,
+               std::uint32_t now);
   void drop_holder(std::uint64_t our, std::uint16_t engine);
   void set_spec(std::uint64_t our, std::uint16_t engine, std::uint32_t until);
   void expire_spec(std::uint64_t our, std::uint16_t engine, std::uint32_t now, bool force);
   // Per-engine edits; REQUIRE the engine's writer mutex.
-  void store_locked(EngineState& es, std::uint16_t e, const kv_events::BlockStored& s);
-  void remove_locked(EngineState& es, std::uint16_t e, const kv_events::BlockRemoved& r);
-  void drop_record_locked(EngineState& es, std::uint16_t e, std::uint64_t engine_hash);
+  void store_locked(EngineState& es, std::uint16_t e, const kv_events::BlockStored& s, Tally& t);
+  void remove_locked(EngineState& es, std::uint16_t e, const kv_events::BlockRemoved& r, Tally& t);
+  void drop_record_locked(EngineState& es, std::uint16_t e, std::uint64_t engine_hash,
+                          std::uint32_t now);
   void clear_locked(EngineState& es, std::uint16_t e);
   void sweep_spec(EngineState& es, std::uint16_t e, std::uint32_t now);
 

@@ -29,13 +29,15 @@ std::vector<std::uint32_t> tokens(std::uint32_t first, std::size_t n) {
   return t;
 }
 
-std::vector<std::uint64_t> ours(const std::vector<std::uint32_t>& t, std::string_view seed = kModel) {
+std::vector<std::uint64_t> ours(const std::vector<std::uint32_t>& t,
+                                std::string_view seed = kModel) {
   return chained_block_hashes(t, 16, hash64(seed));
 }
 
 // A BlockStored for blocks [from, from + hashes.size()) of `t` at engine block size `ebs`.
-BlockStored stored(const std::vector<std::uint32_t>& t, std::size_t from, std::vector<std::uint64_t> hashes,
-                   std::optional<std::uint64_t> parent, std::uint32_t ebs = 16, const char* medium = "GPU") {
+BlockStored stored(const std::vector<std::uint32_t>& t, std::size_t from,
+                   std::vector<std::uint64_t> hashes, std::optional<std::uint64_t> parent,
+                   std::uint32_t ebs = 16, const char* medium = "GPU") {
   BlockStored s;
   s.token_ids.assign(t.begin() + static_cast<std::ptrdiff_t>(from * ebs),
                      t.begin() + static_cast<std::ptrdiff_t>((from + hashes.size()) * ebs));
@@ -103,7 +105,8 @@ TEST_F(IndexTest, ParentRemapChainsAcrossSeveralRuns) {
   EXPECT_EQ(runs(idx, ours(t)), (std::vector<std::uint32_t>{0, 6}));
   // Records map engine hashes to our hashes.
   auto recs = idx.engine_records(1);
-  std::sort(recs.begin(), recs.end(), [](auto& a, auto& b) { return a.engine_hash < b.engine_hash; });
+  std::sort(recs.begin(), recs.end(),
+            [](auto& a, auto& b) { return a.engine_hash < b.engine_hash; });
   ASSERT_EQ(recs.size(), 6u);
   const auto q = ours(t);
   for (std::size_t i = 0; i < 6; ++i) {
@@ -222,7 +225,8 @@ TEST(IndexMemory, PerEngineCapEvictsLeastRecentlyStored) {
   idx.set_engine_model(0, kModel);
   auto t = tokens(1, 16 * 20);
   for (std::uint64_t i = 0; i < 20; ++i) {
-    idx.apply(0, batch(stored(t, i, {1000 + i}, i == 0 ? std::nullopt : std::optional<std::uint64_t>(999 + i))));
+    idx.apply(0, batch(stored(t, i, {1000 + i},
+                              i == 0 ? std::nullopt : std::optional<std::uint64_t>(999 + i))));
   }
   EXPECT_EQ(idx.engine_entries(0), 8u);
   EXPECT_EQ(idx.stats().evicted, 12u);
@@ -312,13 +316,14 @@ TEST(IndexConcurrency, ReadersRunWhileTheWriterChurns) {
   EXPECT_GT(reads.load(), 0u);
 }
 
-// --- scorer ---------------------------------------------------------------------------------------
+// --- scorer
+// ---------------------------------------------------------------------------------------
 
 struct ScorerFixture {
   ScorerFixture() {
     for (int i = 0; i < 3; ++i) {
-      owned.push_back(std::make_unique<routing::Backend>(i, "b" + std::to_string(i), "http://127.0.0.1:1",
-                                                         http::Endpoint{"127.0.0.1", 1}));
+      owned.push_back(std::make_unique<routing::Backend>(
+          i, "b" + std::to_string(i), "http://127.0.0.1:1", http::Endpoint{"127.0.0.1", 1}));
       ptrs.push_back(owned.back().get());
     }
     ctx = std::make_shared<routing::RoutingContext>(3);

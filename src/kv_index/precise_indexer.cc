@@ -42,8 +42,8 @@ Result<std::unique_ptr<PreciseIndexer>> PreciseIndexer::create(IndexerConfig con
   for (std::size_t i = 0; i < cfg.engines.size(); ++i) {
     auto& e = cfg.engines[i];
     if (e.backend >= cfg.num_backends) {
-      return fail(Error::invalid(fmt::format("kv index: engine '{}' has backend index {} >= {}", e.endpoint,
-                                             e.backend, cfg.num_backends)));
+      return fail(Error::invalid(fmt::format("kv index: engine '{}' has backend index {} >= {}",
+                                             e.endpoint, e.backend, cfg.num_backends)));
     }
     if (self->tracked_[e.backend]) {
       return fail(Error::invalid(fmt::format("kv index: backend {} listed twice", e.backend)));
@@ -54,10 +54,13 @@ Result<std::unique_ptr<PreciseIndexer>> PreciseIndexer::create(IndexerConfig con
   }
   PreciseIndexer* p = self.get();
   kv_events::SubscriberCallbacks cb;
-  cb.on_batch = [p](const std::string& id, std::uint64_t, const kv_events::EventBatch& b) { p->on_batch(id, b); };
+  cb.on_batch = [p](const std::string& id, std::uint64_t, const kv_events::EventBatch& b) {
+    p->on_batch(id, b);
+  };
   cb.on_reset = [p](const std::string& id) { p->on_reset(id); };
   cb.on_stale = [p](const std::string& id, kv_events::StaleReason r) {
-    spdlog::warn("kv index: engine {} stale ({}): falling back to the approximate index", id, to_string(r));
+    spdlog::warn("kv index: engine {} stale ({}): falling back to the approximate index", id,
+                 to_string(r));
     p->on_stale(id);
   };
   KVROUTE_TRY(self->sub_, kv_events::ZmqEventSubscriber::create(cfg.subscriber, std::move(cb)));

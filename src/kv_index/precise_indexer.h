@@ -47,7 +47,7 @@ struct IndexedEngine {
 };
 
 struct IndexerConfig {
-  std::size_t num_backends = 0;       // index slots (all backends, with or without events)
+  std::size_t num_backends = 0;        // index slots (all backends, with or without events)
   std::vector<IndexedEngine> engines;  // the backends that publish events
   IndexOptions index;                  // num_engines is set to num_backends
   kv_events::SubscriberConfig subscriber = default_subscriber();
@@ -56,7 +56,8 @@ struct IndexerConfig {
   // Test hook: runs on the subscriber thread before each batch is applied (slow consumers).
   std::function<void()> before_apply_for_test;
 
-  // Per-engine sockets need no topic filter: vLLM's default topic is "" (llm-d's "kv@" would drop it).
+  // Per-engine sockets need no topic filter: vLLM's default topic is "" (llm-d's "kv@" would drop
+  // it).
   static kv_events::SubscriberConfig default_subscriber() {
     kv_events::SubscriberConfig c;
     c.topic_filter = "";
@@ -71,12 +72,12 @@ IndexerConfig indexer_config_from(const config::Config& cfg);
 
 struct IndexerStats {
   IndexStats index;
-  std::uint64_t batches = 0;       // batches applied
-  std::uint64_t resets = 0;        // on_reset (publisher restarts)
-  std::uint64_t stale_reports = 0; // on_stale calls
-  std::uint64_t stale_engines = 0; // engines stale now
-  std::uint64_t entries = 0;       // (engine block, engine) records
-  std::uint64_t memory_bytes = 0;  // only when stats(true)
+  std::uint64_t batches = 0;        // batches applied
+  std::uint64_t resets = 0;         // on_reset (publisher restarts)
+  std::uint64_t stale_reports = 0;  // on_stale calls
+  std::uint64_t stale_engines = 0;  // engines stale now
+  std::uint64_t entries = 0;        // (engine block, engine) records
+  std::uint64_t memory_bytes = 0;   // only when stats(true)
   kv_events::SubscriberStats subscriber;
 };
 
@@ -118,7 +119,7 @@ class PreciseIndexer {
 
   IndexerConfig cfg_;
   std::unique_ptr<KvBlockIndex> index_;
-  std::vector<std::string> ids_;   // by engine position in cfg_.engines
+  std::vector<std::string> ids_;       // by engine position in cfg_.engines
   std::vector<std::uint8_t> tracked_;  // by backend
   std::unique_ptr<kv_events::ZmqEventSubscriber> sub_;
   std::atomic<std::uint64_t> batches_{0}, resets_{0}, stale_reports_{0};

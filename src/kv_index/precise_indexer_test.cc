@@ -1,13 +1,17 @@
 // End-to-end tests of PreciseIndexer over real ZMQ on 127.0.0.1 (OS-picked ports):
-//   - against SimCluster engines driven over HTTP with a mixed workload that forces evictions: after
+//   - against SimCluster engines driven over HTTP with a mixed workload that forces evictions:
+//   after
 //     quiescence each engine's indexed block multiset equals the engine's ground truth, and the
 //     sim's engine hashes agree with the router's chained hashes;
 //   - faults, with a mini engine (sim::BlockPool, so real eviction order) that hashes blocks with
 //     its OWN algorithm and publishes through a ZmqEventPublisher: dropped messages recovered by
-//     replay (not stale), dropped messages without replay (stale, cleared, fresh again after the TTL
-//     or an AllBlocksCleared), publisher restart (reset), a slow consumer, and engines that never
-//     publish or do not exist.
+//     replay (not stale), dropped messages without replay (stale, cleared, fresh again after the
+//     TTL or an AllBlocksCleared), publisher restart (reset), a slow consumer, and engines that
+//     never publish or do not exist.
 // Every wait is bounded.
+#include "kv_index/precise_indexer.h"
+
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -16,11 +20,8 @@
 #include <random>
 #include <thread>
 
-#include <fmt/format.h>
-
 #include "common/hash.h"
 #include "kv_events/publisher.h"
-#include "kv_index/precise_indexer.h"
 #include "sim/block_pool.h"
 #include "sim/server.h"
 #include "testing/raw_http.h"
@@ -75,7 +76,8 @@ TEST(SimEndToEnd, IndexEqualsEachEngineGroundTruthAfterMixedWorkloadWithEviction
   IndexerConfig cfg;
   cfg.num_backends = 2;
   for (std::size_t i = 0; i < 2; ++i) {
-    cfg.engines.push_back({i, cluster.endpoints()[i].kv_events, cluster.endpoints()[i].kv_replay, o.model, ""});
+    cfg.engines.push_back(
+        {i, cluster.endpoints()[i].kv_events, cluster.endpoints()[i].kv_replay, o.model, ""});
   }
   auto made = PreciseIndexer::create(std::move(cfg));
   ASSERT_TRUE(made.has_value()) << made.error().message;
@@ -102,10 +104,18 @@ TEST(SimEndToEnd, IndexEqualsEachEngineGroundTruthAfterMixedWorkloadWithEviction
     const std::size_t e = rng() % 2;
     std::string prompt;
     switch (rng() % 4) {
-      case 0: prompt = system + words(fmt::format("u{}w", i), 10 + static_cast<int>(rng() % 30)); break;
-      case 1: prompt = system + words("again", 20); break;                        // repeated prompt
-      case 2: prompt = words(fmt::format("long{}w", i), 200 + static_cast<int>(rng() % 200)); break;  // evicts
-      default: prompt = words(fmt::format("s{}w", i % 5), 33); break;
+      case 0:
+        prompt = system + words(fmt::format("u{}w", i), 10 + static_cast<int>(rng() % 30));
+        break;
+      case 1:
+        prompt = system + words("again", 20);
+        break;  // repeated prompt
+      case 2:
+        prompt = words(fmt::format("long{}w", i), 200 + static_cast<int>(rng() % 200));
+        break;  // evicts
+      default:
+        prompt = words(fmt::format("s{}w", i % 5), 33);
+        break;
     }
     ASSERT_EQ(send(e, prompt, 1 + static_cast<int>(rng() % 20)), 200) << i;
   }
@@ -154,7 +164,8 @@ TEST(SimEndToEnd, IndexEqualsEachEngineGroundTruthAfterMixedWorkloadWithEviction
   EXPECT_TRUE(wait_until([&] {
     indexer.index().match(blocks, runs);
     return runs[1] == 3 && runs[0] == 0;
-  })) << runs[0] << " " << runs[1];
+  })) << runs[0]
+      << " " << runs[1];
   indexer.stop();
   cluster.stop();
 }
@@ -164,7 +175,8 @@ TEST(SimEndToEnd, IndexEqualsEachEngineGroundTruthAfterMixedWorkloadWithEviction
 // One engine: a vLLM-like block pool (LRU eviction, events) hashing blocks with its own function
 // (not kvroute's), publishing one batch per request through a ZmqEventPublisher.
 struct MiniEngine {
-  explicit MiniEngine(kv_events::PublisherConfig pc, std::uint32_t blocks = 64) : pool(blocks, true, true) {
+  explicit MiniEngine(kv_events::PublisherConfig pc, std::uint32_t blocks = 64)
+      : pool(blocks, true, true) {
     auto p = kv_events::ZmqEventPublisher::create(std::move(pc));
     EXPECT_TRUE(p.has_value()) << (p ? "" : p.error().message);
     if (p) pub = std::move(*p);
@@ -182,12 +194,14 @@ struct MiniEngine {
     std::vector<std::uint64_t> h(nb);
     std::uint64_t parent = 0x243f6a8885a308d3ull;  // the engine's own NONE_HASH
     for (std::size_t i = 0; i < nb; ++i) {
-      parent = hash64(std::span<const std::uint32_t>(tokens).subspan(i * 16, 16), parent ^ 0x9e3779b97f4a7c15ull);
+      parent = hash64(std::span<const std::uint32_t>(tokens).subspan(i * 16, 16),
+                      parent ^ 0x9e3779b97f4a7c15ull);
       h[i] = parent;
     }
     std::vector<std::uint32_t> blocks;
     std::size_t hits = 0;
-    while (hits < nb && pool.lookup(h[hits]) != sim::BlockPool::kNoBlock) blocks.push_back(pool.lookup(h[hits++]));
+    while (hits < nb && pool.lookup(h[hits]) != sim::BlockPool::kNoBlock)
+      blocks.push_back(pool.lookup(h[hits++]));
     pool.touch(blocks);
     if (nb - hits > pool.num_free()) {
       pool.free_reversed(blocks);
@@ -195,10 +209,11 @@ struct MiniEngine {
     }
     pool.allocate(static_cast<std::uint32_t>(nb - hits), blocks);
     if (nb > hits) {
-      pool.cache_full_blocks(std::span<const std::uint32_t>(blocks).subspan(hits),
-                             std::span<const std::uint64_t>(h).subspan(hits),
-                             hits ? std::optional<std::uint64_t>(h[hits - 1]) : std::nullopt,
-                             std::span<const std::uint32_t>(tokens).subspan(hits * 16, (nb - hits) * 16), 16);
+      pool.cache_full_blocks(
+          std::span<const std::uint32_t>(blocks).subspan(hits),
+          std::span<const std::uint64_t>(h).subspan(hits),
+          hits ? std::optional<std::uint64_t>(h[hits - 1]) : std::nullopt,
+          std::span<const std::uint32_t>(tokens).subspan(hits * 16, (nb - hits) * 16), 16);
     }
     pool.free_reversed(blocks);
     publish(drop);
@@ -212,8 +227,10 @@ struct MiniEngine {
     b.ts = 1.0;
     b.events = pool.take_events();
     if (b.events.empty()) return;
-    if (drop) pub->drop_next_for_test();
-    else ++sent;
+    if (drop)
+      pub->drop_next_for_test();
+    else
+      ++sent;
     ++total;
     pub->publish(b);
   }
@@ -231,7 +248,8 @@ std::vector<std::uint32_t> prompt(std::mt19937& rng) {
   const std::size_t shared = 16 * (1 + rng() % 4);
   const std::size_t own = 16 * (rng() % 4) + rng() % 16;
   std::vector<std::uint32_t> t;
-  for (std::size_t i = 0; i < shared; ++i) t.push_back(family * 1000 + static_cast<std::uint32_t>(i));
+  for (std::size_t i = 0; i < shared; ++i)
+    t.push_back(family * 1000 + static_cast<std::uint32_t>(i));
   const std::uint32_t salt = static_cast<std::uint32_t>(rng());
   for (std::size_t i = 0; i < own; ++i) t.push_back(salt + static_cast<std::uint32_t>(i));
   return t;
@@ -319,12 +337,14 @@ TEST(Faults, DroppedMessageWithoutReplayMakesTheEngineStaleThenFreshAgain) {
   const auto batches_before = h.indexer->stats().batches;
   const auto sent_before = m.sent;
   for (int i = 0; i < 20; ++i) m.run(prompt(rng));
-  ASSERT_TRUE(wait_until([&] { return h.indexer->stats().batches - batches_before == m.sent - sent_before; }));
+  ASSERT_TRUE(wait_until(
+      [&] { return h.indexer->stats().batches - batches_before == m.sent - sent_before; }));
   auto truth = m.truth();
   for (auto hsh : indexed(h.indexer->index(), 0)) {
     EXPECT_TRUE(std::binary_search(truth.begin(), truth.end(), hsh)) << "phantom block " << hsh;
   }
-  EXPECT_TRUE(wait_until([&] { return h.indexer->has_precise(0); }, 2s)) << "fresh again after stale_ttl";
+  EXPECT_TRUE(wait_until([&] { return h.indexer->has_precise(0); }, 2s))
+      << "fresh again after stale_ttl";
   // AllBlocksCleared makes a stale engine fresh at once (its cache is known empty).
   m.run(unique_prompt(), /*drop=*/true);
   m.run(prompt(rng));
@@ -363,8 +383,9 @@ TEST(Faults, PublisherRestartResetsTheEngine) {
 
 TEST(Faults, SlowConsumerStaysConsistent) {
   MiniEngine m(MiniEngine::config(true));
-  Harness h({{0, m.pub->endpoint(), m.pub->replay_endpoint(), "", ""}}, 1,
-            [](IndexerConfig& c) { c.before_apply_for_test = [] { std::this_thread::sleep_for(1ms); }; });
+  Harness h({{0, m.pub->endpoint(), m.pub->replay_endpoint(), "", ""}}, 1, [](IndexerConfig& c) {
+    c.before_apply_for_test = [] { std::this_thread::sleep_for(1ms); };
+  });
   std::mt19937 rng(4);
   ASSERT_TRUE(h.warm_up(m, rng));
   for (int i = 0; i < 300; ++i) m.run(prompt(rng));  // published far faster than consumed
@@ -390,7 +411,8 @@ TEST(Faults, SilentAndAbsentEnginesDoNotBlockOthers) {
   for (int i = 0; i < 100; ++i) live.run(prompt(rng));
   EXPECT_TRUE(h.converged(live, 0));
   for (std::size_t b : {1u, 2u}) {
-    EXPECT_TRUE(h.indexer->has_precise(b)) << b;  // tracked and fresh: holds nothing, like an idle engine
+    EXPECT_TRUE(h.indexer->has_precise(b))
+        << b;  // tracked and fresh: holds nothing, like an idle engine
     EXPECT_EQ(h.indexer->index().engine_entries(b), 0u);
   }
   EXPECT_FALSE(h.indexer->has_precise(3)) << "no endpoint: no precise info";

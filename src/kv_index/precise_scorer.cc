@@ -1,13 +1,13 @@
 #include "kv_index/precise_scorer.h"
 
-#include <yaml-cpp/yaml.h>
-
 #include <fmt/format.h>
+#include <yaml-cpp/yaml.h>
 
 namespace kvroute::kv_index {
 
 PrecisePrefixScorer::PrecisePrefixScorer(std::shared_ptr<PreciseIndexer> indexer,
-                                         std::shared_ptr<routing::RoutingContext> ctx, PreciseScorerOptions options)
+                                         std::shared_ptr<routing::RoutingContext> ctx,
+                                         PreciseScorerOptions options)
     : indexer_(std::move(indexer)), ctx_(std::move(ctx)), opts_(options) {}
 
 bool PrecisePrefixScorer::token_blocks(const routing::RouteRequest& req) const {
@@ -28,7 +28,8 @@ void PrecisePrefixScorer::score(routing::CycleState& s, std::span<routing::Backe
     return b < s.matched_blocks.size() ? static_cast<double>(s.matched_blocks[b]) : 0.0;
   };
   if (!token_blocks(req)) {
-    for (std::size_t i = 0; i < c.size(); ++i) out[i] = approx(static_cast<std::size_t>(c[i]->index)) / total;
+    for (std::size_t i = 0; i < c.size(); ++i)
+      out[i] = approx(static_cast<std::size_t>(c[i]->index)) / total;
     return;
   }
   thread_local std::vector<std::uint32_t> runs;
@@ -45,19 +46,21 @@ void PrecisePrefixScorer::score(routing::CycleState& s, std::span<routing::Backe
   }
 }
 
-void PrecisePrefixScorer::on_routed(const routing::RouteRequest& req, const routing::Backend& chosen) {
+void PrecisePrefixScorer::on_routed(const routing::RouteRequest& req,
+                                    const routing::Backend& chosen) {
   if (!opts_.speculative || !token_blocks(req)) return;
   indexer_->on_routed(static_cast<std::size_t>(chosen.index), req.blocks);
 }
 
-Result<std::unique_ptr<routing::Scorer>> make_precise_scorer(const config::PluginConfig& pc,
-                                                             std::shared_ptr<routing::RoutingContext> ctx,
-                                                             std::shared_ptr<PreciseIndexer> indexer) {
+Result<std::unique_ptr<routing::Scorer>> make_precise_scorer(
+    const config::PluginConfig& pc, std::shared_ptr<routing::RoutingContext> ctx,
+    std::shared_ptr<PreciseIndexer> indexer) {
   if (pc.type != kPreciseScorerType) return nullptr;
   if (!indexer) {
-    return fail(Error::invalid(fmt::format("plugin '{}' (line {}): {} needs at least one backend with "
-                                           "kv_events_endpoint",
-                                           pc.name, pc.line, kPreciseScorerType)));
+    return fail(
+        Error::invalid(fmt::format("plugin '{}' (line {}): {} needs at least one backend with "
+                                   "kv_events_endpoint",
+                                   pc.name, pc.line, kPreciseScorerType)));
   }
   PreciseScorerOptions o;
   try {
@@ -66,10 +69,12 @@ Result<std::unique_ptr<routing::Scorer>> make_precise_scorer(const config::Plugi
       if (auto n = p["exportMatch"]) o.export_match = n.as<bool>();
       if (auto n = p["speculative"]) o.speculative = n.as<bool>();
     } else if (!p.IsNull()) {
-      return fail(Error::invalid(fmt::format("plugin '{}' (line {}): parameters must be a map", pc.name, pc.line)));
+      return fail(Error::invalid(
+          fmt::format("plugin '{}' (line {}): parameters must be a map", pc.name, pc.line)));
     }
   } catch (const YAML::Exception& e) {
-    return fail(Error::invalid(fmt::format("plugin '{}' (line {}): {}", pc.name, pc.line, e.what())));
+    return fail(
+        Error::invalid(fmt::format("plugin '{}' (line {}): {}", pc.name, pc.line, e.what())));
   }
   return std::make_unique<PrecisePrefixScorer>(std::move(indexer), std::move(ctx), o);
 }

@@ -39,7 +39,8 @@ struct PreciseScorerOptions {
 
 class PrecisePrefixScorer final : public routing::Scorer {
  public:
-  PrecisePrefixScorer(std::shared_ptr<PreciseIndexer> indexer, std::shared_ptr<routing::RoutingContext> ctx,
+  PrecisePrefixScorer(std::shared_ptr<PreciseIndexer> indexer,
+                      std::shared_ptr<routing::RoutingContext> ctx,
                       PreciseScorerOptions options = {});
   std::string_view type() const override { return kPreciseScorerType; }
   void score(routing::CycleState& state, std::span<routing::Backend* const> candidates,
@@ -56,8 +57,8 @@ class PrecisePrefixScorer final : public routing::Scorer {
 
 // Builds the scorer from its plugin entry. `indexer` null: an error naming the plugin (the router
 // has no backend with kv_events_endpoint).
-Result<std::unique_ptr<routing::Scorer>> make_precise_scorer(const config::PluginConfig& pc,
-                                                             std::shared_ptr<routing::RoutingContext> ctx,
-                                                             std::shared_ptr<PreciseIndexer> indexer);
+Result<std::unique_ptr<routing::Scorer>> make_precise_scorer(
+    const config::PluginConfig& pc, std::shared_ptr<routing::RoutingContext> ctx,
+    std::shared_ptr<PreciseIndexer> indexer);
 
 }  // namespace kvroute::kv_index
