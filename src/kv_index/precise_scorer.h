@@ -46,7 +46,7 @@ class PrecisePrefixScorer final : public routing::Scorer {
   void score(routing::CycleState& state, std::span<routing::Backend* const> candidates,
              std::span<double> out) override;
   // Speculative entries for the chosen backend (no-op for character blocks or when disabled).
-  void on_routed(const routing::RouteRequest& req, const routing::Backend& chosen);
+  void on_routed(const routing::RouteRequest& req, const routing::Backend& chosen) override;
 
  private:
   bool token_blocks(const routing::RouteRequest& req) const;

@@ -17,6 +17,7 @@
 #include "http/server.h"
 #include "http/sse.h"
 #include "common/hash.h"
+#include "kv_index/precise_scorer.h"
 #include "metrics/prom_parser.h"
 #include "openai/request.h"
 #include "prompt/prompt.h"
@@ -46,6 +47,8 @@ struct Proxy::Impl {
   std::unique_ptr<routing::Policy> policy;
   std::shared_ptr<routing::RoutingContext> routing_ctx;
   std::shared_ptr<const prompt::PromptEncoder> encoder;  // null: character blocks
+  std::shared_ptr<kv_index::PreciseIndexer> precise;     // null: no backend publishes KV events
+  metrics::GaugeFamily* precise_gauges = nullptr;
   std::unique_ptr<http::Server> server;
   std::vector<std::unique_ptr<http::ConnectionPool>> pools;  // one per worker thread
 
@@ -103,6 +106,8 @@ struct Proxy::Impl {
                              {"policy", "reason"});
     client_errors = &reg.counter("kvroute_client_errors_total", "Requests rejected by the router itself.",
                                  {"code"});
+    precise_gauges = &reg.gauge("kvroute_kv_events", "KV-event index counters (cumulative, read at scrape time).",
+                                {"counter"});
   }
 
   http::ConnectionPool& pool() { return *pools[static_cast<std::size_t>(std::max(0, http::current_worker()))]; }
@@ -188,6 +193,19 @@ net::awaitable<void> Proxy::Impl::handle(Request& req, ResponseWriter& w) {
     for (auto* b : backends) {
       healthy->with({b->name}).set(b->available(now) ? 1 : 0);
       inflight->with({b->name}).set(b->inflight.load());
+    }
+    if (precise) {
+      auto st = precise->stats(false);
+      precise_gauges->with({"batches"}).set(static_cast<double>(st.batches));
+      precise_gauges->with({"blocks_stored"}).set(static_cast<double>(st.index.blocks_stored));
+      precise_gauges->with({"blocks_removed"}).set(static_cast<double>(st.index.blocks_removed));
+      precise_gauges->with({"unknown_removals"}).set(static_cast<double>(st.index.unknown_removals));
+      precise_gauges->with({"resets"}).set(static_cast<double>(st.resets));
+      precise_gauges->with({"stale_reports"}).set(static_cast<double>(st.stale_reports));
+      precise_gauges->with({"stale_engines"}).set(static_cast<double>(st.stale_engines));
+      precise_gauges->with({"entries"}).set(static_cast<double>(st.entries));
+      precise_gauges->with({"malformed_messages"}).set(static_cast<double>(st.subscriber.malformed));
+      precise_gauges->with({"unknown_events"}).set(static_cast<double>(st.subscriber.unknown_events));
     }
     std::string body = reg.render();
     co_await w.send(200, "text/plain; version=0.0.4; charset=utf-8", std::move(body), none);
@@ -497,7 +515,10 @@ net::awaitable<void> Proxy::Impl::health_loop() {
                 if (!e["id"].get_string().get(id)) names->emplace_back(id);
               }
             }
-            if (!names->empty()) b->models.store(std::move(names));
+            if (!names->empty()) {
+              if (precise) precise->set_model(static_cast<std::size_t>(b->index), names->front());
+              b->models.store(std::move(names));
+            }
           }
         }
       }
@@ -533,6 +554,19 @@ Result<std::uint16_t> Proxy::start() {
     auto enc = prompt::PromptEncoder::load(im.cfg.tokenizer == "word" ? "" : im.cfg.tokenizer);
     if (!enc) return fail(enc.error());
     im.encoder = std::move(*enc);
+  }
+  auto ic = kv_index::indexer_config_from(im.cfg);
+  if (!ic.engines.empty()) {
+    auto precise = kv_index::PreciseIndexer::create(std::move(ic));
+    if (!precise) return fail(precise.error());
+    im.precise = std::shared_ptr<kv_index::PreciseIndexer>(std::move(*precise));
+    auto indexer = im.precise;
+    im.routing_ctx->scorer_extensions.push_back(
+        [indexer](const config::PluginConfig& pc, std::shared_ptr<routing::RoutingContext> ctx)
+            -> Result<std::unique_ptr<routing::Scorer>> {
+          return kv_index::make_precise_scorer(pc, std::move(ctx), indexer);
+        });
+    im.routing_ctx->precise_available = true;
   }
   auto policy = routing::make_policy(im.cfg, im.backends, im.routing_ctx);
   if (!policy) return fail(policy.error());
@@ -572,6 +606,7 @@ Result<std::uint16_t> Proxy::start() {
 
 void Proxy::stop(std::chrono::milliseconds grace) {
   if (impl_->server) impl_->server->stop(grace);
+  if (impl_->precise) impl_->precise->stop();
 }
 
 metrics::Registry& Proxy::registry() { return impl_->reg; }

@@ -14,6 +14,8 @@ struct ServeFlags {
   int port = -1;
   int threads = 0;
   std::vector<std::string> backends;
+  std::vector<std::string> kv_events;
+  std::vector<std::string> kv_replay;
   std::string policy;
   std::string log_level;
   std::string session_header;
@@ -31,6 +33,9 @@ void add_serve_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--port", flags->port, "Listen port (default 8080; 0 lets the OS pick)");
   cmd->add_option("--threads", flags->threads, "Worker threads (default 1)");
   cmd->add_option("--backend", flags->backends, "Backend URL, repeatable (http://host:port)");
+  cmd->add_option("--kv-events", flags->kv_events,
+                  "KV-event PUB endpoint of the n-th --backend, repeatable (tcp://host:port)");
+  cmd->add_option("--kv-events-replay", flags->kv_replay, "Replay endpoint of the n-th --backend, repeatable");
   cmd->add_option("--policy", flags->policy, "Routing policy (round-robin, random, least-inflight, ...)");
   cmd->add_option("--log-level", flags->log_level, "trace, debug, info, warn, error, off");
   cmd->add_option("--session-header", flags->session_header, "Header carrying the session key");
@@ -57,10 +62,17 @@ void add_serve_command(CLI::App& app, int& exit_code) {
     if (!flags->tokenizer.empty()) cfg.tokenizer = flags->tokenizer;
     if (flags->debug_headers) cfg.debug_headers = true;
     if (flags->max_retries >= 0) cfg.max_retries = flags->max_retries;
-    for (const auto& url : flags->backends) {
+    if (flags->kv_events.size() > flags->backends.size() || flags->kv_replay.size() > flags->kv_events.size()) {
+      spdlog::error("--kv-events and --kv-events-replay pair with --backend by position: give at most one each per backend");
+      exit_code = 2;
+      return;
+    }
+    for (std::size_t i = 0; i < flags->backends.size(); ++i) {
       config::BackendConfig b;
-      b.url = url;
-      b.name = url;
+      b.url = flags->backends[i];
+      b.name = b.url;
+      if (i < flags->kv_events.size()) b.kv_events_endpoint = flags->kv_events[i];
+      if (i < flags->kv_replay.size()) b.kv_events_replay = flags->kv_replay[i];
       cfg.backends.push_back(std::move(b));
     }
     if (auto ok = config::validate(cfg); !ok) {

@@ -8,7 +8,7 @@ namespace kvroute::routing {
 
 std::vector<std::string> policy_names() {
   return {"round-robin", "random",      "least-inflight", "session-affinity",
-          "sglang-cache-aware", "gie-prefix", "dynamo-cost", "kvroute"};
+          "sglang-cache-aware", "gie-prefix", "dynamo-cost", "kvroute", "kvroute-approx"};
 }
 
 namespace {
@@ -50,11 +50,21 @@ Result<std::unique_ptr<Policy>> make_policy(const config::Config& cfg, std::span
                       plugin("max-score-picker")},
                   {3, 2, 2, 1}, ctx);
   }
-  // kvroute: bounded load first (no hot spots), then the predicted time to first token.
-  if (n == "kvroute") {
-    return preset(n, {plugin("bounded-load-filter", "{epsilon: 1.0}"), plugin("ttft-cost-scorer"),
-                      plugin("max-score-picker")},
-                  {1, 1, 1}, ctx);
+  // kvroute: bounded load first (no hot spots), then the predicted time to first token. With KV
+  // events configured the precise index supplies the matches (weight 0: it only exports them to
+  // the cost scorer); "kvroute-approx" forces the router's own approximate index.
+  if (n == "kvroute" || n == "kvroute-approx") {
+    std::vector<config::PluginConfig> plugins{plugin("bounded-load-filter", "{epsilon: 1.0}")};
+    std::vector<double> weights{1};
+    if (n == "kvroute" && ctx->precise_available) {
+      plugins.push_back(plugin("precise-prefix-cache-scorer"));
+      weights.push_back(0);
+    }
+    plugins.push_back(plugin("ttft-cost-scorer"));
+    plugins.push_back(plugin("max-score-picker"));
+    weights.push_back(1);
+    weights.push_back(1);
+    return preset(n, std::move(plugins), std::move(weights), ctx);
   }
   std::string known;
   for (const auto& p : policy_names()) known += (known.empty() ? "" : ", ") + p;

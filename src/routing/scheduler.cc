@@ -280,6 +280,7 @@ void Scheduler::on_routed(RouteRequest& req, Backend& b) {
   ctx_->prefix.match(req.blocks, m);
   charge_prefill(req, b, m.empty() ? 0 : m[static_cast<std::size_t>(b.index)]);
   ctx_->prefix.insert(static_cast<std::size_t>(b.index), req.blocks);
+  for (auto& ws : scorers_) ws.scorer->on_routed(req, b);
 }
 
 void Scheduler::on_first_byte(RouteRequest& req, Backend& b) { release_prefill(req, b); }
@@ -293,6 +294,7 @@ void Scheduler::on_done(RouteRequest& req, Backend& b, bool) {
 std::vector<std::string> plugin_types() {
   return {"bounded-load-filter", "prefix-cache-affinity-filter", "prefix-cache-scorer", "queue-scorer",
           "kv-cache-utilization-scorer", "active-request-scorer", "load-aware-scorer", "ttft-cost-scorer",
+          "precise-prefix-cache-scorer",
           "max-score-picker", "random-picker"};
 }
 
@@ -320,6 +322,10 @@ Result<std::unique_ptr<Filter>> make_filter(const config::PluginConfig& pc, std:
 }
 
 Result<std::unique_ptr<Scorer>> make_scorer(const config::PluginConfig& pc, std::shared_ptr<RoutingContext> ctx) {
+  for (const auto& ext : ctx->scorer_extensions) {
+    KVROUTE_TRY(auto s, ext(pc, ctx));
+    if (s) return s;
+  }
   KVROUTE_TRY(YAML::Node p, params_of(pc));
   try {
     if (pc.type == "prefix-cache-scorer") {

@@ -10,6 +10,7 @@
 // Thread-safety: plugins are stateless or internally synchronized; pick() runs on any thread.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -22,10 +23,20 @@
 
 namespace kvroute::routing {
 
-// State shared by the plugins of one router: the approximate prefix index and knobs.
+class Scorer;
+
+// Builds a scorer of a type the routing library does not know (e.g. the precise KV-event scorer,
+// which depends on routing); returns nullptr for other types.
+using ScorerFactory = std::function<Result<std::unique_ptr<Scorer>>(const config::PluginConfig&,
+                                                                     std::shared_ptr<struct RoutingContext>)>;
+
+// State shared by the plugins of one router: the approximate prefix index, and scorer types
+// provided by other components (set up before the policy is built).
 struct RoutingContext {
   explicit RoutingContext(std::size_t backends) : prefix(backends) {}
   ApproxPrefixIndex prefix;
+  std::vector<ScorerFactory> scorer_extensions;
+  bool precise_available = false;  // a "precise-prefix-cache-scorer" extension is registered
   std::size_t num_backends() const { return prefix.num_backends(); }
 };
 
@@ -51,6 +62,8 @@ class Scorer {
   virtual std::string_view type() const = 0;
   // out[i] in [0,1] for candidates[i].
   virtual void score(CycleState& state, std::span<Backend* const> candidates, std::span<double> out) = 0;
+  // After a decision (e.g. speculative index entries).
+  virtual void on_routed(const RouteRequest&, const Backend&) {}
 };
 
 class Picker {
