@@ -292,12 +292,17 @@ int run_demo(const DemoOptions& d) {
     fmt::print(stderr, "demo: {}\n", wl.error().message);
     return 2;
   }
-  std::vector<std::string> wanted = {"round-robin", "session-affinity", "kvroute", "sglang-cache-aware",
-                                     "gie-prefix", "dynamo-cost"};
-  const auto known = routing::policy_names();
+  // Round-robin and session affinity as baselines, then every cache-aware policy the router has
+  // (the load-only random and least-inflight add nothing to this comparison).
   CompareOptions co;
-  for (const auto& p : wanted) {
-    if (std::find(known.begin(), known.end(), p) != known.end()) co.policies.push_back(p);
+  const auto known = routing::policy_names();
+  for (const char* p : {"round-robin", "session-affinity"}) {
+    if (std::find(known.begin(), known.end(), p) != known.end()) co.policies.emplace_back(p);
+  }
+  for (const auto& p : known) {
+    if (p != "round-robin" && p != "session-affinity" && p != "random" && p != "least-inflight") {
+      co.policies.push_back(p);
+    }
   }
   co.sim.engines = d.engines;
   co.sim.preset = "llama-3.1-8b-h100";
