@@ -171,12 +171,15 @@ class LoadAwareScorer final : public Scorer {
 };
 
 // kvroute's own: predicted time to first token, in tokens of prefill work ahead of the request on
-// each backend: its own uncached prompt tokens + the uncached tokens the router sent there that
-// have not started decoding + a per-running-request decode penalty. Lowest cost scores 1.
+// each backend (its own uncached prompt tokens + the uncached tokens the router sent there that
+// have not started decoding + a per-running-request decode penalty), plus the prefill work the
+// choice adds to the cluster (its uncached tokens again, weight uncachedWeight - 1): two backends
+// with equal predicted TTFT differ in how much capacity they burn, and the cached one keeps it.
+// Lowest cost scores 1.
 class TtftCostScorer final : public Scorer {
  public:
-  TtftCostScorer(std::shared_ptr<RoutingContext> ctx, double decode_tokens_per_request)
-      : ctx_(std::move(ctx)), decode_(decode_tokens_per_request) {}
+  TtftCostScorer(std::shared_ptr<RoutingContext> ctx, double decode_tokens_per_request, double uncached_weight)
+      : ctx_(std::move(ctx)), decode_(decode_tokens_per_request), uncached_(uncached_weight) {}
   std::string_view type() const override { return "ttft-cost-scorer"; }
   void score(CycleState& s, std::span<Backend* const> c, std::span<double> out) override {
     compute_prefix_match(*ctx_, s);
@@ -190,7 +193,7 @@ class TtftCostScorer final : public Scorer {
         // The engine's own waiting queue covers other routers' traffic too.
         queued = std::max(queued, l->waiting * s.req->prompt_tokens * 0.5);
       }
-      cost[i] = own + queued + decode_ * c[i]->inflight.load(std::memory_order_relaxed);
+      cost[i] = uncached_ * own + queued + decode_ * c[i]->inflight.load(std::memory_order_relaxed);
     }
     score_low_is_good(cost, out);
   }
@@ -198,6 +201,7 @@ class TtftCostScorer final : public Scorer {
  private:
   std::shared_ptr<RoutingContext> ctx_;
   double decode_;
+  double uncached_;
 };
 
 // --- pickers ---------------------------------------------------------------------------------
@@ -337,7 +341,8 @@ Result<std::unique_ptr<Scorer>> make_scorer(const config::PluginConfig& pc, std:
     if (pc.type == "active-request-scorer") return std::make_unique<ActiveRequestScorer>();
     if (pc.type == "load-aware-scorer") return std::make_unique<LoadAwareScorer>(param(p, "threshold", 128));
     if (pc.type == "ttft-cost-scorer") {
-      return std::make_unique<TtftCostScorer>(std::move(ctx), param(p, "decodeTokensPerRequest", 64));
+      return std::make_unique<TtftCostScorer>(std::move(ctx), param(p, "decodeTokensPerRequest", 64),
+                                              param(p, "uncachedWeight", 2.0));
     }
   } catch (const YAML::Exception& e) {
     return fail(Error::invalid(fmt::format("plugin '{}' (line {}): {}", pc.name, pc.line, e.what())));
