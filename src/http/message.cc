@@ -71,24 +71,6 @@ std::string_view openai_error_type(int status) {
   }
 }
 
-void append_json_escaped(std::string& out, std::string_view s) {
-  for (unsigned char c : s) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (c < 0x20) {
-          out += fmt::format("\\u{:04x}", c);
-        } else {
-          out += static_cast<char>(c);
-        }
-    }
-  }
-}
-
 std::string openai_error_body(int status, std::string_view message, std::string_view type,
                               std::string_view code) {
   std::string out = R"({"error":{"message":")";

@@ -9,6 +9,8 @@
 #include <utility>
 #include <vector>
 
+#include "common/json.h"
+
 namespace kvroute::http {
 
 using Headers = std::vector<std::pair<std::string, std::string>>;
@@ -37,7 +39,7 @@ std::string openai_error_body(int status, std::string_view message, std::string_
 // The OpenAI error type for a status ("invalid_request_error", "not_found_error", ...).
 std::string_view openai_error_type(int status);
 
-// Escapes a string for inclusion inside JSON double quotes.
-void append_json_escaped(std::string& out, std::string_view s);
+// Escapes a string for inclusion inside JSON double quotes (common/json.h).
+using kvroute::append_json_escaped;
 
 }  // namespace kvroute::http

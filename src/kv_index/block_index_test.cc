@@ -310,6 +310,8 @@ TEST(IndexConcurrency, ReadersRunWhileTheWriterChurns) {
     idx.apply(e, batch(removed(std::vector<std::uint64_t>(hs.begin() + 16, hs.end()))));
     if (round % 50 == 49) idx.apply(e, batch(AllBlocksCleared{}));
   }
+  // On a loaded machine the readers may not have been scheduled yet: wait (bounded) for reads.
+  for (int i = 0; i < 2000 && reads.load() == 0; ++i) std::this_thread::sleep_for(1ms);
   done = true;
   for (auto& th : readers) th.join();
   EXPECT_EQ(bad.load(), 0u);

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "chat_template/chat_template.h"
+#include "common/json.h"
 #include "tokenizer/tokenizer.h"
 
 namespace kvroute::tokenizer {
@@ -15,35 +16,7 @@ namespace {
 
 std::string json_quote(std::string_view s) {
   std::string out = "\"";
-  for (char c : s) {
-    const auto u = static_cast<unsigned char>(c);
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (u < 0x20) {
-          static const char* kHex = "0123456789abcdef";
-          out += "\\u00";
-          out.push_back(kHex[u >> 4]);
-          out.push_back(kHex[u & 15]);
-        } else {
-          out.push_back(c);
-        }
-    }
-  }
+  append_json_escaped(out, s);
   out.push_back('"');
   return out;
 }
