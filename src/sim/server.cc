@@ -78,6 +78,17 @@ struct SimEngineHost {
     if (idle) idle->cancel();
   }
 
+  // Publishes the engine's pending KV events as one batch, if there are any (vLLM: at most one
+  // batch per engine step, only when non-empty).
+  void publish_events() {
+    auto events = engine->take_events();
+    if (events.empty() || !publisher) return;
+    kv_events::EventBatch batch;
+    batch.ts = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+    batch.events = std::move(events);
+    publisher->publish(batch);
+  }
+
   net::awaitable<void> step_loop() {
     auto ex = co_await net::this_coro::executor;
     idle = std::make_unique<net::steady_timer>(ex);
@@ -92,13 +103,7 @@ struct SimEngineHost {
       }
       const double now_s = std::chrono::duration<double>(Clock::now() - t0).count();
       StepResult r = engine->step(now_s);
-      auto events = engine->take_events();
-      if (!events.empty() && publisher) {
-        kv_events::EventBatch batch;
-        batch.ts = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-        batch.events = std::move(events);
-        publisher->publish(batch);
-      }
+      publish_events();
       const double d = opts->time_scale > 0 ? r.duration_s / opts->time_scale : 0;
       if (d > 0) {
         step_timer.expires_after(std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(d)));
@@ -180,15 +185,7 @@ struct SimEngineHost {
       co_await w.send(200, "application/json", std::move(body), none);
     } else if (path == "/reset_prefix_cache" && req.method == "POST") {
       const bool ok = engine->reset_prefix_cache();
-      if (ok) {
-        auto events = engine->take_events();
-        if (!events.empty() && publisher) {
-          kv_events::EventBatch batch;
-          batch.ts = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-          batch.events = std::move(events);
-          publisher->publish(batch);
-        }
-      }
+      if (ok) publish_events();
       std::string body = ok ? "" : vllm_error(503, "cannot reset the prefix cache while requests are running");
       co_await w.send(ok ? 200 : 503, "application/json", std::move(body), none);
     } else if (path == "/tokenize" && req.method == "POST") {

@@ -151,6 +151,8 @@ class U64Map {
 // Byte offset of the first invalid UTF-8 sequence (overlong forms, surrogates and code points above
 // U+10FFFF are invalid), or npos.
 std::size_t find_invalid_utf8(std::string_view s);
+// Appends the UTF-8 encoding of code point `cp`.
+void append_utf8(std::string& out, std::uint32_t cp);
 // Length of the UTF-8 sequence starting at i of a valid string.
 inline std::size_t utf8_sequence_length(std::string_view s, std::size_t i) {
   const auto b = static_cast<unsigned char>(s[i]);

@@ -4,26 +4,10 @@
 #include <array>
 #include <random>
 
+#include "tokenizer/internal.h"
+
 namespace kvroute::tokenizer::testing_corpus {
 namespace {
-
-void append_utf8(std::string& out, std::uint32_t cp) {
-  if (cp < 0x80) {
-    out.push_back(static_cast<char>(cp));
-  } else if (cp < 0x800) {
-    out.push_back(static_cast<char>(0xC0 | (cp >> 6)));
-    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  } else if (cp < 0x10000) {
-    out.push_back(static_cast<char>(0xE0 | (cp >> 12)));
-    out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  } else {
-    out.push_back(static_cast<char>(0xF0 | (cp >> 18)));
-    out.push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  }
-}
 
 // Fixed fragments: prose, code, contractions, special-token look-alikes, scripts, emoji, odd whitespace.
 const char* const kFragments[] = {
@@ -99,7 +83,7 @@ class Gen {
         const std::size_t n = 1 + next(12);
         for (std::size_t i = 0; i < n; ++i) {
           const Range& r = kRanges[next(kRanges.size())];
-          append_utf8(out, r.lo + static_cast<std::uint32_t>(next(r.hi - r.lo + 1)));
+          internal::append_utf8(out, r.lo + static_cast<std::uint32_t>(next(r.hi - r.lo + 1)));
         }
         break;
       }
@@ -124,19 +108,19 @@ class Gen {
       }
       case 8: {  // emoji ZWJ sequences and modifiers
         const std::uint32_t base[] = {0x1F468, 0x1F469, 0x1F9D1, 0x1F466, 0x2764, 0x1F3F3};
-        append_utf8(out, base[next(6)]);
-        if (next(2)) append_utf8(out, 0x1F3FB + static_cast<std::uint32_t>(next(5)));
+        internal::append_utf8(out, base[next(6)]);
+        if (next(2)) internal::append_utf8(out, 0x1F3FB + static_cast<std::uint32_t>(next(5)));
         if (next(2)) {
-          append_utf8(out, 0x200D);
-          append_utf8(out, base[next(6)]);
+          internal::append_utf8(out, 0x200D);
+          internal::append_utf8(out, base[next(6)]);
         }
-        if (next(3) == 0) append_utf8(out, 0xFE0F);
+        if (next(3) == 0) internal::append_utf8(out, 0xFE0F);
         break;
       }
       case 9: {  // combining marks stacked on letters
         out.push_back(static_cast<char>('a' + next(26)));
         const std::size_t n = next(4);
-        for (std::size_t i = 0; i < n; ++i) append_utf8(out, 0x300 + static_cast<std::uint32_t>(next(0x70)));
+        for (std::size_t i = 0; i < n; ++i) internal::append_utf8(out, 0x300 + static_cast<std::uint32_t>(next(0x70)));
         break;
       }
       case 10: {  // special tokens spelled in text, whole or broken

@@ -43,24 +43,6 @@ std::array<std::uint32_t, 256> byte_to_codepoint() {
   return m;
 }
 
-void append_utf8(std::string& out, std::uint32_t cp) {
-  if (cp < 0x80) {
-    out.push_back(static_cast<char>(cp));
-  } else if (cp < 0x800) {
-    out.push_back(static_cast<char>(0xC0 | (cp >> 6)));
-    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  } else if (cp < 0x10000) {
-    out.push_back(static_cast<char>(0xE0 | (cp >> 12)));
-    out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  } else {
-    out.push_back(static_cast<char>(0xF0 | (cp >> 18)));
-    out.push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  }
-}
-
 // Decodes the code points of a valid UTF-8 string.
 template <typename F>
 void for_each_codepoint(std::string_view s, F&& f) {
@@ -509,7 +491,7 @@ Status parse_model(const element& root, Tokenizer::Impl& impl) {
   impl.byte_id.fill(kNone);
   for (int b = 0; b < 256; ++b) {
     std::string s;
-    append_utf8(s, cp_of_byte[b]);
+    internal::append_utf8(s, cp_of_byte[b]);
     if (const auto* id = impl.vocab.find(s)) impl.byte_id[b] = *id;
   }
 
