@@ -1,6 +1,6 @@
 # kvroute_cc_library / kvroute_cc_test / kvroute_cc_bench / kvroute_cc_fuzz: one way to declare targets.
 
-set(KVROUTE_WARNINGS -Wall -Wextra -Wpedantic -Wshadow=local -Wnon-virtual-dtor -Wcast-align
+set(KVROUTE_WARNINGS -Wall -Wextra -Wpedantic $<$<CXX_COMPILER_ID:GNU>:-Wshadow=local> -Wnon-virtual-dtor -Wcast-align
     -Wunused -Woverloaded-virtual -Wimplicit-fallthrough -Wno-missing-field-initializers
     -Wno-mismatched-new-delete)  # GCC 12 false positive on Asio coroutine frames
 if(KVROUTE_WERROR)
@@ -50,13 +50,18 @@ function(kvroute_cc_bench name)
   endif()
 endfunction()
 
-# libFuzzer targets build only with clang (-DKVROUTE_FUZZ=ON -DCMAKE_CXX_COMPILER=clang++-14).
+# libFuzzer targets build only with clang (scripts/fuzz.sh: -DKVROUTE_FUZZ=ON with clang++-14). Every
+# translation unit then carries coverage instrumentation, so the libraries under test are fuzzed with
+# feedback, not only the entry points.
+if(KVROUTE_FUZZ)
+  add_compile_options(-fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer)
+  add_link_options(-fsanitize=address,undefined)
+endif()
 function(kvroute_cc_fuzz name)
   cmake_parse_arguments(ARG "" "" "SRCS;DEPS" ${ARGN})
   if(KVROUTE_FUZZ)
     add_executable(${name} ${ARG_SRCS})
-    target_compile_options(${name} PRIVATE -fsanitize=fuzzer,address,undefined)
-    target_link_options(${name} PRIVATE -fsanitize=fuzzer,address,undefined)
+    target_link_options(${name} PRIVATE -fsanitize=fuzzer)
     target_link_libraries(${name} PRIVATE ${ARG_DEPS})
   endif()
 endfunction()

@@ -7,9 +7,17 @@
 //   KVROUTE_TRY(auto n, parse(s));   // returns the error to the caller on failure
 #pragma once
 
-#include <expected>
 #include <string>
+#include <type_traits>
 #include <utility>
+#include <version>
+
+#if defined(__cpp_lib_expected) && __cpp_lib_expected >= 202202L
+#include <expected>
+#define KVROUTE_STD_EXPECTED 1
+#else
+#include "common/internal/expected_fallback.h"  // clang 14 + libstdc++ 12 (fuzz builds)
+#endif
 
 namespace kvroute {
 
@@ -34,12 +42,31 @@ struct Error {
   static Error internal(std::string m) { return {Kind::kInternal, std::move(m)}; }
 };
 
+// Expected<T, E> / Unexpected<E>: std::expected where the standard library has it, else the fallback.
+#ifdef KVROUTE_STD_EXPECTED
+template <typename T, typename E>
+using Expected = std::expected<T, E>;
+template <typename E>
+using Unexpected = std::unexpected<E>;
+#else
+template <typename T, typename E>
+using Expected = internal::Expected<T, E>;
+template <typename E>
+using Unexpected = internal::Unexpected<E>;
+#endif
+
+// make_unexpected(e): the error alternative of any Expected<T, decltype(e)>.
+template <typename E>
+Unexpected<std::decay_t<E>> make_unexpected(E&& e) {
+  return Unexpected<std::decay_t<E>>(std::forward<E>(e));
+}
+
 template <typename T>
-using Result = std::expected<T, Error>;
+using Result = Expected<T, Error>;
 
-using Status = std::expected<void, Error>;
+using Status = Expected<void, Error>;
 
-inline std::unexpected<Error> fail(Error e) { return std::unexpected<Error>(std::move(e)); }
+inline Unexpected<Error> fail(Error e) { return Unexpected<Error>(std::move(e)); }
 
 }  // namespace kvroute
 
@@ -47,7 +74,7 @@ inline std::unexpected<Error> fail(Error e) { return std::unexpected<Error>(std:
 #define KVROUTE_CONCAT(a, b) KVROUTE_CONCAT_INNER(a, b)
 #define KVROUTE_TRY_IMPL(tmp, decl, expr)              \
   auto tmp = (expr);                                   \
-  if (!tmp) return std::unexpected(std::move(tmp.error())); \
+  if (!tmp) return ::kvroute::make_unexpected(std::move(tmp.error())); \
   decl = std::move(*tmp)
 // KVROUTE_TRY(decl, expr): evaluates expr (a Result); on error returns it, else binds the value.
 #define KVROUTE_TRY(decl, expr) KVROUTE_TRY_IMPL(KVROUTE_CONCAT(kvroute_try_, __LINE__), decl, expr)

@@ -132,10 +132,10 @@ void Exchange::cancel() {
   }
 }
 
-net::awaitable<std::expected<std::string_view, UpstreamFailure>> Exchange::read_some() {
+net::awaitable<Expected<std::string_view, UpstreamFailure>> Exchange::read_some() {
   auto& im = *impl_;
   for (;;) {
-    if (im.cancelled) co_return std::unexpected(UpstreamFailure{UpstreamError::kCancelled, "cancelled"});
+    if (im.cancelled) co_return make_unexpected(UpstreamFailure{UpstreamError::kCancelled, "cancelled"});
     if (im.finished || im.parser.is_done()) {
       if (!im.finished) {
         im.finished = true;
@@ -148,18 +148,18 @@ net::awaitable<std::expected<std::string_view, UpstreamFailure>> Exchange::read_
     body.size = im.buf.size();
     im.conn->stream.expires_after(im.idle_timeout);
     auto [ec, n] = co_await bhttp::async_read_some(im.conn->stream, im.conn->buffer, im.parser, kTuple);
-    if (im.cancelled) co_return std::unexpected(UpstreamFailure{UpstreamError::kCancelled, "cancelled"});
+    if (im.cancelled) co_return make_unexpected(UpstreamFailure{UpstreamError::kCancelled, "cancelled"});
     if (ec == bhttp::error::need_buffer) ec = {};
     if (ec) {
       im.conn.reset();
       im.finished = true;
       if (ec == beast::error::timeout) {
-        co_return std::unexpected(UpstreamFailure{UpstreamError::kTimeout, "upstream went silent"});
+        co_return make_unexpected(UpstreamFailure{UpstreamError::kTimeout, "upstream went silent"});
       }
       if (ec == net::error::operation_aborted) {
-        co_return std::unexpected(UpstreamFailure{UpstreamError::kCancelled, "cancelled"});
+        co_return make_unexpected(UpstreamFailure{UpstreamError::kCancelled, "cancelled"});
       }
-      co_return std::unexpected(
+      co_return make_unexpected(
           UpstreamFailure{UpstreamError::kReset, "upstream broke mid-response: " + ec.message()});
     }
     std::size_t produced = im.buf.size() - body.size;
@@ -167,15 +167,15 @@ net::awaitable<std::expected<std::string_view, UpstreamFailure>> Exchange::read_
   }
 }
 
-net::awaitable<std::expected<std::string, UpstreamFailure>> Exchange::read_all(std::size_t limit) {
+net::awaitable<Expected<std::string, UpstreamFailure>> Exchange::read_all(std::size_t limit) {
   std::string out;
   for (;;) {
     auto piece = co_await read_some();
-    if (!piece) co_return std::unexpected(piece.error());
+    if (!piece) co_return make_unexpected(piece.error());
     if (piece->empty()) co_return out;
     if (out.size() + piece->size() > limit) {
       cancel();
-      co_return std::unexpected(UpstreamFailure{UpstreamError::kProtocol, "upstream body over the limit"});
+      co_return make_unexpected(UpstreamFailure{UpstreamError::kProtocol, "upstream body over the limit"});
     }
     out.append(*piece);
   }
@@ -196,14 +196,14 @@ void ConnectionPool::release(std::unique_ptr<Conn> c, const Endpoint& ep) {
   ++idle_->count;
 }
 
-net::awaitable<std::expected<Exchange, UpstreamFailure>> ConnectionPool::start(
+net::awaitable<Expected<Exchange, UpstreamFailure>> ConnectionPool::start(
     const Endpoint& ep, std::string_view method, std::string_view target, const Headers& headers,
     std::string_view body, CancelToken* cancel) {
   return start_with(ep, method, target, headers, body, opts_.first_byte_timeout, opts_.idle_timeout,
                     cancel);
 }
 
-net::awaitable<std::expected<Exchange, UpstreamFailure>> ConnectionPool::start_with(
+net::awaitable<Expected<Exchange, UpstreamFailure>> ConnectionPool::start_with(
     const Endpoint& ep, std::string_view method, std::string_view target, const Headers& headers,
     std::string_view body, std::chrono::milliseconds first_byte_timeout,
     std::chrono::milliseconds idle_timeout, CancelToken* cancel) {
@@ -252,7 +252,7 @@ net::awaitable<std::expected<Exchange, UpstreamFailure>> ConnectionPool::start_w
         break;
       }
     }
-    if (cancel && cancel->cancelled) co_return std::unexpected(cancelled);
+    if (cancel && cancel->cancelled) co_return make_unexpected(cancelled);
     if (!conn) {
       auto& eps = idle_->resolved[key];
       if (eps.empty()) {
@@ -264,7 +264,7 @@ net::awaitable<std::expected<Exchange, UpstreamFailure>> ConnectionPool::start_w
           tcp::resolver resolver(ex_);
           auto [rec, results] = co_await resolver.async_resolve(ep.host, std::to_string(ep.port), kTuple);
           if (rec) {
-            co_return std::unexpected(UpstreamFailure{
+            co_return make_unexpected(UpstreamFailure{
                 UpstreamError::kConnect, fmt::format("cannot resolve {}: {}", ep.host, rec.message())});
           }
           for (const auto& r : results) eps.push_back(r.endpoint());
@@ -280,7 +280,7 @@ net::awaitable<std::expected<Exchange, UpstreamFailure>> ConnectionPool::start_w
       conn->stream.expires_after(std::min(opts_.connect_timeout, first_byte_timeout));
       auto [cec, cep] = co_await conn->stream.async_connect(eps, kTuple);
       if (cec) {
-        co_return std::unexpected(UpstreamFailure{
+        co_return make_unexpected(UpstreamFailure{
             UpstreamError::kConnect,
             fmt::format("connect to {} failed: {}", key, cec.message())});
       }
@@ -303,20 +303,20 @@ net::awaitable<std::expected<Exchange, UpstreamFailure>> ConnectionPool::start_w
       auto [hec, hn] = co_await bhttp::async_read_header(conn->stream, conn->buffer, impl->parser, kTuple);
       wec = hec;
     }
-    if (cancel && cancel->cancelled) co_return std::unexpected(cancelled);
+    if (cancel && cancel->cancelled) co_return make_unexpected(cancelled);
     if (wec) {
       const bool nothing_received = !impl->parser.got_some();
       if (wec == beast::error::timeout) {
-        co_return std::unexpected(UpstreamFailure{UpstreamError::kTimeout,
+        co_return make_unexpected(UpstreamFailure{UpstreamError::kTimeout,
                                                   fmt::format("no response from {} in time", key)});
       }
       if (nothing_received && reused) continue;  // a stale keep-alive connection: try a fresh one
       if (nothing_received || wec == bhttp::error::partial_message || wec == net::error::eof ||
           wec == net::error::connection_reset) {
-        co_return std::unexpected(
+        co_return make_unexpected(
             UpstreamFailure{UpstreamError::kReset, fmt::format("{} closed the connection: {}", key, wec.message())});
       }
-      co_return std::unexpected(UpstreamFailure{UpstreamError::kProtocol,
+      co_return make_unexpected(UpstreamFailure{UpstreamError::kProtocol,
                                                 fmt::format("bad response from {}: {}", key, wec.message())});
     }
     impl->pool = this;
@@ -328,16 +328,16 @@ net::awaitable<std::expected<Exchange, UpstreamFailure>> ConnectionPool::start_w
     for (const auto& f : msg) impl->headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
     co_return Exchange(std::move(impl));
   }
-  co_return std::unexpected(UpstreamFailure{UpstreamError::kReset, "upstream closed the connection"});
+  co_return make_unexpected(UpstreamFailure{UpstreamError::kReset, "upstream closed the connection"});
 }
 
-net::awaitable<std::expected<std::pair<int, std::string>, UpstreamFailure>> ConnectionPool::get(
+net::awaitable<Expected<std::pair<int, std::string>, UpstreamFailure>> ConnectionPool::get(
     const Endpoint& ep, std::string_view target, std::chrono::milliseconds timeout, std::size_t limit) {
   const Headers none;
   auto ex = co_await start_with(ep, "GET", target, none, {}, timeout, timeout, nullptr);
-  if (!ex) co_return std::unexpected(ex.error());
+  if (!ex) co_return make_unexpected(ex.error());
   auto body = co_await ex->read_all(limit);
-  if (!body) co_return std::unexpected(body.error());
+  if (!body) co_return make_unexpected(body.error());
   co_return std::pair<int, std::string>(ex->status(), std::move(*body));
 }
 

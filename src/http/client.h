@@ -85,9 +85,9 @@ class Exchange {
   const Headers& headers() const;
   // Next piece of the body; an empty string at the end of the body. The view stays valid until
   // the next call.
-  net::awaitable<std::expected<std::string_view, UpstreamFailure>> read_some();
+  net::awaitable<Expected<std::string_view, UpstreamFailure>> read_some();
   // Reads the rest of the body (bounded by `limit` bytes).
-  net::awaitable<std::expected<std::string, UpstreamFailure>> read_all(std::size_t limit);
+  net::awaitable<Expected<std::string, UpstreamFailure>> read_all(std::size_t limit);
   // Aborts the exchange now (from the same thread, e.g. when the client left); a pending
   // read_some() completes with kCancelled and the connection is closed, not pooled.
   void cancel();
@@ -107,7 +107,7 @@ class ConnectionPool {
   ConnectionPool& operator=(const ConnectionPool&) = delete;
 
   // Sends `method target` with `headers` and `body` to `ep` and waits for the response head.
-  net::awaitable<std::expected<Exchange, UpstreamFailure>> start(const Endpoint& ep,
+  net::awaitable<Expected<Exchange, UpstreamFailure>> start(const Endpoint& ep,
                                                                   std::string_view method,
                                                                   std::string_view target,
                                                                   const Headers& headers,
@@ -115,7 +115,7 @@ class ConnectionPool {
                                                                   CancelToken* cancel = nullptr);
 
   // A one-shot GET returning (status, body), bounded in size and time; for health checks and scrapes.
-  net::awaitable<std::expected<std::pair<int, std::string>, UpstreamFailure>> get(
+  net::awaitable<Expected<std::pair<int, std::string>, UpstreamFailure>> get(
       const Endpoint& ep, std::string_view target, std::chrono::milliseconds timeout,
       std::size_t limit = 4 * 1024 * 1024);
 
@@ -125,7 +125,7 @@ class ConnectionPool {
  private:
   friend class Exchange;
   struct Conn;
-  net::awaitable<std::expected<Exchange, UpstreamFailure>> start_with(
+  net::awaitable<Expected<Exchange, UpstreamFailure>> start_with(
       const Endpoint& ep, std::string_view method, std::string_view target, const Headers& headers,
       std::string_view body, std::chrono::milliseconds first_byte_timeout,
       std::chrono::milliseconds idle_timeout, CancelToken* cancel);

@@ -874,7 +874,6 @@ const char* decode_batch_into(std::string_view bytes, DecodedBatch& out) {
   return nullptr;
 }
 
-#ifndef KVROUTE_NO_EXPECTED_DEFINITIONS
 Result<DecodedBatch> decode_batch(std::string_view bytes) {
   DecodedBatch d;
   if (const char* err = decode_batch_into(bytes, d))
@@ -889,6 +888,5 @@ Result<std::uint64_t> decode_hash(std::string_view bytes) {
   if (!r.at_end()) return fail(Error::invalid("hash: trailing bytes"));
   return v;
 }
-#endif
 
 }  // namespace kvroute::kv_events

@@ -22,9 +22,7 @@
 #include <string_view>
 
 #include "kv_events/event.h"
-#ifndef KVROUTE_NO_EXPECTED_DEFINITIONS
 #include "common/result.h"
-#endif
 
 namespace kvroute::kv_events {
 
@@ -54,12 +52,9 @@ struct DecodedBatch {
 inline constexpr int kMaxDepth = 32;  // nesting of skipped values / extra_keys entries
 
 // Decodes into a caller-owned object (reset first); returns nullptr on success, else a static
-// message. For hot loops and for builds where std::expected is unusable (clang 14 fuzzing).
+// message. For hot loops: the caller reuses one DecodedBatch.
 const char* decode_batch_into(std::string_view bytes, DecodedBatch& out);
 
-// clang 14 cannot compile libstdc++ 12's std::expected; the fuzz build defines
-// KVROUTE_NO_EXPECTED_DEFINITIONS and uses decode_batch_into only.
-#ifndef KVROUTE_NO_EXPECTED_DEFINITIONS
 // Decodes one msgpack EventBatch. Trailing bytes after the batch are an error.
 Result<DecodedBatch> decode_batch(std::string_view bytes);
 
@@ -67,6 +62,5 @@ Result<DecodedBatch> decode_batch(std::string_view bytes);
 // reinterpreted as uint64, bin = its last 8 bytes big-endian (all bytes when shorter).
 // Exposed for tests; `bytes` must hold exactly one msgpack value.
 Result<std::uint64_t> decode_hash(std::string_view bytes);
-#endif
 
 }  // namespace kvroute::kv_events

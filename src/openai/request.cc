@@ -9,12 +9,12 @@ namespace {
 using simdjson::dom::element;
 using simdjson::dom::element_type;
 
-std::unexpected<ParseError> bad(std::string msg, std::string param = {}) {
-  return std::unexpected(ParseError{std::move(msg), std::move(param)});
+Unexpected<ParseError> bad(std::string msg, std::string param = {}) {
+  return make_unexpected(ParseError{std::move(msg), std::move(param)});
 }
 
 // Collects the text of a message's content: a string, null, or an array of parts with "text".
-std::expected<std::string, ParseError> content_text(element content, std::size_t index) {
+Expected<std::string, ParseError> content_text(element content, std::size_t index) {
   switch (content.type()) {
     case element_type::STRING: return std::string(std::string_view(content.get_string().value_unsafe()));
     case element_type::NULL_VALUE: return std::string();
@@ -38,7 +38,7 @@ std::expected<std::string, ParseError> content_text(element content, std::size_t
 
 }  // namespace
 
-std::expected<ParsedRequest, ParseError> parse_request(Endpoint endpoint, std::string_view body) {
+Expected<ParsedRequest, ParseError> parse_request(Endpoint endpoint, std::string_view body) {
   thread_local simdjson::dom::parser parser;
   ParsedRequest out;
   out.endpoint = endpoint;
@@ -130,7 +130,7 @@ std::expected<ParsedRequest, ParseError> parse_request(Endpoint endpoint, std::s
       msg.role = std::string(std::string_view(role.get_string().value_unsafe()));
       if (auto content = m["content"]; !content.error()) {
         auto text = content_text(content.value_unsafe(), i);
-        if (!text) return std::unexpected(text.error());
+        if (!text) return make_unexpected(text.error());
         msg.content = std::move(*text);
       }
       out.routing_text += msg.role;

@@ -45,6 +45,6 @@ struct ParseError {
   std::string param;  // the offending field, may be empty
 };
 
-std::expected<ParsedRequest, ParseError> parse_request(Endpoint endpoint, std::string_view body);
+Expected<ParsedRequest, ParseError> parse_request(Endpoint endpoint, std::string_view body);
 
 }  // namespace kvroute::openai

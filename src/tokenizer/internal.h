@@ -20,7 +20,7 @@
 #define KVROUTE_TOK_CHECK(expr)                                                   \
   do {                                                                            \
     if (auto kvroute_tok_status = (expr); !kvroute_tok_status)                    \
-      return std::unexpected(std::move(kvroute_tok_status.error()));              \
+      return ::kvroute::make_unexpected(std::move(kvroute_tok_status.error()));    \
   } while (false)
 
 namespace kvroute::tokenizer::internal {
