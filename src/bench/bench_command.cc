@@ -211,9 +211,18 @@ void add_bench_command(CLI::App& app, int& exit_code) {
       ->capture_default_str();
   cmp->add_option("--num-gpu-blocks", sim->engine.num_gpu_blocks, "KV blocks per engine")->capture_default_str();
   cmp->add_option("--plots", *plots, "Write PNG plots (gnuplot) into DIR");
+  auto targets = std::make_shared<std::vector<std::string>>();
+  auto engine_urls = std::make_shared<std::vector<std::string>>();
+  auto no_reset = std::make_shared<bool>(false);
+  cmp->add_option("--target", *targets,
+                  "A running router to measure instead of in-process policies: NAME=URL or URL (repeatable)");
+  cmp->add_option("--engine-url,--backend-metrics", *engine_urls,
+                  "With --target: an engine behind the routers (its /metrics give hit rate and load; repeatable)");
+  cmp->add_flag("--no-reset-prefix-cache", *no_reset,
+                "With --target: do not POST /reset_prefix_cache to the engines before each target");
   add_common_flags(cmp, *cf);
 
-  cmp->callback([cf, cmp_policies, plots, sim, &exit_code] {
+  cmp->callback([cf, cmp_policies, plots, sim, targets, engine_urls, no_reset, &exit_code] {
     if (!finish_common(*cf)) {
       exit_code = 2;
       return;
@@ -227,6 +236,17 @@ void add_bench_command(CLI::App& app, int& exit_code) {
     }
     CompareOptions co;
     co.policies = split_list(*cmp_policies);
+    for (const auto& spec : *targets) {
+      auto t = parse_target(spec);
+      if (!t) {
+        fmt::print(stderr, "kvroute bench compare: {}\n", t.error().message);
+        exit_code = 2;
+        return;
+      }
+      co.targets.push_back(std::move(*t));
+    }
+    co.engine_urls = *engine_urls;
+    co.reset_prefix_cache = !*no_reset;
     co.sim = *sim;
     co.load = cf->load;
     co.summary.block_size = cf->block_size;
@@ -240,9 +260,12 @@ void add_bench_command(CLI::App& app, int& exit_code) {
       exit_code = 2;
       return;
     }
-    const std::string extra = fmt::format(
-        R"("workload":"{}","engines":{},"preset":"{}","time_scale":{},"num_gpu_blocks":{})", cf->wl.name,
-        sim->engines, sim->preset, sim->time_scale, sim->engine.num_gpu_blocks);
+    const std::string extra =
+        co.targets.empty()
+            ? fmt::format(R"("workload":"{}","engines":{},"preset":"{}","time_scale":{},"num_gpu_blocks":{})",
+                          cf->wl.name, sim->engines, sim->preset, sim->time_scale, sim->engine.num_gpu_blocks)
+            : fmt::format(R"("workload":"{}","engines":{},"targets":{})", cf->wl.name, engine_urls->size(),
+                          co.targets.size());
     exit_code = print_compare(*runs, cf->json_path, *plots, extra);
   });
 

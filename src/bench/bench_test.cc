@@ -364,6 +364,63 @@ TEST(LoadGen, MultiTurnThroughProxyWithSessionsAndBackends) {
   EXPECT_NE(markdown_table({r.summary}).find("| round-robin |"), std::string::npos);
 }
 
+TEST(Compare, ParsesTargets) {
+  auto named = parse_target("kvroute=http://127.0.0.1:8080");
+  ASSERT_TRUE(named) << named.error().message;
+  EXPECT_EQ(named->name, "kvroute");
+  EXPECT_EQ(named->url, "http://127.0.0.1:8080");
+  auto bare = parse_target("http://10.0.0.7:9000/");
+  ASSERT_TRUE(bare) << bare.error().message;
+  EXPECT_EQ(bare->name, "10.0.0.7:9000");
+  EXPECT_FALSE(parse_target("gw=https://example:443"));  // https: a clear error, not a silent miss
+  EXPECT_FALSE(parse_target("=http://127.0.0.1:1"));
+  EXPECT_FALSE(parse_target("nonsense"));
+}
+
+// Routers given by URL: the same engine measured twice as two "targets". With the prefix caches reset
+// before each target the second run sees exactly the first run's hits; without the reset it inherits the
+// first run's cache and hits more. Per-target names, counters and load come back from the engines.
+TEST(Compare, TargetsByUrlResetEngineCachesBetweenRuns) {
+  sim::SimCluster cluster(fast_sim(1));
+  ASSERT_TRUE(cluster.start());
+  const std::string url = cluster.endpoints()[0].url;
+  auto wl = make_shared_prefix(small_shared_prefix());
+  ASSERT_TRUE(wl);
+  CompareOptions co;
+  co.targets = {{"first", url}, {"second", url}};
+  co.engine_urls = {url};
+  co.load.concurrency = 1;
+  co.load.max_requests = 12;
+  co.load.duration = 20s;
+  co.load.progress = false;
+  auto runs = run_compare(*wl, co);
+  ASSERT_TRUE(runs) << runs.error().message;
+  ASSERT_EQ(runs->size(), 2u);
+  for (const auto& r : *runs) {
+    ASSERT_TRUE(r.error.empty()) << r.error;
+    EXPECT_TRUE(r.run.warnings.empty()) << r.run.warnings.front();
+    EXPECT_EQ(r.summary.completed, 12u);
+    ASSERT_TRUE(r.summary.engine_counters);
+    ASSERT_EQ(r.summary.backends.size(), 1u);
+    EXPECT_EQ(r.summary.backends[0].requests, 12u);
+  }
+  EXPECT_EQ((*runs)[0].summary.label, "first");
+  EXPECT_EQ((*runs)[1].summary.label, "second");
+  EXPECT_GT((*runs)[0].summary.engine_hits, 0);
+  EXPECT_EQ((*runs)[1].summary.engine_hits, (*runs)[0].summary.engine_hits);
+
+  co.reset_prefix_cache = false;
+  co.targets = {{"warm", url}};
+  auto warm = run_compare(*wl, co);
+  ASSERT_TRUE(warm) << warm.error().message;
+  ASSERT_EQ(warm->size(), 1u);
+  EXPECT_GT((*warm)[0].summary.engine_hits, (*runs)[0].summary.engine_hits);
+
+  co.policies = {"round-robin"};
+  EXPECT_FALSE(run_compare(*wl, co));  // in-process policies and external targets do not mix
+  cluster.stop();
+}
+
 TEST(LoadGen, OpenLoopAndHardDeadlineCancelsInFlight) {
   sim::SimOptions so = fast_sim(1);
   so.preset = "llama-3.1-8b-h100";  // real-time steps: 400 output tokens take seconds

@@ -6,6 +6,7 @@
 
 #include "common/log.h"
 #include "config/config.h"
+#include "http/client.h"
 #include "proxy/proxy.h"
 #include "routing/policy.h"
 
@@ -26,7 +27,55 @@ std::vector<std::string> split_list(std::string_view s) {
   return out;
 }
 
+Result<CompareTarget> parse_target(std::string_view spec) {
+  CompareTarget t;
+  const std::size_t eq = spec.find('=');
+  const bool named = eq != std::string_view::npos && spec.substr(0, eq).find("://") == std::string_view::npos;
+  t.url = std::string(named ? spec.substr(eq + 1) : spec);
+  if (t.url.find("://") == std::string::npos)
+    return fail(Error::invalid("--target '" + std::string(spec) + "': expected NAME=http://host:port"));
+  auto ep = http::parse_http_url(t.url);
+  if (!ep) return fail(Error::invalid("--target '" + std::string(spec) + "': " + ep.error().message));
+  t.name = named ? std::string(spec.substr(0, eq)) : fmt::format("{}:{}", ep->host, ep->port);
+  if (t.name.empty()) return fail(Error::invalid("--target '" + std::string(spec) + "': empty name"));
+  return t;
+}
+
+namespace {
+
+Result<std::vector<CompareRun>> run_targets(const Workload& workload, const CompareOptions& o) {
+  if (!o.policies.empty()) return fail(Error::invalid("--policies and --target cannot be combined"));
+  std::vector<CompareRun> out;
+  for (const auto& target : o.targets) {
+    CompareRun cr;
+    cr.policy = target.name;
+    if (o.on_start) o.on_start(target.name);
+    const auto t0 = std::chrono::steady_clock::now();
+    LoadOptions lo = o.load;
+    lo.url = target.url;
+    lo.backend_metrics = o.engine_urls;
+    lo.reset_prefix_cache = o.reset_prefix_cache && !o.engine_urls.empty();
+    if (lo.progress_label.empty()) lo.progress_label = fmt::format("{:<20} ", target.name);
+    auto run = run_load(workload, lo);
+    if (!run) {
+      cr.error = run.error().message;
+      out.push_back(std::move(cr));
+      continue;
+    }
+    cr.run = std::move(*run);
+    cr.summary = summarize(target.name, workload, cr.run, o.summary);
+    for (const auto& w : cr.run.warnings) cr.summary.errors.push_back(w);
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (o.on_done) o.on_done(target.name, cr.summary, secs);
+    out.push_back(std::move(cr));
+  }
+  return out;
+}
+
+}  // namespace
+
 Result<std::vector<CompareRun>> run_compare(const Workload& workload, const CompareOptions& o) {
+  if (!o.targets.empty()) return run_targets(workload, o);
   std::vector<std::string> policies = o.policies.empty() ? routing::policy_names() : o.policies;
   if (o.sim.engines < 1) return fail(Error::invalid("--engines must be at least 1"));
   if (!o.proxy_log_level.empty()) set_log_level(o.proxy_log_level);  // the in-process router logs per request

@@ -4,6 +4,10 @@
 // SimCluster (same options, empty caches) and a Proxy with that policy in front of it, run the same
 // workload through the proxy, and summarize (the engines' /metrics are scraped before and after,
 // so hit rates and load are ground truth from the engines).
+// Or, with `targets`, run the workload through routers that are already running (any OpenAI-compatible
+// URL: kvroute, llm-d's gateway, another router) one after the other, in front of engines given by
+// URL: each engine's prefix cache is reset before each target (POST /reset_prefix_cache) so every
+// router starts cold, and the engines' counters give hit rate and load per target.
 // Thread-safety: run_compare() blocks the calling thread; the cluster and proxy run their own.
 #pragma once
 
@@ -19,8 +23,21 @@
 
 namespace kvroute::bench {
 
+// A router to measure, given by URL ("name=http://host:port" on the command line).
+struct CompareTarget {
+  std::string name;
+  std::string url;
+};
+
+// Parses "name=url" or a bare "url" (then the name is the URL's host:port).
+Result<CompareTarget> parse_target(std::string_view spec);
+
 struct CompareOptions {
   std::vector<std::string> policies;  // empty: every routing::policy_names()
+  // External routers: when non-empty, no engine or router is started; `policies` must be empty.
+  std::vector<CompareTarget> targets;
+  std::vector<std::string> engine_urls;  // the targets' engines (/metrics, /reset_prefix_cache)
+  bool reset_prefix_cache = true;        // targets: reset every engine's prefix cache before each target
   sim::SimOptions sim;                // ports and KV-event endpoints are forced to OS-picked ones
   bool kv_events = true;              // engines publish KV events; backends get their endpoints
   LoadOptions load;                   // url and backend_metrics are set per run
@@ -33,7 +50,7 @@ struct CompareOptions {
 };
 
 struct CompareRun {
-  std::string policy;
+  std::string policy;  // or the target's name
   std::string error;  // the run could not start (policy unknown or misconfigured)
   Summary summary;
   RunResult run;

@@ -324,6 +324,23 @@ struct Runner {
     co_return c;
   }
 
+  // vLLM's POST /reset_prefix_cache (a vLLM engine serves it with VLLM_SERVER_DEV_MODE=1; the simulator
+  // always). Returns an empty string on success, else why not.
+  net::awaitable<std::string> reset_prefix_cache(const std::string& url) {
+    auto e = http::parse_http_url(url);
+    if (!e) co_return e.error().message;
+    const http::Endpoint rep = *e;
+    const http::Headers headers;
+    const std::string_view method = "POST";
+    const std::string_view target = "/reset_prefix_cache";
+    auto ex = co_await pool.start(rep, method, target, headers, std::string_view{});
+    if (!ex) co_return ex.error().message;
+    auto body = co_await ex->read_all(1 << 16);
+    if (!body) co_return body.error().message;
+    if (ex->status() != 200) co_return fmt::format("HTTP {}", ex->status());
+    co_return std::string();
+  }
+
   net::awaitable<void> discover_model() {
     const std::string_view target = "/v1/models";
     const std::chrono::milliseconds timeout(5000);
@@ -342,6 +359,12 @@ struct Runner {
 
   net::awaitable<void> main(RunResult& out) {
     if (model.empty()) co_await discover_model();
+    if (opts.reset_prefix_cache) {
+      for (const auto& u : opts.backend_metrics) {
+        std::string err = co_await reset_prefix_cache(u);
+        if (!err.empty()) out.warnings.push_back(fmt::format("{}: /reset_prefix_cache failed: {}", u, err));
+      }
+    }
     std::vector<EngineCounters> before;
     for (const auto& u : opts.backend_metrics) {
       EngineCounters c = co_await scrape(u);

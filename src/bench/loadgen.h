@@ -11,7 +11,8 @@
 // cached tokens) and the backend named by an `x-kvroute-backend` response header.
 // The run is bounded by max_requests and by `duration`: at the deadline, waiting sessions stop and
 // in-flight requests are cancelled (recorded as cancelled).
-// With backend metrics URLs, each engine's /metrics is scraped before and after (vLLM names).
+// With backend metrics URLs, each engine's /metrics is scraped before and after (vLLM names); optionally
+// each engine's prefix cache is reset first (vLLM's POST /reset_prefix_cache, dev mode in vLLM).
 //
 // Thread-safety: run_load() blocks the calling thread and owns everything it uses.
 #pragma once
@@ -37,6 +38,7 @@ struct LoadOptions {
   std::chrono::milliseconds duration{600000};  // hard stop
   std::uint64_t seed = 1;          // arrival process
   std::vector<std::string> backend_metrics;  // engine base URLs to scrape /metrics from
+  bool reset_prefix_cache = false;  // POST /reset_prefix_cache to each backend_metrics URL before the run
   std::string session_header = "x-session-id";
   bool progress = true;            // progress bar on stderr (only when it is a terminal)
   std::string progress_label;      // shown before the bar
@@ -91,6 +93,7 @@ struct RunResult {
   std::string model;
   double wall_s = 0;
   bool hit_deadline = false;
+  std::vector<std::string> warnings;  // e.g. an engine that refused /reset_prefix_cache
 };
 
 // Runs the workload. Errors only for unusable options (bad URL); failed requests are records.
