@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
+#include <filesystem>
 #include <fstream>
 
 #include "bench/compare.h"
@@ -27,6 +29,7 @@ struct CommonFlags {
   std::string duration = "600s";
   std::string think = "1s";
   std::string json_path;
+  std::string records_path;
   std::uint64_t capacity_blocks = 0;
   std::uint32_t block_size = 0;  // 0: the engines' block size, else 16
   bool quiet = false;
@@ -70,6 +73,7 @@ void add_common_flags(CLI::App* cmd, CommonFlags& f) {
                   "Pooled KV capacity for the LRU bound (default: sum of the engines' num_gpu_blocks)");
   cmd->add_option("--block-size", f.block_size, "Tokens per KV block for the bounds (default: the engines', else 16)");
   cmd->add_option("--json", f.json_path, "Write the results as JSON to FILE");
+  cmd->add_option("--records", f.records_path, "Write every request (TTFT, cached tokens, backend, ...) as CSV to FILE");
   cmd->add_flag("--quiet", f.quiet, "No progress bar");
 }
 
@@ -122,6 +126,10 @@ int run_bench(CommonFlags& f, const std::vector<std::string>& metrics_urls, cons
   so.capacity_blocks = f.capacity_blocks;
   const Summary s = summarize(f.load.url, *wl, *run, so);
   std::fputs(text_report(s).c_str(), stdout);
+  if (!f.records_path.empty() && !write_file(f.records_path, records_csv(f.load.url, *run, true))) {
+    fmt::print(stderr, "kvroute bench: cannot write {}\n", f.records_path);
+    return 2;
+  }
   if (!f.json_path.empty() && !write_file(f.json_path, summaries_json({s}))) {
     fmt::print(stderr, "kvroute bench: cannot write {}\n", f.json_path);
     return 2;
@@ -140,7 +148,8 @@ int run_bench(CommonFlags& f, const std::vector<std::string>& metrics_urls, cons
 }
 
 int print_compare(const std::vector<CompareRun>& runs, const std::string& json_path, const std::string& plots_dir,
-                  const std::string& extra_json) {
+                  const std::string& extra_json, const std::string& records_path = {},
+                  const std::string& label_suffix = {}) {
   std::vector<Summary> sums;
   int rc = 0;
   for (const auto& r : runs) {
@@ -152,6 +161,21 @@ int print_compare(const std::vector<CompareRun>& runs, const std::string& json_p
     sums.push_back(r.summary);
   }
   std::fputs(markdown_table(sums).c_str(), stdout);
+  if (!records_path.empty()) {
+    // One CSV for the whole command: appended per comparison, the header written once.
+    const bool fresh = !std::filesystem::exists(records_path) || std::filesystem::file_size(records_path) == 0;
+    std::ofstream out(records_path, std::ios::binary | std::ios::app);
+    bool header = fresh;
+    for (const auto& r : runs) {
+      if (!r.error.empty()) continue;
+      out << records_csv(r.policy + label_suffix, r.run, header);
+      header = false;
+    }
+    if (!out) {
+      fmt::print(stderr, "cannot write {}\n", records_path);
+      return 2;
+    }
+  }
   if (!json_path.empty() && !write_file(json_path, summaries_json(sums, extra_json))) {
     fmt::print(stderr, "cannot write {}\n", json_path);
     return 2;
@@ -167,6 +191,61 @@ int print_compare(const std::vector<CompareRun>& runs, const std::string& json_p
       return 2;
     }
     for (const auto& p : *pngs) fmt::print(stderr, "wrote {}\n", p);
+  }
+  return rc;
+}
+
+// `bench compare --load-fractions`: measures capacity, then one comparison per fraction (open loop).
+int run_fractions(const WorkloadOptions& wopts, const Workload& wl, CompareOptions co, const std::string& list,
+                  int saturation, const std::string& json_path, const std::string& plots_dir,
+                  const std::string& records_path) {
+  std::vector<double> fs;
+  for (const auto& item : split_list(list)) {
+    char* end = nullptr;
+    const double f = std::strtod(item.c_str(), &end);
+    if (end == item.c_str() || *end != '\0' || !(f > 0) || f > 4) {
+      fmt::print(stderr, "kvroute bench compare: bad --load-fractions item '{}' (want numbers in (0, 4])\n", item);
+      return 2;
+    }
+    fs.push_back(f);
+  }
+  WorkloadOptions sat_opts = wopts;
+  sat_opts.mt_think_s = 0;  // capacity is what the engines sustain, not what think time allows
+  auto sat_wl = make_workload(sat_opts);
+  if (!sat_wl) {
+    fmt::print(stderr, "kvroute bench compare: {}\n", sat_wl.error().message);
+    return 2;
+  }
+  auto capacity = measure_capacity(*sat_wl, co, saturation);
+  if (!capacity) {
+    fmt::print(stderr, "kvroute bench compare: {}\n", capacity.error().message);
+    return 2;
+  }
+  fmt::print("capacity: {:.1f} req/s ({}, closed loop, {} users, no think time)\n\n", *capacity,
+             co.targets.empty() ? std::string("round-robin") : co.targets[0].name, saturation);
+  int rc = 0;
+  for (double f : fs) {
+    co.load.concurrency = 0;
+    co.load.rate = session_rate_for(wl, *capacity, f);
+    fmt::print("### {:.0f}% of capacity: {:.1f} req/s offered ({:.2f} sessions/s)\n\n", f * 100, *capacity * f,
+               co.load.rate);
+    std::fflush(stdout);
+    auto runs = run_compare(wl, co);
+    if (!runs) {
+      fmt::print(stderr, "kvroute bench compare: {}\n", runs.error().message);
+      return 2;
+    }
+    const std::string suffix = fmt::format("-{:.0f}", f * 100);
+    std::string jp = json_path;
+    if (!jp.empty()) {
+      const auto dot = jp.rfind('.');
+      jp = dot == std::string::npos || dot == 0 ? jp + suffix : jp.substr(0, dot) + suffix + jp.substr(dot);
+    }
+    const std::string extra = fmt::format(R"("workload":"{}","load_fraction":{},"capacity_rps":{:.2f},"rate":{:.4f})",
+                                          wopts.name, f, *capacity, co.load.rate);
+    rc = std::max(rc, print_compare(*runs, jp, plots_dir.empty() ? plots_dir : plots_dir + suffix, extra,
+                                    records_path, fmt::format("@{}", f)));
+    fmt::print("\n");
   }
   return rc;
 }
@@ -220,9 +299,15 @@ void add_bench_command(CLI::App& app, int& exit_code) {
                   "With --target: an engine behind the routers (its /metrics give hit rate and load; repeatable)");
   cmp->add_flag("--no-reset-prefix-cache", *no_reset,
                 "With --target: do not POST /reset_prefix_cache to the engines before each target");
+  auto fractions = std::make_shared<std::string>();
+  auto saturation = std::make_shared<int>(256);
+  cmp->add_option("--load-fractions", *fractions,
+                  "Open-loop runs at these fractions of the engines' capacity, e.g. 0.5,0.9 (capacity: round-robin's "
+                  "closed-loop throughput at --saturation-concurrency users, no think time)");
+  cmp->add_option("--saturation-concurrency", *saturation, "Users of the capacity run")->capture_default_str();
   add_common_flags(cmp, *cf);
 
-  cmp->callback([cf, cmp_policies, plots, sim, targets, engine_urls, no_reset, &exit_code] {
+  cmp->callback([cf, cmp_policies, plots, sim, targets, engine_urls, no_reset, fractions, saturation, &exit_code] {
     if (!finish_common(*cf)) {
       exit_code = 2;
       return;
@@ -254,6 +339,11 @@ void add_bench_command(CLI::App& app, int& exit_code) {
     co.on_done = [](const std::string& p, const Summary& s, double secs) {
       fmt::print(stderr, "{:<20} done in {:.1f} s ({} requests)\n", p, secs, s.completed);
     };
+    if (!fractions->empty()) {
+      if (!cf->records_path.empty()) std::filesystem::remove(cf->records_path);
+      exit_code = run_fractions(cf->wl, *wl, co, *fractions, *saturation, cf->json_path, *plots, cf->records_path);
+      return;
+    }
     auto runs = run_compare(*wl, co);
     if (!runs) {
       fmt::print(stderr, "kvroute bench compare: {}\n", runs.error().message);
@@ -266,7 +356,8 @@ void add_bench_command(CLI::App& app, int& exit_code) {
                           cf->wl.name, sim->engines, sim->preset, sim->time_scale, sim->engine.num_gpu_blocks)
             : fmt::format(R"("workload":"{}","engines":{},"targets":{})", cf->wl.name, engine_urls->size(),
                           co.targets.size());
-    exit_code = print_compare(*runs, cf->json_path, *plots, extra);
+    if (!cf->records_path.empty()) std::filesystem::remove(cf->records_path);
+    exit_code = print_compare(*runs, cf->json_path, *plots, extra, cf->records_path);
   });
 
   cmd->callback([cmd, cmp, f, metrics, checks, check, min_hit, max_ttft, max_imb, max_err, o_hit, o_ttft, o_imb, o_err,

@@ -152,4 +152,31 @@ Result<std::vector<CompareRun>> run_compare(const Workload& workload, const Comp
   return out;
 }
 
+Result<double> measure_capacity(const Workload& workload, const CompareOptions& options, int concurrency) {
+  if (concurrency < 1) return fail(Error::invalid("saturation concurrency must be at least 1"));
+  CompareOptions cal = options;
+  cal.on_start = nullptr;
+  cal.on_done = nullptr;
+  if (cal.targets.empty()) {
+    cal.policies = {"round-robin"};
+  } else {
+    cal.targets.resize(1);
+  }
+  cal.load.rate = 0;
+  cal.load.concurrency = concurrency;
+  cal.load.progress_label = "capacity            ";
+  KVROUTE_TRY(auto runs, run_compare(workload, cal));
+  if (runs.empty() || !runs[0].error.empty())
+    return fail(Error::unavailable("capacity run: " + (runs.empty() ? std::string("no run") : runs[0].error)));
+  const Summary& s = runs[0].summary;
+  if (s.completed == 0 || s.request_throughput <= 0) return fail(Error::unavailable("capacity run completed nothing"));
+  return s.request_throughput;
+}
+
+double session_rate_for(const Workload& workload, double capacity_rps, double fraction) {
+  const double sessions = static_cast<double>(std::max<std::size_t>(1, workload.sessions.size()));
+  const double per_session = static_cast<double>(workload.num_requests()) / sessions;
+  return capacity_rps * fraction / std::max(1.0, per_session);
+}
+
 }  // namespace kvroute::bench

@@ -59,6 +59,16 @@ struct CompareRun {
 // Errors only for an invalid option; a policy that fails to start is a CompareRun with `error`.
 Result<std::vector<CompareRun>> run_compare(const Workload& workload, const CompareOptions& options);
 
+// The engines' capacity for a workload, in completed requests per second: the closed-loop throughput of
+// round-robin (or, with targets, of the first target) with `concurrency` users and no think time. Used to
+// run the comparison at fixed fractions of capacity (open loop), where policies are judged at equal load.
+Result<double> measure_capacity(const Workload& saturating_workload, const CompareOptions& options,
+                                int concurrency);
+
+// The Poisson session rate that offers `fraction` x `capacity_rps` requests per second on this workload
+// (a session of k turns brings k requests).
+double session_rate_for(const Workload& workload, double capacity_rps, double fraction);
+
 // Splits "a,b,c" (spaces trimmed, empties dropped).
 std::vector<std::string> split_list(std::string_view s);
 

@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
+#include <iterator>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -415,6 +416,19 @@ Result<std::vector<std::string>> write_plots(const std::string& dir, const std::
     if (rc == 0) return pngs;
   }
   return fail(Error::internal("gnuplot failed; see " + (fs::path(abs_dir) / "gnuplot.log").string()));
+}
+
+std::string records_csv(const std::string& label, const RunResult& run, bool header) {
+  std::string out;
+  if (header) {
+    out += "label,session,turn,start_s,ttft_s,e2e_s,prompt_tokens,cached_tokens,output_tokens,backend,status,outcome\n";
+  }
+  for (const auto& r : run.records) {
+    fmt::format_to(std::back_inserter(out), "{},{},{},{:.6f},{:.6f},{:.6f},{},{},{},{},{},{}\n", label, r.session,
+                   r.turn, r.start_s, r.ttft_s, r.e2e_s, r.prompt_tokens, r.cached_tokens, r.output_tokens, r.backend,
+                   r.status, to_string(r.outcome));
+  }
+  return out;
 }
 
 }  // namespace kvroute::bench

@@ -65,6 +65,9 @@ std::string summary_json(const Summary& s);
 std::string summaries_json(const std::vector<Summary>& runs, const std::string& extra_fields = {});
 // A Markdown table, one row per run.
 std::string markdown_table(const std::vector<Summary>& runs);
+// Per-request records as CSV rows (header first when `header`): label, session, turn, start_s, ttft_s, e2e_s,
+// prompt_tokens, cached_tokens, output_tokens, backend, status, outcome. For analysis outside kvroute.
+std::string records_csv(const std::string& label, const RunResult& run, bool header);
 // Human-readable lines for one run (`kvroute bench`).
 std::string text_report(const Summary& s);
 

@@ -135,7 +135,27 @@ Result<Config> parse_root(const YAML::Node& root, const Reader& r) {
     KVROUTE_CHECK_STATUS(r.duration(h, "metricsScrapeInterval", "health", c.metrics_scrape_interval));
   }
   if (auto rt = root["routing"]) {
-    KVROUTE_CHECK_STATUS(r.keys(rt, "routing", {"policy", "sessionHeader", "debugHeaders", "tokenizer", "blockSize"}));
+    KVROUTE_CHECK_STATUS(r.keys(rt, "routing", {"policy", "sessionHeader", "debugHeaders", "tokenizer", "blockSize",
+                                                "models", "kvEventsTemplate", "kvEventsReplayTemplate"}));
+    KVROUTE_CHECK_STATUS(r.scalar(rt, "kvEventsTemplate", "routing", c.kv_events_template));
+    KVROUTE_CHECK_STATUS(r.scalar(rt, "kvEventsReplayTemplate", "routing", c.kv_events_replay_template));
+    if (auto ms = rt["models"]) {
+      if (!ms.IsSequence()) return fail(r.err(ms, "routing.models", "must be a list of {name, tokenizer}"));
+      std::set<std::string> seen;
+      for (std::size_t i = 0; i < ms.size(); ++i) {
+        auto m = ms[i];
+        const std::string path = fmt::format("routing.models[{}]", i);
+        if (!m.IsMap()) return fail(r.err(m, path, "must be a map with name and tokenizer"));
+        KVROUTE_CHECK_STATUS(r.keys(m, path, {"name", "tokenizer"}));
+        ModelConfig mc;
+        KVROUTE_CHECK_STATUS(r.scalar(m, "name", path, mc.name));
+        KVROUTE_CHECK_STATUS(r.scalar(m, "tokenizer", path, mc.tokenizer));
+        if (mc.name.empty()) return fail(r.err(m, path + ".name", "is required"));
+        if (mc.tokenizer.empty()) return fail(r.err(m, path + ".tokenizer", "is required"));
+        if (!seen.insert(mc.name).second) return fail(r.err(m["name"], path + ".name", "duplicate model '" + mc.name + "'"));
+        c.models.push_back(std::move(mc));
+      }
+    }
     KVROUTE_CHECK_STATUS(r.scalar(rt, "policy", "routing", c.policy));
     KVROUTE_CHECK_STATUS(r.scalar(rt, "sessionHeader", "routing", c.session_header));
     KVROUTE_CHECK_STATUS(r.scalar(rt, "debugHeaders", "routing", c.debug_headers));
@@ -251,6 +271,29 @@ Result<Config> load_file(const std::string& path) {
   return load_yaml(ss.str(), path);
 }
 
+namespace {
+std::string expand_template(std::string_view tmpl, const http::Endpoint& ep) {
+  std::string out(tmpl);
+  for (std::size_t p; (p = out.find("{host}")) != std::string::npos;) out.replace(p, 6, ep.host);
+  for (std::size_t p; (p = out.find("{port}")) != std::string::npos;) out.replace(p, 6, std::to_string(ep.port));
+  return out;
+}
+}  // namespace
+
+Status resolve(Config& c) {
+  for (auto& b : c.backends) {
+    auto ep = http::parse_http_url(b.url);
+    if (!ep) return fail(Error::invalid("backend " + b.url + ": " + ep.error().message));
+    if (b.kv_events_endpoint.empty() && !c.kv_events_template.empty()) {
+      b.kv_events_endpoint = expand_template(c.kv_events_template, *ep);
+      if (b.kv_events_replay.empty() && !c.kv_events_replay_template.empty()) {
+        b.kv_events_replay = expand_template(c.kv_events_replay_template, *ep);
+      }
+    }
+  }
+  return {};
+}
+
 Status validate(const Config& c) {
   if (c.backends.empty()) {
     return fail(Error::invalid("no backends: give --backend URL or a 'backends' list in the config file"));
@@ -261,6 +304,14 @@ Status validate(const Config& c) {
     if (!names.insert(b.name).second) return fail(Error::invalid("duplicate backend name '" + b.name + "'"));
   }
   if (c.threads < 1) return fail(Error::invalid("threads must be at least 1"));
+  for (const auto* t : {&c.kv_events_template, &c.kv_events_replay_template}) {
+    if (!t->empty() && t->rfind("tcp://", 0) != 0 && t->rfind("ipc://", 0) != 0) {
+      return fail(Error::invalid("KV-event endpoint template '" + *t + "' must start with tcp:// or ipc://"));
+    }
+  }
+  if (!c.kv_events_replay_template.empty() && c.kv_events_template.empty()) {
+    return fail(Error::invalid("kvEventsReplayTemplate needs kvEventsTemplate"));
+  }
   if (c.max_body_bytes == 0 || c.max_header_bytes < 1024) {
     return fail(Error::invalid("limits: maxBodyBytes must be > 0 and maxHeaderBytes >= 1024"));
   }

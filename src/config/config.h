@@ -43,6 +43,13 @@ struct SchedulingProfile {
   std::vector<ProfilePluginRef> plugins;
 };
 
+// A model with its own tokenizer (and chat template): the router must compute the ids that the
+// engines serving it compute, model by model.
+struct ModelConfig {
+  std::string name;       // the OpenAI `model` of requests
+  std::string tokenizer;  // HF tokenizer directory, or "word"
+};
+
 struct Config {
   // server
   std::string address = "0.0.0.0";
@@ -72,6 +79,11 @@ struct Config {
   std::string session_header = "x-session-id";
   bool debug_headers = false;   // x-kvroute-backend / x-kvroute-reason response headers
   std::string tokenizer;        // path of a HF tokenizer directory; empty: character blocks
+  std::vector<ModelConfig> models;  // per-model tokenizers; models not listed use `tokenizer`
+  // KV-event endpoints of backends that name none, from their URL: "{host}" and "{port}" (the
+  // backend's HTTP port) are substituted, e.g. tcp://{host}:5557 as llm-d configures vLLM pods.
+  std::string kv_events_template;
+  std::string kv_events_replay_template;
   std::uint32_t block_size = 16;
   std::vector<PluginConfig> plugins;
   std::vector<SchedulingProfile> profiles;
@@ -85,6 +97,8 @@ struct Config {
 Result<Config> load_file(const std::string& path);
 // Parses YAML text; `source` names it in error messages.
 Result<Config> load_yaml(const std::string& text, const std::string& source);
+// Fills what the config derives: backends' KV-event endpoints from the templates. Idempotent.
+Status resolve(Config& c);
 // Checks cross-field rules (at least one backend, valid URLs, positive limits).
 Status validate(const Config& c);
 // Parses "250ms", "2s", "1m", "1h" or a bare number of milliseconds.

@@ -57,6 +57,45 @@ TEST(Config, ErrorsNameFileLineAndField) {
   EXPECT_FALSE(load_file("/nonexistent/kvroute.yaml"));
 }
 
+TEST(Config, PerModelTokenizersAndKvEventTemplates) {
+  auto c = load_yaml(R"(
+routing:
+  tokenizer: /tok/llama3
+  models:
+    - {name: Qwen/Qwen2.5-7B-Instruct, tokenizer: /tok/qwen2.5}
+    - {name: tiny, tokenizer: word}
+  kvEventsTemplate: tcp://{host}:5557
+  kvEventsReplayTemplate: tcp://{host}:{port}9
+backends:
+  - http://10.0.0.5:8000
+  - {url: "http://10.0.0.6:8000", kvEvents: "tcp://10.0.0.6:6000"}
+)", "t.yaml");
+  ASSERT_TRUE(c) << c.error().message;
+  ASSERT_EQ(c->models.size(), 2u);
+  EXPECT_EQ(c->models[0].name, "Qwen/Qwen2.5-7B-Instruct");
+  EXPECT_EQ(c->models[0].tokenizer, "/tok/qwen2.5");
+  EXPECT_EQ(c->models[1].tokenizer, "word");
+  ASSERT_TRUE(resolve(*c));
+  EXPECT_EQ(c->backends[0].kv_events_endpoint, "tcp://10.0.0.5:5557");
+  EXPECT_EQ(c->backends[0].kv_events_replay, "tcp://10.0.0.5:80009");
+  EXPECT_EQ(c->backends[1].kv_events_endpoint, "tcp://10.0.0.6:6000");  // explicit wins
+  EXPECT_EQ(c->backends[1].kv_events_replay, "");
+  ASSERT_TRUE(resolve(*c));  // idempotent
+  EXPECT_EQ(c->backends[0].kv_events_endpoint, "tcp://10.0.0.5:5557");
+  EXPECT_TRUE(validate(*c));
+
+  auto dup = load_yaml("routing:\n  models:\n    - {name: a, tokenizer: x}\n    - {name: a, tokenizer: y}\n", "d.yaml");
+  ASSERT_FALSE(dup);
+  EXPECT_NE(dup.error().message.find("d.yaml:4:"), std::string::npos) << dup.error().message;
+  EXPECT_NE(dup.error().message.find("routing.models[1].name"), std::string::npos) << dup.error().message;
+  auto missing = load_yaml("routing:\n  models:\n    - {name: a}\n", "m.yaml");
+  ASSERT_FALSE(missing);
+  EXPECT_NE(missing.error().message.find("routing.models[0].tokenizer"), std::string::npos);
+  auto bad = load_yaml("routing: {kvEventsTemplate: 'http://{host}:1'}\nbackends: [http://h:1]\n", "b.yaml");
+  ASSERT_TRUE(bad);
+  EXPECT_FALSE(validate(*bad));
+}
+
 TEST(Config, SchedulerPluginsAndProfiles) {
   auto c = load_yaml(R"(
 plugins:

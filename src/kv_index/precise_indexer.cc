@@ -102,6 +102,12 @@ void PreciseIndexer::on_reset(const std::string& id) {
   index_->clear_stale(b);
 }
 
+void PreciseIndexer::forget_backend(std::size_t backend) {
+  if (backend >= cfg_.num_backends || !is_tracked(backend)) return;
+  down_clears_.fetch_add(1, std::memory_order_relaxed);
+  index_->clear_engine(backend);
+}
+
 void PreciseIndexer::on_stale(const std::string& id) {
   const std::size_t b = backend_of(id);
   if (b >= cfg_.num_backends) return;
@@ -132,6 +138,7 @@ IndexerStats PreciseIndexer::stats(bool memory) const {
   s.index = index_->stats();
   s.batches = batches_.load(std::memory_order_relaxed);
   s.resets = resets_.load(std::memory_order_relaxed);
+  s.backend_down_clears = down_clears_.load(std::memory_order_relaxed);
   s.stale_reports = stale_reports_.load(std::memory_order_relaxed);
   for (const auto& e : cfg_.engines) s.stale_engines += index_->is_stale(e.backend) ? 1 : 0;
   s.entries = index_->entries();

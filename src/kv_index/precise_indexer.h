@@ -74,6 +74,7 @@ struct IndexerStats {
   IndexStats index;
   std::uint64_t batches = 0;        // batches applied
   std::uint64_t resets = 0;         // on_reset (publisher restarts)
+  std::uint64_t backend_down_clears = 0;  // forget_backend (health checks saw the engine down)
   std::uint64_t stale_reports = 0;  // on_stale calls
   std::uint64_t stale_engines = 0;  // engines stale now
   std::uint64_t entries = 0;        // (engine block, engine) records
@@ -93,6 +94,11 @@ class PreciseIndexer {
 
   // The model served by `backend` (seeds block-0 chains). Call when learned from /v1/models.
   void set_model(std::size_t backend, std::string_view model);
+
+  // The backend went down (health checks). A restarted engine comes back with an empty cache, and its
+  // publisher's sequence does not always reveal the restart (docs/adr/0221), so what it held is
+  // forgotten now; events rebuild the entries once it is back.
+  void forget_backend(std::size_t backend);
 
   // True when the index can be trusted for `backend`: it publishes events and is not stale.
   bool has_precise(std::size_t backend) const;
@@ -122,7 +128,7 @@ class PreciseIndexer {
   std::vector<std::string> ids_;       // by engine position in cfg_.engines
   std::vector<std::uint8_t> tracked_;  // by backend
   std::unique_ptr<kv_events::ZmqEventSubscriber> sub_;
-  std::atomic<std::uint64_t> batches_{0}, resets_{0}, stale_reports_{0};
+  std::atomic<std::uint64_t> batches_{0}, resets_{0}, stale_reports_{0}, down_clears_{0};
 };
 
 }  // namespace kvroute::kv_index

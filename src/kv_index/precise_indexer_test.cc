@@ -381,6 +381,38 @@ TEST(Faults, PublisherRestartResetsTheEngine) {
   EXPECT_TRUE(h.indexer->has_precise(0));
 }
 
+// An engine that restarts silently (no traffic since, so no event reveals the restart) must not keep
+// attracting requests with blocks it lost: the router's health checks call forget_backend when the engine
+// goes down. Only that engine's entries go; events after it rebuild them.
+TEST(Faults, BackendSeenDownIsForgottenAndRebuiltFromLaterEvents) {
+  MiniEngine a(MiniEngine::config(true));
+  MiniEngine b(MiniEngine::config(true));
+  Harness h({{0, a.pub->endpoint(), a.pub->replay_endpoint(), "", ""},
+             {1, b.pub->endpoint(), b.pub->replay_endpoint(), "", ""}},
+            2);
+  std::mt19937 rng(5);
+  ASSERT_TRUE(h.warm_up(a, rng));
+  ASSERT_TRUE(h.warm_up(b, rng));
+  for (int i = 0; i < 20; ++i) {
+    a.run(prompt(rng));
+    b.run(prompt(rng));
+  }
+  ASSERT_TRUE(h.converged(a, 0));
+  ASSERT_TRUE(h.converged(b, 1));
+  const auto b_entries = h.indexer->index().engine_entries(1);
+  ASSERT_GT(h.indexer->index().engine_entries(0), 0u);
+  h.indexer->forget_backend(0);
+  EXPECT_EQ(h.indexer->index().engine_entries(0), 0u);
+  EXPECT_EQ(h.indexer->index().engine_entries(1), b_entries);
+  EXPECT_EQ(h.indexer->stats().backend_down_clears, 1u);
+  EXPECT_TRUE(h.indexer->has_precise(0));  // fresh, holding nothing: no phantom blocks
+  h.indexer->forget_backend(7);            // out of range: ignored
+  // The engine restarted: its cache is empty too; what it stores next is indexed again.
+  a.reset_cache();
+  for (int i = 0; i < 10; ++i) a.run(prompt(rng));
+  EXPECT_TRUE(h.converged(a, 0));
+}
+
 TEST(Faults, SlowConsumerStaysConsistent) {
   MiniEngine m(MiniEngine::config(true));
   Harness h({{0, m.pub->endpoint(), m.pub->replay_endpoint(), "", ""}}, 1, [](IndexerConfig& c) {

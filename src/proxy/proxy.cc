@@ -11,6 +11,7 @@
 #include <simdjson.h>
 
 #include <set>
+#include <unordered_map>
 
 #include "common/log.h"
 #include "http/client.h"
@@ -46,7 +47,9 @@ struct Proxy::Impl {
   std::vector<Backend*> backends;
   std::unique_ptr<routing::Policy> policy;
   std::shared_ptr<routing::RoutingContext> routing_ctx;
-  std::shared_ptr<const prompt::PromptEncoder> encoder;  // null: character blocks
+  std::shared_ptr<const prompt::PromptEncoder> encoder;  // models without their own; null: character blocks
+  // routing.models: per-model tokenizers (immutable after start, read from every thread).
+  std::unordered_map<std::string, std::shared_ptr<const prompt::PromptEncoder>> model_encoders;
   std::shared_ptr<kv_index::PreciseIndexer> precise;     // null: no backend publishes KV events
   metrics::GaugeFamily* precise_gauges = nullptr;
   std::unique_ptr<http::Server> server;
@@ -201,6 +204,7 @@ net::awaitable<void> Proxy::Impl::handle(Request& req, ResponseWriter& w) {
       precise_gauges->with({"blocks_removed"}).set(static_cast<double>(st.index.blocks_removed));
       precise_gauges->with({"unknown_removals"}).set(static_cast<double>(st.index.unknown_removals));
       precise_gauges->with({"resets"}).set(static_cast<double>(st.resets));
+      precise_gauges->with({"backend_down_clears"}).set(static_cast<double>(st.backend_down_clears));
       precise_gauges->with({"stale_reports"}).set(static_cast<double>(st.stale_reports));
       precise_gauges->with({"stale_engines"}).set(static_cast<double>(st.stale_engines));
       precise_gauges->with({"entries"}).set(static_cast<double>(st.entries));
@@ -416,8 +420,12 @@ net::awaitable<void> Proxy::Impl::proxy_openai(Request& req, ResponseWriter& w, 
 void Proxy::Impl::compute_blocks(routing::RouteRequest& rr, const openai::ParsedRequest& req) {
   rr.expected_output_tokens = req.max_tokens ? static_cast<std::uint32_t>(std::min<std::int64_t>(*req.max_tokens, 1 << 20)) : 16;
   const std::uint64_t seed = hash64(req.model);
-  if (encoder) {
-    auto ids = encoder->encode(req);
+  const prompt::PromptEncoder* enc = encoder.get();
+  if (!model_encoders.empty()) {
+    if (auto it = model_encoders.find(req.model); it != model_encoders.end()) enc = it->second.get();
+  }
+  if (enc) {
+    auto ids = enc->encode(req);
     if (ids) {
       rr.tokens = std::move(*ids);
       rr.blocks = chained_block_hashes(rr.tokens, cfg.block_size, seed);
@@ -495,6 +503,13 @@ net::awaitable<void> Proxy::Impl::health_loop() {
       const bool ok = r && r->first == 200;
       if (ok != b->healthy.load()) {
         spdlog::warn("backend {} is now {}", b->name, ok ? "healthy" : "unhealthy");
+        if (!ok) {
+          // Down: if it restarts it comes back with an empty cache. Forget what we believe it holds
+          // (the engine's events rebuild the precise entries; our own decisions the approximate ones).
+          const auto i = static_cast<std::size_t>(b->index);
+          if (precise) precise->forget_backend(i);
+          routing_ctx->prefix.clear_backend(i);
+        }
       }
       b->healthy.store(ok);
       if (ok && b->ejected_until_ms.load() != 0 && b->ejected_until_ms.load() <= routing::steady_now_ms()) {
@@ -534,6 +549,7 @@ Proxy::~Proxy() { stop(std::chrono::milliseconds(0)); }
 
 Result<std::uint16_t> Proxy::start() {
   auto& im = *impl_;
+  if (auto ok = config::resolve(im.cfg); !ok) return fail(ok.error());
   if (auto ok = config::validate(im.cfg); !ok) return fail(ok.error());
   im.declare_metrics();
   for (std::size_t i = 0; i < im.cfg.backends.size(); ++i) {
@@ -549,11 +565,24 @@ Result<std::uint16_t> Proxy::start() {
   for (std::size_t i = 0; i < im.cfg.backends.size(); ++i) {
     if (auto nb = im.cfg.backends[i].num_gpu_blocks) im.routing_ctx->prefix.set_capacity(i, *nb);
   }
-  if (!im.cfg.tokenizer.empty()) {
+  {
     // "word": the simulator's word tokenizer (exact blocks against `kvroute sim` without a tokenizer).
-    auto enc = prompt::PromptEncoder::load(im.cfg.tokenizer == "word" ? "" : im.cfg.tokenizer);
-    if (!enc) return fail(enc.error());
-    im.encoder = std::move(*enc);
+    // Each directory is loaded once, however many models share it.
+    std::unordered_map<std::string, std::shared_ptr<const prompt::PromptEncoder>> by_path;
+    auto load = [&](const std::string& path) -> Result<std::shared_ptr<const prompt::PromptEncoder>> {
+      if (auto it = by_path.find(path); it != by_path.end()) return it->second;
+      auto enc = prompt::PromptEncoder::load(path == "word" ? "" : path);
+      if (!enc) return fail(Error::invalid("tokenizer " + path + ": " + enc.error().message));
+      by_path.emplace(path, *enc);
+      return std::move(*enc);
+    };
+    if (!im.cfg.tokenizer.empty()) {
+      KVROUTE_TRY(im.encoder, load(im.cfg.tokenizer));
+    }
+    for (const auto& m : im.cfg.models) {
+      KVROUTE_TRY(auto enc, load(m.tokenizer));
+      im.model_encoders[m.name] = std::move(enc);
+    }
   }
   auto ic = kv_index::indexer_config_from(im.cfg);
   if (!ic.engines.empty()) {

@@ -20,6 +20,9 @@ struct ServeFlags {
   std::string log_level;
   std::string session_header;
   std::string tokenizer;
+  std::vector<std::string> model_tokenizers;
+  std::string kv_events_template;
+  std::string kv_replay_template;
   bool debug_headers = false;
   int max_retries = -1;
 };
@@ -40,6 +43,12 @@ void add_serve_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--log-level", flags->log_level, "trace, debug, info, warn, error, off");
   cmd->add_option("--session-header", flags->session_header, "Header carrying the session key");
   cmd->add_option("--tokenizer", flags->tokenizer, "HF tokenizer directory for token-block routing");
+  cmd->add_option("--model-tokenizer", flags->model_tokenizers,
+                  "MODEL=DIR: the tokenizer of one model (repeatable; others use --tokenizer)");
+  cmd->add_option("--kv-events-template", flags->kv_events_template,
+                  "KV-event endpoint of backends without --kv-events, e.g. tcp://{host}:5557");
+  cmd->add_option("--kv-events-replay-template", flags->kv_replay_template,
+                  "Replay endpoint template, e.g. tcp://{host}:5558");
   cmd->add_option("--max-retries", flags->max_retries, "Retries on another backend before any byte");
   cmd->add_flag("--debug-headers", flags->debug_headers, "Add x-kvroute-backend/x-kvroute-reason headers");
   cmd->callback([flags, &exit_code] {
@@ -60,6 +69,18 @@ void add_serve_command(CLI::App& app, int& exit_code) {
     if (!flags->log_level.empty()) cfg.log_level = flags->log_level;
     if (!flags->session_header.empty()) cfg.session_header = flags->session_header;
     if (!flags->tokenizer.empty()) cfg.tokenizer = flags->tokenizer;
+    for (const auto& spec : flags->model_tokenizers) {
+      const auto eq = spec.rfind('=');
+      if (eq == std::string::npos || eq == 0 || eq + 1 == spec.size()) {
+        spdlog::error("--model-tokenizer '{}': expected MODEL=DIR", spec);
+        exit_code = 2;
+        return;
+      }
+      std::erase_if(cfg.models, [&](const config::ModelConfig& m) { return m.name == spec.substr(0, eq); });
+      cfg.models.push_back({spec.substr(0, eq), spec.substr(eq + 1)});
+    }
+    if (!flags->kv_events_template.empty()) cfg.kv_events_template = flags->kv_events_template;
+    if (!flags->kv_replay_template.empty()) cfg.kv_events_replay_template = flags->kv_replay_template;
     if (flags->debug_headers) cfg.debug_headers = true;
     if (flags->max_retries >= 0) cfg.max_retries = flags->max_retries;
     if (flags->kv_events.size() > flags->backends.size() || flags->kv_replay.size() > flags->kv_events.size()) {
