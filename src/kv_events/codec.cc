@@ -540,12 +540,28 @@ class Reader {
     std::uint32_t n;
     if (!array(n)) return false;
     out.resize(n);
-    for (std::uint32_t i = 0; i < n; ++i) {
-      // Fast path: positive fixint.
-      if (p_ != end_ && *p_ < 0x80) {
-        out[i] = *p_++;
-        continue;
+    // Fast paths on local pointers (stores through `out` would otherwise force reloads of p_):
+    // positive fixint, uint16 and uint32 (a 128k vocabulary makes most ids uint32).
+    std::uint32_t* dst = out.data();
+    const std::uint8_t* q = p_;
+    const std::uint8_t* const end = end_;
+    std::uint32_t i = 0;
+    for (; i < n; ++i) {
+      const std::size_t left = static_cast<std::size_t>(end - q);
+      if (left >= 5 && *q == 0xce) {
+        dst[i] = (std::uint32_t{q[1]} << 24) | (std::uint32_t{q[2]} << 16) | (std::uint32_t{q[3]} << 8) | q[4];
+        q += 5;
+      } else if (left >= 1 && *q < 0x80) {
+        dst[i] = *q++;
+      } else if (left >= 3 && *q == 0xcd) {
+        dst[i] = (std::uint32_t{q[1]} << 8) | q[2];
+        q += 3;
+      } else {
+        break;
       }
+    }
+    p_ = q;
+    for (; i < n; ++i) {  // anything else (uint8, wider ints, errors): the general reader
       std::uint64_t v;
       if (!uint_max(0xffffffffULL, v)) return fail("token id out of range");
       out[i] = static_cast<std::uint32_t>(v);
@@ -661,8 +677,45 @@ bool read_map_field(Reader& r, std::string_view k, Tag tag, Event& ev, DecodeSta
   return r.skip(1);
 }
 
-// Appends the decoded event to `out` unless its tag is unknown (then it is skipped and counted).
-bool read_event(Reader& r, std::vector<Event>& out, DecodeStats& st) {
+// Event storage is reused across decode_batch_into calls: the k-th event of a batch is decoded into
+// the k-th element of the previous batch when it holds the same kind, so its vectors keep their
+// capacity and a steady stream decodes without allocating (1-block events were malloc-bound).
+void reset_event(BlockStored& e) {
+  e.block_hashes.clear();
+  e.parent_block_hash.reset();
+  e.token_ids.clear();
+  e.block_size = 16;
+  e.lora_id.reset();
+  e.medium.reset();
+  e.lora_name.reset();
+  e.group_idx.reset();
+  e.extra_keys.clear();
+  e.kv_cache_spec_kind.reset();
+  e.kv_cache_spec_sliding_window.reset();
+}
+void reset_event(BlockRemoved& e) {
+  e.block_hashes.clear();
+  e.medium.reset();
+  e.group_idx.reset();
+}
+void reset_event(AllBlocksCleared&) {}
+
+// The k-th event slot of `out`, holding a reset T; `k` counts the slots used so far.
+template <typename T>
+T& event_slot(std::vector<Event>& out, std::size_t k) {
+  if (k < out.size()) {
+    if (auto* p = std::get_if<T>(&out[k])) {
+      reset_event(*p);
+      return *p;
+    }
+    return out[k].template emplace<T>();
+  }
+  return std::get<T>(out.emplace_back(std::in_place_type<T>));
+}
+
+// Decodes the next event into slot `used` of `out` and advances `used`, unless its tag is unknown (then it
+// is skipped and counted).
+bool read_event(Reader& r, std::vector<Event>& out, std::size_t& used, DecodeStats& st) {
   std::uint8_t b;
   if (!r.peek(b)) return false;
   std::uint32_t n;
@@ -682,16 +735,14 @@ bool read_event(Reader& r, std::vector<Event>& out, DecodeStats& st) {
     }
     switch (tag) {
       case Tag::kStored: {
-        BlockStored e;
+        BlockStored& e = event_slot<BlockStored>(out, used++);
         if (!read_stored_array(r, n, e, st)) return false;
         st.blocks += static_cast<std::uint32_t>(e.block_hashes.size());
-        out.emplace_back(std::move(e));
         break;
       }
       case Tag::kRemoved: {
-        BlockRemoved e;
+        BlockRemoved& e = event_slot<BlockRemoved>(out, used++);
         if (!read_removed_array(r, n, e, st)) return false;
-        out.emplace_back(std::move(e));
         break;
       }
       case Tag::kCleared:
@@ -699,7 +750,7 @@ bool read_event(Reader& r, std::vector<Event>& out, DecodeStats& st) {
           ++st.ignored_fields;
           if (!r.skip(1)) return false;
         }
-        out.emplace_back(AllBlocksCleared{});
+        event_slot<AllBlocksCleared>(out, used++);
         break;
       case Tag::kUnknown:
         for (std::uint32_t i = 1; i < n; ++i)
@@ -747,15 +798,15 @@ bool read_event(Reader& r, std::vector<Event>& out, DecodeStats& st) {
     ++st.unknown_events;
     return true;
   }
-  Event ev;
+  const std::size_t slot = used++;
   if (tag == Tag::kStored) {
-    ev.emplace<BlockStored>();
+    event_slot<BlockStored>(out, slot).block_size = 0;  // absent key => 0
   } else if (tag == Tag::kRemoved) {
-    ev.emplace<BlockRemoved>();
+    event_slot<BlockRemoved>(out, slot);
   } else {
-    ev.emplace<AllBlocksCleared>();
+    event_slot<AllBlocksCleared>(out, slot);
   }
-  if (tag == Tag::kStored) std::get<BlockStored>(ev).block_size = 0;  // absent key => 0
+  Event& ev = out[slot];
   for (std::uint32_t i = 0; i < n; ++i) {
     std::string_view k;
     std::uint8_t kb;
@@ -772,19 +823,25 @@ bool read_event(Reader& r, std::vector<Event>& out, DecodeStats& st) {
   }
   if (tag == Tag::kStored)
     st.blocks += static_cast<std::uint32_t>(std::get<BlockStored>(ev).block_hashes.size());
-  out.push_back(std::move(ev));
   ++st.events;
   return true;
 }
 
+// Decodes the events array into `out`, reusing its elements (event_slot); on return `out` holds
+// exactly the decoded events (on failure, some prefix of them).
 bool read_events(Reader& r, std::vector<Event>& out, DecodeStats& st) {
   std::uint32_t n;
-  if (!r.array(n)) return false;
+  if (!r.array(n)) {
+    out.clear();
+    return false;
+  }
   // Every decoded event takes >= 18 input bytes (AllBlocksCleared), so this bounds memory.
   out.reserve(std::min<std::size_t>(n, r.remaining() / 18));
-  for (std::uint32_t i = 0; i < n; ++i)
-    if (!read_event(r, out, st)) return false;
-  return true;
+  std::size_t k = 0;
+  bool ok = true;
+  for (std::uint32_t i = 0; i < n && ok; ++i) ok = read_event(r, out, k, st);
+  out.resize(std::min(k, out.size()));
+  return ok;
 }
 
 bool read_batch(Reader& r, DecodedBatch& d) {
@@ -817,7 +874,6 @@ bool read_batch(Reader& r, DecodedBatch& d) {
     if (k == "ts") {
       ok = r.take_nil() || r.number(batch.ts);
     } else if (k == "events") {
-      batch.events.clear();
       ok = read_events(r, batch.events, d.stats);
       have_events = true;
     } else if (k == "data_parallel_rank") {
@@ -865,13 +921,15 @@ std::string encode_batch(const EventBatch& batch, Encoding encoding) {
 
 const char* decode_batch_into(std::string_view bytes, DecodedBatch& out) {
   out.batch.ts = 0;
-  out.batch.events.clear();
+  // out.batch.events keeps its elements: read_events decodes into them (event_slot) and trims.
   out.batch.data_parallel_rank.reset();
   out.stats = {};
   Reader r(bytes);
-  if (!read_batch(r, out)) return r.error();
-  if (!r.at_end()) return "trailing bytes";
-  return nullptr;
+  const char* err = !read_batch(r, out) ? (r.error() ? r.error() : "malformed batch")
+                    : !r.at_end()         ? "trailing bytes"
+                                          : nullptr;
+  if (err != nullptr) out.batch.events.clear();  // never leave the previous batch's events behind
+  return err;
 }
 
 Result<DecodedBatch> decode_batch(std::string_view bytes) {

@@ -359,6 +359,7 @@ TEST(CodecDifferential, WeDecodePythonMsgpackVariants) {
   std::istringstream in(out);
   std::string line;
   int n = 0;
+  std::vector<std::pair<std::string, std::string>> variants;  // bytes, canonical text
   while (std::getline(in, line)) {
     const auto tab = line.find('\t');
     ASSERT_NE(tab, std::string::npos) << line;
@@ -366,9 +367,23 @@ TEST(CodecDifferential, WeDecodePythonMsgpackVariants) {
     auto d = decode_batch(bytes);
     ASSERT_TRUE(d) << "variant " << n << ": " << d.error().message;
     EXPECT_EQ(canonical(*d), line.substr(tab + 1)) << "variant " << n;
+    variants.push_back({bytes, line.substr(tab + 1)});
     ++n;
   }
   EXPECT_GE(n, 14);
+  // decode_batch_into reuses the events of the previous batch (their vectors keep capacity): every
+  // variant decoded right after every other one, into one DecodedBatch, equals its fresh decode; a
+  // malformed batch in between leaves no event behind.
+  DecodedBatch reused;
+  for (const auto& [first_bytes, first_text] : variants) {
+    for (const auto& [bytes, text] : variants) {
+      ASSERT_EQ(decode_batch_into(first_bytes, reused), nullptr);
+      ASSERT_EQ(decode_batch_into(bytes, reused), nullptr);
+      EXPECT_EQ(canonical(reused), text);
+    }
+    ASSERT_NE(decode_batch_into(first_bytes.substr(0, first_bytes.size() - 1), reused), nullptr);
+    EXPECT_TRUE(reused.batch.events.empty());
+  }
 }
 
 }  // namespace
