@@ -247,7 +247,7 @@ net::awaitable<void> Proxy::Impl::proxy_openai(Request& req, ResponseWriter& w, 
   rr.request = &*parsed;
   rr.session_key = req.header(cfg.session_header);
   if (rr.session_key.empty()) rr.session_key = parsed->user;
-  compute_blocks(rr, *parsed);
+  if (policy->uses_prompt()) compute_blocks(rr, *parsed);
 
   // Candidates: available backends that serve the model.
   const auto now = routing::steady_now_ms();

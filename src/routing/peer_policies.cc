@@ -50,6 +50,7 @@ class SessionAffinity final : public Policy {
  public:
   SessionAffinity(std::span<Backend* const> backends, double c) : ring_(backends), c_(c) {}
   std::string_view name() const override { return "session-affinity"; }
+  bool uses_prompt() const override { return false; }
   Decision pick(const RouteRequest& req, std::span<Backend* const> c) override {
     if (req.session_key.empty()) {
       return {least_loaded(c, next_.fetch_add(1, std::memory_order_relaxed)), "no-session", {}};

@@ -49,6 +49,9 @@ class Policy {
   virtual std::string_view name() const = 0;
   // Requires: !candidates.empty().
   virtual Decision pick(const RouteRequest& req, std::span<Backend* const> candidates) = 0;
+  // False for policies that never look at the prompt (load, rotation, session key): the proxy then
+  // skips tokenization and block hashing.
+  virtual bool uses_prompt() const { return true; }
   virtual void on_routed(RouteRequest&, Backend&) {}
   // The first response byte arrived (prefill is over for a streaming request).
   virtual void on_first_byte(RouteRequest&, Backend&) {}

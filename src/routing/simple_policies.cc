@@ -12,6 +12,7 @@ namespace {
 class RoundRobin final : public Policy {
  public:
   std::string_view name() const override { return "round-robin"; }
+  bool uses_prompt() const override { return false; }
   Decision pick(const RouteRequest&, std::span<Backend* const> c) override {
     auto n = next_.fetch_add(1, std::memory_order_relaxed);
     return {c[n % c.size()], "round-robin", {}};
@@ -24,6 +25,7 @@ class RoundRobin final : public Policy {
 class Random final : public Policy {
  public:
   std::string_view name() const override { return "random"; }
+  bool uses_prompt() const override { return false; }
   Decision pick(const RouteRequest&, std::span<Backend* const> c) override {
     thread_local std::mt19937_64 rng{std::random_device{}()};
     return {c[rng() % c.size()], "random", {}};
@@ -33,6 +35,7 @@ class Random final : public Policy {
 class LeastInflight final : public Policy {
  public:
   std::string_view name() const override { return "least-inflight"; }
+  bool uses_prompt() const override { return false; }
   Decision pick(const RouteRequest&, std::span<Backend* const> c) override {
     // Ties rotate so that equal backends share the load.
     auto start = next_.fetch_add(1, std::memory_order_relaxed) % c.size();
