@@ -174,8 +174,9 @@ inline std::uint32_t decode_utf8_at(std::string_view s, std::size_t i, std::size
 }
 // Rust's String::from_utf8_lossy: each maximal invalid subpart becomes U+FFFD.
 std::string utf8_lossy(std::string_view bytes);
-// NFC support: succeeds when every character of the valid UTF-8 text is NFC-stable (then NFC is the identity);
-// otherwise an error (full NFC composition is not implemented, docs/adr/0100).
-Status check_nfc_stable(std::string_view text);
+// Unicode NFC (UAX #15, at the Unicode version of unicode_tables.cc) of valid UTF-8 text. Text without a
+// code point flagged kNfcUnsafe is already NFC and is returned as is, without a copy (most text); otherwise
+// the normalized text is built in `buf` and a view of `buf` is returned.
+std::string_view nfc_normalize(std::string_view text, std::string& buf);
 
 }  // namespace kvroute::tokenizer::internal

@@ -561,7 +561,9 @@ Status parse_added_tokens(const element& root, Tokenizer::Impl& impl) {
     const AddedToken& t = impl.added[i];
     impl.added_by_content.insert(t.content, t.id);
     if (t.normalized) {
-      impl.normalized_matcher.add(t.content, i);
+      // HF matches these on normalized text, so it normalizes their content the same way.
+      std::string buf;
+      impl.normalized_matcher.add(impl.nfc ? internal::nfc_normalize(t.content, buf) : t.content, i);
     } else {
       impl.raw_matcher.add(t.content, i);
     }
@@ -579,7 +581,9 @@ void build_decode_tables(Tokenizer::Impl& impl) {
   impl.id_to_bytes.assign(n, std::string());
   for (std::size_t i = 0; i < n; ++i) impl.id_present[i] = !impl.id_to_token[i].empty();
   for (const AddedToken& t : impl.added) {
-    impl.id_to_token[t.id] = t.content;  // HF looks up added tokens first
+    // HF looks up added tokens first, and gives a normalized token's normalized content (for the decoder).
+    std::string buf;
+    impl.id_to_token[t.id] = t.normalized && impl.nfc ? internal::nfc_normalize(t.content, buf) : t.content;
     impl.id_present[t.id] = true;
     impl.id_special[t.id] = t.special;
   }
@@ -720,8 +724,8 @@ Result<Tokenizer> Tokenizer::from_json(std::string_view tokenizer_json, std::str
     return fail(load_error("truncation/padding are not supported (must be null)"));
   }
   KVROUTE_TOK_CHECK(parse_model(root, *impl));
+  KVROUTE_TOK_CHECK(parse_normalizer(root, *impl));  // before the added tokens: it normalizes their content
   KVROUTE_TOK_CHECK(parse_added_tokens(root, *impl));
-  KVROUTE_TOK_CHECK(parse_normalizer(root, *impl));
   KVROUTE_TOK_CHECK(parse_pretokenizer(root, *impl));
   KVROUTE_TOK_CHECK(parse_post_processor(root, *impl));
   element dec;
@@ -991,7 +995,9 @@ Status Tokenizer::Impl::encode_pieces(std::string_view text, std::vector<std::ui
 Status Tokenizer::encode_text_segment(std::string_view text, std::vector<std::uint32_t>& out) const {
   const Impl& im = *impl_;
   Scratch& sc = scratch();
-  if (im.nfc) KVROUTE_TOK_CHECK(internal::check_nfc_stable(text));
+  // HF normalizes each piece left by the first split on its own; the view points into sc.normalized when
+  // NFC changed something (nothing below touches that buffer).
+  if (im.nfc) text = internal::nfc_normalize(text, sc.normalized);
   if (im.normalized_matcher.empty()) return im.encode_pieces(text, out, sc);
   // Second pass (HF): added tokens with normalized == true, matched on the normalized text.
   std::size_t start_offset = 0;

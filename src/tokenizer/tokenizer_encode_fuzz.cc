@@ -1,12 +1,14 @@
 // libFuzzer target: encode arbitrary bytes with a small GPT-2 style and a Qwen2 style tokenizer (both
 // pre-tokenizer families, added tokens with strip rules) and check the invariants: no crash, invalid UTF-8 is
-// an error, valid input round-trips through decode, and add_special_tokens only adds the template ids.
+// an error, valid input round-trips through decode, add_special_tokens only adds the template ids, and NFC
+// gives valid UTF-8 that NFC leaves alone.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <string>
 #include <string_view>
 
+#include "tokenizer/internal.h"
 #include "tokenizer/tokenizer.h"
 
 namespace {
@@ -23,6 +25,14 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   static const Tokenizer* gpt2 = load("/src/tokenizer/testdata/gpt2_tiny");
   static const Tokenizer* qwen2 = load("/src/tokenizer/testdata/qwen2_tiny");
   const std::string_view text(reinterpret_cast<const char*>(data), size);
+  namespace internal = kvroute::tokenizer::internal;
+  if (internal::find_invalid_utf8(text) == std::string_view::npos) {
+    std::string once_buf;
+    std::string twice_buf;
+    const std::string_view once = internal::nfc_normalize(text, once_buf);
+    if (internal::find_invalid_utf8(once) != std::string_view::npos) std::abort();
+    if (internal::nfc_normalize(once, twice_buf) != once) std::abort();
+  }
   for (const Tokenizer* tok : {gpt2, qwen2}) {
     auto ids = tok->encode(text, false);
     if (!ids) continue;

@@ -13,7 +13,6 @@
 #include <random>
 #include <sstream>
 
-#include "tokenizer/internal.h"
 #include "tokenizer/test_corpus.h"
 
 namespace kvroute::tokenizer {
@@ -265,21 +264,50 @@ TEST(Tokenizer, Gpt2StylePrefixSpaceDifferential) {
 TEST(Tokenizer, Qwen2StyleDifferential) {
   auto tok = Tokenizer::load(kQwen2Dir);
   ASSERT_TRUE(tok) << tok.error().message;
-  // Full NFC composition is not implemented: text that is not NFC-stable is refused (checked below), so the
-  // differential run uses the items that are.
-  std::vector<std::string> items;
-  for (std::string& s : testing_corpus::hostile_corpus(13, 2500)) {
-    if (internal::check_nfc_stable(s)) items.push_back(std::move(s));
+  // The fixture's normalizer is NFC: the hostile corpus has decomposed Latin and marks in random order, and
+  // nfc_corpus adds what NFC changes in every way (characters of Unicode 9.0 or earlier only: HF's NFC uses
+  // Unicode 9.0 tables, ours are newer; docs/adr/0100).
+  auto items = testing_corpus::hostile_corpus(13, 2500);
+  for (std::string& s : testing_corpus::nfc_corpus(17, 2500, /*all_marks=*/false)) {
+    items.push_back(std::move(s));
   }
-  ASSERT_GT(items.size(), 1000u);
-  auto refused = tok->encode("e\xCC\x81");
-  ASSERT_FALSE(refused);
-  EXPECT_NE(refused.error().message.find("NFC"), std::string::npos);
   for (const char* s : {"<|im_start|>user\nhi<|im_end|>", "a  [LS]  b  [RS]  c", "x<think>y <think> z",
-                        "<tool_call>{\"a\":1}</tool_call>", "<|im_start|>xyz", " [LS][RS] [LS]"}) {
+                        "<tool_call>{\"a\":1}</tool_call>", "<|im_start|>xyz", " [LS][RS] [LS]",
+                        // NFC applies to each piece between added tokens on its own (U+226F is > + U+0338).
+                        "e<|im_end|>\xCC\x81", "e\xCC\x81<|im_end|>\xCC\x81" "e", "<|im_end|>\xCC\xB8",
+                        "<think>\xCC\xB8", "\xE1\x84\x80<think>\xE1\x85\xA1", "\xE2\x84\xAB [LS]\xCC\x8A",
+                        "\xE1\x84\x80\xE1\x85\xA1<tool_call>\xE1\x86\xA8"}) {
     items.emplace_back(s);
   }
   expect_matches_hf(*tok, kQwen2Dir + "/tokenizer.json", items);
+}
+
+TEST(Tokenizer, Qwen2StyleNormalizedAddedTokenIsMatchedAfterNfc) {
+  // HF normalizes the content of added tokens with normalized == true before matching them on normalized
+  // text: a token written decomposed matches both spellings, one written precomposed too; a token with
+  // normalized == false matches only its exact bytes.
+  const fs::path dir = temp_dir();
+  const std::string json = variant(kQwen2Dir + "/tokenizer.json", "nfc-added-tokens", dir);
+  auto tok = Tokenizer::load(json);
+  ASSERT_TRUE(tok) << tok.error().message;
+  std::vector<std::string> items = {"e\xCC\x81!", "\xC3\xA9!", "x e\xCC\x81! y \xC3\xA9!", "\xC3\xB1?",
+                                    "n\xCC\x83?", "\xC3\xBC.", "u\xCC\x88.", "e\xCC\x81", "!e\xCC\x81!!"};
+  for (std::string& s : testing_corpus::nfc_corpus(23, 300, /*all_marks=*/false)) {
+    items.push_back(std::move(s));
+  }
+  expect_matches_hf(*tok, json, items);
+  // Decomposed and precomposed spellings give the normalized token's id.
+  const auto a = tok->encode("e\xCC\x81!", false);
+  const auto b = tok->encode("\xC3\xA9!", false);
+  ASSERT_TRUE(a && b);
+  EXPECT_EQ(*a, *b);
+  EXPECT_EQ(a->size(), 1u);
+  // As in HF: the token is looked up by its content as written, and id_to_token (and decode) give the
+  // normalized content.
+  EXPECT_EQ(tok->token_to_id("e\xCC\x81!"), (*a)[0]);
+  EXPECT_EQ(tok->token_to_id("\xC3\xA9!"), std::nullopt);
+  EXPECT_EQ(tok->id_to_token((*a)[0]), "\xC3\xA9!");
+  fs::remove_all(dir);
 }
 
 TEST(Tokenizer, Qwen2StyleConfigNamedTemplates) {

@@ -5,7 +5,8 @@
 //     ("with"/"without": add_special_tokens true/false; "decoded": decode(without ids, skip_special=false)).
 //   node hf_encode.js variant <in tokenizer.json> <out tokenizer.json> <kind>
 //     Writes a variant of a tokenizer.json: kind = "template-bos" (TemplateProcessing adding the first
-//     special token as BOS, as Llama 3.1 does) or "prefix-space" (ByteLevel pre-tokenizers get add_prefix_space).
+//     special token as BOS, as Llama 3.1 does), "prefix-space" (ByteLevel pre-tokenizers get add_prefix_space)
+//     or "nfc-added-tokens" (added tokens whose content NFC changes or would match after NFC, normalized or not).
 'use strict';
 const fs = require('fs');
 const path = require('path');
@@ -53,6 +54,14 @@ function variant(inPath, outPath, kind) {
       if (p.type === 'Sequence') p.pretokenizers.forEach(fix);
     };
     fix(j.pre_tokenizer);
+  } else if (kind === 'nfc-added-tokens') {
+    let id = Math.max(...j.added_tokens.map((t) => t.id));
+    const add = (content, normalized) =>
+      j.added_tokens.push({ id: ++id, content, single_word: false, lstrip: false, rstrip: false, normalized,
+                            special: false });
+    add('e\u0301!', true);  // decomposed: matches after normalization as the precomposed form
+    add('\u00f1?', true);   // precomposed: matches decomposed input once that is normalized
+    add('u\u0308.', false); // not normalized: matches only these exact characters, on the raw text
   } else {
     throw new Error('unknown variant ' + kind);
   }
