@@ -251,6 +251,16 @@ struct Tokenizer::Impl {
   void encode_word(std::string_view word, std::vector<std::uint32_t>& out, Scratch& sc) const;
   void bpe(std::string_view word, std::vector<std::uint32_t>& out, Scratch& sc) const;
   Status encode_pieces(std::string_view text, std::vector<std::uint32_t>& out, Scratch& sc) const;
+  // HF AddedVocabulary::find_matches, one step: the next match of `matcher` at or after `pos` that passes
+  // its token's single_word rule, widened by lstrip (not before `floor`, the end of the previous match)
+  // and rstrip. Advances `pos`; nullopt when there is none. Used by both passes (raw and normalized).
+  struct AddedMatch {
+    std::size_t start;
+    std::size_t stop;
+    std::uint32_t id;
+  };
+  std::optional<AddedMatch> next_added(const TokenMatcher& matcher, std::string_view text, std::size_t& pos,
+                                       std::size_t floor) const;
   std::uint64_t merge_of(std::uint32_t a, std::uint32_t b) const {
     const std::uint64_t* v = merges.find((static_cast<std::uint64_t>(a) << 32) | b);
     return v ? *v : std::numeric_limits<std::uint64_t>::max();
@@ -773,20 +783,14 @@ Status Tokenizer::check_input(std::string_view text) const {
   return {};
 }
 
-void Tokenizer::split_on_added_tokens(std::string_view text, std::vector<Segment>& out) const {
-  const Impl& im = *impl_;
-  if (im.raw_matcher.empty()) {
-    if (!text.empty()) out.push_back({0, static_cast<std::uint32_t>(text.size()), std::nullopt});
-    return;
-  }
-  // HF AddedVocabulary::find_matches.
-  std::size_t start_offset = 0;
-  std::size_t pos = 0;
+std::optional<Tokenizer::Impl::AddedMatch> Tokenizer::Impl::next_added(const TokenMatcher& matcher,
+                                                                     std::string_view text, std::size_t& pos,
+                                                                     std::size_t floor) const {
   while (pos < text.size()) {
-    const auto m = im.raw_matcher.find(text, pos);
+    const auto m = matcher.find(text, pos);
     if (m.start == std::string_view::npos) break;
     pos = m.end;
-    const AddedToken& t = im.added[m.token];
+    const AddedToken& t = added[m.token];
     std::size_t start = m.start;
     std::size_t stop = m.end;
     if (t.single_word) {
@@ -811,7 +815,7 @@ void Tokenizer::split_on_added_tokens(std::string_view text, std::vector<Segment
         if (!is_rust_whitespace(internal::decode_utf8_at(text, b, k - b))) break;
         k = b;
       }
-      start = std::max(k, start_offset);
+      start = std::max(k, floor);
     }
     if (t.rstrip) {
       while (stop < text.size()) {
@@ -820,11 +824,26 @@ void Tokenizer::split_on_added_tokens(std::string_view text, std::vector<Segment
         stop += len;
       }
     }
-    if (start_offset < start) {
-      out.push_back({static_cast<std::uint32_t>(start_offset), static_cast<std::uint32_t>(start), std::nullopt});
+    return AddedMatch{start, stop, t.id};
+  }
+  return std::nullopt;
+}
+
+void Tokenizer::split_on_added_tokens(std::string_view text, std::vector<Segment>& out) const {
+  const Impl& im = *impl_;
+  if (im.raw_matcher.empty()) {
+    if (!text.empty()) out.push_back({0, static_cast<std::uint32_t>(text.size()), std::nullopt});
+    return;
+  }
+  // HF AddedVocabulary::find_matches.
+  std::size_t start_offset = 0;
+  std::size_t pos = 0;
+  while (auto m = im.next_added(im.raw_matcher, text, pos, start_offset)) {
+    if (start_offset < m->start) {
+      out.push_back({static_cast<std::uint32_t>(start_offset), static_cast<std::uint32_t>(m->start), std::nullopt});
     }
-    out.push_back({static_cast<std::uint32_t>(start), static_cast<std::uint32_t>(stop), t.id});
-    start_offset = stop;
+    out.push_back({static_cast<std::uint32_t>(m->start), static_cast<std::uint32_t>(m->stop), m->id});
+    start_offset = m->stop;
   }
   if (start_offset < text.size()) {
     out.push_back({static_cast<std::uint32_t>(start_offset), static_cast<std::uint32_t>(text.size()), std::nullopt});
@@ -1002,49 +1021,12 @@ Status Tokenizer::encode_text_segment(std::string_view text, std::vector<std::ui
   // Second pass (HF): added tokens with normalized == true, matched on the normalized text.
   std::size_t start_offset = 0;
   std::size_t pos = 0;
-  while (pos < text.size()) {
-    const auto m = im.normalized_matcher.find(text, pos);
-    if (m.start == std::string_view::npos) break;
-    pos = m.end;
-    const AddedToken& t = im.added[m.token];
-    std::size_t start = m.start;
-    std::size_t stop = m.end;
-    if (t.single_word) {
-      bool start_space = true;
-      bool stop_space = true;
-      if (start > 0) {
-        std::size_t k = start - 1;
-        while (k > 0 && (static_cast<unsigned char>(text[k]) & 0xC0) == 0x80) --k;
-        start_space = !is_word_char(internal::decode_utf8_at(text, k, start - k));
-      }
-      if (stop < text.size()) {
-        const std::size_t len = internal::utf8_sequence_length(text, stop);
-        stop_space = !is_word_char(internal::decode_utf8_at(text, stop, len));
-      }
-      if (!start_space || !stop_space) continue;
+  while (auto m = im.next_added(im.normalized_matcher, text, pos, start_offset)) {
+    if (start_offset < m->start) {
+      KVROUTE_TOK_CHECK(im.encode_pieces(text.substr(start_offset, m->start - start_offset), out, sc));
     }
-    if (t.lstrip) {
-      std::size_t k = start;
-      while (k > 0) {
-        std::size_t b = k - 1;
-        while (b > 0 && (static_cast<unsigned char>(text[b]) & 0xC0) == 0x80) --b;
-        if (!is_rust_whitespace(internal::decode_utf8_at(text, b, k - b))) break;
-        k = b;
-      }
-      start = std::max(k, start_offset);
-    }
-    if (t.rstrip) {
-      while (stop < text.size()) {
-        const std::size_t len = internal::utf8_sequence_length(text, stop);
-        if (!is_rust_whitespace(internal::decode_utf8_at(text, stop, len))) break;
-        stop += len;
-      }
-    }
-    if (start_offset < start) {
-      KVROUTE_TOK_CHECK(im.encode_pieces(text.substr(start_offset, start - start_offset), out, sc));
-    }
-    out.push_back(t.id);
-    start_offset = stop;
+    out.push_back(m->id);
+    start_offset = m->stop;
   }
   if (start_offset < text.size()) return im.encode_pieces(text.substr(start_offset), out, sc);
   return {};
