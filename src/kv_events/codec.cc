@@ -840,7 +840,7 @@ bool read_events(Reader& r, std::vector<Event>& out, DecodeStats& st) {
   std::size_t k = 0;
   bool ok = true;
   for (std::uint32_t i = 0; i < n && ok; ++i) ok = read_event(r, out, k, st);
-  out.resize(std::min(k, out.size()));
+  out.resize(k);  // event_slot grew `out` to at least k; drop the previous batch's extra events
   return ok;
 }
 
