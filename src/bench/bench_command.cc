@@ -161,6 +161,9 @@ int print_compare(const std::vector<CompareRun>& runs, const std::string& json_p
     sums.push_back(r.summary);
   }
   std::fputs(markdown_table(sums).c_str(), stdout);
+  if (!sums.empty() && sums[0].repeats > 1) {
+    fmt::print("(each row pools {} runs, policies interleaved)\n", sums[0].repeats);
+  }
   if (!records_path.empty()) {
     // One CSV for the whole command: appended per comparison, the header written once.
     const bool fresh = !std::filesystem::exists(records_path) || std::filesystem::file_size(records_path) == 0;
@@ -283,6 +286,10 @@ void add_bench_command(CLI::App& app, int& exit_code) {
   sim->engines = 4;
   auto* cmp = cmd->add_subcommand("compare", "Run one workload through each routing policy on fresh simulated engines");
   cmp->add_option("--policies", *cmp_policies, "Comma-separated policies (default: all)");
+  auto policy_configs = std::make_shared<std::vector<std::string>>();
+  cmp->add_option("--policy-config", *policy_configs,
+                  "NAME=FILE: also compare the scheduler defined by FILE's plugins and schedulingProfiles (the "
+                  "kvroute serve --config shape) under NAME (repeatable)");
   cmp->add_option("--engines", sim->engines, "Simulated engines")->capture_default_str();
   cmp->add_option("--preset", sim->preset, "Engine cost model (llama-3.1-8b-h100, llama-3.2-1b-h100, none)")
       ->capture_default_str();
@@ -305,9 +312,14 @@ void add_bench_command(CLI::App& app, int& exit_code) {
                   "Open-loop runs at these fractions of the engines' capacity, e.g. 0.5,0.9 (capacity: round-robin's "
                   "closed-loop throughput at --saturation-concurrency users, no think time)");
   cmp->add_option("--saturation-concurrency", *saturation, "Users of the capacity run")->capture_default_str();
+  auto repeat = std::make_shared<int>(1);
+  cmp->add_option("--repeat", *repeat,
+                  "Run the comparison N times (policies interleaved) and pool each policy's requests into one row")
+      ->capture_default_str();
   add_common_flags(cmp, *cf);
 
-  cmp->callback([cf, cmp_policies, plots, sim, targets, engine_urls, no_reset, fractions, saturation, &exit_code] {
+  cmp->callback([cf, cmp_policies, policy_configs, repeat, plots, sim, targets, engine_urls, no_reset, fractions, saturation,
+                 &exit_code] {
     if (!finish_common(*cf)) {
       exit_code = 2;
       return;
@@ -321,6 +333,19 @@ void add_bench_command(CLI::App& app, int& exit_code) {
     }
     CompareOptions co;
     co.policies = split_list(*cmp_policies);
+    co.repeat = *repeat;
+    if (!policy_configs->empty() && co.policies.empty()) co.policies = routing::policy_names();
+    for (const auto& spec : *policy_configs) {
+      const auto eq = spec.find('=');
+      if (eq == std::string::npos || eq == 0 || eq + 1 == spec.size()) {
+        fmt::print(stderr, "kvroute bench compare: --policy-config wants NAME=FILE, got '{}'\n", spec);
+        exit_code = 2;
+        return;
+      }
+      std::string name = spec.substr(0, eq);
+      co.policy_configs.emplace_back(name, spec.substr(eq + 1));
+      if (std::find(co.policies.begin(), co.policies.end(), name) == co.policies.end()) co.policies.push_back(name);
+    }
     for (const auto& spec : *targets) {
       auto t = parse_target(spec);
       if (!t) {

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <set>
 
 #include "bench/bench_command.h"
 #include "bench/bounds.h"
@@ -217,6 +218,49 @@ TEST(Bounds, HandMadeSequencesExact) {
   EXPECT_EQ(empty.result().lru_hit_rate(), 0);
 }
 
+TEST(Report, PooledRunsSumCountersAndBoundsAndPoolLatencies) {
+  WorkloadOptions wo;
+  wo.name = "shared-prefix";
+  wo.sp_groups = 1;
+  wo.sp_prompts_per_group = 4;
+  wo.sp_system_len = 64;
+  wo.sp_question_len = 16;
+  auto wl = make_workload(wo);
+  ASSERT_TRUE(wl);
+  auto make_run = [&](double ttft_base, double hits) {
+    RunResult r;
+    r.wall_s = 2;
+    for (std::size_t i = 0; i < wl->sessions.size(); ++i) {
+      RequestRecord rec;
+      rec.session = i;
+      rec.start_s = 0.1 * static_cast<double>(i);
+      rec.ttft_s = ttft_base + 0.001 * static_cast<double>(i);
+      rec.e2e_s = rec.ttft_s + 0.01;
+      r.records.push_back(rec);
+    }
+    r.engines = {{"e0", true, "", 100, hits, 3, 64, 16}, {"e1", true, "", 100, hits, 1, 64, 16}};
+    return r;
+  };
+  const std::vector<RunResult> runs{make_run(0.010, 50), make_run(0.100, 30)};
+  const Summary one = summarize("p", *wl, runs[0]);
+  const Summary pooled = summarize_pooled("p", *wl, runs);
+  EXPECT_EQ(pooled.repeats, 2);
+  EXPECT_EQ(pooled.completed, 8u);
+  EXPECT_DOUBLE_EQ(pooled.wall_s, 4);
+  EXPECT_DOUBLE_EQ(pooled.hit_rate, 160.0 / 400.0);       // summed counters, not a mean of rates
+  EXPECT_EQ(pooled.bounds.query_tokens, 2 * one.bounds.query_tokens);
+  EXPECT_EQ(pooled.bounds.lru_hit_tokens, 2 * one.bounds.lru_hit_tokens);  // each run starts cold
+  EXPECT_DOUBLE_EQ(pooled.bounds.lru_hit_rate(), one.bounds.lru_hit_rate());
+  EXPECT_DOUBLE_EQ(pooled.imbalance, 1.5);                // 6 and 2 requests
+  EXPECT_GT(pooled.ttft.p99, 0.09);                       // the slow run's requests are in the pool
+  EXPECT_GE(pooled.ttft.p50, 0.013);
+  EXPECT_LE(pooled.ttft.p50, 0.1);
+  const RunResult merged = pool_runs(runs);
+  ASSERT_EQ(merged.records.size(), 8u);
+  EXPECT_DOUBLE_EQ(merged.records[4].start_s, 2.0);       // offset by the first run's wall
+  EXPECT_NE(summary_json(pooled).find("\"repeats\":2"), std::string::npos);
+}
+
 TEST(Stats, Percentiles) {
   const std::vector<double> v{4, 1, 3, 2};
   EXPECT_DOUBLE_EQ(percentile(v, 50), 2.5);
@@ -362,6 +406,59 @@ TEST(LoadGen, MultiTurnThroughProxyWithSessionsAndBackends) {
   const std::string json = summaries_json({r.summary});
   EXPECT_NE(json.find("\"label\":\"round-robin\""), std::string::npos);
   EXPECT_NE(markdown_table({r.summary}).find("| round-robin |"), std::string::npos);
+}
+
+TEST(Compare, PolicyFromAConfigFile) {
+  // A scheduler that scores only the prefix match sends one group's sequential requests to the
+  // engine that served the first; the round-robin preset would alternate.
+  const auto dir = std::filesystem::temp_directory_path() / "kvroute_policy_config_test";
+  std::filesystem::create_directories(dir);
+  {
+    std::ofstream f(dir / "sticky.yaml");
+    f << "plugins:\n  - type: prefix-cache-scorer\n  - type: max-score-picker\n"
+         "schedulingProfiles:\n  - name: default\n    plugins:\n      - {pluginRef: prefix-cache-scorer}\n"
+         "      - {pluginRef: max-score-picker}\n";
+    std::ofstream g(dir / "empty.yaml");
+    g << "backends: []\n";
+  }
+  WorkloadOptions wo;
+  wo.name = "shared-prefix";
+  wo.sp_groups = 1;
+  wo.sp_prompts_per_group = 8;
+  wo.sp_system_len = 64;
+  wo.sp_question_len = 8;
+  wo.output_len = 2;
+  auto wl = make_workload(wo);
+  ASSERT_TRUE(wl);
+  CompareOptions co;
+  co.policies = {"round-robin", "sticky", "empty", "missing"};
+  co.policy_configs = {{"sticky", (dir / "sticky.yaml").string()},
+                       {"empty", (dir / "empty.yaml").string()},
+                       {"missing", (dir / "missing.yaml").string()}};
+  co.sim = fast_sim(2);
+  co.kv_events = false;
+  co.load.concurrency = 1;
+  co.load.duration = 20s;
+  co.load.progress = false;
+  auto runs = run_compare(*wl, co);
+  ASSERT_TRUE(runs) << runs.error().message;
+  ASSERT_EQ(runs->size(), 4u);
+  auto backends_used = [](const CompareRun& r) {
+    std::set<std::string> s;
+    for (const auto& rec : r.run.records) {
+      EXPECT_EQ(rec.outcome, Outcome::kOk) << rec.error;
+      s.insert(rec.backend);
+    }
+    return s.size();
+  };
+  ASSERT_TRUE((*runs)[0].error.empty()) << (*runs)[0].error;
+  EXPECT_EQ(backends_used((*runs)[0]), 2u);
+  ASSERT_TRUE((*runs)[1].error.empty()) << (*runs)[1].error;
+  EXPECT_EQ((*runs)[1].run.records.size(), 8u);
+  EXPECT_EQ(backends_used((*runs)[1]), 1u);
+  EXPECT_NE((*runs)[2].error.find("no plugins"), std::string::npos) << (*runs)[2].error;
+  EXPECT_NE((*runs)[3].error.find("missing.yaml"), std::string::npos) << (*runs)[3].error;
+  std::filesystem::remove_all(dir);
 }
 
 TEST(Compare, ParsesTargets) {

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <chrono>
 
 #include "common/log.h"
@@ -74,7 +75,7 @@ Result<std::vector<CompareRun>> run_targets(const Workload& workload, const Comp
 
 }  // namespace
 
-Result<std::vector<CompareRun>> run_compare(const Workload& workload, const CompareOptions& o) {
+Result<std::vector<CompareRun>> run_compare_once(const Workload& workload, const CompareOptions& o) {
   if (!o.targets.empty()) return run_targets(workload, o);
   std::vector<std::string> policies = o.policies.empty() ? routing::policy_names() : o.policies;
   if (o.sim.engines < 1) return fail(Error::invalid("--engines must be at least 1"));
@@ -105,6 +106,25 @@ Result<std::vector<CompareRun>> run_compare(const Workload& workload, const Comp
     cfg.port = 0;
     cfg.threads = o.proxy_threads;
     cfg.policy = policy;
+    if (auto pc = std::find_if(o.policy_configs.begin(), o.policy_configs.end(),
+                               [&](const auto& nc) { return nc.first == policy; });
+        pc != o.policy_configs.end()) {
+      auto file = config::load_file(pc->second);
+      if (!file) {
+        cluster.stop();
+        cr.error = file.error().message;
+        out.push_back(std::move(cr));
+        continue;
+      }
+      if (file->plugins.empty()) {
+        cluster.stop();
+        cr.error = pc->second + ": no plugins (a scheduler config needs plugins and schedulingProfiles)";
+        out.push_back(std::move(cr));
+        continue;
+      }
+      cfg.plugins = std::move(file->plugins);
+      cfg.profiles = std::move(file->profiles);
+    }
     cfg.debug_headers = true;
     cfg.log_level = o.proxy_log_level;
     cfg.tokenizer = so.tokenizer.empty() ? "word" : so.tokenizer;
@@ -152,11 +172,49 @@ Result<std::vector<CompareRun>> run_compare(const Workload& workload, const Comp
   return out;
 }
 
+Result<std::vector<CompareRun>> run_compare(const Workload& workload, const CompareOptions& o) {
+  if (o.repeat < 1) return fail(Error::invalid("--repeat must be at least 1"));
+  if (o.repeat == 1) return run_compare_once(workload, o);
+  std::vector<std::vector<CompareRun>> reps;
+  for (int i = 0; i < o.repeat; ++i) {
+    KVROUTE_TRY(auto runs, run_compare_once(workload, o));
+    reps.push_back(std::move(runs));
+  }
+  std::vector<CompareRun> out;
+  for (std::size_t p = 0; p < reps[0].size(); ++p) {
+    CompareRun cr;
+    cr.policy = reps[0][p].policy;
+    std::vector<RunResult> runs;
+    for (auto& rep : reps) {
+      if (p >= rep.size()) continue;
+      if (!rep[p].error.empty()) {
+        cr.error = rep[p].error;
+        break;
+      }
+      runs.push_back(std::move(rep[p].run));
+    }
+    if (cr.error.empty()) {
+      SummaryOptions sopt = o.summary;
+      if (sopt.block_size == 0 && o.targets.empty()) sopt.block_size = o.sim.engine.block_size;
+      cr.summary = summarize_pooled(cr.policy, workload, runs, sopt);
+      // Engines as the first run named them (engine-N in process).
+      const auto& first = reps[0][p].summary.backends;
+      for (std::size_t i = 0; i < cr.summary.backends.size() && i < first.size(); ++i) {
+        cr.summary.backends[i].name = first[i].name;
+      }
+      cr.run = pool_runs(runs);
+    }
+    out.push_back(std::move(cr));
+  }
+  return out;
+}
+
 Result<double> measure_capacity(const Workload& workload, const CompareOptions& options, int concurrency) {
   if (concurrency < 1) return fail(Error::invalid("saturation concurrency must be at least 1"));
   CompareOptions cal = options;
   cal.on_start = nullptr;
   cal.on_done = nullptr;
+  cal.repeat = 1;
   if (cal.targets.empty()) {
     cal.policies = {"round-robin"};
   } else {

@@ -34,6 +34,9 @@ Result<CompareTarget> parse_target(std::string_view spec);
 
 struct CompareOptions {
   std::vector<std::string> policies;  // empty: every routing::policy_names()
+  // Policies defined by a router config file (its `plugins` and `schedulingProfiles`), by name:
+  // `bench compare --policy-config NAME=FILE`. A name here overrides a preset of the same name.
+  std::vector<std::pair<std::string, std::string>> policy_configs;
   // External routers: when non-empty, no engine or router is started; `policies` must be empty.
   std::vector<CompareTarget> targets;
   std::vector<std::string> engine_urls;  // the targets' engines (/metrics, /reset_prefix_cache)
@@ -43,6 +46,9 @@ struct CompareOptions {
   LoadOptions load;                   // url and backend_metrics are set per run
   SummaryOptions summary;
   int proxy_threads = 1;
+  // Run the whole comparison this many times (policies interleaved: A B C, A B C, ...) and pool
+  // each policy's runs into one summary (summarize_pooled); the machine's noise then averages out.
+  int repeat = 1;
   std::string proxy_log_level = "warn";
   // Called before and after each policy's run (for progress lines).
   std::function<void(const std::string& policy)> on_start;

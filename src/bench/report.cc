@@ -171,6 +171,60 @@ Summary summarize(const std::string& label, const Workload& wl, const RunResult&
   return s;
 }
 
+RunResult pool_runs(std::span<const RunResult> runs) {
+  RunResult out;
+  double offset = 0;
+  for (const auto& r : runs) {
+    if (out.model.empty()) out.model = r.model;
+    for (const auto& rec : r.records) {
+      out.records.push_back(rec);
+      out.records.back().start_s += offset;
+    }
+    if (out.engines.empty()) {
+      out.engines = r.engines;
+    } else {
+      for (std::size_t i = 0; i < out.engines.size(); ++i) {
+        if (i >= r.engines.size()) {
+          out.engines[i].ok = false;
+          continue;
+        }
+        auto& e = out.engines[i];
+        const auto& x = r.engines[i];
+        e.ok = e.ok && x.ok;
+        if (e.error.empty()) e.error = x.error;
+        e.queries += x.queries;
+        e.hits += x.hits;
+        e.requests += x.requests;
+      }
+    }
+    offset += r.wall_s;
+    out.wall_s += r.wall_s;
+    out.hit_deadline = out.hit_deadline || r.hit_deadline;
+    for (const auto& w : r.warnings) out.warnings.push_back(w);
+  }
+  return out;
+}
+
+Summary summarize_pooled(const std::string& label, const Workload& wl, std::span<const RunResult> runs,
+                         const SummaryOptions& opts) {
+  if (runs.size() == 1) return summarize(label, wl, runs[0], opts);
+  Summary s = summarize(label, wl, pool_runs(runs), opts);
+  BoundsResult b;
+  for (const auto& r : runs) {
+    const BoundsResult one = summarize(label, wl, r, opts).bounds;
+    b.requests += one.requests;
+    b.query_tokens += one.query_tokens;
+    b.infinite_hit_tokens += one.infinite_hit_tokens;
+    b.lru_hit_tokens += one.lru_hit_tokens;
+    b.capacity_blocks = one.capacity_blocks;
+  }
+  s.bounds = b;
+  const double bound = b.lru_hit_rate();
+  s.fraction_of_bound = bound > 0 ? s.hit_rate / bound : (s.hit_rate > 0 ? 0 : 1);
+  s.repeats = static_cast<int>(runs.size());
+  return s;
+}
+
 std::string summary_json(const Summary& s) {
   std::string b = "{";
   b += fmt::format(R"("label":{},"workload":{},"sent":{},"completed":{},"failed":{},"cancelled":{},)", jstr(s.label),
@@ -187,8 +241,8 @@ std::string summary_json(const Summary& s) {
       R"("bounds":{{"requests":{},"query_tokens":{},"capacity_blocks":{},"infinite_hit_rate":{},"pooled_lru_hit_rate":{}}},)",
       s.bounds.requests, s.bounds.query_tokens, s.bounds.capacity_blocks, jnum(s.bounds.infinite_hit_rate()),
       jnum(s.bounds.lru_hit_rate()));
-  b += fmt::format(R"("fraction_of_bound":{},"imbalance":{},"backends":[)", jnum(s.fraction_of_bound),
-                   jnum(s.imbalance));
+  b += fmt::format(R"("fraction_of_bound":{},"imbalance":{},"repeats":{},"backends":[)", jnum(s.fraction_of_bound),
+                   jnum(s.imbalance), s.repeats);
   for (std::size_t i = 0; i < s.backends.size(); ++i) {
     b += fmt::format(R"({}{{"name":{},"requests":{}}})", i ? "," : "", jstr(s.backends[i].name),
                      s.backends[i].requests);

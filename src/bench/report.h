@@ -7,6 +7,7 @@
 #pragma once
 
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -49,6 +50,7 @@ struct Summary {
   std::vector<BackendLoad> backends;  // engines' request_success deltas, else x-kvroute-backend
   double imbalance = 0;               // max / mean requests per backend (0: unknown)
   std::vector<std::string> errors;    // a few distinct error messages
+  int repeats = 1;                    // runs pooled into this summary
 };
 
 struct SummaryOptions {
@@ -59,6 +61,14 @@ struct SummaryOptions {
 
 Summary summarize(const std::string& label, const Workload& wl, const RunResult& run,
                   const SummaryOptions& opts = {});
+
+// Several runs of the same workload as one (`bench compare --repeat`): records concatenated (start
+// times offset by the runs before), engine counter deltas summed by position, walls summed.
+RunResult pool_runs(std::span<const RunResult> runs);
+// Their Summary: latency percentiles over every request of every run, hit rate and load from the
+// summed counters, and the bound summed over the runs (each run starts from cold caches).
+Summary summarize_pooled(const std::string& label, const Workload& wl, std::span<const RunResult> runs,
+                         const SummaryOptions& opts = {});
 
 std::string summary_json(const Summary& s);
 // {"runs":[...]} for several.
