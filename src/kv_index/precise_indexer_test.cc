@@ -329,13 +329,14 @@ TEST(Faults, DroppedMessageWithoutReplayMakesTheEngineStaleThenFreshAgain) {
   ASSERT_TRUE(h.converged(m, 0));
   ASSERT_TRUE(h.indexer->has_precise(0));
   const auto stale_before = h.indexer->stats().stale_reports;
+  // The gap is reported before the batch that reveals it is applied: count batches from here.
+  const auto batches_before = h.indexer->stats().batches;
+  const auto sent_before = m.sent;
   m.run(unique_prompt(), /*drop=*/true);
   m.run(prompt(rng));
   ASSERT_TRUE(wait_until([&] { return h.indexer->stats().stale_reports > stale_before; }));
   EXPECT_FALSE(h.indexer->has_precise(0));
   // Cleared, then rebuilt from later events only: never a block the engine does not hold.
-  const auto batches_before = h.indexer->stats().batches;
-  const auto sent_before = m.sent;
   for (int i = 0; i < 20; ++i) m.run(prompt(rng));
   ASSERT_TRUE(wait_until(
       [&] { return h.indexer->stats().batches - batches_before == m.sent - sent_before; }));
