@@ -54,6 +54,10 @@ int current_worker() { return t_worker; }
 struct SessionState {
   tcp::socket* socket = nullptr;
   bool busy = false;
+  // The request in the handler, when its client can be watched (nothing pipelined behind it).
+  std::shared_ptr<GoneWatch> watch;
+  std::chrono::steady_clock::time_point since;
+  bool watching = false;
 };
 
 struct Worker {
@@ -62,6 +66,7 @@ struct Worker {
   std::optional<tcp::acceptor> acceptor;
   std::thread thread;
   std::unordered_set<SessionState*> sessions;  // owned by the worker thread
+  std::optional<net::steady_timer> sweep;      // arms the client-gone watches of slow requests
 };
 
 struct Server::Impl {
@@ -77,6 +82,7 @@ struct Server::Impl {
   std::condition_variable cv;
 
   net::awaitable<void> accept_loop(Worker& w);
+  void sweep(Worker& w);
   net::awaitable<void> session(Worker& w, tcp::socket socket);
 };
 
@@ -305,14 +311,23 @@ net::awaitable<void> Server::Impl::session(Worker& w, tcp::socket socket) {
     Writer writer(stream, opts, req.keep_alive);
     auto watch = std::make_shared<GoneWatch>();
     writer.set_watch(watch);
-    if (buffer.size() == 0) start_gone_watch(stream.socket(), watch);
+    // Most requests finish long before a client could be noticed leaving, so the watch (an
+    // async_wait: one epoll_ctl each time) is armed by the worker's sweep only for requests still
+    // in the handler after ServerOptions::gone_watch_delay.
+    if (buffer.size() == 0) {
+      state.watch = watch;
+      state.since = std::chrono::steady_clock::now();
+      state.watching = false;
+    }
     try {
       co_await handler(req, writer);
     } catch (const std::exception& e) {
       spdlog::error("handler failed: {}", e.what());
     }
     watch->done = true;
-    watch->cancel.emit(net::cancellation_type::all);
+    if (state.watching) watch->cancel.emit(net::cancellation_type::all);
+    state.watch.reset();
+    state.watching = false;
     if (!writer.started() && !writer.failed() && !watch->gone) {
       // Arguments are named locals: GCC 12 mishandles some temporaries inside co_await.
       std::string body = openai_error_body(500, "the handler produced no response");
@@ -330,6 +345,20 @@ net::awaitable<void> Server::Impl::session(Worker& w, tcp::socket socket) {
   stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
   stream.socket().close(ignored);
   connections.fetch_sub(1);
+}
+
+void Server::Impl::sweep(Worker& w) {
+  const auto now = std::chrono::steady_clock::now();
+  for (auto* s : w.sessions) {
+    if (s->watch && !s->watching && !s->watch->done && now - s->since >= opts.gone_watch_delay) {
+      s->watching = true;
+      start_gone_watch(*s->socket, s->watch);
+    }
+  }
+  w.sweep->expires_after(opts.gone_watch_delay);
+  w.sweep->async_wait([this, &w](boost::system::error_code ec) {
+    if (!ec && !stopped.load()) sweep(w);
+  });
 }
 
 Server::Server(ServerOptions options, Handler handler) : impl_(std::make_unique<Impl>()) {
@@ -374,6 +403,8 @@ Result<std::uint16_t> Server::start() {
   for (auto& w : impl_->workers) {
     Worker* wp = w.get();
     net::co_spawn(wp->ioc, impl_->accept_loop(*wp), net::detached);
+    wp->sweep.emplace(wp->ioc);
+    net::post(wp->ioc, [this, wp] { impl_->sweep(*wp); });
     wp->thread = std::thread([wp] {
       t_worker = wp->index;
       auto guard = net::make_work_guard(wp->ioc);
