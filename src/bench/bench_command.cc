@@ -162,7 +162,9 @@ int print_compare(const std::vector<CompareRun>& runs, const std::string& json_p
   }
   std::fputs(markdown_table(sums).c_str(), stdout);
   if (!sums.empty() && sums[0].repeats > 1) {
-    fmt::print("(each row pools {} runs, policies interleaved)\n", sums[0].repeats);
+    fmt::print("(each row: {} runs, policies interleaved; latency percentiles are the median of the runs', hit "
+               "rate and load are pooled)\n",
+               sums[0].repeats);
   }
   if (!records_path.empty()) {
     // One CSV for the whole command: appended per comparison, the header written once.

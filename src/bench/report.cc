@@ -210,8 +210,12 @@ Summary summarize_pooled(const std::string& label, const Workload& wl, std::span
   if (runs.size() == 1) return summarize(label, wl, runs[0], opts);
   Summary s = summarize(label, wl, pool_runs(runs), opts);
   BoundsResult b;
+  std::vector<Percentiles> ttft, e2e;
   for (const auto& r : runs) {
-    const BoundsResult one = summarize(label, wl, r, opts).bounds;
+    const Summary single = summarize(label, wl, r, opts);
+    ttft.push_back(single.ttft);
+    e2e.push_back(single.e2e);
+    const BoundsResult& one = single.bounds;
     b.requests += one.requests;
     b.query_tokens += one.query_tokens;
     b.infinite_hit_tokens += one.infinite_hit_tokens;
@@ -219,6 +223,19 @@ Summary summarize_pooled(const std::string& label, const Workload& wl, std::span
     b.capacity_blocks = one.capacity_blocks;
   }
   s.bounds = b;
+  // Latency percentiles: the median over the runs of each run's percentile, so that one run hit by
+  // the machine's noise (a shared VM stalls for tens of ms at times) does not set the tail.
+  auto median_of = [](const std::vector<Percentiles>& v, double Percentiles::*field) {
+    std::vector<double> x;
+    for (const auto& p : v) x.push_back(p.*field);
+    std::sort(x.begin(), x.end());
+    const std::size_t n = x.size();
+    return n % 2 ? x[n / 2] : (x[n / 2 - 1] + x[n / 2]) / 2;
+  };
+  for (auto field : {&Percentiles::p50, &Percentiles::p90, &Percentiles::p99}) {
+    s.ttft.*field = median_of(ttft, field);
+    s.e2e.*field = median_of(e2e, field);
+  }
   const double bound = b.lru_hit_rate();
   s.fraction_of_bound = bound > 0 ? s.hit_rate / bound : (s.hit_rate > 0 ? 0 : 1);
   s.repeats = static_cast<int>(runs.size());

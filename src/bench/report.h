@@ -65,8 +65,9 @@ Summary summarize(const std::string& label, const Workload& wl, const RunResult&
 // Several runs of the same workload as one (`bench compare --repeat`): records concatenated (start
 // times offset by the runs before), engine counter deltas summed by position, walls summed.
 RunResult pool_runs(std::span<const RunResult> runs);
-// Their Summary: latency percentiles over every request of every run, hit rate and load from the
-// summed counters, and the bound summed over the runs (each run starts from cold caches).
+// Their Summary: TTFT and e2e p50/p90/p99 are the median over the runs of each run's percentile
+// (robust to one run hit by machine noise; mean and counts pool every request), hit rate and load
+// from the summed counters, and the bound summed over the runs (each run starts from cold caches).
 Summary summarize_pooled(const std::string& label, const Workload& wl, std::span<const RunResult> runs,
                          const SummaryOptions& opts = {});
 

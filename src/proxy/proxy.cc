@@ -473,6 +473,9 @@ void Proxy::Impl::scrape(Backend& b, std::string_view text) {
     const double ratio = load->block_size ? static_cast<double>(load->block_size) / cfg.block_size : 1.0;
     routing_ctx->prefix.set_capacity(static_cast<std::size_t>(b.index),
                                      static_cast<std::uint64_t>(load->num_gpu_blocks * ratio));
+    b.kv_capacity_tokens.store(static_cast<std::int64_t>(load->num_gpu_blocks) *
+                                   (load->block_size ? load->block_size : cfg.block_size),
+                               std::memory_order_relaxed);
   }
   b.load.store(std::move(load));
 }
@@ -563,7 +566,10 @@ Result<std::uint16_t> Proxy::start() {
   }
   im.routing_ctx = std::make_shared<routing::RoutingContext>(im.backends.size());
   for (std::size_t i = 0; i < im.cfg.backends.size(); ++i) {
-    if (auto nb = im.cfg.backends[i].num_gpu_blocks) im.routing_ctx->prefix.set_capacity(i, *nb);
+    if (auto nb = im.cfg.backends[i].num_gpu_blocks) {
+      im.routing_ctx->prefix.set_capacity(i, *nb);
+      im.backends[i]->kv_capacity_tokens.store(static_cast<std::int64_t>(*nb) * im.cfg.block_size);
+    }
   }
   {
     // "word": the simulator's word tokenizer (exact blocks against `kvroute sim` without a tokenizer).

@@ -44,6 +44,11 @@ struct Backend {
   std::atomic<int> inflight{0};
   std::atomic<std::int64_t> inflight_tokens{0};   // uncached prefill tokens not yet started
   std::atomic<std::int64_t> active_blocks{0};     // Dynamo-style: blocks of requests in flight
+  // KV memory: tokens the requests in flight need on the engine beyond what it had cached when they
+  // were routed (uncached prompt + expected output), and the engine's KV capacity in tokens
+  // (num_gpu_blocks * block_size, configured or scraped; 0: unknown).
+  std::atomic<std::int64_t> held_tokens{0};
+  std::atomic<std::int64_t> kv_capacity_tokens{0};
   std::atomic<std::uint64_t> routed{0};
   std::atomic<std::shared_ptr<const std::vector<std::string>>> models;  // null until known
   std::atomic<std::shared_ptr<const EngineLoad>> load;                  // null until scraped

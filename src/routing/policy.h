@@ -34,6 +34,7 @@ struct RouteRequest {
   std::uint32_t expected_output_tokens = 0;
   // Filled by the policy at routing time, used by its completion hooks.
   std::int64_t charged_tokens = 0;     // uncached prefill tokens charged to the backend's queue
+  std::int64_t held_tokens = 0;        // KV tokens charged to the backend until the request ends
   bool prefill_done = false;
 };
 

@@ -178,8 +178,13 @@ class LoadAwareScorer final : public Scorer {
 // Lowest cost scores 1.
 class TtftCostScorer final : public Scorer {
  public:
-  TtftCostScorer(std::shared_ptr<RoutingContext> ctx, double decode_tokens_per_request, double uncached_weight)
-      : ctx_(std::move(ctx)), decode_(decode_tokens_per_request), uncached_(uncached_weight) {}
+  TtftCostScorer(std::shared_ptr<RoutingContext> ctx, double decode_tokens_per_request, double uncached_weight,
+                 double kv_fraction, double kv_weight)
+      : ctx_(std::move(ctx)),
+        decode_(decode_tokens_per_request),
+        uncached_(uncached_weight),
+        kv_fraction_(kv_fraction),
+        kv_weight_(kv_weight) {}
   std::string_view type() const override { return "ttft-cost-scorer"; }
   void score(CycleState& s, std::span<Backend* const> c, std::span<double> out) override {
     compute_prefix_match(*ctx_, s);
@@ -194,6 +199,14 @@ class TtftCostScorer final : public Scorer {
         queued = std::max(queued, l->waiting * s.req->prompt_tokens * 0.5);
       }
       cost[i] = uncached_ * own + queued + decode_ * c[i]->inflight.load(std::memory_order_relaxed);
+      // KV memory: a request that does not fit next to the ones in flight waits in the engine's
+      // queue until enough of them finish (or preempts one): each token over kvCapacityFraction
+      // of the engine's KV capacity costs kvOverflowWeight tokens of prefill.
+      if (const auto cap = c[i]->kv_capacity_tokens.load(std::memory_order_relaxed); cap > 0 && kv_weight_ > 0) {
+        const double need = static_cast<double>(c[i]->held_tokens.load(std::memory_order_relaxed)) + own +
+                            s.req->expected_output_tokens;
+        cost[i] += kv_weight_ * std::max(0.0, need - kv_fraction_ * static_cast<double>(cap));
+      }
     }
     score_low_is_good(cost, out);
   }
@@ -202,6 +215,8 @@ class TtftCostScorer final : public Scorer {
   std::shared_ptr<RoutingContext> ctx_;
   double decode_;
   double uncached_;
+  double kv_fraction_;
+  double kv_weight_;
 };
 
 // --- pickers ---------------------------------------------------------------------------------
@@ -283,6 +298,8 @@ void Scheduler::on_routed(RouteRequest& req, Backend& b) {
   std::vector<std::uint32_t> m;
   ctx_->prefix.match(req.blocks, m);
   charge_prefill(req, b, m.empty() ? 0 : m[static_cast<std::size_t>(b.index)]);
+  req.held_tokens = req.charged_tokens + req.expected_output_tokens;
+  b.held_tokens.fetch_add(req.held_tokens, std::memory_order_relaxed);
   ctx_->prefix.insert(static_cast<std::size_t>(b.index), req.blocks);
   for (auto& ws : scorers_) ws.scorer->on_routed(req, b);
 }
@@ -291,6 +308,8 @@ void Scheduler::on_first_byte(RouteRequest& req, Backend& b) { release_prefill(r
 
 void Scheduler::on_done(RouteRequest& req, Backend& b, bool) {
   release_prefill(req, b);
+  b.held_tokens.fetch_sub(req.held_tokens, std::memory_order_relaxed);
+  req.held_tokens = 0;
   // Generated tokens occupied blocks too: advance the backend's LRU clock.
   if (req.tokens_per_block > 0) ctx_->prefix.advance(static_cast<std::size_t>(b.index), req.expected_output_tokens / req.tokens_per_block);
 }
@@ -342,7 +361,8 @@ Result<std::unique_ptr<Scorer>> make_scorer(const config::PluginConfig& pc, std:
     if (pc.type == "load-aware-scorer") return std::make_unique<LoadAwareScorer>(param(p, "threshold", 128));
     if (pc.type == "ttft-cost-scorer") {
       return std::make_unique<TtftCostScorer>(std::move(ctx), param(p, "decodeTokensPerRequest", 64),
-                                              param(p, "uncachedWeight", 2.0));
+                                              param(p, "uncachedWeight", 2.0), param(p, "kvCapacityFraction", 0.9),
+                                              param(p, "kvOverflowWeight", 4.0));
     }
   } catch (const YAML::Exception& e) {
     return fail(Error::invalid(fmt::format("plugin '{}' (line {}): {}", pc.name, pc.line, e.what())));

@@ -4,6 +4,7 @@
 
 #include <map>
 #include <thread>
+#include <tuple>
 
 #include "common/hash.h"
 #include "routing/peer_policies.h"
@@ -146,6 +147,31 @@ TEST(KvroutePolicy, FollowsThePrefixAndExplainsIt) {
     EXPECT_EQ(b, first);
     EXPECT_EQ(reason, "prefix-hit");
     finish(*p, again, *b);
+  }
+}
+
+TEST(KvroutePolicy, AvoidsAnEngineWhoseKvMemoryIsFull) {
+  // Backend 0 holds the prompt's prefix, but the requests in flight there already need nearly all
+  // of its KV memory: the new request would wait for blocks, so it goes elsewhere. With the
+  // capacity unknown, or with room, the prefix wins.
+  for (const auto& [capacity, held, want_first] : std::vector<std::tuple<std::int64_t, std::int64_t, bool>>{
+           {0, 15000, true}, {16384, 15000, false}, {16384, 2000, true}}) {
+    Backends bs(2);
+    auto p = make("kvroute", bs);
+    auto warm = request(blocks_of(3, 40));
+    Backend* first = route(*p, warm, bs.ptrs);
+    finish(*p, warm, *first);
+    for (auto* b : bs.ptrs) b->kv_capacity_tokens.store(capacity);
+    first->held_tokens.store(held);
+    auto again = request(blocks_of(3, 40, 1));
+    again.expected_output_tokens = 256;
+    Backend* b = route(*p, again, bs.ptrs);
+    EXPECT_EQ(b == first, want_first) << "capacity " << capacity << " held " << held;
+    // The routed request is charged to its backend until it ends.
+    EXPECT_EQ(b->held_tokens.load(), (b == first ? held : 0) + again.held_tokens);
+    EXPECT_GT(again.held_tokens, 256);
+    finish(*p, again, *b);
+    EXPECT_EQ(b->held_tokens.load(), b == first ? held : 0);
   }
 }
 
