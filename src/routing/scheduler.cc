@@ -203,8 +203,8 @@ class TtftCostScorer final : public Scorer {
       // queue until enough of them finish (or preempts one): each token over kvCapacityFraction
       // of the engine's KV capacity costs kvOverflowWeight tokens of prefill.
       if (const auto cap = c[i]->kv_capacity_tokens.load(std::memory_order_relaxed); cap > 0 && kv_weight_ > 0) {
-        const double need = static_cast<double>(c[i]->held_tokens.load(std::memory_order_relaxed)) + own +
-                            s.req->expected_output_tokens;
+        const double need = static_cast<double>(c[i]->held_tokens.load(std::memory_order_relaxed)) +
+                            s.req->prompt_tokens + s.req->expected_output_tokens;
         cost[i] += kv_weight_ * std::max(0.0, need - kv_fraction_ * static_cast<double>(cap));
       }
     }
@@ -298,7 +298,7 @@ void Scheduler::on_routed(RouteRequest& req, Backend& b) {
   std::vector<std::uint32_t> m;
   ctx_->prefix.match(req.blocks, m);
   charge_prefill(req, b, m.empty() ? 0 : m[static_cast<std::size_t>(b.index)]);
-  req.held_tokens = req.charged_tokens + req.expected_output_tokens;
+  req.held_tokens = static_cast<std::int64_t>(req.prompt_tokens) + req.expected_output_tokens;
   b.held_tokens.fetch_add(req.held_tokens, std::memory_order_relaxed);
   ctx_->prefix.insert(static_cast<std::size_t>(b.index), req.blocks);
   for (auto& ws : scorers_) ws.scorer->on_routed(req, b);
