@@ -8,6 +8,43 @@ std::int64_t steady_now_ms() {
       .count();
 }
 
+void InflightBlocks::add(std::span<const std::uint64_t> blocks) {
+  std::lock_guard lock(mu_);
+  std::int64_t fresh = 0;
+  for (auto h : blocks) {
+    if (++refs_[h] == 1) ++fresh;
+  }
+  unique_.fetch_add(fresh, std::memory_order_relaxed);
+}
+
+void InflightBlocks::remove(std::span<const std::uint64_t> blocks) {
+  std::lock_guard lock(mu_);
+  std::int64_t gone = 0;
+  for (auto h : blocks) {
+    auto it = refs_.find(h);
+    if (it == refs_.end()) continue;
+    if (--it->second == 0) {
+      refs_.erase(it);
+      ++gone;
+    }
+  }
+  unique_.fetch_sub(gone, std::memory_order_relaxed);
+}
+
+std::size_t InflightBlocks::shared_prefix(std::span<const std::uint64_t> blocks) const {
+  std::lock_guard lock(mu_);
+  std::size_t lo = 0, hi = blocks.size();  // blocks [0, lo) pinned; [hi, n) not
+  while (lo < hi) {
+    const std::size_t mid = lo + (hi - lo) / 2;
+    if (refs_.contains(blocks[mid])) {
+      lo = mid + 1;
+    } else {
+      hi = mid;
+    }
+  }
+  return lo;
+}
+
 bool Backend::serves(std::string_view model) const {
   auto m = models.load();
   if (!m || model.empty()) return true;  // unknown: do not exclude

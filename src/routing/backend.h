@@ -11,12 +11,36 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <mutex>
+#include <span>
 #include <string>
 #include <vector>
+
+#include <boost/unordered/unordered_flat_map.hpp>
 
 #include "http/client.h"
 
 namespace kvroute::routing {
+
+// The KV blocks the requests in flight on one engine pin: a reference count per prompt block hash,
+// so a prefix shared by requests running together counts once, as the engine holds it once.
+// Thread-safe (one mutex per engine; add/remove once per request, shared_prefix only for engines
+// near their memory limit).
+class InflightBlocks {
+ public:
+  void add(std::span<const std::uint64_t> blocks);
+  void remove(std::span<const std::uint64_t> blocks);
+  // Distinct blocks pinned.
+  std::int64_t unique_blocks() const { return unique_.load(std::memory_order_relaxed); }
+  // How many leading blocks of `blocks` are pinned already. Chained hashes: when block k is
+  // pinned, so are blocks 0..k-1, so this is a binary search.
+  std::size_t shared_prefix(std::span<const std::uint64_t> blocks) const;
+
+ private:
+  mutable std::mutex mu_;
+  boost::unordered_flat_map<std::uint64_t, std::uint32_t> refs_;  // guarded by mu_
+  std::atomic<std::int64_t> unique_{0};
+};
 
 struct EngineLoad {
   double waiting = 0;           // vllm:num_requests_waiting
@@ -44,10 +68,11 @@ struct Backend {
   std::atomic<int> inflight{0};
   std::atomic<std::int64_t> inflight_tokens{0};   // uncached prefill tokens not yet started
   std::atomic<std::int64_t> active_blocks{0};     // Dynamo-style: blocks of requests in flight
-  // KV memory: tokens the requests in flight need on the engine beyond what it had cached when they
-  // were routed (uncached prompt + expected output), and the engine's KV capacity in tokens
-  // (num_gpu_blocks * block_size, configured or scraped; 0: unknown).
-  std::atomic<std::int64_t> held_tokens{0};
+  // KV memory (ADR 0008): the prompt blocks requests in flight pin (shared prefixes once), the
+  // output tokens they are expected to add, and the engine's KV capacity in tokens (num_gpu_blocks
+  // * block_size, configured or scraped; 0: unknown).
+  InflightBlocks inflight_blocks;
+  std::atomic<std::int64_t> inflight_output_tokens{0};
   std::atomic<std::int64_t> kv_capacity_tokens{0};
   std::atomic<std::uint64_t> routed{0};
   std::atomic<std::shared_ptr<const std::vector<std::string>>> models;  // null until known

@@ -203,9 +203,17 @@ class TtftCostScorer final : public Scorer {
       // queue until enough of them finish (or preempts one): each token over kvCapacityFraction
       // of the engine's KV capacity costs kvOverflowWeight tokens of prefill.
       if (const auto cap = c[i]->kv_capacity_tokens.load(std::memory_order_relaxed); cap > 0 && kv_weight_ > 0) {
-        const double need = static_cast<double>(c[i]->held_tokens.load(std::memory_order_relaxed)) +
-                            s.req->prompt_tokens + s.req->expected_output_tokens;
-        cost[i] += kv_weight_ * std::max(0.0, need - kv_fraction_ * static_cast<double>(cap));
+        const double limit = kv_fraction_ * static_cast<double>(cap);
+        const double held =
+            static_cast<double>(c[i]->inflight_blocks.unique_blocks()) * s.req->tokens_per_block +
+            static_cast<double>(c[i]->inflight_output_tokens.load(std::memory_order_relaxed));
+        double need = held + s.req->prompt_tokens + s.req->expected_output_tokens;
+        // Near the limit only: the part of the prompt that requests in flight there already pin
+        // (a shared document or system prompt) takes no new memory.
+        if (need > limit) {
+          need -= static_cast<double>(c[i]->inflight_blocks.shared_prefix(s.req->blocks)) * s.req->tokens_per_block;
+        }
+        cost[i] += kv_weight_ * std::max(0.0, need - limit);
       }
     }
     score_low_is_good(cost, out);
@@ -298,8 +306,10 @@ void Scheduler::on_routed(RouteRequest& req, Backend& b) {
   std::vector<std::uint32_t> m;
   ctx_->prefix.match(req.blocks, m);
   charge_prefill(req, b, m.empty() ? 0 : m[static_cast<std::size_t>(b.index)]);
-  req.held_tokens = static_cast<std::int64_t>(req.prompt_tokens) + req.expected_output_tokens;
-  b.held_tokens.fetch_add(req.held_tokens, std::memory_order_relaxed);
+  req.held_tokens = req.expected_output_tokens;
+  b.inflight_output_tokens.fetch_add(req.held_tokens, std::memory_order_relaxed);
+  b.inflight_blocks.add(req.blocks);
+  req.kv_pinned = true;
   ctx_->prefix.insert(static_cast<std::size_t>(b.index), req.blocks);
   for (auto& ws : scorers_) ws.scorer->on_routed(req, b);
 }
@@ -308,8 +318,12 @@ void Scheduler::on_first_byte(RouteRequest& req, Backend& b) { release_prefill(r
 
 void Scheduler::on_done(RouteRequest& req, Backend& b, bool) {
   release_prefill(req, b);
-  b.held_tokens.fetch_sub(req.held_tokens, std::memory_order_relaxed);
-  req.held_tokens = 0;
+  if (req.kv_pinned) {
+    b.inflight_output_tokens.fetch_sub(req.held_tokens, std::memory_order_relaxed);
+    b.inflight_blocks.remove(req.blocks);
+    req.kv_pinned = false;
+    req.held_tokens = 0;
+  }
   // Generated tokens occupied blocks too: advance the backend's LRU clock.
   if (req.tokens_per_block > 0) ctx_->prefix.advance(static_cast<std::size_t>(b.index), req.expected_output_tokens / req.tokens_per_block);
 }

@@ -151,28 +151,66 @@ TEST(KvroutePolicy, FollowsThePrefixAndExplainsIt) {
 }
 
 TEST(KvroutePolicy, AvoidsAnEngineWhoseKvMemoryIsFull) {
-  // Backend 0 holds the prompt's prefix, but the requests in flight there already need nearly all
-  // of its KV memory: the new request would wait for blocks, so it goes elsewhere. With the
-  // capacity unknown, or with room, the prefix wins.
-  for (const auto& [capacity, held, want_first] : std::vector<std::tuple<std::int64_t, std::int64_t, bool>>{
-           {0, 15000, true}, {16384, 15000, false}, {16384, 2000, true}}) {
+  // Backend 0 holds the prompt's prefix (40 blocks), but requests in flight there already pin
+  // nearly all of its KV memory: the new request would wait for blocks, so it goes elsewhere. With
+  // the capacity unknown, or with room, or when the requests in flight pin the same prefix (they
+  // share its blocks), the prefix wins.
+  struct Case {
+    std::int64_t capacity;
+    bool other_prompts;   // in flight on backend 0: 24 unrelated 40-block prompts (15,360 tokens)
+    bool same_prefix;     // in flight on backend 0: 24 requests on the same 40-block prefix
+    bool want_first;
+  };
+  for (const auto& k : std::vector<Case>{{0, true, false, true},
+                                         {16384, true, false, false},
+                                         {16384, false, false, true},
+                                         // 64 pinned blocks (1,024 tokens) of which the new prompt
+                                         // shares 40: it needs 912 more tokens, under 90% of 1,300;
+                                         // counted without the sharing it would not fit.
+                                         {1300, false, true, true}}) {
     Backends bs(2);
     auto p = make("kvroute", bs);
     auto warm = request(blocks_of(3, 40));
     Backend* first = route(*p, warm, bs.ptrs);
     finish(*p, warm, *first);
-    for (auto* b : bs.ptrs) b->kv_capacity_tokens.store(capacity);
-    first->held_tokens.store(held);
+    for (auto* b : bs.ptrs) b->kv_capacity_tokens.store(k.capacity);
+    std::vector<RouteRequest> pinned;
+    for (int i = 0; i < 24; ++i) {
+      if (k.other_prompts) pinned.push_back(request(blocks_of(100 + i, 40)));
+      if (k.same_prefix) pinned.push_back(request(blocks_of(3, 40, 100 + i)));
+    }
+    for (auto& r : pinned) first->inflight_blocks.add(r.blocks);
+    // The bounded-load filter must not decide it: it counts requests, not memory.
     auto again = request(blocks_of(3, 40, 1));
     again.expected_output_tokens = 256;
     Backend* b = route(*p, again, bs.ptrs);
-    EXPECT_EQ(b == first, want_first) << "capacity " << capacity << " held " << held;
-    // The routed request is charged to its backend until it ends.
-    EXPECT_EQ(b->held_tokens.load(), (b == first ? held : 0) + again.held_tokens);
-    EXPECT_GT(again.held_tokens, 256);
+    EXPECT_EQ(b == first, k.want_first) << "capacity " << k.capacity << " other " << k.other_prompts;
+    // The routed request pins its blocks and output on its backend until it ends.
+    EXPECT_EQ(b->inflight_output_tokens.load(), 256);
     finish(*p, again, *b);
-    EXPECT_EQ(b->held_tokens.load(), b == first ? held : 0);
+    EXPECT_EQ(b->inflight_output_tokens.load(), 0);
+    for (auto& r : pinned) first->inflight_blocks.remove(r.blocks);
+    EXPECT_EQ(first->inflight_blocks.unique_blocks(), 0);
+    EXPECT_EQ(bs.ptrs[1]->inflight_blocks.unique_blocks(), 0);
   }
+}
+
+TEST(InflightBlocks, SharedPrefixesCountOnce) {
+  InflightBlocks ib;
+  const auto a = blocks_of(1, 10, 1), b = blocks_of(1, 10, 2);  // 10 shared blocks + 1 own each
+  ib.add(a);
+  EXPECT_EQ(ib.unique_blocks(), 11);
+  ib.add(b);
+  EXPECT_EQ(ib.unique_blocks(), 12);
+  EXPECT_EQ(ib.shared_prefix(blocks_of(1, 10, 3)), 10u);
+  EXPECT_EQ(ib.shared_prefix(a), 11u);
+  EXPECT_EQ(ib.shared_prefix(blocks_of(2, 5)), 0u);
+  ib.remove(a);
+  EXPECT_EQ(ib.unique_blocks(), 11);
+  EXPECT_EQ(ib.shared_prefix(a), 10u);
+  ib.remove(b);
+  EXPECT_EQ(ib.unique_blocks(), 0);
+  EXPECT_EQ(ib.shared_prefix(b), 0u);
 }
 
 TEST(KvroutePolicy, SharedPrefixDoesNotPileOntoOneBackend) {
