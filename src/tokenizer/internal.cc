@@ -84,16 +84,23 @@ inline std::uint32_t with_class(std::uint32_t cp) {
 }
 inline std::uint32_t class_of(std::uint32_t x) { return x >> 24; }
 
+// ASCII fast path: the first offset at or after i where an 8-byte word holds a non-ASCII byte (or
+// fewer than 8 bytes remain).
+std::size_t skip_ascii8(std::string_view s, std::size_t i) {
+  while (i + 8 <= s.size()) {
+    std::uint64_t w;
+    std::memcpy(&w, s.data() + i, 8);
+    if ((w & 0x8080808080808080ull) != 0) break;
+    i += 8;
+  }
+  return i;
+}
+
 // Byte offset of the first code point flagged kNfcUnsafe at or after i in valid UTF-8, or npos.
 std::size_t find_nfc_unsafe(std::string_view s, std::size_t i) {
   const std::size_t n = s.size();
   while (i < n) {
-    while (i + 8 <= n) {
-      std::uint64_t w;
-      std::memcpy(&w, s.data() + i, 8);
-      if ((w & 0x8080808080808080ull) != 0) break;
-      i += 8;
-    }
+    i = skip_ascii8(s, i);
     if (i >= n) break;
     // ASCII, continuation bytes and the leads of U+0080..U+02FF need no decoding.
     if (static_cast<unsigned char>(s[i]) < kFirstUnsafeLead) {
@@ -204,13 +211,7 @@ std::size_t find_invalid_utf8(std::string_view s) {
   std::size_t i = 0;
   const std::size_t n = s.size();
   while (i < n) {
-    // ASCII fast path, 8 bytes at a time.
-    while (i + 8 <= n) {
-      std::uint64_t w;
-      std::memcpy(&w, s.data() + i, 8);
-      if ((w & 0x8080808080808080ull) != 0) break;
-      i += 8;
-    }
+    i = skip_ascii8(s, i);
     if (i >= n) break;
     const Probe p = probe(s, i);
     if (!p.complete) return i;
