@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <optional>
 
 #include "common/log.h"
 #include "config/config.h"
@@ -44,6 +45,13 @@ Result<CompareTarget> parse_target(std::string_view spec) {
 
 namespace {
 
+// The summary options of a run: in process, the engines' block size when none was given.
+SummaryOptions summary_options(const CompareOptions& o) {
+  SummaryOptions s = o.summary;
+  if (s.block_size == 0 && o.targets.empty()) s.block_size = o.sim.engine.block_size;
+  return s;
+}
+
 Result<std::vector<CompareRun>> run_targets(const Workload& workload, const CompareOptions& o) {
   if (!o.policies.empty()) return fail(Error::invalid("--policies and --target cannot be combined"));
   std::vector<CompareRun> out;
@@ -64,7 +72,7 @@ Result<std::vector<CompareRun>> run_targets(const Workload& workload, const Comp
       continue;
     }
     cr.run = std::move(*run);
-    cr.summary = summarize(target.name, workload, cr.run, o.summary);
+    cr.summary = summarize(target.name, workload, cr.run, summary_options(o));
     for (const auto& w : cr.run.warnings) cr.summary.errors.push_back(w);
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (o.on_done) o.on_done(target.name, cr.summary, secs);
@@ -87,6 +95,23 @@ Result<std::vector<CompareRun>> run_compare_once(const Workload& workload, const
     if (o.on_start) o.on_start(policy);
     const auto t0 = std::chrono::steady_clock::now();
 
+    // A policy defined by a config file: read before any engine starts.
+    std::optional<config::Config> scheduler;
+    if (auto pc = std::find_if(o.policy_configs.begin(), o.policy_configs.end(),
+                               [&](const auto& nc) { return nc.first == policy; });
+        pc != o.policy_configs.end()) {
+      auto file = config::load_file(pc->second);
+      if (file && file->plugins.empty()) {
+        file = fail(Error::invalid(pc->second + ": no plugins (a scheduler config needs plugins and schedulingProfiles)"));
+      }
+      if (!file) {
+        cr.error = file.error().message;
+        out.push_back(std::move(cr));
+        continue;
+      }
+      scheduler = std::move(*file);
+    }
+
     sim::SimOptions so = o.sim;
     so.host = "127.0.0.1";
     so.port = 0;
@@ -106,24 +131,9 @@ Result<std::vector<CompareRun>> run_compare_once(const Workload& workload, const
     cfg.port = 0;
     cfg.threads = o.proxy_threads;
     cfg.policy = policy;
-    if (auto pc = std::find_if(o.policy_configs.begin(), o.policy_configs.end(),
-                               [&](const auto& nc) { return nc.first == policy; });
-        pc != o.policy_configs.end()) {
-      auto file = config::load_file(pc->second);
-      if (!file) {
-        cluster.stop();
-        cr.error = file.error().message;
-        out.push_back(std::move(cr));
-        continue;
-      }
-      if (file->plugins.empty()) {
-        cluster.stop();
-        cr.error = pc->second + ": no plugins (a scheduler config needs plugins and schedulingProfiles)";
-        out.push_back(std::move(cr));
-        continue;
-      }
-      cfg.plugins = std::move(file->plugins);
-      cfg.profiles = std::move(file->profiles);
+    if (scheduler) {
+      cfg.plugins = std::move(scheduler->plugins);
+      cfg.profiles = std::move(scheduler->profiles);
     }
     cfg.debug_headers = true;
     cfg.log_level = o.proxy_log_level;
@@ -158,9 +168,7 @@ Result<std::vector<CompareRun>> run_compare_once(const Workload& workload, const
     cluster.stop();
     if (!run) return fail(run.error());
     cr.run = std::move(*run);
-    SummaryOptions sopt = o.summary;
-    if (sopt.block_size == 0) sopt.block_size = so.engine.block_size;
-    cr.summary = summarize(policy, workload, cr.run, sopt);
+    cr.summary = summarize(policy, workload, cr.run, summary_options(o));
     // Name engines as the router does.
     for (std::size_t i = 0; i < cr.summary.backends.size() && i < eps.size(); ++i) {
       if (cr.summary.backends[i].name == eps[i].url) cr.summary.backends[i].name = fmt::format("engine-{}", i);
@@ -194,9 +202,7 @@ Result<std::vector<CompareRun>> run_compare(const Workload& workload, const Comp
       runs.push_back(std::move(rep[p].run));
     }
     if (cr.error.empty()) {
-      SummaryOptions sopt = o.summary;
-      if (sopt.block_size == 0 && o.targets.empty()) sopt.block_size = o.sim.engine.block_size;
-      cr.summary = summarize_pooled(cr.policy, workload, runs, sopt);
+      cr.summary = summarize_pooled(cr.policy, workload, runs, summary_options(o));
       // Engines as the first run named them (engine-N in process).
       const auto& first = reps[0][p].summary.backends;
       for (std::size_t i = 0; i < cr.summary.backends.size() && i < first.size(); ++i) {

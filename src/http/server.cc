@@ -317,7 +317,6 @@ net::awaitable<void> Server::Impl::session(Worker& w, tcp::socket socket) {
     if (buffer.size() == 0) {
       state.watch = watch;
       state.since = std::chrono::steady_clock::now();
-      state.watching = false;
     }
     try {
       co_await handler(req, writer);
@@ -350,7 +349,7 @@ net::awaitable<void> Server::Impl::session(Worker& w, tcp::socket socket) {
 void Server::Impl::sweep(Worker& w) {
   const auto now = std::chrono::steady_clock::now();
   for (auto* s : w.sessions) {
-    if (s->watch && !s->watching && !s->watch->done && now - s->since >= opts.gone_watch_delay) {
+    if (s->watch && !s->watching && now - s->since >= opts.gone_watch_delay) {
       s->watching = true;
       start_gone_watch(*s->socket, s->watch);
     }

@@ -123,6 +123,12 @@ struct Proxy::Impl {
   net::awaitable<void> health_loop();
   net::awaitable<void> scrape_loop();
   void scrape(Backend& b, std::string_view text);
+  // An engine's KV capacity in the router's blocks: the approximate index forgets past it, the
+  // TTFT cost counts memory against it.
+  void set_kv_capacity(Backend& b, std::uint64_t blocks) {
+    routing_ctx->prefix.set_capacity(static_cast<std::size_t>(b.index), blocks);
+    b.kv_capacity_tokens.store(static_cast<std::int64_t>(blocks * cfg.block_size), std::memory_order_relaxed);
+  }
   void compute_blocks(routing::RouteRequest& rr, const openai::ParsedRequest& req);
   void record_failure(Backend& b, const http::UpstreamFailure& f);
   std::vector<std::string> known_models() const;
@@ -471,11 +477,7 @@ void Proxy::Impl::scrape(Backend& b, std::string_view text) {
   // The index forgets what the engine must have evicted: capacity in our blocks.
   if (load->num_gpu_blocks > 0 && !cfg.backends[static_cast<std::size_t>(b.index)].num_gpu_blocks) {
     const double ratio = load->block_size ? static_cast<double>(load->block_size) / cfg.block_size : 1.0;
-    routing_ctx->prefix.set_capacity(static_cast<std::size_t>(b.index),
-                                     static_cast<std::uint64_t>(load->num_gpu_blocks * ratio));
-    b.kv_capacity_tokens.store(static_cast<std::int64_t>(load->num_gpu_blocks) *
-                                   (load->block_size ? load->block_size : cfg.block_size),
-                               std::memory_order_relaxed);
+    set_kv_capacity(b, static_cast<std::uint64_t>(load->num_gpu_blocks * ratio));
   }
   b.load.store(std::move(load));
 }
@@ -566,10 +568,7 @@ Result<std::uint16_t> Proxy::start() {
   }
   im.routing_ctx = std::make_shared<routing::RoutingContext>(im.backends.size());
   for (std::size_t i = 0; i < im.cfg.backends.size(); ++i) {
-    if (auto nb = im.cfg.backends[i].num_gpu_blocks) {
-      im.routing_ctx->prefix.set_capacity(i, *nb);
-      im.backends[i]->kv_capacity_tokens.store(static_cast<std::int64_t>(*nb) * im.cfg.block_size);
-    }
+    if (auto nb = im.cfg.backends[i].num_gpu_blocks) im.set_kv_capacity(*im.backends[i], *nb);
   }
   {
     // "word": the simulator's word tokenizer (exact blocks against `kvroute sim` without a tokenizer).

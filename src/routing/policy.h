@@ -34,8 +34,7 @@ struct RouteRequest {
   std::uint32_t expected_output_tokens = 0;
   // Filled by the policy at routing time, used by its completion hooks.
   std::int64_t charged_tokens = 0;     // uncached prefill tokens charged to the backend's queue
-  std::int64_t held_tokens = 0;        // expected output tokens charged to the backend's KV memory
-  bool kv_pinned = false;              // `blocks` are counted in the backend's InflightBlocks
+  bool kv_pinned = false;              // `blocks` and expected output are charged to the backend's KV memory
   bool prefill_done = false;
 };
 

@@ -306,8 +306,7 @@ void Scheduler::on_routed(RouteRequest& req, Backend& b) {
   std::vector<std::uint32_t> m;
   ctx_->prefix.match(req.blocks, m);
   charge_prefill(req, b, m.empty() ? 0 : m[static_cast<std::size_t>(b.index)]);
-  req.held_tokens = req.expected_output_tokens;
-  b.inflight_output_tokens.fetch_add(req.held_tokens, std::memory_order_relaxed);
+  b.inflight_output_tokens.fetch_add(req.expected_output_tokens, std::memory_order_relaxed);
   b.inflight_blocks.add(req.blocks);
   req.kv_pinned = true;
   ctx_->prefix.insert(static_cast<std::size_t>(b.index), req.blocks);
@@ -319,10 +318,9 @@ void Scheduler::on_first_byte(RouteRequest& req, Backend& b) { release_prefill(r
 void Scheduler::on_done(RouteRequest& req, Backend& b, bool) {
   release_prefill(req, b);
   if (req.kv_pinned) {
-    b.inflight_output_tokens.fetch_sub(req.held_tokens, std::memory_order_relaxed);
+    b.inflight_output_tokens.fetch_sub(req.expected_output_tokens, std::memory_order_relaxed);
     b.inflight_blocks.remove(req.blocks);
     req.kv_pinned = false;
-    req.held_tokens = 0;
   }
   // Generated tokens occupied blocks too: advance the backend's LRU clock.
   if (req.tokens_per_block > 0) ctx_->prefix.advance(static_cast<std::size_t>(b.index), req.expected_output_tokens / req.tokens_per_block);

@@ -4,7 +4,6 @@
 
 #include <map>
 #include <thread>
-#include <tuple>
 
 #include "common/hash.h"
 #include "routing/peer_policies.h"
