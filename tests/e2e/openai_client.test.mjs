@@ -20,21 +20,39 @@ function freePort() {
   });
 }
 
-async function waitReady(url, deadlineMs = 10000) {
+async function waitReady(url, deadlineMs = 10000, gone = () => false) {
   const end = Date.now() + deadlineMs;
-  while (Date.now() < end) {
+  while (Date.now() < end && !gone()) {
     try { const r = await fetch(url); if (r.status === 200) return; } catch {}
     await new Promise((r) => setTimeout(r, 50));
   }
   throw new Error(`not ready: ${url}`);
 }
 
+// Engines take ports sim and sim+1; sim+1 was never reserved and another test may hold it: then
+// the sim exits, and the set-up tries again with fresh ports.
+async function startSim() {
+  for (let attempt = 0; attempt < 5; attempt++) {
+    const sim = await freePort();
+    const p = spawn(binary, ['sim', '--engines', '2', '--port', String(sim), '--model', MODEL, '--preset', 'none',
+                             '--log-level', 'warn'], { stdio: 'inherit' });
+    let exited = false;
+    p.on('exit', () => { exited = true; });
+    try {
+      await waitReady(`http://127.0.0.1:${sim}/health`, 5000, () => exited);
+      await waitReady(`http://127.0.0.1:${sim + 1}/health`, 5000, () => exited);
+      procs.push(p);
+      return sim;
+    } catch {
+      p.kill('SIGTERM');
+    }
+  }
+  throw new Error('could not start the simulated engines');
+}
+
 before(async () => {
-  const sim = await freePort();
+  const sim = await startSim();
   const router = await freePort();
-  procs.push(spawn(binary, ['sim', '--engines', '2', '--port', String(sim), '--model', MODEL, '--preset', 'none',
-                            '--log-level', 'warn'], { stdio: 'inherit' }));
-  // Engines take ports sim and sim+1; the second may collide in theory, the health check would show it.
   procs.push(spawn(binary, ['serve', '--address', '127.0.0.1', '--port', String(router), '--backend',
                             `http://127.0.0.1:${sim}`, '--backend', `http://127.0.0.1:${sim + 1}`, '--policy',
                             'kvroute', '--log-level', 'warn'], { stdio: 'inherit' }));
