@@ -318,9 +318,13 @@ void add_bench_command(CLI::App& app, int& exit_code) {
   cmp->add_option("--repeat", *repeat,
                   "Run the comparison N times (policies interleaved) and pool each policy's requests into one row")
       ->capture_default_str();
+  auto simultaneous = std::make_shared<bool>(false);
+  cmp->add_flag("--simultaneous", *simultaneous,
+                "Run all policies at the same time, each on its own engines and router (a stall of the machine "
+                "then hits all alike; needs CPU for all of them)");
   add_common_flags(cmp, *cf);
 
-  cmp->callback([cf, cmp_policies, policy_configs, repeat, plots, sim, targets, engine_urls, no_reset, fractions, saturation,
+  cmp->callback([cf, cmp_policies, policy_configs, repeat, simultaneous, plots, sim, targets, engine_urls, no_reset, fractions, saturation,
                  &exit_code] {
     if (!finish_common(*cf)) {
       exit_code = 2;
@@ -336,6 +340,7 @@ void add_bench_command(CLI::App& app, int& exit_code) {
     CompareOptions co;
     co.policies = split_list(*cmp_policies);
     co.repeat = *repeat;
+    co.simultaneous = *simultaneous;
     if (!policy_configs->empty() && co.policies.empty()) co.policies = routing::policy_names();
     for (const auto& spec : *policy_configs) {
       const auto eq = spec.find('=');

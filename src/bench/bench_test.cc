@@ -462,6 +462,68 @@ TEST(Compare, PolicyFromAConfigFile) {
   std::filesystem::remove_all(dir);
 }
 
+TEST(Compare, SimultaneousPoliciesRunTogetherEachOnItsOwnEngines) {
+  const auto dir = std::filesystem::temp_directory_path() / "kvroute_simultaneous_test";
+  std::filesystem::create_directories(dir);
+  {
+    std::ofstream f(dir / "sticky.yaml");
+    f << "plugins:\n  - type: prefix-cache-scorer\n  - type: max-score-picker\n"
+         "schedulingProfiles:\n  - name: default\n    plugins:\n      - {pluginRef: prefix-cache-scorer}\n"
+         "      - {pluginRef: max-score-picker}\n";
+  }
+  WorkloadOptions wo;
+  wo.name = "shared-prefix";
+  wo.sp_groups = 1;
+  wo.sp_prompts_per_group = 8;
+  wo.sp_system_len = 64;
+  wo.sp_question_len = 8;
+  wo.output_len = 2;
+  auto wl = make_workload(wo);
+  ASSERT_TRUE(wl);
+  CompareOptions co;
+  co.policies = {"round-robin", "no-such-policy", "sticky"};
+  co.policy_configs = {{"sticky", (dir / "sticky.yaml").string()}};
+  co.simultaneous = true;
+  co.sim = fast_sim(2);
+  co.kv_events = false;
+  co.load.concurrency = 1;
+  co.load.duration = 20s;
+  co.load.progress = false;
+  std::vector<std::string> events;  // on_start/on_done in order
+  co.on_start = [&](const std::string& p) { events.push_back("start " + p); };
+  co.on_done = [&](const std::string& p, const Summary&, double) { events.push_back("done " + p); };
+  auto runs = run_compare(*wl, co);
+  ASSERT_TRUE(runs) << runs.error().message;
+  ASSERT_EQ(runs->size(), 3u);
+  // Every policy started before any finished: the loads ran at the same time.
+  ASSERT_EQ(events.size(), 5u);
+  EXPECT_EQ(events[0], "start round-robin");
+  EXPECT_EQ(events[1], "start no-such-policy");
+  EXPECT_EQ(events[2], "start sticky");
+  EXPECT_EQ(events[3].substr(0, 5), "done ");
+  EXPECT_NE((*runs)[1].error.find("unknown policy"), std::string::npos) << (*runs)[1].error;
+  for (std::size_t i : {0u, 2u}) {
+    const auto& r = (*runs)[i];
+    ASSERT_TRUE(r.error.empty()) << r.error;
+    EXPECT_EQ(r.run.records.size(), 8u);
+    // Each policy's engines served exactly its own requests.
+    ASSERT_TRUE(r.summary.engine_counters) << r.policy;
+    std::set<std::string> used;
+    for (const auto& rec : r.run.records) {
+      EXPECT_EQ(rec.outcome, Outcome::kOk) << rec.error;
+      used.insert(rec.backend);
+    }
+    EXPECT_EQ(r.summary.engine_queries, static_cast<double>(r.summary.usage_prompt_tokens)) << r.policy;
+    EXPECT_EQ(r.summary.backends[0].requests + r.summary.backends[1].requests, 8u) << r.policy;
+    EXPECT_EQ(used.size(), i == 0 ? 2u : 1u) << r.policy;
+  }
+  // Targets share their engines: not combinable.
+  co.targets = {{"a", "http://127.0.0.1:1"}};
+  co.policies.clear();
+  EXPECT_FALSE(run_compare(*wl, co));
+  std::filesystem::remove_all(dir);
+}
+
 TEST(Compare, ParsesTargets) {
   auto named = parse_target("kvroute=http://127.0.0.1:8080");
   ASSERT_TRUE(named) << named.error().message;

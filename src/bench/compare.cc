@@ -4,7 +4,9 @@
 
 #include <algorithm>
 #include <chrono>
+#include <memory>
 #include <optional>
+#include <thread>
 
 #include "common/log.h"
 #include "config/config.h"
@@ -54,6 +56,7 @@ SummaryOptions summary_options(const CompareOptions& o) {
 
 Result<std::vector<CompareRun>> run_targets(const Workload& workload, const CompareOptions& o) {
   if (!o.policies.empty()) return fail(Error::invalid("--policies and --target cannot be combined"));
+  if (o.simultaneous) return fail(Error::invalid("--simultaneous and --target cannot be combined (the targets share engines)"));
   std::vector<CompareRun> out;
   for (const auto& target : o.targets) {
     CompareRun cr;
@@ -83,100 +86,149 @@ Result<std::vector<CompareRun>> run_targets(const Workload& workload, const Comp
 
 }  // namespace
 
+namespace {
+
+// One in-process policy run: its engines, its router and the load options pointing at them.
+struct PolicyRun {
+  CompareRun cr;
+  std::unique_ptr<sim::SimCluster> cluster;
+  std::unique_ptr<proxy::Proxy> proxy;
+  std::vector<sim::EngineEndpoints> endpoints;
+  LoadOptions load;
+  std::chrono::steady_clock::time_point t0;
+  Result<RunResult> result = fail(Error::unavailable("not run"));
+};
+
+// Starts the engines and the router of one policy; on failure, `cr.error` says why and nothing runs.
+void start_policy(PolicyRun& pr, const CompareOptions& o) {
+  const std::string& policy = pr.cr.policy;
+  if (o.on_start) o.on_start(policy);
+  pr.t0 = std::chrono::steady_clock::now();
+
+  // A policy defined by a config file: read before any engine starts.
+  std::optional<config::Config> scheduler;
+  if (auto pc = std::find_if(o.policy_configs.begin(), o.policy_configs.end(),
+                             [&](const auto& nc) { return nc.first == policy; });
+      pc != o.policy_configs.end()) {
+    auto file = config::load_file(pc->second);
+    if (file && file->plugins.empty()) {
+      file = fail(Error::invalid(pc->second + ": no plugins (a scheduler config needs plugins and schedulingProfiles)"));
+    }
+    if (!file) {
+      pr.cr.error = file.error().message;
+      return;
+    }
+    scheduler = std::move(*file);
+  }
+
+  sim::SimOptions so = o.sim;
+  so.host = "127.0.0.1";
+  so.port = 0;
+  so.kv_events_port = 0;
+  so.kv_replay_port = 0;
+  so.kv_events_ephemeral = o.kv_events;
+  pr.cluster = std::make_unique<sim::SimCluster>(so);
+  if (auto st = pr.cluster->start(); !st) {
+    pr.cr.error = "simulated engines: " + st.error().message;
+    pr.cluster.reset();
+    return;
+  }
+  pr.endpoints = pr.cluster->endpoints();
+
+  config::Config cfg;
+  cfg.address = "127.0.0.1";
+  cfg.port = 0;
+  cfg.threads = o.proxy_threads;
+  cfg.policy = policy;
+  if (scheduler) {
+    cfg.plugins = std::move(scheduler->plugins);
+    cfg.profiles = std::move(scheduler->profiles);
+  }
+  cfg.debug_headers = true;
+  cfg.log_level = o.proxy_log_level;
+  cfg.tokenizer = so.tokenizer.empty() ? "word" : so.tokenizer;
+  cfg.block_size = so.engine.block_size;
+  pr.load = o.load;
+  pr.load.backend_metrics.clear();
+  for (std::size_t i = 0; i < pr.endpoints.size(); ++i) {
+    const auto& ep = pr.endpoints[i];
+    config::BackendConfig b;
+    b.url = ep.url;
+    b.name = fmt::format("engine-{}", i);
+    b.models = {so.model};
+    b.kv_events_endpoint = ep.kv_events;
+    b.kv_events_replay = ep.kv_replay;
+    b.num_gpu_blocks = so.engine.num_gpu_blocks;
+    cfg.backends.push_back(std::move(b));
+    pr.load.backend_metrics.push_back(ep.url);
+  }
+  pr.proxy = std::make_unique<proxy::Proxy>(cfg);
+  auto port = pr.proxy->start();
+  if (!port) {
+    pr.cr.error = "router: " + port.error().message;
+    pr.proxy.reset();
+    pr.cluster->stop();
+    pr.cluster.reset();
+    return;
+  }
+  pr.load.url = fmt::format("http://127.0.0.1:{}", *port);
+  if (pr.load.model.empty()) pr.load.model = so.model;
+  if (pr.load.progress_label.empty()) pr.load.progress_label = fmt::format("{:<20} ", policy);
+}
+
+// Stops the policy's router and engines and summarizes its run.
+Status finish_policy(PolicyRun& pr, const Workload& workload, const CompareOptions& o) {
+  pr.proxy->stop(std::chrono::milliseconds(1000));
+  pr.cluster->stop();
+  if (!pr.result) return fail(pr.result.error());
+  pr.cr.run = std::move(*pr.result);
+  pr.cr.summary = summarize(pr.cr.policy, workload, pr.cr.run, summary_options(o));
+  // Name engines as the router does.
+  for (std::size_t i = 0; i < pr.cr.summary.backends.size() && i < pr.endpoints.size(); ++i) {
+    if (pr.cr.summary.backends[i].name == pr.endpoints[i].url)
+      pr.cr.summary.backends[i].name = fmt::format("engine-{}", i);
+  }
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - pr.t0).count();
+  if (o.on_done) o.on_done(pr.cr.policy, pr.cr.summary, secs);
+  return {};
+}
+
+}  // namespace
+
 Result<std::vector<CompareRun>> run_compare_once(const Workload& workload, const CompareOptions& o) {
   if (!o.targets.empty()) return run_targets(workload, o);
   std::vector<std::string> policies = o.policies.empty() ? routing::policy_names() : o.policies;
   if (o.sim.engines < 1) return fail(Error::invalid("--engines must be at least 1"));
   if (!o.proxy_log_level.empty()) set_log_level(o.proxy_log_level);  // the in-process router logs per request
-  std::vector<CompareRun> out;
-  for (const auto& policy : policies) {
-    CompareRun cr;
-    cr.policy = policy;
-    if (o.on_start) o.on_start(policy);
-    const auto t0 = std::chrono::steady_clock::now();
-
-    // A policy defined by a config file: read before any engine starts.
-    std::optional<config::Config> scheduler;
-    if (auto pc = std::find_if(o.policy_configs.begin(), o.policy_configs.end(),
-                               [&](const auto& nc) { return nc.first == policy; });
-        pc != o.policy_configs.end()) {
-      auto file = config::load_file(pc->second);
-      if (file && file->plugins.empty()) {
-        file = fail(Error::invalid(pc->second + ": no plugins (a scheduler config needs plugins and schedulingProfiles)"));
-      }
-      if (!file) {
-        cr.error = file.error().message;
-        out.push_back(std::move(cr));
-        continue;
-      }
-      scheduler = std::move(*file);
+  std::vector<PolicyRun> runs(policies.size());
+  for (std::size_t i = 0; i < policies.size(); ++i) runs[i].cr.policy = policies[i];
+  if (o.simultaneous) {
+    // Every policy's engines and router first, then all loads at once: a stall of the machine
+    // then hits every policy alike. The progress bars would interleave: none.
+    for (auto& pr : runs) start_policy(pr, o);
+    std::vector<std::thread> threads;
+    for (auto& pr : runs) {
+      if (!pr.cr.error.empty()) continue;
+      pr.load.progress = false;
+      threads.emplace_back([&pr, &workload] { pr.result = run_load(workload, pr.load); });
     }
-
-    sim::SimOptions so = o.sim;
-    so.host = "127.0.0.1";
-    so.port = 0;
-    so.kv_events_port = 0;
-    so.kv_replay_port = 0;
-    so.kv_events_ephemeral = o.kv_events;
-    sim::SimCluster cluster(so);
-    if (auto st = cluster.start(); !st) {
-      cr.error = "simulated engines: " + st.error().message;
-      out.push_back(std::move(cr));
-      continue;
+    for (auto& t : threads) t.join();
+    std::optional<Error> first_error;
+    for (auto& pr : runs) {
+      if (!pr.cr.error.empty()) continue;
+      if (auto st = finish_policy(pr, workload, o); !st && !first_error) first_error = st.error();
     }
-    const auto& eps = cluster.endpoints();
-
-    config::Config cfg;
-    cfg.address = "127.0.0.1";
-    cfg.port = 0;
-    cfg.threads = o.proxy_threads;
-    cfg.policy = policy;
-    if (scheduler) {
-      cfg.plugins = std::move(scheduler->plugins);
-      cfg.profiles = std::move(scheduler->profiles);
+    if (first_error) return fail(*first_error);
+  } else {
+    for (auto& pr : runs) {
+      start_policy(pr, o);
+      if (!pr.cr.error.empty()) continue;
+      pr.result = run_load(workload, pr.load);
+      if (auto st = finish_policy(pr, workload, o); !st) return fail(st.error());
     }
-    cfg.debug_headers = true;
-    cfg.log_level = o.proxy_log_level;
-    cfg.tokenizer = so.tokenizer.empty() ? "word" : so.tokenizer;
-    cfg.block_size = so.engine.block_size;
-    LoadOptions lo = o.load;
-    lo.backend_metrics.clear();
-    for (std::size_t i = 0; i < eps.size(); ++i) {
-      config::BackendConfig b;
-      b.url = eps[i].url;
-      b.name = fmt::format("engine-{}", i);
-      b.models = {so.model};
-      b.kv_events_endpoint = eps[i].kv_events;
-      b.kv_events_replay = eps[i].kv_replay;
-      b.num_gpu_blocks = so.engine.num_gpu_blocks;
-      cfg.backends.push_back(std::move(b));
-      lo.backend_metrics.push_back(eps[i].url);
-    }
-    proxy::Proxy proxy(cfg);
-    auto port = proxy.start();
-    if (!port) {
-      cr.error = "router: " + port.error().message;
-      cluster.stop();
-      out.push_back(std::move(cr));
-      continue;
-    }
-    lo.url = fmt::format("http://127.0.0.1:{}", *port);
-    if (lo.model.empty()) lo.model = so.model;
-    if (lo.progress_label.empty()) lo.progress_label = fmt::format("{:<20} ", policy);
-    auto run = run_load(workload, lo);
-    proxy.stop(std::chrono::milliseconds(1000));
-    cluster.stop();
-    if (!run) return fail(run.error());
-    cr.run = std::move(*run);
-    cr.summary = summarize(policy, workload, cr.run, summary_options(o));
-    // Name engines as the router does.
-    for (std::size_t i = 0; i < cr.summary.backends.size() && i < eps.size(); ++i) {
-      if (cr.summary.backends[i].name == eps[i].url) cr.summary.backends[i].name = fmt::format("engine-{}", i);
-    }
-    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (o.on_done) o.on_done(policy, cr.summary, secs);
-    out.push_back(std::move(cr));
   }
+  std::vector<CompareRun> out;
+  for (auto& pr : runs) out.push_back(std::move(pr.cr));
   return out;
 }
 

@@ -49,6 +49,10 @@ struct CompareOptions {
   // Run the whole comparison this many times (policies interleaved: A B C, A B C, ...) and pool
   // each policy's runs into one summary (summarize_pooled); the machine's noise then averages out.
   int repeat = 1;
+  // Run every policy at the same time, each with its own engines and router (one thread per load
+  // generator), instead of one after the other: a stall of a shared machine then delays all policies
+  // alike, and the comparison takes the time of one run. Each policy's engines still see only its load.
+  bool simultaneous = false;
   std::string proxy_log_level = "warn";
   // Called before and after each policy's run (for progress lines).
   std::function<void(const std::string& policy)> on_start;
