@@ -4,20 +4,22 @@
 # Each comparison first measures capacity (round-robin, closed loop, 256 users, no think time), then
 # runs every policy open loop at 50% and 90% of it (`kvroute bench compare --load-fractions`).
 #
-#   scripts/bench/quality_at_load.sh [OUT_DIR] [REPEAT=3]     # ~25 min on a 2-core VM
+#   scripts/bench/quality_at_load.sh [OUT_DIR] [REPEAT=5]     # ~10 min on a 2-core VM
 #
-# Real time (--time-scale 1): the whole comparison (engines, router, load generator in one process)
+# Real time (--time-scale 1): one policy's comparison (engines, router, load generator in one process)
 # then uses a quarter of one core, and the VM's scheduling hiccups are small against the engines'
-# 8 ms steps; at 4x and more they set the tail. Each policy runs REPEAT times, interleaved with the
-# others; the tables give the median of the runs' latency percentiles and the pooled hit rate.
+# 8 ms steps; at 4x and more they set the tail. --simultaneous runs all policies at once, each on its
+# own engines and router, so a stall of the VM hits all of them alike (run one after the other, a
+# stall in one policy's run moved its p99 by +-25%). The comparison runs REPEAT times; the tables give
+# the median of the runs' latency percentiles and the pooled hit rate.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT="${1:-build/quality}"
-REPEAT="${2:-3}"
+REPEAT="${2:-5}"
 mkdir -p "$OUT"
 K=build/kvroute
 POLICIES=round-robin,session-affinity,kvroute-approx,kvroute
-COMMON=(--engines 4 --time-scale 1 --load-fractions 0.5,0.9 --quiet --repeat "$REPEAT")
+COMMON=(--engines 4 --time-scale 1 --load-fractions 0.5,0.9 --quiet --repeat "$REPEAT" --simultaneous)
 
 echo "## shared-prefix: 64 groups x 32 prompts, 1024-token system prompts, 2048 blocks per engine" | tee "$OUT/summary.md"
 "$K" bench compare "${COMMON[@]}" --policies "$POLICIES" --workload shared-prefix --sp-groups 64 \
