@@ -10,8 +10,10 @@
 #include <boost/asio/use_future.hpp>
 
 #include <atomic>
+#include <thread>
 
 #include "http/client.h"
+#include "testing/raw_http.h"
 
 namespace kvroute::http {
 namespace {
@@ -91,6 +93,104 @@ TEST(Server, StreamsChunksAsTheyAreWritten) {
   });
   EXPECT_GE(pieces, 5);  // each event arrived on its own, not buffered into one body
   server.stop(std::chrono::milliseconds(1000));
+}
+
+// Slow clients (slowloris) cannot hold a connection: a request that does not arrive whole within
+// request_timeout, or a keep-alive connection idle past keepalive_timeout, is closed.
+TEST(Server, SlowAndIdleClientsAreCutOff) {
+  std::atomic<int> calls{0};
+  ServerOptions o = local_options();
+  o.request_timeout = std::chrono::milliseconds(300);
+  o.keepalive_timeout = std::chrono::milliseconds(400);
+  Server server(o, [&](Request&, ResponseWriter& w) -> net::awaitable<void> {
+    ++calls;
+    const Headers none;
+    co_await w.send(200, "text/plain", std::string("ok"), none);
+  });
+  auto port = server.start();
+  ASSERT_TRUE(port);
+  using Clock = std::chrono::steady_clock;
+  auto closed_after = [&](std::string_view raw) {
+    const auto t0 = Clock::now();
+    auto r = kvroute::testing::raw_request(*port, raw, std::chrono::seconds(10));
+    EXPECT_EQ(r.status, 0) << r.raw;  // closed without an answer
+    return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0);
+  };
+  // Headers that never end.
+  auto t = closed_after("POST /v1/completions HTTP/1.1\r\nHost: x\r\nX-Slow: 1\r\n");
+  EXPECT_GE(t, std::chrono::milliseconds(250));
+  EXPECT_LT(t, std::chrono::seconds(3));
+  // A body that never arrives whole.
+  t = closed_after("POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"a\":");
+  EXPECT_GE(t, std::chrono::milliseconds(250));
+  EXPECT_LT(t, std::chrono::seconds(3));
+  // A connection that never sends a byte.
+  t = closed_after("");
+  EXPECT_GE(t, std::chrono::milliseconds(350));
+  EXPECT_LT(t, std::chrono::seconds(3));
+  EXPECT_EQ(calls.load(), 0);
+  // The session ends right after closing the socket: allow it a moment.
+  for (int i = 0; i < 100 && server.connections() != 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_EQ(server.connections(), 0u);
+  // The server still serves.
+  auto ok = kvroute::testing::raw_request(*port, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  EXPECT_EQ(ok.status, 200);
+  EXPECT_EQ(ok.body, "ok");
+  server.stop(std::chrono::milliseconds(1000));
+}
+
+// The upstream side's timeouts: a response head that does not come within the first-byte timeout,
+// and a body that goes silent past the idle timeout, are kTimeout failures, not hangs.
+TEST(Client, FirstByteAndIdleTimeouts) {
+  Server server(local_options(), [](Request& req, ResponseWriter& w) -> net::awaitable<void> {
+    auto ex = co_await net::this_coro::executor;
+    if (req.target == "/silent-head") {
+      net::steady_timer t(ex, std::chrono::seconds(5));
+      co_await t.async_wait(net::as_tuple(net::use_awaitable));
+      co_return;
+    }
+    co_await w.start_stream(200, "text/event-stream");
+    const std::string first = "data: 1\n\n";
+    co_await w.write_chunk(first);
+    net::steady_timer t(ex, std::chrono::seconds(5));
+    co_await t.async_wait(net::as_tuple(net::use_awaitable));
+    co_await w.end_stream();
+  });
+  auto port = server.start();
+  ASSERT_TRUE(port);
+  const Endpoint ep{"127.0.0.1", *port};
+  using Clock = std::chrono::steady_clock;
+  net::io_context ioc;
+  ClientOptions co;
+  co.first_byte_timeout = std::chrono::milliseconds(300);
+  co.idle_timeout = std::chrono::milliseconds(300);
+  ConnectionPool pool(ioc.get_executor(), co);
+  auto fut = net::co_spawn(
+      ioc,
+      [&]() -> net::awaitable<std::pair<UpstreamError, UpstreamError>> {
+        const Headers none;
+        auto head = co_await pool.start(ep, "GET", "/silent-head", none, {});
+        EXPECT_FALSE(head.has_value());
+        const UpstreamError a = head ? UpstreamError::kProtocol : head.error().kind;
+        auto ex = co_await pool.start(ep, "GET", "/silent-body", none, {});
+        EXPECT_TRUE(ex.has_value());
+        if (!ex) co_return std::pair{a, UpstreamError::kProtocol};
+        auto piece = co_await ex->read_some();
+        EXPECT_TRUE(piece.has_value());
+        auto rest = co_await ex->read_some();
+        EXPECT_FALSE(rest.has_value());
+        co_return std::pair{a, rest ? UpstreamError::kProtocol : rest.error().kind};
+      },
+      net::use_future);
+  const auto t0 = Clock::now();
+  ioc.run();
+  const auto took = Clock::now() - t0;
+  const auto [head_kind, body_kind] = fut.get();
+  EXPECT_EQ(head_kind, UpstreamError::kTimeout);
+  EXPECT_EQ(body_kind, UpstreamError::kTimeout);
+  EXPECT_GE(took, std::chrono::milliseconds(550));
+  EXPECT_LT(took, std::chrono::seconds(4));
+  server.stop(std::chrono::milliseconds(0));
 }
 
 TEST(Client, RefusedConnectionIsRetryableConnectError) {
