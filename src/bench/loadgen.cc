@@ -26,7 +26,7 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-constexpr auto kTuple = net::as_tuple(net::use_awaitable);
+constexpr auto kTuple = http::use_task_tuple;
 
 double seconds_between(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double>(b - a).count();
@@ -104,7 +104,7 @@ struct Runner {
     }
   }
 
-  net::awaitable<void> sleep_until(Clock::time_point tp) {
+  http::Task<void> sleep_until(Clock::time_point tp) {
     if (stopping) co_return;
     net::steady_timer t(ioc);
     t.expires_at(tp);
@@ -164,7 +164,7 @@ struct Runner {
   }
 
   // Sends one request; returns whether it succeeded.
-  net::awaitable<bool> send(std::size_t s, std::size_t t) {
+  http::Task<bool> send(std::size_t s, std::size_t t) {
     const Item& item = wl.sessions[s].turns[t];
     const std::size_t idx = records.size();
     records.emplace_back();
@@ -232,7 +232,7 @@ struct Runner {
     co_return success;
   }
 
-  net::awaitable<void> run_session(std::size_t s) {
+  http::Task<void> run_session(std::size_t s) {
     const Session& sess = wl.sessions[s];
     for (std::size_t t = 0; t < sess.turns.size(); ++t) {
       if (t > 0 && sess.turns[t].think_s > 0) {
@@ -247,7 +247,7 @@ struct Runner {
     session_done();
   }
 
-  net::awaitable<void> closed_user() {
+  http::Task<void> closed_user() {
     while (!stopping && issued < max_requests && next_session < wl.sessions.size()) {
       const std::size_t s = next_session++;
       ++live;
@@ -256,7 +256,7 @@ struct Runner {
     session_done();
   }
 
-  net::awaitable<void> open_dispatcher(bool timestamps) {
+  http::Task<void> open_dispatcher(bool timestamps) {
     Rng rng(opts.seed ^ 0x6f70656eULL);
     double at = 0;
     const double speed = opts.speed > 0 ? opts.speed : 1.0;
@@ -272,14 +272,14 @@ struct Runner {
     session_done();
   }
 
-  net::awaitable<void> deadline_watch() {
+  http::Task<void> deadline_watch() {
     auto [ec] = co_await deadline_timer.async_wait(kTuple);
     if (ec) co_return;
     hit_deadline = true;
     stop_everything();
   }
 
-  net::awaitable<void> progress() {
+  http::Task<void> progress() {
     net::steady_timer t(ioc);
     const std::size_t total = max_requests;
     while (live > 0) {
@@ -299,7 +299,7 @@ struct Runner {
     std::fflush(stderr);
   }
 
-  net::awaitable<EngineCounters> scrape(const std::string& url) {
+  http::Task<EngineCounters> scrape(const std::string& url) {
     EngineCounters c;
     c.url = url;
     auto e = http::parse_http_url(url);
@@ -326,7 +326,7 @@ struct Runner {
 
   // vLLM's POST /reset_prefix_cache (a vLLM engine serves it with VLLM_SERVER_DEV_MODE=1; the simulator
   // always). Returns an empty string on success, else why not.
-  net::awaitable<std::string> reset_prefix_cache(const std::string& url) {
+  http::Task<std::string> reset_prefix_cache(const std::string& url) {
     auto e = http::parse_http_url(url);
     if (!e) co_return e.error().message;
     const http::Endpoint rep = *e;
@@ -341,7 +341,7 @@ struct Runner {
     co_return std::string();
   }
 
-  net::awaitable<void> discover_model() {
+  http::Task<void> discover_model() {
     const std::string_view target = "/v1/models";
     const std::chrono::milliseconds timeout(5000);
     auto r = co_await pool.get(ep, target, timeout);
@@ -357,7 +357,7 @@ struct Runner {
     }
   }
 
-  net::awaitable<void> main(RunResult& out) {
+  http::Task<void> main(RunResult& out) {
     if (model.empty()) co_await discover_model();
     if (opts.reset_prefix_cache) {
       for (const auto& u : opts.backend_metrics) {

@@ -2,18 +2,20 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/connect.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/buffer_body.hpp>
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/read.hpp>
 
 #include <array>
 #include <charconv>
+#include <optional>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include <fmt/format.h>
@@ -23,7 +25,7 @@ namespace kvroute::http {
 namespace beast = boost::beast;
 namespace bhttp = boost::beast::http;
 using tcp = net::ip::tcp;
-constexpr auto kTuple = net::as_tuple(net::use_awaitable);
+constexpr auto kTuple = use_task_tuple;
 
 std::string_view to_string(UpstreamError e) {
   switch (e) {
@@ -89,12 +91,77 @@ bool hop_by_hop(std::string_view name) {
 }
 }  // namespace
 
+struct ConnectionPool::Deadlines {
+  explicit Deadlines(Executor ex) : timer(ex) {}
+  std::unordered_set<Conn*> armed;
+  std::chrono::steady_clock::time_point now;  // at the last sweep (or arm, when none was running)
+  bool sweeping = false;
+  bool alive = true;  // false once the pool is gone
+  net::steady_timer timer;
+};
+
+constexpr std::chrono::milliseconds kTick{50};
+
 struct ConnectionPool::Conn {
-  explicit Conn(net::any_io_executor ex) : stream(ex) {}
-  beast::tcp_stream stream;
+  Conn(Executor ex, std::shared_ptr<Deadlines> d) : socket(ex), deadlines(std::move(d)) {}
+  ~Conn() {
+    if (deadline != std::chrono::steady_clock::time_point::max()) deadlines->armed.erase(this);
+  }
+  Socket socket;
   beast::flat_buffer buffer;
   std::chrono::steady_clock::time_point idle_since;
+  std::shared_ptr<Deadlines> deadlines;
+  std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
+  bool timed_out = false;
 };
+
+void ConnectionPool::arm(Conn& c, std::chrono::milliseconds d) {
+  auto& dl = *deadlines_;
+  if (!dl.sweeping) {
+    dl.now = std::chrono::steady_clock::now();
+    dl.sweeping = true;
+    dl.timer.expires_after(kTick);
+    dl.timer.async_wait([all = deadlines_](boost::system::error_code ec) {
+      if (!ec) sweep(all);
+    });
+  }
+  c.timed_out = false;
+  // Fires between d and d + 2 ticks: `now` lags by up to a tick and the sweep comes every tick.
+  c.deadline = dl.now + d + kTick;
+  dl.armed.insert(&c);
+}
+
+void ConnectionPool::disarm(Conn& c) {
+  if (c.deadline == std::chrono::steady_clock::time_point::max()) return;
+  c.deadline = std::chrono::steady_clock::time_point::max();
+  c.deadlines->armed.erase(&c);
+}
+
+void ConnectionPool::sweep(const std::shared_ptr<Deadlines>& d) {
+  if (!d->alive) return;
+  d->now = std::chrono::steady_clock::now();
+  for (auto it = d->armed.begin(); it != d->armed.end();) {
+    Conn* c = *it;
+    if (d->now >= c->deadline) {
+      // Past its timeout: closing completes the pending operation with operation_aborted.
+      c->deadline = std::chrono::steady_clock::time_point::max();
+      c->timed_out = true;
+      boost::system::error_code ignored;
+      c->socket.close(ignored);
+      it = d->armed.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  if (d->armed.empty()) {
+    d->sweeping = false;  // the next arm() restarts it; an idle pool keeps no timer pending
+    return;
+  }
+  d->timer.expires_after(kTick);
+  d->timer.async_wait([d](boost::system::error_code ec) {
+    if (!ec) sweep(d);
+  });
+}
 
 struct ConnectionPool::Idle {
   std::unordered_map<std::string, std::vector<std::unique_ptr<Conn>>> conns;
@@ -127,12 +194,12 @@ void Exchange::cancel() {
   impl_->cancelled = true;
   if (impl_->conn) {
     boost::system::error_code ignored;
-    impl_->conn->stream.socket().cancel(ignored);
-    impl_->conn->stream.socket().close(ignored);
+    impl_->conn->socket.cancel(ignored);
+    impl_->conn->socket.close(ignored);
   }
 }
 
-net::awaitable<Expected<std::string_view, UpstreamFailure>> Exchange::read_some() {
+Task<Expected<std::string_view, UpstreamFailure>> Exchange::read_some() {
   auto& im = *impl_;
   for (;;) {
     if (im.cancelled) co_return make_unexpected(UpstreamFailure{UpstreamError::kCancelled, "cancelled"});
@@ -146,14 +213,16 @@ net::awaitable<Expected<std::string_view, UpstreamFailure>> Exchange::read_some(
     auto& body = im.parser.get().body();
     body.data = im.buf.data();
     body.size = im.buf.size();
-    im.conn->stream.expires_after(im.idle_timeout);
-    auto [ec, n] = co_await bhttp::async_read_some(im.conn->stream, im.conn->buffer, im.parser, kTuple);
+    im.pool->arm(*im.conn, im.idle_timeout);
+    auto [ec, n] = co_await bhttp::async_read_some(im.conn->socket, im.conn->buffer, im.parser, kTuple);
+    ConnectionPool::disarm(*im.conn);
     if (im.cancelled) co_return make_unexpected(UpstreamFailure{UpstreamError::kCancelled, "cancelled"});
     if (ec == bhttp::error::need_buffer) ec = {};
     if (ec) {
+      const bool timed_out = im.conn->timed_out;
       im.conn.reset();
       im.finished = true;
-      if (ec == beast::error::timeout) {
+      if (timed_out) {
         co_return make_unexpected(UpstreamFailure{UpstreamError::kTimeout, "upstream went silent"});
       }
       if (ec == net::error::operation_aborted) {
@@ -167,7 +236,7 @@ net::awaitable<Expected<std::string_view, UpstreamFailure>> Exchange::read_some(
   }
 }
 
-net::awaitable<Expected<std::string, UpstreamFailure>> Exchange::read_all(std::size_t limit) {
+Task<Expected<std::string, UpstreamFailure>> Exchange::read_all(std::size_t limit) {
   std::string out;
   for (;;) {
     auto piece = co_await read_some();
@@ -181,9 +250,12 @@ net::awaitable<Expected<std::string, UpstreamFailure>> Exchange::read_all(std::s
   }
 }
 
-ConnectionPool::ConnectionPool(net::any_io_executor ex, ClientOptions opts)
-    : ex_(std::move(ex)), opts_(opts), idle_(std::make_unique<Idle>()) {}
-ConnectionPool::~ConnectionPool() = default;
+ConnectionPool::ConnectionPool(Executor ex, ClientOptions opts)
+    : ex_(std::move(ex)), opts_(opts), idle_(std::make_unique<Idle>()), deadlines_(std::make_shared<Deadlines>(ex_)) {}
+ConnectionPool::~ConnectionPool() {
+  deadlines_->alive = false;
+  deadlines_->timer.cancel();
+}
 
 std::size_t ConnectionPool::idle_connections() const { return idle_->count; }
 
@@ -191,19 +263,19 @@ void ConnectionPool::release(std::unique_ptr<Conn> c, const Endpoint& ep) {
   auto& v = idle_->conns[endpoint_key(ep)];
   if (v.size() >= opts_.max_idle_per_endpoint) return;  // closes c
   c->idle_since = std::chrono::steady_clock::now();
-  c->stream.expires_never();
+  disarm(*c);
   v.push_back(std::move(c));
   ++idle_->count;
 }
 
-net::awaitable<Expected<Exchange, UpstreamFailure>> ConnectionPool::start(
+Task<Expected<Exchange, UpstreamFailure>> ConnectionPool::start(
     const Endpoint& ep, std::string_view method, std::string_view target, const Headers& headers,
     std::string_view body, CancelToken* cancel) {
   return start_with(ep, method, target, headers, body, opts_.first_byte_timeout, opts_.idle_timeout,
                     cancel);
 }
 
-net::awaitable<Expected<Exchange, UpstreamFailure>> ConnectionPool::start_with(
+Task<Expected<Exchange, UpstreamFailure>> ConnectionPool::start_with(
     const Endpoint& ep, std::string_view method, std::string_view target, const Headers& headers,
     std::string_view body, std::chrono::milliseconds first_byte_timeout,
     std::chrono::milliseconds idle_timeout, CancelToken* cancel) {
@@ -246,7 +318,7 @@ net::awaitable<Expected<Exchange, UpstreamFailure>> ConnectionPool::start_with(
       auto c = std::move(idle.back());
       idle.pop_back();
       --idle_->count;
-      if (now - c->idle_since < opts_.pool_idle_ttl && c->stream.socket().is_open()) {
+      if (now - c->idle_since < opts_.pool_idle_ttl && c->socket.is_open()) {
         conn = std::move(c);
         reused = true;
         break;
@@ -270,43 +342,46 @@ net::awaitable<Expected<Exchange, UpstreamFailure>> ConnectionPool::start_with(
           for (const auto& r : results) eps.push_back(r.endpoint());
         }
       }
-      conn = std::make_unique<Conn>(ex_);
+      conn = std::make_unique<Conn>(ex_, deadlines_);
       if (cancel) {
-        cancel->hook = [s = &conn->stream] {
+        cancel->hook = [s = &conn->socket] {
           boost::system::error_code ignored;
-          s->socket().close(ignored);
+          s->close(ignored);
         };
       }
-      conn->stream.expires_after(std::min(opts_.connect_timeout, first_byte_timeout));
-      auto [cec, cep] = co_await conn->stream.async_connect(eps, kTuple);
+      arm(*conn, std::min(opts_.connect_timeout, first_byte_timeout));
+      auto [cec, cep] = co_await net::async_connect(conn->socket, eps, kTuple);
+      disarm(*conn);
       if (cec) {
+        if (conn->timed_out) cec = net::error::timed_out;
         co_return make_unexpected(UpstreamFailure{
             UpstreamError::kConnect,
             fmt::format("connect to {} failed: {}", key, cec.message())});
       }
       boost::system::error_code ignored;
-      conn->stream.socket().set_option(tcp::no_delay(true), ignored);
+      conn->socket.set_option(tcp::no_delay(true), ignored);
     } else if (cancel) {
-      cancel->hook = [s = &conn->stream] {
+      cancel->hook = [s = &conn->socket] {
         boost::system::error_code ignored;
-        s->socket().close(ignored);
+        s->close(ignored);
       };
     }
-    conn->stream.expires_after(first_byte_timeout);
+    arm(*conn, first_byte_timeout);
     std::array<net::const_buffer, 2> bufs{net::buffer(head), net::buffer(body.data(), body.size())};
-    auto [wec, wn] = co_await net::async_write(conn->stream, bufs, kTuple);
+    auto [wec, wn] = co_await net::async_write(conn->socket, bufs, kTuple);
     // Default-initialized: the 16 KiB body buffer is not zeroed for every request.
     std::unique_ptr<Exchange::Impl> impl(new Exchange::Impl);
     impl->parser.header_limit(static_cast<std::uint32_t>(opts_.max_response_header_bytes));
     impl->parser.body_limit(boost::none);
     if (!wec) {
-      auto [hec, hn] = co_await bhttp::async_read_header(conn->stream, conn->buffer, impl->parser, kTuple);
+      auto [hec, hn] = co_await bhttp::async_read_header(conn->socket, conn->buffer, impl->parser, kTuple);
       wec = hec;
     }
+    disarm(*conn);
     if (cancel && cancel->cancelled) co_return make_unexpected(cancelled);
     if (wec) {
       const bool nothing_received = !impl->parser.got_some();
-      if (wec == beast::error::timeout) {
+      if (conn->timed_out) {
         co_return make_unexpected(UpstreamFailure{UpstreamError::kTimeout,
                                                   fmt::format("no response from {} in time", key)});
       }
@@ -331,7 +406,7 @@ net::awaitable<Expected<Exchange, UpstreamFailure>> ConnectionPool::start_with(
   co_return make_unexpected(UpstreamFailure{UpstreamError::kReset, "upstream closed the connection"});
 }
 
-net::awaitable<Expected<std::pair<int, std::string>, UpstreamFailure>> ConnectionPool::get(
+Task<Expected<std::pair<int, std::string>, UpstreamFailure>> ConnectionPool::get(
     const Endpoint& ep, std::string_view target, std::chrono::milliseconds timeout, std::size_t limit) {
   const Headers none;
   auto ex = co_await start_with(ep, "GET", target, none, {}, timeout, timeout, nullptr);

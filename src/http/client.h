@@ -17,8 +17,6 @@
 // that thread.
 #pragma once
 
-#include <boost/asio/any_io_executor.hpp>
-#include <boost/asio/awaitable.hpp>
 
 #include <chrono>
 #include <functional>
@@ -29,6 +27,7 @@
 
 #include "common/result.h"
 #include "http/message.h"
+#include "http/task.h"
 
 namespace kvroute::http {
 
@@ -85,9 +84,9 @@ class Exchange {
   const Headers& headers() const;
   // Next piece of the body; an empty string at the end of the body. The view stays valid until
   // the next call.
-  net::awaitable<Expected<std::string_view, UpstreamFailure>> read_some();
+  Task<Expected<std::string_view, UpstreamFailure>> read_some();
   // Reads the rest of the body (bounded by `limit` bytes).
-  net::awaitable<Expected<std::string, UpstreamFailure>> read_all(std::size_t limit);
+  Task<Expected<std::string, UpstreamFailure>> read_all(std::size_t limit);
   // Aborts the exchange now (from the same thread, e.g. when the client left); a pending
   // read_some() completes with kCancelled and the connection is closed, not pooled.
   void cancel();
@@ -101,13 +100,13 @@ class Exchange {
 
 class ConnectionPool {
  public:
-  ConnectionPool(net::any_io_executor ex, ClientOptions opts);
+  ConnectionPool(Executor ex, ClientOptions opts);
   ~ConnectionPool();
   ConnectionPool(const ConnectionPool&) = delete;
   ConnectionPool& operator=(const ConnectionPool&) = delete;
 
   // Sends `method target` with `headers` and `body` to `ep` and waits for the response head.
-  net::awaitable<Expected<Exchange, UpstreamFailure>> start(const Endpoint& ep,
+  Task<Expected<Exchange, UpstreamFailure>> start(const Endpoint& ep,
                                                                   std::string_view method,
                                                                   std::string_view target,
                                                                   const Headers& headers,
@@ -115,7 +114,7 @@ class ConnectionPool {
                                                                   CancelToken* cancel = nullptr);
 
   // A one-shot GET returning (status, body), bounded in size and time; for health checks and scrapes.
-  net::awaitable<Expected<std::pair<int, std::string>, UpstreamFailure>> get(
+  Task<Expected<std::pair<int, std::string>, UpstreamFailure>> get(
       const Endpoint& ep, std::string_view target, std::chrono::milliseconds timeout,
       std::size_t limit = 4 * 1024 * 1024);
 
@@ -125,15 +124,22 @@ class ConnectionPool {
  private:
   friend class Exchange;
   struct Conn;
-  net::awaitable<Expected<Exchange, UpstreamFailure>> start_with(
+  Task<Expected<Exchange, UpstreamFailure>> start_with(
       const Endpoint& ep, std::string_view method, std::string_view target, const Headers& headers,
       std::string_view body, std::chrono::milliseconds first_byte_timeout,
       std::chrono::milliseconds idle_timeout, CancelToken* cancel);
   void release(std::unique_ptr<Conn> c, const Endpoint& ep);
-  net::any_io_executor ex_;
+  // Timeouts: the deadline of each connection's operation in progress, checked by a sweep every
+  // 50 ms while any is armed (no timer per read or write); a connection past it is closed.
+  struct Deadlines;
+  void arm(Conn& c, std::chrono::milliseconds d);
+  static void disarm(Conn& c);
+  static void sweep(const std::shared_ptr<Deadlines>& d);
+  Executor ex_;
   ClientOptions opts_;
   struct Idle;
   std::unique_ptr<Idle> idle_;
+  std::shared_ptr<Deadlines> deadlines_;
 };
 
 }  // namespace kvroute::http

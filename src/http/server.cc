@@ -13,11 +13,11 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/string_body.hpp>
 
+#include <algorithm>
 #include <cerrno>
 #include <condition_variable>
 #include <mutex>
@@ -33,8 +33,7 @@ namespace kvroute::http {
 namespace beast = boost::beast;
 namespace bhttp = boost::beast::http;
 using tcp = net::ip::tcp;
-using net::use_awaitable;
-constexpr auto kTuple = net::as_tuple(net::use_awaitable);
+constexpr auto kTuple = use_task_tuple;
 
 namespace {
 thread_local int t_worker = -1;
@@ -52,18 +51,25 @@ struct GoneWatch {
 int current_worker() { return t_worker; }
 
 struct SessionState {
-  tcp::socket* socket = nullptr;
+  Socket* socket = nullptr;
   bool busy = false;
   // The request in the handler, when its client can be watched (nothing pipelined behind it).
   std::shared_ptr<GoneWatch> watch;
   std::chrono::steady_clock::time_point since;
   bool watching = false;
+  // The deadline of the read or write in progress (max: none). The worker's sweep cancels the
+  // socket's operations past it and sets timed_out.
+  std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
+  bool timed_out = false;
 };
 
 struct Worker {
   int index = 0;
   net::io_context ioc{1};
-  std::optional<tcp::acceptor> acceptor;
+  std::optional<Acceptor> acceptor;
+  // The sweep's period and its clock, read when a deadline is set instead of the system clock.
+  std::chrono::milliseconds tick{50};
+  std::chrono::steady_clock::time_point now = std::chrono::steady_clock::now();
   std::thread thread;
   std::unordered_set<SessionState*> sessions;  // owned by the worker thread
   std::optional<net::steady_timer> sweep;      // arms the client-gone watches of slow requests
@@ -81,12 +87,20 @@ struct Server::Impl {
   std::mutex mu;
   std::condition_variable cv;
 
-  net::awaitable<void> accept_loop(Worker& w);
+  Task<void> accept_loop(Worker& w);
   void sweep(Worker& w);
-  net::awaitable<void> session(Worker& w, tcp::socket socket);
+  Task<void> session(Worker& w, Socket socket);
 };
 
 namespace {
+
+// Arms `s`'s deadline `d` from now: it fires between d and d + 2 ticks (the cached clock lags by up
+// to a tick, and the sweep comes every tick).
+void arm(SessionState& s, const Worker& w, std::chrono::milliseconds d) {
+  s.timed_out = false;
+  s.deadline = w.now + d + w.tick;
+}
+void disarm(SessionState& s) { s.deadline = std::chrono::steady_clock::time_point::max(); }
 
 std::string status_line(int status) {
   std::string s = "HTTP/1.1 ";
@@ -99,10 +113,10 @@ std::string status_line(int status) {
 
 class Writer final : public ResponseWriter {
  public:
-  Writer(beast::tcp_stream& stream, const ServerOptions& opts, bool keep_alive)
-      : stream_(stream), opts_(opts), keep_alive_(keep_alive) {}
+  Writer(Socket& socket, SessionState& state, const Worker& worker, const ServerOptions& opts, bool keep_alive)
+      : socket_(socket), state_(state), worker_(worker), opts_(opts), keep_alive_(keep_alive) {}
 
-  net::awaitable<bool> send(int status, std::string_view content_type, std::string body,
+  Task<bool> send(int status, std::string_view content_type, std::string body,
                             const Headers& extra) override {
     if (started_ || failed_) co_return false;
     started_ = true;
@@ -118,7 +132,7 @@ class Writer final : public ResponseWriter {
     co_return co_await write(bufs);
   }
 
-  net::awaitable<bool> start_stream(int status, std::string_view content_type,
+  Task<bool> start_stream(int status, std::string_view content_type,
                                     const Headers& extra) override {
     if (started_ || failed_) co_return false;
     started_ = true;
@@ -133,7 +147,7 @@ class Writer final : public ResponseWriter {
     co_return co_await write(bufs);
   }
 
-  net::awaitable<bool> write_chunk(std::string_view data) override {
+  Task<bool> write_chunk(std::string_view data) override {
     if (!streaming_ || ended_ || failed_) co_return false;
     if (data.empty()) co_return true;  // an empty chunk would end the stream
     char size_line[24];
@@ -144,7 +158,7 @@ class Writer final : public ResponseWriter {
     co_return co_await write(bufs);
   }
 
-  net::awaitable<bool> end_stream() override {
+  Task<bool> end_stream() override {
     if (!streaming_ || ended_ || failed_) co_return false;
     ended_ = true;
     std::array<net::const_buffer, 1> bufs{net::buffer("0\r\n\r\n", 5)};
@@ -176,15 +190,17 @@ class Writer final : public ResponseWriter {
   }
 
   template <typename Buffers>
-  net::awaitable<bool> write(const Buffers& bufs) {
-    stream_.expires_after(opts_.write_timeout);
-    auto [ec, n] = co_await net::async_write(stream_, bufs, kTuple);
-    stream_.expires_never();
+  Task<bool> write(const Buffers& bufs) {
+    arm(state_, worker_, opts_.write_timeout);
+    auto [ec, n] = co_await net::async_write(socket_, bufs, kTuple);
+    disarm(state_);
     if (ec) failed_ = true;
     co_return !ec;
   }
 
-  beast::tcp_stream& stream_;
+  Socket& socket_;
+  SessionState& state_;
+  const Worker& worker_;
   const ServerOptions& opts_;
   bool keep_alive_;
   bool started_ = false;
@@ -195,7 +211,7 @@ class Writer final : public ResponseWriter {
   std::shared_ptr<GoneWatch> watch_;
 };
 
-void start_gone_watch(tcp::socket& socket, const std::shared_ptr<GoneWatch>& watch) {
+void start_gone_watch(Socket& socket, const std::shared_ptr<GoneWatch>& watch) {
   socket.async_wait(
       tcp::socket::wait_read,
       net::bind_cancellation_slot(watch->cancel.slot(), [&socket, watch](boost::system::error_code ec) {
@@ -210,21 +226,22 @@ void start_gone_watch(tcp::socket& socket, const std::shared_ptr<GoneWatch>& wat
       }));
 }
 
-net::awaitable<void> send_error_and_close(beast::tcp_stream& stream, int status,
-                                          std::string_view message) {
+Task<void> send_error_and_close(Socket& socket, SessionState& state, const Worker& w, int status,
+                                std::string_view message) {
   std::string body = openai_error_body(status, message);
   std::string head = status_line(status);
   head += "Content-Type: application/json\r\nContent-Length: ";
   head += std::to_string(body.size());
   head += "\r\nConnection: close\r\n\r\n";
   std::array<net::const_buffer, 2> bufs{net::buffer(head), net::buffer(body)};
-  stream.expires_after(std::chrono::seconds(5));
-  co_await net::async_write(stream, bufs, kTuple);
+  arm(state, w, std::chrono::seconds(5));
+  co_await net::async_write(socket, bufs, kTuple);
+  disarm(state);
 }
 
 }  // namespace
 
-net::awaitable<void> Server::Impl::accept_loop(Worker& w) {
+Task<void> Server::Impl::accept_loop(Worker& w) {
   for (;;) {
     auto [ec, socket] = co_await w.acceptor->async_accept(kTuple);
     if (stopping.load() || !w.acceptor->is_open()) co_return;
@@ -245,10 +262,10 @@ net::awaitable<void> Server::Impl::accept_loop(Worker& w) {
   }
 }
 
-net::awaitable<void> Server::Impl::session(Worker& w, tcp::socket socket) {
+Task<void> Server::Impl::session(Worker& w, Socket socket) {
   connections.fetch_add(1);
-  beast::tcp_stream stream(std::move(socket));
-  SessionState state{&stream.socket(), false};
+  SessionState state;
+  state.socket = &socket;
   w.sessions.insert(&state);
   beast::flat_buffer buffer;
   for (;;) {
@@ -256,8 +273,8 @@ net::awaitable<void> Server::Impl::session(Worker& w, tcp::socket socket) {
     state.busy = false;
     // Idle keep-alive wait for the first byte of the next request.
     if (buffer.size() == 0) {
-      stream.expires_after(opts.keepalive_timeout);
-      auto [ec, n] = co_await stream.async_read_some(buffer.prepare(4096), kTuple);
+      arm(state, w, opts.keepalive_timeout);
+      auto [ec, n] = co_await socket.async_read_some(buffer.prepare(4096), kTuple);
       if (ec) break;
       buffer.commit(n);
     }
@@ -265,36 +282,36 @@ net::awaitable<void> Server::Impl::session(Worker& w, tcp::socket socket) {
     bhttp::request_parser<bhttp::string_body> parser;
     parser.header_limit(static_cast<std::uint32_t>(opts.max_header_bytes));
     parser.body_limit(opts.max_body_bytes);
-    stream.expires_after(opts.request_timeout);
-    auto [hec, hn] = co_await bhttp::async_read_header(stream, buffer, parser, kTuple);
+    arm(state, w, opts.request_timeout);
+    auto [hec, hn] = co_await bhttp::async_read_header(socket, buffer, parser, kTuple);
     if (hec) {
       if (hec == bhttp::error::header_limit) {
-        co_await send_error_and_close(stream, 431, "request headers exceed the limit");
+        co_await send_error_and_close(socket, state, w, 431, "request headers exceed the limit");
       } else if (hec == bhttp::error::body_limit) {
-        co_await send_error_and_close(stream, 413, "request body exceeds the limit");
+        co_await send_error_and_close(socket, state, w, 413, "request body exceeds the limit");
       } else if (hec != beast::error::timeout && hec != bhttp::error::end_of_stream &&
                  hec != net::error::eof && hec != net::error::connection_reset &&
                  hec != net::error::operation_aborted) {
         const std::string msg = "malformed HTTP request: " + hec.message();
-        co_await send_error_and_close(stream, 400, msg);
+        co_await send_error_and_close(socket, state, w, 400, msg);
       }
       break;
     }
     if (iequals(parser.get()[beast::http::field::expect], "100-continue")) {
       static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
-      auto [cec, cn] = co_await net::async_write(stream, net::buffer(kContinue), kTuple);
+      auto [cec, cn] = co_await net::async_write(socket, net::buffer(kContinue), kTuple);
       if (cec) break;
     }
-    auto [bec, bn] = co_await bhttp::async_read(stream, buffer, parser, kTuple);
-    stream.expires_never();
+    auto [bec, bn] = co_await bhttp::async_read(socket, buffer, parser, kTuple);
+    disarm(state);
     if (bec) {
       if (bec == bhttp::error::body_limit) {
-        co_await send_error_and_close(stream, 413, "request body exceeds the limit");
+        co_await send_error_and_close(socket, state, w, 413, "request body exceeds the limit");
       } else if (bec != beast::error::timeout && bec != net::error::eof &&
                  bec != net::error::connection_reset && bec != net::error::operation_aborted &&
                  bec != bhttp::error::end_of_stream) {
         const std::string msg = "malformed HTTP request: " + bec.message();
-        co_await send_error_and_close(stream, 400, msg);
+        co_await send_error_and_close(socket, state, w, 400, msg);
       }
       break;
     }
@@ -308,7 +325,7 @@ net::awaitable<void> Server::Impl::session(Worker& w, tcp::socket socket) {
     req.body = std::move(msg.body());
 
     active.fetch_add(1);
-    Writer writer(stream, opts, req.keep_alive);
+    Writer writer(socket, state, w, opts, req.keep_alive);
     auto watch = std::make_shared<GoneWatch>();
     writer.set_watch(watch);
     // Most requests finish long before a client could be noticed leaving, so the watch (an
@@ -341,20 +358,28 @@ net::awaitable<void> Server::Impl::session(Worker& w, tcp::socket socket) {
   }
   w.sessions.erase(&state);
   boost::system::error_code ignored;
-  stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
-  stream.socket().close(ignored);
+  socket.shutdown(tcp::socket::shutdown_both, ignored);
+  socket.close(ignored);
   connections.fetch_sub(1);
 }
 
 void Server::Impl::sweep(Worker& w) {
   const auto now = std::chrono::steady_clock::now();
+  w.now = now;
   for (auto* s : w.sessions) {
+    if (now >= s->deadline) {
+      // Past its timeout: the pending read or write completes with operation_aborted.
+      s->deadline = std::chrono::steady_clock::time_point::max();
+      s->timed_out = true;
+      boost::system::error_code ignored;
+      s->socket->cancel(ignored);
+    }
     if (s->watch && !s->watching && now - s->since >= opts.gone_watch_delay) {
       s->watching = true;
       start_gone_watch(*s->socket, s->watch);
     }
   }
-  w.sweep->expires_after(opts.gone_watch_delay);
+  w.sweep->expires_after(w.tick);
   w.sweep->async_wait([this, &w](boost::system::error_code ec) {
     if (!ec && !stopped.load()) sweep(w);
   });
@@ -379,7 +404,7 @@ Result<std::uint16_t> Server::start() {
   if (ec) return fail(Error::invalid("invalid listen address '" + impl_->opts.address + "'"));
   std::uint16_t port = impl_->opts.port;
   for (auto& w : impl_->workers) {
-    tcp::acceptor acc(w->ioc);
+    Acceptor acc(w->ioc.get_executor());
     tcp::endpoint ep(addr, port);
     acc.open(ep.protocol(), ec);
     if (!ec) acc.set_option(net::socket_base::reuse_address(true), ec);
@@ -402,6 +427,8 @@ Result<std::uint16_t> Server::start() {
   for (auto& w : impl_->workers) {
     Worker* wp = w.get();
     net::co_spawn(wp->ioc, impl_->accept_loop(*wp), net::detached);
+    wp->tick = std::clamp(impl_->opts.gone_watch_delay, std::chrono::milliseconds(5), std::chrono::milliseconds(50));
+    wp->now = std::chrono::steady_clock::now();
     wp->sweep.emplace(wp->ioc);
     net::post(wp->ioc, [this, wp] { impl_->sweep(*wp); });
     wp->thread = std::thread([wp] {
@@ -446,7 +473,7 @@ void Server::wait() {
 std::uint16_t Server::port() const { return impl_->port; }
 std::size_t Server::connections() const { return impl_->connections.load(); }
 std::size_t Server::active_requests() const { return impl_->active.load(); }
-net::any_io_executor Server::executor(int i) const {
+Executor Server::executor(int i) const {
   return impl_->workers.at(static_cast<std::size_t>(i))->ioc.get_executor();
 }
 int Server::threads() const { return static_cast<int>(impl_->workers.size()); }

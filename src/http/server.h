@@ -5,19 +5,18 @@
 // on the hot path). A Handler coroutine answers each request through a ResponseWriter that can send
 // a whole response or stream a chunked one (SSE). Limits protect the server from bad clients:
 // header and body size (431/413), a deadline to receive a request's headers and body (slowloris),
-// an idle keep-alive timeout and a connection cap.
+// an idle keep-alive timeout and a connection cap. Timeouts are deadlines that a per-worker sweep
+// checks (no timer per read or write).
 //
 // Thread-safety: start()/stop()/wait() from one controlling thread; handlers run on the worker
 // thread that owns their connection.
 //
-//   Server server(opts, [](Request& req, ResponseWriter& w) -> net::awaitable<void> {
+//   Server server(opts, [](Request& req, ResponseWriter& w) -> Task<void> {
 //     co_await w.send(200, "text/plain", "hello");
 //   });
 //   auto port = server.start();  // binds 127.0.0.1:0 -> OS-picked port
 #pragma once
 
-#include <boost/asio/any_io_executor.hpp>
-#include <boost/asio/awaitable.hpp>
 
 #include <atomic>
 #include <chrono>
@@ -29,6 +28,7 @@
 
 #include "common/result.h"
 #include "http/message.h"
+#include "http/task.h"
 
 namespace kvroute::http {
 
@@ -44,6 +44,8 @@ struct ServerOptions {
   std::chrono::milliseconds request_timeout{30000};  // to receive one whole request (slowloris)
   std::chrono::milliseconds keepalive_timeout{120000};  // idle time between requests
   std::chrono::milliseconds write_timeout{60000};       // one write to a slow reader
+  // The timeouts above are enforced by each worker's sweep, every min(gone_watch_delay, 50 ms):
+  // a connection is cut between the timeout and the timeout plus two sweeps.
   // A request still in the handler after this long has its client watched for a disconnect
   // (ResponseWriter::on_client_gone); quicker requests are never watched. Noticed within 2x this.
   std::chrono::milliseconds gone_watch_delay{50};
@@ -54,15 +56,15 @@ class ResponseWriter {
  public:
   virtual ~ResponseWriter() = default;
   // A complete response with Content-Length.
-  virtual net::awaitable<bool> send(int status, std::string_view content_type, std::string body,
+  virtual Task<bool> send(int status, std::string_view content_type, std::string body,
                                     const Headers& extra = {}) = 0;
   // A chunked response: head first, then chunks as they come, then the end.
-  virtual net::awaitable<bool> start_stream(int status, std::string_view content_type,
+  virtual Task<bool> start_stream(int status, std::string_view content_type,
                                             const Headers& extra = {}) = 0;
-  virtual net::awaitable<bool> write_chunk(std::string_view data) = 0;
+  virtual Task<bool> write_chunk(std::string_view data) = 0;
   // Ends a chunked response. A handler that returns without calling it aborts the response: the
   // connection closes without the final chunk.
-  virtual net::awaitable<bool> end_stream() = 0;
+  virtual Task<bool> end_stream() = 0;
   // Whether a response head was already sent (a later error can no longer change the status).
   virtual bool started() const = 0;
   // Called once if the client closes its connection while the handler runs (to cancel upstream
@@ -73,7 +75,7 @@ class ResponseWriter {
   virtual int status() const = 0;
 };
 
-using Handler = std::function<net::awaitable<void>(Request&, ResponseWriter&)>;
+using Handler = std::function<Task<void>(Request&, ResponseWriter&)>;
 
 // Index of the worker thread running the caller (0..threads-1), -1 outside workers.
 int current_worker();
@@ -98,7 +100,7 @@ class Server {
   std::size_t connections() const;
   std::size_t active_requests() const;
   // The executor of worker `i`, for background tasks that belong to that thread.
-  net::any_io_executor executor(int i) const;
+  Executor executor(int i) const;
   int threads() const;
 
  private:

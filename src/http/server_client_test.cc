@@ -38,7 +38,7 @@ ServerOptions local_options() {
 
 TEST(Server, ServesAndReusesKeepAliveConnections) {
   std::atomic<int> calls{0};
-  Server server(local_options(), [&](Request& req, ResponseWriter& w) -> net::awaitable<void> {
+  Server server(local_options(), [&](Request& req, ResponseWriter& w) -> Task<void> {
     ++calls;
     std::string body = req.method + " " + req.target + " " + req.body;
     const Headers none;
@@ -47,7 +47,7 @@ TEST(Server, ServesAndReusesKeepAliveConnections) {
   auto port = server.start();
   ASSERT_TRUE(port.has_value());
   Endpoint ep{"127.0.0.1", *port};
-  auto out = run_client([&](ConnectionPool& pool) -> net::awaitable<std::string> {
+  auto out = run_client([&](ConnectionPool& pool) -> Task<std::string> {
     std::string all;
     for (int i = 0; i < 3; ++i) {
       const std::string target = "/x?i=" + std::to_string(i);
@@ -67,20 +67,20 @@ TEST(Server, ServesAndReusesKeepAliveConnections) {
 }
 
 TEST(Server, StreamsChunksAsTheyAreWritten) {
-  Server server(local_options(), [](Request&, ResponseWriter& w) -> net::awaitable<void> {
+  Server server(local_options(), [](Request&, ResponseWriter& w) -> Task<void> {
     co_await w.start_stream(200, "text/event-stream");
     for (int i = 0; i < 5; ++i) {
       const std::string chunk = "data: " + std::to_string(i) + "\n\n";
       co_await w.write_chunk(chunk);
       net::steady_timer t(co_await net::this_coro::executor, std::chrono::milliseconds(5));
-      co_await t.async_wait(net::use_awaitable);
+      co_await t.async_wait(use_task);
     }
     co_await w.end_stream();
   });
   auto port = server.start();
   ASSERT_TRUE(port);
   Endpoint ep{"127.0.0.1", *port};
-  auto pieces = run_client([&](ConnectionPool& pool) -> net::awaitable<int> {
+  auto pieces = run_client([&](ConnectionPool& pool) -> Task<int> {
     const Headers none;
     auto ex = co_await pool.start(ep, "GET", "/", none, {});
     int n = 0;
@@ -102,7 +102,7 @@ TEST(Server, SlowAndIdleClientsAreCutOff) {
   ServerOptions o = local_options();
   o.request_timeout = std::chrono::milliseconds(300);
   o.keepalive_timeout = std::chrono::milliseconds(400);
-  Server server(o, [&](Request&, ResponseWriter& w) -> net::awaitable<void> {
+  Server server(o, [&](Request&, ResponseWriter& w) -> Task<void> {
     ++calls;
     const Headers none;
     co_await w.send(200, "text/plain", std::string("ok"), none);
@@ -142,18 +142,18 @@ TEST(Server, SlowAndIdleClientsAreCutOff) {
 // The upstream side's timeouts: a response head that does not come within the first-byte timeout,
 // and a body that goes silent past the idle timeout, are kTimeout failures, not hangs.
 TEST(Client, FirstByteAndIdleTimeouts) {
-  Server server(local_options(), [](Request& req, ResponseWriter& w) -> net::awaitable<void> {
+  Server server(local_options(), [](Request& req, ResponseWriter& w) -> Task<void> {
     auto ex = co_await net::this_coro::executor;
     if (req.target == "/silent-head") {
       net::steady_timer t(ex, std::chrono::seconds(5));
-      co_await t.async_wait(net::as_tuple(net::use_awaitable));
+      co_await t.async_wait(use_task_tuple);
       co_return;
     }
     co_await w.start_stream(200, "text/event-stream");
     const std::string first = "data: 1\n\n";
     co_await w.write_chunk(first);
     net::steady_timer t(ex, std::chrono::seconds(5));
-    co_await t.async_wait(net::as_tuple(net::use_awaitable));
+    co_await t.async_wait(use_task_tuple);
     co_await w.end_stream();
   });
   auto port = server.start();
@@ -167,7 +167,7 @@ TEST(Client, FirstByteAndIdleTimeouts) {
   ConnectionPool pool(ioc.get_executor(), co);
   auto fut = net::co_spawn(
       ioc,
-      [&]() -> net::awaitable<std::pair<UpstreamError, UpstreamError>> {
+      [&]() -> Task<std::pair<UpstreamError, UpstreamError>> {
         const Headers none;
         auto head = co_await pool.start(ep, "GET", "/silent-head", none, {});
         EXPECT_FALSE(head.has_value());
@@ -197,14 +197,14 @@ TEST(Client, RefusedConnectionIsRetryableConnectError) {
   // Bind and close a listener to get a port nobody listens on.
   std::uint16_t dead_port;
   {
-    Server s(local_options(), [](Request&, ResponseWriter& w) -> net::awaitable<void> {
+    Server s(local_options(), [](Request&, ResponseWriter& w) -> Task<void> {
       const Headers none;
       co_await w.send(200, "text/plain", std::string(), none);
     });
     dead_port = *s.start();
     s.stop(std::chrono::milliseconds(0));
   }
-  auto kind = run_client([&](ConnectionPool& pool) -> net::awaitable<UpstreamError> {
+  auto kind = run_client([&](ConnectionPool& pool) -> Task<UpstreamError> {
     const Endpoint dead{"127.0.0.1", dead_port};
     const Headers none;
     auto ex = co_await pool.start(dead, "GET", "/", none, {});

@@ -33,7 +33,7 @@ using http::Request;
 using http::ResponseWriter;
 using routing::Backend;
 using Clock = std::chrono::steady_clock;
-constexpr auto kTuple = net::as_tuple(net::use_awaitable);
+constexpr auto kTuple = http::use_task_tuple;
 
 namespace {
 double seconds_since(Clock::time_point t) {
@@ -115,13 +115,13 @@ struct Proxy::Impl {
 
   http::ConnectionPool& pool() { return *pools[static_cast<std::size_t>(std::max(0, http::current_worker()))]; }
 
-  net::awaitable<void> handle(Request& req, ResponseWriter& w);
-  net::awaitable<void> proxy_openai(Request& req, ResponseWriter& w, openai::Endpoint ep,
+  http::Task<void> handle(Request& req, ResponseWriter& w);
+  http::Task<void> proxy_openai(Request& req, ResponseWriter& w, openai::Endpoint ep,
                                     std::string_view label);
-  net::awaitable<void> send_error(ResponseWriter& w, int status, std::string message,
+  http::Task<void> send_error(ResponseWriter& w, int status, std::string message,
                                   std::string_view param = {});
-  net::awaitable<void> health_loop();
-  net::awaitable<void> scrape_loop();
+  http::Task<void> health_loop();
+  http::Task<void> scrape_loop();
   void scrape(Backend& b, std::string_view text);
   // An engine's KV capacity in the router's blocks: the approximate index forgets past it, the
   // TTFT cost counts memory against it.
@@ -134,7 +134,7 @@ struct Proxy::Impl {
   std::vector<std::string> known_models() const;
 };
 
-net::awaitable<void> Proxy::Impl::send_error(ResponseWriter& w, int status, std::string message,
+http::Task<void> Proxy::Impl::send_error(ResponseWriter& w, int status, std::string message,
                                              std::string_view param) {
   client_errors->with({std::to_string(status)}).inc();
   std::string body = http::openai_error_body(status, message);
@@ -171,7 +171,7 @@ void Proxy::Impl::record_failure(Backend& b, const http::UpstreamFailure& f) {
   }
 }
 
-net::awaitable<void> Proxy::Impl::handle(Request& req, ResponseWriter& w) {
+http::Task<void> Proxy::Impl::handle(Request& req, ResponseWriter& w) {
   const std::string_view path = req.path();
   const bool get = req.method == "GET" || req.method == "HEAD";
   const bool post = req.method == "POST";
@@ -240,7 +240,7 @@ net::awaitable<void> Proxy::Impl::handle(Request& req, ResponseWriter& w) {
   }
 }
 
-net::awaitable<void> Proxy::Impl::proxy_openai(Request& req, ResponseWriter& w, openai::Endpoint kind,
+http::Task<void> Proxy::Impl::proxy_openai(Request& req, ResponseWriter& w, openai::Endpoint kind,
                                                std::string_view label) {
   const auto t0 = Clock::now();
   auto parsed = openai::parse_request(kind, req.body);
@@ -482,7 +482,7 @@ void Proxy::Impl::scrape(Backend& b, std::string_view text) {
   b.load.store(std::move(load));
 }
 
-net::awaitable<void> Proxy::Impl::scrape_loop() {
+http::Task<void> Proxy::Impl::scrape_loop() {
   auto ex = co_await net::this_coro::executor;
   net::steady_timer timer(ex);
   auto& p = pool();
@@ -498,7 +498,7 @@ net::awaitable<void> Proxy::Impl::scrape_loop() {
   }
 }
 
-net::awaitable<void> Proxy::Impl::health_loop() {
+http::Task<void> Proxy::Impl::health_loop() {
   auto ex = co_await net::this_coro::executor;
   net::steady_timer timer(ex);
   auto& p = pool();

@@ -22,9 +22,9 @@ using http::Request;
 using http::ResponseWriter;
 using namespace std::chrono_literals;
 
-net::awaitable<void> sleep_for(std::chrono::milliseconds d) {
+http::Task<void> sleep_for(std::chrono::milliseconds d) {
   net::steady_timer t(co_await net::this_coro::executor, d);
-  co_await t.async_wait(net::use_awaitable);
+  co_await t.async_wait(http::use_task);
 }
 
 // A scriptable OpenAI-compatible upstream.
@@ -48,7 +48,7 @@ struct FakeEngine {
   ~FakeEngine() { server->stop(0ms); }
   std::string url() const { return "http://127.0.0.1:" + std::to_string(port); }
 
-  net::awaitable<void> handle(Request& r, ResponseWriter& w) {
+  http::Task<void> handle(Request& r, ResponseWriter& w) {
     const Headers none;
     if (r.path() == "/health") {
       std::string b = "{}";
@@ -126,7 +126,7 @@ std::uint16_t dead_port() {
   http::ServerOptions o;
   o.address = "127.0.0.1";
   o.port = 0;
-  http::Server s(o, [](Request&, ResponseWriter&) -> net::awaitable<void> { co_return; });
+  http::Server s(o, [](Request&, ResponseWriter&) -> http::Task<void> { co_return; });
   auto p = *s.start();
   s.stop(0ms);
   return p;

@@ -30,7 +30,7 @@ using http::Headers;
 using http::Request;
 using http::ResponseWriter;
 using Clock = std::chrono::steady_clock;
-constexpr auto kTuple = net::as_tuple(net::use_awaitable);
+constexpr auto kTuple = http::use_task_tuple;
 
 namespace {
 
@@ -89,7 +89,7 @@ struct SimEngineHost {
     publisher->publish(batch);
   }
 
-  net::awaitable<void> step_loop() {
+  http::Task<void> step_loop() {
     auto ex = co_await net::this_coro::executor;
     idle = std::make_unique<net::steady_timer>(ex);
     net::steady_timer step_timer(ex);
@@ -111,7 +111,7 @@ struct SimEngineHost {
         steps_since_yield = 0;
       } else if (++steps_since_yield >= 8) {
         // Without a time model, let HTTP handlers run between bursts of steps.
-        co_await net::post(ex, net::use_awaitable);
+        co_await net::post(ex, http::use_task);
         steps_since_yield = 0;
       }
       for (auto& o : r.outputs) {
@@ -167,7 +167,7 @@ struct SimEngineHost {
     return out;
   }
 
-  net::awaitable<void> handle(Request& req, ResponseWriter& w) {
+  http::Task<void> handle(Request& req, ResponseWriter& w) {
     const Headers none;
     const std::string_view path = req.path();
     if (path == "/health") {
@@ -199,7 +199,7 @@ struct SimEngineHost {
     }
   }
 
-  net::awaitable<void> tokenize(Request& req, ResponseWriter& w) {
+  http::Task<void> tokenize(Request& req, ResponseWriter& w) {
     const Headers none;
     const bool chat = req.body.find("\"messages\"") != std::string::npos;
     auto parsed = openai::parse_request(chat ? openai::Endpoint::kChatCompletions : openai::Endpoint::kCompletions,
@@ -220,7 +220,7 @@ struct SimEngineHost {
     co_await w.send(200, "application/json", std::move(body), none);
   }
 
-  net::awaitable<void> generate(Request& req, ResponseWriter& w, openai::Endpoint kind) {
+  http::Task<void> generate(Request& req, ResponseWriter& w, openai::Endpoint kind) {
     const Headers none;
     const auto t0 = Clock::now();
     auto parsed = openai::parse_request(kind, req.body);
