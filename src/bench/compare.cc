@@ -180,6 +180,8 @@ void start_policy(PolicyRun& pr, const CompareOptions& o) {
 Status finish_policy(PolicyRun& pr, const Workload& workload, const CompareOptions& o) {
   pr.proxy->stop(std::chrono::milliseconds(1000));
   pr.cluster->stop();
+  pr.proxy.reset();  // a long sequential comparison keeps no stopped engines or routers around
+  pr.cluster.reset();
   if (!pr.result) return fail(pr.result.error());
   pr.cr.run = std::move(*pr.result);
   pr.cr.summary = summarize(pr.cr.policy, workload, pr.cr.run, summary_options(o));

@@ -91,10 +91,14 @@ bool hop_by_hop(std::string_view name) {
 }
 }  // namespace
 
+constexpr std::uint64_t kNoDeadline = ~std::uint64_t{0};
+
 struct ConnectionPool::Deadlines {
   explicit Deadlines(Executor ex) : timer(ex) {}
   std::unordered_set<Conn*> armed;
-  std::chrono::steady_clock::time_point now;  // at the last sweep (or arm, when none was running)
+  // Sweeps so far: deadlines count sweeps (no clock read to set one; a late sweep delays a timeout,
+  // never fires it early).
+  std::uint64_t sweeps = 0;
   bool sweeping = false;
   bool alive = true;  // false once the pool is gone
   net::steady_timer timer;
@@ -105,46 +109,45 @@ constexpr std::chrono::milliseconds kTick{50};
 struct ConnectionPool::Conn {
   Conn(Executor ex, std::shared_ptr<Deadlines> d) : socket(ex), deadlines(std::move(d)) {}
   ~Conn() {
-    if (deadline != std::chrono::steady_clock::time_point::max()) deadlines->armed.erase(this);
+    if (deadline != kNoDeadline) deadlines->armed.erase(this);
   }
   Socket socket;
   beast::flat_buffer buffer;
   std::chrono::steady_clock::time_point idle_since;
   std::shared_ptr<Deadlines> deadlines;
-  std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
-  bool timed_out = false;
+  std::uint64_t deadline = kNoDeadline;
+  bool timed_out = false;  // closed by the sweep: never reused
 };
 
 void ConnectionPool::arm(Conn& c, std::chrono::milliseconds d) {
   auto& dl = *deadlines_;
   if (!dl.sweeping) {
-    dl.now = std::chrono::steady_clock::now();
     dl.sweeping = true;
     dl.timer.expires_after(kTick);
     dl.timer.async_wait([all = deadlines_](boost::system::error_code ec) {
       if (!ec) sweep(all);
     });
   }
-  c.timed_out = false;
-  // Fires between d and d + 2 ticks: `now` lags by up to a tick and the sweep comes every tick.
-  c.deadline = dl.now + d + kTick;
+  // Sweeps are at least a tick apart: the sweep ceil(d / tick) + 1 after the current one comes no
+  // earlier than d from now (and, on time, at most two ticks later).
+  c.deadline = dl.sweeps + static_cast<std::uint64_t>((d.count() + kTick.count() - 1) / kTick.count()) + 1;
   dl.armed.insert(&c);
 }
 
 void ConnectionPool::disarm(Conn& c) {
-  if (c.deadline == std::chrono::steady_clock::time_point::max()) return;
-  c.deadline = std::chrono::steady_clock::time_point::max();
+  if (c.deadline == kNoDeadline) return;
+  c.deadline = kNoDeadline;
   c.deadlines->armed.erase(&c);
 }
 
 void ConnectionPool::sweep(const std::shared_ptr<Deadlines>& d) {
   if (!d->alive) return;
-  d->now = std::chrono::steady_clock::now();
+  ++d->sweeps;
   for (auto it = d->armed.begin(); it != d->armed.end();) {
     Conn* c = *it;
-    if (d->now >= c->deadline) {
+    if (d->sweeps >= c->deadline) {
       // Past its timeout: closing completes the pending operation with operation_aborted.
-      c->deadline = std::chrono::steady_clock::time_point::max();
+      c->deadline = kNoDeadline;
       c->timed_out = true;
       boost::system::error_code ignored;
       c->socket.close(ignored);

@@ -50,6 +50,8 @@ struct GoneWatch {
 
 int current_worker() { return t_worker; }
 
+constexpr std::uint64_t kNoDeadline = ~std::uint64_t{0};
+
 struct SessionState {
   Socket* socket = nullptr;
   bool busy = false;
@@ -57,9 +59,9 @@ struct SessionState {
   std::shared_ptr<GoneWatch> watch;
   std::chrono::steady_clock::time_point since;
   bool watching = false;
-  // The deadline of the read or write in progress (max: none). The worker's sweep cancels the
-  // socket's operations past it and sets timed_out.
-  std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
+  // The deadline of the read or write in progress, in sweeps of the worker (kNoDeadline: none). The
+  // sweep that reaches it closes the socket and sets timed_out; the session then ends.
+  std::uint64_t deadline = kNoDeadline;
   bool timed_out = false;
 };
 
@@ -67,9 +69,10 @@ struct Worker {
   int index = 0;
   net::io_context ioc{1};
   std::optional<Acceptor> acceptor;
-  // The sweep's period and its clock, read when a deadline is set instead of the system clock.
+  // The sweep's period and how many sweeps ran: deadlines count sweeps, so setting one reads no clock,
+  // and a worker that falls behind delays its timeouts instead of firing them early.
   std::chrono::milliseconds tick{50};
-  std::chrono::steady_clock::time_point now = std::chrono::steady_clock::now();
+  std::uint64_t sweeps = 0;
   std::thread thread;
   std::unordered_set<SessionState*> sessions;  // owned by the worker thread
   std::optional<net::steady_timer> sweep;      // arms the client-gone watches of slow requests
@@ -94,13 +97,12 @@ struct Server::Impl {
 
 namespace {
 
-// Arms `s`'s deadline `d` from now: it fires between d and d + 2 ticks (the cached clock lags by up
-// to a tick, and the sweep comes every tick).
+// Arms `s`'s deadline `d` from now. Sweeps are at least a tick apart, so the sweep ceil(d / tick) + 1
+// after the current one comes no earlier than d from now (and, on time, at most two ticks later).
 void arm(SessionState& s, const Worker& w, std::chrono::milliseconds d) {
-  s.timed_out = false;
-  s.deadline = w.now + d + w.tick;
+  s.deadline = w.sweeps + static_cast<std::uint64_t>((d.count() + w.tick.count() - 1) / w.tick.count()) + 1;
 }
-void disarm(SessionState& s) { s.deadline = std::chrono::steady_clock::time_point::max(); }
+void disarm(SessionState& s) { s.deadline = kNoDeadline; }
 
 std::string status_line(int status) {
   std::string s = "HTTP/1.1 ";
@@ -285,6 +287,7 @@ Task<void> Server::Impl::session(Worker& w, Socket socket) {
     arm(state, w, opts.request_timeout);
     auto [hec, hn] = co_await bhttp::async_read_header(socket, buffer, parser, kTuple);
     if (hec) {
+      if (state.timed_out) break;  // slowloris: closed without an answer
       if (hec == bhttp::error::header_limit) {
         co_await send_error_and_close(socket, state, w, 431, "request headers exceed the limit");
       } else if (hec == bhttp::error::body_limit) {
@@ -305,6 +308,7 @@ Task<void> Server::Impl::session(Worker& w, Socket socket) {
     auto [bec, bn] = co_await bhttp::async_read(socket, buffer, parser, kTuple);
     disarm(state);
     if (bec) {
+      if (state.timed_out) break;
       if (bec == bhttp::error::body_limit) {
         co_await send_error_and_close(socket, state, w, 413, "request body exceeds the limit");
       } else if (bec != beast::error::timeout && bec != net::error::eof &&
@@ -365,14 +369,15 @@ Task<void> Server::Impl::session(Worker& w, Socket socket) {
 
 void Server::Impl::sweep(Worker& w) {
   const auto now = std::chrono::steady_clock::now();
-  w.now = now;
+  ++w.sweeps;
   for (auto* s : w.sessions) {
-    if (now >= s->deadline) {
-      // Past its timeout: the pending read or write completes with operation_aborted.
-      s->deadline = std::chrono::steady_clock::time_point::max();
+    if (w.sweeps >= s->deadline) {
+      // Past its timeout: closed, not cancelled (a cancel misses an operation whose completion is
+      // already queued, and the composed read or write would go on without a deadline).
+      s->deadline = kNoDeadline;
       s->timed_out = true;
       boost::system::error_code ignored;
-      s->socket->cancel(ignored);
+      s->socket->close(ignored);
     }
     if (s->watch && !s->watching && now - s->since >= opts.gone_watch_delay) {
       s->watching = true;
@@ -428,7 +433,6 @@ Result<std::uint16_t> Server::start() {
     Worker* wp = w.get();
     net::co_spawn(wp->ioc, impl_->accept_loop(*wp), net::detached);
     wp->tick = std::clamp(impl_->opts.gone_watch_delay, std::chrono::milliseconds(5), std::chrono::milliseconds(50));
-    wp->now = std::chrono::steady_clock::now();
     wp->sweep.emplace(wp->ioc);
     net::post(wp->ioc, [this, wp] { impl_->sweep(*wp); });
     wp->thread = std::thread([wp] {
