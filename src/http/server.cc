@@ -386,7 +386,7 @@ void Server::Impl::sweep(Worker& w) {
   }
   w.sweep->expires_after(w.tick);
   w.sweep->async_wait([this, &w](boost::system::error_code ec) {
-    if (!ec && !stopped.load()) sweep(w);
+    if (!ec) sweep(w);  // also while draining: timeouts hold until the threads stop
   });
 }
 
