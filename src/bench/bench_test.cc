@@ -409,19 +409,17 @@ TEST(LoadGen, MultiTurnThroughProxyWithSessionsAndBackends) {
   EXPECT_NE(markdown_table({r.summary}).find("| round-robin |"), std::string::npos);
 }
 
-TEST(Compare, PolicyFromAConfigFile) {
-  // A scheduler that scores only the prefix match sends one group's sequential requests to the
-  // engine that served the first; the round-robin preset would alternate.
-  const auto dir = std::filesystem::temp_directory_path() / "kvroute_policy_config_test";
-  std::filesystem::create_directories(dir);
-  {
-    std::ofstream f(dir / "sticky.yaml");
-    f << "plugins:\n  - type: prefix-cache-scorer\n  - type: max-score-picker\n"
-         "schedulingProfiles:\n  - name: default\n    plugins:\n      - {pluginRef: prefix-cache-scorer}\n"
-         "      - {pluginRef: max-score-picker}\n";
-    std::ofstream g(dir / "empty.yaml");
-    g << "backends: []\n";
-  }
+// A scheduler config that scores only the prefix match: one group's sequential requests all go to
+// the engine that served the first (round-robin would alternate).
+void write_prefix_only_config(const std::filesystem::path& file) {
+  std::ofstream f(file);
+  f << "plugins:\n  - type: prefix-cache-scorer\n  - type: max-score-picker\n"
+       "schedulingProfiles:\n  - name: default\n    plugins:\n      - {pluginRef: prefix-cache-scorer}\n"
+       "      - {pluginRef: max-score-picker}\n";
+}
+
+// One group of 8 prompts sharing a 64-token system prompt.
+Result<Workload> one_group_of_eight() {
   WorkloadOptions wo;
   wo.name = "shared-prefix";
   wo.sp_groups = 1;
@@ -429,29 +427,49 @@ TEST(Compare, PolicyFromAConfigFile) {
   wo.sp_system_len = 64;
   wo.sp_question_len = 8;
   wo.output_len = 2;
-  auto wl = make_workload(wo);
-  ASSERT_TRUE(wl);
+  return make_workload(wo);
+}
+
+// In-process comparison on 2 fast engines, no KV events, one user (requests strictly in order).
+CompareOptions one_user_on_two_engines() {
   CompareOptions co;
-  co.policies = {"round-robin", "sticky", "empty", "missing"};
-  co.policy_configs = {{"sticky", (dir / "sticky.yaml").string()},
-                       {"empty", (dir / "empty.yaml").string()},
-                       {"missing", (dir / "missing.yaml").string()}};
   co.sim = fast_sim(2);
   co.kv_events = false;
   co.load.concurrency = 1;
   co.load.duration = 20s;
   co.load.progress = false;
+  return co;
+}
+
+// The engines a run's requests went to (every request must have succeeded).
+std::size_t backends_used(const CompareRun& r) {
+  std::set<std::string> s;
+  for (const auto& rec : r.run.records) {
+    EXPECT_EQ(rec.outcome, Outcome::kOk) << rec.error;
+    s.insert(rec.backend);
+  }
+  return s.size();
+}
+
+TEST(Compare, PolicyFromAConfigFile) {
+  // The prefix-only config keeps the group on one engine; the round-robin preset alternates.
+  const auto dir = std::filesystem::temp_directory_path() / "kvroute_policy_config_test";
+  std::filesystem::create_directories(dir);
+  write_prefix_only_config(dir / "sticky.yaml");
+  {
+    std::ofstream g(dir / "empty.yaml");
+    g << "backends: []\n";
+  }
+  auto wl = one_group_of_eight();
+  ASSERT_TRUE(wl);
+  CompareOptions co = one_user_on_two_engines();
+  co.policies = {"round-robin", "sticky", "empty", "missing"};
+  co.policy_configs = {{"sticky", (dir / "sticky.yaml").string()},
+                       {"empty", (dir / "empty.yaml").string()},
+                       {"missing", (dir / "missing.yaml").string()}};
   auto runs = run_compare(*wl, co);
   ASSERT_TRUE(runs) << runs.error().message;
   ASSERT_EQ(runs->size(), 4u);
-  auto backends_used = [](const CompareRun& r) {
-    std::set<std::string> s;
-    for (const auto& rec : r.run.records) {
-      EXPECT_EQ(rec.outcome, Outcome::kOk) << rec.error;
-      s.insert(rec.backend);
-    }
-    return s.size();
-  };
   ASSERT_TRUE((*runs)[0].error.empty()) << (*runs)[0].error;
   EXPECT_EQ(backends_used((*runs)[0]), 2u);
   ASSERT_TRUE((*runs)[1].error.empty()) << (*runs)[1].error;
@@ -465,30 +483,13 @@ TEST(Compare, PolicyFromAConfigFile) {
 TEST(Compare, SimultaneousPoliciesRunTogetherEachOnItsOwnEngines) {
   const auto dir = std::filesystem::temp_directory_path() / "kvroute_simultaneous_test";
   std::filesystem::create_directories(dir);
-  {
-    std::ofstream f(dir / "sticky.yaml");
-    f << "plugins:\n  - type: prefix-cache-scorer\n  - type: max-score-picker\n"
-         "schedulingProfiles:\n  - name: default\n    plugins:\n      - {pluginRef: prefix-cache-scorer}\n"
-         "      - {pluginRef: max-score-picker}\n";
-  }
-  WorkloadOptions wo;
-  wo.name = "shared-prefix";
-  wo.sp_groups = 1;
-  wo.sp_prompts_per_group = 8;
-  wo.sp_system_len = 64;
-  wo.sp_question_len = 8;
-  wo.output_len = 2;
-  auto wl = make_workload(wo);
+  write_prefix_only_config(dir / "sticky.yaml");
+  auto wl = one_group_of_eight();
   ASSERT_TRUE(wl);
-  CompareOptions co;
+  CompareOptions co = one_user_on_two_engines();
   co.policies = {"round-robin", "no-such-policy", "sticky"};
   co.policy_configs = {{"sticky", (dir / "sticky.yaml").string()}};
   co.simultaneous = true;
-  co.sim = fast_sim(2);
-  co.kv_events = false;
-  co.load.concurrency = 1;
-  co.load.duration = 20s;
-  co.load.progress = false;
   std::vector<std::string> events;  // on_start/on_done in order
   co.on_start = [&](const std::string& p) { events.push_back("start " + p); };
   co.on_done = [&](const std::string& p, const Summary&, double) { events.push_back("done " + p); };
@@ -508,14 +509,9 @@ TEST(Compare, SimultaneousPoliciesRunTogetherEachOnItsOwnEngines) {
     EXPECT_EQ(r.run.records.size(), 8u);
     // Each policy's engines served exactly its own requests.
     ASSERT_TRUE(r.summary.engine_counters) << r.policy;
-    std::set<std::string> used;
-    for (const auto& rec : r.run.records) {
-      EXPECT_EQ(rec.outcome, Outcome::kOk) << rec.error;
-      used.insert(rec.backend);
-    }
     EXPECT_EQ(r.summary.engine_queries, static_cast<double>(r.summary.usage_prompt_tokens)) << r.policy;
     EXPECT_EQ(r.summary.backends[0].requests + r.summary.backends[1].requests, 8u) << r.policy;
-    EXPECT_EQ(used.size(), i == 0 ? 2u : 1u) << r.policy;
+    EXPECT_EQ(backends_used(r), i == 0 ? 2u : 1u) << r.policy;
   }
   // Targets share their engines: not combinable.
   co.targets = {{"a", "http://127.0.0.1:1"}};
