@@ -13,12 +13,13 @@
 
 #include <array>
 #include <charconv>
-#include <optional>
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
 
 #include <fmt/format.h>
+
+#include "http/deadline.h"
 
 namespace kvroute::http {
 
@@ -80,6 +81,15 @@ Result<Endpoint> parse_http_url(std::string_view url) {
 namespace {
 std::string endpoint_key(const Endpoint& ep) { return ep.host + ":" + std::to_string(ep.port); }
 
+// The client went away: closing the socket aborts whatever the exchange is waiting for.
+void close_on_cancel(CancelToken* cancel, Socket& socket) {
+  if (!cancel) return;
+  cancel->hook = [s = &socket] {
+    boost::system::error_code ignored;
+    s->close(ignored);
+  };
+}
+
 bool hop_by_hop(std::string_view name) {
   static constexpr std::array<std::string_view, 10> kSkip = {
       "connection", "keep-alive", "transfer-encoding", "content-length", "host",
@@ -90,8 +100,6 @@ bool hop_by_hop(std::string_view name) {
   return false;
 }
 }  // namespace
-
-constexpr std::uint64_t kNoDeadline = ~std::uint64_t{0};
 
 struct ConnectionPool::Deadlines {
   explicit Deadlines(Executor ex) : timer(ex) {}
@@ -108,9 +116,7 @@ constexpr std::chrono::milliseconds kTick{50};
 
 struct ConnectionPool::Conn {
   Conn(Executor ex, std::shared_ptr<Deadlines> d) : socket(ex), deadlines(std::move(d)) {}
-  ~Conn() {
-    if (deadline != kNoDeadline) deadlines->armed.erase(this);
-  }
+  ~Conn() { disarm(*this); }
   Socket socket;
   beast::flat_buffer buffer;
   std::chrono::steady_clock::time_point idle_since;
@@ -128,9 +134,7 @@ void ConnectionPool::arm(Conn& c, std::chrono::milliseconds d) {
       if (!ec) sweep(all);
     });
   }
-  // Sweeps are at least a tick apart: the sweep ceil(d / tick) + 1 after the current one comes no
-  // earlier than d from now (and, on time, at most two ticks later).
-  c.deadline = dl.sweeps + static_cast<std::uint64_t>((d.count() + kTick.count() - 1) / kTick.count()) + 1;
+  c.deadline = deadline_after(dl.sweeps, d, kTick);
   dl.armed.insert(&c);
 }
 
@@ -346,12 +350,7 @@ Task<Expected<Exchange, UpstreamFailure>> ConnectionPool::start_with(
         }
       }
       conn = std::make_unique<Conn>(ex_, deadlines_);
-      if (cancel) {
-        cancel->hook = [s = &conn->socket] {
-          boost::system::error_code ignored;
-          s->close(ignored);
-        };
-      }
+      close_on_cancel(cancel, conn->socket);
       arm(*conn, std::min(opts_.connect_timeout, first_byte_timeout));
       auto [cec, cep] = co_await net::async_connect(conn->socket, eps, kTuple);
       disarm(*conn);
@@ -363,11 +362,8 @@ Task<Expected<Exchange, UpstreamFailure>> ConnectionPool::start_with(
       }
       boost::system::error_code ignored;
       conn->socket.set_option(tcp::no_delay(true), ignored);
-    } else if (cancel) {
-      cancel->hook = [s = &conn->socket] {
-        boost::system::error_code ignored;
-        s->close(ignored);
-      };
+    } else {
+      close_on_cancel(cancel, conn->socket);
     }
     arm(*conn, first_byte_timeout);
     std::array<net::const_buffer, 2> bufs{net::buffer(head), net::buffer(body.data(), body.size())};

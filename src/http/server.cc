@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "common/log.h"
+#include "http/deadline.h"
 
 namespace kvroute::http {
 
@@ -49,8 +50,6 @@ struct GoneWatch {
 }  // namespace
 
 int current_worker() { return t_worker; }
-
-constexpr std::uint64_t kNoDeadline = ~std::uint64_t{0};
 
 struct SessionState {
   Socket* socket = nullptr;
@@ -97,10 +96,8 @@ struct Server::Impl {
 
 namespace {
 
-// Arms `s`'s deadline `d` from now. Sweeps are at least a tick apart, so the sweep ceil(d / tick) + 1
-// after the current one comes no earlier than d from now (and, on time, at most two ticks later).
 void arm(SessionState& s, const Worker& w, std::chrono::milliseconds d) {
-  s.deadline = w.sweeps + static_cast<std::uint64_t>((d.count() + w.tick.count() - 1) / w.tick.count()) + 1;
+  s.deadline = deadline_after(w.sweeps, d, w.tick);
 }
 void disarm(SessionState& s) { s.deadline = kNoDeadline; }
 

@@ -1,9 +1,10 @@
 // File: http/task.h
 //
 // The coroutine type of the data path. Every worker runs one io_context, so coroutines, sockets and
-// acceptors name its concrete executor instead of Asio's type-erased `any_io_executor` (whose copies,
-// destructions and `prefer` calls on each asynchronous operation were ~5% of the proxy's CPU under
-// load). Coroutines of one chain must share the executor type: use Task<T> and `use_task` throughout.
+// acceptors name its concrete executor instead of Asio's type-erased `any_io_executor` (whose
+// copies, destructions and `prefer` calls on each asynchronous operation were ~5% of the proxy's
+// CPU under load). Coroutines of one chain must share the executor type: use Task<T> and `use_task`
+// throughout.
 #pragma once
 
 #include <boost/asio/as_tuple.hpp>
