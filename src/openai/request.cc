@@ -145,4 +145,11 @@ Expected<ParsedRequest, ParseError> parse_request(Endpoint endpoint, std::string
   return out;
 }
 
+bool continues_conversation(const ParsedRequest& r) {
+  for (const auto& m : r.messages) {
+    if (m.role == "assistant") return true;
+  }
+  return false;
+}
+
 }  // namespace kvroute::openai

@@ -47,4 +47,8 @@ struct ParseError {
 
 Expected<ParsedRequest, ParseError> parse_request(Endpoint endpoint, std::string_view body);
 
+// Whether a chat request carries earlier turns of its conversation (an assistant message): its
+// prompt then starts with that conversation's own history (routing: docs/adr/0010).
+bool continues_conversation(const ParsedRequest& r);
+
 }  // namespace kvroute::openai

@@ -29,6 +29,12 @@ TEST(ParseRequest, TokenPromptAndChat) {
   EXPECT_EQ(c->messages[1].content, "ab");
   EXPECT_EQ(c->routing_text, "system\nS\nuser\nab\n");
   EXPECT_EQ(c->messages_json.front(), '[');
+  EXPECT_FALSE(continues_conversation(*c));
+  EXPECT_FALSE(continues_conversation(*r));
+  auto turn2 = parse_request(Endpoint::kChatCompletions,
+                             R"({"model":"m","messages":[{"role":"user","content":"a"},{"role":"assistant","content":"b"},{"role":"user","content":"c"}]})");
+  ASSERT_TRUE(turn2) << turn2.error().message;
+  EXPECT_TRUE(continues_conversation(*turn2));
 }
 
 TEST(ParseRequest, Errors) {

@@ -253,6 +253,7 @@ http::Task<void> Proxy::Impl::proxy_openai(Request& req, ResponseWriter& w, open
   rr.request = &*parsed;
   rr.session_key = req.header(cfg.session_header);
   if (rr.session_key.empty()) rr.session_key = parsed->user;
+  rr.conversation = openai::continues_conversation(*parsed);
   if (policy->uses_prompt()) compute_blocks(rr, *parsed);
 
   // Candidates: available backends that serve the model.

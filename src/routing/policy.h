@@ -32,6 +32,9 @@ struct RouteRequest {
   std::uint32_t tokens_per_block = 16;
   std::uint32_t prompt_tokens = 0;     // exact with a tokenizer, else estimated (chars / 4)
   std::uint32_t expected_output_tokens = 0;
+  // A chat request that carries earlier turns of its conversation (an assistant message): the
+  // matched prefix is that conversation's own history, which no other request shares.
+  bool conversation = false;
   // Filled by the policy at routing time, used by its completion hooks.
   std::int64_t charged_tokens = 0;     // uncached prefill tokens charged to the backend's queue
   bool kv_pinned = false;              // `blocks` and expected output are charged to the backend's KV memory

@@ -175,20 +175,24 @@ class LoadAwareScorer final : public Scorer {
 // have not started decoding + a per-running-request decode penalty), plus the prefill work the
 // choice adds to the cluster (its uncached tokens again, weight uncachedWeight - 1): two backends
 // with equal predicted TTFT differ in how much capacity they burn, and the cached one keeps it.
-// Lowest cost scores 1.
+// A conversation's follow-up turn (RouteRequest::conversation) weighs its uncached tokens
+// conversationUncachedWeight instead: its history is private, so a copy made elsewhere leaves the
+// old one as dead cache that evicts other conversations (docs/adr/0010). Lowest cost scores 1.
 class TtftCostScorer final : public Scorer {
  public:
   TtftCostScorer(std::shared_ptr<RoutingContext> ctx, double decode_tokens_per_request, double uncached_weight,
-                 double kv_fraction, double kv_weight)
+                 double conversation_uncached_weight, double kv_fraction, double kv_weight)
       : ctx_(std::move(ctx)),
         decode_(decode_tokens_per_request),
         uncached_(uncached_weight),
+        conversation_uncached_(conversation_uncached_weight),
         kv_fraction_(kv_fraction),
         kv_weight_(kv_weight) {}
   std::string_view type() const override { return "ttft-cost-scorer"; }
   void score(CycleState& s, std::span<Backend* const> c, std::span<double> out) override {
     compute_prefix_match(*ctx_, s);
     std::vector<double> cost(c.size());
+    const double uncached_weight = s.req->conversation ? conversation_uncached_ : uncached_;
     for (std::size_t i = 0; i < c.size(); ++i) {
       const double cached = static_cast<double>(s.matched_blocks[static_cast<std::size_t>(c[i]->index)]) *
                             s.req->tokens_per_block;
@@ -198,7 +202,7 @@ class TtftCostScorer final : public Scorer {
         // The engine's own waiting queue covers other routers' traffic too.
         queued = std::max(queued, l->waiting * s.req->prompt_tokens * 0.5);
       }
-      cost[i] = uncached_ * own + queued + decode_ * c[i]->inflight.load(std::memory_order_relaxed);
+      cost[i] = uncached_weight * own + queued + decode_ * c[i]->inflight.load(std::memory_order_relaxed);
       // KV memory: a request that does not fit next to the ones in flight waits in the engine's
       // queue until enough of them finish (or preempts one): each token over kvCapacityFraction
       // of the engine's KV capacity costs kvOverflowWeight tokens of prefill.
@@ -223,6 +227,7 @@ class TtftCostScorer final : public Scorer {
   std::shared_ptr<RoutingContext> ctx_;
   double decode_;
   double uncached_;
+  double conversation_uncached_;
   double kv_fraction_;
   double kv_weight_;
 };
@@ -373,7 +378,8 @@ Result<std::unique_ptr<Scorer>> make_scorer(const config::PluginConfig& pc, std:
     if (pc.type == "load-aware-scorer") return std::make_unique<LoadAwareScorer>(param(p, "threshold", 128));
     if (pc.type == "ttft-cost-scorer") {
       return std::make_unique<TtftCostScorer>(std::move(ctx), param(p, "decodeTokensPerRequest", 64),
-                                              param(p, "uncachedWeight", 2.0), param(p, "kvCapacityFraction", 0.9),
+                                              param(p, "uncachedWeight", 2.0), param(p, "conversationUncachedWeight", 4.0),
+                                              param(p, "kvCapacityFraction", 0.9),
                                               param(p, "kvOverflowWeight", 4.0));
     }
   } catch (const YAML::Exception& e) {

@@ -4,6 +4,7 @@
 
 #include <map>
 #include <thread>
+#include <tuple>
 
 #include "common/hash.h"
 #include "routing/peer_policies.h"
@@ -191,6 +192,43 @@ TEST(KvroutePolicy, AvoidsAnEngineWhoseKvMemoryIsFull) {
     for (auto& r : pinned) first->inflight_blocks.remove(r.blocks);
     EXPECT_EQ(first->inflight_blocks.unique_blocks(), 0);
     EXPECT_EQ(bs.ptrs[1]->inflight_blocks.unique_blocks(), 0);
+  }
+}
+
+TEST(KvroutePolicy, ConversationTurnStaysWithItsHistory) {
+  // One backend holds a conversation's 40-block history and has 1,600 uncached tokens queued. The
+  // next turn (41 blocks) costs 2 x 16 + 1,600 there against 2 x 656 on the idle other backend as a
+  // plain request, so it moves; as a conversation turn its uncached tokens weigh 4 (docs/adr/0010):
+  // 4 x 16 + 1,600 < 4 x 656, it stays. A YAML conversationUncachedWeight of 2 takes that back.
+  for (const auto& [name, conversation, want_first] : std::vector<std::tuple<std::string, bool, bool>>{
+           {"kvroute", false, false}, {"kvroute", true, true}, {"yaml-weight-2", true, false}}) {
+    Backends bs(2);
+    std::unique_ptr<Policy> p;
+    if (name == "kvroute") {
+      p = make("kvroute", bs);
+    } else {
+      auto c = config::load_yaml(R"(
+plugins:
+  - {type: ttft-cost-scorer, parameters: {conversationUncachedWeight: 2}}
+  - {type: max-score-picker}
+)", "t.yaml");
+      ASSERT_TRUE(c) << c.error().message;
+      auto made = make_policy(*c, bs.ptrs, std::make_shared<RoutingContext>(2));
+      ASSERT_TRUE(made) << made.error().message;
+      p = std::move(*made);
+    }
+    auto history = request(blocks_of(4, 40));
+    Backend* first = route(*p, history, bs.ptrs);
+    finish(*p, history, *first);
+    Backend* other = bs.ptrs[first->index == 0 ? 1 : 0];
+    first->inflight_tokens.store(1600);
+    auto turn = request(blocks_of(4, 40, 1));
+    turn.conversation = conversation;
+    Backend* b = route(*p, turn, bs.ptrs);
+    EXPECT_EQ(b == first, want_first) << name << " conversation " << conversation;
+    EXPECT_EQ(b == other, !want_first);
+    finish(*p, turn, *b);
+    first->inflight_tokens.store(0);
   }
 }
 
