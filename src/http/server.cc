@@ -12,14 +12,11 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
-#include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/http/read.hpp>
-#include <boost/beast/http/parser.hpp>
-#include <boost/beast/http/string_body.hpp>
 
 #include <algorithm>
 #include <cerrno>
 #include <condition_variable>
+#include <cstring>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -28,11 +25,10 @@
 
 #include "common/log.h"
 #include "http/deadline.h"
+#include "http/request_parser.h"
 
 namespace kvroute::http {
 
-namespace beast = boost::beast;
-namespace bhttp = boost::beast::http;
 using tcp = net::ip::tcp;
 constexpr auto kTuple = use_task_tuple;
 
@@ -238,6 +234,43 @@ Task<void> send_error_and_close(Socket& socket, SessionState& state, const Worke
   disarm(state);
 }
 
+// Bytes received and not yet parsed: the head and body of the request being read, and any
+// pipelined request behind it.
+class InBuffer {
+ public:
+  std::string_view view() const { return {data_.get() + begin_, end_ - begin_}; }
+  std::size_t size() const { return end_ - begin_; }
+  void consume(std::size_t n) {
+    begin_ += n;
+    if (begin_ == end_) begin_ = end_ = 0;
+  }
+  // Room for at least n more bytes (moves the unparsed bytes to the front, or grows).
+  net::mutable_buffer prepare(std::size_t n) {
+    if (cap_ - end_ < n) {
+      if (begin_ > 0) {
+        std::memmove(data_.get(), data_.get() + begin_, end_ - begin_);
+        end_ -= begin_;
+        begin_ = 0;
+      }
+      if (cap_ - end_ < n) {
+        const std::size_t cap = std::max(cap_ * 2, end_ + n);
+        auto bigger = std::make_unique_for_overwrite<char[]>(cap);
+        if (end_ > 0) std::memcpy(bigger.get(), data_.get(), end_);
+        data_ = std::move(bigger);
+        cap_ = cap;
+      }
+    }
+    return net::buffer(data_.get() + end_, cap_ - end_);
+  }
+  void commit(std::size_t n) { end_ += n; }
+
+ private:
+  std::unique_ptr<char[]> data_;
+  std::size_t cap_ = 0, begin_ = 0, end_ = 0;
+};
+
+constexpr std::size_t kReadSize = 4096;
+
 }  // namespace
 
 Task<void> Server::Impl::accept_loop(Worker& w) {
@@ -266,64 +299,100 @@ Task<void> Server::Impl::session(Worker& w, Socket socket) {
   SessionState state;
   state.socket = &socket;
   w.sessions.insert(&state);
-  beast::flat_buffer buffer;
+  InBuffer in;
   for (;;) {
     if (stopping.load()) break;
     state.busy = false;
     // Idle keep-alive wait for the first byte of the next request.
-    if (buffer.size() == 0) {
+    if (in.size() == 0) {
       arm(state, w, opts.keepalive_timeout);
-      auto [ec, n] = co_await socket.async_read_some(buffer.prepare(4096), kTuple);
+      auto [ec, n] = co_await socket.async_read_some(in.prepare(kReadSize), kTuple);
       if (ec) break;
-      buffer.commit(n);
+      in.commit(n);
     }
     state.busy = true;
-    bhttp::request_parser<bhttp::string_body> parser;
-    parser.header_limit(static_cast<std::uint32_t>(opts.max_header_bytes));
-    parser.body_limit(opts.max_body_bytes);
+    Request req;
+    BodyFraming framing;
     arm(state, w, opts.request_timeout);
-    auto [hec, hn] = co_await bhttp::async_read_header(socket, buffer, parser, kTuple);
-    if (hec) {
-      if (state.timed_out) break;  // slowloris: closed without an answer
-      if (hec == bhttp::error::header_limit) {
-        co_await send_error_and_close(socket, state, w, 431, "request headers exceed the limit");
-      } else if (hec == bhttp::error::body_limit) {
-        co_await send_error_and_close(socket, state, w, 413, "request body exceeds the limit");
-      } else if (hec != beast::error::timeout && hec != bhttp::error::end_of_stream &&
-                 hec != net::error::eof && hec != net::error::connection_reset &&
-                 hec != net::error::operation_aborted) {
-        const std::string msg = "malformed HTTP request: " + hec.message();
-        co_await send_error_and_close(socket, state, w, 400, msg);
+    ParseResult head;
+    std::size_t searched = 0;
+    bool read_failed = false;
+    for (;;) {
+      head = parse_request_head(in.view(), opts.max_header_bytes, req, framing, searched);
+      if (head.status != ParseStatus::kIncomplete) break;
+      searched = in.size();
+      auto [ec, n] = co_await socket.async_read_some(in.prepare(kReadSize), kTuple);
+      if (ec) {
+        read_failed = true;  // timed out (slowloris: closed without an answer), reset or closed
+        break;
       }
+      in.commit(n);
+    }
+    if (read_failed) break;
+    if (head.status != ParseStatus::kDone) {
+      const int status = head.status == ParseStatus::kHeadersTooLarge ? 431
+                         : head.status == ParseStatus::kNotImplemented ? 501
+                                                                        : 400;
+      const std::string msg = status == 431 ? std::string(head.error)
+                                            : "malformed HTTP request: " + std::string(head.error);
+      co_await send_error_and_close(socket, state, w, status, msg);
       break;
     }
-    if (iequals(parser.get()[beast::http::field::expect], "100-continue")) {
+    in.consume(head.consumed);
+    if (!framing.chunked && framing.length > opts.max_body_bytes) {
+      co_await send_error_and_close(socket, state, w, 413, "request body exceeds the limit");
+      break;
+    }
+    const bool body_pending = framing.chunked ? true : in.size() < framing.length;
+    if (framing.expect_continue && body_pending) {
       static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
       auto [cec, cn] = co_await net::async_write(socket, net::buffer(kContinue), kTuple);
       if (cec) break;
     }
-    auto [bec, bn] = co_await bhttp::async_read(socket, buffer, parser, kTuple);
-    disarm(state);
-    if (bec) {
-      if (state.timed_out) break;
-      if (bec == bhttp::error::body_limit) {
-        co_await send_error_and_close(socket, state, w, 413, "request body exceeds the limit");
-      } else if (bec != beast::error::timeout && bec != net::error::eof &&
-                 bec != net::error::connection_reset && bec != net::error::operation_aborted &&
-                 bec != bhttp::error::end_of_stream) {
-        const std::string msg = "malformed HTTP request: " + bec.message();
-        co_await send_error_and_close(socket, state, w, 400, msg);
+    if (framing.chunked) {
+      ChunkedDecoder decoder;
+      ParseResult body;
+      for (;;) {
+        body = decoder.feed(in.view(), req.body, opts.max_body_bytes);
+        in.consume(body.consumed);
+        if (body.status != ParseStatus::kIncomplete) break;
+        auto [ec, n] = co_await socket.async_read_some(in.prepare(kReadSize), kTuple);
+        if (ec) {
+          read_failed = true;
+          break;
+        }
+        in.commit(n);
       }
-      break;
+      if (read_failed) break;
+      if (body.status != ParseStatus::kDone) {
+        const int status = body.status == ParseStatus::kBodyTooLarge ? 413 : 400;
+        const std::string msg = status == 413 ? std::string(body.error)
+                                              : "malformed HTTP request: " + std::string(body.error);
+        co_await send_error_and_close(socket, state, w, status, msg);
+        break;
+      }
+    } else if (framing.length > 0) {
+      const auto len = static_cast<std::size_t>(framing.length);
+      const std::size_t have = std::min(len, in.size());
+      req.body.assign(in.view().substr(0, have));
+      in.consume(have);
+      // The rest straight into the body, growing it as bytes arrive (a declared length alone
+      // does not make the server allocate it).
+      while (req.body.size() < len) {
+        const std::size_t old = req.body.size();
+        const std::size_t chunk = std::min(len - old, std::max<std::size_t>(old, 64 * 1024));
+        req.body.resize(old + chunk);
+        auto [ec, n] = co_await socket.async_read_some(net::buffer(req.body.data() + old, chunk), kTuple);
+        req.body.resize(old + n);
+        if (ec) {
+          read_failed = true;
+          break;
+        }
+      }
+      if (read_failed) break;
     }
-    auto msg = parser.release();
-    Request req;
-    req.method = std::string(msg.method_string());
-    req.target = std::string(msg.target());
-    req.keep_alive = msg.keep_alive() && !stopping.load();
-    req.headers.reserve(8);
-    for (const auto& f : msg) req.headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
-    req.body = std::move(msg.body());
+    disarm(state);
+    req.keep_alive = req.keep_alive && !stopping.load();
 
     active.fetch_add(1);
     Writer writer(socket, state, w, opts, req.keep_alive);
@@ -332,7 +401,7 @@ Task<void> Server::Impl::session(Worker& w, Socket socket) {
     // Most requests finish long before a client could be noticed leaving, so the watch (an
     // async_wait: one epoll_ctl each time) is armed by the worker's sweep only for requests still
     // in the handler after ServerOptions::gone_watch_delay.
-    if (buffer.size() == 0) {
+    if (in.size() == 0) {
       state.watch = watch;
       state.since = std::chrono::steady_clock::now();
     }

@@ -1,0 +1,230 @@
+#include "http/request_parser.h"
+
+#include <algorithm>
+#include <array>
+
+namespace kvroute::http {
+namespace {
+
+constexpr std::array<bool, 256> make_token_table() {
+  std::array<bool, 256> t{};
+  for (int c = '0'; c <= '9'; ++c) t[static_cast<std::size_t>(c)] = true;
+  for (int c = 'a'; c <= 'z'; ++c) t[static_cast<std::size_t>(c)] = true;
+  for (int c = 'A'; c <= 'Z'; ++c) t[static_cast<std::size_t>(c)] = true;
+  for (char c : std::string_view("!#$%&'*+-.^_`|~")) t[static_cast<unsigned char>(c)] = true;
+  return t;
+}
+constexpr auto kToken = make_token_table();
+
+bool is_token(std::string_view s) {
+  if (s.empty()) return false;
+  for (char c : s) {
+    if (!kToken[static_cast<unsigned char>(c)]) return false;
+  }
+  return true;
+}
+
+// Field values: visible characters, obs-text, space and tab; no other control characters.
+bool is_field_value(std::string_view s) {
+  for (char ch : s) {
+    const auto c = static_cast<unsigned char>(ch);
+    if ((c < 0x20 && c != '\t') || c == 0x7f) return false;
+  }
+  return true;
+}
+
+// Request targets: visible characters and obs-text; no spaces or control characters.
+bool is_target(std::string_view s) {
+  if (s.empty()) return false;
+  for (char ch : s) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c <= 0x20 || c == 0x7f) return false;
+  }
+  return true;
+}
+
+std::string_view trim_ows(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+// Whether the comma-separated list `value` holds `token` (case-insensitive).
+bool list_has(std::string_view value, std::string_view token) {
+  while (!value.empty()) {
+    const auto comma = value.find(',');
+    if (iequals(trim_ows(value.substr(0, comma)), token)) return true;
+    if (comma == std::string_view::npos) break;
+    value.remove_prefix(comma + 1);
+  }
+  return false;
+}
+
+bool parse_decimal(std::string_view s, std::uint64_t& out) {
+  if (s.empty() || s.size() > 18) return false;
+  std::uint64_t v = 0;
+  for (char c : s) {
+    if (c < '0' || c > '9') return false;
+    v = v * 10 + static_cast<std::uint64_t>(c - '0');
+  }
+  out = v;
+  return true;
+}
+
+ParseResult bad(std::string_view why) { return {ParseStatus::kBad, 0, why}; }
+
+constexpr std::size_t kMaxChunkLine = 4096;
+constexpr std::size_t kMaxLeadingBlankLines = 8;
+
+}  // namespace
+
+ParseResult parse_request_head(std::string_view data, std::size_t max_header_bytes, Request& out,
+                               BodyFraming& framing, std::size_t searched) {
+  // Leading empty lines before a request are ignored (RFC 9112 section 2.2).
+  std::size_t start = 0;
+  for (std::size_t i = 0; i < kMaxLeadingBlankLines && data.substr(start, 2) == "\r\n"; ++i) start += 2;
+  const auto end = data.find("\r\n\r\n", std::max(start, searched >= 3 ? searched - 3 : 0));
+  if (end == std::string_view::npos) {
+    if (data.size() > max_header_bytes) return {ParseStatus::kHeadersTooLarge, 0, "request headers exceed the limit"};
+    return {ParseStatus::kIncomplete, 0, {}};
+  }
+  const std::size_t head_end = end + 4;
+  if (head_end > max_header_bytes) return {ParseStatus::kHeadersTooLarge, 0, "request headers exceed the limit"};
+  std::string_view head = data.substr(start, end + 2 - start);  // every line ends with CRLF
+
+  // Request line: method SP target SP version.
+  auto eol = head.find("\r\n");
+  std::string_view line = head.substr(0, eol);
+  head.remove_prefix(eol + 2);
+  const auto sp1 = line.find(' ');
+  if (sp1 == std::string_view::npos) return bad("malformed request line");
+  const auto sp2 = line.find(' ', sp1 + 1);
+  if (sp2 == std::string_view::npos) return bad("malformed request line");
+  const std::string_view method = line.substr(0, sp1);
+  const std::string_view target = line.substr(sp1 + 1, sp2 - sp1 - 1);
+  const std::string_view version = line.substr(sp2 + 1);
+  if (!is_token(method)) return bad("malformed request method");
+  if (!is_target(target)) return bad("malformed request target");
+  bool http10 = false;
+  if (version == "HTTP/1.0") {
+    http10 = true;
+  } else if (version != "HTTP/1.1") {
+    return bad("unsupported HTTP version");
+  }
+  out.method.assign(method);
+  out.target.assign(target);
+  out.headers.clear();
+  framing = BodyFraming{};
+
+  bool have_length = false, have_te = false, close = false, keep_alive = false;
+  while (!head.empty()) {
+    eol = head.find("\r\n");
+    line = head.substr(0, eol);
+    head.remove_prefix(eol + 2);
+    if (line.find('\r') != std::string_view::npos || line.find('\n') != std::string_view::npos) {
+      return bad("bare CR or LF in a header line");
+    }
+    if (line.empty()) return bad("empty header line");
+    if (line.front() == ' ' || line.front() == '\t') return bad("obsolete header line folding");
+    const auto colon = line.find(':');
+    if (colon == std::string_view::npos) return bad("header line without a colon");
+    const std::string_view name = line.substr(0, colon);
+    if (!is_token(name)) return bad("malformed header name");
+    const std::string_view value = trim_ows(line.substr(colon + 1));
+    if (!is_field_value(value)) return bad("control character in a header value");
+    if (iequals(name, "content-length")) {
+      std::uint64_t n = 0;
+      if (!parse_decimal(value, n)) return bad("malformed Content-Length");
+      if (have_length && n != framing.length) return bad("conflicting Content-Length headers");
+      have_length = true;
+      framing.length = n;
+    } else if (iequals(name, "transfer-encoding")) {
+      if (have_te) return bad("repeated Transfer-Encoding header");
+      have_te = true;
+      if (!iequals(value, "chunked")) return {ParseStatus::kNotImplemented, 0, "unsupported transfer encoding"};
+      framing.chunked = true;
+    } else if (iequals(name, "connection")) {
+      close = close || list_has(value, "close");
+      keep_alive = keep_alive || list_has(value, "keep-alive");
+    } else if (iequals(name, "expect")) {
+      framing.expect_continue = iequals(value, "100-continue");
+    }
+    out.headers.emplace_back(std::string(name), std::string(value));
+  }
+  if (have_length && have_te) return bad("both Content-Length and Transfer-Encoding");
+  if (!framing.chunked && !have_length) framing.length = 0;
+  out.keep_alive = http10 ? (keep_alive && !close) : !close;
+  return {ParseStatus::kDone, head_end, {}};
+}
+
+ParseResult ChunkedDecoder::feed(std::string_view in, std::string& body, std::size_t limit) {
+  std::size_t used = 0;
+  for (;;) {
+    std::string_view rest = in.substr(used);
+    switch (state_) {
+      case State::kDone:
+        return {ParseStatus::kDone, used, {}};
+      case State::kSize:
+      case State::kTrailer: {
+        const auto eol = rest.find("\r\n");
+        if (eol == std::string_view::npos) {
+          if (rest.size() > kMaxChunkLine) return bad("chunk line too long");
+          return {ParseStatus::kIncomplete, used, {}};
+        }
+        if (eol > kMaxChunkLine) return bad("chunk line too long");
+        const std::string_view line = rest.substr(0, eol);
+        used += eol + 2;
+        if (state_ == State::kTrailer) {
+          if (line.empty()) {
+            state_ = State::kDone;
+          } else if (!is_field_value(line)) {
+            return bad("control character in a chunk trailer");
+          }
+          continue;
+        }
+        std::uint64_t size = 0;
+        std::size_t i = 0;
+        for (; i < line.size(); ++i) {
+          const char c = line[i];
+          int d = -1;
+          if (c >= '0' && c <= '9') d = c - '0';
+          else if (c >= 'a' && c <= 'f') d = c - 'a' + 10;
+          else if (c >= 'A' && c <= 'F') d = c - 'A' + 10;
+          if (d < 0) break;
+          if (i >= 15) return bad("chunk size too large");
+          size = size * 16 + static_cast<std::uint64_t>(d);
+        }
+        if (i == 0) return bad("malformed chunk size");
+        // Chunk extensions (";name=value") are allowed and ignored.
+        const std::string_view ext = trim_ows(line.substr(i));
+        if (!ext.empty() && (ext.front() != ';' || !is_field_value(ext))) return bad("malformed chunk size");
+        if (size == 0) {
+          state_ = State::kTrailer;
+          continue;
+        }
+        if (size > limit || body.size() > limit - size) return {ParseStatus::kBodyTooLarge, used, "request body exceeds the limit"};
+        remaining_ = size;
+        state_ = State::kData;
+        continue;
+      }
+      case State::kData: {
+        if (rest.empty()) return {ParseStatus::kIncomplete, used, {}};
+        const std::size_t n = rest.size() < remaining_ ? rest.size() : static_cast<std::size_t>(remaining_);
+        body.append(rest.data(), n);
+        used += n;
+        remaining_ -= n;
+        if (remaining_ == 0) state_ = State::kDataEnd;
+        continue;
+      }
+      case State::kDataEnd: {
+        if (rest.size() < 2) return {ParseStatus::kIncomplete, used, {}};
+        if (rest.substr(0, 2) != "\r\n") return bad("chunk data not followed by CRLF");
+        used += 2;
+        state_ = State::kSize;
+        continue;
+      }
+    }
+  }
+}
+
+}  // namespace kvroute::http

@@ -1,0 +1,151 @@
+#include "http/request_parser.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+namespace kvroute::http {
+namespace {
+
+struct Parsed {
+  ParseResult r;
+  Request req;
+  BodyFraming framing;
+};
+
+Parsed head(std::string_view data, std::size_t limit = 1024) {
+  Parsed p;
+  p.r = parse_request_head(data, limit, p.req, p.framing);
+  return p;
+}
+
+TEST(RequestParser, HeadFieldsFramingAndPipelinedBytes) {
+  const std::string next = "GET /health HTTP/1.1\r\n\r\n";
+  const std::string data =
+      "POST /v1/completions?x=1 HTTP/1.1\r\nHost: a\r\nContent-Type:application/json \r\n"
+      "Content-Length: 5\r\nX-Session-Id:  s1\r\n\r\nhello" + next;
+  auto p = head(data);
+  ASSERT_EQ(p.r.status, ParseStatus::kDone) << p.r.error;
+  EXPECT_EQ(p.req.method, "POST");
+  EXPECT_EQ(p.req.target, "/v1/completions?x=1");
+  EXPECT_EQ(p.req.path(), "/v1/completions");
+  EXPECT_EQ(p.req.header("content-type"), "application/json");
+  EXPECT_EQ(p.req.header("x-session-id"), "s1");
+  EXPECT_EQ(p.req.headers.size(), 4u);
+  EXPECT_TRUE(p.req.keep_alive);
+  EXPECT_FALSE(p.framing.chunked);
+  EXPECT_EQ(p.framing.length, 5u);
+  EXPECT_EQ(data.substr(p.r.consumed, 5), "hello");
+  auto q = head(std::string_view(data).substr(p.r.consumed + 5));
+  ASSERT_EQ(q.r.status, ParseStatus::kDone);
+  EXPECT_EQ(q.req.method, "GET");
+  EXPECT_EQ(q.framing.length, 0u);
+}
+
+TEST(RequestParser, IncompleteUntilTheBlankLineAndLinearWhenDripped) {
+  const std::string data = "GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+  for (std::size_t n = 0; n < data.size(); ++n) {
+    EXPECT_EQ(head(data.substr(0, n)).r.status, ParseStatus::kIncomplete) << n;
+  }
+  // Byte by byte with the searched hint: the end is still found across the boundary.
+  Request req;
+  BodyFraming f;
+  std::size_t searched = 0;
+  ParseResult r;
+  for (std::size_t n = 1; n <= data.size(); ++n) {
+    r = parse_request_head(std::string_view(data).substr(0, n), 1024, req, f, searched);
+    if (r.status != ParseStatus::kIncomplete) break;
+    searched = n;
+  }
+  EXPECT_EQ(r.status, ParseStatus::kDone);
+  EXPECT_EQ(r.consumed, data.size());
+  // Leading blank lines are skipped.
+  EXPECT_EQ(head("\r\n\r\nGET / HTTP/1.1\r\n\r\n").r.status, ParseStatus::kDone);
+}
+
+TEST(RequestParser, KeepAliveByVersionAndConnection) {
+  EXPECT_TRUE(head("GET / HTTP/1.1\r\n\r\n").req.keep_alive);
+  EXPECT_FALSE(head("GET / HTTP/1.1\r\nConnection: Close\r\n\r\n").req.keep_alive);
+  EXPECT_FALSE(head("GET / HTTP/1.1\r\nConnection: upgrade, close\r\n\r\n").req.keep_alive);
+  EXPECT_FALSE(head("GET / HTTP/1.0\r\n\r\n").req.keep_alive);
+  EXPECT_TRUE(head("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").req.keep_alive);
+}
+
+TEST(RequestParser, LimitsAndUnsupportedCodings) {
+  const std::string big = "GET / HTTP/1.1\r\nX: " + std::string(2000, 'a') + "\r\n\r\n";
+  EXPECT_EQ(head(big).r.status, ParseStatus::kHeadersTooLarge);
+  EXPECT_EQ(head(big.substr(0, 1500)).r.status, ParseStatus::kHeadersTooLarge);  // no end in sight
+  EXPECT_EQ(head(big, 4096).r.status, ParseStatus::kDone);
+  EXPECT_EQ(head("POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n").r.status,
+            ParseStatus::kNotImplemented);
+  auto c = head("POST / HTTP/1.1\r\nTransfer-Encoding: Chunked\r\nExpect: 100-continue\r\n\r\n");
+  ASSERT_EQ(c.r.status, ParseStatus::kDone);
+  EXPECT_TRUE(c.framing.chunked);
+  EXPECT_TRUE(c.framing.expect_continue);
+}
+
+TEST(RequestParser, RejectsWhatEnablesSmuggling) {
+  for (const char* bad : {
+           "GET / HTTP/1.1\nHost: a\r\n\r\n",                                      // bare LF in the request line
+           "GET / HTTP/1.1\r\nHost: a\nX: b\r\n\r\n",                              // bare LF between fields
+           "GET / HTTP/1.1\r\nHost : a\r\n\r\n",                                   // space before the colon
+           "GET / HTTP/1.1\r\nX: a\r\n b\r\n\r\n",                                 // obsolete folding
+           "GET / HTTP/1.1\r\nNoColon\r\n\r\n",
+           "GET / HTTP/1.1\r\nX: a\x01b\r\n\r\n",                                  // control character
+           "POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",   // conflicting lengths
+           "POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\n",
+           "POST / HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\n",
+           "POST / HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n",
+           "POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+           "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+           "GET /a b HTTP/1.1\r\n\r\n",                                            // space in the target
+           "GET / HTTP/2.0\r\n\r\n",
+           "GET /\r\n\r\n",
+           "G(T / HTTP/1.1\r\n\r\n",
+       }) {
+    EXPECT_EQ(head(bad).r.status, ParseStatus::kBad) << bad;
+  }
+  // Repeated identical lengths are allowed (RFC 9110 section 8.6).
+  auto same = head("POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n");
+  EXPECT_EQ(same.r.status, ParseStatus::kDone);
+  EXPECT_EQ(same.framing.length, 5u);
+}
+
+TEST(RequestParser, ChunkedBodyInAnySplit) {
+  const std::string wire = "5;ext=1\r\nhello\r\nA\r\n, chunked!\r\n0\r\nTrailer: x\r\n\r\nNEXT";
+  const std::string want = "hello, chunked!";
+  // Every split of the wire into two reads decodes the same body and leaves the pipelined bytes.
+  for (std::size_t cut = 0; cut <= wire.size(); ++cut) {
+    ChunkedDecoder d;
+    std::string body, in = wire.substr(0, cut);
+    auto r = d.feed(in, body, 1024);
+    in.erase(0, r.consumed);
+    in += wire.substr(cut);
+    if (r.status == ParseStatus::kIncomplete) {
+      r = d.feed(in, body, 1024);
+      in.erase(0, r.consumed);
+    }
+    ASSERT_EQ(r.status, ParseStatus::kDone) << cut;
+    EXPECT_EQ(body, want) << cut;
+    EXPECT_EQ(in, "NEXT") << cut;
+  }
+}
+
+TEST(RequestParser, ChunkedErrorsAndLimit) {
+  auto run = [](std::string_view wire, std::size_t limit = 1024) {
+    ChunkedDecoder d;
+    std::string body;
+    return d.feed(wire, body, limit).status;
+  };
+  EXPECT_EQ(run("zz\r\n"), ParseStatus::kBad);
+  EXPECT_EQ(run("5\r\nhelloXX"), ParseStatus::kBad);  // data not followed by CRLF
+  EXPECT_EQ(run("5 junk\r\n"), ParseStatus::kBad);
+  EXPECT_EQ(run("1000000000000000\r\n"), ParseStatus::kBad);
+  EXPECT_EQ(run(std::string(5000, '1')), ParseStatus::kBad);  // a size line that never ends
+  EXPECT_EQ(run("400\r\n", 1023), ParseStatus::kBodyTooLarge);
+  EXPECT_EQ(run("3\r\nabc\r\n3\r\nabc\r\n", 5), ParseStatus::kBodyTooLarge);
+  EXPECT_EQ(run("3\r\nabc\r\n0\r\n\r\n", 3), ParseStatus::kDone);
+}
+
+}  // namespace
+}  // namespace kvroute::http
