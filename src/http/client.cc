@@ -6,13 +6,10 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
-#include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/http/buffer_body.hpp>
-#include <boost/beast/http/parser.hpp>
-#include <boost/beast/http/read.hpp>
 
 #include <array>
 #include <charconv>
+#include <limits>
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
@@ -20,11 +17,11 @@
 #include <fmt/format.h>
 
 #include "http/deadline.h"
+#include "http/in_buffer.h"
+#include "http/parser.h"
 
 namespace kvroute::http {
 
-namespace beast = boost::beast;
-namespace bhttp = boost::beast::http;
 using tcp = net::ip::tcp;
 constexpr auto kTuple = use_task_tuple;
 
@@ -113,12 +110,14 @@ struct ConnectionPool::Deadlines {
 };
 
 constexpr std::chrono::milliseconds kTick{50};
+constexpr std::size_t kHeadReadSize = 4096;
+constexpr std::size_t kBodyReadSize = 16384;
 
 struct ConnectionPool::Conn {
   Conn(Executor ex, std::shared_ptr<Deadlines> d) : socket(ex), deadlines(std::move(d)) {}
   ~Conn() { disarm(*this); }
   Socket socket;
-  beast::flat_buffer buffer;
+  InBuffer in;  // response bytes not yet parsed; empty whenever the connection is idle
   std::chrono::steady_clock::time_point idle_since;
   std::shared_ptr<Deadlines> deadlines;
   std::uint64_t deadline = kNoDeadline;
@@ -180,21 +179,29 @@ struct Exchange::Impl {
   ConnectionPool* pool = nullptr;
   Endpoint ep;
   std::unique_ptr<ConnectionPool::Conn> conn;
-  bhttp::response_parser<bhttp::buffer_body> parser;
-  Headers headers;
-  int status = 0;
+  ResponseHead head;
+  BodyFraming framing;
+  std::uint64_t remaining = 0;  // Content-Length bytes still to come
+  ChunkedDecoder chunked;
+  std::string piece;  // de-chunked data returned by the last read_some()
   bool cancelled = false;
   bool finished = false;
   std::chrono::milliseconds idle_timeout{0};
-  std::array<char, 16384> buf;
+
+  // The body is complete: the connection goes back to the pool when it may be reused.
+  void finish() {
+    finished = true;
+    if (conn && head.keep_alive && conn->in.size() == 0) pool->release(std::move(conn), ep);
+    conn.reset();
+  }
 };
 
 Exchange::Exchange(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Exchange::~Exchange() = default;
 Exchange::Exchange(Exchange&&) noexcept = default;
 Exchange& Exchange::operator=(Exchange&&) noexcept = default;
-int Exchange::status() const { return impl_->status; }
-const Headers& Exchange::headers() const { return impl_->headers; }
+int Exchange::status() const { return impl_->head.status; }
+const Headers& Exchange::headers() const { return impl_->head.headers; }
 
 void Exchange::cancel() {
   if (!impl_ || impl_->cancelled) return;
@@ -210,21 +217,45 @@ Task<Expected<std::string_view, UpstreamFailure>> Exchange::read_some() {
   auto& im = *impl_;
   for (;;) {
     if (im.cancelled) co_return make_unexpected(UpstreamFailure{UpstreamError::kCancelled, "cancelled"});
-    if (im.finished || im.parser.is_done()) {
-      if (!im.finished) {
-        im.finished = true;
-        if (im.parser.keep_alive() && im.conn) im.pool->release(std::move(im.conn), im.ep);
+    if (im.finished) co_return std::string_view{};
+    auto& in = im.conn->in;
+    if (im.framing.chunked) {
+      if (in.size() > 0) {
+        im.piece.clear();
+        auto r = im.chunked.feed(in.view(), im.piece, std::numeric_limits<std::size_t>::max());
+        in.consume(r.consumed);
+        if (r.status == ParseStatus::kDone) {
+          im.finish();
+          co_return std::string_view(im.piece);  // empty: the end
+        }
+        if (r.status != ParseStatus::kIncomplete) {
+          im.conn.reset();
+          im.finished = true;
+          co_return make_unexpected(
+              UpstreamFailure{UpstreamError::kProtocol, "bad chunked body from upstream: " + std::string(r.error)});
+        }
+        if (!im.piece.empty()) co_return std::string_view(im.piece);
       }
+    } else if (!im.framing.until_close && im.remaining == 0) {
+      im.finish();
       co_return std::string_view{};
+    } else if (in.size() > 0) {
+      // Straight from the connection's buffer: valid until the next call.
+      std::string_view v = in.view();
+      if (!im.framing.until_close && v.size() > im.remaining) v = v.substr(0, static_cast<std::size_t>(im.remaining));
+      in.consume(v.size());
+      if (!im.framing.until_close) im.remaining -= v.size();
+      co_return v;
     }
-    auto& body = im.parser.get().body();
-    body.data = im.buf.data();
-    body.size = im.buf.size();
     im.pool->arm(*im.conn, im.idle_timeout);
-    auto [ec, n] = co_await bhttp::async_read_some(im.conn->socket, im.conn->buffer, im.parser, kTuple);
+    auto [ec, n] = co_await im.conn->socket.async_read_some(in.prepare(kBodyReadSize), kTuple);
     ConnectionPool::disarm(*im.conn);
     if (im.cancelled) co_return make_unexpected(UpstreamFailure{UpstreamError::kCancelled, "cancelled"});
-    if (ec == bhttp::error::need_buffer) ec = {};
+    if (ec == net::error::eof && im.framing.until_close) {
+      im.conn.reset();
+      im.finished = true;
+      co_return std::string_view{};
+    }
     if (ec) {
       const bool timed_out = im.conn->timed_out;
       im.conn.reset();
@@ -238,8 +269,7 @@ Task<Expected<std::string_view, UpstreamFailure>> Exchange::read_some() {
       co_return make_unexpected(
           UpstreamFailure{UpstreamError::kReset, "upstream broke mid-response: " + ec.message()});
     }
-    std::size_t produced = im.buf.size() - body.size;
-    if (produced > 0) co_return std::string_view(im.buf.data(), produced);
+    in.commit(n);
   }
 }
 
@@ -368,38 +398,50 @@ Task<Expected<Exchange, UpstreamFailure>> ConnectionPool::start_with(
     arm(*conn, first_byte_timeout);
     std::array<net::const_buffer, 2> bufs{net::buffer(head), net::buffer(body.data(), body.size())};
     auto [wec, wn] = co_await net::async_write(conn->socket, bufs, kTuple);
-    // Default-initialized: the 16 KiB body buffer is not zeroed for every request.
-    std::unique_ptr<Exchange::Impl> impl(new Exchange::Impl);
-    impl->parser.header_limit(static_cast<std::uint32_t>(opts_.max_response_header_bytes));
-    impl->parser.body_limit(boost::none);
-    if (!wec) {
-      auto [hec, hn] = co_await bhttp::async_read_header(conn->socket, conn->buffer, impl->parser, kTuple);
-      wec = hec;
+    auto impl = std::make_unique<Exchange::Impl>();
+    // The response head; informational (1xx) responses before it are skipped.
+    ParseResult parsed;
+    bool received = false;
+    std::size_t searched = 0;
+    auto& in = conn->in;
+    while (!wec) {
+      parsed = parse_response_head(in.view(), opts_.max_response_header_bytes, impl->head, impl->framing, searched);
+      if (parsed.status == ParseStatus::kDone && impl->head.status < 200 && impl->head.status != 101) {
+        in.consume(parsed.consumed);
+        searched = 0;
+        continue;
+      }
+      if (parsed.status != ParseStatus::kIncomplete) break;
+      searched = in.size();
+      auto [rec, n] = co_await conn->socket.async_read_some(in.prepare(kHeadReadSize), kTuple);
+      if (rec) {
+        wec = rec;
+        break;
+      }
+      received = true;
+      in.commit(n);
     }
     disarm(*conn);
     if (cancel && cancel->cancelled) co_return make_unexpected(cancelled);
     if (wec) {
-      const bool nothing_received = !impl->parser.got_some();
       if (conn->timed_out) {
         co_return make_unexpected(UpstreamFailure{UpstreamError::kTimeout,
                                                   fmt::format("no response from {} in time", key)});
       }
-      if (nothing_received && reused) continue;  // a stale keep-alive connection: try a fresh one
-      if (nothing_received || wec == bhttp::error::partial_message || wec == net::error::eof ||
-          wec == net::error::connection_reset) {
-        co_return make_unexpected(
-            UpstreamFailure{UpstreamError::kReset, fmt::format("{} closed the connection: {}", key, wec.message())});
-      }
-      co_return make_unexpected(UpstreamFailure{UpstreamError::kProtocol,
-                                                fmt::format("bad response from {}: {}", key, wec.message())});
+      if (!received && reused) continue;  // a stale keep-alive connection: try a fresh one
+      co_return make_unexpected(
+          UpstreamFailure{UpstreamError::kReset, fmt::format("{} closed the connection: {}", key, wec.message())});
     }
+    if (parsed.status != ParseStatus::kDone) {
+      co_return make_unexpected(UpstreamFailure{UpstreamError::kProtocol,
+                                                fmt::format("bad response from {}: {}", key, parsed.error)});
+    }
+    in.consume(parsed.consumed);
     impl->pool = this;
     impl->ep = ep;
     impl->idle_timeout = idle_timeout;
+    impl->remaining = impl->framing.length;
     impl->conn = std::move(conn);
-    const auto& msg = impl->parser.get();
-    impl->status = static_cast<int>(msg.result_int());
-    for (const auto& f : msg) impl->headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
     co_return Exchange(std::move(impl));
   }
   co_return make_unexpected(UpstreamFailure{UpstreamError::kReset, "upstream closed the connection"});

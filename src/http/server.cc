@@ -16,7 +16,6 @@
 #include <algorithm>
 #include <cerrno>
 #include <condition_variable>
-#include <cstring>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -25,7 +24,8 @@
 
 #include "common/log.h"
 #include "http/deadline.h"
-#include "http/request_parser.h"
+#include "http/in_buffer.h"
+#include "http/parser.h"
 
 namespace kvroute::http {
 
@@ -233,41 +233,6 @@ Task<void> send_error_and_close(Socket& socket, SessionState& state, const Worke
   co_await net::async_write(socket, bufs, kTuple);
   disarm(state);
 }
-
-// Bytes received and not yet parsed: the head and body of the request being read, and any
-// pipelined request behind it.
-class InBuffer {
- public:
-  std::string_view view() const { return {data_.get() + begin_, end_ - begin_}; }
-  std::size_t size() const { return end_ - begin_; }
-  void consume(std::size_t n) {
-    begin_ += n;
-    if (begin_ == end_) begin_ = end_ = 0;
-  }
-  // Room for at least n more bytes (moves the unparsed bytes to the front, or grows).
-  net::mutable_buffer prepare(std::size_t n) {
-    if (cap_ - end_ < n) {
-      if (begin_ > 0) {
-        std::memmove(data_.get(), data_.get() + begin_, end_ - begin_);
-        end_ -= begin_;
-        begin_ = 0;
-      }
-      if (cap_ - end_ < n) {
-        const std::size_t cap = std::max(cap_ * 2, end_ + n);
-        auto bigger = std::make_unique_for_overwrite<char[]>(cap);
-        if (end_ > 0) std::memcpy(bigger.get(), data_.get(), end_);
-        data_ = std::move(bigger);
-        cap_ = cap;
-      }
-    }
-    return net::buffer(data_.get() + end_, cap_ - end_);
-  }
-  void commit(std::size_t n) { end_ += n; }
-
- private:
-  std::unique_ptr<char[]> data_;
-  std::size_t cap_ = 0, begin_ = 0, end_ = 0;
-};
 
 constexpr std::size_t kReadSize = 4096;
 

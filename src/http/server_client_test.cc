@@ -16,7 +16,9 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <optional>
 #include <thread>
+#include <vector>
 
 #include "http/client.h"
 #include "testing/raw_http.h"
@@ -225,6 +227,139 @@ TEST(Client, FirstByteAndIdleTimeouts) {
   EXPECT_GE(took, std::chrono::milliseconds(1000));  // never early
   EXPECT_LT(took, std::chrono::seconds(5));
   server.stop(std::chrono::milliseconds(0));
+}
+
+// A scripted upstream on a raw socket: each request's target picks the bytes it answers with,
+// sent in parts with a pause between them; "/close" closes after answering. Bounded: every
+// socket has a 5 s receive timeout and the thread ends when the listener closes.
+class ScriptedUpstream {
+ public:
+  ScriptedUpstream() {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_EQ(::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    socklen_t len = sizeof a;
+    ::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len);
+    port = ntohs(a.sin_port);
+    ::listen(fd_, 16);
+    thread_ = std::thread([this] { run(); });
+  }
+  ~ScriptedUpstream() {
+    ::shutdown(fd_, SHUT_RDWR);
+    ::close(fd_);
+    thread_.join();
+  }
+  std::uint16_t port = 0;
+  std::atomic<int> accepted{0};
+
+ private:
+  static std::vector<std::string> script(std::string_view target) {
+    if (target == "/continue") {
+      return {"HTTP/1.1 100 Continue\r\n\r\n", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhel", "lo"};
+    }
+    if (target == "/chunked") {
+      return {"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n", "2\r\nde\r\n0\r\nT: v\r\n\r\n"};
+    }
+    if (target == "/no-content") return {"HTTP/1.1 204 No Content\r\n\r\n"};
+    if (target == "/close") return {"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil ", "close"};
+    if (target == "/bad-chunk") return {"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"};
+    return {"SSH-2.0-OpenSSH_9.2\r\n\r\n"};
+  }
+  void run() {
+    for (;;) {
+      const int c = ::accept(fd_, nullptr, nullptr);
+      if (c < 0) return;
+      ++accepted;
+      timeval tv{5, 0};
+      ::setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+      std::string in;
+      char buf[4096];
+      bool open = true;
+      while (open) {
+        const auto end = in.find("\r\n\r\n");
+        if (end == std::string::npos) {
+          const ssize_t n = ::recv(c, buf, sizeof buf, 0);
+          if (n <= 0) break;
+          in.append(buf, static_cast<std::size_t>(n));
+          continue;
+        }
+        const auto sp1 = in.find(' '), sp2 = in.find(' ', sp1 + 1);
+        const std::string target = in.substr(sp1 + 1, sp2 - sp1 - 1);
+        in.erase(0, end + 4);  // the client's GETs carry Content-Length: 0
+        for (const auto& part : script(target)) {
+          ::send(c, part.data(), part.size(), MSG_NOSIGNAL);
+          std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        }
+        open = target != "/close";
+      }
+      ::close(c);
+    }
+  }
+  int fd_ = -1;
+  std::thread thread_;
+};
+
+TEST(Client, ParsesWhatUpstreamsSend) {
+  ScriptedUpstream up;
+  const Endpoint ep{"127.0.0.1", up.port};
+  struct Got {
+    int status = 0;
+    std::string body;
+    std::optional<UpstreamError> error;
+    std::size_t idle_after = 0;
+  };
+  auto fetch = [&](std::string target) {
+    return run_client([&](ConnectionPool& pool) -> Task<std::vector<Got>> {
+      std::vector<Got> out;
+      // Twice each: the second exchange shows whether the connection went back to the pool.
+      for (int i = 0; i < 2; ++i) {
+        Got g;
+        const Headers none;
+        auto ex = co_await pool.start(ep, "GET", target, none, {});
+        if (!ex) {
+          g.error = ex.error().kind;
+        } else {
+          g.status = ex->status();
+          auto body = co_await ex->read_all(1 << 20);
+          if (body) g.body = *body;
+          else g.error = body.error().kind;
+        }
+        g.idle_after = pool.idle_connections();
+        out.push_back(std::move(g));
+      }
+      co_return out;
+    });
+  };
+  auto got = fetch("/continue");  // a 100 Continue before the response, body split over reads
+  for (const auto& g : got) {
+    EXPECT_EQ(g.status, 200);
+    EXPECT_EQ(g.body, "hello");
+    EXPECT_EQ(g.idle_after, 1u);
+  }
+  got = fetch("/chunked");  // extensions and trailers, a chunk per read
+  for (const auto& g : got) {
+    EXPECT_EQ(g.body, "abcde");
+    EXPECT_EQ(g.idle_after, 1u);
+  }
+  got = fetch("/no-content");
+  EXPECT_EQ(got[1].status, 204);
+  EXPECT_EQ(got[1].body, "");
+  EXPECT_EQ(got[1].idle_after, 1u);
+  const int before = up.accepted.load();
+  got = fetch("/close");  // no length: the body ends when the upstream closes; never pooled
+  for (const auto& g : got) {
+    EXPECT_EQ(g.body, "until close");
+    EXPECT_EQ(g.idle_after, 0u);
+  }
+  EXPECT_EQ(up.accepted.load() - before, 2);
+  got = fetch("/bad-chunk");
+  EXPECT_EQ(got[0].status, 200);
+  EXPECT_EQ(got[0].error, UpstreamError::kProtocol);
+  EXPECT_EQ(got[0].idle_after, 0u);
+  got = fetch("/ssh");
+  EXPECT_EQ(got[0].error, UpstreamError::kProtocol);
 }
 
 TEST(Client, RefusedConnectionIsRetryableConnectError) {

@@ -1,4 +1,4 @@
-#include "http/request_parser.h"
+#include "http/parser.h"
 
 #include <algorithm>
 #include <array>
@@ -76,55 +76,30 @@ ParseResult bad(std::string_view why) { return {ParseStatus::kBad, 0, why}; }
 constexpr std::size_t kMaxChunkLine = 4096;
 constexpr std::size_t kMaxLeadingBlankLines = 8;
 
-}  // namespace
-
-ParseResult parse_request_head(std::string_view data, std::size_t max_header_bytes, Request& out,
-                               BodyFraming& framing, std::size_t searched) {
-  // Leading empty lines before a request are ignored (RFC 9112 section 2.2).
-  std::size_t start = 0;
-  for (std::size_t i = 0; i < kMaxLeadingBlankLines && data.substr(start, 2) == "\r\n"; ++i) start += 2;
+// Finds the end of a head: the offset just past its blank line (npos while incomplete). `start`
+// skips leading blank lines; `searched` bytes were already searched by an earlier call.
+std::size_t head_end(std::string_view data, std::size_t start, std::size_t searched) {
   const auto end = data.find("\r\n\r\n", std::max(start, searched >= 3 ? searched - 3 : 0));
-  if (end == std::string_view::npos) {
-    if (data.size() > max_header_bytes) return {ParseStatus::kHeadersTooLarge, 0, "request headers exceed the limit"};
-    return {ParseStatus::kIncomplete, 0, {}};
-  }
-  const std::size_t head_end = end + 4;
-  if (head_end > max_header_bytes) return {ParseStatus::kHeadersTooLarge, 0, "request headers exceed the limit"};
-  std::string_view head = data.substr(start, end + 2 - start);  // every line ends with CRLF
+  return end == std::string_view::npos ? end : end + 4;
+}
 
-  // Request line: method SP target SP version.
-  auto eol = head.find("\r\n");
-  std::string_view line = head.substr(0, eol);
-  head.remove_prefix(eol + 2);
-  const auto sp1 = line.find(' ');
-  if (sp1 == std::string_view::npos) return bad("malformed request line");
-  const auto sp2 = line.find(' ', sp1 + 1);
-  if (sp2 == std::string_view::npos) return bad("malformed request line");
-  const std::string_view method = line.substr(0, sp1);
-  const std::string_view target = line.substr(sp1 + 1, sp2 - sp1 - 1);
-  const std::string_view version = line.substr(sp2 + 1);
-  if (!is_token(method)) return bad("malformed request method");
-  if (!is_target(target)) return bad("malformed request target");
-  bool http10 = false;
-  if (version == "HTTP/1.0") {
-    http10 = true;
-  } else if (version != "HTTP/1.1") {
-    return bad("unsupported HTTP version");
-  }
-  out.method.assign(method);
-  out.target.assign(target);
-  out.headers.clear();
-  framing = BodyFraming{};
+// Header fields: `fields` is every line after the start line, each ending with CRLF.
+struct FieldSummary {
+  bool have_length = false, chunked = false, close = false, keep_alive = false, expect_continue = false;
+  std::uint64_t length = 0;
+};
 
-  bool have_length = false, have_te = false, close = false, keep_alive = false;
-  while (!head.empty()) {
-    eol = head.find("\r\n");
-    line = head.substr(0, eol);
-    head.remove_prefix(eol + 2);
+ParseResult parse_fields(std::string_view fields, Headers& headers, FieldSummary& sum) {
+  headers.clear();
+  bool have_te = false;
+  while (!fields.empty()) {
+    const auto eol = fields.find("\r\n");
+    const std::string_view line = fields.substr(0, eol);
+    fields.remove_prefix(eol + 2);
+    if (line.empty()) return bad("empty header line");
     if (line.find('\r') != std::string_view::npos || line.find('\n') != std::string_view::npos) {
       return bad("bare CR or LF in a header line");
     }
-    if (line.empty()) return bad("empty header line");
     if (line.front() == ' ' || line.front() == '\t') return bad("obsolete header line folding");
     const auto colon = line.find(':');
     if (colon == std::string_view::npos) return bad("header line without a colon");
@@ -135,26 +110,115 @@ ParseResult parse_request_head(std::string_view data, std::size_t max_header_byt
     if (iequals(name, "content-length")) {
       std::uint64_t n = 0;
       if (!parse_decimal(value, n)) return bad("malformed Content-Length");
-      if (have_length && n != framing.length) return bad("conflicting Content-Length headers");
-      have_length = true;
-      framing.length = n;
+      if (sum.have_length && n != sum.length) return bad("conflicting Content-Length headers");
+      sum.have_length = true;
+      sum.length = n;
     } else if (iequals(name, "transfer-encoding")) {
       if (have_te) return bad("repeated Transfer-Encoding header");
       have_te = true;
       if (!iequals(value, "chunked")) return {ParseStatus::kNotImplemented, 0, "unsupported transfer encoding"};
-      framing.chunked = true;
+      sum.chunked = true;
     } else if (iequals(name, "connection")) {
-      close = close || list_has(value, "close");
-      keep_alive = keep_alive || list_has(value, "keep-alive");
+      sum.close = sum.close || list_has(value, "close");
+      sum.keep_alive = sum.keep_alive || list_has(value, "keep-alive");
     } else if (iequals(name, "expect")) {
-      framing.expect_continue = iequals(value, "100-continue");
+      sum.expect_continue = iequals(value, "100-continue");
     }
-    out.headers.emplace_back(std::string(name), std::string(value));
+    headers.emplace_back(std::string(name), std::string(value));
   }
-  if (have_length && have_te) return bad("both Content-Length and Transfer-Encoding");
-  if (!framing.chunked && !have_length) framing.length = 0;
-  out.keep_alive = http10 ? (keep_alive && !close) : !close;
-  return {ParseStatus::kDone, head_end, {}};
+  if (sum.have_length && sum.chunked) return bad("both Content-Length and Transfer-Encoding");
+  return {ParseStatus::kDone, 0, {}};
+}
+
+// "HTTP/1.1" -> 1, "HTTP/1.0" -> 0, else -1.
+int minor_version(std::string_view v) {
+  if (v == "HTTP/1.1") return 1;
+  if (v == "HTTP/1.0") return 0;
+  return -1;
+}
+
+}  // namespace
+
+ParseResult parse_request_head(std::string_view data, std::size_t max_header_bytes, Request& out,
+                               BodyFraming& framing, std::size_t searched) {
+  // Leading empty lines before a request are ignored (RFC 9112 section 2.2).
+  std::size_t start = 0;
+  for (std::size_t i = 0; i < kMaxLeadingBlankLines && data.substr(start, 2) == "\r\n"; ++i) start += 2;
+  const auto end = head_end(data, start, searched);
+  if (end == std::string_view::npos) {
+    if (data.size() > max_header_bytes) return {ParseStatus::kHeadersTooLarge, 0, "request headers exceed the limit"};
+    return {ParseStatus::kIncomplete, 0, {}};
+  }
+  if (end > max_header_bytes) return {ParseStatus::kHeadersTooLarge, 0, "request headers exceed the limit"};
+  std::string_view head = data.substr(start, end - 2 - start);  // every line ends with CRLF
+
+  // Request line: method SP target SP version.
+  const auto eol = head.find("\r\n");
+  const std::string_view line = head.substr(0, eol);
+  head.remove_prefix(eol + 2);
+  const auto sp1 = line.find(' ');
+  if (sp1 == std::string_view::npos) return bad("malformed request line");
+  const auto sp2 = line.find(' ', sp1 + 1);
+  if (sp2 == std::string_view::npos) return bad("malformed request line");
+  const std::string_view method = line.substr(0, sp1);
+  const std::string_view target = line.substr(sp1 + 1, sp2 - sp1 - 1);
+  if (!is_token(method)) return bad("malformed request method");
+  if (!is_target(target)) return bad("malformed request target");
+  const int minor = minor_version(line.substr(sp2 + 1));
+  if (minor < 0) return bad("unsupported HTTP version");
+  out.method.assign(method);
+  out.target.assign(target);
+  FieldSummary sum;
+  if (auto r = parse_fields(head, out.headers, sum); r.status != ParseStatus::kDone) return r;
+  framing = BodyFraming{};
+  framing.chunked = sum.chunked;
+  framing.length = sum.chunked ? 0 : sum.length;
+  framing.expect_continue = sum.expect_continue;
+  out.keep_alive = minor == 0 ? (sum.keep_alive && !sum.close) : !sum.close;
+  return {ParseStatus::kDone, end, {}};
+}
+
+ParseResult parse_response_head(std::string_view data, std::size_t max_header_bytes, ResponseHead& out,
+                                BodyFraming& framing, std::size_t searched) {
+  const auto end = head_end(data, 0, searched);
+  if (end == std::string_view::npos) {
+    if (data.size() > max_header_bytes) return {ParseStatus::kHeadersTooLarge, 0, "response headers exceed the limit"};
+    return {ParseStatus::kIncomplete, 0, {}};
+  }
+  if (end > max_header_bytes) return {ParseStatus::kHeadersTooLarge, 0, "response headers exceed the limit"};
+  std::string_view head = data.substr(0, end - 2);
+
+  // Status line: version SP 3DIGIT SP reason (the reason may be empty, and its space absent).
+  const auto eol = head.find("\r\n");
+  const std::string_view line = head.substr(0, eol);
+  head.remove_prefix(eol + 2);
+  const int minor = minor_version(line.substr(0, 8));
+  if (minor < 0) return bad("not an HTTP/1.x response");
+  const std::string_view code = line.substr(8);
+  if (code.size() < 4 || code[0] != ' ' || (code.size() > 4 && code[4] != ' ')) return bad("malformed status line");
+  int status = 0;
+  for (std::size_t i = 1; i < 4; ++i) {
+    if (code[i] < '0' || code[i] > '9') return bad("malformed status code");
+    status = status * 10 + (code[i] - '0');
+  }
+  if (status < 100) return bad("malformed status code");
+  if (!is_field_value(code.substr(4))) return bad("control character in the reason phrase");
+  out.status = status;
+  FieldSummary sum;
+  if (auto r = parse_fields(head, out.headers, sum); r.status != ParseStatus::kDone) return r;
+  framing = BodyFraming{};
+  out.keep_alive = minor == 0 ? (sum.keep_alive && !sum.close) : !sum.close;
+  if (status < 200 || status == 204 || status == 304) {
+    // No body, whatever the headers say.
+  } else if (sum.chunked) {
+    framing.chunked = true;
+  } else if (sum.have_length) {
+    framing.length = sum.length;
+  } else {
+    framing.until_close = true;
+    out.keep_alive = false;
+  }
+  return {ParseStatus::kDone, end, {}};
 }
 
 ParseResult ChunkedDecoder::feed(std::string_view in, std::string& body, std::size_t limit) {

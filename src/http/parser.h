@@ -1,4 +1,4 @@
-// File: http/request_parser.h
+// File: http/parser.h
 //
 // The server's HTTP/1.1 request parser (RFC 9112), written for the proxy's hot path: the head is
 // parsed in place from the bytes received so far into a Request (one copy per field, no
@@ -40,6 +40,7 @@ struct ParseResult {
 struct BodyFraming {
   bool chunked = false;
   std::uint64_t length = 0;  // Content-Length (0 when absent and not chunked)
+  bool until_close = false;  // responses only: no length and not chunked, the body ends at EOF
   bool expect_continue = false;
 };
 
@@ -50,6 +51,18 @@ struct BodyFraming {
 // arriving a byte at a time costs linear, not quadratic, time.
 ParseResult parse_request_head(std::string_view data, std::size_t max_header_bytes, Request& out,
                                BodyFraming& framing, std::size_t searched = 0);
+
+struct ResponseHead {
+  int status = 0;
+  Headers headers;
+  bool keep_alive = true;
+};
+
+// Parses a response head from the start of `data`, like parse_request_head. 1xx, 204 and 304
+// responses have no body; a response without Content-Length or chunked coding is read until the
+// connection closes (and the connection is not kept alive).
+ParseResult parse_response_head(std::string_view data, std::size_t max_header_bytes, ResponseHead& out,
+                                BodyFraming& framing, std::size_t searched = 0);
 
 // Decodes a chunked body incrementally: feed() consumes what it can from `in` (a partial line
 // stays unconsumed until more bytes arrive) and appends chunk data to `body`. kDone after the last

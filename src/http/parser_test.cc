@@ -1,4 +1,4 @@
-#include "http/request_parser.h"
+#include "http/parser.h"
 
 #include <gtest/gtest.h>
 
@@ -145,6 +145,53 @@ TEST(RequestParser, ChunkedErrorsAndLimit) {
   EXPECT_EQ(run("400\r\n", 1023), ParseStatus::kBodyTooLarge);
   EXPECT_EQ(run("3\r\nabc\r\n3\r\nabc\r\n", 5), ParseStatus::kBodyTooLarge);
   EXPECT_EQ(run("3\r\nabc\r\n0\r\n\r\n", 3), ParseStatus::kDone);
+}
+
+}  // namespace
+}  // namespace kvroute::http
+
+namespace kvroute::http {
+namespace {
+
+TEST(ResponseParser, StatusHeadersAndFraming) {
+  ResponseHead h;
+  BodyFraming f;
+  const std::string_view sse =
+      "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\ndata";
+  auto r = parse_response_head(sse, 1024, h, f);
+  ASSERT_EQ(r.status, ParseStatus::kDone) << r.error;
+  EXPECT_EQ(h.status, 200);
+  EXPECT_EQ(find_header(h.headers, "content-type"), "text/event-stream");
+  EXPECT_TRUE(f.chunked);
+  EXPECT_TRUE(h.keep_alive);
+  EXPECT_EQ(r.consumed, sse.find("data"));
+  // No reason phrase, with or without its space; a length; HTTP/1.0 closes by default.
+  r = parse_response_head("HTTP/1.0 404\r\nContent-Length: 7\r\n\r\n", 1024, h, f);
+  ASSERT_EQ(r.status, ParseStatus::kDone) << r.error;
+  EXPECT_EQ(h.status, 404);
+  EXPECT_EQ(f.length, 7u);
+  EXPECT_FALSE(h.keep_alive);
+  EXPECT_EQ(parse_response_head("HTTP/1.1 500 \r\n\r\n", 1024, h, f).status, ParseStatus::kDone);
+  // Neither length nor chunked: until close, never kept alive. 204/304/1xx: no body at all.
+  r = parse_response_head("HTTP/1.1 200 OK\r\n\r\n", 1024, h, f);
+  EXPECT_TRUE(f.until_close);
+  EXPECT_FALSE(h.keep_alive);
+  for (const char* none : {"HTTP/1.1 204 No Content\r\n\r\n", "HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n",
+                           "HTTP/1.1 100 Continue\r\n\r\n"}) {
+    ASSERT_EQ(parse_response_head(none, 1024, h, f).status, ParseStatus::kDone) << none;
+    EXPECT_FALSE(f.until_close) << none;
+    EXPECT_FALSE(f.chunked) << none;
+    EXPECT_EQ(f.length, 0u) << none;
+    EXPECT_TRUE(h.keep_alive) << none;
+  }
+  EXPECT_EQ(parse_response_head("HTTP/1.1 200 OK\r\nContent-Le", 1024, h, f).status, ParseStatus::kIncomplete);
+  EXPECT_EQ(parse_response_head("HTTP/1.1 200 OK\r\nX: " + std::string(2000, 'x') + "\r\n\r\n", 1024, h, f).status,
+            ParseStatus::kHeadersTooLarge);
+  for (const char* bad : {"SSH-2.0-OpenSSH\r\n\r\n", "HTTP/1.1 20 OK\r\n\r\n", "HTTP/1.1 2000 OK\r\n\r\n",
+                          "HTTP/1.1 abc OK\r\n\r\n", "HTTP/1.1 099 X\r\n\r\n", "HTTP/2 200 OK\r\n\r\n",
+                          "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"}) {
+    EXPECT_EQ(parse_response_head(bad, 1024, h, f).status, ParseStatus::kBad) << bad;
+  }
 }
 
 }  // namespace
