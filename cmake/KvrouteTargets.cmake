@@ -12,9 +12,9 @@ if(KVROUTE_SANITIZE)
   add_link_options(-fsanitize=address,undefined)
 endif()
 
-# Asio and Beast are compiled once (src/http/asio_impl.cc), not in every translation unit.
-add_compile_definitions(BOOST_ASIO_SEPARATE_COMPILATION BOOST_BEAST_SEPARATE_COMPILATION
-                        BOOST_ASIO_NO_DEPRECATED BOOST_BEAST_USE_STD_STRING_VIEW)
+# Asio is compiled once (src/http/asio_impl.cc), not in every translation unit.
+add_compile_definitions(BOOST_ASIO_SEPARATE_COMPILATION
+                        BOOST_ASIO_NO_DEPRECATED)
 
 function(kvroute_cc_library name)
   cmake_parse_arguments(ARG "" "" "SRCS;DEPS" ${ARGN})

@@ -1,7 +1,7 @@
 // File: http/message.h
 //
 // Plain HTTP request/response values shared by the server, the client and the handlers, so that
-// only server.cc and client.cc include Beast. Value types: not synchronized.
+// only the server and the client touch sockets. Value types: not synchronized.
 #pragma once
 
 #include <string>

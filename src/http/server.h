@@ -1,11 +1,12 @@
 // File: http/server.h
 //
-// An asynchronous HTTP/1.1 server on Boost.Asio/Beast with C++20 coroutines. One io_context and
-// one SO_REUSEPORT acceptor per worker thread (the kernel spreads connections; nothing is shared
-// on the hot path). A Handler coroutine answers each request through a ResponseWriter that can send
-// a whole response or stream a chunked one (SSE). Limits protect the server from bad clients:
-// header and body size (431/413), a deadline to receive a request's headers and body (slowloris),
-// an idle keep-alive timeout and a connection cap. Timeouts are deadlines that a per-worker sweep
+// An asynchronous HTTP/1.1 server on Boost.Asio with C++20 coroutines and our own parser
+// (http/parser.h). One io_context and one SO_REUSEPORT acceptor per worker thread (the kernel
+// spreads connections; nothing is shared on the hot path). A Handler coroutine answers each
+// request through a ResponseWriter that can send a whole response or stream a chunked one (SSE).
+// Limits protect the server from bad clients: header and body size (431/413), a deadline to
+// receive a request's headers and body (slowloris), an idle keep-alive timeout and a connection
+// cap. Timeouts are deadlines that a per-worker sweep
 // checks (no timer per read or write).
 //
 // Thread-safety: start()/stop()/wait() from one controlling thread; handlers run on the worker
