@@ -91,6 +91,7 @@ struct FieldSummary {
 
 ParseResult parse_fields(std::string_view fields, Headers& headers, FieldSummary& sum) {
   headers.clear();
+  headers.reserve(8);
   bool have_te = false;
   while (!fields.empty()) {
     const auto eol = fields.find("\r\n");
