@@ -6,12 +6,11 @@
 #pragma once
 
 #include <algorithm>
+#include <boost/asio/buffer.hpp>
 #include <cstddef>
 #include <cstring>
 #include <memory>
 #include <string_view>
-
-#include <boost/asio/buffer.hpp>
 
 namespace kvroute::http {
 

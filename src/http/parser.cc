@@ -74,6 +74,7 @@ bool parse_decimal(std::string_view s, std::uint64_t& out) {
 ParseResult bad(std::string_view why) { return {ParseStatus::kBad, 0, why}; }
 
 constexpr std::size_t kMaxChunkLine = 4096;
+constexpr std::uint64_t kFramingSlack = 64 * 1024;
 constexpr std::size_t kMaxLeadingBlankLines = 8;
 
 // Finds the end of a head: the offset just past its blank line (npos while incomplete). `start`
@@ -85,7 +86,8 @@ std::size_t head_end(std::string_view data, std::size_t start, std::size_t searc
 
 // Header fields: `fields` is every line after the start line, each ending with CRLF.
 struct FieldSummary {
-  bool have_length = false, chunked = false, close = false, keep_alive = false, expect_continue = false;
+  bool have_length = false, chunked = false, close = false, keep_alive = false,
+       expect_continue = false;
   std::uint64_t length = 0;
 };
 
@@ -115,7 +117,9 @@ ParseResult parse_fields(std::string_view fields, Headers& headers, FieldSummary
     } else if (iequals(name, "transfer-encoding")) {
       if (have_te) return bad("repeated Transfer-Encoding header");
       have_te = true;
-      if (!iequals(value, "chunked")) return {ParseStatus::kNotImplemented, 0, "unsupported transfer encoding"};
+      if (value.empty()) return bad("empty Transfer-Encoding");
+      if (!iequals(value, "chunked"))
+        return {ParseStatus::kNotImplemented, 0, "unsupported transfer encoding"};
       sum.chunked = true;
     } else if (iequals(name, "connection")) {
       sum.close = sum.close || list_has(value, "close");
@@ -142,13 +146,16 @@ ParseResult parse_request_head(std::string_view data, std::size_t max_header_byt
                                BodyFraming& framing, std::size_t searched) {
   // Leading empty lines before a request are ignored (RFC 9112 section 2.2).
   std::size_t start = 0;
-  for (std::size_t i = 0; i < kMaxLeadingBlankLines && data.substr(start, 2) == "\r\n"; ++i) start += 2;
+  for (std::size_t i = 0; i < kMaxLeadingBlankLines && data.substr(start, 2) == "\r\n"; ++i)
+    start += 2;
   const auto end = head_end(data, start, searched);
   if (end == std::string_view::npos) {
-    if (data.size() > max_header_bytes) return {ParseStatus::kHeadersTooLarge, 0, "request headers exceed the limit"};
+    if (data.size() > max_header_bytes)
+      return {ParseStatus::kHeadersTooLarge, 0, "request headers exceed the limit"};
     return {ParseStatus::kIncomplete, 0, {}};
   }
-  if (end > max_header_bytes) return {ParseStatus::kHeadersTooLarge, 0, "request headers exceed the limit"};
+  if (end > max_header_bytes)
+    return {ParseStatus::kHeadersTooLarge, 0, "request headers exceed the limit"};
   std::string_view head = data.substr(start, end - 2 - start);  // every line ends with CRLF
 
   // Request line: method SP target SP version.
@@ -169,22 +176,26 @@ ParseResult parse_request_head(std::string_view data, std::size_t max_header_byt
   out.target.assign(target);
   FieldSummary sum;
   if (auto r = parse_fields(head, out.headers, sum); r.status != ParseStatus::kDone) return r;
+  // RFC 9112 section 6.1: Transfer-Encoding in an HTTP/1.0 message is faulty (a desync risk).
+  if (minor == 0 && sum.chunked) return bad("Transfer-Encoding in an HTTP/1.0 request");
   framing = BodyFraming{};
   framing.chunked = sum.chunked;
   framing.length = sum.chunked ? 0 : sum.length;
-  framing.expect_continue = sum.expect_continue;
+  framing.expect_continue = sum.expect_continue && minor == 1;  // HTTP/1.0 clients do not wait
   out.keep_alive = minor == 0 ? (sum.keep_alive && !sum.close) : !sum.close;
   return {ParseStatus::kDone, end, {}};
 }
 
-ParseResult parse_response_head(std::string_view data, std::size_t max_header_bytes, ResponseHead& out,
-                                BodyFraming& framing, std::size_t searched) {
+ParseResult parse_response_head(std::string_view data, std::size_t max_header_bytes,
+                                ResponseHead& out, BodyFraming& framing, std::size_t searched) {
   const auto end = head_end(data, 0, searched);
   if (end == std::string_view::npos) {
-    if (data.size() > max_header_bytes) return {ParseStatus::kHeadersTooLarge, 0, "response headers exceed the limit"};
+    if (data.size() > max_header_bytes)
+      return {ParseStatus::kHeadersTooLarge, 0, "response headers exceed the limit"};
     return {ParseStatus::kIncomplete, 0, {}};
   }
-  if (end > max_header_bytes) return {ParseStatus::kHeadersTooLarge, 0, "response headers exceed the limit"};
+  if (end > max_header_bytes)
+    return {ParseStatus::kHeadersTooLarge, 0, "response headers exceed the limit"};
   std::string_view head = data.substr(0, end - 2);
 
   // Status line: version SP 3DIGIT SP reason (the reason may be empty, and its space absent).
@@ -194,7 +205,8 @@ ParseResult parse_response_head(std::string_view data, std::size_t max_header_by
   const int minor = minor_version(line.substr(0, 8));
   if (minor < 0) return bad("not an HTTP/1.x response");
   const std::string_view code = line.substr(8);
-  if (code.size() < 4 || code[0] != ' ' || (code.size() > 4 && code[4] != ' ')) return bad("malformed status line");
+  if (code.size() < 4 || code[0] != ' ' || (code.size() > 4 && code[4] != ' '))
+    return bad("malformed status line");
   int status = 0;
   for (std::size_t i = 1; i < 4; ++i) {
     if (code[i] < '0' || code[i] > '9') return bad("malformed status code");
@@ -205,8 +217,10 @@ ParseResult parse_response_head(std::string_view data, std::size_t max_header_by
   out.status = status;
   FieldSummary sum;
   if (auto r = parse_fields(head, out.headers, sum); r.status != ParseStatus::kDone) return r;
+  if (minor == 0 && sum.chunked) return bad("Transfer-Encoding in an HTTP/1.0 response");
   framing = BodyFraming{};
-  out.keep_alive = minor == 0 ? (sum.keep_alive && !sum.close) : !sum.close;
+  // After 101 the connection speaks another protocol: never reused.
+  out.keep_alive = status != 101 && (minor == 0 ? (sum.keep_alive && !sum.close) : !sum.close);
   if (status < 200 || status == 204 || status == 304) {
     // No body, whatever the headers say.
   } else if (sum.chunked) {
@@ -231,12 +245,18 @@ ParseResult ChunkedDecoder::feed(std::string_view in, std::string& body, std::si
       case State::kTrailer: {
         const auto eol = rest.find("\r\n");
         if (eol == std::string_view::npos) {
-          if (rest.size() > kMaxChunkLine) return bad("chunk line too long");
+          // A line of kMaxChunkLine bytes may be waiting for the LF after its CR.
+          if (rest.size() > kMaxChunkLine + 1) return bad("chunk line too long");
           return {ParseStatus::kIncomplete, used, {}};
         }
         if (eol > kMaxChunkLine) return bad("chunk line too long");
         const std::string_view line = rest.substr(0, eol);
         used += eol + 2;
+        // Size lines, extensions and trailers may not outgrow the data they frame (a stream of
+        // 1-byte chunks with 4 KiB extensions, or endless trailers, would otherwise be unbounded).
+        framing_bytes_ += eol + 2;
+        if (framing_bytes_ > kFramingSlack + data_bytes_)
+          return bad("chunk framing larger than its data");
         if (state_ == State::kTrailer) {
           if (line.empty()) {
             state_ = State::kDone;
@@ -250,9 +270,12 @@ ParseResult ChunkedDecoder::feed(std::string_view in, std::string& body, std::si
         for (; i < line.size(); ++i) {
           const char c = line[i];
           int d = -1;
-          if (c >= '0' && c <= '9') d = c - '0';
-          else if (c >= 'a' && c <= 'f') d = c - 'a' + 10;
-          else if (c >= 'A' && c <= 'F') d = c - 'A' + 10;
+          if (c >= '0' && c <= '9')
+            d = c - '0';
+          else if (c >= 'a' && c <= 'f')
+            d = c - 'a' + 10;
+          else if (c >= 'A' && c <= 'F')
+            d = c - 'A' + 10;
           if (d < 0) break;
           if (i >= 15) return bad("chunk size too large");
           size = size * 16 + static_cast<std::uint64_t>(d);
@@ -260,21 +283,25 @@ ParseResult ChunkedDecoder::feed(std::string_view in, std::string& body, std::si
         if (i == 0) return bad("malformed chunk size");
         // Chunk extensions (";name=value") are allowed and ignored.
         const std::string_view ext = trim_ows(line.substr(i));
-        if (!ext.empty() && (ext.front() != ';' || !is_field_value(ext))) return bad("malformed chunk size");
+        if (!ext.empty() && (ext.front() != ';' || !is_field_value(ext)))
+          return bad("malformed chunk size");
         if (size == 0) {
           state_ = State::kTrailer;
           continue;
         }
-        if (size > limit || body.size() > limit - size) return {ParseStatus::kBodyTooLarge, used, "request body exceeds the limit"};
+        if (size > limit || body.size() > limit - size)
+          return {ParseStatus::kBodyTooLarge, used, "request body exceeds the limit"};
         remaining_ = size;
         state_ = State::kData;
         continue;
       }
       case State::kData: {
         if (rest.empty()) return {ParseStatus::kIncomplete, used, {}};
-        const std::size_t n = rest.size() < remaining_ ? rest.size() : static_cast<std::size_t>(remaining_);
+        const std::size_t n =
+            rest.size() < remaining_ ? rest.size() : static_cast<std::size_t>(remaining_);
         body.append(rest.data(), n);
         used += n;
+        data_bytes_ += n;
         remaining_ -= n;
         if (remaining_ == 0) state_ = State::kDataEnd;
         continue;

@@ -61,12 +61,13 @@ struct ResponseHead {
 // Parses a response head from the start of `data`, like parse_request_head. 1xx, 204 and 304
 // responses have no body; a response without Content-Length or chunked coding is read until the
 // connection closes (and the connection is not kept alive).
-ParseResult parse_response_head(std::string_view data, std::size_t max_header_bytes, ResponseHead& out,
-                                BodyFraming& framing, std::size_t searched = 0);
+ParseResult parse_response_head(std::string_view data, std::size_t max_header_bytes,
+                                ResponseHead& out, BodyFraming& framing, std::size_t searched = 0);
 
 // Decodes a chunked body incrementally: feed() consumes what it can from `in` (a partial line
 // stays unconsumed until more bytes arrive) and appends chunk data to `body`. kDone after the last
-// chunk and its trailers (which are dropped); kBodyTooLarge when `body` would exceed `limit`.
+// chunk and its trailers (which are dropped); kBodyTooLarge when `body` would exceed `limit`; kBad
+// also when size lines and trailers add up to more than the data plus 64 KiB.
 class ChunkedDecoder {
  public:
   ParseResult feed(std::string_view in, std::string& body, std::size_t limit);
@@ -75,6 +76,8 @@ class ChunkedDecoder {
   enum class State { kSize, kData, kDataEnd, kTrailer, kDone };
   State state_ = State::kSize;
   std::uint64_t remaining_ = 0;
+  std::uint64_t data_bytes_ = 0;     // chunk data decoded so far
+  std::uint64_t framing_bytes_ = 0;  // size lines and trailers so far
 };
 
 }  // namespace kvroute::http

@@ -23,7 +23,8 @@ TEST(RequestParser, HeadFieldsFramingAndPipelinedBytes) {
   const std::string next = "GET /health HTTP/1.1\r\n\r\n";
   const std::string data =
       "POST /v1/completions?x=1 HTTP/1.1\r\nHost: a\r\nContent-Type:application/json \r\n"
-      "Content-Length: 5\r\nX-Session-Id:  s1\r\n\r\nhello" + next;
+      "Content-Length: 5\r\nX-Session-Id:  s1\r\n\r\nhello" +
+      next;
   auto p = head(data);
   ASSERT_EQ(p.r.status, ParseStatus::kDone) << p.r.error;
   EXPECT_EQ(p.req.method, "POST");
@@ -82,29 +83,38 @@ TEST(RequestParser, LimitsAndUnsupportedCodings) {
   ASSERT_EQ(c.r.status, ParseStatus::kDone);
   EXPECT_TRUE(c.framing.chunked);
   EXPECT_TRUE(c.framing.expect_continue);
+  // An HTTP/1.0 client does not wait for 100 Continue.
+  EXPECT_FALSE(head("POST / HTTP/1.0\r\nContent-Length: 1\r\nExpect: 100-continue\r\n\r\n")
+                   .framing.expect_continue);
 }
 
 TEST(RequestParser, RejectsWhatEnablesSmuggling) {
   for (const char* bad : {
-           "GET / HTTP/1.1\nHost: a\r\n\r\n",                                      // bare LF in the request line
-           "GET / HTTP/1.1\r\nHost: a\nX: b\r\n\r\n",                              // bare LF between fields
-           "GET / HTTP/1.1\r\nHost : a\r\n\r\n",                                   // space before the colon
-           "GET / HTTP/1.1\r\nX: a\r\n b\r\n\r\n",                                 // obsolete folding
+           "GET / HTTP/1.1\nHost: a\r\n\r\n",          // bare LF in the request line
+           "GET / HTTP/1.1\r\nHost: a\nX: b\r\n\r\n",  // bare LF between fields
+           "GET / HTTP/1.1\r\nHost : a\r\n\r\n",       // space before the colon
+           "GET / HTTP/1.1\r\nX: a\r\n b\r\n\r\n",     // obsolete folding
            "GET / HTTP/1.1\r\nNoColon\r\n\r\n",
-           "GET / HTTP/1.1\r\nX: a\x01b\r\n\r\n",                                  // control character
-           "POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",   // conflicting lengths
+           "GET / HTTP/1.1\r\nX: a\x01b\r\n\r\n",  // control character
+           "POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",  // conflicting
+                                                                                 // lengths
            "POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\n",
            "POST / HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\n",
            "POST / HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n",
            "POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
-           "GET /a b HTTP/1.1\r\n\r\n",                                            // space in the target
+           "GET /a b HTTP/1.1\r\n\r\n",  // space in the target
            "GET / HTTP/2.0\r\n\r\n",
            "GET /\r\n\r\n",
            "G(T / HTTP/1.1\r\n\r\n",
        }) {
     EXPECT_EQ(head(bad).r.status, ParseStatus::kBad) << bad;
   }
+  // Transfer-Encoding in HTTP/1.0 is faulty (RFC 9112 section 6.1), and an empty one is no coding.
+  EXPECT_EQ(head("POST / HTTP/1.0\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n")
+                .r.status,
+            ParseStatus::kBad);
+  EXPECT_EQ(head("POST / HTTP/1.1\r\nTransfer-Encoding: \r\n\r\n").r.status, ParseStatus::kBad);
   // Repeated identical lengths are allowed (RFC 9110 section 8.6).
   auto same = head("POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n");
   EXPECT_EQ(same.r.status, ParseStatus::kDone);
@@ -145,6 +155,29 @@ TEST(RequestParser, ChunkedErrorsAndLimit) {
   EXPECT_EQ(run("400\r\n", 1023), ParseStatus::kBodyTooLarge);
   EXPECT_EQ(run("3\r\nabc\r\n3\r\nabc\r\n", 5), ParseStatus::kBodyTooLarge);
   EXPECT_EQ(run("3\r\nabc\r\n0\r\n\r\n", 3), ParseStatus::kDone);
+  // A size line of exactly 4,096 bytes is fine however the reads split it, even between its CR and
+  // LF.
+  const std::string line = "1;" + std::string(4094, 'x') + "\r\n";
+  for (std::size_t cut : {line.size() - 1, line.size(), line.size() + 1}) {
+    const std::string wire = line + "a\r\n0\r\n\r\n";
+    ChunkedDecoder d;
+    std::string body, in = wire.substr(0, cut);
+    auto r = d.feed(in, body, 1024);
+    ASSERT_EQ(r.status, ParseStatus::kIncomplete) << cut;
+    in = in.substr(r.consumed) + wire.substr(cut);
+    EXPECT_EQ(d.feed(in, body, 1024).status, ParseStatus::kDone) << cut;
+    EXPECT_EQ(body, "a");
+  }
+  // Framing may not outgrow the data: 1-byte chunks with 1 KiB extensions, or endless trailers.
+  std::string fat;
+  for (int i = 0; i < 100; ++i) fat += "1;" + std::string(1024, 'e') + "\r\nz\r\n";
+  EXPECT_EQ(run(fat, 1 << 20), ParseStatus::kBad);
+  std::string trailers = "1\r\nz\r\n0\r\n";
+  for (int i = 0; i < 100; ++i) trailers += "T: " + std::string(1024, 't') + "\r\n";
+  EXPECT_EQ(run(trailers, 1 << 20), ParseStatus::kBad);
+  std::string thin;  // many small chunks are fine
+  for (int i = 0; i < 20000; ++i) thin += "4\r\ndata\r\n";
+  EXPECT_EQ(run(thin + "0\r\n\r\n", 1 << 20), ParseStatus::kDone);
 }
 
 }  // namespace
@@ -157,7 +190,8 @@ TEST(ResponseParser, StatusHeadersAndFraming) {
   ResponseHead h;
   BodyFraming f;
   const std::string_view sse =
-      "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\ndata";
+      "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: "
+      "chunked\r\n\r\ndata";
   auto r = parse_response_head(sse, 1024, h, f);
   ASSERT_EQ(r.status, ParseStatus::kDone) << r.error;
   EXPECT_EQ(h.status, 200);
@@ -176,20 +210,33 @@ TEST(ResponseParser, StatusHeadersAndFraming) {
   r = parse_response_head("HTTP/1.1 200 OK\r\n\r\n", 1024, h, f);
   EXPECT_TRUE(f.until_close);
   EXPECT_FALSE(h.keep_alive);
-  for (const char* none : {"HTTP/1.1 204 No Content\r\n\r\n", "HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n",
-                           "HTTP/1.1 100 Continue\r\n\r\n"}) {
+  for (const char* none :
+       {"HTTP/1.1 204 No Content\r\n\r\n", "HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n",
+        "HTTP/1.1 100 Continue\r\n\r\n"}) {
     ASSERT_EQ(parse_response_head(none, 1024, h, f).status, ParseStatus::kDone) << none;
     EXPECT_FALSE(f.until_close) << none;
     EXPECT_FALSE(f.chunked) << none;
     EXPECT_EQ(f.length, 0u) << none;
     EXPECT_TRUE(h.keep_alive) << none;
   }
-  EXPECT_EQ(parse_response_head("HTTP/1.1 200 OK\r\nContent-Le", 1024, h, f).status, ParseStatus::kIncomplete);
-  EXPECT_EQ(parse_response_head("HTTP/1.1 200 OK\r\nX: " + std::string(2000, 'x') + "\r\n\r\n", 1024, h, f).status,
+  EXPECT_EQ(parse_response_head("HTTP/1.1 200 OK\r\nContent-Le", 1024, h, f).status,
+            ParseStatus::kIncomplete);
+  ASSERT_EQ(
+      parse_response_head("HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n", 1024, h, f)
+          .status,
+      ParseStatus::kDone);
+  EXPECT_FALSE(h.keep_alive);  // another protocol follows: never pooled
+  EXPECT_EQ(parse_response_head("HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", 1024, h, f)
+                .status,
+            ParseStatus::kBad);
+  EXPECT_EQ(parse_response_head("HTTP/1.1 200 OK\r\nX: " + std::string(2000, 'x') + "\r\n\r\n",
+                                1024, h, f)
+                .status,
             ParseStatus::kHeadersTooLarge);
-  for (const char* bad : {"SSH-2.0-OpenSSH\r\n\r\n", "HTTP/1.1 20 OK\r\n\r\n", "HTTP/1.1 2000 OK\r\n\r\n",
-                          "HTTP/1.1 abc OK\r\n\r\n", "HTTP/1.1 099 X\r\n\r\n", "HTTP/2 200 OK\r\n\r\n",
-                          "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"}) {
+  for (const char* bad :
+       {"SSH-2.0-OpenSSH\r\n\r\n", "HTTP/1.1 20 OK\r\n\r\n", "HTTP/1.1 2000 OK\r\n\r\n",
+        "HTTP/1.1 abc OK\r\n\r\n", "HTTP/1.1 099 X\r\n\r\n", "HTTP/2 200 OK\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"}) {
     EXPECT_EQ(parse_response_head(bad, 1024, h, f).status, ParseStatus::kBad) << bad;
   }
 }

@@ -358,6 +358,8 @@ Task<void> Server::Impl::session(Worker& w, Socket socket) {
     }
     disarm(state);
     req.keep_alive = req.keep_alive && !stopping.load();
+    // Some clients send a CRLF after a body (RFC 9112 section 2.2): not the start of a request.
+    while (in.view().starts_with("\r\n")) in.consume(2);
 
     active.fetch_add(1);
     Writer writer(socket, state, w, opts, req.keep_alive);
