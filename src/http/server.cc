@@ -234,6 +234,15 @@ Task<void> send_error_and_close(Socket& socket, SessionState& state, const Worke
   disarm(state);
 }
 
+// A read of a request failed. Reset, or timed out (closed by the sweep: a slowloris gets no
+// answer): nothing to say. The client closed its side mid-request: it may still read a 400.
+Task<void> after_failed_read(Socket& socket, SessionState& state, const Worker& w,
+                             boost::system::error_code ec) {
+  if (ec != net::error::eof || state.timed_out) co_return;
+  co_await send_error_and_close(socket, state, w, 400,
+                                "malformed HTTP request: the client closed its side mid-request");
+}
+
 constexpr std::size_t kReadSize = 4096;
 
 }  // namespace
@@ -281,19 +290,22 @@ Task<void> Server::Impl::session(Worker& w, Socket socket) {
     arm(state, w, opts.request_timeout);
     ParseResult head;
     std::size_t searched = 0;
-    bool read_failed = false;
+    boost::system::error_code read_error;
     for (;;) {
       head = parse_request_head(in.view(), opts.max_header_bytes, req, framing, searched);
       if (head.status != ParseStatus::kIncomplete) break;
       searched = in.size();
       auto [ec, n] = co_await socket.async_read_some(in.prepare(kReadSize), kTuple);
       if (ec) {
-        read_failed = true;  // timed out (slowloris: closed without an answer), reset or closed
+        read_error = ec;
         break;
       }
       in.commit(n);
     }
-    if (read_failed) break;
+    if (read_error) {
+      co_await after_failed_read(socket, state, w, read_error);
+      break;
+    }
     if (head.status != ParseStatus::kDone) {
       const int status = head.status == ParseStatus::kHeadersTooLarge ? 431
                          : head.status == ParseStatus::kNotImplemented ? 501
@@ -323,12 +335,15 @@ Task<void> Server::Impl::session(Worker& w, Socket socket) {
         if (body.status != ParseStatus::kIncomplete) break;
         auto [ec, n] = co_await socket.async_read_some(in.prepare(kReadSize), kTuple);
         if (ec) {
-          read_failed = true;
+          read_error = ec;
           break;
         }
         in.commit(n);
       }
-      if (read_failed) break;
+      if (read_error) {
+        co_await after_failed_read(socket, state, w, read_error);
+        break;
+      }
       if (body.status != ParseStatus::kDone) {
         const int status = body.status == ParseStatus::kBodyTooLarge ? 413 : 400;
         const std::string msg = status == 413 ? std::string(body.error)
@@ -350,11 +365,14 @@ Task<void> Server::Impl::session(Worker& w, Socket socket) {
         auto [ec, n] = co_await socket.async_read_some(net::buffer(req.body.data() + old, chunk), kTuple);
         req.body.resize(old + n);
         if (ec) {
-          read_failed = true;
+          read_error = ec;
           break;
         }
       }
-      if (read_failed) break;
+      if (read_error) {
+        co_await after_failed_read(socket, state, w, read_error);
+        break;
+      }
     }
     disarm(state);
     req.keep_alive = req.keep_alive && !stopping.load();

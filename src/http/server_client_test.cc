@@ -103,6 +103,53 @@ TEST(Server, StreamsChunksAsTheyAreWritten) {
   server.stop(std::chrono::milliseconds(1000));
 }
 
+// What the server's own parser makes of real bytes on a socket: chunked bodies, pipelining, a CRLF
+// after a body, and each malformed or truncated request answered with its status.
+TEST(Server, ParsesRequestsOffTheWire) {
+  Server server(local_options(), [](Request& req, ResponseWriter& w) -> Task<void> {
+    std::string echo = req.method + " " + req.target + " [" + req.body + "]";
+    const Headers none;
+    co_await w.send(200, "text/plain", std::move(echo), none);
+  });
+  auto port = server.start();
+  ASSERT_TRUE(port);
+  using kvroute::testing::raw_request;
+  auto chunked = raw_request(*port,
+                             "POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+                             "3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nTrailer: x\r\n\r\n");
+  EXPECT_EQ(chunked.status, 200);
+  EXPECT_EQ(chunked.body, "POST /c [abcde]");
+  // Two pipelined requests, the first with a stray CRLF after its body: two answers, in order,
+  // then the server closes (the second asked it to).
+  const std::string piped = kvroute::testing::send_then_disconnect(
+      *port,
+      "POST /a HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi\r\n"
+      "GET /b HTTP/1.1\r\nConnection: close\r\n\r\n",
+      std::string::npos, std::chrono::seconds(5));
+  EXPECT_NE(piped.find("POST /a [hi]"), std::string::npos) << piped;
+  EXPECT_NE(piped.find("GET /b []"), std::string::npos) << piped;
+  EXPECT_LT(piped.find("POST /a"), piped.find("GET /b"));
+  struct Case {
+    const char* raw;
+    bool half_close;
+    int status;
+  };
+  for (const auto& c : std::vector<Case>{
+           {"GET / HTTP/1.1\r\nHost : x\r\n\r\n", false, 400},
+           {"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", false, 400},
+           {"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", false, 501},
+           {"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", false, 400},
+           {"GET / HTTP/1.1\r\nHost: x\r\n", true, 400},                        // head cut short
+           {"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc", true, 400},      // body cut short
+           {"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab", true, 400},
+       }) {
+    auto r = raw_request(*port, c.raw, std::chrono::seconds(5), c.half_close);
+    EXPECT_EQ(r.status, c.status) << c.raw << "\n" << r.raw;
+    EXPECT_NE(r.body.find("\"error\""), std::string::npos) << c.raw;
+  }
+  server.stop(std::chrono::milliseconds(0));
+}
+
 // Slow clients (slowloris) cannot hold a connection: a request that does not arrive whole within
 // request_timeout, or a keep-alive connection idle past keepalive_timeout, is closed.
 TEST(Server, SlowAndIdleClientsAreCutOff) {

@@ -67,11 +67,13 @@ std::string dechunk(std::string_view body) {
 }
 }  // namespace
 
-RawResponse raw_request(std::uint16_t port, std::string_view req, std::chrono::milliseconds timeout) {
+RawResponse raw_request(std::uint16_t port, std::string_view req, std::chrono::milliseconds timeout,
+                        bool half_close) {
   RawResponse r;
   int fd = connect_local(port);
   if (fd < 0) return r;
   send_all(fd, req);
+  if (half_close) ::shutdown(fd, SHUT_WR);
   const auto deadline = Clock::now() + timeout;
   char buf[65536];
   while (Clock::now() < deadline && !complete(r.raw)) {

@@ -20,8 +20,9 @@ struct RawResponse {
 
 // Sends `raw_request` to 127.0.0.1:port and reads until the response is complete or the peer
 // closes (or the timeout passes).
+// With `half_close`, the client then shuts down its sending side (it has nothing more to say).
 RawResponse raw_request(std::uint16_t port, std::string_view raw_request,
-                        std::chrono::milliseconds timeout = std::chrono::seconds(10));
+                        std::chrono::milliseconds timeout = std::chrono::seconds(10), bool half_close = false);
 
 // Convenience: a POST with a JSON body (Connection: close).
 RawResponse post_json(std::uint16_t port, std::string_view path, std::string_view json,
