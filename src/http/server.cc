@@ -108,8 +108,15 @@ std::string status_line(int status) {
 
 class Writer final : public ResponseWriter {
  public:
-  Writer(Socket& socket, SessionState& state, const Worker& worker, const ServerOptions& opts, bool keep_alive)
-      : socket_(socket), state_(state), worker_(worker), opts_(opts), keep_alive_(keep_alive) {}
+  // head_only: the answer to a HEAD request, whose headers describe a body that is not sent.
+  Writer(Socket& socket, SessionState& state, const Worker& worker, const ServerOptions& opts, bool keep_alive,
+         bool head_only)
+      : socket_(socket),
+        state_(state),
+        worker_(worker),
+        opts_(opts),
+        keep_alive_(keep_alive),
+        head_only_(head_only) {}
 
   Task<bool> send(int status, std::string_view content_type, std::string body,
                             const Headers& extra) override {
@@ -124,6 +131,7 @@ class Writer final : public ResponseWriter {
     head += "\r\n";
     append_common(head, extra);
     std::array<net::const_buffer, 2> bufs{net::buffer(head), net::buffer(body)};
+    if (head_only_) bufs[1] = net::const_buffer();
     co_return co_await write(bufs);
   }
 
@@ -144,7 +152,7 @@ class Writer final : public ResponseWriter {
 
   Task<bool> write_chunk(std::string_view data) override {
     if (!streaming_ || ended_ || failed_) co_return false;
-    if (data.empty()) co_return true;  // an empty chunk would end the stream
+    if (data.empty() || head_only_) co_return true;  // an empty chunk would end the stream
     char size_line[24];
     int n = std::snprintf(size_line, sizeof size_line, "%zx\r\n", data.size());
     std::array<net::const_buffer, 3> bufs{net::buffer(size_line, static_cast<std::size_t>(n)),
@@ -156,6 +164,7 @@ class Writer final : public ResponseWriter {
   Task<bool> end_stream() override {
     if (!streaming_ || ended_ || failed_) co_return false;
     ended_ = true;
+    if (head_only_) co_return true;
     std::array<net::const_buffer, 1> bufs{net::buffer("0\r\n\r\n", 5)};
     co_return co_await write(bufs);
   }
@@ -198,6 +207,7 @@ class Writer final : public ResponseWriter {
   const Worker& worker_;
   const ServerOptions& opts_;
   bool keep_alive_;
+  bool head_only_;
   bool started_ = false;
   bool streaming_ = false;
   bool ended_ = false;
@@ -380,7 +390,7 @@ Task<void> Server::Impl::session(Worker& w, Socket socket) {
     while (in.view().starts_with("\r\n")) in.consume(2);
 
     active.fetch_add(1);
-    Writer writer(socket, state, w, opts, req.keep_alive);
+    Writer writer(socket, state, w, opts, req.keep_alive, req.method == "HEAD");
     auto watch = std::make_shared<GoneWatch>();
     writer.set_watch(watch);
     // Most requests finish long before a client could be noticed leaving, so the watch (an

@@ -129,6 +129,14 @@ TEST(Server, ParsesRequestsOffTheWire) {
   EXPECT_NE(piped.find("POST /a [hi]"), std::string::npos) << piped;
   EXPECT_NE(piped.find("GET /b []"), std::string::npos) << piped;
   EXPECT_LT(piped.find("POST /a"), piped.find("GET /b"));
+  // A HEAD answer has the headers of the body it does not send; the next response follows at once.
+  const std::string head = kvroute::testing::send_then_disconnect(
+      *port, "HEAD /h HTTP/1.1\r\n\r\nGET /g HTTP/1.1\r\nConnection: close\r\n\r\n", std::string::npos,
+      std::chrono::seconds(5));
+  EXPECT_NE(head.find("Content-Length: 10\r\n"), std::string::npos) << head;  // "HEAD /h []"
+  EXPECT_EQ(head.find("HEAD /h []"), std::string::npos) << head;
+  EXPECT_NE(head.find("\r\n\r\nHTTP/1.1 200 OK\r\n"), std::string::npos) << head;
+  EXPECT_TRUE(head.ends_with("GET /g []")) << head;
   struct Case {
     const char* raw;
     bool half_close;
