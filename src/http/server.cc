@@ -88,6 +88,8 @@ struct Server::Impl {
   Task<void> accept_loop(Worker& w);
   void sweep(Worker& w);
   Task<void> session(Worker& w, Socket socket);
+  // Reads one request into `req`. False: the connection ends (its error, if any, was answered).
+  Task<bool> read_request(Worker& w, Socket& socket, SessionState& state, InBuffer& in, Request& req);
 };
 
 namespace {
@@ -253,6 +255,16 @@ Task<void> after_failed_read(Socket& socket, SessionState& state, const Worker& 
                                 "malformed HTTP request: the client closed its side mid-request");
 }
 
+// The answer to a request the parser refused: 400, 413, 431 or 501, then close.
+Task<void> refuse(Socket& socket, SessionState& state, const Worker& w, const ParseResult& r) {
+  const int status = r.status == ParseStatus::kHeadersTooLarge ? 431
+                     : r.status == ParseStatus::kBodyTooLarge  ? 413
+                     : r.status == ParseStatus::kNotImplemented ? 501
+                                                                 : 400;
+  const std::string msg = status == 400 ? "malformed HTTP request: " + std::string(r.error) : std::string(r.error);
+  co_await send_error_and_close(socket, state, w, status, msg);
+}
+
 constexpr std::size_t kReadSize = 4096;
 
 }  // namespace
@@ -278,6 +290,80 @@ Task<void> Server::Impl::accept_loop(Worker& w) {
   }
 }
 
+Task<bool> Server::Impl::read_request(Worker& w, Socket& socket, SessionState& state, InBuffer& in,
+                                      Request& req) {
+  arm(state, w, opts.request_timeout);
+  BodyFraming framing;
+  ParseResult head;
+  std::size_t searched = 0;
+  for (;;) {
+    head = parse_request_head(in.view(), opts.max_header_bytes, req, framing, searched);
+    if (head.status != ParseStatus::kIncomplete) break;
+    searched = in.size();
+    auto [ec, n] = co_await socket.async_read_some(in.prepare(kReadSize), kTuple);
+    if (ec) {
+      co_await after_failed_read(socket, state, w, ec);
+      co_return false;
+    }
+    in.commit(n);
+  }
+  if (head.status != ParseStatus::kDone) {
+    co_await refuse(socket, state, w, head);
+    co_return false;
+  }
+  in.consume(head.consumed);
+  if (!framing.chunked && framing.length > opts.max_body_bytes) {
+    const ParseResult too_large{ParseStatus::kBodyTooLarge, 0, "request body exceeds the limit"};
+    co_await refuse(socket, state, w, too_large);
+    co_return false;
+  }
+  if (framing.expect_continue && (framing.chunked || in.size() < framing.length)) {
+    static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+    auto [ec, n] = co_await net::async_write(socket, net::buffer(kContinue), kTuple);
+    if (ec) co_return false;
+  }
+  if (framing.chunked) {
+    ChunkedDecoder decoder;
+    for (;;) {
+      const ParseResult body = decoder.feed(in.view(), req.body, opts.max_body_bytes);
+      in.consume(body.consumed);
+      if (body.status == ParseStatus::kDone) break;
+      if (body.status != ParseStatus::kIncomplete) {
+        co_await refuse(socket, state, w, body);
+        co_return false;
+      }
+      auto [ec, n] = co_await socket.async_read_some(in.prepare(kReadSize), kTuple);
+      if (ec) {
+        co_await after_failed_read(socket, state, w, ec);
+        co_return false;
+      }
+      in.commit(n);
+    }
+  } else if (framing.length > 0) {
+    const auto len = static_cast<std::size_t>(framing.length);
+    const std::size_t have = std::min(len, in.size());
+    req.body.assign(in.view().substr(0, have));
+    in.consume(have);
+    // The rest straight into the body, growing it as bytes arrive (a declared length alone does
+    // not make the server allocate it).
+    while (req.body.size() < len) {
+      const std::size_t old = req.body.size();
+      const std::size_t chunk = std::min(len - old, std::max<std::size_t>(old, 64 * 1024));
+      req.body.resize(old + chunk);
+      auto [ec, n] = co_await socket.async_read_some(net::buffer(req.body.data() + old, chunk), kTuple);
+      req.body.resize(old + n);
+      if (ec) {
+        co_await after_failed_read(socket, state, w, ec);
+        co_return false;
+      }
+    }
+  }
+  disarm(state);
+  // Some clients send a CRLF after a body (RFC 9112 section 2.2): not the start of a request.
+  while (in.view().starts_with("\r\n")) in.consume(2);
+  co_return true;
+}
+
 Task<void> Server::Impl::session(Worker& w, Socket socket) {
   connections.fetch_add(1);
   SessionState state;
@@ -296,98 +382,8 @@ Task<void> Server::Impl::session(Worker& w, Socket socket) {
     }
     state.busy = true;
     Request req;
-    BodyFraming framing;
-    arm(state, w, opts.request_timeout);
-    ParseResult head;
-    std::size_t searched = 0;
-    boost::system::error_code read_error;
-    for (;;) {
-      head = parse_request_head(in.view(), opts.max_header_bytes, req, framing, searched);
-      if (head.status != ParseStatus::kIncomplete) break;
-      searched = in.size();
-      auto [ec, n] = co_await socket.async_read_some(in.prepare(kReadSize), kTuple);
-      if (ec) {
-        read_error = ec;
-        break;
-      }
-      in.commit(n);
-    }
-    if (read_error) {
-      co_await after_failed_read(socket, state, w, read_error);
-      break;
-    }
-    if (head.status != ParseStatus::kDone) {
-      const int status = head.status == ParseStatus::kHeadersTooLarge ? 431
-                         : head.status == ParseStatus::kNotImplemented ? 501
-                                                                        : 400;
-      const std::string msg = status == 431 ? std::string(head.error)
-                                            : "malformed HTTP request: " + std::string(head.error);
-      co_await send_error_and_close(socket, state, w, status, msg);
-      break;
-    }
-    in.consume(head.consumed);
-    if (!framing.chunked && framing.length > opts.max_body_bytes) {
-      co_await send_error_and_close(socket, state, w, 413, "request body exceeds the limit");
-      break;
-    }
-    const bool body_pending = framing.chunked ? true : in.size() < framing.length;
-    if (framing.expect_continue && body_pending) {
-      static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
-      auto [cec, cn] = co_await net::async_write(socket, net::buffer(kContinue), kTuple);
-      if (cec) break;
-    }
-    if (framing.chunked) {
-      ChunkedDecoder decoder;
-      ParseResult body;
-      for (;;) {
-        body = decoder.feed(in.view(), req.body, opts.max_body_bytes);
-        in.consume(body.consumed);
-        if (body.status != ParseStatus::kIncomplete) break;
-        auto [ec, n] = co_await socket.async_read_some(in.prepare(kReadSize), kTuple);
-        if (ec) {
-          read_error = ec;
-          break;
-        }
-        in.commit(n);
-      }
-      if (read_error) {
-        co_await after_failed_read(socket, state, w, read_error);
-        break;
-      }
-      if (body.status != ParseStatus::kDone) {
-        const int status = body.status == ParseStatus::kBodyTooLarge ? 413 : 400;
-        const std::string msg = status == 413 ? std::string(body.error)
-                                              : "malformed HTTP request: " + std::string(body.error);
-        co_await send_error_and_close(socket, state, w, status, msg);
-        break;
-      }
-    } else if (framing.length > 0) {
-      const auto len = static_cast<std::size_t>(framing.length);
-      const std::size_t have = std::min(len, in.size());
-      req.body.assign(in.view().substr(0, have));
-      in.consume(have);
-      // The rest straight into the body, growing it as bytes arrive (a declared length alone
-      // does not make the server allocate it).
-      while (req.body.size() < len) {
-        const std::size_t old = req.body.size();
-        const std::size_t chunk = std::min(len - old, std::max<std::size_t>(old, 64 * 1024));
-        req.body.resize(old + chunk);
-        auto [ec, n] = co_await socket.async_read_some(net::buffer(req.body.data() + old, chunk), kTuple);
-        req.body.resize(old + n);
-        if (ec) {
-          read_error = ec;
-          break;
-        }
-      }
-      if (read_error) {
-        co_await after_failed_read(socket, state, w, read_error);
-        break;
-      }
-    }
-    disarm(state);
+    if (!co_await read_request(w, socket, state, in, req)) break;
     req.keep_alive = req.keep_alive && !stopping.load();
-    // Some clients send a CRLF after a body (RFC 9112 section 2.2): not the start of a request.
-    while (in.view().starts_with("\r\n")) in.consume(2);
 
     active.fetch_add(1);
     Writer writer(socket, state, w, opts, req.keep_alive, req.method == "HEAD");
