@@ -188,11 +188,15 @@ struct Exchange::Impl {
   bool finished = false;
   std::chrono::milliseconds idle_timeout{0};
 
+  // The exchange is over and its connection is not reused: closed, not pooled.
+  void close() {
+    finished = true;
+    conn.reset();
+  }
   // The body is complete: the connection goes back to the pool when it may be reused.
   void finish() {
-    finished = true;
     if (conn && head.keep_alive && conn->in.size() == 0) pool->release(std::move(conn), ep);
-    conn.reset();
+    close();
   }
 };
 
@@ -229,8 +233,7 @@ Task<Expected<std::string_view, UpstreamFailure>> Exchange::read_some() {
           co_return std::string_view(im.piece);  // empty: the end
         }
         if (r.status != ParseStatus::kIncomplete) {
-          im.conn.reset();
-          im.finished = true;
+          im.close();
           co_return make_unexpected(
               UpstreamFailure{UpstreamError::kProtocol, "bad chunked body from upstream: " + std::string(r.error)});
         }
@@ -252,14 +255,12 @@ Task<Expected<std::string_view, UpstreamFailure>> Exchange::read_some() {
     ConnectionPool::disarm(*im.conn);
     if (im.cancelled) co_return make_unexpected(UpstreamFailure{UpstreamError::kCancelled, "cancelled"});
     if (ec == net::error::eof && im.framing.until_close) {
-      im.conn.reset();
-      im.finished = true;
+      im.close();
       co_return std::string_view{};
     }
     if (ec) {
       const bool timed_out = im.conn->timed_out;
-      im.conn.reset();
-      im.finished = true;
+      im.close();
       if (timed_out) {
         co_return make_unexpected(UpstreamFailure{UpstreamError::kTimeout, "upstream went silent"});
       }

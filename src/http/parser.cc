@@ -77,24 +77,30 @@ constexpr std::size_t kMaxChunkLine = 4096;
 constexpr std::uint64_t kFramingSlack = 64 * 1024;
 constexpr std::size_t kMaxLeadingBlankLines = 8;
 
-// Finds the end of a head: the offset just past its blank line (npos while incomplete). `start`
-// skips leading blank lines; `searched` bytes were already searched by an earlier call.
-std::size_t head_end(std::string_view data, std::size_t start, std::size_t searched) {
+// Finds the end of a head within `max_header_bytes`: kDone with `consumed` just past its blank
+// line, kIncomplete, or kHeadersTooLarge (`too_large` says whose). `start` skips leading blank
+// lines; `searched` bytes were already searched by an earlier call.
+ParseResult locate_head(std::string_view data, std::size_t start, std::size_t searched,
+                        std::size_t max_header_bytes, std::string_view too_large) {
   const auto end = data.find("\r\n\r\n", std::max(start, searched >= 3 ? searched - 3 : 0));
-  return end == std::string_view::npos ? end : end + 4;
+  const std::size_t size = end == std::string_view::npos ? data.size() : end + 4;
+  if (size > max_header_bytes) return {ParseStatus::kHeadersTooLarge, 0, too_large};
+  if (end == std::string_view::npos) return {ParseStatus::kIncomplete, 0, {}};
+  return {ParseStatus::kDone, end + 4, {}};
 }
 
-// Header fields: `fields` is every line after the start line, each ending with CRLF.
+// Header fields: `fields` is every line after the start line, each ending with CRLF; `minor` is
+// the message's HTTP/1.x minor version.
 struct FieldSummary {
-  bool have_length = false, chunked = false, close = false, keep_alive = false,
-       expect_continue = false;
+  bool have_length = false, chunked = false, expect_continue = false;
+  bool persistent = false;  // the connection stays open after this message
   std::uint64_t length = 0;
 };
 
-ParseResult parse_fields(std::string_view fields, Headers& headers, FieldSummary& sum) {
+ParseResult parse_fields(std::string_view fields, int minor, Headers& headers, FieldSummary& sum) {
   headers.clear();
   headers.reserve(8);
-  bool have_te = false;
+  bool have_te = false, close = false, keep_alive = false;
   while (!fields.empty()) {
     const auto eol = fields.find("\r\n");
     const std::string_view line = fields.substr(0, eol);
@@ -122,14 +128,17 @@ ParseResult parse_fields(std::string_view fields, Headers& headers, FieldSummary
         return {ParseStatus::kNotImplemented, 0, "unsupported transfer encoding"};
       sum.chunked = true;
     } else if (iequals(name, "connection")) {
-      sum.close = sum.close || list_has(value, "close");
-      sum.keep_alive = sum.keep_alive || list_has(value, "keep-alive");
+      close = close || list_has(value, "close");
+      keep_alive = keep_alive || list_has(value, "keep-alive");
     } else if (iequals(name, "expect")) {
       sum.expect_continue = iequals(value, "100-continue");
     }
     headers.emplace_back(std::string(name), std::string(value));
   }
   if (sum.have_length && sum.chunked) return bad("both Content-Length and Transfer-Encoding");
+  // RFC 9112 section 6.1: Transfer-Encoding in an HTTP/1.0 message is faulty (a desync risk).
+  if (minor == 0 && sum.chunked) return bad("Transfer-Encoding in an HTTP/1.0 message");
+  sum.persistent = minor == 0 ? keep_alive && !close : !close;
   return {ParseStatus::kDone, 0, {}};
 }
 
@@ -148,14 +157,10 @@ ParseResult parse_request_head(std::string_view data, std::size_t max_header_byt
   std::size_t start = 0;
   for (std::size_t i = 0; i < kMaxLeadingBlankLines && data.substr(start, 2) == "\r\n"; ++i)
     start += 2;
-  const auto end = head_end(data, start, searched);
-  if (end == std::string_view::npos) {
-    if (data.size() > max_header_bytes)
-      return {ParseStatus::kHeadersTooLarge, 0, "request headers exceed the limit"};
-    return {ParseStatus::kIncomplete, 0, {}};
-  }
-  if (end > max_header_bytes)
-    return {ParseStatus::kHeadersTooLarge, 0, "request headers exceed the limit"};
+  const ParseResult found =
+      locate_head(data, start, searched, max_header_bytes, "request headers exceed the limit");
+  if (found.status != ParseStatus::kDone) return found;
+  const std::size_t end = found.consumed;
   std::string_view head = data.substr(start, end - 2 - start);  // every line ends with CRLF
 
   // Request line: method SP target SP version.
@@ -175,27 +180,22 @@ ParseResult parse_request_head(std::string_view data, std::size_t max_header_byt
   out.method.assign(method);
   out.target.assign(target);
   FieldSummary sum;
-  if (auto r = parse_fields(head, out.headers, sum); r.status != ParseStatus::kDone) return r;
-  // RFC 9112 section 6.1: Transfer-Encoding in an HTTP/1.0 message is faulty (a desync risk).
-  if (minor == 0 && sum.chunked) return bad("Transfer-Encoding in an HTTP/1.0 request");
+  if (auto r = parse_fields(head, minor, out.headers, sum); r.status != ParseStatus::kDone)
+    return r;
   framing = BodyFraming{};
   framing.chunked = sum.chunked;
   framing.length = sum.chunked ? 0 : sum.length;
   framing.expect_continue = sum.expect_continue && minor == 1;  // HTTP/1.0 clients do not wait
-  out.keep_alive = minor == 0 ? (sum.keep_alive && !sum.close) : !sum.close;
+  out.keep_alive = sum.persistent;
   return {ParseStatus::kDone, end, {}};
 }
 
 ParseResult parse_response_head(std::string_view data, std::size_t max_header_bytes,
                                 ResponseHead& out, BodyFraming& framing, std::size_t searched) {
-  const auto end = head_end(data, 0, searched);
-  if (end == std::string_view::npos) {
-    if (data.size() > max_header_bytes)
-      return {ParseStatus::kHeadersTooLarge, 0, "response headers exceed the limit"};
-    return {ParseStatus::kIncomplete, 0, {}};
-  }
-  if (end > max_header_bytes)
-    return {ParseStatus::kHeadersTooLarge, 0, "response headers exceed the limit"};
+  const ParseResult found =
+      locate_head(data, 0, searched, max_header_bytes, "response headers exceed the limit");
+  if (found.status != ParseStatus::kDone) return found;
+  const std::size_t end = found.consumed;
   std::string_view head = data.substr(0, end - 2);
 
   // Status line: version SP 3DIGIT SP reason (the reason may be empty, and its space absent).
@@ -216,11 +216,11 @@ ParseResult parse_response_head(std::string_view data, std::size_t max_header_by
   if (!is_field_value(code.substr(4))) return bad("control character in the reason phrase");
   out.status = status;
   FieldSummary sum;
-  if (auto r = parse_fields(head, out.headers, sum); r.status != ParseStatus::kDone) return r;
-  if (minor == 0 && sum.chunked) return bad("Transfer-Encoding in an HTTP/1.0 response");
+  if (auto r = parse_fields(head, minor, out.headers, sum); r.status != ParseStatus::kDone)
+    return r;
   framing = BodyFraming{};
   // After 101 the connection speaks another protocol: never reused.
-  out.keep_alive = status != 101 && (minor == 0 ? (sum.keep_alive && !sum.close) : !sum.close);
+  out.keep_alive = status != 101 && sum.persistent;
   if (status < 200 || status == 204 || status == 304) {
     // No body, whatever the headers say.
   } else if (sum.chunked) {
