@@ -17,6 +17,7 @@
 #include <fmt/format.h>
 
 #include "http/deadline.h"
+#include "http/drain_aware.h"
 #include "http/in_buffer.h"
 #include "http/parser.h"
 
@@ -122,6 +123,7 @@ struct ConnectionPool::Conn {
   std::shared_ptr<Deadlines> deadlines;
   std::uint64_t deadline = kNoDeadline;
   bool timed_out = false;  // closed by the sweep: never reused
+  bool drained = false;    // the last read left the receive queue empty (http/drain_aware.h)
 };
 
 void ConnectionPool::arm(Conn& c, std::chrono::milliseconds d) {
@@ -251,7 +253,7 @@ Task<Expected<std::string_view, UpstreamFailure>> Exchange::read_some() {
       co_return v;
     }
     im.pool->arm(*im.conn, im.idle_timeout);
-    auto [ec, n] = co_await im.conn->socket.async_read_some(in.prepare(kBodyReadSize), kTuple);
+    auto [ec, n] = co_await read_more(im.conn->socket, in.prepare(kBodyReadSize), im.conn->drained);
     ConnectionPool::disarm(*im.conn);
     if (im.cancelled) co_return make_unexpected(UpstreamFailure{UpstreamError::kCancelled, "cancelled"});
     if (ec == net::error::eof && im.framing.until_close) {
@@ -393,6 +395,7 @@ Task<Expected<Exchange, UpstreamFailure>> ConnectionPool::start_with(
       }
       boost::system::error_code ignored;
       conn->socket.set_option(tcp::no_delay(true), ignored);
+      enable_inq(conn->socket.native_handle());
     } else {
       close_on_cancel(cancel, conn->socket);
     }
@@ -414,7 +417,15 @@ Task<Expected<Exchange, UpstreamFailure>> ConnectionPool::start_with(
       }
       if (parsed.status != ParseStatus::kIncomplete) break;
       searched = in.size();
-      auto [rec, n] = co_await conn->socket.async_read_some(in.prepare(kHeadReadSize), kTuple);
+      // The first read after the request may wait for the response without trying first; later
+      // ones are in the middle of it (http/drain_aware.h).
+      std::tuple<boost::system::error_code, std::size_t> got;
+      if (!received && searched == 0) {
+        got = co_await conn->socket.async_read_some(drain_aware(in.prepare(kHeadReadSize), &conn->drained), kTuple);
+      } else {
+        got = co_await read_more(conn->socket, in.prepare(kHeadReadSize), conn->drained);
+      }
+      auto [rec, n] = got;
       if (rec) {
         wec = rec;
         break;

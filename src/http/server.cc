@@ -24,6 +24,7 @@
 
 #include "common/log.h"
 #include "http/deadline.h"
+#include "http/drain_aware.h"
 #include "http/in_buffer.h"
 #include "http/parser.h"
 
@@ -58,11 +59,14 @@ struct SessionState {
   // sweep that reaches it closes the socket and sets timed_out; the session then ends.
   std::uint64_t deadline = kNoDeadline;
   bool timed_out = false;
+  bool drained = false;  // the last read left the socket's receive queue empty (http/drain_aware.h)
 };
 
 struct Worker {
   int index = 0;
-  net::io_context ioc{1};
+  // One thread runs it, and every socket of the worker is used only on that thread (other threads
+  // reach the worker through post()): the reactor's per-socket locks can go (docs/adr/0012).
+  net::io_context ioc{BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO};
   std::optional<Acceptor> acceptor;
   // The sweep's period and how many sweeps ran: deadlines count sweeps, so setting one reads no clock,
   // and a worker that falls behind delays its timeouts instead of firing them early.
@@ -286,6 +290,7 @@ Task<void> Server::Impl::accept_loop(Worker& w) {
     }
     boost::system::error_code ignored;
     socket.set_option(tcp::no_delay(true), ignored);
+    enable_inq(socket.native_handle());
     net::co_spawn(w.ioc, session(w, std::move(socket)), net::detached);
   }
 }
@@ -300,7 +305,7 @@ Task<bool> Server::Impl::read_request(Worker& w, Socket& socket, SessionState& s
     head = parse_request_head(in.view(), opts.max_header_bytes, req, framing, searched);
     if (head.status != ParseStatus::kIncomplete) break;
     searched = in.size();
-    auto [ec, n] = co_await socket.async_read_some(in.prepare(kReadSize), kTuple);
+    auto [ec, n] = co_await read_more(socket, in.prepare(kReadSize), state.drained);
     if (ec) {
       co_await after_failed_read(socket, state, w, ec);
       co_return false;
@@ -332,7 +337,7 @@ Task<bool> Server::Impl::read_request(Worker& w, Socket& socket, SessionState& s
         co_await refuse(socket, state, w, body);
         co_return false;
       }
-      auto [ec, n] = co_await socket.async_read_some(in.prepare(kReadSize), kTuple);
+      auto [ec, n] = co_await read_more(socket, in.prepare(kReadSize), state.drained);
       if (ec) {
         co_await after_failed_read(socket, state, w, ec);
         co_return false;
@@ -350,7 +355,7 @@ Task<bool> Server::Impl::read_request(Worker& w, Socket& socket, SessionState& s
       const std::size_t old = req.body.size();
       const std::size_t chunk = std::min(len - old, std::max<std::size_t>(old, 64 * 1024));
       req.body.resize(old + chunk);
-      auto [ec, n] = co_await socket.async_read_some(net::buffer(req.body.data() + old, chunk), kTuple);
+      auto [ec, n] = co_await read_more(socket, net::buffer(req.body.data() + old, chunk), state.drained);
       req.body.resize(old + n);
       if (ec) {
         co_await after_failed_read(socket, state, w, ec);
@@ -373,10 +378,11 @@ Task<void> Server::Impl::session(Worker& w, Socket socket) {
   for (;;) {
     if (stopping.load()) break;
     state.busy = false;
-    // Idle keep-alive wait for the first byte of the next request.
+    // Idle keep-alive wait for the first byte of the next request. The response was written since
+    // the last read: the reactor may wait for the next bytes without trying first (http/drain_aware.h).
     if (in.size() == 0) {
       arm(state, w, opts.keepalive_timeout);
-      auto [ec, n] = co_await socket.async_read_some(in.prepare(kReadSize), kTuple);
+      auto [ec, n] = co_await socket.async_read_some(drain_aware(in.prepare(kReadSize), &state.drained), kTuple);
       if (ec) break;
       in.commit(n);
     }

@@ -1,0 +1,87 @@
+#include "http/drain_aware.h"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
+#include <boost/asio/error.hpp>
+#include <cerrno>
+#include <cstring>
+
+namespace kvroute::http {
+
+bool enable_inq(int fd) {
+  const int one = 1;
+  return ::setsockopt(fd, IPPROTO_TCP, TCP_INQ, &one, sizeof one) == 0;
+}
+
+namespace {
+
+enum class Recv { kWouldBlock, kData, kEnd };
+
+// One recvmsg() (EINTR retried). kData: `bytes` read, `drained` whether TCP_INQ reported an empty
+// queue after it (false when no count came back: TCP_INQ off, or a peek); kEnd: end of stream
+// (ec = eof) or an error in ec.
+Recv recv_counted(int fd, boost::asio::mutable_buffer buffer, int flags, bool stream,
+                  boost::system::error_code& ec, std::size_t& bytes, bool& drained) {
+  drained = false;
+  for (;;) {
+    iovec iov{buffer.data(), buffer.size()};
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    const ssize_t n = ::recvmsg(fd, &msg, flags);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return Recv::kWouldBlock;
+      ec = boost::system::error_code(errno, boost::asio::error::get_system_category());
+      bytes = 0;
+      return Recv::kEnd;
+    }
+    bytes = static_cast<std::size_t>(n);
+    if (n == 0 && stream && buffer.size() > 0) {
+      ec = boost::asio::error::eof;
+      return Recv::kEnd;
+    }
+    ec = {};
+    if (!stream || (flags & MSG_PEEK) != 0) return Recv::kData;  // a peek empties nothing
+    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+      if (c->cmsg_level == SOL_TCP && c->cmsg_type == TCP_CM_INQ) {
+        int left = 0;
+        std::memcpy(&left, CMSG_DATA(c), sizeof left);
+        drained = left == 0;  // the kernel reports 1 when only a FIN is left
+      }
+    }
+    return Recv::kData;
+  }
+}
+
+}  // namespace
+
+bool read_now(int fd, boost::asio::mutable_buffer b, bool& drained, boost::system::error_code& ec, std::size_t& n) {
+  bool now_drained = false;
+  const Recv r = recv_counted(fd, b, MSG_DONTWAIT, true, ec, n, now_drained);
+  if (r == Recv::kWouldBlock) return false;
+  drained = now_drained;
+  return true;
+}
+
+#ifdef KVROUTE_DRAIN_AWARE
+boost::asio::detail::reactor_op::status drain_aware_recv(int fd, boost::asio::mutable_buffer buffer, int flags,
+                                                         bool stream, boost::system::error_code& ec,
+                                                         std::size_t& bytes, bool* drained) {
+  using Op = boost::asio::detail::reactor_op;
+  bool now_drained = false;
+  const Recv r = recv_counted(fd, buffer, flags, stream, ec, bytes, now_drained);
+  if (r == Recv::kWouldBlock) return Op::not_done;
+  if (drained != nullptr) *drained = now_drained;
+  // End of stream or an error: as Asio's own receive, nothing more will come.
+  if (r == Recv::kEnd) return stream ? Op::done_and_exhausted : Op::done;
+  return now_drained ? Op::done_and_exhausted : Op::done;
+}
+#endif
+
+}  // namespace kvroute::http

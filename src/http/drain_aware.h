@@ -1,0 +1,124 @@
+// File: http/drain_aware.h
+//
+// A receive buffer that lets the reactor skip the read it knows would find nothing (docs/adr/0012).
+//
+// Asio registers sockets with edge-triggered epoll and tries every read at once ("speculatively")
+// before it waits: on a keep-alive connection whose next request or response has not arrived, that
+// read costs a recv() that returns EAGAIN, then a second recv() after epoll reports the data (0.35
+// wasted recv() per proxied request under wrk; nginx wastes none). Asio already has the state to
+// skip it: a descriptor's "try speculative" flag, cleared when an operation reports
+// `done_and_exhausted` and set again by every epoll event for the descriptor. Its receive operation
+// reports exhaustion only at end of stream; reading into a DrainAwareBuffer selects our receive
+// operation below, which also reports it when the kernel says the receive queue is now empty.
+//
+// The kernel says so through TCP_INQ (Linux 4.18+): with the option on, every recvmsg() returns
+// how many bytes are still queued, computed after the read, and 1 when only a FIN is left (a short
+// read alone would not do: data and a FIN that arrived together are one edge, and the FIN would be
+// found only at a timeout). Bytes that arrive later raise a new edge. The answer comes in the same
+// locked step as the read, so no edge can slip in between. Without the option (enable_inq() not
+// called, another kernel) no count comes back and the read behaves as Asio's. With another Boost
+// version the specialization is left out and the buffer reads like any other.
+#pragma once
+
+#include <boost/asio/buffer.hpp>
+#include <boost/asio/detail/config.hpp>
+#include <boost/system/error_code.hpp>
+#include <cstddef>
+#include <boost/version.hpp>
+#include <tuple>
+
+#include "http/task.h"
+
+namespace kvroute::http {
+
+struct DrainAwareBuffer {
+  using value_type = boost::asio::mutable_buffer;
+  using const_iterator = const boost::asio::mutable_buffer*;
+  boost::asio::mutable_buffer buffer;
+  bool* drained = nullptr;  // set by each completed read: did it leave the receive queue empty?
+  const_iterator begin() const { return &buffer; }
+  const_iterator end() const { return &buffer + 1; }
+};
+
+inline DrainAwareBuffer drain_aware(boost::asio::mutable_buffer b, bool* drained) { return {b, drained}; }
+
+// Turns TCP_INQ on for a connected TCP socket (false where the kernel refuses: reads then speculate
+// as before).
+bool enable_inq(int fd);
+
+// One non-blocking read now, whatever the reactor believes. False: nothing to read yet (`drained`
+// stays true and the caller waits with an asynchronous read); true: `ec` and `n` hold the result.
+//
+// Skipping the speculative read is safe only where the read starts a message and this side wrote
+// since the last read (the request after a response, the response after a request): a reset that
+// arrived with the last bytes then failed that write. A read in the middle of a message
+// (read_more) tries at once when the last read drained the socket, so a reset queued behind the
+// last bytes is found now and not at a timeout.
+bool read_now(int fd, boost::asio::mutable_buffer b, bool& drained, boost::system::error_code& ec, std::size_t& n);
+
+}  // namespace kvroute::http
+
+#if BOOST_VERSION == 108100 && defined(BOOST_ASIO_HAS_EPOLL) && !defined(KVROUTE_NO_DRAIN_AWARE)
+#define KVROUTE_DRAIN_AWARE 1
+#include <boost/asio/detail/reactive_socket_recv_op.hpp>
+#include <boost/asio/detail/reactor_op.hpp>
+#include <boost/asio/detail/socket_ops.hpp>
+#include <boost/asio/socket_base.hpp>
+
+namespace kvroute::http {
+// The receive operation's work: one non-blocking recvmsg() with Asio's semantics (would-block:
+// not_done; zero bytes on a stream: eof; EINTR retried), reporting done_and_exhausted when
+// TCP_INQ says nothing is left.
+boost::asio::detail::reactor_op::status drain_aware_recv(int fd, boost::asio::mutable_buffer buffer, int flags,
+                                                         bool stream, boost::system::error_code& ec,
+                                                         std::size_t& bytes, bool* drained);
+}  // namespace kvroute::http
+
+namespace boost::asio::detail {
+
+// Asio's receive operation, for DrainAwareBuffer (one buffer, a connected stream socket).
+template <>
+class reactive_socket_recv_op_base<kvroute::http::DrainAwareBuffer> : public reactor_op {
+ public:
+  reactive_socket_recv_op_base(const boost::system::error_code& success_ec, socket_type socket,
+                               socket_ops::state_type state, const kvroute::http::DrainAwareBuffer& buffers,
+                               socket_base::message_flags flags, func_type complete_func)
+      : reactor_op(success_ec, &reactive_socket_recv_op_base::do_perform, complete_func),
+        socket_(socket),
+        state_(state),
+        buffer_(buffers.buffer),
+        drained_(buffers.drained),
+        flags_(flags) {}
+
+  static status do_perform(reactor_op* base) {
+    auto* o = static_cast<reactive_socket_recv_op_base*>(base);
+    const bool stream = (o->state_ & socket_ops::stream_oriented) != 0;
+    return kvroute::http::drain_aware_recv(o->socket_, o->buffer_, o->flags_, stream, o->ec_,
+                                           o->bytes_transferred_, o->drained_);
+  }
+
+ private:
+  socket_type socket_;
+  socket_ops::state_type state_;
+  boost::asio::mutable_buffer buffer_;
+  bool* drained_;
+  socket_base::message_flags flags_;
+};
+
+}  // namespace boost::asio::detail
+#endif
+
+namespace kvroute::http {
+
+// A read in the middle of a message (see read_now).
+inline Task<std::tuple<boost::system::error_code, std::size_t>> read_more(Socket& socket, boost::asio::mutable_buffer b,
+                                                                          bool& drained) {
+  if (drained) {
+    boost::system::error_code ec;
+    std::size_t n = 0;
+    if (read_now(socket.native_handle(), b, drained, ec, n)) co_return std::tuple{ec, n};
+  }
+  co_return co_await socket.async_read_some(drain_aware(b, &drained), use_task_tuple);
+}
+
+}  // namespace kvroute::http

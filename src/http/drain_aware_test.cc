@@ -1,0 +1,164 @@
+#include "http/drain_aware.h"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/use_future.hpp>
+#include <chrono>
+#include <future>
+#include <string>
+#include <thread>
+#include <tuple>
+
+namespace kvroute::http {
+namespace {
+
+using namespace std::chrono_literals;
+
+// A connected loopback TCP pair: `reader` (TCP_INQ on) and `writer`, both blocking.
+struct Pair {
+  int reader = -1, writer = -1;
+  Pair() {
+    const int lst = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    EXPECT_EQ(::bind(lst, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    EXPECT_EQ(::listen(lst, 1), 0);
+    EXPECT_EQ(::getsockname(lst, reinterpret_cast<sockaddr*>(&a), &len), 0);
+    writer = ::socket(AF_INET, SOCK_STREAM, 0);
+    EXPECT_EQ(::connect(writer, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    reader = ::accept(lst, nullptr, nullptr);
+    ::close(lst);
+    EXPECT_TRUE(enable_inq(reader));
+  }
+  ~Pair() {
+    if (reader >= 0) ::close(reader);
+    if (writer >= 0) ::close(writer);
+  }
+  void send(std::string_view s) const { ASSERT_EQ(::send(writer, s.data(), s.size(), 0), static_cast<ssize_t>(s.size())); }
+  // Waits until the reader has something (bytes, a FIN or a reset) to read.
+  void await_readable() const {
+    pollfd p{reader, POLLIN, 0};
+    ASSERT_EQ(::poll(&p, 1, 5000), 1);
+  }
+  // Closes the writer with a reset (SO_LINGER 0) instead of a FIN.
+  void reset_writer() {
+    linger l{1, 0};
+    ::setsockopt(writer, SOL_SOCKET, SO_LINGER, &l, sizeof l);
+    ::close(writer);
+    writer = -1;
+  }
+};
+
+TEST(DrainAware, ReadNowTellsWhetherTheQueueIsEmpty) {
+  Pair p;
+  char buf[64];
+  bool drained = false;
+  boost::system::error_code ec;
+  std::size_t n = 0;
+  EXPECT_FALSE(read_now(p.reader, boost::asio::buffer(buf), drained, ec, n));  // nothing yet
+  p.send("0123456789");
+  p.await_readable();
+  ASSERT_TRUE(read_now(p.reader, boost::asio::buffer(buf, 4), drained, ec, n));
+  EXPECT_FALSE(ec);
+  EXPECT_EQ(std::string(buf, n), "0123");
+  EXPECT_FALSE(drained);  // six bytes left
+  ASSERT_TRUE(read_now(p.reader, boost::asio::buffer(buf), drained, ec, n));
+  EXPECT_EQ(std::string(buf, n), "456789");
+  EXPECT_TRUE(drained);
+}
+
+TEST(DrainAware, AFinBehindTheLastBytesIsNotEmpty) {
+  Pair p;
+  p.send("last words");
+  ::shutdown(p.writer, SHUT_WR);
+  p.await_readable();
+  ::usleep(20 * 1000);  // let the FIN land behind the bytes
+  char buf[64];
+  bool drained = true;
+  boost::system::error_code ec;
+  std::size_t n = 0;
+  ASSERT_TRUE(read_now(p.reader, boost::asio::buffer(buf), drained, ec, n));
+  EXPECT_EQ(std::string(buf, n), "last words");
+  EXPECT_FALSE(drained);  // the kernel counts a pending FIN as one byte
+  ASSERT_TRUE(read_now(p.reader, boost::asio::buffer(buf), drained, ec, n));
+  EXPECT_EQ(ec, boost::asio::error::eof);
+}
+
+#ifdef KVROUTE_DRAIN_AWARE
+// The receive operation Asio runs for a DrainAwareBuffer reports an emptied queue to the reactor,
+// which then waits for the next edge instead of reading at once.
+TEST(DrainAware, TheReceiveOperationReportsExhaustion) {
+  using Op = boost::asio::detail::reactive_socket_recv_op_base<DrainAwareBuffer>;
+  Pair p;
+  ::fcntl(p.reader, F_SETFL, ::fcntl(p.reader, F_GETFL) | O_NONBLOCK);  // as Asio sets it
+  p.send("abcdef");
+  p.await_readable();
+  char buf[64];
+  bool drained = false;
+  const boost::system::error_code success;
+  Op part(success, p.reader, boost::asio::detail::socket_ops::stream_oriented,
+          drain_aware(boost::asio::buffer(buf, 2), &drained), 0, nullptr);
+  EXPECT_EQ(part.perform(), boost::asio::detail::reactor_op::done);
+  EXPECT_FALSE(drained);
+  Op rest(success, p.reader, boost::asio::detail::socket_ops::stream_oriented,
+          drain_aware(boost::asio::buffer(buf), &drained), 0, nullptr);
+  EXPECT_EQ(rest.perform(), boost::asio::detail::reactor_op::done_and_exhausted);
+  EXPECT_TRUE(drained);
+  Op empty(success, p.reader, boost::asio::detail::socket_ops::stream_oriented,
+           drain_aware(boost::asio::buffer(buf), &drained), 0, nullptr);
+  EXPECT_EQ(empty.perform(), boost::asio::detail::reactor_op::not_done);  // EAGAIN: wait for the edge
+}
+#endif
+
+// Through the reactor: bytes that arrive after a read that emptied the queue still complete the
+// next read, and a reset queued behind the last bytes is found by the read in the middle of a
+// message at once, not at a timeout.
+TEST(DrainAware, LaterBytesAndAQueuedResetAreNotMissed) {
+  Pair p;
+  net::io_context ioc;
+  Socket s(ioc.get_executor(), net::ip::tcp::v4(), ::dup(p.reader));
+  std::thread later;
+  auto fut = net::co_spawn(
+      ioc,
+      [&]() -> Task<std::string> {
+        std::string log;
+        char buf[64];
+        bool drained = false;
+        p.send("one");
+        auto [ec1, n1] = co_await s.async_read_some(drain_aware(net::buffer(buf), &drained), use_task_tuple);
+        log += std::string(buf, n1) + (drained ? "/drained " : "/more ");
+        // The next bytes come later; the reactor waits for their edge.
+        later = std::thread([&p] {
+          std::this_thread::sleep_for(50ms);
+          p.send("two");
+        });
+        auto [ec2, n2] = co_await s.async_read_some(drain_aware(net::buffer(buf), &drained), use_task_tuple);
+        log += std::string(buf, n2) + " ";
+        // Bytes and a reset arrive together, before the reads.
+        p.send("three");
+        p.reset_writer();
+        ::usleep(50 * 1000);
+        auto [ec3, n3] = co_await s.async_read_some(drain_aware(net::buffer(buf), &drained), use_task_tuple);
+        log += std::string(buf, n3) + " ";
+        auto [ec4, n4] = co_await read_more(s, net::buffer(buf), drained);
+        log += ec4 ? "error" : "no error";
+        co_return log;
+      },
+      net::use_future);
+  ioc.run_for(5s);
+  if (later.joinable()) later.join();
+  ASSERT_EQ(fut.wait_for(0s), std::future_status::ready) << "a read waited for an edge that never came";
+  EXPECT_EQ(fut.get(), "one/drained two three error");
+}
+
+}  // namespace
+}  // namespace kvroute::http
