@@ -9,7 +9,7 @@ cd "$(dirname "$0")/../.."
 DURATION="${1:-5}"; CONNS="${2:-64}"
 KVROUTE="${KVROUTE:-build/kvroute}"
 work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null; for f in up px; do [ -f "$work/$f.pid" ] && kill "$(cat "$work/$f.pid")" 2>/dev/null; done; rm -rf "$work"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null; for f in up px; do [ -f "$work/$f.pid" ] && kill "$(cat "$work/$f.pid" 2>/dev/null)" 2>/dev/null; done; rm -rf "$work"' EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 UP=$(free_port); PX=$(free_port); KV=$(free_port)
 body='{"id":"cmpl-1","object":"text_completion","created":0,"model":"m","choices":[{"index":0,"text":" the cache routes a token","logprobs":null,"finish_reason":"length"}],"usage":{"prompt_tokens":8,"completion_tokens":5,"total_tokens":13}}'

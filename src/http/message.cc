@@ -15,6 +15,18 @@ bool iequals(std::string_view a, std::string_view b) {
   return true;
 }
 
+Headers::Headers(std::initializer_list<value_type> fields) {
+  for (const auto& [name, value] : fields) emplace_back(name, value);
+}
+
+void Headers::emplace_back(std::string_view name, std::string_view value) {
+  const std::size_t name_off = data_.size();
+  data_.append(name);
+  const std::size_t value_off = data_.size();
+  data_.append(value);
+  add_parsed(name_off, name.size(), value_off, value.size());
+}
+
 std::string_view find_header(const Headers& headers, std::string_view name) {
   for (const auto& [k, v] : headers) {
     if (iequals(k, name)) return v;

@@ -4,6 +4,10 @@
 // only the server and the client touch sockets. Value types: not synchronized.
 #pragma once
 
+#include <boost/container/small_vector.hpp>
+#include <cstddef>
+#include <cstdint>
+#include <initializer_list>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -13,7 +17,73 @@
 
 namespace kvroute::http {
 
-using Headers = std::vector<std::pair<std::string, std::string>>;
+// Header fields in arrival order, as (name, value) views. The names and values live in one buffer
+// owned by the Headers and the fields are offsets into it: a parsed head costs one allocation (its
+// bytes, copied once) instead of two strings per field. Views stay valid until the Headers is
+// changed or destroyed; copies and moves keep their own.
+class Headers {
+ public:
+  using value_type = std::pair<std::string_view, std::string_view>;
+
+  Headers() = default;
+  Headers(std::initializer_list<value_type> fields);
+
+  void emplace_back(std::string_view name, std::string_view value);
+  void clear() {
+    data_.clear();
+    fields_.clear();
+  }
+  std::size_t size() const { return fields_.size(); }
+  bool empty() const { return fields_.empty(); }
+  value_type operator[](std::size_t i) const {
+    const Field& f = fields_[i];
+    return {std::string_view(data_).substr(f.name_off, f.name_len),
+            std::string_view(data_).substr(f.value_off, f.value_len)};
+  }
+
+  class const_iterator {
+   public:
+    using value_type = Headers::value_type;
+    using difference_type = std::ptrdiff_t;
+    const_iterator() = default;
+    const_iterator(const Headers* h, std::size_t i) : h_(h), i_(i) {}
+    value_type operator*() const { return (*h_)[i_]; }
+    const_iterator& operator++() {
+      ++i_;
+      return *this;
+    }
+    const_iterator operator++(int) {
+      auto old = *this;
+      ++i_;
+      return old;
+    }
+    bool operator==(const const_iterator& o) const { return i_ == o.i_; }
+
+   private:
+    const Headers* h_ = nullptr;
+    std::size_t i_ = 0;
+  };
+  const_iterator begin() const { return {this, 0}; }
+  const_iterator end() const { return {this, fields_.size()}; }
+
+  // For parsers: `bytes` (a whole field block) becomes the storage, and add_parsed() names fields
+  // by their offsets in it.
+  void adopt(std::string_view bytes) {
+    clear();
+    data_.assign(bytes);
+  }
+  void add_parsed(std::size_t name_off, std::size_t name_len, std::size_t value_off, std::size_t value_len) {
+    fields_.push_back({static_cast<std::uint32_t>(name_off), static_cast<std::uint32_t>(name_len),
+                       static_cast<std::uint32_t>(value_off), static_cast<std::uint32_t>(value_len)});
+  }
+
+ private:
+  struct Field {
+    std::uint32_t name_off, name_len, value_off, value_len;
+  };
+  std::string data_;
+  boost::container::small_vector<Field, 12> fields_;
+};
 
 // Case-insensitive header lookup; empty when absent.
 std::string_view find_header(const Headers& headers, std::string_view name);

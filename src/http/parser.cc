@@ -98,8 +98,9 @@ struct FieldSummary {
 };
 
 ParseResult parse_fields(std::string_view fields, int minor, Headers& headers, FieldSummary& sum) {
-  headers.clear();
-  headers.reserve(8);
+  // The block's bytes are copied once; each field is an offset pair into them.
+  headers.adopt(fields);
+  const char* const base = fields.data();
   bool have_te = false, close = false, keep_alive = false;
   while (!fields.empty()) {
     const auto eol = fields.find("\r\n");
@@ -114,26 +115,41 @@ ParseResult parse_fields(std::string_view fields, int minor, Headers& headers, F
     if (!is_token(name)) return bad("malformed header name");
     const std::string_view value = trim_ows(line.substr(colon + 1));
     if (!is_field_value(value)) return bad("control character in a header value");
-    if (iequals(name, "content-length")) {
-      std::uint64_t n = 0;
-      if (!parse_decimal(value, n)) return bad("malformed Content-Length");
-      if (sum.have_length && n != sum.length) return bad("conflicting Content-Length headers");
-      sum.have_length = true;
-      sum.length = n;
-    } else if (iequals(name, "transfer-encoding")) {
-      if (have_te) return bad("repeated Transfer-Encoding header");
-      have_te = true;
-      if (value.empty()) return bad("empty Transfer-Encoding");
-      if (!iequals(value, "chunked"))
-        return {ParseStatus::kNotImplemented, 0, "unsupported transfer encoding"};
-      sum.chunked = true;
-    } else if (iequals(name, "connection")) {
-      close = close || list_has(value, "close");
-      keep_alive = keep_alive || list_has(value, "keep-alive");
-    } else if (iequals(name, "expect")) {
-      sum.expect_continue = iequals(value, "100-continue");
+    // Only these four matter to framing; their lengths tell them apart before any comparison.
+    switch (name.size()) {
+      case 14:  // content-length
+        if (iequals(name, "content-length")) {
+          std::uint64_t n = 0;
+          if (!parse_decimal(value, n)) return bad("malformed Content-Length");
+          if (sum.have_length && n != sum.length) return bad("conflicting Content-Length headers");
+          sum.have_length = true;
+          sum.length = n;
+        }
+        break;
+      case 17:  // transfer-encoding
+        if (iequals(name, "transfer-encoding")) {
+          if (have_te) return bad("repeated Transfer-Encoding header");
+          have_te = true;
+          if (value.empty()) return bad("empty Transfer-Encoding");
+          if (!iequals(value, "chunked"))
+            return {ParseStatus::kNotImplemented, 0, "unsupported transfer encoding"};
+          sum.chunked = true;
+        }
+        break;
+      case 10:  // connection
+        if (iequals(name, "connection")) {
+          close = close || list_has(value, "close");
+          keep_alive = keep_alive || list_has(value, "keep-alive");
+        }
+        break;
+      case 6:  // expect
+        if (iequals(name, "expect")) sum.expect_continue = iequals(value, "100-continue");
+        break;
+      default:
+        break;
     }
-    headers.emplace_back(std::string(name), std::string(value));
+    headers.add_parsed(static_cast<std::size_t>(name.data() - base), name.size(),
+                       static_cast<std::size_t>(value.data() - base), value.size());
   }
   if (sum.have_length && sum.chunked) return bad("both Content-Length and Transfer-Encoding");
   // RFC 9112 section 6.1: Transfer-Encoding in an HTTP/1.0 message is faulty (a desync risk).
