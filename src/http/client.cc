@@ -8,6 +8,7 @@
 #include <boost/asio/write.hpp>
 
 #include <array>
+#include <ctime>
 #include <charconv>
 #include <limits>
 #include <unordered_map>
@@ -88,14 +89,29 @@ void close_on_cancel(CancelToken* cancel, Socket& socket) {
   };
 }
 
+// The monotonic clock at the kernel tick's resolution (a few ms): enough for idle ages measured
+// in seconds, and cheaper than a full reading on every request.
+std::chrono::steady_clock::time_point coarse_now() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return std::chrono::steady_clock::time_point(std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec));
+}
+
 bool hop_by_hop(std::string_view name) {
-  static constexpr std::array<std::string_view, 10> kSkip = {
-      "connection", "keep-alive", "transfer-encoding", "content-length", "host",
-      "proxy-connection", "te", "upgrade", "expect", "proxy-authorization"};
-  for (auto s : kSkip) {
-    if (iequals(s, name)) return true;
+  // Headers the client sets itself or that describe the client's connection; their lengths tell
+  // them apart before any comparison.
+  switch (name.size()) {
+    case 2: return iequals(name, "te");
+    case 4: return iequals(name, "host");
+    case 6: return iequals(name, "expect");
+    case 7: return iequals(name, "upgrade");
+    case 10: return iequals(name, "connection") || iequals(name, "keep-alive");
+    case 14: return iequals(name, "content-length");
+    case 16: return iequals(name, "proxy-connection");
+    case 17: return iequals(name, "transfer-encoding");
+    case 19: return iequals(name, "proxy-authorization");
+    default: return false;
   }
-  return false;
 }
 }  // namespace
 
@@ -302,7 +318,7 @@ std::size_t ConnectionPool::idle_connections() const { return idle_->count; }
 void ConnectionPool::release(std::unique_ptr<Conn> c, const Endpoint& ep) {
   auto& v = idle_->conns[endpoint_key(ep)];
   if (v.size() >= opts_.max_idle_per_endpoint) return;  // closes c
-  c->idle_since = std::chrono::steady_clock::now();
+  c->idle_since = coarse_now();
   disarm(*c);
   v.push_back(std::move(c));
   ++idle_->count;
@@ -348,7 +364,7 @@ Task<Expected<Exchange, UpstreamFailure>> ConnectionPool::start_with(
   head += "\r\n\r\n";
 
   const std::string key = endpoint_key(ep);
-  const auto now = std::chrono::steady_clock::now();
+  const auto now = coarse_now();
   for (int attempt = 0; attempt < 2; ++attempt) {
     std::unique_ptr<Conn> conn;
     bool reused = false;

@@ -3,6 +3,8 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <boost/asio/error.hpp>
 #include <cerrno>
@@ -33,7 +35,10 @@ Recv recv_counted(int fd, boost::asio::mutable_buffer buffer, int flags, bool st
     msg.msg_iovlen = 1;
     msg.msg_control = control;
     msg.msg_controllen = sizeof control;
-    const ssize_t n = ::recvmsg(fd, &msg, flags);
+    // The raw system call: libc's recvmsg() is a thread-cancellation point and pays two atomic
+    // updates of the thread's cancellation state per call (1.5% of the proxy's CPU under wrk).
+    // Nothing here is ever cancelled.
+    const auto n = static_cast<ssize_t>(::syscall(SYS_recvmsg, fd, &msg, flags));
     if (n < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) return Recv::kWouldBlock;

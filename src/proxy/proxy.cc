@@ -257,7 +257,8 @@ http::Task<void> Proxy::Impl::proxy_openai(Request& req, ResponseWriter& w, open
   if (policy->uses_prompt()) compute_blocks(rr, *parsed);
 
   // Candidates: available backends that serve the model.
-  const auto now = routing::steady_now_ms();
+  // The request's start time serves as "now" for availability (one clock reading fewer).
+  const auto now = std::chrono::duration_cast<std::chrono::milliseconds>(t0.time_since_epoch()).count();
   std::vector<Backend*> candidates;
   bool any_serves = false;
   for (auto* b : backends) {
