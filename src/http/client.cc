@@ -18,7 +18,7 @@
 #include <fmt/format.h>
 
 #include "http/deadline.h"
-#include "http/drain_aware.h"
+#include "http/socket_io.h"
 #include "http/in_buffer.h"
 #include "http/parser.h"
 
@@ -139,7 +139,7 @@ struct ConnectionPool::Conn {
   std::shared_ptr<Deadlines> deadlines;
   std::uint64_t deadline = kNoDeadline;
   bool timed_out = false;  // closed by the sweep: never reused
-  bool drained = false;    // the last read left the receive queue empty (http/drain_aware.h)
+  bool drained = false;    // the last read left the receive queue empty (http/socket_io.h)
 };
 
 void ConnectionPool::arm(Conn& c, std::chrono::milliseconds d) {
@@ -417,7 +417,13 @@ Task<Expected<Exchange, UpstreamFailure>> ConnectionPool::start_with(
     }
     arm(*conn, first_byte_timeout);
     std::array<net::const_buffer, 2> bufs{net::buffer(head), net::buffer(body.data(), body.size())};
-    auto [wec, wn] = co_await net::async_write(conn->socket, bufs, kTuple);
+    GatherBuffers out(bufs);
+    boost::system::error_code wec;
+    for (;;) {
+      auto [ec, n] = co_await conn->socket.async_write_some(out, kTuple);
+      wec = ec;
+      if (wec || !out.consume(n)) break;
+    }
     auto impl = std::make_unique<Exchange::Impl>();
     // The response head; informational (1xx) responses before it are skipped.
     ParseResult parsed;
@@ -434,7 +440,7 @@ Task<Expected<Exchange, UpstreamFailure>> ConnectionPool::start_with(
       if (parsed.status != ParseStatus::kIncomplete) break;
       searched = in.size();
       // The first read after the request may wait for the response without trying first; later
-      // ones are in the middle of it (http/drain_aware.h).
+      // ones are in the middle of it (http/socket_io.h).
       std::tuple<boost::system::error_code, std::size_t> got;
       if (!received && searched == 0) {
         got = co_await conn->socket.async_read_some(drain_aware(in.prepare(kHeadReadSize), &conn->drained), kTuple);

@@ -25,7 +25,7 @@
 
 #include "common/log.h"
 #include "http/deadline.h"
-#include "http/drain_aware.h"
+#include "http/socket_io.h"
 #include "http/in_buffer.h"
 #include "http/parser.h"
 
@@ -60,7 +60,7 @@ struct SessionState {
   // sweep that reaches it closes the socket and sets timed_out; the session then ends.
   std::uint64_t deadline = kNoDeadline;
   bool timed_out = false;
-  bool drained = false;  // the last read left the socket's receive queue empty (http/drain_aware.h)
+  bool drained = false;  // the last read left the socket's receive queue empty (http/socket_io.h)
 };
 
 struct Worker {
@@ -160,7 +160,13 @@ class Writer final : public ResponseWriter {
     if (head_only_) bufs[1] = net::const_buffer();
     // The write inline (not through write()): one coroutine frame less per response.
     arm(state_, worker_, opts_.write_timeout);
-    auto [ec, n] = co_await net::async_write(socket_, bufs, kTuple);
+    GatherBuffers out(bufs);
+    boost::system::error_code ec;
+    for (;;) {
+      auto [wec, n] = co_await socket_.async_write_some(out, kTuple);
+      ec = wec;
+      if (ec || !out.consume(n)) break;
+    }
     disarm(state_);
     if (ec) failed_ = true;
     co_return !ec;
@@ -227,7 +233,7 @@ class Writer final : public ResponseWriter {
   template <typename Buffers>
   Task<bool> write(const Buffers& bufs) {
     arm(state_, worker_, opts_.write_timeout);
-    auto [ec, n] = co_await net::async_write(socket_, bufs, kTuple);
+    auto [ec, n] = co_await write_all(socket_, GatherBuffers(bufs));
     disarm(state_);
     if (ec) failed_ = true;
     co_return !ec;
@@ -404,7 +410,7 @@ Task<void> Server::Impl::session(Worker& w, Socket socket) {
     if (stopping.load()) break;
     state.busy = false;
     // Idle keep-alive wait for the first byte of the next request. The response was written since
-    // the last read: the reactor may wait for the next bytes without trying first (http/drain_aware.h).
+    // the last read: the reactor may wait for the next bytes without trying first (http/socket_io.h).
     if (in.size() == 0) {
       arm(state, w, opts.keepalive_timeout);
       auto [ec, n] = co_await socket.async_read_some(drain_aware(in.prepare(kReadSize), &state.drained), kTuple);

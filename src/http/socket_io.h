@@ -1,4 +1,4 @@
-// File: http/drain_aware.h
+// File: http/socket_io.h
 //
 // A receive buffer that lets the reactor skip the read it knows would find nothing (docs/adr/0012).
 //
@@ -20,6 +20,7 @@
 // version the specialization is left out and the buffer reads like any other.
 #pragma once
 
+#include <array>
 #include <boost/asio/buffer.hpp>
 #include <boost/asio/detail/config.hpp>
 #include <boost/system/error_code.hpp>
@@ -42,6 +43,31 @@ struct DrainAwareBuffer {
 
 inline DrainAwareBuffer drain_aware(boost::asio::mutable_buffer b, bool* drained) { return {b, drained}; }
 
+// Up to four buffers written with one sendmsg() (a head and a body; a chunk's size line, data and
+// CRLF). Written through Asio's send operation specialized below: the raw system call, because
+// libc's sendmsg() is a thread-cancellation point and pays two atomic updates of the thread's
+// cancellation state per call.
+class GatherBuffers {
+ public:
+  using value_type = boost::asio::const_buffer;
+  using const_iterator = const boost::asio::const_buffer*;
+  template <std::size_t N>
+  explicit GatherBuffers(const std::array<boost::asio::const_buffer, N>& b) : count_(N) {
+    static_assert(N <= 4, "at most four buffers");
+    for (std::size_t i = 0; i < N; ++i) bufs_[i] = b[i];
+  }
+  explicit GatherBuffers(boost::asio::const_buffer b) : count_(1) { bufs_[0] = b; }
+  const_iterator begin() const { return bufs_.data(); }
+  const_iterator end() const { return bufs_.data() + count_; }
+  std::size_t count() const { return count_; }
+  // Drops the first n bytes (after a partial write). False when nothing is left to write.
+  bool consume(std::size_t n);
+
+ private:
+  std::array<boost::asio::const_buffer, 4> bufs_{};
+  std::size_t count_ = 0;
+};
+
 // Turns TCP_INQ on for a connected TCP socket (false where the kernel refuses: reads then speculate
 // as before).
 bool enable_inq(int fd);
@@ -61,6 +87,7 @@ bool read_now(int fd, boost::asio::mutable_buffer b, bool& drained, boost::syste
 #if BOOST_VERSION == 108100 && defined(BOOST_ASIO_HAS_EPOLL) && !defined(KVROUTE_NO_DRAIN_AWARE)
 #define KVROUTE_DRAIN_AWARE 1
 #include <boost/asio/detail/reactive_socket_recv_op.hpp>
+#include <boost/asio/detail/reactive_socket_send_op.hpp>
 #include <boost/asio/detail/reactor_op.hpp>
 #include <boost/asio/detail/socket_ops.hpp>
 #include <boost/asio/socket_base.hpp>
@@ -72,6 +99,10 @@ namespace kvroute::http {
 boost::asio::detail::reactor_op::status drain_aware_recv(int fd, boost::asio::mutable_buffer buffer, int flags,
                                                          bool stream, boost::system::error_code& ec,
                                                          std::size_t& bytes, bool* drained);
+// The send operation's work: one non-blocking sendmsg() (MSG_NOSIGNAL) with Asio's semantics
+// (would-block: not_done; EINTR retried; a partial write on a stream: done_and_exhausted).
+boost::asio::detail::reactor_op::status gather_send(int fd, const GatherBuffers& buffers, int flags, bool stream,
+                                                    boost::system::error_code& ec, std::size_t& bytes);
 }  // namespace kvroute::http
 
 namespace boost::asio::detail {
@@ -105,6 +136,32 @@ class reactive_socket_recv_op_base<kvroute::http::DrainAwareBuffer> : public rea
   socket_base::message_flags flags_;
 };
 
+// Asio's send operation, for GatherBuffers.
+template <>
+class reactive_socket_send_op_base<kvroute::http::GatherBuffers> : public reactor_op {
+ public:
+  reactive_socket_send_op_base(const boost::system::error_code& success_ec, socket_type socket,
+                               socket_ops::state_type state, const kvroute::http::GatherBuffers& buffers,
+                               socket_base::message_flags flags, func_type complete_func)
+      : reactor_op(success_ec, &reactive_socket_send_op_base::do_perform, complete_func),
+        socket_(socket),
+        state_(state),
+        buffers_(buffers),
+        flags_(flags) {}
+
+  static status do_perform(reactor_op* base) {
+    auto* o = static_cast<reactive_socket_send_op_base*>(base);
+    const bool stream = (o->state_ & socket_ops::stream_oriented) != 0;
+    return kvroute::http::gather_send(o->socket_, o->buffers_, o->flags_, stream, o->ec_, o->bytes_transferred_);
+  }
+
+ private:
+  socket_type socket_;
+  socket_ops::state_type state_;
+  kvroute::http::GatherBuffers buffers_;
+  socket_base::message_flags flags_;
+};
+
 }  // namespace boost::asio::detail
 #endif
 
@@ -119,6 +176,16 @@ inline Task<std::tuple<boost::system::error_code, std::size_t>> read_more(Socket
     if (read_now(socket.native_handle(), b, drained, ec, n)) co_return std::tuple{ec, n};
   }
   co_return co_await socket.async_read_some(drain_aware(b, &drained), use_task_tuple);
+}
+
+// Writes all of `buffers` (looping over partial writes). The error, if any, and the bytes written.
+inline Task<std::tuple<boost::system::error_code, std::size_t>> write_all(Socket& socket, GatherBuffers buffers) {
+  std::size_t total = 0;
+  for (;;) {
+    auto [ec, n] = co_await socket.async_write_some(buffers, use_task_tuple);
+    total += n;
+    if (ec || !buffers.consume(n)) co_return std::tuple{ec, total};
+  }
 }
 
 }  // namespace kvroute::http

@@ -1,4 +1,4 @@
-#include "http/drain_aware.h"
+#include "http/socket_io.h"
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
@@ -158,6 +158,68 @@ TEST(DrainAware, LaterBytesAndAQueuedResetAreNotMissed) {
   if (later.joinable()) later.join();
   ASSERT_EQ(fut.wait_for(0s), std::future_status::ready) << "a read waited for an edge that never came";
   EXPECT_EQ(fut.get(), "one/drained two three error");
+}
+
+std::string concat(const GatherBuffers& g) {
+  std::string out;
+  for (const auto& b : g) out.append(static_cast<const char*>(b.data()), b.size());
+  return out;
+}
+
+TEST(GatherBuffers, ConsumeKeepsWhatIsLeftInOrder) {
+  const std::string head = "HEAD", body = "body", tail = "!";
+  GatherBuffers g(std::array<net::const_buffer, 4>{net::buffer(head), net::const_buffer(), net::buffer(body),
+                                                    net::buffer(tail)});
+  EXPECT_EQ(concat(g), "HEADbody!");
+  EXPECT_TRUE(g.consume(2));
+  EXPECT_EQ(concat(g), "ADbody!");
+  EXPECT_TRUE(g.consume(2));  // the rest of the head, and the empty buffer behind it
+  EXPECT_EQ(concat(g), "body!");
+  EXPECT_EQ(g.count(), 2u);
+  EXPECT_TRUE(g.consume(4));
+  EXPECT_EQ(concat(g), "!");
+  EXPECT_FALSE(g.consume(1));
+  EXPECT_EQ(g.count(), 0u);
+  GatherBuffers empty(std::array<net::const_buffer, 2>{net::buffer(head), net::const_buffer()});
+  EXPECT_FALSE(empty.consume(4));  // a trailing empty buffer is nothing left to write
+}
+
+// A write larger than the socket buffers completes in several partial writes, each resuming where
+// the last one stopped, while the reader drains slowly.
+TEST(GatherBuffers, WriteAllSurvivesPartialWrites) {
+  Pair p;
+  net::io_context ioc;
+  Socket s(ioc.get_executor(), net::ip::tcp::v4(), ::dup(p.writer));
+  const int small = 4096;
+  ::setsockopt(s.native_handle(), SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
+  std::string head(1000, 'h'), body(3 << 20, 'b');
+  for (std::size_t i = 0; i < body.size(); i += 4096) body[i] = static_cast<char>('a' + (i / 4096) % 26);
+  std::string received;
+  std::thread reader([&] {
+    char buf[65536];
+    for (;;) {
+      const ssize_t n = ::recv(p.reader, buf, sizeof buf, 0);
+      if (n <= 0) break;
+      received.append(buf, static_cast<std::size_t>(n));
+      if (received.size() < 64 * 1024) std::this_thread::sleep_for(1ms);  // slow at first
+    }
+  });
+  auto fut = net::co_spawn(
+      ioc,
+      [&]() -> Task<std::size_t> {
+        auto [ec, n] = co_await write_all(s, GatherBuffers(std::array<net::const_buffer, 2>{net::buffer(head), net::buffer(body)}));
+        EXPECT_FALSE(ec) << ec.message();
+        boost::system::error_code ignored;
+        s.shutdown(net::socket_base::shutdown_send, ignored);
+        co_return n;
+      },
+      net::use_future);
+  ioc.run_for(20s);
+  ::shutdown(p.reader, SHUT_RD);
+  reader.join();
+  ASSERT_EQ(fut.wait_for(0s), std::future_status::ready);
+  EXPECT_EQ(fut.get(), head.size() + body.size());
+  EXPECT_TRUE(received == head + body) << received.size();
 }
 
 }  // namespace

@@ -1,4 +1,4 @@
-#include "http/drain_aware.h"
+#include "http/socket_io.h"
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -66,6 +66,20 @@ Recv recv_counted(int fd, boost::asio::mutable_buffer buffer, int flags, bool st
 
 }  // namespace
 
+bool GatherBuffers::consume(std::size_t n) {
+  // Buffers written whole (and empty ones) go; the first one left loses what was written of it.
+  std::size_t i = 0;
+  while (i < count_ && n >= bufs_[i].size()) {
+    n -= bufs_[i].size();
+    ++i;
+  }
+  std::size_t left = 0;
+  for (; i < count_; ++i) bufs_[left++] = bufs_[i];
+  count_ = left;
+  if (count_ > 0) bufs_[0] += n;
+  return count_ > 0;
+}
+
 bool read_now(int fd, boost::asio::mutable_buffer b, bool& drained, boost::system::error_code& ec, std::size_t& n) {
   bool now_drained = false;
   const Recv r = recv_counted(fd, b, MSG_DONTWAIT, true, ec, n, now_drained);
@@ -86,6 +100,37 @@ boost::asio::detail::reactor_op::status drain_aware_recv(int fd, boost::asio::mu
   // End of stream or an error: as Asio's own receive, nothing more will come.
   if (r == Recv::kEnd) return stream ? Op::done_and_exhausted : Op::done;
   return now_drained ? Op::done_and_exhausted : Op::done;
+}
+
+boost::asio::detail::reactor_op::status gather_send(int fd, const GatherBuffers& buffers, int flags, bool stream,
+                                                    boost::system::error_code& ec, std::size_t& bytes) {
+  using Op = boost::asio::detail::reactor_op;
+  std::array<iovec, 4> iov{};
+  std::size_t total = 0;
+  std::size_t count = 0;
+  for (const auto& b : buffers) {
+    iov[count].iov_base = const_cast<void*>(b.data());
+    iov[count].iov_len = b.size();
+    total += b.size();
+    ++count;
+  }
+  msghdr msg{};
+  msg.msg_iov = iov.data();
+  msg.msg_iovlen = count;
+  for (;;) {
+    const auto n = static_cast<ssize_t>(::syscall(SYS_sendmsg, fd, &msg, flags | MSG_NOSIGNAL));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return Op::not_done;
+      ec = boost::system::error_code(errno, boost::asio::error::get_system_category());
+      bytes = 0;
+      return Op::done;
+    }
+    ec = {};
+    bytes = static_cast<std::size_t>(n);
+    // A partial write filled the send buffer: the next write waits for room (as Asio's own).
+    return stream && bytes < total ? Op::done_and_exhausted : Op::done;
+  }
 }
 #endif
 
