@@ -24,6 +24,8 @@
 
 namespace kvroute::http {
 
+using namespace std::string_view_literals;
+
 using tcp = net::ip::tcp;
 constexpr auto kTuple = use_task_tuple;
 
@@ -347,21 +349,21 @@ Task<Expected<Exchange, UpstreamFailure>> ConnectionPool::start_with(
   head += method;
   head += ' ';
   head += target;
-  head += " HTTP/1.1\r\nHost: ";
+  head += " HTTP/1.1\r\nHost: "sv;
   head += ep.host;
   head += ':';
   head += std::to_string(ep.port);
-  head += "\r\n";
+  head += "\r\n"sv;
   for (const auto& [k, v] : headers) {
     if (hop_by_hop(k)) continue;
     head += k;
-    head += ": ";
+    head += ": "sv;
     head += v;
-    head += "\r\n";
+    head += "\r\n"sv;
   }
-  head += "Content-Length: ";
+  head += "Content-Length: "sv;
   head += std::to_string(body.size());
-  head += "\r\n\r\n";
+  head += "\r\n\r\n"sv;
 
   const std::string key = endpoint_key(ep);
   const auto now = coarse_now();

@@ -97,11 +97,71 @@ struct FieldSummary {
   std::uint64_t length = 0;
 };
 
-ParseResult parse_fields(std::string_view fields, int minor, Headers& headers, FieldSummary& sum) {
-  // The block's bytes are copied once; each field is an offset pair into them.
-  headers.adopt(fields);
-  const char* const base = fields.data();
+struct FieldState {
   bool have_te = false, close = false, keep_alive = false;
+};
+
+// What one field means for framing and persistence. Only four names matter; their lengths tell
+// them apart before any comparison.
+ParseResult apply_field(std::string_view name, std::string_view value, FieldSummary& sum, FieldState& st) {
+  switch (name.size()) {
+    case 14:
+      if (iequals(name, "content-length")) {
+        std::uint64_t n = 0;
+        if (!parse_decimal(value, n)) return bad("malformed Content-Length");
+        if (sum.have_length && n != sum.length) return bad("conflicting Content-Length headers");
+        sum.have_length = true;
+        sum.length = n;
+      }
+      break;
+    case 17:
+      if (iequals(name, "transfer-encoding")) {
+        if (st.have_te) return bad("repeated Transfer-Encoding header");
+        st.have_te = true;
+        if (value.empty()) return bad("empty Transfer-Encoding");
+        if (!iequals(value, "chunked")) return {ParseStatus::kNotImplemented, 0, "unsupported transfer encoding"};
+        sum.chunked = true;
+      }
+      break;
+    case 10:
+      if (iequals(name, "connection")) {
+        st.close = st.close || list_has(value, "close");
+        st.keep_alive = st.keep_alive || list_has(value, "keep-alive");
+      }
+      break;
+    case 6:
+      if (iequals(name, "expect")) sum.expect_continue = iequals(value, "100-continue");
+      break;
+    default:
+      break;
+  }
+  return {ParseStatus::kDone, 0, {}};
+}
+
+ParseResult finish_fields(int minor, FieldSummary& sum, const FieldState& st) {
+  if (sum.have_length && sum.chunked) return bad("both Content-Length and Transfer-Encoding");
+  // RFC 9112 section 6.1: Transfer-Encoding in an HTTP/1.0 message is faulty (a desync risk).
+  if (minor == 0 && sum.chunked) return bad("Transfer-Encoding in an HTTP/1.0 message");
+  sum.persistent = minor == 0 ? st.keep_alive && !st.close : !st.close;
+  return {ParseStatus::kDone, 0, {}};
+}
+
+// Bytes allowed inside a field value: visible characters, obs-text, space and tab.
+constexpr std::array<bool, 256> make_value_table() {
+  std::array<bool, 256> t{};
+  for (int c = 0x20; c < 0x100; ++c) t[static_cast<std::size_t>(c)] = c != 0x7f;
+  t['\t'] = true;
+  return t;
+}
+constexpr auto kValue = make_value_table();
+
+// The line-by-line parse, which names what is wrong. Runs only when parse_fields' single pass
+// met something it does not expect.
+ParseResult parse_fields_checked(std::string_view fields, int minor, Headers& headers, FieldSummary& sum) {
+  headers.adopt(fields);
+  sum = FieldSummary{};
+  const char* const base = fields.data();
+  FieldState st;
   while (!fields.empty()) {
     const auto eol = fields.find("\r\n");
     const std::string_view line = fields.substr(0, eol);
@@ -115,47 +175,39 @@ ParseResult parse_fields(std::string_view fields, int minor, Headers& headers, F
     if (!is_token(name)) return bad("malformed header name");
     const std::string_view value = trim_ows(line.substr(colon + 1));
     if (!is_field_value(value)) return bad("control character in a header value");
-    // Only these four matter to framing; their lengths tell them apart before any comparison.
-    switch (name.size()) {
-      case 14:  // content-length
-        if (iequals(name, "content-length")) {
-          std::uint64_t n = 0;
-          if (!parse_decimal(value, n)) return bad("malformed Content-Length");
-          if (sum.have_length && n != sum.length) return bad("conflicting Content-Length headers");
-          sum.have_length = true;
-          sum.length = n;
-        }
-        break;
-      case 17:  // transfer-encoding
-        if (iequals(name, "transfer-encoding")) {
-          if (have_te) return bad("repeated Transfer-Encoding header");
-          have_te = true;
-          if (value.empty()) return bad("empty Transfer-Encoding");
-          if (!iequals(value, "chunked"))
-            return {ParseStatus::kNotImplemented, 0, "unsupported transfer encoding"};
-          sum.chunked = true;
-        }
-        break;
-      case 10:  // connection
-        if (iequals(name, "connection")) {
-          close = close || list_has(value, "close");
-          keep_alive = keep_alive || list_has(value, "keep-alive");
-        }
-        break;
-      case 6:  // expect
-        if (iequals(name, "expect")) sum.expect_continue = iequals(value, "100-continue");
-        break;
-      default:
-        break;
-    }
+    if (auto r = apply_field(name, value, sum, st); r.status != ParseStatus::kDone) return r;
     headers.add_parsed(static_cast<std::size_t>(name.data() - base), name.size(),
                        static_cast<std::size_t>(value.data() - base), value.size());
   }
-  if (sum.have_length && sum.chunked) return bad("both Content-Length and Transfer-Encoding");
-  // RFC 9112 section 6.1: Transfer-Encoding in an HTTP/1.0 message is faulty (a desync risk).
-  if (minor == 0 && sum.chunked) return bad("Transfer-Encoding in an HTTP/1.0 message");
-  sum.persistent = minor == 0 ? keep_alive && !close : !close;
-  return {ParseStatus::kDone, 0, {}};
+  return finish_fields(minor, sum, st);
+}
+
+// Header fields: one pass over the bytes, a table lookup each (token characters up to the colon,
+// value characters up to CRLF); anything unexpected hands the block to parse_fields_checked.
+ParseResult parse_fields(std::string_view fields, int minor, Headers& headers, FieldSummary& sum) {
+  headers.adopt(fields);  // the block's bytes are copied once; fields are offsets into them
+  const char* const p = fields.data();
+  const std::size_t n = fields.size();
+  FieldState st;
+  std::size_t i = 0;
+  while (i < n) {
+    const std::size_t name_begin = i;
+    while (i < n && kToken[static_cast<unsigned char>(p[i])]) ++i;
+    if (i == name_begin || i >= n || p[i] != ':') return parse_fields_checked(fields, minor, headers, sum);
+    const std::size_t name_end = i++;
+    while (i < n && (p[i] == ' ' || p[i] == '\t')) ++i;
+    const std::size_t value_begin = i;
+    while (i < n && kValue[static_cast<unsigned char>(p[i])]) ++i;
+    if (i + 1 >= n || p[i] != '\r' || p[i + 1] != '\n') return parse_fields_checked(fields, minor, headers, sum);
+    std::size_t value_end = i;
+    while (value_end > value_begin && (p[value_end - 1] == ' ' || p[value_end - 1] == '\t')) --value_end;
+    i += 2;
+    const std::string_view name(p + name_begin, name_end - name_begin);
+    const std::string_view value(p + value_begin, value_end - value_begin);
+    if (auto r = apply_field(name, value, sum, st); r.status != ParseStatus::kDone) return r;
+    headers.add_parsed(name_begin, name.size(), value_begin, value.size());
+  }
+  return finish_fields(minor, sum, st);
 }
 
 // "HTTP/1.1" -> 1, "HTTP/1.0" -> 0, else -1.
@@ -166,6 +218,26 @@ int minor_version(std::string_view v) {
 }
 
 }  // namespace
+
+namespace internal {
+bool header_parsers_agree(std::string_view fields) {
+  for (int minor : {0, 1}) {
+    Headers fast, checked;
+    FieldSummary a, b;
+    const ParseResult ra = parse_fields(fields, minor, fast, a);
+    const ParseResult rb = parse_fields_checked(fields, minor, checked, b);
+    if (ra.status != rb.status || ra.error != rb.error) return false;
+    if (ra.status != ParseStatus::kDone) continue;
+    if (a.have_length != b.have_length || a.length != b.length || a.chunked != b.chunked ||
+        a.expect_continue != b.expect_continue || a.persistent != b.persistent || fast.size() != checked.size())
+      return false;
+    for (std::size_t i = 0; i < fast.size(); ++i) {
+      if (fast[i] != checked[i]) return false;
+    }
+  }
+  return true;
+}
+}  // namespace internal
 
 ParseResult parse_request_head(std::string_view data, std::size_t max_header_bytes, Request& out,
                                BodyFraming& framing, std::size_t searched) {

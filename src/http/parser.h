@@ -80,4 +80,11 @@ class ChunkedDecoder {
   std::uint64_t framing_bytes_ = 0;  // size lines and trailers so far
 };
 
+namespace internal {
+// Header fields are parsed in one pass, falling back to a line-by-line parse that names the fault
+// when the pass meets anything unexpected. For tests and the fuzzer: whether both parses of a field
+// block (every line ending with CRLF) give the same result.
+bool header_parsers_agree(std::string_view fields);
+}  // namespace internal
+
 }  // namespace kvroute::http

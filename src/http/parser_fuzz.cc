@@ -1,7 +1,8 @@
 // libFuzzer target for the HTTP/1.1 parsers (build with -DKVROUTE_FUZZ=ON and clang). The first
 // byte picks a split point: the input is fed as a request head, a response head, and a chunked
 // body, and the parsers must agree with themselves (a head parsed whole or with the `searched`
-// hint gives the same answer; a chunked body decoded in two reads gives what one read gives).
+// hint gives the same answer; a chunked body decoded in two reads gives what one read gives; the two
+// header-field parsers agree).
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -32,6 +33,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (resp.status == ParseStatus::kDone &&
       (resp.consumed > in.size() || r.status < 100 || r.status > 999))
     std::abort();
+
+  // Header fields: the single pass and the line-by-line parse agree on a block whose lines end
+  // with CRLF (as a head's are).
+  std::string block(in);
+  if (!block.ends_with("\r\n")) block += "\r\n";
+  if (!internal::header_parsers_agree(block)) std::abort();
 
   // Chunked: two reads split at `cut` must agree with one read of everything.
   ChunkedDecoder whole_decoder, split_decoder;

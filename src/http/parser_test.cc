@@ -241,5 +241,47 @@ TEST(ResponseParser, StatusHeadersAndFraming) {
   }
 }
 
+TEST(HeaderFields, SinglePassAgreesWithLineByLine) {
+  const char* blocks[] = {
+      "Host: a\r\nContent-Length: 5\r\n",
+      "Host:a\r\nX-Empty:\r\nX-Spaces:   \t \r\n",
+      "content-length:  12  \r\nCONNECTION: keep-alive, Close\r\nExpect: 100-continue\r\n",
+      "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
+      "Transfer-Encoding: gzip\r\n",
+      "Content-Length: 1\r\nContent-Length: 2\r\n",
+      "Content-Length: 3\r\nTransfer-Encoding: chunked\r\n",
+      " folded: x\r\n",
+      "\tfolded: x\r\n",
+      "NoColon\r\n",
+      "Bad Name: x\r\n",
+      ": empty name\r\n",
+      "X-Ctl: a\x01b\r\n",
+      "X-Del: a\x7f\r\n",
+      "X-Bare-CR: a\rb\r\n",
+      "X-Bare-LF: a\nb\r\n",
+      "X-Obs: caf\xc3\xa9\r\n",
+      "X-Tab:\tvalue\twith\ttabs\t\r\n",
+      "A: 1\r\n\r\nB: 2\r\n",
+      "\r\n",
+      "",
+  };
+  for (const char* b : blocks) EXPECT_TRUE(internal::header_parsers_agree(b)) << b;
+}
+
+TEST(HeaderFields, ValuesAreTrimmedViews) {
+  Request req;
+  BodyFraming f;
+  const std::string raw = "GET / HTTP/1.1\r\nX-A:   padded value \t\r\nX-B:\r\nHost: h\r\n\r\n";
+  ASSERT_EQ(parse_request_head(raw, 4096, req, f).status, ParseStatus::kDone);
+  ASSERT_EQ(req.headers.size(), 3u);
+  EXPECT_EQ(req.headers[0].first, "X-A");
+  EXPECT_EQ(req.headers[0].second, "padded value");
+  EXPECT_EQ(req.headers[1].second, "");
+  EXPECT_EQ(find_header(req.headers, "host"), "h");
+  Headers copy = req.headers;  // a copy owns its bytes
+  req.headers.clear();
+  EXPECT_EQ(find_header(copy, "x-a"), "padded value");
+}
+
 }  // namespace
 }  // namespace kvroute::http

@@ -31,6 +31,8 @@
 
 namespace kvroute::http {
 
+using namespace std::string_view_literals;
+
 using tcp = net::ip::tcp;
 constexpr auto kTuple = use_task_tuple;
 
@@ -111,11 +113,11 @@ void append_decimal(std::string& s, std::size_t v) {
 }
 
 void append_status_line(std::string& s, int status) {
-  s += "HTTP/1.1 ";
+  s += "HTTP/1.1 "sv;
   append_decimal(s, static_cast<std::size_t>(status));
   s += ' ';
   s += reason_phrase(status);
-  s += "\r\n";
+  s += "\r\n"sv;
 }
 
 std::string status_line(int status) {
@@ -150,11 +152,11 @@ class Writer final : public ResponseWriter {
     std::string head;
     head.reserve(128 + content_type.size() + extra_size(extra));
     append_status_line(head, status);
-    head += "Content-Type: ";
+    head += "Content-Type: "sv;
     head += content_type;
-    head += "\r\nContent-Length: ";
+    head += "\r\nContent-Length: "sv;
     append_decimal(head, body.size());
-    head += "\r\n";
+    head += "\r\n"sv;
     append_common(head, extra);
     std::array<net::const_buffer, 2> bufs{net::buffer(head), net::buffer(body)};
     if (head_only_) bufs[1] = net::const_buffer();
@@ -179,9 +181,9 @@ class Writer final : public ResponseWriter {
     streaming_ = true;
     status_ = status;
     std::string head = status_line(status);
-    head += "Content-Type: ";
+    head += "Content-Type: "sv;
     head += content_type;
-    head += "\r\nTransfer-Encoding: chunked\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\n";
+    head += "\r\nTransfer-Encoding: chunked\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\n"sv;
     append_common(head, extra);
     std::array<net::const_buffer, 1> bufs{net::buffer(head)};
     co_return co_await write(bufs);
@@ -222,12 +224,12 @@ class Writer final : public ResponseWriter {
   void append_common(std::string& head, const Headers& extra) const {
     for (const auto& [k, v] : extra) {
       head += k;
-      head += ": ";
+      head += ": "sv;
       head += v;
-      head += "\r\n";
+      head += "\r\n"sv;
     }
-    if (!keep_alive_) head += "Connection: close\r\n";
-    head += "\r\n";
+    if (!keep_alive_) head += "Connection: close\r\n"sv;
+    head += "\r\n"sv;
   }
 
   template <typename Buffers>
@@ -272,9 +274,9 @@ Task<void> send_error_and_close(Socket& socket, SessionState& state, const Worke
                                 std::string_view message) {
   std::string body = openai_error_body(status, message);
   std::string head = status_line(status);
-  head += "Content-Type: application/json\r\nContent-Length: ";
+  head += "Content-Type: application/json\r\nContent-Length: "sv;
   head += std::to_string(body.size());
-  head += "\r\nConnection: close\r\n\r\n";
+  head += "\r\nConnection: close\r\n\r\n"sv;
   std::array<net::const_buffer, 2> bufs{net::buffer(head), net::buffer(body)};
   arm(state, w, std::chrono::seconds(5));
   co_await net::async_write(socket, bufs, kTuple);

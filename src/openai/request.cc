@@ -67,11 +67,11 @@ Expected<ParsedRequest, ParseError> parse_request(Endpoint endpoint, std::string
     if (!user.is_string()) return bad("'user' must be a string", "user");
     out.user = std::string(std::string_view(user.get_string().value_unsafe()));
   }
-  for (const char* key : {"max_tokens", "max_completion_tokens"}) {
+  for (std::string_view key : {std::string_view("max_tokens"), std::string_view("max_completion_tokens")}) {
     if (auto mt = doc[key]; !mt.error() && !mt.is_null()) {
-      if (!mt.is_int64() && !mt.is_uint64()) return bad(std::string("'") + key + "' must be an integer", key);
+      if (!mt.is_int64() && !mt.is_uint64()) return bad(std::string("'").append(key) + "' must be an integer", std::string(key));
       std::int64_t v = mt.is_int64() ? mt.get_int64().value_unsafe() : -1;
-      if (v < 0) return bad(std::string("'") + key + "' must be a non-negative integer", key);
+      if (v < 0) return bad(std::string("'").append(key) + "' must be a non-negative integer", std::string(key));
       out.max_tokens = v;
     }
   }
