@@ -9,6 +9,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 THREADS="${1:-1}"; DURATION="${2:-10s}"; CONNS="${3:-64}"; RUNS="${4:-3}"
+# PIN=1 (with THREADS=1 on a 2-CPU machine): the proxies run on CPU 1, wrk and the upstream on CPU 0,
+# so the proxy's own cost sets the throughput instead of where the scheduler happened to put three
+# busy processes on two CPUs.
+PIN="${PIN:-0}"
+PROXY_CPU=(); LOAD_CPU=()
+if [ "$PIN" = 1 ]; then PROXY_CPU=(taskset -c 1); LOAD_CPU=(taskset -c 0); fi
 KVROUTE="${KVROUTE:-build/kvroute}"
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; for f in up px; do [ -f "$work/$f.pid" ] && kill "$(cat "$work/$f.pid" 2>/dev/null)" 2>/dev/null; done; rm -rf "$work"' EXIT
@@ -30,10 +36,10 @@ http { access_log off;
   server { listen 127.0.0.1:$PX; keepalive_requests 1000000;
     location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
 CONF
-nginx -c "$work/up.conf" -p "$work" & 
-nginx -c "$work/px.conf" -p "$work" &
+"${LOAD_CPU[@]}" nginx -c "$work/up.conf" -p "$work" &
+"${PROXY_CPU[@]}" nginx -c "$work/px.conf" -p "$work" &
 NG_MASTER=$!
-"$KVROUTE" serve --address 127.0.0.1 --port "$KV" --threads "$THREADS" --backend "http://127.0.0.1:$UP" \
+"${PROXY_CPU[@]}" "$KVROUTE" serve --address 127.0.0.1 --port "$KV" --threads "$THREADS" --backend "http://127.0.0.1:$UP" \
   --policy round-robin --log-level error > "$work/kv.log" 2>&1 &
 KV_PID=$!
 cat > "$work/post.lua" <<'LUA'
@@ -48,7 +54,7 @@ HZ=$(getconf CLK_TCK)
 run() { # port pids... -> "rps p99_ms cpu_us_per_request"
   local port=$1; shift
   local t0; t0=$(ticks "$@")
-  wrk -t1 -c"$CONNS" -d"$DURATION" --latency -s "$work/post.lua" "http://127.0.0.1:$port/v1/completions" > "$work/wrk.out"
+  "${LOAD_CPU[@]}" wrk -t1 -c"$CONNS" -d"$DURATION" --latency -s "$work/post.lua" "http://127.0.0.1:$port/v1/completions" > "$work/wrk.out"
   local t1; t1=$(ticks "$@")
   local rps p99 n
   rps=$(awk '/Requests\/sec/ {print $2}' "$work/wrk.out")

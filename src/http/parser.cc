@@ -103,7 +103,8 @@ struct FieldState {
 
 // What one field means for framing and persistence. Only four names matter; their lengths tell
 // them apart before any comparison.
-ParseResult apply_field(std::string_view name, std::string_view value, FieldSummary& sum, FieldState& st) {
+ParseResult apply_field(std::string_view name, std::string_view value, FieldSummary& sum,
+                        FieldState& st) {
   switch (name.size()) {
     case 14:
       if (iequals(name, "content-length")) {
@@ -119,7 +120,8 @@ ParseResult apply_field(std::string_view name, std::string_view value, FieldSumm
         if (st.have_te) return bad("repeated Transfer-Encoding header");
         st.have_te = true;
         if (value.empty()) return bad("empty Transfer-Encoding");
-        if (!iequals(value, "chunked")) return {ParseStatus::kNotImplemented, 0, "unsupported transfer encoding"};
+        if (!iequals(value, "chunked"))
+          return {ParseStatus::kNotImplemented, 0, "unsupported transfer encoding"};
         sum.chunked = true;
       }
       break;
@@ -157,7 +159,8 @@ constexpr auto kValue = make_value_table();
 
 // The line-by-line parse, which names what is wrong. Runs only when parse_fields' single pass
 // met something it does not expect.
-ParseResult parse_fields_checked(std::string_view fields, int minor, Headers& headers, FieldSummary& sum) {
+ParseResult parse_fields_checked(std::string_view fields, int minor, Headers& headers,
+                                 FieldSummary& sum) {
   headers.adopt(fields);
   sum = FieldSummary{};
   const char* const base = fields.data();
@@ -193,14 +196,17 @@ ParseResult parse_fields(std::string_view fields, int minor, Headers& headers, F
   while (i < n) {
     const std::size_t name_begin = i;
     while (i < n && kToken[static_cast<unsigned char>(p[i])]) ++i;
-    if (i == name_begin || i >= n || p[i] != ':') return parse_fields_checked(fields, minor, headers, sum);
+    if (i == name_begin || i >= n || p[i] != ':')
+      return parse_fields_checked(fields, minor, headers, sum);
     const std::size_t name_end = i++;
     while (i < n && (p[i] == ' ' || p[i] == '\t')) ++i;
     const std::size_t value_begin = i;
     while (i < n && kValue[static_cast<unsigned char>(p[i])]) ++i;
-    if (i + 1 >= n || p[i] != '\r' || p[i + 1] != '\n') return parse_fields_checked(fields, minor, headers, sum);
+    if (i + 1 >= n || p[i] != '\r' || p[i + 1] != '\n')
+      return parse_fields_checked(fields, minor, headers, sum);
     std::size_t value_end = i;
-    while (value_end > value_begin && (p[value_end - 1] == ' ' || p[value_end - 1] == '\t')) --value_end;
+    while (value_end > value_begin && (p[value_end - 1] == ' ' || p[value_end - 1] == '\t'))
+      --value_end;
     i += 2;
     const std::string_view name(p + name_begin, name_end - name_begin);
     const std::string_view value(p + value_begin, value_end - value_begin);
@@ -229,7 +235,8 @@ bool header_parsers_agree(std::string_view fields) {
     if (ra.status != rb.status || ra.error != rb.error) return false;
     if (ra.status != ParseStatus::kDone) continue;
     if (a.have_length != b.have_length || a.length != b.length || a.chunked != b.chunked ||
-        a.expect_continue != b.expect_continue || a.persistent != b.persistent || fast.size() != checked.size())
+        a.expect_continue != b.expect_continue || a.persistent != b.persistent ||
+        fast.size() != checked.size())
       return false;
     for (std::size_t i = 0; i < fast.size(); ++i) {
       if (fast[i] != checked[i]) return false;

@@ -1,8 +1,8 @@
 // libFuzzer target for the HTTP/1.1 parsers (build with -DKVROUTE_FUZZ=ON and clang). The first
 // byte picks a split point: the input is fed as a request head, a response head, and a chunked
 // body, and the parsers must agree with themselves (a head parsed whole or with the `searched`
-// hint gives the same answer; a chunked body decoded in two reads gives what one read gives; the two
-// header-field parsers agree).
+// hint gives the same answer; a chunked body decoded in two reads gives what one read gives; the
+// two header-field parsers agree).
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>

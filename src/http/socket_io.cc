@@ -80,7 +80,8 @@ bool GatherBuffers::consume(std::size_t n) {
   return count_ > 0;
 }
 
-bool read_now(int fd, boost::asio::mutable_buffer b, bool& drained, boost::system::error_code& ec, std::size_t& n) {
+bool read_now(int fd, boost::asio::mutable_buffer b, bool& drained, boost::system::error_code& ec,
+              std::size_t& n) {
   bool now_drained = false;
   const Recv r = recv_counted(fd, b, MSG_DONTWAIT, true, ec, n, now_drained);
   if (r == Recv::kWouldBlock) return false;
@@ -89,8 +90,9 @@ bool read_now(int fd, boost::asio::mutable_buffer b, bool& drained, boost::syste
 }
 
 #ifdef KVROUTE_DRAIN_AWARE
-boost::asio::detail::reactor_op::status drain_aware_recv(int fd, boost::asio::mutable_buffer buffer, int flags,
-                                                         bool stream, boost::system::error_code& ec,
+boost::asio::detail::reactor_op::status drain_aware_recv(int fd, boost::asio::mutable_buffer buffer,
+                                                         int flags, bool stream,
+                                                         boost::system::error_code& ec,
                                                          std::size_t& bytes, bool* drained) {
   using Op = boost::asio::detail::reactor_op;
   bool now_drained = false;
@@ -102,8 +104,9 @@ boost::asio::detail::reactor_op::status drain_aware_recv(int fd, boost::asio::mu
   return now_drained ? Op::done_and_exhausted : Op::done;
 }
 
-boost::asio::detail::reactor_op::status gather_send(int fd, const GatherBuffers& buffers, int flags, bool stream,
-                                                    boost::system::error_code& ec, std::size_t& bytes) {
+boost::asio::detail::reactor_op::status gather_send(int fd, const GatherBuffers& buffers, int flags,
+                                                    bool stream, boost::system::error_code& ec,
+                                                    std::size_t& bytes) {
   using Op = boost::asio::detail::reactor_op;
   std::array<iovec, 4> iov{};
   std::size_t total = 0;

@@ -1,8 +1,10 @@
 // File: http/socket_io.h
 //
-// A receive buffer that lets the reactor skip the read it knows would find nothing (docs/adr/0012).
+// The data path's socket reads and writes (docs/adr/0012): Asio's receive and send operations,
+// specialized for our buffer types to issue our own system calls.
 //
-// Asio registers sockets with edge-triggered epoll and tries every read at once ("speculatively")
+// Reads (DrainAwareBuffer) let the reactor skip the read it knows would find nothing. Asio
+// registers sockets with edge-triggered epoll and tries every read at once ("speculatively")
 // before it waits: on a keep-alive connection whose next request or response has not arrived, that
 // read costs a recv() that returns EAGAIN, then a second recv() after epoll reports the data (0.35
 // wasted recv() per proxied request under wrk; nginx wastes none). Asio already has the state to
@@ -17,15 +19,17 @@
 // found only at a timeout). Bytes that arrive later raise a new edge. The answer comes in the same
 // locked step as the read, so no edge can slip in between. Without the option (enable_inq() not
 // called, another kernel) no count comes back and the read behaves as Asio's. With another Boost
-// version the specialization is left out and the buffer reads like any other.
+// version the specializations are left out and the buffers read and write like any other.
+//
+// Writes (GatherBuffers, write_all) issue sendmsg() directly; see GatherBuffers.
 #pragma once
 
 #include <array>
 #include <boost/asio/buffer.hpp>
 #include <boost/asio/detail/config.hpp>
 #include <boost/system/error_code.hpp>
-#include <cstddef>
 #include <boost/version.hpp>
+#include <cstddef>
 #include <tuple>
 
 #include "http/task.h"
@@ -41,7 +45,9 @@ struct DrainAwareBuffer {
   const_iterator end() const { return &buffer + 1; }
 };
 
-inline DrainAwareBuffer drain_aware(boost::asio::mutable_buffer b, bool* drained) { return {b, drained}; }
+inline DrainAwareBuffer drain_aware(boost::asio::mutable_buffer b, bool* drained) {
+  return {b, drained};
+}
 
 // Up to four buffers written with one sendmsg() (a head and a body; a chunk's size line, data and
 // CRLF). Written through Asio's send operation specialized below: the raw system call, because
@@ -80,7 +86,8 @@ bool enable_inq(int fd);
 // arrived with the last bytes then failed that write. A read in the middle of a message
 // (read_more) tries at once when the last read drained the socket, so a reset queued behind the
 // last bytes is found now and not at a timeout.
-bool read_now(int fd, boost::asio::mutable_buffer b, bool& drained, boost::system::error_code& ec, std::size_t& n);
+bool read_now(int fd, boost::asio::mutable_buffer b, bool& drained, boost::system::error_code& ec,
+              std::size_t& n);
 
 }  // namespace kvroute::http
 
@@ -96,13 +103,15 @@ namespace kvroute::http {
 // The receive operation's work: one non-blocking recvmsg() with Asio's semantics (would-block:
 // not_done; zero bytes on a stream: eof; EINTR retried), reporting done_and_exhausted when
 // TCP_INQ says nothing is left.
-boost::asio::detail::reactor_op::status drain_aware_recv(int fd, boost::asio::mutable_buffer buffer, int flags,
-                                                         bool stream, boost::system::error_code& ec,
+boost::asio::detail::reactor_op::status drain_aware_recv(int fd, boost::asio::mutable_buffer buffer,
+                                                         int flags, bool stream,
+                                                         boost::system::error_code& ec,
                                                          std::size_t& bytes, bool* drained);
 // The send operation's work: one non-blocking sendmsg() (MSG_NOSIGNAL) with Asio's semantics
 // (would-block: not_done; EINTR retried; a partial write on a stream: done_and_exhausted).
-boost::asio::detail::reactor_op::status gather_send(int fd, const GatherBuffers& buffers, int flags, bool stream,
-                                                    boost::system::error_code& ec, std::size_t& bytes);
+boost::asio::detail::reactor_op::status gather_send(int fd, const GatherBuffers& buffers, int flags,
+                                                    bool stream, boost::system::error_code& ec,
+                                                    std::size_t& bytes);
 }  // namespace kvroute::http
 
 namespace boost::asio::detail {
@@ -112,7 +121,8 @@ template <>
 class reactive_socket_recv_op_base<kvroute::http::DrainAwareBuffer> : public reactor_op {
  public:
   reactive_socket_recv_op_base(const boost::system::error_code& success_ec, socket_type socket,
-                               socket_ops::state_type state, const kvroute::http::DrainAwareBuffer& buffers,
+                               socket_ops::state_type state,
+                               const kvroute::http::DrainAwareBuffer& buffers,
                                socket_base::message_flags flags, func_type complete_func)
       : reactor_op(success_ec, &reactive_socket_recv_op_base::do_perform, complete_func),
         socket_(socket),
@@ -141,7 +151,8 @@ template <>
 class reactive_socket_send_op_base<kvroute::http::GatherBuffers> : public reactor_op {
  public:
   reactive_socket_send_op_base(const boost::system::error_code& success_ec, socket_type socket,
-                               socket_ops::state_type state, const kvroute::http::GatherBuffers& buffers,
+                               socket_ops::state_type state,
+                               const kvroute::http::GatherBuffers& buffers,
                                socket_base::message_flags flags, func_type complete_func)
       : reactor_op(success_ec, &reactive_socket_send_op_base::do_perform, complete_func),
         socket_(socket),
@@ -152,7 +163,8 @@ class reactive_socket_send_op_base<kvroute::http::GatherBuffers> : public reacto
   static status do_perform(reactor_op* base) {
     auto* o = static_cast<reactive_socket_send_op_base*>(base);
     const bool stream = (o->state_ & socket_ops::stream_oriented) != 0;
-    return kvroute::http::gather_send(o->socket_, o->buffers_, o->flags_, stream, o->ec_, o->bytes_transferred_);
+    return kvroute::http::gather_send(o->socket_, o->buffers_, o->flags_, stream, o->ec_,
+                                      o->bytes_transferred_);
   }
 
  private:
@@ -168,8 +180,8 @@ class reactive_socket_send_op_base<kvroute::http::GatherBuffers> : public reacto
 namespace kvroute::http {
 
 // A read in the middle of a message (see read_now).
-inline Task<std::tuple<boost::system::error_code, std::size_t>> read_more(Socket& socket, boost::asio::mutable_buffer b,
-                                                                          bool& drained) {
+inline Task<std::tuple<boost::system::error_code, std::size_t>> read_more(
+    Socket& socket, boost::asio::mutable_buffer b, bool& drained) {
   if (drained) {
     boost::system::error_code ec;
     std::size_t n = 0;
@@ -179,7 +191,8 @@ inline Task<std::tuple<boost::system::error_code, std::size_t>> read_more(Socket
 }
 
 // Writes all of `buffers` (looping over partial writes). The error, if any, and the bytes written.
-inline Task<std::tuple<boost::system::error_code, std::size_t>> write_all(Socket& socket, GatherBuffers buffers) {
+inline Task<std::tuple<boost::system::error_code, std::size_t>> write_all(Socket& socket,
+                                                                          GatherBuffers buffers) {
   std::size_t total = 0;
   for (;;) {
     auto [ec, n] = co_await socket.async_write_some(buffers, use_task_tuple);

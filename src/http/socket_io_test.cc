@@ -43,7 +43,9 @@ struct Pair {
     if (reader >= 0) ::close(reader);
     if (writer >= 0) ::close(writer);
   }
-  void send(std::string_view s) const { ASSERT_EQ(::send(writer, s.data(), s.size(), 0), static_cast<ssize_t>(s.size())); }
+  void send(std::string_view s) const {
+    ASSERT_EQ(::send(writer, s.data(), s.size(), 0), static_cast<ssize_t>(s.size()));
+  }
   // Waits until the reader has something (bytes, a FIN or a reset) to read.
   void await_readable() const {
     pollfd p{reader, POLLIN, 0};
@@ -115,7 +117,8 @@ TEST(DrainAware, TheReceiveOperationReportsExhaustion) {
   EXPECT_TRUE(drained);
   Op empty(success, p.reader, boost::asio::detail::socket_ops::stream_oriented,
            drain_aware(boost::asio::buffer(buf), &drained), 0, nullptr);
-  EXPECT_EQ(empty.perform(), boost::asio::detail::reactor_op::not_done);  // EAGAIN: wait for the edge
+  EXPECT_EQ(empty.perform(),
+            boost::asio::detail::reactor_op::not_done);  // EAGAIN: wait for the edge
 }
 #endif
 
@@ -134,20 +137,23 @@ TEST(DrainAware, LaterBytesAndAQueuedResetAreNotMissed) {
         char buf[64];
         bool drained = false;
         p.send("one");
-        auto [ec1, n1] = co_await s.async_read_some(drain_aware(net::buffer(buf), &drained), use_task_tuple);
+        auto [ec1, n1] =
+            co_await s.async_read_some(drain_aware(net::buffer(buf), &drained), use_task_tuple);
         log += std::string(buf, n1) + (drained ? "/drained " : "/more ");
         // The next bytes come later; the reactor waits for their edge.
         later = std::thread([&p] {
           std::this_thread::sleep_for(50ms);
           p.send("two");
         });
-        auto [ec2, n2] = co_await s.async_read_some(drain_aware(net::buffer(buf), &drained), use_task_tuple);
+        auto [ec2, n2] =
+            co_await s.async_read_some(drain_aware(net::buffer(buf), &drained), use_task_tuple);
         log += std::string(buf, n2) + " ";
         // Bytes and a reset arrive together, before the reads.
         p.send("three");
         p.reset_writer();
         ::usleep(50 * 1000);
-        auto [ec3, n3] = co_await s.async_read_some(drain_aware(net::buffer(buf), &drained), use_task_tuple);
+        auto [ec3, n3] =
+            co_await s.async_read_some(drain_aware(net::buffer(buf), &drained), use_task_tuple);
         log += std::string(buf, n3) + " ";
         auto [ec4, n4] = co_await read_more(s, net::buffer(buf), drained);
         log += ec4 ? "error" : "no error";
@@ -156,7 +162,8 @@ TEST(DrainAware, LaterBytesAndAQueuedResetAreNotMissed) {
       net::use_future);
   ioc.run_for(5s);
   if (later.joinable()) later.join();
-  ASSERT_EQ(fut.wait_for(0s), std::future_status::ready) << "a read waited for an edge that never came";
+  ASSERT_EQ(fut.wait_for(0s), std::future_status::ready)
+      << "a read waited for an edge that never came";
   EXPECT_EQ(fut.get(), "one/drained two three error");
 }
 
@@ -168,8 +175,8 @@ std::string concat(const GatherBuffers& g) {
 
 TEST(GatherBuffers, ConsumeKeepsWhatIsLeftInOrder) {
   const std::string head = "HEAD", body = "body", tail = "!";
-  GatherBuffers g(std::array<net::const_buffer, 4>{net::buffer(head), net::const_buffer(), net::buffer(body),
-                                                    net::buffer(tail)});
+  GatherBuffers g(std::array<net::const_buffer, 4>{net::buffer(head), net::const_buffer(),
+                                                   net::buffer(body), net::buffer(tail)});
   EXPECT_EQ(concat(g), "HEADbody!");
   EXPECT_TRUE(g.consume(2));
   EXPECT_EQ(concat(g), "ADbody!");
@@ -193,7 +200,8 @@ TEST(GatherBuffers, WriteAllSurvivesPartialWrites) {
   const int small = 4096;
   ::setsockopt(s.native_handle(), SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
   std::string head(1000, 'h'), body(3 << 20, 'b');
-  for (std::size_t i = 0; i < body.size(); i += 4096) body[i] = static_cast<char>('a' + (i / 4096) % 26);
+  for (std::size_t i = 0; i < body.size(); i += 4096)
+    body[i] = static_cast<char>('a' + (i / 4096) % 26);
   std::string received;
   std::thread reader([&] {
     char buf[65536];
@@ -207,7 +215,8 @@ TEST(GatherBuffers, WriteAllSurvivesPartialWrites) {
   auto fut = net::co_spawn(
       ioc,
       [&]() -> Task<std::size_t> {
-        auto [ec, n] = co_await write_all(s, GatherBuffers(std::array<net::const_buffer, 2>{net::buffer(head), net::buffer(body)}));
+        auto [ec, n] = co_await write_all(s, GatherBuffers(std::array<net::const_buffer, 2>{
+                                                 net::buffer(head), net::buffer(body)}));
         EXPECT_FALSE(ec) << ec.message();
         boost::system::error_code ignored;
         s.shutdown(net::socket_base::shutdown_send, ignored);
