@@ -424,7 +424,7 @@ Task<Expected<Exchange, UpstreamFailure>> ConnectionPool::start_with(
     for (;;) {
       auto [ec, n] = co_await conn->socket.async_write_some(out, kTuple);
       wec = ec;
-      if (wec || !out.consume(n)) break;
+      if (!write_more(out, wec, n)) break;
     }
     auto impl = std::make_unique<Exchange::Impl>();
     // The response head; informational (1xx) responses before it are skipped.

@@ -20,7 +20,9 @@ namespace kvroute::http {
 // Header fields in arrival order, as (name, value) views. The names and values live in one buffer
 // owned by the Headers and the fields are offsets into it: a parsed head costs one allocation (its
 // bytes, copied once) instead of two strings per field. Views stay valid until the Headers is
-// changed or destroyed; copies and moves keep their own.
+// changed, moved from or destroyed (a short block lives inside the object, so a move does not
+// carry it over as a vector of strings would); copies and moves hold their own bytes. Do not
+// emplace_back() a view of the same Headers: the append may move the bytes it points into.
 class Headers {
  public:
   using value_type = std::pair<std::string_view, std::string_view>;

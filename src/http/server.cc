@@ -167,7 +167,7 @@ class Writer final : public ResponseWriter {
     for (;;) {
       auto [wec, n] = co_await socket_.async_write_some(out, kTuple);
       ec = wec;
-      if (ec || !out.consume(n)) break;
+      if (!write_more(out, ec, n)) break;
     }
     disarm(state_);
     if (ec) failed_ = true;

@@ -127,7 +127,7 @@ boost::asio::detail::reactor_op::status gather_send(int fd, const GatherBuffers&
       if (errno == EAGAIN || errno == EWOULDBLOCK) return Op::not_done;
       ec = boost::system::error_code(errno, boost::asio::error::get_system_category());
       bytes = 0;
-      return Op::done;
+      return stream ? Op::done_and_exhausted : Op::done;  // as Asio's: nothing was written
     }
     ec = {};
     bytes = static_cast<std::size_t>(n);

@@ -16,9 +16,10 @@
 // The kernel says so through TCP_INQ (Linux 4.18+): with the option on, every recvmsg() returns
 // how many bytes are still queued, computed after the read, and 1 when only a FIN is left (a short
 // read alone would not do: data and a FIN that arrived together are one edge, and the FIN would be
-// found only at a timeout). Bytes that arrive later raise a new edge. The answer comes in the same
-// locked step as the read, so no edge can slip in between. Without the option (enable_inq() not
-// called, another kernel) no count comes back and the read behaves as Asio's. With another Boost
+// found only at a timeout). The count is taken after the read; any byte, FIN or reset the kernel
+// queues after it wakes the socket's waiters, which raises a new edge, so none is lost between.
+// Without the option (enable_inq() not called, another kernel) no count comes back and the read
+// behaves as Asio's. With another Boost
 // version the specializations are left out and the buffers read and write like any other.
 //
 // Writes (GatherBuffers, write_all) issue sendmsg() directly; see GatherBuffers.
@@ -27,6 +28,8 @@
 #include <array>
 #include <boost/asio/buffer.hpp>
 #include <boost/asio/detail/config.hpp>
+#include <boost/asio/error.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/system/error_code.hpp>
 #include <boost/version.hpp>
 #include <cstddef>
@@ -185,19 +188,37 @@ inline Task<std::tuple<boost::system::error_code, std::size_t>> read_more(
   if (drained) {
     boost::system::error_code ec;
     std::size_t n = 0;
-    if (read_now(socket.native_handle(), b, drained, ec, n)) co_return std::tuple{ec, n};
+    if (read_now(socket.native_handle(), b, drained, ec, n)) {
+      // Through the scheduler, as Asio completes its own immediate reads: a sender that keeps the
+      // socket busy must not hold the worker (other connections, the sweep) for a whole body.
+      co_await boost::asio::post(socket.get_executor(), use_task);
+      co_return std::tuple{ec, n};
+    }
   }
   co_return co_await socket.async_read_some(drain_aware(b, &drained), use_task_tuple);
 }
 
-// Writes all of `buffers` (looping over partial writes). The error, if any, and the bytes written.
+// After one write of a loop over partial writes: whether to write again. False when all was
+// written or `ec` is set; a write that made no progress without an error is a broken pipe.
+inline bool write_more(GatherBuffers& out, boost::system::error_code& ec, std::size_t n) {
+  if (ec) return false;
+  if (n == 0) {
+    ec = boost::asio::error::broken_pipe;
+    return false;
+  }
+  return out.consume(n);
+}
+
+// Writes all of `buffers`. The error, if any, and the bytes written.
 inline Task<std::tuple<boost::system::error_code, std::size_t>> write_all(Socket& socket,
                                                                           GatherBuffers buffers) {
   std::size_t total = 0;
+  boost::system::error_code ec;
   for (;;) {
-    auto [ec, n] = co_await socket.async_write_some(buffers, use_task_tuple);
+    auto [wec, n] = co_await socket.async_write_some(buffers, use_task_tuple);
+    ec = wec;
     total += n;
-    if (ec || !buffers.consume(n)) co_return std::tuple{ec, total};
+    if (!write_more(buffers, ec, n)) co_return std::tuple{ec, total};
   }
 }
 

@@ -167,6 +167,30 @@ TEST(DrainAware, LaterBytesAndAQueuedResetAreNotMissed) {
   EXPECT_EQ(fut.get(), "one/drained two three error");
 }
 
+// A read that succeeds at once (the socket had bytes after a draining read) still completes through
+// the scheduler: work queued meanwhile runs before the reader resumes.
+TEST(DrainAware, AReadThatSucceedsAtOnceYieldsToTheWorker) {
+  Pair p;
+  net::io_context ioc;
+  Socket s(ioc.get_executor(), net::ip::tcp::v4(), ::dup(p.reader));
+  p.send("bytes waiting");
+  p.await_readable();
+  auto fut = net::co_spawn(
+      ioc,
+      [&]() -> Task<std::string> {
+        bool drained = true;  // as after a read that emptied the queue
+        bool other_ran = false;
+        net::post(ioc, [&] { other_ran = true; });
+        char buf[64];
+        auto [ec, n] = co_await read_more(s, net::buffer(buf), drained);
+        co_return std::string(buf, n) + (other_ran ? " after the other work" : " first");
+      },
+      net::use_future);
+  ioc.run_for(5s);
+  ASSERT_EQ(fut.wait_for(0s), std::future_status::ready);
+  EXPECT_EQ(fut.get(), "bytes waiting after the other work");
+}
+
 std::string concat(const GatherBuffers& g) {
   std::string out;
   for (const auto& b : g) out.append(static_cast<const char*>(b.data()), b.size());
