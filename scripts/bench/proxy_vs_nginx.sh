@@ -17,36 +17,15 @@ PROXY_CPU=(); LOAD_CPU=()
 if [ "$PIN" = 1 ]; then PROXY_CPU=(taskset -c 1); LOAD_CPU=(taskset -c 0); fi
 KVROUTE="${KVROUTE:-build/kvroute}"
 work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null; for f in up px; do [ -f "$work/$f.pid" ] && kill "$(cat "$work/$f.pid" 2>/dev/null)" 2>/dev/null; done; rm -rf "$work"' EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-UP=$(free_port); PX=$(free_port); KV=$(free_port)
-body='{"id":"cmpl-1","object":"text_completion","created":0,"model":"m","choices":[{"index":0,"text":" the cache routes a token","logprobs":null,"finish_reason":"length"}],"usage":{"prompt_tokens":8,"completion_tokens":5,"total_tokens":13}}'
-cat > "$work/up.conf" <<CONF
-worker_processes 1; daemon off; pid $work/up.pid; error_log $work/up.err;
-events { worker_connections 4096; }
-http { access_log off;
-  server { listen 127.0.0.1:$UP; keepalive_requests 1000000;
-    location / { default_type application/json; return 200 '$body'; } } }
-CONF
-cat > "$work/px.conf" <<CONF
-worker_processes $THREADS; daemon off; pid $work/px.pid; error_log $work/px.err;
-events { worker_connections 4096; }
-http { access_log off;
-  upstream up { server 127.0.0.1:$UP; keepalive 256; keepalive_requests 1000000; }
-  server { listen 127.0.0.1:$PX; keepalive_requests 1000000;
-    location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
-CONF
+source scripts/bench/nginx_peer.sh
+trap 'nginx_peer_cleanup "$work"' EXIT
+nginx_peer_setup "$work" "$THREADS" on
 "${LOAD_CPU[@]}" nginx -c "$work/up.conf" -p "$work" &
 "${PROXY_CPU[@]}" nginx -c "$work/px.conf" -p "$work" &
 NG_MASTER=$!
 "${PROXY_CPU[@]}" "$KVROUTE" serve --address 127.0.0.1 --port "$KV" --threads "$THREADS" --backend "http://127.0.0.1:$UP" \
   --policy round-robin --log-level error > "$work/kv.log" 2>&1 &
 KV_PID=$!
-cat > "$work/post.lua" <<'LUA'
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.body = '{"model":"m","prompt":"The quick brown fox jumps over the lazy dog","max_tokens":5}'
-LUA
 sleep 2
 for p in $UP $PX $KV; do curl -sf -o /dev/null -X POST -d '{"prompt":"x"}' "http://127.0.0.1:$p/v1/completions" || { echo "port $p not ready"; cat "$work"/*.err "$work/kv.log"; exit 1; }; done
 ticks() { local t=0 p; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$t"; }

@@ -9,30 +9,9 @@ cd "$(dirname "$0")/../.."
 DURATION="${1:-5}"; CONNS="${2:-64}"
 KVROUTE="${KVROUTE:-build/kvroute}"
 work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null; for f in up px; do [ -f "$work/$f.pid" ] && kill "$(cat "$work/$f.pid" 2>/dev/null)" 2>/dev/null; done; rm -rf "$work"' EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-UP=$(free_port); PX=$(free_port); KV=$(free_port)
-body='{"id":"cmpl-1","object":"text_completion","created":0,"model":"m","choices":[{"index":0,"text":" the cache routes a token","logprobs":null,"finish_reason":"length"}],"usage":{"prompt_tokens":8,"completion_tokens":5,"total_tokens":13}}'
-cat > "$work/up.conf" <<CONF
-worker_processes 1; daemon off; pid $work/up.pid; error_log $work/up.err;
-events { worker_connections 4096; }
-http { access_log off;
-  server { listen 127.0.0.1:$UP; keepalive_requests 1000000;
-    location / { default_type application/json; return 200 '$body'; } } }
-CONF
-cat > "$work/px.conf" <<CONF
-worker_processes 1; daemon off; master_process off; pid $work/px.pid; error_log $work/px.err;
-events { worker_connections 4096; }
-http { access_log off;
-  upstream up { server 127.0.0.1:$UP; keepalive 256; keepalive_requests 1000000; }
-  server { listen 127.0.0.1:$PX; keepalive_requests 1000000;
-    location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
-CONF
-cat > "$work/post.lua" <<'LUA'
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.body = '{"model":"m","prompt":"The quick brown fox jumps over the lazy dog","max_tokens":5}'
-LUA
+source scripts/bench/nginx_peer.sh
+trap 'nginx_peer_cleanup "$work"' EXIT
+nginx_peer_setup "$work" 1 off
 nginx -c "$work/up.conf" -p "$work" &
 nginx -c "$work/px.conf" -p "$work" &   # no master: its one process is the worker
 PX_PID=$!
