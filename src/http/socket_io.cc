@@ -90,15 +90,15 @@ bool read_now(int fd, boost::asio::mutable_buffer b, bool& drained, boost::syste
 }
 
 #ifdef KVROUTE_DRAIN_AWARE
-boost::asio::detail::reactor_op::status drain_aware_recv(int fd, boost::asio::mutable_buffer buffer,
+boost::asio::detail::reactor_op::status drain_aware_recv(int fd, const DrainAwareBuffer& buffer,
                                                          int flags, bool stream,
                                                          boost::system::error_code& ec,
-                                                         std::size_t& bytes, bool* drained) {
+                                                         std::size_t& bytes) {
   using Op = boost::asio::detail::reactor_op;
   bool now_drained = false;
-  const Recv r = recv_counted(fd, buffer, flags, stream, ec, bytes, now_drained);
+  const Recv r = recv_counted(fd, buffer.buffer, flags, stream, ec, bytes, now_drained);
   if (r == Recv::kWouldBlock) return Op::not_done;
-  if (drained != nullptr) *drained = now_drained;
+  if (buffer.drained != nullptr) *buffer.drained = now_drained;
   // End of stream or an error: as Asio's own receive, nothing more will come.
   if (r == Recv::kEnd) return stream ? Op::done_and_exhausted : Op::done;
   return now_drained ? Op::done_and_exhausted : Op::done;

@@ -105,76 +105,63 @@ bool read_now(int fd, boost::asio::mutable_buffer b, bool& drained, boost::syste
 namespace kvroute::http {
 // The receive operation's work: one non-blocking recvmsg() with Asio's semantics (would-block:
 // not_done; zero bytes on a stream: eof; EINTR retried), reporting done_and_exhausted when
-// TCP_INQ says nothing is left.
-boost::asio::detail::reactor_op::status drain_aware_recv(int fd, boost::asio::mutable_buffer buffer,
+// TCP_INQ says nothing is left (and setting *buffer.drained).
+boost::asio::detail::reactor_op::status drain_aware_recv(int fd, const DrainAwareBuffer& buffer,
                                                          int flags, bool stream,
                                                          boost::system::error_code& ec,
-                                                         std::size_t& bytes, bool* drained);
+                                                         std::size_t& bytes);
 // The send operation's work: one non-blocking sendmsg() (MSG_NOSIGNAL) with Asio's semantics
 // (would-block: not_done; EINTR retried; a partial write on a stream: done_and_exhausted).
 boost::asio::detail::reactor_op::status gather_send(int fd, const GatherBuffers& buffers, int flags,
                                                     bool stream, boost::system::error_code& ec,
                                                     std::size_t& bytes);
-}  // namespace kvroute::http
 
-namespace boost::asio::detail {
-
-// Asio's receive operation, for DrainAwareBuffer (one buffer, a connected stream socket).
-template <>
-class reactive_socket_recv_op_base<kvroute::http::DrainAwareBuffer> : public reactor_op {
+// What both specializations below hold: Asio's operation state, with `Work` doing the I/O.
+template <typename Buffers,
+          boost::asio::detail::reactor_op::status (*Work)(int, const Buffers&, int, bool,
+                                                          boost::system::error_code&, std::size_t&)>
+class SocketOp : public boost::asio::detail::reactor_op {
  public:
-  reactive_socket_recv_op_base(const boost::system::error_code& success_ec, socket_type socket,
-                               socket_ops::state_type state,
-                               const kvroute::http::DrainAwareBuffer& buffers,
-                               socket_base::message_flags flags, func_type complete_func)
-      : reactor_op(success_ec, &reactive_socket_recv_op_base::do_perform, complete_func),
-        socket_(socket),
-        state_(state),
-        buffer_(buffers.buffer),
-        drained_(buffers.drained),
-        flags_(flags) {}
-
-  static status do_perform(reactor_op* base) {
-    auto* o = static_cast<reactive_socket_recv_op_base*>(base);
-    const bool stream = (o->state_ & socket_ops::stream_oriented) != 0;
-    return kvroute::http::drain_aware_recv(o->socket_, o->buffer_, o->flags_, stream, o->ec_,
-                                           o->bytes_transferred_, o->drained_);
-  }
-
- private:
-  socket_type socket_;
-  socket_ops::state_type state_;
-  boost::asio::mutable_buffer buffer_;
-  bool* drained_;
-  socket_base::message_flags flags_;
-};
-
-// Asio's send operation, for GatherBuffers.
-template <>
-class reactive_socket_send_op_base<kvroute::http::GatherBuffers> : public reactor_op {
- public:
-  reactive_socket_send_op_base(const boost::system::error_code& success_ec, socket_type socket,
-                               socket_ops::state_type state,
-                               const kvroute::http::GatherBuffers& buffers,
-                               socket_base::message_flags flags, func_type complete_func)
-      : reactor_op(success_ec, &reactive_socket_send_op_base::do_perform, complete_func),
+  SocketOp(const boost::system::error_code& success_ec, boost::asio::detail::socket_type socket,
+           boost::asio::detail::socket_ops::state_type state, const Buffers& buffers,
+           boost::asio::socket_base::message_flags flags, func_type complete_func)
+      : reactor_op(success_ec, &SocketOp::do_perform, complete_func),
         socket_(socket),
         state_(state),
         buffers_(buffers),
         flags_(flags) {}
 
   static status do_perform(reactor_op* base) {
-    auto* o = static_cast<reactive_socket_send_op_base*>(base);
-    const bool stream = (o->state_ & socket_ops::stream_oriented) != 0;
-    return kvroute::http::gather_send(o->socket_, o->buffers_, o->flags_, stream, o->ec_,
-                                      o->bytes_transferred_);
+    auto* o = static_cast<SocketOp*>(base);
+    const bool stream = (o->state_ & boost::asio::detail::socket_ops::stream_oriented) != 0;
+    return Work(o->socket_, o->buffers_, o->flags_, stream, o->ec_, o->bytes_transferred_);
   }
 
  private:
-  socket_type socket_;
-  socket_ops::state_type state_;
-  kvroute::http::GatherBuffers buffers_;
-  socket_base::message_flags flags_;
+  boost::asio::detail::socket_type socket_;
+  boost::asio::detail::socket_ops::state_type state_;
+  Buffers buffers_;
+  boost::asio::socket_base::message_flags flags_;
+};
+}  // namespace kvroute::http
+
+namespace boost::asio::detail {
+
+// Asio's receive operation, for DrainAwareBuffer (one buffer, a connected stream socket).
+template <>
+class reactive_socket_recv_op_base<kvroute::http::DrainAwareBuffer>
+    : public kvroute::http::SocketOp<kvroute::http::DrainAwareBuffer,
+                                     &kvroute::http::drain_aware_recv> {
+ public:
+  using SocketOp::SocketOp;
+};
+
+// Asio's send operation, for GatherBuffers.
+template <>
+class reactive_socket_send_op_base<kvroute::http::GatherBuffers>
+    : public kvroute::http::SocketOp<kvroute::http::GatherBuffers, &kvroute::http::gather_send> {
+ public:
+  using SocketOp::SocketOp;
 };
 
 }  // namespace boost::asio::detail
