@@ -5,11 +5,10 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <boost/asio/write.hpp>
 
 #include <array>
-#include <ctime>
 #include <charconv>
+#include <ctime>
 #include <limits>
 #include <unordered_map>
 #include <unordered_set>
@@ -18,9 +17,9 @@
 #include <fmt/format.h>
 
 #include "http/deadline.h"
-#include "http/socket_io.h"
 #include "http/in_buffer.h"
 #include "http/parser.h"
+#include "http/socket_io.h"
 
 namespace kvroute::http {
 
@@ -419,13 +418,7 @@ Task<Expected<Exchange, UpstreamFailure>> ConnectionPool::start_with(
     }
     arm(*conn, first_byte_timeout);
     std::array<net::const_buffer, 2> bufs{net::buffer(head), net::buffer(body.data(), body.size())};
-    GatherBuffers out(bufs);
-    boost::system::error_code wec;
-    for (;;) {
-      auto [ec, n] = co_await conn->socket.async_write_some(out, kTuple);
-      wec = ec;
-      if (!write_more(out, wec, n)) break;
-    }
+    auto [wec, wn] = co_await write_all(conn->socket, GatherBuffers(bufs));
     auto impl = std::make_unique<Exchange::Impl>();
     // The response head; informational (1xx) responses before it are skipped.
     ParseResult parsed;

@@ -11,11 +11,10 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <boost/asio/write.hpp>
 
 #include <algorithm>
-#include <charconv>
 #include <cerrno>
+#include <charconv>
 #include <condition_variable>
 #include <mutex>
 #include <optional>
@@ -25,9 +24,9 @@
 
 #include "common/log.h"
 #include "http/deadline.h"
-#include "http/socket_io.h"
 #include "http/in_buffer.h"
 #include "http/parser.h"
+#include "http/socket_io.h"
 
 namespace kvroute::http {
 
@@ -160,18 +159,7 @@ class Writer final : public ResponseWriter {
     append_common(head, extra);
     std::array<net::const_buffer, 2> bufs{net::buffer(head), net::buffer(body)};
     if (head_only_) bufs[1] = net::const_buffer();
-    // The write inline (not through write()): one coroutine frame less per response.
-    arm(state_, worker_, opts_.write_timeout);
-    GatherBuffers out(bufs);
-    boost::system::error_code ec;
-    for (;;) {
-      auto [wec, n] = co_await socket_.async_write_some(out, kTuple);
-      ec = wec;
-      if (!write_more(out, ec, n)) break;
-    }
-    disarm(state_);
-    if (ec) failed_ = true;
-    co_return !ec;
+    co_return co_await write(bufs);
   }
 
   Task<bool> start_stream(int status, std::string_view content_type,
@@ -279,7 +267,7 @@ Task<void> send_error_and_close(Socket& socket, SessionState& state, const Worke
   head += "\r\nConnection: close\r\n\r\n"sv;
   std::array<net::const_buffer, 2> bufs{net::buffer(head), net::buffer(body)};
   arm(state, w, std::chrono::seconds(5));
-  co_await net::async_write(socket, bufs, kTuple);
+  co_await write_all(socket, GatherBuffers(bufs));
   disarm(state);
 }
 
@@ -357,7 +345,7 @@ Task<bool> Server::Impl::read_request(Worker& w, Socket& socket, SessionState& s
   }
   if (framing.expect_continue && (framing.chunked || in.size() < framing.length)) {
     static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
-    auto [ec, n] = co_await net::async_write(socket, net::buffer(kContinue), kTuple);
+    auto [ec, n] = co_await write_all(socket, GatherBuffers(net::buffer(kContinue)));
     if (ec) co_return false;
   }
   if (framing.chunked) {

@@ -185,27 +185,17 @@ inline Task<std::tuple<boost::system::error_code, std::size_t>> read_more(
   co_return co_await socket.async_read_some(drain_aware(b, &drained), use_task_tuple);
 }
 
-// After one write of a loop over partial writes: whether to write again. False when all was
-// written or `ec` is set; a write that made no progress without an error is a broken pipe.
-inline bool write_more(GatherBuffers& out, boost::system::error_code& ec, std::size_t n) {
-  if (ec) return false;
-  if (n == 0) {
-    ec = boost::asio::error::broken_pipe;
-    return false;
-  }
-  return out.consume(n);
-}
-
-// Writes all of `buffers`. The error, if any, and the bytes written.
+// Writes all of `buffers`, looping over partial writes (the data path's one write loop). The error,
+// if any, and the bytes written; a write that makes no progress without an error is a broken pipe.
 inline Task<std::tuple<boost::system::error_code, std::size_t>> write_all(Socket& socket,
                                                                           GatherBuffers buffers) {
   std::size_t total = 0;
-  boost::system::error_code ec;
   for (;;) {
-    auto [wec, n] = co_await socket.async_write_some(buffers, use_task_tuple);
-    ec = wec;
+    auto [ec, n] = co_await socket.async_write_some(buffers, use_task_tuple);
     total += n;
-    if (!write_more(buffers, ec, n)) co_return std::tuple{ec, total};
+    if (ec) co_return std::tuple{ec, total};
+    if (n == 0) co_return std::tuple{boost::system::error_code(boost::asio::error::broken_pipe), total};
+    if (!buffers.consume(n)) co_return std::tuple{ec, total};
   }
 }
 

@@ -258,7 +258,7 @@ http::Task<void> Proxy::Impl::proxy_openai(Request& req, ResponseWriter& w, open
 
   // Candidates: available backends that serve the model.
   // The request's start time serves as "now" for availability (one clock reading fewer).
-  const auto now = std::chrono::duration_cast<std::chrono::milliseconds>(t0.time_since_epoch()).count();
+  const auto now = routing::steady_ms(t0);
   std::vector<Backend*> candidates;
   bool any_serves = false;
   for (auto* b : backends) {

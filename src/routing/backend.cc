@@ -2,11 +2,11 @@
 
 namespace kvroute::routing {
 
-std::int64_t steady_now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
+std::int64_t steady_ms(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
 }
+
+std::int64_t steady_now_ms() { return steady_ms(std::chrono::steady_clock::now()); }
 
 void InflightBlocks::add(std::span<const std::uint64_t> blocks) {
   std::lock_guard lock(mu_);

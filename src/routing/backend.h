@@ -83,6 +83,8 @@ struct Backend {
   bool available(std::int64_t now_ms) const;
 };
 
+// Milliseconds on the steady clock: now, or at a reading already taken.
+std::int64_t steady_ms(std::chrono::steady_clock::time_point t);
 std::int64_t steady_now_ms();
 
 }  // namespace kvroute::routing
