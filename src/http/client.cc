@@ -1,20 +1,19 @@
 #include "http/client.h"
 
-#include <boost/asio/as_tuple.hpp>
-#include <boost/asio/connect.hpp>
-#include <boost/asio/steady_timer.hpp>
-#include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/use_awaitable.hpp>
+#include <fmt/format.h>
 
 #include <array>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/connect.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <charconv>
 #include <ctime>
 #include <limits>
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
-
-#include <fmt/format.h>
 
 #include "http/deadline.h"
 #include "http/in_buffer.h"
@@ -30,11 +29,16 @@ constexpr auto kTuple = use_task_tuple;
 
 std::string_view to_string(UpstreamError e) {
   switch (e) {
-    case UpstreamError::kConnect: return "connect";
-    case UpstreamError::kReset: return "reset";
-    case UpstreamError::kTimeout: return "timeout";
-    case UpstreamError::kProtocol: return "protocol";
-    case UpstreamError::kCancelled: return "cancelled";
+    case UpstreamError::kConnect:
+      return "connect";
+    case UpstreamError::kReset:
+      return "reset";
+    case UpstreamError::kTimeout:
+      return "timeout";
+    case UpstreamError::kProtocol:
+      return "protocol";
+    case UpstreamError::kCancelled:
+      return "cancelled";
   }
   return "unknown";
 }
@@ -55,7 +59,8 @@ Result<Endpoint> parse_http_url(std::string_view url) {
   std::string_view port_str;
   if (rest.starts_with('[')) {
     auto close = rest.find(']');
-    if (close == std::string_view::npos) return fail(Error::invalid(fmt::format("'{}': bad IPv6 address", url)));
+    if (close == std::string_view::npos)
+      return fail(Error::invalid(fmt::format("'{}': bad IPv6 address", url)));
     ep.host = std::string(rest.substr(1, close - 1));
     rest.remove_prefix(close + 1);
     if (rest.starts_with(':')) port_str = rest.substr(1);
@@ -95,23 +100,34 @@ void close_on_cancel(CancelToken* cancel, Socket& socket) {
 std::chrono::steady_clock::time_point coarse_now() {
   timespec ts{};
   ::clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-  return std::chrono::steady_clock::time_point(std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec));
+  return std::chrono::steady_clock::time_point(std::chrono::seconds(ts.tv_sec) +
+                                               std::chrono::nanoseconds(ts.tv_nsec));
 }
 
 bool hop_by_hop(std::string_view name) {
   // Headers the client sets itself or that describe the client's connection; their lengths tell
   // them apart before any comparison.
   switch (name.size()) {
-    case 2: return iequals(name, "te");
-    case 4: return iequals(name, "host");
-    case 6: return iequals(name, "expect");
-    case 7: return iequals(name, "upgrade");
-    case 10: return iequals(name, "connection") || iequals(name, "keep-alive");
-    case 14: return iequals(name, "content-length");
-    case 16: return iequals(name, "proxy-connection");
-    case 17: return iequals(name, "transfer-encoding");
-    case 19: return iequals(name, "proxy-authorization");
-    default: return false;
+    case 2:
+      return iequals(name, "te");
+    case 4:
+      return iequals(name, "host");
+    case 6:
+      return iequals(name, "expect");
+    case 7:
+      return iequals(name, "upgrade");
+    case 10:
+      return iequals(name, "connection") || iequals(name, "keep-alive");
+    case 14:
+      return iequals(name, "content-length");
+    case 16:
+      return iequals(name, "proxy-connection");
+    case 17:
+      return iequals(name, "transfer-encoding");
+    case 19:
+      return iequals(name, "proxy-authorization");
+    default:
+      return false;
   }
 }
 }  // namespace
@@ -239,7 +255,8 @@ void Exchange::cancel() {
 Task<Expected<std::string_view, UpstreamFailure>> Exchange::read_some() {
   auto& im = *impl_;
   for (;;) {
-    if (im.cancelled) co_return make_unexpected(UpstreamFailure{UpstreamError::kCancelled, "cancelled"});
+    if (im.cancelled)
+      co_return make_unexpected(UpstreamFailure{UpstreamError::kCancelled, "cancelled"});
     if (im.finished) co_return std::string_view{};
     auto& in = im.conn->in;
     if (im.framing.chunked) {
@@ -253,8 +270,8 @@ Task<Expected<std::string_view, UpstreamFailure>> Exchange::read_some() {
         }
         if (r.status != ParseStatus::kIncomplete) {
           im.close();
-          co_return make_unexpected(
-              UpstreamFailure{UpstreamError::kProtocol, "bad chunked body from upstream: " + std::string(r.error)});
+          co_return make_unexpected(UpstreamFailure{
+              UpstreamError::kProtocol, "bad chunked body from upstream: " + std::string(r.error)});
         }
         if (!im.piece.empty()) co_return std::string_view(im.piece);
       }
@@ -264,7 +281,8 @@ Task<Expected<std::string_view, UpstreamFailure>> Exchange::read_some() {
     } else if (in.size() > 0) {
       // Straight from the connection's buffer: valid until the next call.
       std::string_view v = in.view();
-      if (!im.framing.until_close && v.size() > im.remaining) v = v.substr(0, static_cast<std::size_t>(im.remaining));
+      if (!im.framing.until_close && v.size() > im.remaining)
+        v = v.substr(0, static_cast<std::size_t>(im.remaining));
       in.consume(v.size());
       if (!im.framing.until_close) im.remaining -= v.size();
       co_return v;
@@ -272,7 +290,8 @@ Task<Expected<std::string_view, UpstreamFailure>> Exchange::read_some() {
     im.pool->arm(*im.conn, im.idle_timeout);
     auto [ec, n] = co_await read_more(im.conn->socket, in.prepare(kBodyReadSize), im.conn->drained);
     ConnectionPool::disarm(*im.conn);
-    if (im.cancelled) co_return make_unexpected(UpstreamFailure{UpstreamError::kCancelled, "cancelled"});
+    if (im.cancelled)
+      co_return make_unexpected(UpstreamFailure{UpstreamError::kCancelled, "cancelled"});
     if (ec == net::error::eof && im.framing.until_close) {
       im.close();
       co_return std::string_view{};
@@ -301,14 +320,18 @@ Task<Expected<std::string, UpstreamFailure>> Exchange::read_all(std::size_t limi
     if (piece->empty()) co_return out;
     if (out.size() + piece->size() > limit) {
       cancel();
-      co_return make_unexpected(UpstreamFailure{UpstreamError::kProtocol, "upstream body over the limit"});
+      co_return make_unexpected(
+          UpstreamFailure{UpstreamError::kProtocol, "upstream body over the limit"});
     }
     out.append(*piece);
   }
 }
 
 ConnectionPool::ConnectionPool(Executor ex, ClientOptions opts)
-    : ex_(std::move(ex)), opts_(opts), idle_(std::make_unique<Idle>()), deadlines_(std::make_shared<Deadlines>(ex_)) {}
+    : ex_(std::move(ex)),
+      opts_(opts),
+      idle_(std::make_unique<Idle>()),
+      deadlines_(std::make_shared<Deadlines>(ex_)) {}
 ConnectionPool::~ConnectionPool() {
   deadlines_->alive = false;
   deadlines_->timer.cancel();
@@ -391,10 +414,12 @@ Task<Expected<Exchange, UpstreamFailure>> ConnectionPool::start_with(
           eps.emplace_back(addr, ep.port);
         } else {
           tcp::resolver resolver(ex_);
-          auto [rec, results] = co_await resolver.async_resolve(ep.host, std::to_string(ep.port), kTuple);
+          auto [rec, results] =
+              co_await resolver.async_resolve(ep.host, std::to_string(ep.port), kTuple);
           if (rec) {
-            co_return make_unexpected(UpstreamFailure{
-                UpstreamError::kConnect, fmt::format("cannot resolve {}: {}", ep.host, rec.message())});
+            co_return make_unexpected(
+                UpstreamFailure{UpstreamError::kConnect,
+                                fmt::format("cannot resolve {}: {}", ep.host, rec.message())});
           }
           for (const auto& r : results) eps.push_back(r.endpoint());
         }
@@ -407,8 +432,7 @@ Task<Expected<Exchange, UpstreamFailure>> ConnectionPool::start_with(
       if (cec) {
         if (conn->timed_out) cec = net::error::timed_out;
         co_return make_unexpected(UpstreamFailure{
-            UpstreamError::kConnect,
-            fmt::format("connect to {} failed: {}", key, cec.message())});
+            UpstreamError::kConnect, fmt::format("connect to {} failed: {}", key, cec.message())});
       }
       boost::system::error_code ignored;
       conn->socket.set_option(tcp::no_delay(true), ignored);
@@ -426,8 +450,10 @@ Task<Expected<Exchange, UpstreamFailure>> ConnectionPool::start_with(
     std::size_t searched = 0;
     auto& in = conn->in;
     while (!wec) {
-      parsed = parse_response_head(in.view(), opts_.max_response_header_bytes, impl->head, impl->framing, searched);
-      if (parsed.status == ParseStatus::kDone && impl->head.status < 200 && impl->head.status != 101) {
+      parsed = parse_response_head(in.view(), opts_.max_response_header_bytes, impl->head,
+                                   impl->framing, searched);
+      if (parsed.status == ParseStatus::kDone && impl->head.status < 200 &&
+          impl->head.status != 101) {
         in.consume(parsed.consumed);
         searched = 0;
         continue;
@@ -438,7 +464,8 @@ Task<Expected<Exchange, UpstreamFailure>> ConnectionPool::start_with(
       // ones are in the middle of it (http/socket_io.h).
       std::tuple<boost::system::error_code, std::size_t> got;
       if (!received && searched == 0) {
-        got = co_await conn->socket.async_read_some(drain_aware(in.prepare(kHeadReadSize), &conn->drained), kTuple);
+        got = co_await conn->socket.async_read_some(
+            drain_aware(in.prepare(kHeadReadSize), &conn->drained), kTuple);
       } else {
         got = co_await read_more(conn->socket, in.prepare(kHeadReadSize), conn->drained);
       }
@@ -458,12 +485,12 @@ Task<Expected<Exchange, UpstreamFailure>> ConnectionPool::start_with(
                                                   fmt::format("no response from {} in time", key)});
       }
       if (!received && reused) continue;  // a stale keep-alive connection: try a fresh one
-      co_return make_unexpected(
-          UpstreamFailure{UpstreamError::kReset, fmt::format("{} closed the connection: {}", key, wec.message())});
+      co_return make_unexpected(UpstreamFailure{
+          UpstreamError::kReset, fmt::format("{} closed the connection: {}", key, wec.message())});
     }
     if (parsed.status != ParseStatus::kDone) {
-      co_return make_unexpected(UpstreamFailure{UpstreamError::kProtocol,
-                                                fmt::format("bad response from {}: {}", key, parsed.error)});
+      co_return make_unexpected(UpstreamFailure{
+          UpstreamError::kProtocol, fmt::format("bad response from {}: {}", key, parsed.error)});
     }
     in.consume(parsed.consumed);
     impl->pool = this;
@@ -473,11 +500,13 @@ Task<Expected<Exchange, UpstreamFailure>> ConnectionPool::start_with(
     impl->conn = std::move(conn);
     co_return Exchange(std::move(impl));
   }
-  co_return make_unexpected(UpstreamFailure{UpstreamError::kReset, "upstream closed the connection"});
+  co_return make_unexpected(
+      UpstreamFailure{UpstreamError::kReset, "upstream closed the connection"});
 }
 
 Task<Expected<std::pair<int, std::string>, UpstreamFailure>> ConnectionPool::get(
-    const Endpoint& ep, std::string_view target, std::chrono::milliseconds timeout, std::size_t limit) {
+    const Endpoint& ep, std::string_view target, std::chrono::milliseconds timeout,
+    std::size_t limit) {
   const Headers none;
   auto ex = co_await start_with(ep, "GET", target, none, {}, timeout, timeout, nullptr);
   if (!ex) co_return make_unexpected(ex.error());

@@ -74,9 +74,11 @@ class Headers {
     clear();
     data_.assign(bytes);
   }
-  void add_parsed(std::size_t name_off, std::size_t name_len, std::size_t value_off, std::size_t value_len) {
+  void add_parsed(std::size_t name_off, std::size_t name_len, std::size_t value_off,
+                  std::size_t value_len) {
     fields_.push_back({static_cast<std::uint32_t>(name_off), static_cast<std::uint32_t>(name_len),
-                       static_cast<std::uint32_t>(value_off), static_cast<std::uint32_t>(value_len)});
+                       static_cast<std::uint32_t>(value_off),
+                       static_cast<std::uint32_t>(value_len)});
   }
 
  private:

@@ -2,6 +2,7 @@
 
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_signal.hpp>
@@ -11,8 +12,6 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
-
-#include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <condition_variable>
@@ -55,7 +54,8 @@ struct SessionState {
   bool busy = false;
   // The request in the handler, when its client can be watched (nothing pipelined behind it).
   std::shared_ptr<GoneWatch> watch;
-  std::uint64_t watch_at = kNoDeadline;  // the sweep that arms the watch (no clock read per request)
+  std::uint64_t watch_at =
+      kNoDeadline;  // the sweep that arms the watch (no clock read per request)
   bool watching = false;
   // The deadline of the read or write in progress, in sweeps of the worker (kNoDeadline: none). The
   // sweep that reaches it closes the socket and sets timed_out; the session then ends.
@@ -70,8 +70,8 @@ struct Worker {
   // reach the worker through post()): the reactor's per-socket locks can go (docs/adr/0012).
   net::io_context ioc{BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO};
   std::optional<Acceptor> acceptor;
-  // The sweep's period and how many sweeps ran: deadlines count sweeps, so setting one reads no clock,
-  // and a worker that falls behind delays its timeouts instead of firing them early.
+  // The sweep's period and how many sweeps ran: deadlines count sweeps, so setting one reads no
+  // clock, and a worker that falls behind delays its timeouts instead of firing them early.
   std::chrono::milliseconds tick{50};
   std::uint64_t sweeps = 0;
   std::thread thread;
@@ -95,7 +95,8 @@ struct Server::Impl {
   void sweep(Worker& w);
   Task<void> session(Worker& w, Socket socket);
   // Reads one request into `req`. False: the connection ends (its error, if any, was answered).
-  Task<bool> read_request(Worker& w, Socket& socket, SessionState& state, InBuffer& in, Request& req);
+  Task<bool> read_request(Worker& w, Socket& socket, SessionState& state, InBuffer& in,
+                          Request& req);
 };
 
 namespace {
@@ -134,8 +135,8 @@ std::size_t extra_size(const Headers& extra) {
 class Writer final : public ResponseWriter {
  public:
   // head_only: the answer to a HEAD request, whose headers describe a body that is not sent.
-  Writer(Socket& socket, SessionState& state, const Worker& worker, const ServerOptions& opts, bool keep_alive,
-         bool head_only)
+  Writer(Socket& socket, SessionState& state, const Worker& worker, const ServerOptions& opts,
+         bool keep_alive, bool head_only)
       : socket_(socket),
         state_(state),
         worker_(worker),
@@ -144,7 +145,7 @@ class Writer final : public ResponseWriter {
         head_only_(head_only) {}
 
   Task<bool> send(int status, std::string_view content_type, std::string body,
-                            const Headers& extra) override {
+                  const Headers& extra) override {
     if (started_ || failed_) co_return false;
     started_ = true;
     status_ = status;
@@ -163,7 +164,7 @@ class Writer final : public ResponseWriter {
   }
 
   Task<bool> start_stream(int status, std::string_view content_type,
-                                    const Headers& extra) override {
+                          const Headers& extra) override {
     if (started_ || failed_) co_return false;
     started_ = true;
     streaming_ = true;
@@ -171,7 +172,8 @@ class Writer final : public ResponseWriter {
     std::string head = status_line(status);
     head += "Content-Type: "sv;
     head += content_type;
-    head += "\r\nTransfer-Encoding: chunked\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\n"sv;
+    head +=
+        "\r\nTransfer-Encoding: chunked\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\n"sv;
     append_common(head, extra);
     std::array<net::const_buffer, 1> bufs{net::buffer(head)};
     co_return co_await write(bufs);
@@ -244,18 +246,20 @@ class Writer final : public ResponseWriter {
 };
 
 void start_gone_watch(Socket& socket, const std::shared_ptr<GoneWatch>& watch) {
-  socket.async_wait(
-      tcp::socket::wait_read,
-      net::bind_cancellation_slot(watch->cancel.slot(), [&socket, watch](boost::system::error_code ec) {
-        if (ec || watch->done) return;
-        char c;
-        ssize_t n = ::recv(socket.native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
-        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
-          watch->gone = true;
-          if (watch->on_gone) watch->on_gone();
-        }
-        // n > 0: the client pipelined its next request; it is read after this one.
-      }));
+  socket.async_wait(tcp::socket::wait_read,
+                    net::bind_cancellation_slot(
+                        watch->cancel.slot(), [&socket, watch](boost::system::error_code ec) {
+                          if (ec || watch->done) return;
+                          char c;
+                          ssize_t n =
+                              ::recv(socket.native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
+                          if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
+                            watch->gone = true;
+                            if (watch->on_gone) watch->on_gone();
+                          }
+                          // n > 0: the client pipelined its next request; it is read after this
+                          // one.
+                        }));
 }
 
 Task<void> send_error_and_close(Socket& socket, SessionState& state, const Worker& w, int status,
@@ -282,11 +286,12 @@ Task<void> after_failed_read(Socket& socket, SessionState& state, const Worker& 
 
 // The answer to a request the parser refused: 400, 413, 431 or 501, then close.
 Task<void> refuse(Socket& socket, SessionState& state, const Worker& w, const ParseResult& r) {
-  const int status = r.status == ParseStatus::kHeadersTooLarge ? 431
-                     : r.status == ParseStatus::kBodyTooLarge  ? 413
+  const int status = r.status == ParseStatus::kHeadersTooLarge  ? 431
+                     : r.status == ParseStatus::kBodyTooLarge   ? 413
                      : r.status == ParseStatus::kNotImplemented ? 501
-                                                                 : 400;
-  const std::string msg = status == 400 ? "malformed HTTP request: " + std::string(r.error) : std::string(r.error);
+                                                                : 400;
+  const std::string msg =
+      status == 400 ? "malformed HTTP request: " + std::string(r.error) : std::string(r.error);
   co_await send_error_and_close(socket, state, w, status, msg);
 }
 
@@ -376,7 +381,8 @@ Task<bool> Server::Impl::read_request(Worker& w, Socket& socket, SessionState& s
       const std::size_t old = req.body.size();
       const std::size_t chunk = std::min(len - old, std::max<std::size_t>(old, 64 * 1024));
       req.body.resize(old + chunk);
-      auto [ec, n] = co_await read_more(socket, net::buffer(req.body.data() + old, chunk), state.drained);
+      auto [ec, n] =
+          co_await read_more(socket, net::buffer(req.body.data() + old, chunk), state.drained);
       req.body.resize(old + n);
       if (ec) {
         co_await after_failed_read(socket, state, w, ec);
@@ -400,10 +406,12 @@ Task<void> Server::Impl::session(Worker& w, Socket socket) {
     if (stopping.load()) break;
     state.busy = false;
     // Idle keep-alive wait for the first byte of the next request. The response was written since
-    // the last read: the reactor may wait for the next bytes without trying first (http/socket_io.h).
+    // the last read: the reactor may wait for the next bytes without trying first
+    // (http/socket_io.h).
     if (in.size() == 0) {
       arm(state, w, opts.keepalive_timeout);
-      auto [ec, n] = co_await socket.async_read_some(drain_aware(in.prepare(kReadSize), &state.drained), kTuple);
+      auto [ec, n] = co_await socket.async_read_some(
+          drain_aware(in.prepare(kReadSize), &state.drained), kTuple);
       if (ec) break;
       in.commit(n);
     }
@@ -442,7 +450,9 @@ Task<void> Server::Impl::session(Worker& w, Socket socket) {
     // closed without the last chunk, so the client sees a truncated body, not a clean end.
     active.fetch_sub(1);
     if (active.load() == 0 && stopping.load()) cv.notify_all();
-    if (!req.keep_alive || writer.failed() || watch->gone || (writer.streaming() && !writer.ended())) break;
+    if (!req.keep_alive || writer.failed() || watch->gone ||
+        (writer.streaming() && !writer.ended()))
+      break;
   }
   w.sessions.erase(&state);
   boost::system::error_code ignored;
@@ -505,8 +515,8 @@ Result<std::uint16_t> Server::start() {
     if (!ec) acc.bind(ep, ec);
     if (!ec) acc.listen(net::socket_base::max_listen_connections, ec);
     if (ec) {
-      return fail(Error::io(fmt::format("cannot listen on {}:{}: {}", impl_->opts.address, port,
-                                        ec.message())));
+      return fail(Error::io(
+          fmt::format("cannot listen on {}:{}: {}", impl_->opts.address, port, ec.message())));
     }
     port = acc.local_endpoint().port();
     w->acceptor.emplace(std::move(acc));
@@ -515,7 +525,8 @@ Result<std::uint16_t> Server::start() {
   for (auto& w : impl_->workers) {
     Worker* wp = w.get();
     net::co_spawn(wp->ioc, impl_->accept_loop(*wp), net::detached);
-    wp->tick = std::clamp(impl_->opts.gone_watch_delay, std::chrono::milliseconds(5), std::chrono::milliseconds(50));
+    wp->tick = std::clamp(impl_->opts.gone_watch_delay, std::chrono::milliseconds(5),
+                          std::chrono::milliseconds(50));
     wp->sweep.emplace(wp->ioc);
     net::post(wp->ioc, [this, wp] { impl_->sweep(*wp); });
     wp->thread = std::thread([wp] {
@@ -554,7 +565,8 @@ void Server::stop(std::chrono::milliseconds deadline) {
 
 void Server::wait() {
   std::unique_lock lock(impl_->mu);
-  impl_->cv.wait(lock, [&] { return impl_->stopped.load() && impl_->workers.front()->ioc.stopped(); });
+  impl_->cv.wait(lock,
+                 [&] { return impl_->stopped.load() && impl_->workers.front()->ioc.stopped(); });
 }
 
 std::uint16_t Server::port() const { return impl_->port; }

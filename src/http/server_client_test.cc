@@ -1,26 +1,23 @@
-#include "http/server.h"
-
-#include <gtest/gtest.h>
-
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/steady_timer.hpp>
-#include <boost/asio/use_awaitable.hpp>
-#include <boost/asio/as_tuple.hpp>
-#include <boost/asio/use_future.hpp>
-
 #include <arpa/inet.h>
+#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/use_future.hpp>
 #include <optional>
 #include <thread>
 #include <vector>
 
 #include "http/client.h"
+#include "http/server.h"
 #include "testing/raw_http.h"
 
 namespace kvroute::http {
@@ -114,25 +111,26 @@ TEST(Server, ParsesRequestsOffTheWire) {
   auto port = server.start();
   ASSERT_TRUE(port);
   using kvroute::testing::raw_request;
-  auto chunked = raw_request(*port,
-                             "POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
-                             "3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nTrailer: x\r\n\r\n");
+  auto chunked =
+      raw_request(*port,
+                  "POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+                  "3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nTrailer: x\r\n\r\n");
   EXPECT_EQ(chunked.status, 200);
   EXPECT_EQ(chunked.body, "POST /c [abcde]");
   // Two pipelined requests, the first with a stray CRLF after its body: two answers, in order,
   // then the server closes (the second asked it to).
-  const std::string piped = kvroute::testing::send_then_disconnect(
-      *port,
-      "POST /a HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi\r\n"
-      "GET /b HTTP/1.1\r\nConnection: close\r\n\r\n",
-      std::string::npos, std::chrono::seconds(5));
+  const std::string piped =
+      kvroute::testing::send_then_disconnect(*port,
+                                             "POST /a HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi\r\n"
+                                             "GET /b HTTP/1.1\r\nConnection: close\r\n\r\n",
+                                             std::string::npos, std::chrono::seconds(5));
   EXPECT_NE(piped.find("POST /a [hi]"), std::string::npos) << piped;
   EXPECT_NE(piped.find("GET /b []"), std::string::npos) << piped;
   EXPECT_LT(piped.find("POST /a"), piped.find("GET /b"));
   // A HEAD answer has the headers of the body it does not send; the next response follows at once.
   const std::string head = kvroute::testing::send_then_disconnect(
-      *port, "HEAD /h HTTP/1.1\r\n\r\nGET /g HTTP/1.1\r\nConnection: close\r\n\r\n", std::string::npos,
-      std::chrono::seconds(5));
+      *port, "HEAD /h HTTP/1.1\r\n\r\nGET /g HTTP/1.1\r\nConnection: close\r\n\r\n",
+      std::string::npos, std::chrono::seconds(5));
   EXPECT_NE(head.find("Content-Length: 10\r\n"), std::string::npos) << head;  // "HEAD /h []"
   EXPECT_EQ(head.find("HEAD /h []"), std::string::npos) << head;
   EXPECT_NE(head.find("\r\n\r\nHTTP/1.1 200 OK\r\n"), std::string::npos) << head;
@@ -144,11 +142,12 @@ TEST(Server, ParsesRequestsOffTheWire) {
   };
   for (const auto& c : std::vector<Case>{
            {"GET / HTTP/1.1\r\nHost : x\r\n\r\n", false, 400},
-           {"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", false, 400},
+           {"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", false,
+            400},
            {"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", false, 501},
            {"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", false, 400},
-           {"GET / HTTP/1.1\r\nHost: x\r\n", true, 400},                        // head cut short
-           {"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc", true, 400},      // body cut short
+           {"GET / HTTP/1.1\r\nHost: x\r\n", true, 400},                     // head cut short
+           {"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc", true, 400},  // body cut short
            {"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab", true, 400},
        }) {
     auto r = raw_request(*port, c.raw, std::chrono::seconds(5), c.half_close);
@@ -184,7 +183,8 @@ TEST(Server, SlowAndIdleClientsAreCutOff) {
   EXPECT_GE(t, std::chrono::milliseconds(300));
   EXPECT_LT(t, std::chrono::seconds(3));
   // A body that never arrives whole.
-  t = closed_after("POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"a\":");
+  t = closed_after(
+      "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"a\":");
   EXPECT_GE(t, std::chrono::milliseconds(300));
   EXPECT_LT(t, std::chrono::seconds(3));
   // A connection that never sends a byte.
@@ -221,10 +221,12 @@ TEST(Server, SlowAndIdleClientsAreCutOff) {
   }
   EXPECT_EQ(calls.load(), 0);
   // The session ends right after closing the socket: allow it a moment.
-  for (int i = 0; i < 100 && server.connections() != 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  for (int i = 0; i < 100 && server.connections() != 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
   EXPECT_EQ(server.connections(), 0u);
   // The server still serves.
-  auto ok = kvroute::testing::raw_request(*port, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  auto ok = kvroute::testing::raw_request(*port,
+                                          "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
   EXPECT_EQ(ok.status, 200);
   EXPECT_EQ(ok.body, "ok");
   server.stop(std::chrono::milliseconds(1000));
@@ -312,14 +314,18 @@ class ScriptedUpstream {
  private:
   static std::vector<std::string> script(std::string_view target) {
     if (target == "/continue") {
-      return {"HTTP/1.1 100 Continue\r\n\r\n", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhel", "lo"};
+      return {"HTTP/1.1 100 Continue\r\n\r\n", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhel",
+              "lo"};
     }
     if (target == "/chunked") {
-      return {"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n", "2\r\nde\r\n0\r\nT: v\r\n\r\n"};
+      return {"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n",
+              "2\r\nde\r\n0\r\nT: v\r\n\r\n"};
     }
     if (target == "/no-content") return {"HTTP/1.1 204 No Content\r\n\r\n"};
-    if (target == "/close") return {"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil ", "close"};
-    if (target == "/bad-chunk") return {"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"};
+    if (target == "/close")
+      return {"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil ", "close"};
+    if (target == "/bad-chunk")
+      return {"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"};
     return {"SSH-2.0-OpenSSH_9.2\r\n\r\n"};
   }
   void run() {
@@ -378,8 +384,10 @@ TEST(Client, ParsesWhatUpstreamsSend) {
         } else {
           g.status = ex->status();
           auto body = co_await ex->read_all(1 << 20);
-          if (body) g.body = *body;
-          else g.error = body.error().kind;
+          if (body)
+            g.body = *body;
+          else
+            g.error = body.error().kind;
         }
         g.idle_after = pool.idle_connections();
         out.push_back(std::move(g));

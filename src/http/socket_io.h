@@ -194,7 +194,8 @@ inline Task<std::tuple<boost::system::error_code, std::size_t>> write_all(Socket
     auto [ec, n] = co_await socket.async_write_some(buffers, use_task_tuple);
     total += n;
     if (ec) co_return std::tuple{ec, total};
-    if (n == 0) co_return std::tuple{boost::system::error_code(boost::asio::error::broken_pipe), total};
+    if (n == 0)
+      co_return std::tuple{boost::system::error_code(boost::asio::error::broken_pipe), total};
     if (!buffers.consume(n)) co_return std::tuple{ec, total};
   }
 }

@@ -16,23 +16,28 @@ Unexpected<ParseError> bad(std::string msg, std::string param = {}) {
 // Collects the text of a message's content: a string, null, or an array of parts with "text".
 Expected<std::string, ParseError> content_text(element content, std::size_t index) {
   switch (content.type()) {
-    case element_type::STRING: return std::string(std::string_view(content.get_string().value_unsafe()));
-    case element_type::NULL_VALUE: return std::string();
+    case element_type::STRING:
+      return std::string(std::string_view(content.get_string().value_unsafe()));
+    case element_type::NULL_VALUE:
+      return std::string();
     case element_type::ARRAY: {
       std::string out;
       simdjson::dom::array parts = content.get_array().value_unsafe();
       for (element part : parts) {
         if (!part.is_object()) {
-          return bad("messages[" + std::to_string(index) + "].content parts must be objects", "messages");
+          return bad("messages[" + std::to_string(index) + "].content parts must be objects",
+                     "messages");
         }
         auto text = part["text"];
-        if (!text.error() && text.is_string()) out += std::string_view(text.get_string().value_unsafe());
+        if (!text.error() && text.is_string())
+          out += std::string_view(text.get_string().value_unsafe());
       }
       return out;
     }
     default:
-      return bad("messages[" + std::to_string(index) + "].content must be a string, an array or null",
-                 "messages");
+      return bad(
+          "messages[" + std::to_string(index) + "].content must be a string, an array or null",
+          "messages");
   }
 }
 
@@ -59,7 +64,8 @@ Expected<ParsedRequest, ParseError> parse_request(Endpoint endpoint, std::string
   if (auto so = doc["stream_options"]; !so.error() && !so.is_null()) {
     if (!so.is_object()) return bad("'stream_options' must be an object", "stream_options");
     if (auto iu = so["include_usage"]; !iu.error() && !iu.is_null()) {
-      if (!iu.is_bool()) return bad("'stream_options.include_usage' must be a boolean", "stream_options");
+      if (!iu.is_bool())
+        return bad("'stream_options.include_usage' must be a boolean", "stream_options");
       out.include_usage = iu.get_bool().value_unsafe();
     }
   }
@@ -67,11 +73,15 @@ Expected<ParsedRequest, ParseError> parse_request(Endpoint endpoint, std::string
     if (!user.is_string()) return bad("'user' must be a string", "user");
     out.user = std::string(std::string_view(user.get_string().value_unsafe()));
   }
-  for (std::string_view key : {std::string_view("max_tokens"), std::string_view("max_completion_tokens")}) {
+  for (std::string_view key :
+       {std::string_view("max_tokens"), std::string_view("max_completion_tokens")}) {
     if (auto mt = doc[key]; !mt.error() && !mt.is_null()) {
-      if (!mt.is_int64() && !mt.is_uint64()) return bad(std::string("'").append(key) + "' must be an integer", std::string(key));
+      if (!mt.is_int64() && !mt.is_uint64())
+        return bad(std::string("'").append(key) + "' must be an integer", std::string(key));
       std::int64_t v = mt.is_int64() ? mt.get_int64().value_unsafe() : -1;
-      if (v < 0) return bad(std::string("'").append(key) + "' must be a non-negative integer", std::string(key));
+      if (v < 0)
+        return bad(std::string("'").append(key) + "' must be a non-negative integer",
+                   std::string(key));
       out.max_tokens = v;
     }
   }
@@ -96,16 +106,20 @@ Expected<ParsedRequest, ParseError> parse_request(Endpoint endpoint, std::string
         simdjson::dom::array ids = arr;
         if (first.is_array()) ids = first.get_array().value_unsafe();
         for (element e : ids) {
-          if (!e.is_int64() && !e.is_uint64()) return bad("'prompt' token ids must be integers", "prompt");
+          if (!e.is_int64() && !e.is_uint64())
+            return bad("'prompt' token ids must be integers", "prompt");
           std::int64_t v = e.is_int64() ? e.get_int64().value_unsafe() : -1;
-          if (v < 0 || v > 0xffffffffLL) return bad("'prompt' token ids must be non-negative 32-bit", "prompt");
+          if (v < 0 || v > 0xffffffffLL)
+            return bad("'prompt' token ids must be non-negative 32-bit", "prompt");
           out.prompt_ids.push_back(static_cast<std::uint32_t>(v));
         }
       } else {
-        return bad("'prompt' must be a string, an array of strings or an array of token ids", "prompt");
+        return bad("'prompt' must be a string, an array of strings or an array of token ids",
+                   "prompt");
       }
     } else {
-      return bad("'prompt' must be a string, an array of strings or an array of token ids", "prompt");
+      return bad("'prompt' must be a string, an array of strings or an array of token ids",
+                 "prompt");
     }
     if (!out.prompt.empty()) {
       out.routing_text = out.prompt;
@@ -121,7 +135,8 @@ Expected<ParsedRequest, ParseError> parse_request(Endpoint endpoint, std::string
     if (arr.size() == 0) return bad("'messages' must not be empty", "messages");
     std::size_t i = 0;
     for (element m : arr) {
-      if (!m.is_object()) return bad("messages[" + std::to_string(i) + "] must be an object", "messages");
+      if (!m.is_object())
+        return bad("messages[" + std::to_string(i) + "] must be an object", "messages");
       auto role = m["role"];
       if (role.error() || !role.is_string()) {
         return bad("messages[" + std::to_string(i) + "].role must be a string", "messages");

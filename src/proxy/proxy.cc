@@ -1,5 +1,7 @@
 #include "proxy/proxy.h"
 
+#include <simdjson.h>
+
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -7,17 +9,14 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
-
-#include <simdjson.h>
-
 #include <set>
 #include <unordered_map>
 
+#include "common/hash.h"
 #include "common/log.h"
 #include "http/client.h"
 #include "http/server.h"
 #include "http/sse.h"
-#include "common/hash.h"
 #include "kv_index/precise_scorer.h"
 #include "metrics/prom_parser.h"
 #include "openai/request.h"
@@ -47,10 +46,11 @@ struct Proxy::Impl {
   std::vector<Backend*> backends;
   std::unique_ptr<routing::Policy> policy;
   std::shared_ptr<routing::RoutingContext> routing_ctx;
-  std::shared_ptr<const prompt::PromptEncoder> encoder;  // models without their own; null: character blocks
+  std::shared_ptr<const prompt::PromptEncoder>
+      encoder;  // models without their own; null: character blocks
   // routing.models: per-model tokenizers (immutable after start, read from every thread).
   std::unordered_map<std::string, std::shared_ptr<const prompt::PromptEncoder>> model_encoders;
-  std::shared_ptr<kv_index::PreciseIndexer> precise;     // null: no backend publishes KV events
+  std::shared_ptr<kv_index::PreciseIndexer> precise;  // null: no backend publishes KV events
   metrics::GaugeFamily* precise_gauges = nullptr;
   std::unique_ptr<http::Server> server;
   std::vector<std::unique_ptr<http::ConnectionPool>> pools;  // one per worker thread
@@ -92,34 +92,42 @@ struct Proxy::Impl {
   }
 
   void declare_metrics() {
-    requests = &reg.counter("kvroute_requests_total", "Requests answered, by endpoint, status code and backend.",
+    requests = &reg.counter("kvroute_requests_total",
+                            "Requests answered, by endpoint, status code and backend.",
                             {"endpoint", "code", "backend"});
-    inflight = &reg.gauge("kvroute_backend_inflight_requests", "Requests in flight per backend.", {"backend"});
-    healthy = &reg.gauge("kvroute_backend_healthy", "1 when the backend is healthy and not ejected.", {"backend"});
-    latency = &reg.histogram("kvroute_request_duration_seconds", "End-to-end request latency at the router.",
+    inflight = &reg.gauge("kvroute_backend_inflight_requests", "Requests in flight per backend.",
+                          {"backend"});
+    healthy = &reg.gauge("kvroute_backend_healthy",
+                         "1 when the backend is healthy and not ejected.", {"backend"});
+    latency = &reg.histogram("kvroute_request_duration_seconds",
+                             "End-to-end request latency at the router.",
                              metrics::latency_buckets(), {"endpoint"});
-    ttfb = &reg.histogram("kvroute_time_to_first_byte_seconds",
-                          "Time from request arrival to the first response body byte from the backend.",
-                          metrics::latency_buckets(), {"endpoint"});
-    upstream_errors = &reg.counter("kvroute_upstream_errors_total", "Upstream failures by backend and kind.",
-                                   {"backend", "kind"});
-    retries = &reg.counter("kvroute_retries_total", "Requests retried on another backend before any byte.",
-                           {"backend"});
-    decisions = &reg.counter("kvroute_routing_decisions_total", "Routing decisions by policy and reason.",
-                             {"policy", "reason"});
-    client_errors = &reg.counter("kvroute_client_errors_total", "Requests rejected by the router itself.",
-                                 {"code"});
-    precise_gauges = &reg.gauge("kvroute_kv_events", "KV-event index counters (cumulative, read at scrape time).",
-                                {"counter"});
+    ttfb = &reg.histogram(
+        "kvroute_time_to_first_byte_seconds",
+        "Time from request arrival to the first response body byte from the backend.",
+        metrics::latency_buckets(), {"endpoint"});
+    upstream_errors = &reg.counter("kvroute_upstream_errors_total",
+                                   "Upstream failures by backend and kind.", {"backend", "kind"});
+    retries = &reg.counter("kvroute_retries_total",
+                           "Requests retried on another backend before any byte.", {"backend"});
+    decisions = &reg.counter("kvroute_routing_decisions_total",
+                             "Routing decisions by policy and reason.", {"policy", "reason"});
+    client_errors = &reg.counter("kvroute_client_errors_total",
+                                 "Requests rejected by the router itself.", {"code"});
+    precise_gauges =
+        &reg.gauge("kvroute_kv_events",
+                   "KV-event index counters (cumulative, read at scrape time).", {"counter"});
   }
 
-  http::ConnectionPool& pool() { return *pools[static_cast<std::size_t>(std::max(0, http::current_worker()))]; }
+  http::ConnectionPool& pool() {
+    return *pools[static_cast<std::size_t>(std::max(0, http::current_worker()))];
+  }
 
   http::Task<void> handle(Request& req, ResponseWriter& w);
   http::Task<void> proxy_openai(Request& req, ResponseWriter& w, openai::Endpoint ep,
-                                    std::string_view label);
+                                std::string_view label);
   http::Task<void> send_error(ResponseWriter& w, int status, std::string message,
-                                  std::string_view param = {});
+                              std::string_view param = {});
   http::Task<void> health_loop();
   http::Task<void> scrape_loop();
   void scrape(Backend& b, std::string_view text);
@@ -127,7 +135,8 @@ struct Proxy::Impl {
   // TTFT cost counts memory against it.
   void set_kv_capacity(Backend& b, std::uint64_t blocks) {
     routing_ctx->prefix.set_capacity(static_cast<std::size_t>(b.index), blocks);
-    b.kv_capacity_tokens.store(static_cast<std::int64_t>(blocks * cfg.block_size), std::memory_order_relaxed);
+    b.kv_capacity_tokens.store(static_cast<std::int64_t>(blocks * cfg.block_size),
+                               std::memory_order_relaxed);
   }
   void compute_blocks(routing::RouteRequest& rr, const openai::ParsedRequest& req);
   void record_failure(Backend& b, const http::UpstreamFailure& f);
@@ -135,7 +144,7 @@ struct Proxy::Impl {
 };
 
 http::Task<void> Proxy::Impl::send_error(ResponseWriter& w, int status, std::string message,
-                                             std::string_view param) {
+                                         std::string_view param) {
   client_errors->with({std::to_string(status)}).inc();
   std::string body = http::openai_error_body(status, message);
   if (!param.empty()) {
@@ -195,7 +204,8 @@ http::Task<void> Proxy::Impl::handle(Request& req, ResponseWriter& w) {
     const auto now = routing::steady_now_ms();
     int n = 0;
     for (auto* b : backends) n += b->available(now) ? 1 : 0;
-    std::string body = fmt::format(R"({{"ready":{},"healthy_backends":{}}})", n > 0 ? "true" : "false", n);
+    std::string body =
+        fmt::format(R"({{"ready":{},"healthy_backends":{}}})", n > 0 ? "true" : "false", n);
     co_await w.send(n > 0 ? 200 : 503, "application/json", std::move(body), none);
   } else if (path == "/metrics" && get) {
     const auto now = routing::steady_now_ms();
@@ -208,14 +218,18 @@ http::Task<void> Proxy::Impl::handle(Request& req, ResponseWriter& w) {
       precise_gauges->with({"batches"}).set(static_cast<double>(st.batches));
       precise_gauges->with({"blocks_stored"}).set(static_cast<double>(st.index.blocks_stored));
       precise_gauges->with({"blocks_removed"}).set(static_cast<double>(st.index.blocks_removed));
-      precise_gauges->with({"unknown_removals"}).set(static_cast<double>(st.index.unknown_removals));
+      precise_gauges->with({"unknown_removals"})
+          .set(static_cast<double>(st.index.unknown_removals));
       precise_gauges->with({"resets"}).set(static_cast<double>(st.resets));
-      precise_gauges->with({"backend_down_clears"}).set(static_cast<double>(st.backend_down_clears));
+      precise_gauges->with({"backend_down_clears"})
+          .set(static_cast<double>(st.backend_down_clears));
       precise_gauges->with({"stale_reports"}).set(static_cast<double>(st.stale_reports));
       precise_gauges->with({"stale_engines"}).set(static_cast<double>(st.stale_engines));
       precise_gauges->with({"entries"}).set(static_cast<double>(st.entries));
-      precise_gauges->with({"malformed_messages"}).set(static_cast<double>(st.subscriber.malformed));
-      precise_gauges->with({"unknown_events"}).set(static_cast<double>(st.subscriber.unknown_events));
+      precise_gauges->with({"malformed_messages"})
+          .set(static_cast<double>(st.subscriber.malformed));
+      precise_gauges->with({"unknown_events"})
+          .set(static_cast<double>(st.subscriber.unknown_events));
     }
     std::string body = reg.render();
     co_await w.send(200, "text/plain; version=0.0.4; charset=utf-8", std::move(body), none);
@@ -241,7 +255,7 @@ http::Task<void> Proxy::Impl::handle(Request& req, ResponseWriter& w) {
 }
 
 http::Task<void> Proxy::Impl::proxy_openai(Request& req, ResponseWriter& w, openai::Endpoint kind,
-                                               std::string_view label) {
+                                           std::string_view label) {
   const auto t0 = Clock::now();
   auto parsed = openai::parse_request(kind, req.body);
   if (!parsed) {
@@ -285,7 +299,8 @@ http::Task<void> Proxy::Impl::proxy_openai(Request& req, ResponseWriter& w, open
     if (!b) break;
     std::erase(candidates, b);
     decision_cell(d.reason).inc();
-    if (!d.detail.empty()) spdlog::debug("route {} -> {} ({}): {}", label, b->name, d.reason, d.detail);
+    if (!d.detail.empty())
+      spdlog::debug("route {} -> {} ({}): {}", label, b->name, d.reason, d.detail);
     b->inflight.fetch_add(1);
     b->routed.fetch_add(1);
     policy->on_routed(rr, *b);
@@ -302,13 +317,14 @@ http::Task<void> Proxy::Impl::proxy_openai(Request& req, ResponseWriter& w, open
 
     http::CancelToken token;
     w.on_client_gone([&token] { token.cancel(); });
-    auto ex = co_await pool().start(b->endpoint, req.method, req.target, req.headers, req.body, &token);
+    auto ex =
+        co_await pool().start(b->endpoint, req.method, req.target, req.headers, req.body, &token);
     if (!ex) {
       const auto& f = ex.error();
       if (f.kind == http::UpstreamError::kCancelled) {
         requests->with({std::string(label), "499", b->name}).inc();
-        spdlog::info("{} {} 499 backend={} reason=client-gone total_ms={:.1f}", req.method, label, b->name,
-                     seconds_since(t0) * 1e3);
+        spdlog::info("{} {} 499 backend={} reason=client-gone total_ms={:.1f}", req.method, label,
+                     b->name, seconds_since(t0) * 1e3);
         co_return;
       }
       record_failure(*b, f);
@@ -362,14 +378,15 @@ http::Task<void> Proxy::Impl::proxy_openai(Request& req, ResponseWriter& w, open
           std::string tail = http::sse_event(http::openai_error_body(502, why, "upstream_error"));
           tail += "data: [DONE]\n\n";
           co_await w.write_chunk(tail);
-          spdlog::warn("{} {} stream from {} broke: {}", req.method, label, b->name, piece.error().message);
+          spdlog::warn("{} {} stream from {} broke: {}", req.method, label, b->name,
+                       piece.error().message);
           break;
         }
         if (piece->empty()) {
           if (!pending.empty()) co_await w.write_chunk(pending);
           break;
         }
-          if (first) {
+        if (first) {
           ttfb_s = seconds_since(t0);
           first = false;
           policy->on_first_byte(rr, *b);
@@ -414,8 +431,9 @@ http::Task<void> Proxy::Impl::proxy_openai(Request& req, ResponseWriter& w, open
     }
     latency_cells[slot]->observe(total);
     ttfb_cells[slot]->observe(ttfb_s);
-    spdlog::info("{} {} {} backend={} reason={} stream={} ttfb_ms={:.1f} total_ms={:.1f}", req.method, label, gone ? 499 : status,
-                 b->name, d.reason, sse, ttfb_s * 1e3, total * 1e3);
+    spdlog::info("{} {} {} backend={} reason={} stream={} ttfb_ms={:.1f} total_ms={:.1f}",
+                 req.method, label, gone ? 499 : status, b->name, d.reason, sse, ttfb_s * 1e3,
+                 total * 1e3);
     co_return;
   }
   requests->with({std::string(label), std::to_string(last_status), ""}).inc();
@@ -426,11 +444,14 @@ http::Task<void> Proxy::Impl::proxy_openai(Request& req, ResponseWriter& w, open
 }
 
 void Proxy::Impl::compute_blocks(routing::RouteRequest& rr, const openai::ParsedRequest& req) {
-  rr.expected_output_tokens = req.max_tokens ? static_cast<std::uint32_t>(std::min<std::int64_t>(*req.max_tokens, 1 << 20)) : 16;
+  rr.expected_output_tokens =
+      req.max_tokens ? static_cast<std::uint32_t>(std::min<std::int64_t>(*req.max_tokens, 1 << 20))
+                     : 16;
   const std::uint64_t seed = hash64(req.model);
   const prompt::PromptEncoder* enc = encoder.get();
   if (!model_encoders.empty()) {
-    if (auto it = model_encoders.find(req.model); it != model_encoders.end()) enc = it->second.get();
+    if (auto it = model_encoders.find(req.model); it != model_encoders.end())
+      enc = it->second.get();
   }
   if (enc) {
     auto ids = enc->encode(req);
@@ -457,28 +478,37 @@ void Proxy::Impl::compute_blocks(routing::RouteRequest& rr, const openai::Parsed
 
 void Proxy::Impl::scrape(Backend& b, std::string_view text) {
   static const std::vector<std::string_view> kWanted = {
-      "vllm:num_requests_waiting", "vllm:num_requests_running", "vllm:kv_cache_usage_perc",
-      "vllm:gpu_cache_usage_perc", "vllm:prefix_cache_queries_total", "vllm:prefix_cache_hits_total",
+      "vllm:num_requests_waiting",       "vllm:num_requests_running",
+      "vllm:kv_cache_usage_perc",        "vllm:gpu_cache_usage_perc",
+      "vllm:prefix_cache_queries_total", "vllm:prefix_cache_hits_total",
       "vllm:cache_config_info"};
   auto parsed = metrics::parse_exposition(text, kWanted);
   auto load = std::make_shared<routing::EngineLoad>();
   for (const auto& s : parsed.samples) {
-    if (s.name == "vllm:num_requests_waiting") load->waiting += s.value;
-    else if (s.name == "vllm:num_requests_running") load->running += s.value;
-    else if (s.name == "vllm:kv_cache_usage_perc" || s.name == "vllm:gpu_cache_usage_perc") load->kv_usage = std::max(load->kv_usage, s.value);
-    else if (s.name == "vllm:prefix_cache_queries_total") load->prefix_queries += s.value;
-    else if (s.name == "vllm:prefix_cache_hits_total") load->prefix_hits += s.value;
+    if (s.name == "vllm:num_requests_waiting")
+      load->waiting += s.value;
+    else if (s.name == "vllm:num_requests_running")
+      load->running += s.value;
+    else if (s.name == "vllm:kv_cache_usage_perc" || s.name == "vllm:gpu_cache_usage_perc")
+      load->kv_usage = std::max(load->kv_usage, s.value);
+    else if (s.name == "vllm:prefix_cache_queries_total")
+      load->prefix_queries += s.value;
+    else if (s.name == "vllm:prefix_cache_hits_total")
+      load->prefix_hits += s.value;
     else if (s.name == "vllm:cache_config_info") {
       auto blocks = s.label("num_gpu_blocks");
       auto bs = s.label("block_size");
-      load->num_gpu_blocks = static_cast<std::uint32_t>(std::strtoul(std::string(blocks).c_str(), nullptr, 10));
-      load->block_size = static_cast<std::uint32_t>(std::strtoul(std::string(bs).c_str(), nullptr, 10));
+      load->num_gpu_blocks =
+          static_cast<std::uint32_t>(std::strtoul(std::string(blocks).c_str(), nullptr, 10));
+      load->block_size =
+          static_cast<std::uint32_t>(std::strtoul(std::string(bs).c_str(), nullptr, 10));
     }
   }
   load->scraped_at = Clock::now();
   // The index forgets what the engine must have evicted: capacity in our blocks.
   if (load->num_gpu_blocks > 0 && !cfg.backends[static_cast<std::size_t>(b.index)].num_gpu_blocks) {
-    const double ratio = load->block_size ? static_cast<double>(load->block_size) / cfg.block_size : 1.0;
+    const double ratio =
+        load->block_size ? static_cast<double>(load->block_size) / cfg.block_size : 1.0;
     set_kv_capacity(b, static_cast<std::uint64_t>(load->num_gpu_blocks * ratio));
   }
   b.load.store(std::move(load));
@@ -512,14 +542,16 @@ http::Task<void> Proxy::Impl::health_loop() {
         spdlog::warn("backend {} is now {}", b->name, ok ? "healthy" : "unhealthy");
         if (!ok) {
           // Down: if it restarts it comes back with an empty cache. Forget what we believe it holds
-          // (the engine's events rebuild the precise entries; our own decisions the approximate ones).
+          // (the engine's events rebuild the precise entries; our own decisions the approximate
+          // ones).
           const auto i = static_cast<std::size_t>(b->index);
           if (precise) precise->forget_backend(i);
           routing_ctx->prefix.clear_backend(i);
         }
       }
       b->healthy.store(ok);
-      if (ok && b->ejected_until_ms.load() != 0 && b->ejected_until_ms.load() <= routing::steady_now_ms()) {
+      if (ok && b->ejected_until_ms.load() != 0 &&
+          b->ejected_until_ms.load() <= routing::steady_now_ms()) {
         b->ejected_until_ms.store(0);
         b->consecutive_failures.store(0);
       }
@@ -564,7 +596,8 @@ Result<std::uint16_t> Proxy::start() {
     auto ep = http::parse_http_url(bc.url);
     if (!ep) return fail(ep.error());
     auto b = std::make_unique<Backend>(static_cast<int>(i), bc.name, bc.url, *ep);
-    if (!bc.models.empty()) b->models.store(std::make_shared<const std::vector<std::string>>(bc.models));
+    if (!bc.models.empty())
+      b->models.store(std::make_shared<const std::vector<std::string>>(bc.models));
     im.backends.push_back(b.get());
     im.owned.push_back(std::move(b));
   }
@@ -573,10 +606,11 @@ Result<std::uint16_t> Proxy::start() {
     if (auto nb = im.cfg.backends[i].num_gpu_blocks) im.set_kv_capacity(*im.backends[i], *nb);
   }
   {
-    // "word": the simulator's word tokenizer (exact blocks against `kvroute sim` without a tokenizer).
-    // Each directory is loaded once, however many models share it.
+    // "word": the simulator's word tokenizer (exact blocks against `kvroute sim` without a
+    // tokenizer). Each directory is loaded once, however many models share it.
     std::unordered_map<std::string, std::shared_ptr<const prompt::PromptEncoder>> by_path;
-    auto load = [&](const std::string& path) -> Result<std::shared_ptr<const prompt::PromptEncoder>> {
+    auto load =
+        [&](const std::string& path) -> Result<std::shared_ptr<const prompt::PromptEncoder>> {
       if (auto it = by_path.find(path); it != by_path.end()) return it->second;
       auto enc = prompt::PromptEncoder::load(path == "word" ? "" : path);
       if (!enc) return fail(Error::invalid("tokenizer " + path + ": " + enc.error().message));
@@ -635,8 +669,8 @@ Result<std::uint16_t> Proxy::start() {
   if (im.cfg.metrics_scrape_interval.count() > 0) {
     net::co_spawn(im.server->executor(im.server->threads() - 1), im.scrape_loop(), net::detached);
   }
-  spdlog::info("kvroute serving on {}:{} with {} backends, policy {}, {} threads", im.cfg.address, *port,
-               im.backends.size(), im.policy->name(), im.cfg.threads);
+  spdlog::info("kvroute serving on {}:{} with {} backends, policy {}, {} threads", im.cfg.address,
+               *port, im.backends.size(), im.policy->name(), im.cfg.threads);
   return *port;
 }
 

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <atomic>
+#include <boost/unordered/unordered_flat_map.hpp>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -15,8 +16,6 @@
 #include <span>
 #include <string>
 #include <vector>
-
-#include <boost/unordered/unordered_flat_map.hpp>
 
 #include "http/client.h"
 
@@ -43,11 +42,11 @@ class InflightBlocks {
 };
 
 struct EngineLoad {
-  double waiting = 0;           // vllm:num_requests_waiting
-  double running = 0;           // vllm:num_requests_running
-  double kv_usage = 0;          // vllm:kv_cache_usage_perc, 0..1
-  double prefix_queries = 0;    // vllm:prefix_cache_queries_total (tokens)
-  double prefix_hits = 0;       // vllm:prefix_cache_hits_total (tokens)
+  double waiting = 0;                // vllm:num_requests_waiting
+  double running = 0;                // vllm:num_requests_running
+  double kv_usage = 0;               // vllm:kv_cache_usage_perc, 0..1
+  double prefix_queries = 0;         // vllm:prefix_cache_queries_total (tokens)
+  double prefix_hits = 0;            // vllm:prefix_cache_hits_total (tokens)
   std::uint32_t num_gpu_blocks = 0;  // vllm:cache_config_info{num_gpu_blocks}
   std::uint32_t block_size = 0;
   std::chrono::steady_clock::time_point scraped_at{};
@@ -66,8 +65,8 @@ struct Backend {
   std::atomic<int> consecutive_failures{0};
   std::atomic<std::int64_t> ejected_until_ms{0};  // steady-clock ms; 0 when not ejected
   std::atomic<int> inflight{0};
-  std::atomic<std::int64_t> inflight_tokens{0};   // uncached prefill tokens not yet started
-  std::atomic<std::int64_t> active_blocks{0};     // Dynamo-style: blocks of requests in flight
+  std::atomic<std::int64_t> inflight_tokens{0};  // uncached prefill tokens not yet started
+  std::atomic<std::int64_t> active_blocks{0};    // Dynamo-style: blocks of requests in flight
   // KV memory (ADR 0008): the prompt blocks requests in flight pin (shared prefixes once), the
   // output tokens they are expected to add, and the engine's KV capacity in tokens (num_gpu_blocks
   // * block_size, configured or scraped; 0: unknown).

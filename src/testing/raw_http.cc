@@ -78,7 +78,8 @@ RawResponse raw_request(std::uint16_t port, std::string_view req, std::chrono::m
   char buf[65536];
   while (Clock::now() < deadline && !complete(r.raw)) {
     pollfd p{fd, POLLIN, 0};
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+    auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
     if (::poll(&p, 1, static_cast<int>(std::max<long>(left, 1))) <= 0) break;
     ssize_t n = ::recv(fd, buf, sizeof buf, 0);
     if (n <= 0) break;
@@ -92,14 +93,16 @@ RawResponse raw_request(std::uint16_t port, std::string_view req, std::chrono::m
     std::string lower = r.head;
     for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
     std::string_view rest = std::string_view(r.raw).substr(end + 4);
-    r.body = lower.find("transfer-encoding: chunked") != std::string::npos ? dechunk(rest) : std::string(rest);
+    r.body = lower.find("transfer-encoding: chunked") != std::string::npos ? dechunk(rest)
+                                                                           : std::string(rest);
   }
   return r;
 }
 
 RawResponse post_json(std::uint16_t port, std::string_view path, std::string_view json,
                       std::string_view extra_headers) {
-  std::string req = "POST " + std::string(path) + " HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n";
+  std::string req = "POST " + std::string(path) +
+                    " HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n";
   req += extra_headers;
   req += "Content-Length: " + std::to_string(json.size()) + "\r\nConnection: close\r\n\r\n";
   req += json;
@@ -107,7 +110,8 @@ RawResponse post_json(std::uint16_t port, std::string_view path, std::string_vie
 }
 
 RawResponse get(std::uint16_t port, std::string_view path) {
-  std::string req = "GET " + std::string(path) + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+  std::string req =
+      "GET " + std::string(path) + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
   return raw_request(port, req);
 }
 
