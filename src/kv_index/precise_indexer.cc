@@ -85,35 +85,38 @@ void PreciseIndexer::on_batch(const std::string& id, const kv_events::EventBatch
   if (b >= cfg_.num_backends) return;
   if (cfg_.before_apply_for_test) cfg_.before_apply_for_test();
   index_->apply(b, batch);
-  batches_.fetch_add(1, std::memory_order_relaxed);
   for (const auto& ev : batch.events) {
     if (std::holds_alternative<kv_events::AllBlocksCleared>(ev)) {
       index_->clear_stale(b);  // the engine's cache is empty now: fully known again
       break;
     }
   }
+  // Counters are published after the effect they count (release, read with acquire in stats()),
+  // so whoever sees a count also sees the index state it stands for.
+  batches_.fetch_add(1, std::memory_order_release);
 }
 
 void PreciseIndexer::on_reset(const std::string& id) {
   const std::size_t b = backend_of(id);
   if (b >= cfg_.num_backends) return;
-  resets_.fetch_add(1, std::memory_order_relaxed);
   index_->clear_engine(b);
   index_->clear_stale(b);
+  resets_.fetch_add(1, std::memory_order_release);
 }
 
 void PreciseIndexer::forget_backend(std::size_t backend) {
   if (backend >= cfg_.num_backends || !is_tracked(backend)) return;
-  down_clears_.fetch_add(1, std::memory_order_relaxed);
   index_->clear_engine(backend);
+  down_clears_.fetch_add(1, std::memory_order_release);
 }
 
 void PreciseIndexer::on_stale(const std::string& id) {
   const std::size_t b = backend_of(id);
   if (b >= cfg_.num_backends) return;
-  stale_reports_.fetch_add(1, std::memory_order_relaxed);
-  index_->clear_engine(b);
+  // Stale first, so no reader trusts the engine's entries while they are being cleared.
   index_->mark_stale(b, std::chrono::steady_clock::now() + cfg_.stale_ttl);
+  index_->clear_engine(b);
+  stale_reports_.fetch_add(1, std::memory_order_release);
 }
 
 void PreciseIndexer::set_model(std::size_t backend, std::string_view model) {
@@ -136,10 +139,10 @@ void PreciseIndexer::on_routed(std::size_t backend, std::span<const std::uint64_
 IndexerStats PreciseIndexer::stats(bool memory) const {
   IndexerStats s;
   s.index = index_->stats();
-  s.batches = batches_.load(std::memory_order_relaxed);
-  s.resets = resets_.load(std::memory_order_relaxed);
-  s.backend_down_clears = down_clears_.load(std::memory_order_relaxed);
-  s.stale_reports = stale_reports_.load(std::memory_order_relaxed);
+  s.batches = batches_.load(std::memory_order_acquire);
+  s.resets = resets_.load(std::memory_order_acquire);
+  s.backend_down_clears = down_clears_.load(std::memory_order_acquire);
+  s.stale_reports = stale_reports_.load(std::memory_order_acquire);
   for (const auto& e : cfg_.engines) s.stale_engines += index_->is_stale(e.backend) ? 1 : 0;
   s.entries = index_->entries();
   if (memory) s.memory_bytes = index_->memory_bytes();

@@ -319,7 +319,8 @@ TEST(Faults, DroppedMessagesAreRecoveredByReplayAndNotStale) {
 
 TEST(Faults, DroppedMessageWithoutReplayMakesTheEngineStaleThenFreshAgain) {
   MiniEngine m(MiniEngine::config(false));
-  Harness h({{0, m.pub->endpoint(), "", "", ""}}, 1, [](IndexerConfig& c) { c.stale_ttl = 300ms; });
+  // The TTL leaves a slow (sanitized, loaded) run ample time to see the engine stale.
+  Harness h({{0, m.pub->endpoint(), "", "", ""}}, 1, [](IndexerConfig& c) { c.stale_ttl = 1s; });
   std::mt19937 rng(2);
   ASSERT_TRUE(h.warm_up(m, rng));
   // Without replay the warm-up may be a late join (stale, cleared); an AllBlocksCleared makes the
@@ -344,7 +345,7 @@ TEST(Faults, DroppedMessageWithoutReplayMakesTheEngineStaleThenFreshAgain) {
   for (auto hsh : indexed(h.indexer->index(), 0)) {
     EXPECT_TRUE(std::binary_search(truth.begin(), truth.end(), hsh)) << "phantom block " << hsh;
   }
-  EXPECT_TRUE(wait_until([&] { return h.indexer->has_precise(0); }, 2s))
+  EXPECT_TRUE(wait_until([&] { return h.indexer->has_precise(0); }, 5s))
       << "fresh again after stale_ttl";
   // AllBlocksCleared makes a stale engine fresh at once (its cache is known empty).
   m.run(unique_prompt(), /*drop=*/true);
