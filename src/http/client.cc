@@ -442,7 +442,12 @@ Task<Expected<Exchange, UpstreamFailure>> ConnectionPool::start_with(
     }
     arm(*conn, first_byte_timeout);
     std::array<net::const_buffer, 2> bufs{net::buffer(head), net::buffer(body.data(), body.size())};
-    auto [wec, wn] = co_await write_all(conn->socket, GatherBuffers(bufs));
+    GatherBuffers pending(bufs);
+    boost::system::error_code wec;
+    if (!write_now(conn->socket.native_handle(), pending, wec)) {
+      auto [ec, n] = co_await write_all(conn->socket, pending);
+      wec = ec;
+    }
     auto impl = std::make_unique<Exchange::Impl>();
     // The response head; informational (1xx) responses before it are skipped.
     ParseResult parsed;

@@ -160,7 +160,9 @@ class Writer final : public ResponseWriter {
     append_common(head, extra);
     std::array<net::const_buffer, 2> bufs{net::buffer(head), net::buffer(body)};
     if (head_only_) bufs[1] = net::const_buffer();
-    co_return co_await write(bufs);
+    GatherBuffers g(bufs);
+    if (auto done = try_write(g)) co_return *done;
+    co_return co_await finish_write(g);
   }
 
   Task<bool> start_stream(int status, std::string_view content_type,
@@ -176,7 +178,9 @@ class Writer final : public ResponseWriter {
         "\r\nTransfer-Encoding: chunked\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\n"sv;
     append_common(head, extra);
     std::array<net::const_buffer, 1> bufs{net::buffer(head)};
-    co_return co_await write(bufs);
+    GatherBuffers g(bufs);
+    if (auto done = try_write(g)) co_return *done;
+    co_return co_await finish_write(g);
   }
 
   Task<bool> write_chunk(std::string_view data) override {
@@ -187,7 +191,9 @@ class Writer final : public ResponseWriter {
     std::array<net::const_buffer, 3> bufs{net::buffer(size_line, static_cast<std::size_t>(n)),
                                           net::buffer(data.data(), data.size()),
                                           net::buffer("\r\n", 2)};
-    co_return co_await write(bufs);
+    GatherBuffers g(bufs);
+    if (auto done = try_write(g)) co_return *done;
+    co_return co_await finish_write(g);
   }
 
   Task<bool> end_stream() override {
@@ -195,7 +201,9 @@ class Writer final : public ResponseWriter {
     ended_ = true;
     if (head_only_) co_return true;
     std::array<net::const_buffer, 1> bufs{net::buffer("0\r\n\r\n", 5)};
-    co_return co_await write(bufs);
+    GatherBuffers g(bufs);
+    if (auto done = try_write(g)) co_return *done;
+    co_return co_await finish_write(g);
   }
 
   bool started() const override { return started_; }
@@ -222,10 +230,18 @@ class Writer final : public ResponseWriter {
     head += "\r\n"sv;
   }
 
-  template <typename Buffers>
-  Task<bool> write(const Buffers& bufs) {
+  // Writes at once when the socket takes it all (the usual case: no coroutine, no scheduler round
+  // trip; http/socket_io.h). Empty: the rest is left in `g` for finish_write.
+  std::optional<bool> try_write(GatherBuffers& g) {
+    boost::system::error_code ec;
+    if (!write_now(socket_.native_handle(), g, ec)) return std::nullopt;
+    if (ec) failed_ = true;
+    return !ec;
+  }
+
+  Task<bool> finish_write(GatherBuffers g) {
     arm(state_, worker_, opts_.write_timeout);
-    auto [ec, n] = co_await write_all(socket_, GatherBuffers(bufs));
+    auto [ec, n] = co_await write_all(socket_, g);
     disarm(state_);
     if (ec) failed_ = true;
     co_return !ec;

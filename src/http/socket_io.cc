@@ -89,6 +89,47 @@ bool read_now(int fd, boost::asio::mutable_buffer b, bool& drained, boost::syste
   return true;
 }
 
+namespace {
+// One sendmsg() of up to four buffers (EINTR retried): the bytes written, or -1 with errno set.
+ssize_t send_gathered(int fd, const GatherBuffers& buffers, int flags, std::size_t& total) {
+  std::array<iovec, 4> iov{};
+  std::size_t count = 0;
+  total = 0;
+  for (const auto& b : buffers) {
+    iov[count].iov_base = const_cast<void*>(b.data());
+    iov[count].iov_len = b.size();
+    total += b.size();
+    ++count;
+  }
+  msghdr msg{};
+  msg.msg_iov = iov.data();
+  msg.msg_iovlen = count;
+  for (;;) {
+    // The raw system call, as for reads (libc's is a thread-cancellation point).
+    const auto n = static_cast<ssize_t>(::syscall(SYS_sendmsg, fd, &msg, flags | MSG_NOSIGNAL));
+    if (n >= 0 || errno != EINTR) return n;
+  }
+}
+}  // namespace
+
+bool write_now(int fd, GatherBuffers& buffers, boost::system::error_code& ec) {
+  std::size_t total = 0;
+  const ssize_t n = send_gathered(fd, buffers, MSG_DONTWAIT, total);
+  if (n < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return false;
+    ec = boost::system::error_code(errno, boost::asio::error::get_system_category());
+    return true;
+  }
+  ec = {};
+  if (static_cast<std::size_t>(n) == total) return true;
+  if (n == 0) {
+    ec = boost::asio::error::broken_pipe;
+    return true;
+  }
+  buffers.consume(static_cast<std::size_t>(n));
+  return false;
+}
+
 #ifdef KVROUTE_DRAIN_AWARE
 boost::asio::detail::reactor_op::status drain_aware_recv(int fd, const DrainAwareBuffer& buffer,
                                                          int flags, bool stream,
@@ -108,32 +149,18 @@ boost::asio::detail::reactor_op::status gather_send(int fd, const GatherBuffers&
                                                     bool stream, boost::system::error_code& ec,
                                                     std::size_t& bytes) {
   using Op = boost::asio::detail::reactor_op;
-  std::array<iovec, 4> iov{};
   std::size_t total = 0;
-  std::size_t count = 0;
-  for (const auto& b : buffers) {
-    iov[count].iov_base = const_cast<void*>(b.data());
-    iov[count].iov_len = b.size();
-    total += b.size();
-    ++count;
+  const ssize_t n = send_gathered(fd, buffers, flags, total);
+  if (n < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return Op::not_done;
+    ec = boost::system::error_code(errno, boost::asio::error::get_system_category());
+    bytes = 0;
+    return stream ? Op::done_and_exhausted : Op::done;  // as Asio's: nothing was written
   }
-  msghdr msg{};
-  msg.msg_iov = iov.data();
-  msg.msg_iovlen = count;
-  for (;;) {
-    const auto n = static_cast<ssize_t>(::syscall(SYS_sendmsg, fd, &msg, flags | MSG_NOSIGNAL));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK) return Op::not_done;
-      ec = boost::system::error_code(errno, boost::asio::error::get_system_category());
-      bytes = 0;
-      return stream ? Op::done_and_exhausted : Op::done;  // as Asio's: nothing was written
-    }
-    ec = {};
-    bytes = static_cast<std::size_t>(n);
-    // A partial write filled the send buffer: the next write waits for room (as Asio's own).
-    return stream && bytes < total ? Op::done_and_exhausted : Op::done;
-  }
+  ec = {};
+  bytes = static_cast<std::size_t>(n);
+  // A partial write filled the send buffer: the next write waits for room (as Asio's own).
+  return stream && bytes < total ? Op::done_and_exhausted : Op::done;
 }
 #endif
 

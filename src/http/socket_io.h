@@ -92,6 +92,16 @@ bool enable_inq(int fd);
 bool read_now(int fd, boost::asio::mutable_buffer b, bool& drained, boost::system::error_code& ec,
               std::size_t& n);
 
+// Writes what it can of `buffers` now with one non-blocking sendmsg(), whatever the reactor
+// believes. True: finished, everything written or an error in `ec` (a write that makes no progress
+// is a broken pipe). False: the send buffer is full; `buffers` holds what is left, for write_all.
+//
+// The data path writes this way first: a response or request almost always fits the socket's send
+// buffer, and an asynchronous write that completes at once still goes through the scheduler (an
+// operation, a post, a resumption). The next read waits for the reactor, so a connection that
+// writes at once still yields the worker once per message.
+bool write_now(int fd, GatherBuffers& buffers, boost::system::error_code& ec);
+
 }  // namespace kvroute::http
 
 #if BOOST_VERSION == 108100 && defined(BOOST_ASIO_HAS_EPOLL) && !defined(KVROUTE_NO_DRAIN_AWARE)
@@ -185,7 +195,8 @@ inline Task<std::tuple<boost::system::error_code, std::size_t>> read_more(
   co_return co_await socket.async_read_some(drain_aware(b, &drained), use_task_tuple);
 }
 
-// Writes all of `buffers`, looping over partial writes (the data path's one write loop). The error,
+// Writes all of `buffers`, looping over partial writes (the data path's one write loop; callers
+// try write_now first). The error,
 // if any, and the bytes written; a write that makes no progress without an error is a broken pipe.
 inline Task<std::tuple<boost::system::error_code, std::size_t>> write_all(Socket& socket,
                                                                           GatherBuffers buffers) {

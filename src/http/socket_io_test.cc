@@ -255,5 +255,49 @@ TEST(GatherBuffers, WriteAllSurvivesPartialWrites) {
   EXPECT_TRUE(received == head + body) << received.size();
 }
 
+// write_now writes what fits at once: all of a small message; with a full send buffer and no
+// reader, part of a large one, leaving exactly the rest for write_all; an error once the peer
+// reset.
+TEST(GatherBuffers, WriteNowWritesWhatFitsAndLeavesTheRest) {
+  Pair p;
+  const std::string head = "HEAD", body = "body";
+  GatherBuffers small(std::array<net::const_buffer, 2>{net::buffer(head), net::buffer(body)});
+  boost::system::error_code ec;
+  EXPECT_TRUE(write_now(p.writer, small, ec));
+  EXPECT_FALSE(ec);
+  char buf[16];
+  ASSERT_EQ(::recv(p.reader, buf, sizeof buf, 0), 8);
+  EXPECT_EQ(std::string_view(buf, 8), "HEADbody");
+
+  const int tiny = 4096;
+  ::setsockopt(p.writer, SOL_SOCKET, SO_SNDBUF, &tiny, sizeof tiny);
+  const std::string big(8 << 20, 'x');  // more than the send and receive buffers together
+  GatherBuffers large(net::buffer(big));
+  EXPECT_FALSE(write_now(p.writer, large, ec));  // the socket is blocking: write_now still returns
+  EXPECT_FALSE(ec);
+  std::size_t left = 0;
+  for (const auto& b : large) left += b.size();
+  EXPECT_GT(left, 0u);
+  EXPECT_LT(left, big.size());
+  // Once the buffers are full, a write_now writes nothing and leaves everything.
+  bool full = false;
+  for (int i = 0; i < 100 && !full; ++i) {
+    GatherBuffers again(net::buffer(big));
+    EXPECT_FALSE(write_now(p.writer, again, ec));
+    EXPECT_FALSE(ec);
+    full = again.count() == 1 && again.begin()->size() == big.size();
+  }
+  EXPECT_TRUE(full);
+
+  linger l{1, 0};
+  ::setsockopt(p.reader, SOL_SOCKET, SO_LINGER, &l, sizeof l);
+  ::close(p.reader);
+  p.reader = -1;
+  std::this_thread::sleep_for(20ms);  // the reset reaches the writer
+  GatherBuffers after(net::buffer(head));
+  EXPECT_TRUE(write_now(p.writer, after, ec));
+  EXPECT_TRUE(ec) << "a write after a reset fails";
+}
+
 }  // namespace
 }  // namespace kvroute::http
