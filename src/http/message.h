@@ -7,6 +7,7 @@
 #include <boost/container/small_vector.hpp>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <initializer_list>
 #include <string>
 #include <string_view>
@@ -91,7 +92,42 @@ class Headers {
 
 // Case-insensitive header lookup; empty when absent.
 std::string_view find_header(const Headers& headers, std::string_view name);
-bool iequals(std::string_view a, std::string_view b);
+
+namespace internal {
+inline std::uint64_t load8(const char* p) {
+  std::uint64_t v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+// Each byte of `x` with ASCII upper-case letters lowered, others unchanged (SWAR: the sums below
+// cannot carry between bytes because each byte's high bit is cleared first).
+inline std::uint64_t lower8(std::uint64_t x) {
+  constexpr std::uint64_t kLow7 = 0x7f7f7f7f7f7f7f7full, kHigh = 0x8080808080808080ull;
+  const std::uint64_t h = x & kLow7;
+  const std::uint64_t ge_a = h + 0x3f3f3f3f3f3f3f3full;  // high bit set where byte >= 'A'
+  const std::uint64_t gt_z = h + 0x2525252525252525ull;  // high bit set where byte > 'Z'
+  return x | ((ge_a & ~gt_z & ~x & kHigh) >> 2);
+}
+inline char lower1(char c) {
+  return static_cast<char>(c | (static_cast<unsigned char>(c - 'A') < 26 ? 0x20 : 0));
+}
+}  // namespace internal
+
+// ASCII case-insensitive equality (header names, tokens), eight bytes at a time.
+inline bool iequals(std::string_view a, std::string_view b) {
+  const std::size_t n = a.size();
+  if (n != b.size()) return false;
+  std::size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    if (internal::lower8(internal::load8(a.data() + i)) !=
+        internal::lower8(internal::load8(b.data() + i)))
+      return false;
+  }
+  for (; i < n; ++i) {
+    if (internal::lower1(a[i]) != internal::lower1(b[i])) return false;
+  }
+  return true;
+}
 
 struct Request {
   std::string method;  // "GET", "POST", ...
