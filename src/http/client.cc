@@ -84,8 +84,6 @@ Result<Endpoint> parse_http_url(std::string_view url) {
 }
 
 namespace {
-std::string endpoint_key(const Endpoint& ep) { return ep.host + ":" + std::to_string(ep.port); }
-
 // The client went away: closing the socket aborts whatever the exchange is waiting for.
 void close_on_cancel(CancelToken* cancel, Socket& socket) {
   if (!cancel) return;
@@ -102,6 +100,20 @@ std::chrono::steady_clock::time_point coarse_now() {
   ::clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
   return std::chrono::steady_clock::time_point(std::chrono::seconds(ts.tv_sec) +
                                                std::chrono::nanoseconds(ts.tv_nsec));
+}
+
+// Whether the comma-separated list `value` holds `token` (case-insensitive, spaces trimmed).
+bool lists(std::string_view value, std::string_view token) {
+  while (!value.empty()) {
+    const auto comma = value.find(',');
+    std::string_view item = value.substr(0, comma);
+    while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.remove_prefix(1);
+    while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
+    if (iequals(item, token)) return true;
+    if (comma == std::string_view::npos) break;
+    value.remove_prefix(comma + 1);
+  }
+  return false;
 }
 
 bool hop_by_hop(std::string_view name) {
@@ -204,15 +216,26 @@ void ConnectionPool::sweep(const std::shared_ptr<Deadlines>& d) {
   });
 }
 
+struct ConnectionPool::Slot {
+  Endpoint ep;
+  std::string key;  // "host:port": the Host header's value, and the endpoint's name in errors
+  std::vector<std::unique_ptr<Conn>> idle;
+  std::vector<tcp::endpoint> resolved;
+};
+
 struct ConnectionPool::Idle {
-  std::unordered_map<std::string, std::vector<std::unique_ptr<Conn>>> conns;
-  std::unordered_map<std::string, std::vector<tcp::endpoint>> resolved;
+  struct Hash {
+    std::size_t operator()(const Endpoint& e) const {
+      return std::hash<std::string_view>()(e.host) * 31 + e.port;
+    }
+  };
+  std::unordered_map<Endpoint, std::unique_ptr<Slot>, Hash> slots;
   std::size_t count = 0;
 };
 
 struct Exchange::Impl {
   ConnectionPool* pool = nullptr;
-  Endpoint ep;
+  ConnectionPool::Slot* slot = nullptr;
   std::unique_ptr<ConnectionPool::Conn> conn;
   ResponseHead head;
   BodyFraming framing;
@@ -230,7 +253,7 @@ struct Exchange::Impl {
   }
   // The body is complete: the connection goes back to the pool when it may be reused.
   void finish() {
-    if (conn && head.keep_alive && conn->in.size() == 0) pool->release(std::move(conn), ep);
+    if (conn && head.keep_alive && conn->in.size() == 0) pool->release(std::move(conn), *slot);
     close();
   }
 };
@@ -339,8 +362,20 @@ ConnectionPool::~ConnectionPool() {
 
 std::size_t ConnectionPool::idle_connections() const { return idle_->count; }
 
-void ConnectionPool::release(std::unique_ptr<Conn> c, const Endpoint& ep) {
-  auto& v = idle_->conns[endpoint_key(ep)];
+ConnectionPool::Slot& ConnectionPool::slot(const Endpoint& ep) {
+  auto& s = idle_->slots[ep];
+  if (!s) {
+    s = std::make_unique<Slot>();
+    s->ep = ep;
+    // An IPv6 literal goes in brackets (RFC 9110 section 7.2).
+    const bool v6 = ep.host.find(':') != std::string::npos;
+    s->key = v6 ? fmt::format("[{}]:{}", ep.host, ep.port) : fmt::format("{}:{}", ep.host, ep.port);
+  }
+  return *s;
+}
+
+void ConnectionPool::release(std::unique_ptr<Conn> c, Slot& s) {
+  auto& v = s.idle;
   if (v.size() >= opts_.max_idle_per_endpoint) return;  // closes c
   c->idle_since = coarse_now();
   disarm(*c);
@@ -371,29 +406,34 @@ Task<Expected<Exchange, UpstreamFailure>> ConnectionPool::start_with(
   head += method;
   head += ' ';
   head += target;
+  Slot& sl = slot(ep);
+  const std::string& key = sl.key;
   head += " HTTP/1.1\r\nHost: "sv;
-  head += ep.host;
-  head += ':';
-  head += std::to_string(ep.port);
+  head += key;
   head += "\r\n"sv;
+  // Fields the client's Connection header names describe its connection too (RFC 9110 section
+  // 7.6.1); "keep-alive" and "close" name none.
+  std::string_view nominated = find_header(headers, "connection");
+  if (iequals(nominated, "keep-alive") || iequals(nominated, "close")) nominated = {};
   for (const auto& [k, v] : headers) {
-    if (hop_by_hop(k)) continue;
+    if (hop_by_hop(k) || (!nominated.empty() && lists(nominated, k))) continue;
     head += k;
     head += ": "sv;
     head += v;
     head += "\r\n"sv;
   }
   head += "Content-Length: "sv;
-  head += std::to_string(body.size());
+  char digits[24];
+  const auto end = std::to_chars(digits, digits + sizeof digits, body.size()).ptr;
+  head.append(digits, end);
   head += "\r\n\r\n"sv;
 
-  const std::string key = endpoint_key(ep);
   const auto now = coarse_now();
   for (int attempt = 0; attempt < 2; ++attempt) {
     std::unique_ptr<Conn> conn;
     bool reused = false;
     // Take the most recently used idle connection that is still fresh.
-    auto& idle = idle_->conns[key];
+    auto& idle = sl.idle;
     while (!idle.empty()) {
       auto c = std::move(idle.back());
       idle.pop_back();
@@ -406,7 +446,7 @@ Task<Expected<Exchange, UpstreamFailure>> ConnectionPool::start_with(
     }
     if (cancel && cancel->cancelled) co_return make_unexpected(cancelled);
     if (!conn) {
-      auto& eps = idle_->resolved[key];
+      auto& eps = sl.resolved;
       if (eps.empty()) {
         boost::system::error_code ec;
         auto addr = net::ip::make_address(ep.host, ec);
@@ -499,7 +539,7 @@ Task<Expected<Exchange, UpstreamFailure>> ConnectionPool::start_with(
     }
     in.consume(parsed.consumed);
     impl->pool = this;
-    impl->ep = ep;
+    impl->slot = &sl;
     impl->idle_timeout = idle_timeout;
     impl->remaining = impl->framing.length;
     impl->conn = std::move(conn);

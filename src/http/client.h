@@ -17,10 +17,9 @@
 // that thread.
 #pragma once
 
-
 #include <chrono>
-#include <functional>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -57,7 +56,9 @@ std::string_view to_string(UpstreamError e);
 struct UpstreamFailure {
   UpstreamError kind;
   std::string message;
-  bool retryable() const { return kind == UpstreamError::kConnect || kind == UpstreamError::kReset; }
+  bool retryable() const {
+    return kind == UpstreamError::kConnect || kind == UpstreamError::kReset;
+  }
 };
 
 class ConnectionPool;
@@ -106,14 +107,13 @@ class ConnectionPool {
   ConnectionPool& operator=(const ConnectionPool&) = delete;
 
   // Sends `method target` with `headers` and `body` to `ep` and waits for the response head.
-  Task<Expected<Exchange, UpstreamFailure>> start(const Endpoint& ep,
-                                                                  std::string_view method,
-                                                                  std::string_view target,
-                                                                  const Headers& headers,
-                                                                  std::string_view body,
-                                                                  CancelToken* cancel = nullptr);
+  Task<Expected<Exchange, UpstreamFailure>> start(const Endpoint& ep, std::string_view method,
+                                                  std::string_view target, const Headers& headers,
+                                                  std::string_view body,
+                                                  CancelToken* cancel = nullptr);
 
-  // A one-shot GET returning (status, body), bounded in size and time; for health checks and scrapes.
+  // A one-shot GET returning (status, body), bounded in size and time; for health checks and
+  // scrapes.
   Task<Expected<std::pair<int, std::string>, UpstreamFailure>> get(
       const Endpoint& ep, std::string_view target, std::chrono::milliseconds timeout,
       std::size_t limit = 4 * 1024 * 1024);
@@ -128,7 +128,11 @@ class ConnectionPool {
       const Endpoint& ep, std::string_view method, std::string_view target, const Headers& headers,
       std::string_view body, std::chrono::milliseconds first_byte_timeout,
       std::chrono::milliseconds idle_timeout, CancelToken* cancel);
-  void release(std::unique_ptr<Conn> c, const Endpoint& ep);
+  // One per endpoint, made on first use and kept as long as the pool: its idle connections, its
+  // resolved addresses and its "host:port".
+  struct Slot;
+  Slot& slot(const Endpoint& ep);
+  void release(std::unique_ptr<Conn> c, Slot& s);
   // Timeouts: the deadline of each connection's operation in progress, checked by a sweep every
   // 50 ms while any is armed (no timer per read or write); a connection past it is closed.
   struct Deadlines;

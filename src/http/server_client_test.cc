@@ -425,6 +425,49 @@ TEST(Client, ParsesWhatUpstreamsSend) {
   EXPECT_EQ(got[0].error, UpstreamError::kProtocol);
 }
 
+// The upstream request carries the client's end-to-end headers in order, its own Host (the
+// backend's host:port) and Content-Length, and none of the headers that describe the client's
+// connection.
+TEST(Client, ForwardsEndToEndHeadersAndDropsHopByHopOnes) {
+  Server up(local_options(), [](Request& req, ResponseWriter& w) -> Task<void> {
+    std::string seen = req.method + " " + req.target + "\n";
+    for (const auto& [k, v] : req.headers) seen += std::string(k) + ": " + std::string(v) + "\n";
+    seen += "body: " + req.body + "\n";
+    const Headers none;
+    co_await w.send(200, "text/plain", std::move(seen), none);
+  });
+  const auto port = up.start();
+  ASSERT_TRUE(port.has_value());
+  const Endpoint ep{"127.0.0.1", *port};
+  const Headers sent{{"Host", "client.example"},
+                     {"Connection", "keep-alive, X-Hop"},
+                     {"X-Hop", "named by Connection"},
+                     {"Keep-Alive", "timeout=5"},
+                     {"TE", "trailers"},
+                     {"X-Session-Id", "s1"},
+                     {"Proxy-Connection", "keep-alive"},
+                     {"Proxy-Authorization", "Basic"},
+                     {"Upgrade", "h2c"},
+                     {"Authorization", "Bearer t"},
+                     {"Content-Length", "999"},
+                     {"content-type", "application/json"}};
+  auto seen = run_client([&](ConnectionPool& pool) -> Task<std::string> {
+    std::string all;
+    for (int i = 0; i < 2; ++i) {  // a new connection, then the pooled one
+      auto ex = co_await pool.start(ep, "POST", "/v1/x?y=1", sent, "abc");
+      if (!ex) co_return "failed: " + ex.error().message;
+      auto body = co_await ex->read_all(1 << 20);
+      all += body ? *body : "failed: " + body.error().message;
+    }
+    co_return all;
+  });
+  const std::string expected = "POST /v1/x?y=1\nHost: 127.0.0.1:" + std::to_string(*port) +
+                               "\nX-Session-Id: s1\nAuthorization: Bearer t\n"
+                               "content-type: application/json\nContent-Length: 3\nbody: abc\n";
+  EXPECT_EQ(seen, expected + expected);
+  up.stop(std::chrono::milliseconds(0));
+}
+
 TEST(Client, RefusedConnectionIsRetryableConnectError) {
   // Bind and close a listener to get a port nobody listens on.
   std::uint16_t dead_port;

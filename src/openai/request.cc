@@ -2,6 +2,9 @@
 
 #include <simdjson.h>
 
+#include <optional>
+#include <utility>
+
 namespace kvroute::openai {
 
 namespace {
@@ -53,15 +56,45 @@ Expected<ParsedRequest, ParseError> parse_request(Endpoint endpoint, std::string
   }
   if (!doc.is_object()) return bad("the request body must be a JSON object");
 
-  if (auto model = doc["model"]; !model.error()) {
-    if (!model.is_string()) return bad("'model' must be a string", "model");
-    out.model = std::string(std::string_view(model.get_string().value_unsafe()));
+  // The fields routing reads, found in one pass over the object (a key lookup each would scan it
+  // again); as simdjson's own lookup, the first of duplicate keys counts.
+  struct {
+    std::optional<element> model, stream, stream_options, user, max_tokens, max_completion_tokens,
+        prompt, messages;
+  } f;
+  const simdjson::dom::object top = doc.get_object().value_unsafe();
+  for (const auto field : top) {
+    const std::string_view k = field.key;
+    std::optional<element>* slot = nullptr;
+    if (k == "model")
+      slot = &f.model;
+    else if (k == "stream")
+      slot = &f.stream;
+    else if (k == "stream_options")
+      slot = &f.stream_options;
+    else if (k == "user")
+      slot = &f.user;
+    else if (k == "max_tokens")
+      slot = &f.max_tokens;
+    else if (k == "max_completion_tokens")
+      slot = &f.max_completion_tokens;
+    else if (k == "prompt")
+      slot = &f.prompt;
+    else if (k == "messages")
+      slot = &f.messages;
+    if (slot && !*slot) *slot = field.value;
   }
-  if (auto stream = doc["stream"]; !stream.error() && !stream.is_null()) {
-    if (!stream.is_bool()) return bad("'stream' must be a boolean", "stream");
-    out.stream = stream.get_bool().value_unsafe();
+
+  if (f.model) {
+    if (!f.model->is_string()) return bad("'model' must be a string", "model");
+    out.model = std::string(std::string_view(f.model->get_string().value_unsafe()));
   }
-  if (auto so = doc["stream_options"]; !so.error() && !so.is_null()) {
+  if (f.stream && !f.stream->is_null()) {
+    if (!f.stream->is_bool()) return bad("'stream' must be a boolean", "stream");
+    out.stream = f.stream->get_bool().value_unsafe();
+  }
+  if (f.stream_options && !f.stream_options->is_null()) {
+    element so = *f.stream_options;
     if (!so.is_object()) return bad("'stream_options' must be an object", "stream_options");
     if (auto iu = so["include_usage"]; !iu.error() && !iu.is_null()) {
       if (!iu.is_bool())
@@ -69,13 +102,15 @@ Expected<ParsedRequest, ParseError> parse_request(Endpoint endpoint, std::string
       out.include_usage = iu.get_bool().value_unsafe();
     }
   }
-  if (auto user = doc["user"]; !user.error() && !user.is_null()) {
-    if (!user.is_string()) return bad("'user' must be a string", "user");
-    out.user = std::string(std::string_view(user.get_string().value_unsafe()));
+  if (f.user && !f.user->is_null()) {
+    if (!f.user->is_string()) return bad("'user' must be a string", "user");
+    out.user = std::string(std::string_view(f.user->get_string().value_unsafe()));
   }
-  for (std::string_view key :
-       {std::string_view("max_tokens"), std::string_view("max_completion_tokens")}) {
-    if (auto mt = doc[key]; !mt.error() && !mt.is_null()) {
+  for (auto [key, field] :
+       {std::pair{std::string_view("max_tokens"), &f.max_tokens},
+        std::pair{std::string_view("max_completion_tokens"), &f.max_completion_tokens}}) {
+    if (*field && !(*field)->is_null()) {
+      element mt = **field;
       if (!mt.is_int64() && !mt.is_uint64())
         return bad(std::string("'").append(key) + "' must be an integer", std::string(key));
       std::int64_t v = mt.is_int64() ? mt.get_int64().value_unsafe() : -1;
@@ -87,9 +122,8 @@ Expected<ParsedRequest, ParseError> parse_request(Endpoint endpoint, std::string
   }
 
   if (endpoint == Endpoint::kCompletions) {
-    auto prompt = doc["prompt"];
-    if (prompt.error()) return bad("'prompt' is required", "prompt");
-    element p = prompt.value_unsafe();
+    if (!f.prompt) return bad("'prompt' is required", "prompt");
+    element p = *f.prompt;
     if (p.is_string()) {
       out.prompt = std::string(std::string_view(p.get_string().value_unsafe()));
     } else if (p.is_array()) {
@@ -128,10 +162,9 @@ Expected<ParsedRequest, ParseError> parse_request(Endpoint endpoint, std::string
                               out.prompt_ids.size() * sizeof(std::uint32_t));
     }
   } else {
-    auto messages = doc["messages"];
-    if (messages.error()) return bad("'messages' is required", "messages");
-    if (!messages.is_array()) return bad("'messages' must be an array", "messages");
-    simdjson::dom::array arr = messages.get_array().value_unsafe();
+    if (!f.messages) return bad("'messages' is required", "messages");
+    if (!f.messages->is_array()) return bad("'messages' must be an array", "messages");
+    simdjson::dom::array arr = f.messages->get_array().value_unsafe();
     if (arr.size() == 0) return bad("'messages' must not be empty", "messages");
     std::size_t i = 0;
     for (element m : arr) {
@@ -155,7 +188,7 @@ Expected<ParsedRequest, ParseError> parse_request(Endpoint endpoint, std::string
       out.messages.push_back(std::move(msg));
       ++i;
     }
-    out.messages_json = simdjson::minify(messages.value_unsafe());
+    out.messages_json = simdjson::minify(*f.messages);
   }
   return out;
 }

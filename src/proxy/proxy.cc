@@ -344,7 +344,7 @@ http::Task<void> Proxy::Impl::proxy_openai(Request& req, ResponseWriter& w, open
       extra.emplace_back("x-kvroute-backend", b->name);
       extra.emplace_back("x-kvroute-reason", d.reason);
     }
-    std::string content_type(http::find_header(ex->headers(), "content-type"));
+    std::string_view content_type = http::find_header(ex->headers(), "content-type");  // ex's
     if (content_type.empty()) content_type = "application/json";
     const bool sse = content_type.starts_with("text/event-stream");
     const int status = ex->status();
