@@ -15,7 +15,7 @@ PACKAGES=(
   libxxhash-dev libspdlog-dev libfmt-dev libcli11-dev libgtest-dev libgmock-dev libbenchmark-dev
   libgoogle-perftools-dev
   # fuzzing, benchmarks, differential oracles
-  clang-14 libclang-rt-14-dev nginx-light wrk linux-perf gnuplot-nox python3 python3-msgpack python3-jinja2
+  clang-14 libclang-rt-14-dev nginx-light wrk linux-perf valgrind gnuplot-nox python3 python3-msgpack python3-jinja2
   prometheus
 )
 command -v npm >/dev/null 2>&1 || PACKAGES+=(nodejs npm)
