@@ -12,7 +12,6 @@
 #include <ctime>
 #include <limits>
 #include <unordered_map>
-#include <unordered_set>
 #include <vector>
 
 #include "http/deadline.h"
@@ -146,7 +145,11 @@ bool hop_by_hop(std::string_view name) {
 
 struct ConnectionPool::Deadlines {
   explicit Deadlines(Executor ex) : timer(ex) {}
-  std::unordered_set<Conn*> armed;
+  // The connections with a deadline, each knowing its index here: arming and disarming, once or
+  // twice per request, allocate nothing.
+  std::vector<Conn*> armed;
+  void add(Conn& c);
+  void remove(Conn& c);
   // Sweeps so far: deadlines count sweeps (no clock read to set one; a late sweep delays a timeout,
   // never fires it early).
   std::uint64_t sweeps = 0;
@@ -159,6 +162,8 @@ constexpr std::chrono::milliseconds kTick{50};
 constexpr std::size_t kHeadReadSize = 4096;
 constexpr std::size_t kBodyReadSize = 16384;
 
+constexpr std::size_t kNotArmed = ~std::size_t{0};
+
 struct ConnectionPool::Conn {
   Conn(Executor ex, std::shared_ptr<Deadlines> d) : socket(ex), deadlines(std::move(d)) {}
   ~Conn() { disarm(*this); }
@@ -167,8 +172,9 @@ struct ConnectionPool::Conn {
   std::chrono::steady_clock::time_point idle_since;
   std::shared_ptr<Deadlines> deadlines;
   std::uint64_t deadline = kNoDeadline;
-  bool timed_out = false;  // closed by the sweep: never reused
-  bool drained = false;    // the last read left the receive queue empty (http/socket_io.h)
+  std::size_t armed_at = kNotArmed;  // index in deadlines->armed
+  bool timed_out = false;            // closed by the sweep: never reused
+  bool drained = false;  // the last read left the receive queue empty (http/socket_io.h)
 };
 
 void ConnectionPool::arm(Conn& c, std::chrono::milliseconds d) {
@@ -181,29 +187,43 @@ void ConnectionPool::arm(Conn& c, std::chrono::milliseconds d) {
     });
   }
   c.deadline = deadline_after(dl.sweeps, d, kTick);
-  dl.armed.insert(&c);
+  if (c.armed_at == kNotArmed) dl.add(c);
 }
 
 void ConnectionPool::disarm(Conn& c) {
   if (c.deadline == kNoDeadline) return;
   c.deadline = kNoDeadline;
-  c.deadlines->armed.erase(&c);
+  c.deadlines->remove(c);
+}
+
+void ConnectionPool::Deadlines::add(Conn& c) {
+  c.armed_at = armed.size();
+  armed.push_back(&c);
+}
+
+void ConnectionPool::Deadlines::remove(Conn& c) {
+  Conn* last = armed.back();
+  armed[c.armed_at] = last;
+  last->armed_at = c.armed_at;
+  armed.pop_back();
+  c.armed_at = kNotArmed;
 }
 
 void ConnectionPool::sweep(const std::shared_ptr<Deadlines>& d) {
   if (!d->alive) return;
   ++d->sweeps;
-  for (auto it = d->armed.begin(); it != d->armed.end();) {
-    Conn* c = *it;
+  for (std::size_t i = 0; i < d->armed.size();) {
+    Conn* c = d->armed[i];
     if (d->sweeps >= c->deadline) {
-      // Past its timeout: closing completes the pending operation with operation_aborted.
+      // Past its timeout: closing completes the pending operation with operation_aborted (its
+      // handler runs later, never inside this loop). The last entry moves to index i.
       c->deadline = kNoDeadline;
       c->timed_out = true;
       boost::system::error_code ignored;
       c->socket.close(ignored);
-      it = d->armed.erase(it);
+      d->remove(*c);
     } else {
-      ++it;
+      ++i;
     }
   }
   if (d->armed.empty()) {

@@ -129,8 +129,12 @@ ParseResult apply_field(std::string_view name, std::string_view value, FieldSumm
       break;
     case 10:
       if (iequals(name, "connection")) {
-        st.close = st.close || list_has(value, "close");
-        st.keep_alive = st.keep_alive || list_has(value, "keep-alive");
+        if (iequals(value, "keep-alive")) {  // the usual value, without the list walk
+          st.keep_alive = true;
+        } else {
+          st.close = st.close || list_has(value, "close");
+          st.keep_alive = st.keep_alive || list_has(value, "keep-alive");
+        }
       }
       break;
     case 6:
