@@ -120,23 +120,23 @@ bool hop_by_hop(std::string_view name) {
   // them apart before any comparison.
   switch (name.size()) {
     case 2:
-      return iequals(name, "te");
+      return iequals_lower(name, "te");
     case 4:
-      return iequals(name, "host");
+      return iequals_lower(name, "host");
     case 6:
-      return iequals(name, "expect");
+      return iequals_lower(name, "expect");
     case 7:
-      return iequals(name, "upgrade");
+      return iequals_lower(name, "upgrade");
     case 10:
-      return iequals(name, "connection") || iequals(name, "keep-alive");
+      return iequals_lower(name, "connection") || iequals_lower(name, "keep-alive");
     case 14:
-      return iequals(name, "content-length");
+      return iequals_lower(name, "content-length");
     case 16:
-      return iequals(name, "proxy-connection");
+      return iequals_lower(name, "proxy-connection");
     case 17:
-      return iequals(name, "transfer-encoding");
+      return iequals_lower(name, "transfer-encoding");
     case 19:
-      return iequals(name, "proxy-authorization");
+      return iequals_lower(name, "proxy-authorization");
     default:
       return false;
   }
@@ -434,7 +434,7 @@ Task<Expected<Exchange, UpstreamFailure>> ConnectionPool::start_with(
   // Fields the client's Connection header names describe its connection too (RFC 9110 section
   // 7.6.1); "keep-alive" and "close" name none.
   std::string_view nominated = find_header(headers, "connection");
-  if (iequals(nominated, "keep-alive") || iequals(nominated, "close")) nominated = {};
+  if (iequals_lower(nominated, "keep-alive") || iequals_lower(nominated, "close")) nominated = {};
   for (const auto& [k, v] : headers) {
     if (hop_by_hop(k) || (!nominated.empty() && lists(nominated, k))) continue;
     head += k;

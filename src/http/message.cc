@@ -4,6 +4,12 @@
 
 namespace kvroute::http {
 
+namespace internal {
+bool iequals_out_of_line(const char* x, const char* y, std::size_t n) {
+  return iequals_n(x, y, n, [](std::uint64_t v) { return lower8(v); });
+}
+}  // namespace internal
+
 Headers::Headers(std::initializer_list<value_type> fields) {
   for (const auto& [name, value] : fields) emplace_back(name, value);
 }

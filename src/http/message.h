@@ -113,20 +113,47 @@ inline char lower1(char c) {
 }
 }  // namespace internal
 
-// ASCII case-insensitive equality (header names, tokens), eight bytes at a time.
-inline bool iequals(std::string_view a, std::string_view b) {
-  const std::size_t n = a.size();
-  if (n != b.size()) return false;
-  std::size_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    if (internal::lower8(internal::load8(a.data() + i)) !=
-        internal::lower8(internal::load8(b.data() + i)))
-      return false;
+namespace internal {
+// Case-insensitive equality of n bytes at x and y, eight at a time: whole words, then the last
+// eight (or two overlapping four) bytes again, so no byte-by-byte tail. `Lower` applies to y:
+// lower8 when y may hold upper case, nothing when y is known lower-case (a literal).
+template <typename Lower>
+[[gnu::always_inline]] inline bool iequals_n(const char* x, const char* y, std::size_t n,
+                                             Lower lower_y) {
+  if (n >= 8) {
+    for (std::size_t i = 0; i + 8 < n; i += 8) {
+      if (lower8(load8(x + i)) != lower_y(load8(y + i))) return false;
+    }
+    return lower8(load8(x + n - 8)) == lower_y(load8(y + n - 8));
   }
-  for (; i < n; ++i) {
-    if (internal::lower1(a[i]) != internal::lower1(b[i])) return false;
+  if (n >= 4) {
+    const auto two = [n](const char* p) {
+      std::uint32_t lo, hi;
+      std::memcpy(&lo, p, 4);
+      std::memcpy(&hi, p + n - 4, 4);
+      return lo | (std::uint64_t{hi} << 32);
+    };
+    return lower8(two(x)) == lower_y(two(y));
+  }
+  for (std::size_t i = 0; i < n; ++i) {
+    if (lower1(x[i]) != static_cast<char>(lower_y(static_cast<unsigned char>(y[i])))) return false;
   }
   return true;
+}
+bool iequals_out_of_line(const char* x, const char* y, std::size_t n);
+}  // namespace internal
+
+// ASCII case-insensitive equality (header names, tokens). The length test is inline; most
+// comparisons stop there.
+inline bool iequals(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && internal::iequals_out_of_line(a.data(), b.data(), a.size());
+}
+
+// As iequals, where `lower` is known lower-case (a literal such as "content-length"): only `a` is
+// lowered, and the literal's words fold to constants.
+[[gnu::always_inline]] inline bool iequals_lower(std::string_view a, std::string_view lower) {
+  return a.size() == lower.size() &&
+         internal::iequals_n(a.data(), lower.data(), a.size(), [](std::uint64_t v) { return v; });
 }
 
 struct Request {

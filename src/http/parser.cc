@@ -51,11 +51,11 @@ std::string_view trim_ows(std::string_view s) {
   return s;
 }
 
-// Whether the comma-separated list `value` holds `token` (case-insensitive).
+// Whether the comma-separated list `value` holds `token` (lower-case; case-insensitive).
 bool list_has(std::string_view value, std::string_view token) {
   while (!value.empty()) {
     const auto comma = value.find(',');
-    if (iequals(trim_ows(value.substr(0, comma)), token)) return true;
+    if (iequals_lower(trim_ows(value.substr(0, comma)), token)) return true;
     if (comma == std::string_view::npos) break;
     value.remove_prefix(comma + 1);
   }
@@ -109,7 +109,7 @@ ParseResult apply_field(std::string_view name, std::string_view value, FieldSumm
                         FieldState& st) {
   switch (name.size()) {
     case 14:
-      if (iequals(name, "content-length")) {
+      if (iequals_lower(name, "content-length")) {
         std::uint64_t n = 0;
         if (!parse_decimal(value, n)) return bad("malformed Content-Length");
         if (sum.have_length && n != sum.length) return bad("conflicting Content-Length headers");
@@ -118,18 +118,18 @@ ParseResult apply_field(std::string_view name, std::string_view value, FieldSumm
       }
       break;
     case 17:
-      if (iequals(name, "transfer-encoding")) {
+      if (iequals_lower(name, "transfer-encoding")) {
         if (st.have_te) return bad("repeated Transfer-Encoding header");
         st.have_te = true;
         if (value.empty()) return bad("empty Transfer-Encoding");
-        if (!iequals(value, "chunked"))
+        if (!iequals_lower(value, "chunked"))
           return {ParseStatus::kNotImplemented, 0, "unsupported transfer encoding"};
         sum.chunked = true;
       }
       break;
     case 10:
-      if (iequals(name, "connection")) {
-        if (iequals(value, "keep-alive")) {  // the usual value, without the list walk
+      if (iequals_lower(name, "connection")) {
+        if (iequals_lower(value, "keep-alive")) {  // the usual value, without the list walk
           st.keep_alive = true;
         } else {
           st.close = st.close || list_has(value, "close");
@@ -138,7 +138,7 @@ ParseResult apply_field(std::string_view name, std::string_view value, FieldSumm
       }
       break;
     case 6:
-      if (iequals(name, "expect")) sum.expect_continue = iequals(value, "100-continue");
+      if (iequals_lower(name, "expect")) sum.expect_continue = iequals_lower(value, "100-continue");
       break;
     default:
       break;
@@ -218,6 +218,9 @@ ParseResult parse_fields_checked(std::string_view fields, int minor, Headers& he
 // Header fields: one pass over the bytes, a table lookup each (token characters up to the colon,
 // value characters up to CRLF); anything unexpected hands the block to parse_fields_checked.
 ParseResult parse_fields(std::string_view fields, int minor, Headers& headers, FieldSummary& sum) {
+  // Every line ends with CRLF: the name scan below stops at the final LF without a bounds check.
+  if (!fields.empty() && fields.back() != '\n')
+    return parse_fields_checked(fields, minor, headers, sum);
   headers.adopt(fields);  // the block's bytes are copied once; fields are offsets into them
   const char* const p = fields.data();
   const std::size_t n = fields.size();
@@ -225,7 +228,7 @@ ParseResult parse_fields(std::string_view fields, int minor, Headers& headers, F
   std::size_t i = 0;
   while (i < n) {
     const std::size_t name_begin = i;
-    while (i < n && kToken[static_cast<unsigned char>(p[i])]) ++i;
+    while (kToken[static_cast<unsigned char>(p[i])]) ++i;  // LF is not a token character
     if (i == name_begin || i >= n || p[i] != ':')
       return parse_fields_checked(fields, minor, headers, sum);
     const std::size_t name_end = i++;

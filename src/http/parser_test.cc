@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cctype>
 #include <string>
 
 namespace kvroute::http {
@@ -290,6 +291,44 @@ TEST(HeaderFields, BothParsersAgreeOnEveryByteAtEveryOffset) {
   // Tab, obs-text, space and ':' are allowed inside a value; DEL, controls, bare CR/LF and NUL not.
   EXPECT_GT(accepted, 0);
   EXPECT_GT(refused, 0);
+}
+
+// iequals against a byte-by-byte reference: every length 0-24, a case flip or a different byte at
+// every position (the word loop, the overlapping last word, the two halves, the byte tail).
+TEST(Iequals, MatchesAReferenceAtEveryLengthAndPosition) {
+  const auto reference = [](std::string_view a, std::string_view b) {
+    if (a.size() != b.size()) return false;
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      const auto lo = [](char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c + 32) : c; };
+      if (lo(a[i]) != lo(b[i])) return false;
+    }
+    return true;
+  };
+  const std::string alphabet = "Content-Length_@[`{xZ09\x80\xff";
+  for (std::size_t len = 0; len <= 24; ++len) {
+    std::string a;
+    for (std::size_t i = 0; i < len; ++i) a += alphabet[(i * 7) % alphabet.size()];
+    EXPECT_TRUE(iequals(a, a));
+    for (std::size_t at = 0; at < len; ++at) {
+      for (char c : {'A', 'a', '@', '`', '[', '{', '-', '\x80', '\xc1', '\xe1'}) {
+        std::string b = a;
+        b[at] = c;
+        ASSERT_EQ(iequals(a, b), reference(a, b)) << len << " " << at << " " << int(c);
+        std::string flipped = a;
+        if (std::isalpha(static_cast<unsigned char>(flipped[at]))) flipped[at] ^= 0x20;
+        ASSERT_TRUE(iequals(a, flipped)) << len << " " << at;
+        // iequals_lower: the second argument lower-case (a literal's role).
+        std::string lower = a;
+        for (auto& ch : lower) ch = ch >= 'A' && ch <= 'Z' ? static_cast<char>(ch + 32) : ch;
+        ASSERT_TRUE(iequals_lower(flipped, lower)) << len << " " << at;
+        ASSERT_EQ(iequals_lower(b, lower), reference(b, lower))
+            << len << " " << at << " " << int(c);
+      }
+    }
+    EXPECT_FALSE(iequals(a, a + "x"));
+  }
+  EXPECT_TRUE(iequals("CONTENT-LENGTH", "content-length"));
+  EXPECT_FALSE(iequals("content-lengtH", "content-lengtI"));
 }
 
 TEST(HeaderFields, ValuesAreTrimmedViews) {
