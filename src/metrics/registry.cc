@@ -3,16 +3,21 @@
 #include <fmt/format.h>
 
 #include <cmath>
+#include <new>
 
 namespace kvroute::metrics {
 
 namespace {
 void append_escaped_label(std::string& out, std::string_view v) {
   for (char c : v) {
-    if (c == '\\') out += "\\\\";
-    else if (c == '"') out += "\\\"";
-    else if (c == '\n') out += "\\n";
-    else out += c;
+    if (c == '\\')
+      out += "\\\\";
+    else if (c == '"')
+      out += "\\\"";
+    else if (c == '\n')
+      out += "\\n";
+    else
+      out += c;
   }
 }
 
@@ -44,7 +49,8 @@ void append_labels(std::string& out, const std::vector<std::string>& names,
 std::string format_value(double v) {
   if (std::isnan(v)) return "NaN";
   if (std::isinf(v)) return v > 0 ? "+Inf" : "-Inf";
-  if (v == std::floor(v) && std::fabs(v) < 1e15) return fmt::format("{}", static_cast<long long>(v));
+  if (v == std::floor(v) && std::fabs(v) < 1e15)
+    return fmt::format("{}", static_cast<long long>(v));
   return fmt::format("{}", v);
 }
 
@@ -53,31 +59,58 @@ std::vector<double> latency_buckets() {
 }
 
 Histogram::Histogram(const std::vector<double>& bounds)
-    : bounds_(bounds), buckets_(new std::atomic<std::uint64_t>[bounds.size()]) {
-  for (std::size_t i = 0; i < bounds.size(); ++i) buckets_[i].store(0);
+    : bounds_(bounds), stride_((bounds.size() + 1 + 7) / 8 * 8) {
+  const std::size_t n = internal::kShards * stride_;
+  counts_ = static_cast<std::atomic<std::uint64_t>*>(
+      ::operator new (n * sizeof(std::atomic<std::uint64_t>), std::align_val_t{64}));
+  for (std::size_t i = 0; i < n; ++i) new (&counts_[i]) std::atomic<std::uint64_t>(0);
 }
 
+Histogram::~Histogram() { ::operator delete (counts_, std::align_val_t{64}); }
+
 void Histogram::observe(double v) {
+  const std::size_t s = internal::shard();
+  std::atomic<std::uint64_t>* c = counts(s);
   for (std::size_t i = 0; i < bounds_.size(); ++i) {
     if (v <= bounds_[i]) {
-      buckets_[i].fetch_add(1, std::memory_order_relaxed);
+      c[1 + i].fetch_add(1, std::memory_order_relaxed);
       break;
     }
   }
-  count_.fetch_add(1, std::memory_order_relaxed);
-  sum_.fetch_add(v, std::memory_order_relaxed);
+  c[0].fetch_add(1, std::memory_order_relaxed);
+  sums_[s].value.fetch_add(v, std::memory_order_relaxed);
+}
+
+std::uint64_t Histogram::count() const {
+  std::uint64_t n = 0;
+  for (std::size_t s = 0; s < internal::kShards; ++s)
+    n += counts(s)[0].load(std::memory_order_relaxed);
+  return n;
+}
+
+double Histogram::sum() const {
+  double v = 0;
+  for (const auto& s : sums_) v += s.value.load(std::memory_order_relaxed);
+  return v;
 }
 
 std::uint64_t Histogram::cumulative(std::size_t i) const {
   std::uint64_t c = 0;
-  for (std::size_t j = 0; j <= i && j < bounds_.size(); ++j) c += buckets_[j].load(std::memory_order_relaxed);
+  for (std::size_t s = 0; s < internal::kShards; ++s) {
+    const std::atomic<std::uint64_t>* shard = counts(s);
+    for (std::size_t j = 0; j <= i && j < bounds_.size(); ++j)
+      c += shard[1 + j].load(std::memory_order_relaxed);
+  }
   return c;
 }
 
 template <typename Cell>
 Family<Cell>::Family(std::string name, std::string help, Type type, std::vector<std::string> labels,
                      std::vector<double> bounds)
-    : name_(std::move(name)), help_(std::move(help)), type_(type), labels_(std::move(labels)),
+    : name_(std::move(name)),
+      help_(std::move(help)),
+      type_(type),
+      labels_(std::move(labels)),
       bounds_(std::move(bounds)) {}
 
 template <typename Cell>
@@ -112,7 +145,9 @@ void Family<Cell>::render(std::string& out) const {
   out += help_;
   out += "\n# TYPE ";
   out += name_;
-  out += type_ == Type::kCounter ? " counter\n" : type_ == Type::kGauge ? " gauge\n" : " histogram\n";
+  out += type_ == Type::kCounter ? " counter\n"
+         : type_ == Type::kGauge ? " gauge\n"
+                                 : " histogram\n";
   std::lock_guard lock(mu_);
   for (const auto& [values, cell] : cells_) {
     if constexpr (std::is_same_v<Cell, Histogram>) {
@@ -156,10 +191,11 @@ template class Family<Counter>;
 template class Family<Gauge>;
 template class Family<Histogram>;
 
-CounterFamily& Registry::counter(std::string name, std::string help, std::vector<std::string> labels) {
+CounterFamily& Registry::counter(std::string name, std::string help,
+                                 std::vector<std::string> labels) {
   std::lock_guard lock(mu_);
-  counters_.push_back(std::make_unique<CounterFamily>(std::move(name), std::move(help), Type::kCounter,
-                                                      std::move(labels)));
+  counters_.push_back(std::make_unique<CounterFamily>(std::move(name), std::move(help),
+                                                      Type::kCounter, std::move(labels)));
   order_.emplace_back(Type::kCounter, counters_.size() - 1);
   return *counters_.back();
 }
@@ -175,9 +211,8 @@ GaugeFamily& Registry::gauge(std::string name, std::string help, std::vector<std
 HistogramFamily& Registry::histogram(std::string name, std::string help, std::vector<double> bounds,
                                      std::vector<std::string> labels) {
   std::lock_guard lock(mu_);
-  histograms_.push_back(std::make_unique<HistogramFamily>(std::move(name), std::move(help),
-                                                          Type::kHistogram, std::move(labels),
-                                                          std::move(bounds)));
+  histograms_.push_back(std::make_unique<HistogramFamily>(
+      std::move(name), std::move(help), Type::kHistogram, std::move(labels), std::move(bounds)));
   order_.emplace_back(Type::kHistogram, histograms_.size() - 1);
   return *histograms_.back();
 }
@@ -188,9 +223,15 @@ std::string Registry::render() const {
   std::lock_guard lock(mu_);
   for (auto [type, i] : order_) {
     switch (type) {
-      case Type::kCounter: counters_[i]->render(out); break;
-      case Type::kGauge: gauges_[i]->render(out); break;
-      case Type::kHistogram: histograms_[i]->render(out); break;
+      case Type::kCounter:
+        counters_[i]->render(out);
+        break;
+      case Type::kGauge:
+        gauges_[i]->render(out);
+        break;
+      case Type::kHistogram:
+        histograms_[i]->render(out);
+        break;
     }
   }
   return out;

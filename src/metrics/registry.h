@@ -23,13 +23,34 @@
 
 namespace kvroute::metrics {
 
+namespace internal {
+// Counters and histograms keep one slot per shard, each on its own cache line: the workers update
+// them on every request, and one shared line bouncing between cores cost every update a transfer.
+// A thread takes the next shard on first use; threads beyond kShards share (updates stay atomic).
+inline constexpr std::size_t kShards = 8;
+inline std::atomic<std::size_t> next_shard{0};
+inline std::size_t shard() {
+  thread_local const std::size_t s = next_shard.fetch_add(1, std::memory_order_relaxed) % kShards;
+  return s;
+}
+struct alignas(64) Slot {
+  std::atomic<double> value{0};
+};
+}  // namespace internal
+
 class Counter {
  public:
-  void inc(double v = 1) { value_.fetch_add(v, std::memory_order_relaxed); }
-  double value() const { return value_.load(std::memory_order_relaxed); }
+  void inc(double v = 1) {
+    slots_[internal::shard()].value.fetch_add(v, std::memory_order_relaxed);
+  }
+  double value() const {
+    double sum = 0;
+    for (const auto& s : slots_) sum += s.value.load(std::memory_order_relaxed);
+    return sum;
+  }
 
  private:
-  std::atomic<double> value_{0};
+  internal::Slot slots_[internal::kShards];
 };
 
 class Gauge {
@@ -45,18 +66,23 @@ class Gauge {
 class Histogram {
  public:
   explicit Histogram(const std::vector<double>& bounds);
+  ~Histogram();
+  Histogram(const Histogram&) = delete;
+  Histogram& operator=(const Histogram&) = delete;
   void observe(double v);
-  std::uint64_t count() const { return count_.load(std::memory_order_relaxed); }
-  double sum() const { return sum_.load(std::memory_order_relaxed); }
+  std::uint64_t count() const;
+  double sum() const;
   // Cumulative count of observations <= bounds[i].
   std::uint64_t cumulative(std::size_t i) const;
   const std::vector<double>& bounds() const { return bounds_; }
 
  private:
+  // A shard's counts: observations, then one per bucket; shards start on separate cache lines.
+  std::atomic<std::uint64_t>* counts(std::size_t shard) const { return counts_ + shard * stride_; }
   const std::vector<double>& bounds_;
-  std::unique_ptr<std::atomic<std::uint64_t>[]> buckets_;
-  std::atomic<std::uint64_t> count_{0};
-  std::atomic<double> sum_{0};
+  std::size_t stride_;                      // counts per shard, rounded up to a cache line
+  std::atomic<std::uint64_t>* counts_;      // kShards * stride_, 64-byte aligned
+  internal::Slot sums_[internal::kShards];  // sum of observations, per shard
 };
 
 enum class Type { kCounter, kGauge, kHistogram };

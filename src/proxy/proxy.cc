@@ -164,7 +164,7 @@ http::Task<void> Proxy::Impl::send_error(ResponseWriter& w, int status, std::str
 std::vector<std::string> Proxy::Impl::known_models() const {
   std::set<std::string> all;
   for (auto* b : backends) {
-    if (auto m = b->models.load()) all.insert(m->begin(), m->end());
+    if (const auto* m = b->models.get()) all.insert(m->begin(), m->end());
   }
   return {all.begin(), all.end()};
 }
@@ -302,7 +302,6 @@ http::Task<void> Proxy::Impl::proxy_openai(Request& req, ResponseWriter& w, open
     if (!d.detail.empty())
       spdlog::debug("route {} -> {} ({}): {}", label, b->name, d.reason, d.detail);
     b->inflight.fetch_add(1);
-    b->routed.fetch_add(1);
     policy->on_routed(rr, *b);
     struct Release {
       Impl* self;
@@ -337,7 +336,8 @@ http::Task<void> Proxy::Impl::proxy_openai(Request& req, ResponseWriter& w, open
       last_status = f.kind == http::UpstreamError::kTimeout ? 504 : 502;
       break;
     }
-    b->consecutive_failures.store(0);
+    // Written only when it changes: every worker's requests read this backend's line.
+    if (b->consecutive_failures.load(std::memory_order_relaxed) != 0) b->consecutive_failures.store(0);
 
     Headers extra;
     if (cfg.debug_headers) {
@@ -555,23 +555,23 @@ http::Task<void> Proxy::Impl::health_loop() {
         b->ejected_until_ms.store(0);
         b->consecutive_failures.store(0);
       }
-      if (ok && !b->models.load()) {
+      if (ok && !b->models.get()) {
         auto m = co_await p.get(b->endpoint, "/v1/models", cfg.health_timeout, 1 << 20);
         if (m && m->first == 200) {
           simdjson::dom::parser parser;
           simdjson::dom::element doc;
           if (!parser.parse(m->second).get(doc)) {
-            auto names = std::make_shared<std::vector<std::string>>();
+            std::vector<std::string> names;
             simdjson::dom::array data;
             if (!doc["data"].get_array().get(data)) {
               for (simdjson::dom::element e : data) {
                 std::string_view id;
-                if (!e["id"].get_string().get(id)) names->emplace_back(id);
+                if (!e["id"].get_string().get(id)) names.emplace_back(id);
               }
             }
-            if (!names->empty()) {
-              if (precise) precise->set_model(static_cast<std::size_t>(b->index), names->front());
-              b->models.store(std::move(names));
+            if (!names.empty()) {
+              if (precise) precise->set_model(static_cast<std::size_t>(b->index), names.front());
+              b->models.set(std::move(names));
             }
           }
         }
@@ -597,7 +597,7 @@ Result<std::uint16_t> Proxy::start() {
     if (!ep) return fail(ep.error());
     auto b = std::make_unique<Backend>(static_cast<int>(i), bc.name, bc.url, *ep);
     if (!bc.models.empty())
-      b->models.store(std::make_shared<const std::vector<std::string>>(bc.models));
+      b->models.set(bc.models);
     im.backends.push_back(b.get());
     im.owned.push_back(std::move(b));
   }

@@ -46,7 +46,7 @@ std::size_t InflightBlocks::shared_prefix(std::span<const std::uint64_t> blocks)
 }
 
 bool Backend::serves(std::string_view model) const {
-  auto m = models.load();
+  const auto* m = models.get();
   if (!m || model.empty()) return true;  // unknown: do not exclude
   for (const auto& name : *m) {
     if (name == model) return true;

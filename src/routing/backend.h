@@ -52,6 +52,30 @@ struct EngineLoad {
   std::chrono::steady_clock::time_point scraped_at{};
 };
 
+// The model names a backend serves: set once (from the configuration or the backend's
+// /v1/models) and read on every request by every worker. A read is one load of a pointer; an
+// atomic<shared_ptr> read took a lock bit and two reference counts, all writes to lines the
+// workers shared.
+class ModelList {
+ public:
+  // Null until known.
+  const std::vector<std::string>* get() const { return ptr_.load(std::memory_order_acquire); }
+  // The first set wins (the list is never replaced or freed while the backend lives); false when
+  // already set.
+  bool set(std::vector<std::string> names) {
+    std::lock_guard lock(mu_);
+    if (owned_) return false;
+    owned_ = std::make_unique<const std::vector<std::string>>(std::move(names));
+    ptr_.store(owned_.get(), std::memory_order_release);
+    return true;
+  }
+
+ private:
+  std::mutex mu_;
+  std::unique_ptr<const std::vector<std::string>> owned_;
+  std::atomic<const std::vector<std::string>*> ptr_{nullptr};
+};
+
 struct Backend {
   Backend(int i, std::string n, std::string u, http::Endpoint e)
       : index(i), name(std::move(n)), url(std::move(u)), endpoint(std::move(e)) {}
@@ -73,9 +97,8 @@ struct Backend {
   InflightBlocks inflight_blocks;
   std::atomic<std::int64_t> inflight_output_tokens{0};
   std::atomic<std::int64_t> kv_capacity_tokens{0};
-  std::atomic<std::uint64_t> routed{0};
-  std::atomic<std::shared_ptr<const std::vector<std::string>>> models;  // null until known
-  std::atomic<std::shared_ptr<const EngineLoad>> load;                  // null until scraped
+  ModelList models;
+  std::atomic<std::shared_ptr<const EngineLoad>> load;  // null until scraped
 
   bool serves(std::string_view model) const;
   // Healthy and not ejected at `now_ms`.
