@@ -421,8 +421,7 @@ Task<Expected<Exchange, UpstreamFailure>> ConnectionPool::start_with(
     }
   } hook_reset{cancel};
   const UpstreamFailure cancelled{UpstreamError::kCancelled, "cancelled by the client"};
-  std::string head;
-  head.reserve(256 + headers.size() * 48);
+  HeadBuffer head;
   head += method;
   head += ' ';
   head += target;
@@ -443,9 +442,7 @@ Task<Expected<Exchange, UpstreamFailure>> ConnectionPool::start_with(
     head += "\r\n"sv;
   }
   head += "Content-Length: "sv;
-  char digits[24];
-  const auto end = std::to_chars(digits, digits + sizeof digits, body.size()).ptr;
-  head.append(digits, end);
+  head.append_decimal(body.size());
   head += "\r\n\r\n"sv;
 
   const auto now = coarse_now();
@@ -501,7 +498,8 @@ Task<Expected<Exchange, UpstreamFailure>> ConnectionPool::start_with(
       close_on_cancel(cancel, conn->socket);
     }
     arm(*conn, first_byte_timeout);
-    std::array<net::const_buffer, 2> bufs{net::buffer(head), net::buffer(body.data(), body.size())};
+    std::array<net::const_buffer, 2> bufs{net::buffer(head.view()),
+                                          net::buffer(body.data(), body.size())};
     GatherBuffers pending(bufs);
     boost::system::error_code wec;
     if (!write_now(conn->socket.native_handle(), pending, wec)) {

@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <charconv>
+
 namespace kvroute::http {
 
 namespace internal {
@@ -9,6 +11,12 @@ bool iequals_out_of_line(const char* x, const char* y, std::size_t n) {
   return iequals_n(x, y, n, [](std::uint64_t v) { return lower8(v); });
 }
 }  // namespace internal
+
+void HeadBuffer::append_decimal(std::uint64_t v) {
+  char buf[24];
+  const auto r = std::to_chars(buf, buf + sizeof buf, v);
+  append(buf, static_cast<std::size_t>(r.ptr - buf));
+}
 
 Headers::Headers(std::initializer_list<value_type> fields) {
   for (const auto& [name, value] : fields) emplace_back(name, value);

@@ -90,6 +90,47 @@ class Headers {
   boost::container::small_vector<Field, 12> fields_;
 };
 
+// A message head under construction: in place up to kInline bytes (nearly every head), in a
+// string beyond. A head built in a std::string cost a heap allocation per message.
+class HeadBuffer {
+ public:
+  HeadBuffer() = default;
+  HeadBuffer(const HeadBuffer&) = delete;
+  HeadBuffer& operator=(const HeadBuffer&) = delete;
+  HeadBuffer& operator+=(std::string_view s) {
+    append(s.data(), s.size());
+    return *this;
+  }
+  HeadBuffer& operator+=(char c) {
+    append(&c, 1);
+    return *this;
+  }
+  void append(const char* p, std::size_t n) {
+    if (!spilled_ && size_ + n <= kInline) {
+      std::memcpy(inline_ + size_, p, n);
+      size_ += n;
+      return;
+    }
+    if (!spilled_) {
+      spill_.reserve(2 * (size_ + n));
+      spill_.assign(inline_, size_);
+      spilled_ = true;
+    }
+    spill_.append(p, n);
+  }
+  void append_decimal(std::uint64_t v);
+  std::string_view view() const {
+    return spilled_ ? std::string_view(spill_) : std::string_view(inline_, size_);
+  }
+
+ private:
+  static constexpr std::size_t kInline = 512;
+  char inline_[kInline];
+  std::size_t size_ = 0;
+  bool spilled_ = false;
+  std::string spill_;
+};
+
 // Case-insensitive header lookup; empty when absent.
 std::string_view find_header(const Headers& headers, std::string_view name);
 

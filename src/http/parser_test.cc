@@ -331,6 +331,22 @@ TEST(Iequals, MatchesAReferenceAtEveryLengthAndPosition) {
   EXPECT_FALSE(iequals("content-lengtH", "content-lengtI"));
 }
 
+// A head stays in place up to 512 bytes, then moves to the heap with what it held, in order.
+TEST(HeadBuffer, KeepsEveryByteAcrossTheSpill) {
+  for (std::size_t piece : {1u, 7u, 100u, 511u, 512u, 513u, 2000u}) {
+    HeadBuffer h;
+    std::string expected;
+    for (int i = 0; expected.size() < 3000; ++i) {
+      const std::string part(piece, static_cast<char>('a' + i % 26));
+      h += part;
+      h += ':';
+      h.append_decimal(static_cast<std::uint64_t>(i) * 1000003);
+      expected += part + ":" + std::to_string(static_cast<std::uint64_t>(i) * 1000003);
+      ASSERT_EQ(h.view(), expected) << piece << " " << i;
+    }
+  }
+}
+
 TEST(HeaderFields, ValuesAreTrimmedViews) {
   Request req;
   BodyFraming f;

@@ -13,7 +13,6 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <cerrno>
-#include <charconv>
 #include <condition_variable>
 #include <mutex>
 #include <optional>
@@ -77,6 +76,9 @@ struct Worker {
   std::thread thread;
   std::unordered_set<SessionState*> sessions;  // owned by the worker thread
   std::optional<net::steady_timer> sweep;      // arms the client-gone watches of slow requests
+  // Requests in the handler. Per worker, on its own cache line: a server-wide counter was two
+  // writes per request to a line every worker shared.
+  alignas(64) std::atomic<std::size_t> active{0};
 };
 
 struct Server::Impl {
@@ -84,13 +86,17 @@ struct Server::Impl {
   Handler handler;
   std::vector<std::unique_ptr<Worker>> workers;
   std::atomic<std::size_t> connections{0};
-  std::atomic<std::size_t> active{0};
   std::atomic<bool> stopping{false};
   std::atomic<bool> stopped{false};
   std::uint16_t port = 0;
   std::mutex mu;
   std::condition_variable cv;
 
+  std::size_t active() const {
+    std::size_t n = 0;
+    for (const auto& w : workers) n += w->active.load();
+    return n;
+  }
   Task<void> accept_loop(Worker& w);
   void sweep(Worker& w);
   Task<void> session(Worker& w, Socket socket);
@@ -106,30 +112,12 @@ void arm(SessionState& s, const Worker& w, std::chrono::milliseconds d) {
 }
 void disarm(SessionState& s) { s.deadline = kNoDeadline; }
 
-void append_decimal(std::string& s, std::size_t v) {
-  char buf[24];
-  const auto r = std::to_chars(buf, buf + sizeof buf, v);
-  s.append(buf, r.ptr);
-}
-
-void append_status_line(std::string& s, int status) {
+void append_status_line(HeadBuffer& s, int status) {
   s += "HTTP/1.1 "sv;
-  append_decimal(s, static_cast<std::size_t>(status));
+  s.append_decimal(static_cast<std::size_t>(status));
   s += ' ';
   s += reason_phrase(status);
   s += "\r\n"sv;
-}
-
-std::string status_line(int status) {
-  std::string s;
-  append_status_line(s, status);
-  return s;
-}
-
-std::size_t extra_size(const Headers& extra) {
-  std::size_t n = 0;
-  for (const auto& [k, v] : extra) n += k.size() + v.size() + 4;
-  return n;
 }
 
 class Writer final : public ResponseWriter {
@@ -149,16 +137,15 @@ class Writer final : public ResponseWriter {
     if (started_ || failed_) co_return false;
     started_ = true;
     status_ = status;
-    std::string head;
-    head.reserve(128 + content_type.size() + extra_size(extra));
+    HeadBuffer head;
     append_status_line(head, status);
     head += "Content-Type: "sv;
     head += content_type;
     head += "\r\nContent-Length: "sv;
-    append_decimal(head, body.size());
+    head.append_decimal(body.size());
     head += "\r\n"sv;
     append_common(head, extra);
-    std::array<net::const_buffer, 2> bufs{net::buffer(head), net::buffer(body)};
+    std::array<net::const_buffer, 2> bufs{net::buffer(head.view()), net::buffer(body)};
     if (head_only_) bufs[1] = net::const_buffer();
     GatherBuffers g(bufs);
     if (auto done = try_write(g)) co_return *done;
@@ -171,13 +158,14 @@ class Writer final : public ResponseWriter {
     started_ = true;
     streaming_ = true;
     status_ = status;
-    std::string head = status_line(status);
+    HeadBuffer head;
+    append_status_line(head, status);
     head += "Content-Type: "sv;
     head += content_type;
     head +=
         "\r\nTransfer-Encoding: chunked\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\n"sv;
     append_common(head, extra);
-    std::array<net::const_buffer, 1> bufs{net::buffer(head)};
+    std::array<net::const_buffer, 1> bufs{net::buffer(head.view())};
     GatherBuffers g(bufs);
     if (auto done = try_write(g)) co_return *done;
     co_return co_await finish_write(g);
@@ -219,7 +207,7 @@ class Writer final : public ResponseWriter {
   void set_watch(std::shared_ptr<GoneWatch> w) { watch_ = std::move(w); }
 
  private:
-  void append_common(std::string& head, const Headers& extra) const {
+  void append_common(HeadBuffer& head, const Headers& extra) const {
     for (const auto& [k, v] : extra) {
       head += k;
       head += ": "sv;
@@ -281,11 +269,12 @@ void start_gone_watch(Socket& socket, const std::shared_ptr<GoneWatch>& watch) {
 Task<void> send_error_and_close(Socket& socket, SessionState& state, const Worker& w, int status,
                                 std::string_view message) {
   std::string body = openai_error_body(status, message);
-  std::string head = status_line(status);
+  HeadBuffer head;
+  append_status_line(head, status);
   head += "Content-Type: application/json\r\nContent-Length: "sv;
-  head += std::to_string(body.size());
+  head.append_decimal(body.size());
   head += "\r\nConnection: close\r\n\r\n"sv;
-  std::array<net::const_buffer, 2> bufs{net::buffer(head), net::buffer(body)};
+  std::array<net::const_buffer, 2> bufs{net::buffer(head.view()), net::buffer(body)};
   arm(state, w, std::chrono::seconds(5));
   co_await write_all(socket, GatherBuffers(bufs));
   disarm(state);
@@ -436,7 +425,7 @@ Task<void> Server::Impl::session(Worker& w, Socket socket) {
     if (!co_await read_request(w, socket, state, in, req)) break;
     req.keep_alive = req.keep_alive && !stopping.load();
 
-    active.fetch_add(1);
+    w.active.fetch_add(1);
     Writer writer(socket, state, w, opts, req.keep_alive, req.method == "HEAD");
     auto watch = std::make_shared<GoneWatch>();
     writer.set_watch(watch);
@@ -464,8 +453,11 @@ Task<void> Server::Impl::session(Worker& w, Socket socket) {
     }
     // A handler that returns without ending its stream aborted the response: the connection is
     // closed without the last chunk, so the client sees a truncated body, not a clean end.
-    active.fetch_sub(1);
-    if (active.load() == 0 && stopping.load()) cv.notify_all();
+    w.active.fetch_sub(1);
+    if (stopping.load() && active() == 0) {
+      std::lock_guard lock(mu);  // the waiter in stop() cannot miss it between test and wait
+      cv.notify_all();
+    }
     if (!req.keep_alive || writer.failed() || watch->gone ||
         (writer.streaming() && !writer.ended()))
       break;
@@ -570,7 +562,7 @@ void Server::stop(std::chrono::milliseconds deadline) {
   }
   {
     std::unique_lock lock(impl_->mu);
-    impl_->cv.wait_for(lock, deadline, [&] { return impl_->active.load() == 0; });
+    impl_->cv.wait_for(lock, deadline, [&] { return impl_->active() == 0; });
   }
   for (auto& w : impl_->workers) w->ioc.stop();
   for (auto& w : impl_->workers) {
@@ -587,7 +579,7 @@ void Server::wait() {
 
 std::uint16_t Server::port() const { return impl_->port; }
 std::size_t Server::connections() const { return impl_->connections.load(); }
-std::size_t Server::active_requests() const { return impl_->active.load(); }
+std::size_t Server::active_requests() const { return impl_->active(); }
 Executor Server::executor(int i) const {
   return impl_->workers.at(static_cast<std::size_t>(i))->ioc.get_executor();
 }
