@@ -2,6 +2,7 @@
 
 #include <simdjson.h>
 
+#include <algorithm>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -9,6 +10,7 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/container/small_vector.hpp>
 #include <set>
 #include <unordered_map>
 
@@ -38,9 +40,12 @@ namespace {
 double seconds_since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
 }
+std::atomic<std::uint64_t> next_proxy_id{1};
 }  // namespace
 
 struct Proxy::Impl {
+  // Names this proxy in thread-local caches (an address could be reused by a later proxy).
+  const std::uint64_t id = next_proxy_id.fetch_add(1);
   config::Config cfg;
   std::vector<std::unique_ptr<Backend>> owned;
   std::vector<Backend*> backends;
@@ -73,12 +78,18 @@ struct Proxy::Impl {
   static int endpoint_slot(std::string_view label) { return label == "/v1/completions" ? 0 : 1; }
 
   metrics::Counter& decision_cell(std::string_view reason) {
-    thread_local std::vector<std::pair<std::string, metrics::Counter*>> cache;
-    for (auto& [r, c] : cache) {
-      if (r == reason) return *c;
+    // Per thread and per proxy (a test may run several proxies on one thread, one after another).
+    struct Entry {
+      std::uint64_t owner;
+      std::string reason;
+      metrics::Counter* cell;
+    };
+    thread_local std::vector<Entry> cache;
+    for (auto& e : cache) {
+      if (e.owner == id && e.reason == reason) return *e.cell;
     }
     auto* c = &decisions->with({policy->name(), reason});
-    cache.emplace_back(std::string(reason), c);
+    cache.push_back({id, std::string(reason), c});
     return *c;
   }
 
@@ -273,7 +284,7 @@ http::Task<void> Proxy::Impl::proxy_openai(Request& req, ResponseWriter& w, open
   // Candidates: available backends that serve the model.
   // The request's start time serves as "now" for availability (one clock reading fewer).
   const auto now = routing::steady_ms(t0);
-  std::vector<Backend*> candidates;
+  boost::container::small_vector<Backend*, 16> candidates;  // no allocation for up to 16
   bool any_serves = false;
   for (auto* b : backends) {
     if (!b->serves(parsed->model)) continue;
@@ -294,10 +305,10 @@ http::Task<void> Proxy::Impl::proxy_openai(Request& req, ResponseWriter& w, open
   std::string last_error;
   int last_status = 502;
   for (int attempt = 0; attempt <= cfg.max_retries && !candidates.empty(); ++attempt) {
-    routing::Decision d = policy->pick(rr, candidates);
+    routing::Decision d = policy->pick(rr, {candidates.data(), candidates.size()});
     Backend* b = d.backend;
     if (!b) break;
-    std::erase(candidates, b);
+    candidates.erase(std::remove(candidates.begin(), candidates.end(), b), candidates.end());
     decision_cell(d.reason).inc();
     if (!d.detail.empty())
       spdlog::debug("route {} -> {} ({}): {}", label, b->name, d.reason, d.detail);
@@ -337,7 +348,8 @@ http::Task<void> Proxy::Impl::proxy_openai(Request& req, ResponseWriter& w, open
       break;
     }
     // Written only when it changes: every worker's requests read this backend's line.
-    if (b->consecutive_failures.load(std::memory_order_relaxed) != 0) b->consecutive_failures.store(0);
+    if (b->consecutive_failures.load(std::memory_order_relaxed) != 0)
+      b->consecutive_failures.store(0);
 
     Headers extra;
     if (cfg.debug_headers) {
@@ -596,8 +608,7 @@ Result<std::uint16_t> Proxy::start() {
     auto ep = http::parse_http_url(bc.url);
     if (!ep) return fail(ep.error());
     auto b = std::make_unique<Backend>(static_cast<int>(i), bc.name, bc.url, *ep);
-    if (!bc.models.empty())
-      b->models.set(bc.models);
+    if (!bc.models.empty()) b->models.set(bc.models);
     im.backends.push_back(b.get());
     im.owned.push_back(std::move(b));
   }
