@@ -79,6 +79,9 @@ struct Worker {
   // Requests in the handler. Per worker, on its own cache line: a server-wide counter was two
   // writes per request to a line every worker shared.
   alignas(64) std::atomic<std::size_t> active{0};
+  // Client connections this worker serves (or was handed and will serve): the acceptors balance on
+  // it.
+  alignas(64) std::atomic<std::size_t> live{0};
 };
 
 struct Server::Impl {
@@ -322,7 +325,43 @@ Task<void> Server::Impl::accept_loop(Worker& w) {
     boost::system::error_code ignored;
     socket.set_option(tcp::no_delay(true), ignored);
     enable_inq(socket.native_handle());
-    net::co_spawn(w.ioc, session(w, std::move(socket)), net::detached);
+    // SO_REUSEPORT spreads connections over the workers by a hash of their addresses: 64 come out
+    // as 38 and 26 as often as not, and the busier worker's queue sets the tail latency. A worker
+    // that holds more connections than another hands the new one to the least loaded
+    // (docs/adr/0014).
+    Worker* target = &w;
+    for (const auto& o : workers) {
+      if (o->live.load(std::memory_order_relaxed) < target->live.load(std::memory_order_relaxed))
+        target = o.get();
+    }
+    target->live.fetch_add(1);
+    if (target == &w) {
+      net::co_spawn(w.ioc, session(w, std::move(socket)), net::detached);
+      continue;
+    }
+    const auto protocol = socket.local_endpoint(ignored).protocol();
+    boost::system::error_code rec;
+    const int fd = socket.release(rec);  // leaves this worker's reactor
+    if (rec) {
+      target->live.fetch_sub(1);
+      continue;  // the socket was closed; the client sees a reset
+    }
+    // Owns the descriptor until the target adopts it (closed if the worker never runs the handler).
+    auto owned = std::shared_ptr<int>(new int(fd), [](int* f) {
+      if (*f >= 0) ::close(*f);
+      delete f;
+    });
+    net::post(target->ioc, [this, target, owned, protocol] {
+      Socket adopted(target->ioc.get_executor());
+      boost::system::error_code aec;
+      adopted.assign(protocol, *owned, aec);
+      if (aec) {
+        target->live.fetch_sub(1);
+        return;  // `owned` closes it
+      }
+      *owned = -1;
+      net::co_spawn(target->ioc, session(*target, std::move(adopted)), net::detached);
+    });
   }
 }
 
@@ -467,6 +506,7 @@ Task<void> Server::Impl::session(Worker& w, Socket socket) {
   socket.shutdown(tcp::socket::shutdown_both, ignored);
   socket.close(ignored);
   connections.fetch_sub(1);
+  w.live.fetch_sub(1);
 }
 
 void Server::Impl::sweep(Worker& w) {

@@ -5,6 +5,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -12,7 +13,9 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/use_future.hpp>
+#include <map>
 #include <optional>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -69,6 +72,52 @@ TEST(Server, ServesAndReusesKeepAliveConnections) {
   EXPECT_EQ(out, "POST /x?i=0 body|POST /x?i=1 body|POST /x?i=2 body|");
   EXPECT_EQ(calls.load(), 3);
   server.stop(std::chrono::milliseconds(1000));
+}
+
+// Connections held open are spread evenly over the workers, whatever SO_REUSEPORT's hash chose:
+// each worker answers with its index, and the counts differ by at most one.
+TEST(Server, BalancesConnectionsOverWorkers) {
+  ServerOptions o = local_options();
+  o.threads = 3;
+  Server server(o, [](Request&, ResponseWriter& w) -> Task<void> {
+    const Headers none;
+    co_await w.send(200, "text/plain", std::to_string(current_worker()), none);
+  });
+  const auto port = server.start();
+  ASSERT_TRUE(port.has_value());
+  std::vector<int> fds;
+  std::map<std::string, int> per_worker;
+  for (int i = 0; i < 30; ++i) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(*port);
+    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    timeval tv{5, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    fds.push_back(fd);
+    const std::string req = "GET /w HTTP/1.1\r\nHost: x\r\n\r\n";
+    ASSERT_EQ(::send(fd, req.data(), req.size(), 0), static_cast<ssize_t>(req.size()));
+    std::string got;
+    char buf[1024];
+    while (got.find("\r\n\r\n") == std::string::npos || got.back() == '\n') {
+      const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+      ASSERT_GT(n, 0);
+      got.append(buf, static_cast<std::size_t>(n));
+    }
+    ++per_worker[got.substr(got.find("\r\n\r\n") + 4)];  // the body: one digit
+  }
+  ASSERT_EQ(per_worker.size(), 3u);
+  int lo = 1000, hi = 0;
+  for (const auto& [worker, n] : per_worker) {
+    lo = std::min(lo, n);
+    hi = std::max(hi, n);
+  }
+  EXPECT_LE(hi - lo, 1) << per_worker.begin()->second;
+  EXPECT_EQ(server.connections(), 30u);
+  for (int fd : fds) ::close(fd);
+  server.stop(std::chrono::milliseconds(0));
 }
 
 TEST(Server, StreamsChunksAsTheyAreWritten) {
