@@ -387,9 +387,11 @@ ConnectionPool::Slot& ConnectionPool::slot(const Endpoint& ep) {
   if (!s) {
     s = std::make_unique<Slot>();
     s->ep = ep;
-    // An IPv6 literal goes in brackets (RFC 9110 section 7.2).
+    // An IPv6 literal goes in brackets (RFC 9110 section 7.2), without a zone ("%eth0").
     const bool v6 = ep.host.find(':') != std::string::npos;
-    s->key = v6 ? fmt::format("[{}]:{}", ep.host, ep.port) : fmt::format("{}:{}", ep.host, ep.port);
+    s->key =
+        v6 ? fmt::format("[{}]:{}", std::string_view(ep.host).substr(0, ep.host.find('%')), ep.port)
+           : fmt::format("{}:{}", ep.host, ep.port);
   }
   return *s;
 }
@@ -432,10 +434,21 @@ Task<Expected<Exchange, UpstreamFailure>> ConnectionPool::start_with(
   head += "\r\n"sv;
   // Fields the client's Connection header names describe its connection too (RFC 9110 section
   // 7.6.1); "keep-alive" and "close" name none.
-  std::string_view nominated = find_header(headers, "connection");
-  if (iequals_lower(nominated, "keep-alive") || iequals_lower(nominated, "close")) nominated = {};
+  // The field may repeat: every Connection field's tokens count.
+  bool nominates = false;
   for (const auto& [k, v] : headers) {
-    if (hop_by_hop(k) || (!nominated.empty() && lists(nominated, k))) continue;
+    if (iequals_lower(k, "connection") && !iequals_lower(v, "keep-alive") &&
+        !iequals_lower(v, "close"))
+      nominates = true;
+  }
+  const auto nominated = [&headers](std::string_view name) {
+    for (const auto& [k, v] : headers) {
+      if (iequals_lower(k, "connection") && lists(v, name)) return true;
+    }
+    return false;
+  };
+  for (const auto& [k, v] : headers) {
+    if (hop_by_hop(k) || (nominates && nominated(k))) continue;
     head += k;
     head += ": "sv;
     head += v;

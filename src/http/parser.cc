@@ -166,6 +166,7 @@ constexpr auto kValue = make_value_table();
 // Where a field value that starts at `i` stops: the first byte kValue refuses (CR, normally).
 // Eight bytes at a time: a byte below 0x20 or equal to 0x7f flags its word (SWAR; the lowest flag
 // of each test is exact, later ones may be false), then a tab is stepped over.
+static_assert(std::endian::native == std::endian::little, "value_end reads words little-endian");
 std::size_t value_end(const char* p, std::size_t i, std::size_t n) {
   constexpr std::uint64_t kOnes = 0x0101010101010101ull, kHigh = 0x8080808080808080ull;
   while (i < n) {

@@ -182,6 +182,9 @@ class Writer final : public ResponseWriter {
     std::array<net::const_buffer, 3> bufs{net::buffer(size_line, static_cast<std::size_t>(n)),
                                           net::buffer(data.data(), data.size()),
                                           net::buffer("\r\n", 2)};
+    // A handler that writes chunk after chunk without waiting on anything else would hold the
+    // worker while the socket takes them: every 16th chunk passes through the scheduler.
+    if (++chunks_ % 16 == 0) co_await net::post(socket_.get_executor(), use_task);
     GatherBuffers g(bufs);
     if (auto done = try_write(g)) co_return *done;
     co_return co_await finish_write(g);
@@ -249,6 +252,7 @@ class Writer final : public ResponseWriter {
   bool ended_ = false;
   bool failed_ = false;
   int status_ = 0;
+  std::uint64_t chunks_ = 0;
   std::shared_ptr<GoneWatch> watch_;
 };
 
@@ -317,7 +321,10 @@ Task<void> Server::Impl::accept_loop(Worker& w) {
       co_await t.async_wait(kTuple);
       continue;
     }
-    if (connections.load() >= opts.max_connections) {
+    // Connections being handed to another worker count too (`live` is raised at accept).
+    std::size_t live = 0;
+    for (const auto& o : workers) live += o->live.load(std::memory_order_relaxed);
+    if (live >= opts.max_connections) {
       boost::system::error_code ignored;
       socket.close(ignored);
       continue;
@@ -339,8 +346,14 @@ Task<void> Server::Impl::accept_loop(Worker& w) {
       net::co_spawn(w.ioc, session(w, std::move(socket)), net::detached);
       continue;
     }
-    const auto protocol = socket.local_endpoint(ignored).protocol();
     boost::system::error_code rec;
+    const auto protocol = w.acceptor->local_endpoint(rec).protocol();
+    if (rec) {  // cannot tell the protocol: serve it here
+      target->live.fetch_sub(1);
+      w.live.fetch_add(1);
+      net::co_spawn(w.ioc, session(w, std::move(socket)), net::detached);
+      continue;
+    }
     const int fd = socket.release(rec);  // leaves this worker's reactor
     if (rec) {
       target->live.fetch_sub(1);

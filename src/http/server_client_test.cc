@@ -491,6 +491,8 @@ TEST(Client, ForwardsEndToEndHeadersAndDropsHopByHopOnes) {
   const Headers sent{{"Host", "client.example"},
                      {"Connection", "keep-alive, X-Hop"},
                      {"X-Hop", "named by Connection"},
+                     {"connection", "X-Other"},
+                     {"x-other", "named by a second Connection field"},
                      {"Keep-Alive", "timeout=5"},
                      {"TE", "trailers"},
                      {"X-Session-Id", "s1"},

@@ -138,11 +138,12 @@ void PreciseIndexer::on_routed(std::size_t backend, std::span<const std::uint64_
 
 IndexerStats PreciseIndexer::stats(bool memory) const {
   IndexerStats s;
-  s.index = index_->stats();
+  // The counters first: whatever they count is then visible in the index's figures below.
   s.batches = batches_.load(std::memory_order_acquire);
   s.resets = resets_.load(std::memory_order_acquire);
   s.backend_down_clears = down_clears_.load(std::memory_order_acquire);
   s.stale_reports = stale_reports_.load(std::memory_order_acquire);
+  s.index = index_->stats();
   for (const auto& e : cfg_.engines) s.stale_engines += index_->is_stale(e.backend) ? 1 : 0;
   s.entries = index_->entries();
   if (memory) s.memory_bytes = index_->memory_bytes();
