@@ -101,20 +101,6 @@ std::chrono::steady_clock::time_point coarse_now() {
                                                std::chrono::nanoseconds(ts.tv_nsec));
 }
 
-// Whether the comma-separated list `value` holds `token` (case-insensitive, spaces trimmed).
-bool lists(std::string_view value, std::string_view token) {
-  while (!value.empty()) {
-    const auto comma = value.find(',');
-    std::string_view item = value.substr(0, comma);
-    while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.remove_prefix(1);
-    while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
-    if (iequals(item, token)) return true;
-    if (comma == std::string_view::npos) break;
-    value.remove_prefix(comma + 1);
-  }
-  return false;
-}
-
 bool hop_by_hop(std::string_view name) {
   // Headers the client sets itself or that describe the client's connection; their lengths tell
   // them apart before any comparison.
@@ -237,7 +223,6 @@ void ConnectionPool::sweep(const std::shared_ptr<Deadlines>& d) {
 }
 
 struct ConnectionPool::Slot {
-  Endpoint ep;
   std::string key;  // "host:port": the Host header's value, and the endpoint's name in errors
   std::vector<std::unique_ptr<Conn>> idle;
   std::vector<tcp::endpoint> resolved;
@@ -386,7 +371,6 @@ ConnectionPool::Slot& ConnectionPool::slot(const Endpoint& ep) {
   auto& s = idle_->slots[ep];
   if (!s) {
     s = std::make_unique<Slot>();
-    s->ep = ep;
     // An IPv6 literal goes in brackets (RFC 9110 section 7.2), without a zone ("%eth0").
     const bool v6 = ep.host.find(':') != std::string::npos;
     s->key =
@@ -433,8 +417,7 @@ Task<Expected<Exchange, UpstreamFailure>> ConnectionPool::start_with(
   head += key;
   head += "\r\n"sv;
   // Fields the client's Connection header names describe its connection too (RFC 9110 section
-  // 7.6.1); "keep-alive" and "close" name none.
-  // The field may repeat: every Connection field's tokens count.
+  // 7.6.1); "keep-alive" and "close" name none, and every Connection field counts (it may repeat).
   bool nominates = false;
   for (const auto& [k, v] : headers) {
     if (iequals_lower(k, "connection") && !iequals_lower(v, "keep-alive") &&
@@ -443,7 +426,7 @@ Task<Expected<Exchange, UpstreamFailure>> ConnectionPool::start_with(
   }
   const auto nominated = [&headers](std::string_view name) {
     for (const auto& [k, v] : headers) {
-      if (iequals_lower(k, "connection") && lists(v, name)) return true;
+      if (iequals_lower(k, "connection") && header_list_has(v, name)) return true;
     }
     return false;
   };

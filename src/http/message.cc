@@ -12,6 +12,16 @@ bool iequals_out_of_line(const char* x, const char* y, std::size_t n) {
 }
 }  // namespace internal
 
+bool header_list_has(std::string_view value, std::string_view token) {
+  while (!value.empty()) {
+    const auto comma = value.find(',');
+    if (iequals(trim_ows(value.substr(0, comma)), token)) return true;
+    if (comma == std::string_view::npos) break;
+    value.remove_prefix(comma + 1);
+  }
+  return false;
+}
+
 void HeadBuffer::append_decimal(std::uint64_t v) {
   char buf[24];
   const auto r = std::to_chars(buf, buf + sizeof buf, v);

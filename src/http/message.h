@@ -152,9 +152,7 @@ inline std::uint64_t lower8(std::uint64_t x) {
 inline char lower1(char c) {
   return static_cast<char>(c | (static_cast<unsigned char>(c - 'A') < 26 ? 0x20 : 0));
 }
-}  // namespace internal
 
-namespace internal {
 // Case-insensitive equality of n bytes at x and y, eight at a time: whole words, then the last
 // eight (or two overlapping four) bytes again, so no byte-by-byte tail. `Lower` applies to y:
 // lower8 when y may hold upper case, nothing when y is known lower-case (a literal).
@@ -183,6 +181,16 @@ template <typename Lower>
 }
 bool iequals_out_of_line(const char* x, const char* y, std::size_t n);
 }  // namespace internal
+
+// `s` without leading and trailing spaces and tabs (optional whitespace, RFC 9110 section 5.6.3).
+inline std::string_view trim_ows(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+// Whether the comma-separated header list `value` holds `token` (case-insensitive; items trimmed).
+bool header_list_has(std::string_view value, std::string_view token);
 
 // ASCII case-insensitive equality (header names, tokens). The length test is inline; most
 // comparisons stop there.

@@ -45,23 +45,6 @@ bool is_target(std::string_view s) {
   return true;
 }
 
-std::string_view trim_ows(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
-}
-
-// Whether the comma-separated list `value` holds `token` (lower-case; case-insensitive).
-bool list_has(std::string_view value, std::string_view token) {
-  while (!value.empty()) {
-    const auto comma = value.find(',');
-    if (iequals_lower(trim_ows(value.substr(0, comma)), token)) return true;
-    if (comma == std::string_view::npos) break;
-    value.remove_prefix(comma + 1);
-  }
-  return false;
-}
-
 bool parse_decimal(std::string_view s, std::uint64_t& out) {
   if (s.empty() || s.size() > 18) return false;
   std::uint64_t v = 0;
@@ -132,8 +115,8 @@ ParseResult apply_field(std::string_view name, std::string_view value, FieldSumm
         if (iequals_lower(value, "keep-alive")) {  // the usual value, without the list walk
           st.keep_alive = true;
         } else {
-          st.close = st.close || list_has(value, "close");
-          st.keep_alive = st.keep_alive || list_has(value, "keep-alive");
+          st.close = st.close || header_list_has(value, "close");
+          st.keep_alive = st.keep_alive || header_list_has(value, "keep-alive");
         }
       }
       break;

@@ -88,16 +88,24 @@ struct Server::Impl {
   ServerOptions opts;
   Handler handler;
   std::vector<std::unique_ptr<Worker>> workers;
-  std::atomic<std::size_t> connections{0};
   std::atomic<bool> stopping{false};
   std::atomic<bool> stopped{false};
   std::uint16_t port = 0;
   std::mutex mu;
   std::condition_variable cv;
 
+  // The listening sockets' protocol (v4 or v6): a connection handed to another worker is adopted
+  // with it.
+  tcp protocol = tcp::v4();
   std::size_t active() const {
     std::size_t n = 0;
     for (const auto& w : workers) n += w->active.load();
+    return n;
+  }
+  // Client connections, including those being handed to another worker.
+  std::size_t live() const {
+    std::size_t n = 0;
+    for (const auto& w : workers) n += w->live.load(std::memory_order_relaxed);
     return n;
   }
   Task<void> accept_loop(Worker& w);
@@ -321,10 +329,7 @@ Task<void> Server::Impl::accept_loop(Worker& w) {
       co_await t.async_wait(kTuple);
       continue;
     }
-    // Connections being handed to another worker count too (`live` is raised at accept).
-    std::size_t live = 0;
-    for (const auto& o : workers) live += o->live.load(std::memory_order_relaxed);
-    if (live >= opts.max_connections) {
+    if (live() >= opts.max_connections) {  // counts connections still being handed over
       boost::system::error_code ignored;
       socket.close(ignored);
       continue;
@@ -347,13 +352,6 @@ Task<void> Server::Impl::accept_loop(Worker& w) {
       continue;
     }
     boost::system::error_code rec;
-    const auto protocol = w.acceptor->local_endpoint(rec).protocol();
-    if (rec) {  // cannot tell the protocol: serve it here
-      target->live.fetch_sub(1);
-      w.live.fetch_add(1);
-      net::co_spawn(w.ioc, session(w, std::move(socket)), net::detached);
-      continue;
-    }
     const int fd = socket.release(rec);  // leaves this worker's reactor
     if (rec) {
       target->live.fetch_sub(1);
@@ -364,7 +362,7 @@ Task<void> Server::Impl::accept_loop(Worker& w) {
       if (*f >= 0) ::close(*f);
       delete f;
     });
-    net::post(target->ioc, [this, target, owned, protocol] {
+    net::post(target->ioc, [this, target, owned] {
       Socket adopted(target->ioc.get_executor());
       boost::system::error_code aec;
       adopted.assign(protocol, *owned, aec);
@@ -454,7 +452,6 @@ Task<bool> Server::Impl::read_request(Worker& w, Socket& socket, SessionState& s
 }
 
 Task<void> Server::Impl::session(Worker& w, Socket socket) {
-  connections.fetch_add(1);
   SessionState state;
   state.socket = &socket;
   w.sessions.insert(&state);
@@ -518,7 +515,6 @@ Task<void> Server::Impl::session(Worker& w, Socket socket) {
   boost::system::error_code ignored;
   socket.shutdown(tcp::socket::shutdown_both, ignored);
   socket.close(ignored);
-  connections.fetch_sub(1);
   w.live.fetch_sub(1);
 }
 
@@ -562,6 +558,7 @@ Result<std::uint16_t> Server::start() {
   auto addr = net::ip::make_address(impl_->opts.address, ec);
   if (ec) return fail(Error::invalid("invalid listen address '" + impl_->opts.address + "'"));
   std::uint16_t port = impl_->opts.port;
+  impl_->protocol = tcp::endpoint(addr, port).protocol();
   for (auto& w : impl_->workers) {
     Acceptor acc(w->ioc.get_executor());
     tcp::endpoint ep(addr, port);
@@ -631,7 +628,7 @@ void Server::wait() {
 }
 
 std::uint16_t Server::port() const { return impl_->port; }
-std::size_t Server::connections() const { return impl_->connections.load(); }
+std::size_t Server::connections() const { return impl_->live(); }
 std::size_t Server::active_requests() const { return impl_->active(); }
 Executor Server::executor(int i) const {
   return impl_->workers.at(static_cast<std::size_t>(i))->ioc.get_executor();

@@ -383,9 +383,9 @@ TEST(Faults, PublisherRestartResetsTheEngine) {
   EXPECT_TRUE(h.indexer->has_precise(0));
 }
 
-// An engine that restarts silently (no traffic since, so no event reveals the restart) must not keep
-// attracting requests with blocks it lost: the router's health checks call forget_backend when the engine
-// goes down. Only that engine's entries go; events after it rebuild them.
+// An engine that restarts silently (no traffic since, so no event reveals the restart) must not
+// keep attracting requests with blocks it lost: the router's health checks call forget_backend when
+// the engine goes down. Only that engine's entries go; events after it rebuild them.
 TEST(Faults, BackendSeenDownIsForgottenAndRebuiltFromLaterEvents) {
   MiniEngine a(MiniEngine::config(true));
   MiniEngine b(MiniEngine::config(true));
