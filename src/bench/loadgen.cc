@@ -1,17 +1,16 @@
 #include "bench/loadgen.h"
 
+#include <fmt/format.h>
+#include <simdjson.h>
+#include <unistd.h>
+
+#include <algorithm>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
-
-#include <fmt/format.h>
-#include <simdjson.h>
-#include <unistd.h>
-
-#include <algorithm>
 #include <charconv>
 #include <cstdio>
 #include <set>
@@ -116,13 +115,16 @@ struct Runner {
   void stop_everything() {
     stopping = true;
     for (InFlight* f : inflight) {
-      if (f->exchange != nullptr) f->exchange->cancel();
-      else f->token.cancel();
+      if (f->exchange != nullptr)
+        f->exchange->cancel();
+      else
+        f->token.cancel();
     }
     for (auto* t : sleepers) t->cancel();
   }
 
-  void on_event(std::size_t idx, std::string_view data, Clock::time_point& last, std::size_t& text_events) {
+  void on_event(std::size_t idx, std::string_view data, Clock::time_point& last,
+                std::size_t& text_events) {
     if (data == "[DONE]") return;
     simdjson::dom::element doc;
     if (parser.parse(data.data(), data.size()).get(doc) != simdjson::SUCCESS) return;
@@ -142,9 +144,12 @@ struct Runner {
         if (!has) has = c["delta"]["content"].get(text) == simdjson::SUCCESS && !text.empty();
         if (has) {
           const auto now = Clock::now();
-          const auto start = t0 + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(r.start_s));
-          if (text_events == 0) r.ttft_s = seconds_between(start, now);
-          else r.itl_s.push_back(static_cast<float>(seconds_between(last, now)));
+          const auto start = t0 + std::chrono::duration_cast<Clock::duration>(
+                                      std::chrono::duration<double>(r.start_s));
+          if (text_events == 0)
+            r.ttft_s = seconds_between(start, now);
+          else
+            r.itl_s.push_back(static_cast<float>(seconds_between(last, now)));
           last = now;
           ++text_events;
         }
@@ -155,8 +160,10 @@ struct Runner {
     if (doc["usage"].get(usage) == simdjson::SUCCESS) {
       std::uint64_t v = 0;
       r.usage = true;
-      if (usage["prompt_tokens"].get(v) == simdjson::SUCCESS) r.prompt_tokens = static_cast<std::uint32_t>(v);
-      if (usage["completion_tokens"].get(v) == simdjson::SUCCESS) r.output_tokens = static_cast<std::uint32_t>(v);
+      if (usage["prompt_tokens"].get(v) == simdjson::SUCCESS)
+        r.prompt_tokens = static_cast<std::uint32_t>(v);
+      if (usage["completion_tokens"].get(v) == simdjson::SUCCESS)
+        r.output_tokens = static_cast<std::uint32_t>(v);
       if (usage["prompt_tokens_details"]["cached_tokens"].get(v) == simdjson::SUCCESS) {
         r.cached_tokens = static_cast<std::uint32_t>(v);
       }
@@ -197,7 +204,8 @@ struct Runner {
         auto all = co_await ex.read_all(limit);
         RequestRecord& r = records[idx];
         r.outcome = Outcome::kHttpError;
-        r.error = fmt::format("HTTP {}: {}", ex.status(), all ? all->substr(0, 300) : std::string("(no body)"));
+        r.error = fmt::format("HTTP {}: {}", ex.status(),
+                              all ? all->substr(0, 300) : std::string("(no body)"));
       } else {
         http::SseSplitter sse;
         Clock::time_point last = start;
@@ -207,8 +215,9 @@ struct Runner {
           auto chunk = co_await ex.read_some();
           if (!chunk) {
             RequestRecord& r = records[idx];
-            r.outcome = (stopping || chunk.error().kind == http::UpstreamError::kCancelled) ? Outcome::kCancelled
-                                                                                            : Outcome::kTransportError;
+            r.outcome = (stopping || chunk.error().kind == http::UpstreamError::kCancelled)
+                            ? Outcome::kCancelled
+                            : Outcome::kTransportError;
             r.error = std::string(to_string(chunk.error().kind)) + ": " + chunk.error().message;
             broken = true;
             break;
@@ -227,8 +236,10 @@ struct Runner {
     f.exchange = nullptr;
     inflight.erase(&f);
     ++finished;
-    if (success) ++ok;
-    else if (records[idx].outcome != Outcome::kCancelled) ++errors;
+    if (success)
+      ++ok;
+    else if (records[idx].outcome != Outcome::kCancelled)
+      ++errors;
     co_return success;
   }
 
@@ -261,9 +272,12 @@ struct Runner {
     double at = 0;
     const double speed = opts.speed > 0 ? opts.speed : 1.0;
     for (std::size_t s = 0; s < wl.sessions.size(); ++s) {
-      if (timestamps) at = std::max(0.0, wl.sessions[s].at_s) / speed;
-      else if (s > 0) at += rng.exponential(1.0 / opts.rate);
-      const auto when = t0 + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(at));
+      if (timestamps)
+        at = std::max(0.0, wl.sessions[s].at_s) / speed;
+      else if (s > 0)
+        at += rng.exponential(1.0 / opts.rate);
+      const auto when =
+          t0 + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(at));
       if (when > Clock::now()) co_await sleep_until(when);
       if (stopping || issued >= max_requests) break;
       ++live;
@@ -285,12 +299,14 @@ struct Runner {
     while (live > 0) {
       const double el = seconds_between(t0, Clock::now());
       const int width = 30;
-      const int fill = total == 0 ? 0 : static_cast<int>(static_cast<double>(width) * static_cast<double>(finished) /
-                                                          static_cast<double>(total));
+      const int fill =
+          total == 0 ? 0
+                     : static_cast<int>(static_cast<double>(width) * static_cast<double>(finished) /
+                                        static_cast<double>(total));
       std::string bar(static_cast<std::size_t>(std::clamp(fill, 0, width)), '#');
       bar.resize(width, '.');
-      fmt::print(stderr, "\r{}[{}] {}/{} requests  {:.1f}s  errors {}   ", opts.progress_label, bar, finished, total,
-                 el, errors);
+      fmt::print(stderr, "\r{}[{}] {}/{} requests  {:.1f}s  errors {}   ", opts.progress_label, bar,
+                 finished, total, el, errors);
       std::fflush(stderr);
       t.expires_after(std::chrono::milliseconds(200));
       co_await t.async_wait(kTuple);
@@ -324,8 +340,8 @@ struct Runner {
     co_return c;
   }
 
-  // vLLM's POST /reset_prefix_cache (a vLLM engine serves it with VLLM_SERVER_DEV_MODE=1; the simulator
-  // always). Returns an empty string on success, else why not.
+  // vLLM's POST /reset_prefix_cache (a vLLM engine serves it with VLLM_SERVER_DEV_MODE=1; the
+  // simulator always). Returns an empty string on success, else why not.
   http::Task<std::string> reset_prefix_cache(const std::string& url) {
     auto e = http::parse_http_url(url);
     if (!e) co_return e.error().message;
@@ -362,7 +378,8 @@ struct Runner {
     if (opts.reset_prefix_cache) {
       for (const auto& u : opts.backend_metrics) {
         std::string err = co_await reset_prefix_cache(u);
-        if (!err.empty()) out.warnings.push_back(fmt::format("{}: /reset_prefix_cache failed: {}", u, err));
+        if (!err.empty())
+          out.warnings.push_back(fmt::format("{}: /reset_prefix_cache failed: {}", u, err));
       }
     }
     std::vector<EngineCounters> before;
@@ -409,6 +426,7 @@ struct Runner {
       d.block_size = after.block_size;
       out.engines.push_back(std::move(d));
     }
+    pool.close_idle();  // idle connections are watched: run() returns once they are closed
   }
 };
 
@@ -416,10 +434,14 @@ struct Runner {
 
 std::string_view to_string(Outcome o) {
   switch (o) {
-    case Outcome::kOk: return "ok";
-    case Outcome::kHttpError: return "http_error";
-    case Outcome::kTransportError: return "transport_error";
-    case Outcome::kCancelled: return "cancelled";
+    case Outcome::kOk:
+      return "ok";
+    case Outcome::kHttpError:
+      return "http_error";
+    case Outcome::kTransportError:
+      return "transport_error";
+    case Outcome::kCancelled:
+      return "cancelled";
   }
   return "?";
 }
@@ -449,9 +471,12 @@ EngineCounters parse_engine_metrics(std::string_view text) {
     while (!value.empty() && value.front() == ' ') value.remove_prefix(1);
     value = value.substr(0, value.find(' '));
     const double v = to_double(value);
-    if (name == "vllm:prefix_cache_queries_total") c.prefix_cache_queries += v, any = true;
-    else if (name == "vllm:prefix_cache_hits_total") c.prefix_cache_hits += v;
-    else if (name == "vllm:request_success_total") c.request_success += v;
+    if (name == "vllm:prefix_cache_queries_total")
+      c.prefix_cache_queries += v, any = true;
+    else if (name == "vllm:prefix_cache_hits_total")
+      c.prefix_cache_hits += v;
+    else if (name == "vllm:request_success_total")
+      c.request_success += v;
     else if (name == "vllm:cache_config_info") {
       c.num_gpu_blocks = to_double(label_value(labels, "num_gpu_blocks"));
       c.block_size = to_double(label_value(labels, "block_size"));
@@ -465,7 +490,8 @@ EngineCounters parse_engine_metrics(std::string_view text) {
 Result<RunResult> run_load(const Workload& workload, const LoadOptions& options) {
   KVROUTE_TRY(http::Endpoint ep, http::parse_http_url(options.url));
   for (const auto& u : options.backend_metrics) {
-    if (auto e = http::parse_http_url(u); !e) return fail(Error::invalid("--backend-metrics " + u + ": " + e.error().message));
+    if (auto e = http::parse_http_url(u); !e)
+      return fail(Error::invalid("--backend-metrics " + u + ": " + e.error().message));
   }
   if (options.duration.count() <= 0) return fail(Error::invalid("--duration must be positive"));
   if (options.rate < 0) return fail(Error::invalid("--rate must not be negative"));

@@ -75,7 +75,7 @@ struct Config {
   Duration ejection_time{10000};  // before an ejected backend is probed again
   Duration metrics_scrape_interval{1000};  // engines' /metrics; 0 disables
   // routing
-  std::string policy = "round-robin";
+  std::string policy = "kvroute";  // cache-aware by default (docs/adr/0015)
   std::string session_header = "x-session-id";
   bool debug_headers = false;   // x-kvroute-backend / x-kvroute-reason response headers
   std::string tokenizer;        // path of a HF tokenizer directory; empty: character blocks

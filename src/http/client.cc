@@ -9,7 +9,6 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <charconv>
-#include <ctime>
 #include <limits>
 #include <unordered_map>
 #include <vector>
@@ -92,15 +91,6 @@ void close_on_cancel(CancelToken* cancel, Socket& socket) {
   };
 }
 
-// The monotonic clock at the kernel tick's resolution (a few ms): enough for idle ages measured
-// in seconds, and cheaper than a full reading on every request.
-std::chrono::steady_clock::time_point coarse_now() {
-  timespec ts{};
-  ::clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-  return std::chrono::steady_clock::time_point(std::chrono::seconds(ts.tv_sec) +
-                                               std::chrono::nanoseconds(ts.tv_nsec));
-}
-
 bool hop_by_hop(std::string_view name) {
   // Headers the client sets itself or that describe the client's connection; their lengths tell
   // them apart before any comparison.
@@ -139,6 +129,7 @@ struct ConnectionPool::Deadlines {
   // Sweeps so far: deadlines count sweeps (no clock read to set one; a late sweep delays a timeout,
   // never fires it early).
   std::uint64_t sweeps = 0;
+  std::chrono::steady_clock::time_point epoch = coarse_now();  // sweep numbers count ticks from it
   bool sweeping = false;
   bool alive = true;  // false once the pool is gone
   net::steady_timer timer;
@@ -167,6 +158,7 @@ void ConnectionPool::arm(Conn& c, std::chrono::milliseconds d) {
   auto& dl = *deadlines_;
   if (!dl.sweeping) {
     dl.sweeping = true;
+    dl.sweeps = sweep_number(dl.sweeps, dl.epoch, kTick);  // the count stood still while idle
     dl.timer.expires_after(kTick);
     dl.timer.async_wait([all = deadlines_](boost::system::error_code ec) {
       if (!ec) sweep(all);
@@ -197,7 +189,7 @@ void ConnectionPool::Deadlines::remove(Conn& c) {
 
 void ConnectionPool::sweep(const std::shared_ptr<Deadlines>& d) {
   if (!d->alive) return;
-  ++d->sweeps;
+  d->sweeps = sweep_number(d->sweeps, d->epoch, kTick);
   for (std::size_t i = 0; i < d->armed.size();) {
     Conn* c = d->armed[i];
     if (d->sweeps >= c->deadline) {
@@ -385,21 +377,55 @@ void ConnectionPool::release(std::unique_ptr<Conn> c, Slot& s) {
   if (v.size() >= opts_.max_idle_per_endpoint) return;  // closes c
   c->idle_since = coarse_now();
   disarm(*c);
+  Conn* conn = c.get();
   v.push_back(std::move(c));
   ++idle_->count;
+  watch_idle(*conn, s);
+}
+
+// An idle connection must be known dead before it is used: a peer that closes it (an engine that
+// stops or restarts) or writes to it makes it readable, and the connection leaves the pool then, as
+// nginx's upstream keepalive does. The wait is queued on the socket, so it costs no system call
+// (the descriptor is registered for reads already); taking the connection cancels it.
+void ConnectionPool::watch_idle(Conn& c, Slot& s) {
+  c.socket.async_wait(tcp::socket::wait_read,
+                      [this, d = c.deadlines, conn = &c, slot = &s](boost::system::error_code ec) {
+                        if (ec || !d->alive)
+                          return;  // taken for a request (cancelled), closed, or the pool is gone
+                        auto& idle = slot->idle;
+                        for (std::size_t i = 0; i < idle.size(); ++i) {
+                          if (idle[i].get() != conn) continue;
+                          idle.erase(idle.begin() + static_cast<std::ptrdiff_t>(i));
+                          --idle_->count;
+                          return;
+                        }
+                      });
+}
+
+void ConnectionPool::drop_idle(Slot& s) {
+  idle_->count -= s.idle.size();
+  s.idle.clear();  // closing a socket cancels its watch
+}
+
+void ConnectionPool::drop_idle(const Endpoint& ep) {
+  if (auto it = idle_->slots.find(ep); it != idle_->slots.end()) drop_idle(*it->second);
+}
+
+void ConnectionPool::close_idle() {
+  for (auto& [ep, s] : idle_->slots) drop_idle(*s);
 }
 
 Task<Expected<Exchange, UpstreamFailure>> ConnectionPool::start(
     const Endpoint& ep, std::string_view method, std::string_view target, const Headers& headers,
-    std::string_view body, CancelToken* cancel) {
+    std::string_view body, CancelToken* cancel, std::string_view client_address) {
   return start_with(ep, method, target, headers, body, opts_.first_byte_timeout, opts_.idle_timeout,
-                    cancel);
+                    cancel, client_address);
 }
 
 Task<Expected<Exchange, UpstreamFailure>> ConnectionPool::start_with(
     const Endpoint& ep, std::string_view method, std::string_view target, const Headers& headers,
     std::string_view body, std::chrono::milliseconds first_byte_timeout,
-    std::chrono::milliseconds idle_timeout, CancelToken* cancel) {
+    std::chrono::milliseconds idle_timeout, CancelToken* cancel, std::string_view client_address) {
   struct HookReset {
     CancelToken* t;
     ~HookReset() {
@@ -430,12 +456,42 @@ Task<Expected<Exchange, UpstreamFailure>> ConnectionPool::start_with(
     }
     return false;
   };
+  // The client's own X-Forwarded-For and Forwarded values are kept, with its address appended.
+  std::string_view xff, fwd;
   for (const auto& [k, v] : headers) {
     if (hop_by_hop(k) || (nominates && nominated(k))) continue;
+    if (!client_address.empty()) {
+      if (k.size() == 15 && iequals_lower(k, "x-forwarded-for")) {
+        xff = v;  // a repeated field: the last one (list fields rarely repeat here)
+        continue;
+      }
+      if (k.size() == 9 && iequals_lower(k, "forwarded")) {
+        fwd = v;
+        continue;
+      }
+    }
     head += k;
     head += ": "sv;
     head += v;
     head += "\r\n"sv;
+  }
+  if (!client_address.empty()) {
+    head += "X-Forwarded-For: "sv;
+    if (!xff.empty()) {
+      head += xff;
+      head += ", "sv;
+    }
+    head += client_address;
+    head += "\r\nForwarded: "sv;
+    if (!fwd.empty()) {
+      head += fwd;
+      head += ", "sv;
+    }
+    // RFC 7239 section 6: an IPv6 address is quoted and bracketed.
+    const bool v6 = client_address.find(':') != std::string_view::npos;
+    head += v6 ? "for=\"["sv : "for="sv;
+    head += client_address;
+    head += v6 ? "]\";proto=http\r\n"sv : ";proto=http\r\n"sv;
   }
   head += "Content-Length: "sv;
   head.append_decimal(body.size());
@@ -452,6 +508,8 @@ Task<Expected<Exchange, UpstreamFailure>> ConnectionPool::start_with(
       idle.pop_back();
       --idle_->count;
       if (now - c->idle_since < opts_.pool_idle_ttl && c->socket.is_open()) {
+        boost::system::error_code ignored;
+        c->socket.cancel(ignored);  // ends its idle watch
         conn = std::move(c);
         reused = true;
         break;
@@ -543,7 +601,12 @@ Task<Expected<Exchange, UpstreamFailure>> ConnectionPool::start_with(
         co_return make_unexpected(UpstreamFailure{UpstreamError::kTimeout,
                                                   fmt::format("no response from {} in time", key)});
       }
-      if (!received && reused) continue;  // a stale keep-alive connection: try a fresh one
+      if (!received && reused) {
+        // A stale keep-alive connection (its peer's close crossed our request): the others idle
+        // to this endpoint are likely stale too. Drop them and try a fresh connection.
+        drop_idle(sl);
+        continue;
+      }
       co_return make_unexpected(UpstreamFailure{
           UpstreamError::kReset, fmt::format("{} closed the connection: {}", key, wec.message())});
     }

@@ -11,7 +11,8 @@
 //  - kProtocol: the upstream sent something that is not HTTP.
 // Only kConnect and kReset happen before the upstream could have started work, so only they are
 // safe to retry elsewhere; a stale pooled connection that fails is retried once on a fresh one
-// transparently.
+// transparently (and the endpoint's other idle connections are dropped). An idle connection whose
+// peer closes it leaves the pool at once.
 //
 // Thread-safety: a ConnectionPool belongs to one worker thread (one io_context); Exchanges run on
 // that thread.
@@ -107,10 +108,13 @@ class ConnectionPool {
   ConnectionPool& operator=(const ConnectionPool&) = delete;
 
   // Sends `method target` with `headers` and `body` to `ep` and waits for the response head.
+  // `client_address` non-empty: it is appended to X-Forwarded-For and Forwarded (RFC 7239), after
+  // whatever the client sent there (kept, never trusted).
   Task<Expected<Exchange, UpstreamFailure>> start(const Endpoint& ep, std::string_view method,
                                                   std::string_view target, const Headers& headers,
                                                   std::string_view body,
-                                                  CancelToken* cancel = nullptr);
+                                                  CancelToken* cancel = nullptr,
+                                                  std::string_view client_address = {});
 
   // A one-shot GET returning (status, body), bounded in size and time; for health checks and
   // scrapes.
@@ -118,6 +122,12 @@ class ConnectionPool {
       const Endpoint& ep, std::string_view target, std::chrono::milliseconds timeout,
       std::size_t limit = 4 * 1024 * 1024);
 
+  // Closes the idle connections to `ep` (its engine failed a health check or was ejected: they
+  // would fail the next requests).
+  void drop_idle(const Endpoint& ep);
+  // Closes every idle connection. An idle connection keeps a wait queued on its executor (it
+  // watches for the peer closing it), so a private io_context's run() returns only after this.
+  void close_idle();
   std::size_t idle_connections() const;
   const ClientOptions& options() const { return opts_; }
 
@@ -127,12 +137,15 @@ class ConnectionPool {
   Task<Expected<Exchange, UpstreamFailure>> start_with(
       const Endpoint& ep, std::string_view method, std::string_view target, const Headers& headers,
       std::string_view body, std::chrono::milliseconds first_byte_timeout,
-      std::chrono::milliseconds idle_timeout, CancelToken* cancel);
+      std::chrono::milliseconds idle_timeout, CancelToken* cancel,
+      std::string_view client_address = {});
   // One per endpoint, made on first use and kept as long as the pool: its idle connections, its
   // resolved addresses and its "host:port".
   struct Slot;
   Slot& slot(const Endpoint& ep);
   void release(std::unique_ptr<Conn> c, Slot& s);
+  void watch_idle(Conn& c, Slot& s);
+  void drop_idle(Slot& s);
   // Timeouts: the deadline of each connection's operation in progress, checked by a sweep every
   // 50 ms while any is armed (no timer per read or write); a connection past it is closed.
   struct Deadlines;

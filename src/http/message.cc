@@ -127,16 +127,17 @@ std::string_view openai_error_type(int status) {
 
 std::string openai_error_body(int status, std::string_view message, std::string_view type,
                               std::string_view code) {
+  // The message may quote a client's bytes (a path, a header): never echo invalid UTF-8.
   std::string out = R"({"error":{"message":")";
-  append_json_escaped(out, message);
+  append_json_escaped_valid_utf8(out, message);
   out += R"(","type":")";
-  append_json_escaped(out, type.empty() ? openai_error_type(status) : type);
+  append_json_escaped_valid_utf8(out, type.empty() ? openai_error_type(status) : type);
   out += R"(","param":null,"code":)";
   if (code.empty()) {
     out += std::to_string(status);
   } else {
     out += '"';
-    append_json_escaped(out, code);
+    append_json_escaped_valid_utf8(out, code);
     out += '"';
   }
   out += "}}";

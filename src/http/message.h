@@ -211,6 +211,7 @@ struct Request {
   Headers headers;
   std::string body;
   bool keep_alive = true;
+  std::string_view remote_address;  // the client's IP address (the connection's peer)
 
   std::string_view header(std::string_view name) const { return find_header(headers, name); }
   std::string_view path() const;  // target without the query string
@@ -219,7 +220,8 @@ struct Request {
 // Reason phrase for a status code ("OK", "Not Found", ...).
 std::string_view reason_phrase(int status);
 
-// OpenAI-style error body: {"error":{"message":...,"type":...,"param":null,"code":...}}.
+// OpenAI-style error body: {"error":{"message":...,"type":...,"param":null,"code":...}}. Valid
+// UTF-8 whatever the arguments hold: ill-formed sequences become \ufffd.
 std::string openai_error_body(int status, std::string_view message, std::string_view type = {},
                               std::string_view code = {});
 // The OpenAI error type for a status ("invalid_request_error", "not_found_error", ...).
@@ -227,5 +229,6 @@ std::string_view openai_error_type(int status);
 
 // Escapes a string for inclusion inside JSON double quotes (common/json.h).
 using kvroute::append_json_escaped;
+using kvroute::append_json_escaped_valid_utf8;
 
 }  // namespace kvroute::http

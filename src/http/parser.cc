@@ -63,15 +63,23 @@ constexpr std::uint64_t kFramingSlack = 64 * 1024;
 constexpr std::size_t kMaxLeadingBlankLines = 8;
 
 // Finds the end of a head within `max_header_bytes`: kDone with `consumed` just past its blank
-// line, kIncomplete, or kHeadersTooLarge (`too_large` says whose). `start` skips leading blank
-// lines; `searched` bytes were already searched by an earlier call.
+// line, kIncomplete, kHeadersTooLarge (`too_large` says whose), or kBad at a bare LF. `start`
+// skips leading blank lines; `searched` bytes were already searched by an earlier call.
 ParseResult locate_head(std::string_view data, std::size_t start, std::size_t searched,
                         std::size_t max_header_bytes, std::string_view too_large) {
   const auto end = data.find("\r\n\r\n", std::max(start, searched >= 3 ? searched - 3 : 0));
   const std::size_t size = end == std::string_view::npos ? data.size() : end + 4;
   if (size > max_header_bytes) return {ParseStatus::kHeadersTooLarge, 0, too_large};
-  if (end == std::string_view::npos) return {ParseStatus::kIncomplete, 0, {}};
-  return {ParseStatus::kDone, end + 4, {}};
+  if (end != std::string_view::npos) return {ParseStatus::kDone, end + 4, {}};
+  // No end yet. A bare LF can be in no head the callers accept (a found head that holds one is
+  // refused by its line checks), and a sender that ends its lines with LF alone never sends
+  // CRLFCRLF: refuse it now instead of waiting for the timeout. Only the new bytes are searched;
+  // each LF's CR, if any, is the byte before it.
+  for (auto lf = data.find('\n', std::max(start, searched)); lf != std::string_view::npos;
+       lf = data.find('\n', lf + 1)) {
+    if (lf == 0 || data[lf - 1] != '\r') return bad("bare LF line ending");
+  }
+  return {ParseStatus::kIncomplete, 0, {}};
 }
 
 // Header fields: `fields` is every line after the start line, each ending with CRLF; `minor` is

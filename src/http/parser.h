@@ -46,9 +46,10 @@ struct BodyFraming {
 
 // Parses a request head from the start of `data` into `out` (method, target, headers, keep_alive)
 // and `framing`. kIncomplete while no complete head is in `data` and `data` is within
-// `max_header_bytes`; kHeadersTooLarge past it. `searched`: how many leading bytes of `data` an
-// earlier call already searched for the end of the head (pass the size it saw), so that a head
-// arriving a byte at a time costs linear, not quadratic, time.
+// `max_header_bytes`; kHeadersTooLarge past it; kBad as soon as a bare LF arrives (a client that
+// ends its lines with LF alone gets a 400, not a wait for a blank line it never sends). `searched`:
+// how many leading bytes of `data` an earlier call already searched for the end of the head (pass
+// the size it saw), so that a head arriving a byte at a time costs linear, not quadratic, time.
 ParseResult parse_request_head(std::string_view data, std::size_t max_header_bytes, Request& out,
                                BodyFraming& framing, std::size_t searched = 0);
 

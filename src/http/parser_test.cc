@@ -122,6 +122,47 @@ TEST(RequestParser, RejectsWhatEnablesSmuggling) {
   EXPECT_EQ(same.framing.length, 5u);
 }
 
+// A line ended by a bare LF is refused at once, not left waiting for a CRLFCRLF that a client
+// ending its lines with LF never sends: the whole head, a request line before CRLF fields, and a
+// bare LF after the fields. Each prefix up to the bare LF is still incomplete, and the searched
+// hint finds it too.
+TEST(RequestParser, BareLfIsRefusedAsSoonAsItArrives) {
+  for (const std::string data : {
+           "GET / HTTP/1.1\nHost: x\n\n",
+           "GET / HTTP/1.1\nHost: x\r\n",
+           "GET / HTTP/1.1\n\n",
+           "GET / HTTP/1.1\r\nHost: x\n\n",
+           "\r\nGET / HTTP/1.1\r\nHost: x\r\n\n",
+           "\nGET / HTTP/1.1\r\n\r\n",
+       }) {
+    const std::size_t lf = [&] {
+      for (std::size_t i = 0; i < data.size(); ++i) {
+        if (data[i] == '\n' && (i == 0 || data[i - 1] != '\r')) return i;
+      }
+      return data.size();
+    }();
+    ASSERT_LT(lf, data.size()) << data;
+    for (std::size_t n = 0; n <= lf; ++n) {
+      EXPECT_EQ(head(data.substr(0, n)).r.status, ParseStatus::kIncomplete) << data << n;
+    }
+    auto p = head(data);
+    EXPECT_EQ(p.r.status, ParseStatus::kBad) << data;
+    EXPECT_FALSE(p.r.error.empty()) << data;
+    EXPECT_EQ(head(data.substr(0, lf + 1)).r.status, ParseStatus::kBad) << data;
+    Request req;
+    BodyFraming f;
+    EXPECT_EQ(parse_request_head(data, 1024, req, f, lf).status, ParseStatus::kBad) << data;
+  }
+  // The same for an upstream's response head.
+  ResponseHead resp;
+  BodyFraming f;
+  EXPECT_EQ(parse_response_head("HTTP/1.1 200 OK\nContent-Length: 0\n\n", 1024, resp, f).status,
+            ParseStatus::kBad);
+  // A CR at the end of what has arrived may still be followed by its LF.
+  EXPECT_EQ(head("GET / HTTP/1.1\r").r.status, ParseStatus::kIncomplete);
+  EXPECT_EQ(head("GET / HTTP/1.1\r\nHost: x\r\n\r").r.status, ParseStatus::kIncomplete);
+}
+
 TEST(RequestParser, ChunkedBodyInAnySplit) {
   const std::string wire = "5;ext=1\r\nhello\r\nA\r\n, chunked!\r\n0\r\nTrailer: x\r\n\r\nNEXT";
   const std::string want = "hello, chunked!";
@@ -329,6 +370,23 @@ TEST(Iequals, MatchesAReferenceAtEveryLengthAndPosition) {
   }
   EXPECT_TRUE(iequals("CONTENT-LENGTH", "content-length"));
   EXPECT_FALSE(iequals("content-lengtH", "content-lengtI"));
+}
+
+// An error body that quotes a client's bytes is valid UTF-8: each ill-formed sequence (invalid
+// bytes, an overlong form, a truncated sequence, a surrogate, a code point past U+10FFFF) becomes
+// \ufffd, one per maximal subpart; well-formed UTF-8 and the usual escapes are kept.
+TEST(OpenaiErrorBody, NeverEchoesInvalidUtf8) {
+  const std::string message =
+      "no route for /a\xff\xfe b\xc0\xaf c\xe2\x82 d\xed\xa0\x80 e\xf4\x90\x80\x80 "
+      "\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80 \"q\"\\\n\x01\x7f \xf0\x9f\x98";
+  EXPECT_EQ(openai_error_body(404, message, "x\x80", "c\xc3"),
+            "{\"error\":{\"message\":\"no route for /a\\ufffd\\ufffd b\\ufffd\\ufffd c\\ufffd "
+            "d\\ufffd\\ufffd\\ufffd e\\ufffd\\ufffd\\ufffd\\ufffd "
+            "\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80 \\\"q\\\"\\\\\\n\\u0001\x7f "
+            "\\ufffd\",\"type\":\"x\\ufffd\",\"param\":null,\"code\":\"c\\ufffd\"}}");
+  EXPECT_EQ(
+      openai_error_body(400, "plain"),
+      R"({"error":{"message":"plain","type":"invalid_request_error","param":null,"code":400}})");
 }
 
 // A head stays in place up to 512 bytes, then moves to the heap with what it held, in order.

@@ -12,8 +12,10 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <atomic>
 #include <cerrno>
 #include <condition_variable>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -73,6 +75,7 @@ struct Worker {
   // clock, and a worker that falls behind delays its timeouts instead of firing them early.
   std::chrono::milliseconds tick{50};
   std::uint64_t sweeps = 0;
+  std::chrono::steady_clock::time_point epoch = coarse_now();  // sweep numbers count ticks from it
   std::thread thread;
   std::unordered_set<SessionState*> sessions;  // owned by the worker thread
   std::optional<net::steady_timer> sweep;      // arms the client-gone watches of slow requests
@@ -456,6 +459,12 @@ Task<void> Server::Impl::session(Worker& w, Socket socket) {
   state.socket = &socket;
   w.sessions.insert(&state);
   InBuffer in;
+  std::string remote;  // once per connection: the proxy's X-Forwarded-For
+  {
+    boost::system::error_code ec;
+    const auto peer = socket.remote_endpoint(ec);
+    if (!ec) remote = peer.address().to_string();
+  }
   for (;;) {
     if (stopping.load()) break;
     state.busy = false;
@@ -471,6 +480,7 @@ Task<void> Server::Impl::session(Worker& w, Socket socket) {
     }
     state.busy = true;
     Request req;
+    req.remote_address = remote;
     if (!co_await read_request(w, socket, state, in, req)) break;
     req.keep_alive = req.keep_alive && !stopping.load();
 
@@ -519,7 +529,7 @@ Task<void> Server::Impl::session(Worker& w, Socket socket) {
 }
 
 void Server::Impl::sweep(Worker& w) {
-  ++w.sweeps;
+  w.sweeps = sweep_number(w.sweeps, w.epoch, w.tick);
   for (auto* s : w.sessions) {
     if (w.sweeps >= s->deadline) {
       // Past its timeout: closed, not cancelled (a cancel misses an operation whose completion is
@@ -586,6 +596,7 @@ Result<std::uint16_t> Server::start() {
     wp->tick = std::clamp(impl_->opts.gone_watch_delay, std::chrono::milliseconds(5),
                           std::chrono::milliseconds(50));
     wp->sweep.emplace(wp->ioc);
+    wp->epoch = coarse_now();
     net::post(wp->ioc, [this, wp] { impl_->sweep(*wp); });
     wp->thread = std::thread([wp] {
       t_worker = wp->index;
@@ -596,23 +607,36 @@ Result<std::uint16_t> Server::start() {
   return port;
 }
 
-void Server::stop(std::chrono::milliseconds deadline) {
+void Server::stop(std::chrono::milliseconds deadline, const std::function<void()>& on_deadline) {
   if (impl_->stopped.exchange(true)) return;
   impl_->stopping.store(true);
-  // Close acceptors and idle connections on their own threads.
+  // Close acceptors and idle connections on their own threads, and wait for it (bounded: a
+  // stop() called on a worker thread would otherwise wait for itself), so the peers of idle
+  // keep-alive connections see them close before the threads stop.
+  auto closing = std::make_shared<std::atomic<std::size_t>>(impl_->workers.size());
   for (auto& w : impl_->workers) {
     Worker* wp = w.get();
-    net::post(wp->ioc, [wp] {
+    net::post(wp->ioc, [wp, closing, im = impl_.get()] {
       boost::system::error_code ignored;
       if (wp->acceptor) wp->acceptor->close(ignored);
       for (auto* s : wp->sessions) {
         if (!s->busy) s->socket->close(ignored);
       }
+      std::lock_guard lock(im->mu);
+      closing->fetch_sub(1);
+      im->cv.notify_all();
     });
   }
   {
     std::unique_lock lock(impl_->mu);
-    impl_->cv.wait_for(lock, deadline, [&] { return impl_->active() == 0; });
+    impl_->cv.wait_for(lock, std::chrono::seconds(1), [&] { return closing->load() == 0; });
+    const auto idle = [&] { return impl_->active() == 0; };
+    if (!impl_->cv.wait_for(lock, deadline, idle) && on_deadline) {
+      lock.unlock();
+      on_deadline();
+      lock.lock();
+      impl_->cv.wait_for(lock, std::chrono::seconds(1), idle);
+    }
   }
   for (auto& w : impl_->workers) w->ioc.stop();
   for (auto& w : impl_->workers) {

@@ -91,8 +91,10 @@ class Server {
   // Binds and starts the worker threads. Returns the bound port.
   Result<std::uint16_t> start();
   // Graceful stop: close the acceptors, close idle connections, let in-flight requests finish
-  // until `deadline`, then cancel what remains and join the threads. Idempotent.
-  void stop(std::chrono::milliseconds deadline);
+  // until `deadline`. Requests still in the handlers then: `on_deadline` (if any) is called, from
+  // this thread, to make them end their responses properly, and they get up to one more second;
+  // then what remains is dropped and the threads are joined. Idempotent.
+  void stop(std::chrono::milliseconds deadline, const std::function<void()>& on_deadline = {});
   // Blocks until the server stopped (by stop() from another thread).
   void wait();
 

@@ -31,7 +31,13 @@ template <typename F>
 auto run_client(F fn) {
   net::io_context ioc;
   ConnectionPool pool(ioc.get_executor(), ClientOptions{});
-  auto fut = net::co_spawn(ioc, fn(pool), net::use_future);
+  // The pool's idle connections stay watched until closed: close them when `fn` is done.
+  auto body = [&]() -> decltype(fn(pool)) {
+    auto r = co_await fn(pool);
+    pool.close_idle();
+    co_return r;
+  };
+  auto fut = net::co_spawn(ioc, body(), net::use_future);
   ioc.run();
   return fut.get();
 }
@@ -202,6 +208,26 @@ TEST(Server, ParsesRequestsOffTheWire) {
     auto r = raw_request(*port, c.raw, std::chrono::seconds(5), c.half_close);
     EXPECT_EQ(r.status, c.status) << c.raw << "\n" << r.raw;
     EXPECT_NE(r.body.find("\"error\""), std::string::npos) << c.raw;
+  }
+  server.stop(std::chrono::milliseconds(0));
+}
+
+// A client that ends its lines with a bare LF gets a 400 at once and the connection closes; it is
+// not left waiting for the request timeout.
+TEST(Server, BareLfRequestGetsA400AtOnce) {
+  Server server(local_options(), [](Request&, ResponseWriter& w) -> Task<void> {
+    const Headers none;
+    co_await w.send(200, "text/plain", std::string("ok"), none);
+  });
+  auto port = server.start();
+  ASSERT_TRUE(port);
+  for (const char* raw : {"GET / HTTP/1.1\n\n", "GET / HTTP/1.1\nHost: x\r\n\r\n"}) {
+    const auto t0 = std::chrono::steady_clock::now();
+    auto r = kvroute::testing::raw_request(*port, raw, std::chrono::seconds(3));
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(2)) << raw;
+    EXPECT_TRUE(r.raw.starts_with("HTTP/1.1 400 ")) << raw << "\n" << r.raw;
+    EXPECT_NE(r.head.find("Connection: close"), std::string::npos) << r.raw;
+    EXPECT_NE(r.body.find("\"error\""), std::string::npos) << r.raw;
   }
   server.stop(std::chrono::milliseconds(0));
 }
@@ -516,6 +542,84 @@ TEST(Client, ForwardsEndToEndHeadersAndDropsHopByHopOnes) {
                                "\nX-Session-Id: s1\nAuthorization: Bearer t\n"
                                "content-type: application/json\nContent-Length: 3\nbody: abc\n";
   EXPECT_EQ(seen, expected + expected);
+  up.stop(std::chrono::milliseconds(0));
+}
+
+// An idle pooled connection whose peer closes it (an engine that stops or restarts) leaves the pool
+// at once, instead of failing the next request that takes it; drop_idle() empties an endpoint.
+TEST(Client, IdleConnectionClosedByPeerLeavesThePool) {
+  auto serve = [](Request&, ResponseWriter& w) -> Task<void> {
+    const Headers none;
+    co_await w.send(200, "text/plain", std::string("ok"), none);
+  };
+  auto up = std::make_unique<Server>(local_options(), serve);
+  const auto port = up->start();
+  ASSERT_TRUE(port.has_value());
+  const Endpoint ep{"127.0.0.1", *port};
+  auto got = run_client([&](ConnectionPool& pool) -> Task<std::string> {
+    auto ex = co_await pool.start(ep, "GET", "/", Headers{}, "");
+    if (!ex) co_return "failed: " + ex.error().message;
+    auto body = co_await ex->read_all(1 << 20);
+    if (!body) co_return "failed: " + body.error().message;
+    if (pool.idle_connections() != 1) co_return "not pooled";
+    // The server goes away: it closes its idle keep-alive connections.
+    up->stop(std::chrono::milliseconds(0));
+    net::steady_timer t(co_await net::this_coro::executor);
+    for (int i = 0; i < 200 && pool.idle_connections() != 0; ++i) {
+      t.expires_after(std::chrono::milliseconds(5));
+      co_await t.async_wait(use_task);
+    }
+    if (pool.idle_connections() != 0) co_return "the dead connection stayed in the pool";
+    // Back on the same port: the next request gets a fresh connection at the first try.
+    ServerOptions o = local_options();
+    o.port = ep.port;
+    up = std::make_unique<Server>(o, serve);
+    if (!up->start()) co_return "restart failed";
+    ex = co_await pool.start(ep, "GET", "/", Headers{}, "");
+    if (!ex) co_return "after restart: " + ex.error().message;
+    body = co_await ex->read_all(1 << 20);
+    if (pool.idle_connections() != 1) co_return "not pooled after restart";
+    pool.drop_idle(ep);
+    if (pool.idle_connections() != 0) co_return "drop_idle left connections";
+    co_return body ? *body : "failed: " + body.error().message;
+  });
+  EXPECT_EQ(got, "ok");
+  up->stop(std::chrono::milliseconds(0));
+}
+
+// The client's address is appended to X-Forwarded-For and Forwarded, after what the client sent.
+TEST(Client, AppendsTheClientToForwardedHeaders) {
+  Server up(local_options(), [](Request& req, ResponseWriter& w) -> Task<void> {
+    std::string seen;
+    for (const auto& [k, v] : req.headers) seen += std::string(k) + ": " + std::string(v) + "\n";
+    const Headers none;
+    co_await w.send(200, "text/plain", std::move(seen), none);
+  });
+  const auto port = up.start();
+  ASSERT_TRUE(port.has_value());
+  const Endpoint ep{"127.0.0.1", *port};
+  auto seen = run_client([&](ConnectionPool& pool) -> Task<std::string> {
+    std::string all;
+    const Headers from_proxy{{"X-Forwarded-For", "203.0.113.7"}, {"Forwarded", "for=203.0.113.7"}};
+    for (const Headers* h : {&from_proxy, static_cast<const Headers*>(nullptr)}) {
+      const Headers none;
+      auto ex = co_await pool.start(ep, "GET", "/", h ? *h : none, "", nullptr,
+                                    h ? "10.1.2.3" : "2001:db8::1");
+      if (!ex) co_return "failed: " + ex.error().message;
+      auto body = co_await ex->read_all(1 << 20);
+      all += body ? *body : "failed";
+      all += "--\n";
+    }
+    co_return all;
+  });
+  EXPECT_NE(seen.find("X-Forwarded-For: 203.0.113.7, 10.1.2.3\nForwarded: for=203.0.113.7, "
+                      "for=10.1.2.3;proto=http\n"),
+            std::string::npos)
+      << seen;
+  EXPECT_NE(
+      seen.find("X-Forwarded-For: 2001:db8::1\nForwarded: for=\"[2001:db8::1]\";proto=http\n"),
+      std::string::npos)
+      << seen;
   up.stop(std::chrono::milliseconds(0));
 }
 

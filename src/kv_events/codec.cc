@@ -724,16 +724,13 @@ bool read_event(Reader& r, std::vector<Event>& out, std::size_t& used, DecodeSta
   if (is_array) {
     if (!r.array(n)) return false;
     if (n == 0) return r.fail("empty event array");
-    std::string_view tag_str;
     if (!r.peek(b)) return false;
-    Tag tag = Tag::kUnknown;
-    if ((b & 0xe0) == 0xa0 || b == 0xd9 || b == 0xda || b == 0xdb) {
-      if (!r.str(tag_str)) return false;
-      tag = tag_of(tag_str);
-    } else if (!r.skip(1)) {
-      return false;
-    }
-    switch (tag) {
+    // msgspec writes the tag as a str; anything else is not an event of a newer vLLM but garbage.
+    if ((b & 0xe0) != 0xa0 && b != 0xd9 && b != 0xda && b != 0xdb)
+      return r.fail("event tag is not a string");
+    std::string_view tag_str;
+    if (!r.str(tag_str)) return false;
+    switch (tag_of(tag_str)) {
       case Tag::kStored: {
         BlockStored& e = event_slot<BlockStored>(out, used++);
         if (!read_stored_array(r, n, e, st)) return false;
@@ -781,11 +778,11 @@ bool read_event(Reader& r, std::vector<Event>& out, std::size_t& used, DecodeSta
       if (k == "type") {
         std::uint8_t vb;
         if (!look.peek(vb)) return r.fail(look.error());
-        if ((vb & 0xe0) == 0xa0 || vb == 0xd9 || vb == 0xda || vb == 0xdb) {
-          std::string_view v;
-          if (!look.str(v)) return r.fail(look.error());
-          tag = tag_of(v);
-        }
+        if ((vb & 0xe0) != 0xa0 && vb != 0xd9 && vb != 0xda && vb != 0xdb)
+          return r.fail("event \"type\" is not a string");
+        std::string_view v;
+        if (!look.str(v)) return r.fail(look.error());
+        tag = tag_of(v);
         found = true;
       } else if (!look.skip(1)) {
         return r.fail(look.error());

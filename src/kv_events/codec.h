@@ -10,9 +10,11 @@
 //
 // Decoding accepts every shape seen on the wire: batch as array or map, events as positional arrays
 // of any length >= the required prefix or as maps carrying "type", hashes as uint/negative int/bin,
-// optional fields absent or nil, unknown positions and keys ignored, unknown event tags skipped and
-// counted. Malformed input yields an Error value; the decoder never reads out of bounds, never
-// allocates more than a constant factor of the input size, and limits nesting depth.
+// optional fields absent or nil, unknown positions and keys ignored, unknown event tags (and map
+// events without "type") skipped and counted; a tag that is not a string (array element 0, or the
+// value of "type") is malformed. Malformed input yields an Error value; the decoder never reads out
+// of bounds, never allocates more than a constant factor of the input size, and limits nesting
+// depth.
 //
 // Thread-safety: pure functions, safe to call concurrently.
 #pragma once

@@ -208,6 +208,27 @@ TEST(CodecDecode, MalformedInputsAreErrors) {
   EXPECT_FALSE(decode_batch(bad));
 }
 
+// A string tag we do not know is a newer event (skipped, counted); a tag that is not a string is
+// no event at all: the batch is malformed, not an unknown event.
+TEST(CodecDecode, NonStringEventTagIsMalformedNotUnknown) {
+  const std::string cleared = "91 b0" + strhex("AllBlocksCleared");
+  auto unknown = decode_batch(golden("92 00 92 92 a3" + strhex("New") + "01" + cleared));
+  ASSERT_TRUE(unknown) << unknown.error().message;
+  EXPECT_EQ(unknown->stats.unknown_events, 1u);
+  EXPECT_EQ(unknown->stats.events, 1u);
+  for (const char* tag : {"05", "c0", "cf 0000000000000001", "c4 03 414243", "91 a1 41", "c3"}) {
+    // Array event [tag, 1], followed by a valid AllBlocksCleared.
+    auto d = decode_batch(golden(std::string("92 00 92 92 ") + tag + " 01" + cleared));
+    EXPECT_FALSE(d) << tag << ": decoded with unknown_events=" << d->stats.unknown_events;
+    // Map event {"type": tag}.
+    auto m = decode_batch(golden(std::string("92 00 92 81 a4") + strhex("type") + tag + cleared));
+    EXPECT_FALSE(m) << tag << ": map decoded with unknown_events=" << m->stats.unknown_events;
+    DecodedBatch out;
+    EXPECT_NE(decode_batch_into(golden(std::string("92 00 91 92 ") + tag + " 01"), out), nullptr)
+        << tag;
+  }
+}
+
 TEST(CodecDecode, RandomBytesNeverCrash) {
   std::mt19937_64 rng(42);
   const std::string seed_bytes = encode_batch(rich_batch(3), Encoding::kArray);

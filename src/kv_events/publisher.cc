@@ -93,25 +93,30 @@ void PublisherHub::Impl::serve_replay(PublisherChannel& ch) {
   bool truncated = false;
   for (int budget = 64; budget > 0 && detail::recv_frames(ch.router.get(), frames, 4, &truncated);
        --budget) {
+    // vLLM ignores anything but exactly [identity, delimiter, start] ("Invalid replay request");
+    // we also insist on the empty delimiter and an 8-byte start.
     if (truncated || frames.size() != 3 || !frames[1].empty() || frames[2].size() != 8) {
-      ch.invalid_replay.fetch_add(1, std::memory_order_relaxed);  // vLLM: "Invalid replay request"
+      ch.invalid_replay.fetch_add(1, std::memory_order_relaxed);
       continue;
     }
     ch.replay_requests.fetch_add(1, std::memory_order_relaxed);
     const std::string& id = frames[0];
     const std::uint64_t start = detail::read_be64(frames[2]);
+    // As vLLM: (client_id, b"", [topic,] seq8, payload); the ROUTER strips client_id, so a DEALER
+    // gets the empty delimiter first.
+    const bool legacy = ch.cfg.replay_format == ReplayFormat::kLegacy;
     for (const auto& [seq, payload] : ch.ring) {
       if (seq < start) continue;
       const std::string seq8 = detail::be64(seq);
-      const bool sent = ch.cfg.legacy_replay_replies
-                            ? detail::send_frames(ch.router.get(), {id, seq8, payload})
-                            : detail::send_frames(ch.router.get(), {id, ch.cfg.topic, seq8, payload});
+      const bool sent =
+          legacy ? detail::send_frames(ch.router.get(), {id, "", seq8, payload})
+                 : detail::send_frames(ch.router.get(), {id, "", ch.cfg.topic, seq8, payload});
       if (sent) ch.replayed.fetch_add(1, std::memory_order_relaxed);
     }
-    if (ch.cfg.legacy_replay_replies) {
-      detail::send_frames(ch.router.get(), {id, kEndSeq, ""});
-    } else {
+    if (legacy) {
       detail::send_frames(ch.router.get(), {id, "", kEndSeq, ""});
+    } else {
+      detail::send_frames(ch.router.get(), {id, "", "", kEndSeq, ""});
     }
   }
 }

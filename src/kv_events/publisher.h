@@ -2,10 +2,13 @@
 //
 // ZmqEventPublisher: vLLM's ZmqEventPublisher in C++ (vllm-interfaces.md §3, §4), for the engine
 // simulator. A PUB socket sends [topic, seq (8 bytes BE, from 0), msgpack EventBatch]; the last
-// `buffer_steps` batches are kept for replay, served by an optional ROUTER socket: request
-// [identity, "", start_seq8] -> every buffered [identity, topic, seq8, payload] with seq >= start,
-// then [identity, "", ff x 8, ""] (v0.26; `legacy_replay_replies` gives the older
-// [identity, seq8, payload] / [identity, ff x 8, ""]).
+// `buffer_steps` batches are kept for replay, served by an optional ROUTER socket. A request is
+// exactly [identity, "", start_seq8] (anything else is ignored and counted, as vLLM logs "Invalid
+// replay request"); the replies are what vLLM's ROUTER sends, selected by `replay_format`:
+//   kV026WithTopic (PR #45177, v0.26+): [identity, "", topic, seq8, payload] for every buffered
+//     batch with seq >= start, then the end marker [identity, "", "", ff x 8, ""];
+//   kLegacy (before it): [identity, "", seq8, payload], then [identity, "", ff x 8, ""].
+// A DEALER client thus receives ["", topic, seq8, payload] / ["", seq8, payload].
 //
 // PublisherHub: one zmq context and one I/O thread (zmq_poll) serving any number of publishers; the
 // simulator creates one hub and passes it to its 32 engines' publishers (docs/adr/0161).
@@ -31,6 +34,12 @@ namespace kvroute::kv_events {
 class PublisherHub;
 struct PublisherChannel;  // internal
 
+// The replay reply shape of a vLLM generation (vllm-interfaces.md §4).
+enum class ReplayFormat {
+  kV026WithTopic,  // v0.26+ (PR #45177): the topic frame before seq8
+  kLegacy,         // before PR #45177 (and SGLang): no topic frame
+};
+
 struct PublisherConfig {
   std::string endpoint = "tcp://*:5557";  // PUB; "tcp://127.0.0.1:*" picks a free port
   std::string replay_endpoint;            // ROUTER, always bound; "" = no replay
@@ -39,7 +48,7 @@ struct PublisherConfig {
   int hwm = 100000;                       // PUB send high-water mark
   std::size_t max_queue_size = 100000;    // batches waiting for the I/O thread
   Encoding encoding = Encoding::kArray;
-  bool legacy_replay_replies = false;     // pre-PR #45177 replay reply shape
+  ReplayFormat replay_format = ReplayFormat::kV026WithTopic;
   // Filled into batches whose data_parallel_rank is unset, as vLLM's publish() does.
   std::optional<std::int64_t> data_parallel_rank;
   // vLLM's rule (kAuto): bind when the endpoint contains '*' or "::" or is ipc:// or inproc://,

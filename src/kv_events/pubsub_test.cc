@@ -161,12 +161,12 @@ TEST_P(EndToEnd, DeliversEveryBatchInOrderWithContent) {
 
 INSTANTIATE_TEST_SUITE_P(Modes, EndToEnd, ::testing::Values(Encoding::kArray, Encoding::kMap));
 
-class LateJoin : public ::testing::TestWithParam<bool> {};
+class LateJoin : public ::testing::TestWithParam<ReplayFormat> {};
 
 TEST_P(LateJoin, UsesReplayForHistory) {
   Collector col;
   auto cfg = local_config(true);
-  cfg.legacy_replay_replies = GetParam();
+  cfg.replay_format = GetParam();
   auto pub = make_pub(cfg);
   ASSERT_TRUE(pub);
   for (std::uint64_t i = 0; i < 50; ++i) pub->publish(make_batch(i));
@@ -185,7 +185,55 @@ TEST_P(LateJoin, UsesReplayForHistory) {
   EXPECT_GE(pub->stats().replay_requests, 1u);
 }
 
-INSTANTIATE_TEST_SUITE_P(ReplyShapes, LateJoin, ::testing::Values(false, true));
+std::string format_name(const ::testing::TestParamInfo<ReplayFormat>& info) {
+  return info.param == ReplayFormat::kLegacy ? "Legacy" : "V026WithTopic";
+}
+
+INSTANTIATE_TEST_SUITE_P(ReplyShapes, LateJoin,
+                         ::testing::Values(ReplayFormat::kV026WithTopic, ReplayFormat::kLegacy),
+                         format_name);
+
+// vLLM's ROUTER sends (client_id, b"", [topic,] seq8, payload): the subscriber's DEALER sees the
+// empty delimiter first, then 3 (v0.26+) or 2 (older) frames. Two withheld batches are a gap that
+// replay must fill exactly, in order, without a malformed reply or a stale report.
+class GapReplay : public ::testing::TestWithParam<ReplayFormat> {};
+
+TEST_P(GapReplay, TwoWithheldBatchesAreRecoveredInOrder) {
+  Collector col;
+  auto cfg = local_config(true);
+  cfg.replay_format = GetParam();
+  auto pub = make_pub(cfg);
+  auto sub = make_sub(col);
+  ASSERT_TRUE(pub && sub);
+  ASSERT_TRUE(sub->add_engine(engine_of("e0", *pub)));
+  std::uint64_t n = warm_up(*pub, col, "e0");
+  ASSERT_TRUE(wait_until([&] { return col.count("e0") == n; }));
+  const auto before = sub->stats();
+  pub->drop_next_for_test();
+  pub->drop_next_for_test();  // seqs n and n + 1 reach only the replay buffer
+  for (int k = 0; k < 4; ++k) ASSERT_TRUE(pub->publish(make_batch(n++)));
+  ASSERT_TRUE(wait_until([&] { return col.count("e0") >= n; }))
+      << ::testing::PrintToString(col.seqs("e0")) << " n " << n;
+  EXPECT_EQ(col.seqs("e0"), iota(0, n));
+  const auto after = sub->stats();
+  EXPECT_EQ(after.gaps - before.gaps, 1u);
+  EXPECT_EQ(after.replay_requests - before.replay_requests, 1u);
+  EXPECT_GE(after.replayed - before.replayed, 2u);
+  EXPECT_EQ(after.malformed, 0u);
+  EXPECT_EQ(after.replay_failures, 0u);
+  EXPECT_EQ(after.stale, 0u);
+  EXPECT_EQ(pub->stats().invalid_replay_requests, 0u);
+  std::lock_guard lk(col.mu);
+  EXPECT_TRUE(col.stales.empty());
+  for (std::uint64_t s = n - 4; s < n - 2; ++s) {  // the withheld ones, with their content
+    ASSERT_EQ(col.got[s].seq, s);
+    EXPECT_EQ(std::get<BlockStored>(col.got[s].batch.events[0]).parent_block_hash, s);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(ReplyShapes, GapReplay,
+                         ::testing::Values(ReplayFormat::kV026WithTopic, ReplayFormat::kLegacy),
+                         format_name);
 
 TEST(Gap, DroppedMessageIsRecoveredExactlyByReplay) {
   Collector col;
@@ -348,13 +396,16 @@ TEST(Frames, MalformedMessagesAreCountedAndTopicFilterApplies) {
   detail::send_frames(raw, {topic, detail::be64(seq), good, "x"});   // 4 frames
   detail::send_frames(raw, {"other@topic", detail::be64(seq), good});  // filtered out
   detail::send_frames(raw, {topic, detail::be64(seq++), "\xc1"});    // undecodable payload
+  const std::string int_tag("\x92\x00\x91\x91\x05", 5);  // [0, [[5]]]: event tag not a str
+  detail::send_frames(raw, {topic, detail::be64(seq++), int_tag});
   detail::send_frames(raw, {topic, detail::be64(seq++), good});      // fine again
-  ASSERT_TRUE(wait_until([&] { return sub->stats().received >= before.received + 5; }));
+  ASSERT_TRUE(wait_until([&] { return sub->stats().received >= before.received + 6; }));
   ASSERT_TRUE(wait_until([&] { return col.seqs("raw").back() == seq - 1; }));
   const auto after = sub->stats();
-  EXPECT_EQ(after.received - before.received, 5u);
-  EXPECT_EQ(after.malformed - before.malformed, 4u);
-  EXPECT_EQ(col.stale_count(StaleReason::kMalformedPayload), 1u);
+  EXPECT_EQ(after.received - before.received, 6u);
+  EXPECT_EQ(after.malformed - before.malformed, 5u);
+  EXPECT_EQ(after.unknown_events - before.unknown_events, 0u);
+  EXPECT_EQ(col.stale_count(StaleReason::kMalformedPayload), 2u);
   sub.reset();
   zmq_close(raw);
   zmq_ctx_term(ctx);
@@ -430,10 +481,14 @@ TEST(Hub, ManyPublishersShareOneThread) {
   }
 }
 
+// The publisher's ROUTER answers exactly as vLLM's: a request is [identity, "", start8] (exactly
+// 3 frames at the ROUTER), replies are (identity, "", [topic,] seq8, payload) and the end marker
+// (identity, "", ["",] ff x 8, ""), so a DEALER sees the delimiter first.
 TEST(Replay, RouterProtocolShapes) {
-  for (bool legacy : {false, true}) {
+  for (ReplayFormat format : {ReplayFormat::kV026WithTopic, ReplayFormat::kLegacy}) {
+    SCOPED_TRACE(format == ReplayFormat::kLegacy ? "legacy" : "v0.26");
     auto cfg = local_config(true);
-    cfg.legacy_replay_replies = legacy;
+    cfg.replay_format = format;
     auto pub = make_pub(cfg);
     for (int i = 0; i < 5; ++i) pub->publish(make_batch(static_cast<std::uint64_t>(i)));
     ASSERT_TRUE(wait_until([&] { return pub->stats().published == 5; }));
@@ -441,6 +496,8 @@ TEST(Replay, RouterProtocolShapes) {
     void* d = zmq_socket(ctx, ZMQ_DEALER);
     ASSERT_EQ(zmq_connect(d, pub->replay_endpoint().c_str()), 0);
     ASSERT_TRUE(detail::send_frames(d, {"", "bad"}));  // invalid: start not 8 bytes
+    ASSERT_TRUE(detail::send_frames(d, {detail::be64(3)}));  // invalid: no delimiter (2 frames)
+    ASSERT_TRUE(detail::send_frames(d, {"", "", detail::be64(3)}));  // invalid: 4 frames
     ASSERT_TRUE(detail::send_frames(d, {"", detail::be64(3)}));
     std::vector<std::vector<std::string>> replies;
     std::vector<std::string> frames;
@@ -450,21 +507,97 @@ TEST(Replay, RouterProtocolShapes) {
     });
     ASSERT_EQ(replies.size(), 3u);
     const std::string end(8, '\xff');
-    if (legacy) {
-      EXPECT_EQ(replies[0], (std::vector<std::string>{detail::be64(3), encode_batch([] {
-        auto b = make_batch(3); b.data_parallel_rank = 0; return b; }(), Encoding::kArray)}));
-      EXPECT_EQ(replies[2], (std::vector<std::string>{end, ""}));
+    auto payload = [](std::uint64_t i) {
+      auto b = make_batch(i);
+      b.data_parallel_rank = 0;
+      return encode_batch(b, Encoding::kArray);
+    };
+    using Frames = std::vector<std::string>;
+    if (format == ReplayFormat::kLegacy) {
+      EXPECT_EQ(replies[0], (Frames{"", detail::be64(3), payload(3)}));
+      EXPECT_EQ(replies[1], (Frames{"", detail::be64(4), payload(4)}));
+      EXPECT_EQ(replies[2], (Frames{"", end, ""}));
     } else {
-      ASSERT_EQ(replies[0].size(), 3u);
-      EXPECT_EQ(replies[0][0], cfg.topic);
-      EXPECT_EQ(replies[1][1], detail::be64(4));
-      EXPECT_EQ(replies[2], (std::vector<std::string>{"", end, ""}));
+      EXPECT_EQ(replies[0], (Frames{"", cfg.topic, detail::be64(3), payload(3)}));
+      EXPECT_EQ(replies[1], (Frames{"", cfg.topic, detail::be64(4), payload(4)}));
+      EXPECT_EQ(replies[2], (Frames{"", "", end, ""}));
     }
-    EXPECT_EQ(pub->stats().invalid_replay_requests, 1u);
+    EXPECT_EQ(pub->stats().invalid_replay_requests, 3u);
+    EXPECT_EQ(pub->stats().replay_requests, 1u);
     zmq_close(d);
     zmq_ctx_term(ctx);
   }
 }
+
+// The subscriber against a hand-written vLLM replay ROUTER (not our publisher): its request is
+// what vLLM's _service_replay() accepts, and it reads both generations' replies. A reply without
+// the delimiter (our publisher's old, wrong shape) is malformed.
+class VllmRouter : public ::testing::TestWithParam<ReplayFormat> {};
+
+TEST_P(VllmRouter, RequestShapeAndBothReplyGenerations) {
+  const bool legacy = GetParam() == ReplayFormat::kLegacy;
+  Collector col;
+  void* ctx = zmq_ctx_new();
+  void* pub = zmq_socket(ctx, ZMQ_PUB);
+  void* router = zmq_socket(ctx, ZMQ_ROUTER);
+  ASSERT_EQ(zmq_bind(pub, "tcp://127.0.0.1:*"), 0);
+  ASSERT_EQ(zmq_bind(router, "tcp://127.0.0.1:*"), 0);
+  const int zero = 0;
+  zmq_setsockopt(pub, ZMQ_LINGER, &zero, sizeof zero);
+  zmq_setsockopt(router, ZMQ_LINGER, &zero, sizeof zero);
+  auto last_ep = [](void* s) {
+    char buf[256];
+    std::size_t len = sizeof buf;
+    zmq_getsockopt(s, ZMQ_LAST_ENDPOINT, buf, &len);
+    return std::string(buf);
+  };
+  auto sub = make_sub(col);
+  ASSERT_TRUE(sub->add_engine({"vllm", last_ep(pub), last_ep(router)}));
+  const std::string topic = "kv@10.0.0.5:8000@m";
+  const Encoding enc = legacy ? Encoding::kArray : Encoding::kMap;
+  // Live batches from seq 3 on: the first one received is a late join, replayed from 0.
+  std::uint64_t seq = 3;
+  std::vector<std::string> req;
+  ASSERT_TRUE(wait_until([&] {
+    detail::send_frames(pub, {topic, detail::be64(seq), encode_batch(make_batch(seq), enc)});
+    ++seq;
+    zmq_pollitem_t item{router, 0, ZMQ_POLLIN, 0};
+    return zmq_poll(&item, 1, 20) == 1 && detail::recv_frames(router, req, 8, nullptr);
+  }));
+  // vLLM: `if len(frame) != 3: "Invalid replay request"`; `client_id, _, start_seq_bytes = frame`.
+  ASSERT_EQ(req.size(), 3u);
+  EXPECT_EQ(req[1], "");
+  EXPECT_EQ(req[2], detail::be64(0));
+  const std::string& id = req[0];
+  auto payload = [&](std::uint64_t i) { return encode_batch(make_batch(i), enc); };
+  // Delimiter-less reply: malformed, ignored.
+  ASSERT_TRUE(legacy ? detail::send_frames(router, {id, detail::be64(0), payload(0)})
+                     : detail::send_frames(router, {id, topic, detail::be64(0), payload(0)}));
+  for (std::uint64_t i = 0; i < seq; ++i) {
+    ASSERT_TRUE(legacy ? detail::send_frames(router, {id, "", detail::be64(i), payload(i)})
+                       : detail::send_frames(router, {id, "", topic, detail::be64(i), payload(i)}));
+  }
+  const std::string end(8, '\xff');
+  ASSERT_TRUE(legacy ? detail::send_frames(router, {id, "", end, ""})
+                     : detail::send_frames(router, {id, "", "", end, ""}));
+  ASSERT_TRUE(wait_until([&] { return col.count("vllm") >= seq; }))
+      << ::testing::PrintToString(col.seqs("vllm")) << " seq " << seq;
+  EXPECT_EQ(col.seqs("vllm"), iota(0, seq));
+  const auto st = sub->stats();
+  EXPECT_EQ(st.malformed, 1u);
+  EXPECT_EQ(st.replay_requests, 1u);
+  EXPECT_EQ(st.replay_failures, 0u);
+  EXPECT_EQ(st.stale, 0u);
+  EXPECT_GE(st.replayed, 3u);
+  sub.reset();
+  zmq_close(pub);
+  zmq_close(router);
+  zmq_ctx_term(ctx);
+}
+
+INSTANTIATE_TEST_SUITE_P(ReplyShapes, VllmRouter,
+                         ::testing::Values(ReplayFormat::kV026WithTopic, ReplayFormat::kLegacy),
+                         format_name);
 
 TEST(Endpoints, OffsetPortAndQueueBound) {
   EXPECT_EQ(offset_endpoint_port("tcp://*:5557", 1), "tcp://*:5558");

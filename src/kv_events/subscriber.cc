@@ -25,6 +25,7 @@ namespace {
 constexpr int kBurst = 256;  // live messages per engine per poll round (fairness)
 constexpr auto kOpWait = std::chrono::seconds(5);
 const std::string kEndSeq(8, '\xff');
+constexpr std::size_t kMaxReplayFrames = 4;  // ["", topic, seq8, payload]
 }  // namespace
 
 std::string_view to_string(StaleReason r) {
@@ -220,14 +221,21 @@ struct ZmqEventSubscriber::Impl {
 
   void on_replay_reply(Engine& e, std::vector<std::string>& frames, bool truncated) {
     if (!e.replaying) return;  // stray reply of an abandoned request
+    // vLLM's ROUTER sends (client_id, b"", ...), so every reply starts with the empty delimiter;
+    // the frames after it tell the generations apart:
+    //   3: v0.26+ [topic, seq8, payload] / ["", ff*8, ""];  2: older [seq8, payload] / [ff*8, ""].
     std::string_view seq8;
     std::string_view payload;
-    if (!truncated && frames.size() == 3) {  // v0.26: [topic, seq8, payload] / ["", ff*8, ""]
+    if (truncated || frames.empty() || !frames[0].empty()) {
+      malformed.fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
+    if (frames.size() == 4) {
+      seq8 = frames[2];
+      payload = frames[3];
+    } else if (frames.size() == 3) {
       seq8 = frames[1];
       payload = frames[2];
-    } else if (!truncated && frames.size() == 2) {  // older: [seq8, payload] / [ff*8, ""]
-      seq8 = frames[0];
-      payload = frames[1];
     } else {
       malformed.fetch_add(1, std::memory_order_relaxed);
       return;
@@ -305,7 +313,8 @@ struct ZmqEventSubscriber::Impl {
         } else {
           void* d = e.dealer.get();
           // Drain the replay fully: it is bounded by the publisher's buffer.
-          while (!e.removed && e.dealer.get() == d && detail::recv_frames(d, frames, 3, &truncated))
+          while (!e.removed && e.dealer.get() == d &&
+                 detail::recv_frames(d, frames, kMaxReplayFrames, &truncated))
             on_replay_reply(e, frames, truncated);
         }
       }

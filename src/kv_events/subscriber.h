@@ -6,11 +6,14 @@
 //   - first message with seq > 0 (late join) or a gap (seq > last + 1): request replay from the
 //     first missing seq on a DEALER; live messages are held meanwhile and delivered after the
 //     replayed ones, duplicates skipped, so on_batch sees seq strictly increasing per engine.
-//     Both replay reply shapes are accepted (told apart by frame count).
+//     The request is ["", start_seq8] (vLLM's ROUTER wants [identity, "", start]). Replies start
+//     with the empty delimiter, then v0.26+ [topic, seq8, payload] or older [seq8, payload] (told
+//     apart by frame count; vllm-interfaces.md §4); any other reply is malformed.
 //   - no replay endpoint, replay timeout, or a hole the replay buffer could not fill: on_stale.
 //   - seq going backwards or repeating (publisher restart): on_reset, then deliveries resume.
-//   - malformed messages (frame count, seq frame < 8 bytes, undecodable payload) are counted;
-//     an undecodable payload whose seq was valid also reports on_stale (events were lost).
+//   - malformed messages (frame count, replay reply without the delimiter, seq frame < 8 bytes,
+//     undecodable payload) are counted; an undecodable payload whose seq was valid also reports
+//     on_stale (events were lost).
 // All engines share one thread (zmq_poll); a silent or dead engine never blocks the others, and a
 // replay wait is asynchronous. Engines can be added and removed at runtime.
 //

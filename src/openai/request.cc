@@ -3,6 +3,7 @@
 #include <simdjson.h>
 
 #include <optional>
+#include <string_view>
 #include <utility>
 
 namespace kvroute::openai {
@@ -14,6 +15,17 @@ using simdjson::dom::element_type;
 
 Unexpected<ParseError> bad(std::string msg, std::string param = {}) {
   return make_unexpected(ParseError{std::move(msg), std::move(param)});
+}
+
+// Of duplicate keys, the last counts: the backend (vLLM: Python's json into a dict) keeps the last,
+// and routing must key on the value the backend will use. simdjson's own lookup finds the first,
+// so objects are walked here instead.
+std::optional<element> last_field(simdjson::dom::object obj, std::string_view key) {
+  std::optional<element> found;
+  for (const auto field : obj) {
+    if (field.key == key) found = field.value;
+  }
+  return found;
 }
 
 // Collects the text of a message's content: a string, null, or an array of parts with "text".
@@ -31,9 +43,8 @@ Expected<std::string, ParseError> content_text(element content, std::size_t inde
           return bad("messages[" + std::to_string(index) + "].content parts must be objects",
                      "messages");
         }
-        auto text = part["text"];
-        if (!text.error() && text.is_string())
-          out += std::string_view(text.get_string().value_unsafe());
+        const auto text = last_field(part.get_object().value_unsafe(), "text");
+        if (text && text->is_string()) out += std::string_view(text->get_string().value_unsafe());
       }
       return out;
     }
@@ -57,7 +68,7 @@ Expected<ParsedRequest, ParseError> parse_request(Endpoint endpoint, std::string
   if (!doc.is_object()) return bad("the request body must be a JSON object");
 
   // The fields routing reads, found in one pass over the object (a key lookup each would scan it
-  // again); as simdjson's own lookup, the first of duplicate keys counts.
+  // again); the last of duplicate keys counts, as for the backend (last_field).
   struct {
     std::optional<element> model, stream, stream_options, user, max_tokens, max_completion_tokens,
         prompt, messages;
@@ -82,7 +93,7 @@ Expected<ParsedRequest, ParseError> parse_request(Endpoint endpoint, std::string
       slot = &f.prompt;
     else if (k == "messages")
       slot = &f.messages;
-    if (slot && !*slot) *slot = field.value;
+    if (slot) *slot = field.value;
   }
 
   if (f.model) {
@@ -96,10 +107,11 @@ Expected<ParsedRequest, ParseError> parse_request(Endpoint endpoint, std::string
   if (f.stream_options && !f.stream_options->is_null()) {
     element so = *f.stream_options;
     if (!so.is_object()) return bad("'stream_options' must be an object", "stream_options");
-    if (auto iu = so["include_usage"]; !iu.error() && !iu.is_null()) {
-      if (!iu.is_bool())
+    if (auto iu = last_field(so.get_object().value_unsafe(), "include_usage");
+        iu && !iu->is_null()) {
+      if (!iu->is_bool())
         return bad("'stream_options.include_usage' must be a boolean", "stream_options");
-      out.include_usage = iu.get_bool().value_unsafe();
+      out.include_usage = iu->get_bool().value_unsafe();
     }
   }
   if (f.user && !f.user->is_null()) {
@@ -170,14 +182,22 @@ Expected<ParsedRequest, ParseError> parse_request(Endpoint endpoint, std::string
     for (element m : arr) {
       if (!m.is_object())
         return bad("messages[" + std::to_string(i) + "] must be an object", "messages");
-      auto role = m["role"];
-      if (role.error() || !role.is_string()) {
+      // Role and content in one walk of the message, the last of duplicates counting.
+      std::optional<element> role, content;
+      const simdjson::dom::object fields = m.get_object().value_unsafe();
+      for (const auto field : fields) {
+        if (field.key == "role")
+          role = field.value;
+        else if (field.key == "content")
+          content = field.value;
+      }
+      if (!role || !role->is_string()) {
         return bad("messages[" + std::to_string(i) + "].role must be a string", "messages");
       }
       ChatMessage msg;
-      msg.role = std::string(std::string_view(role.get_string().value_unsafe()));
-      if (auto content = m["content"]; !content.error()) {
-        auto text = content_text(content.value_unsafe(), i);
+      msg.role = std::string(std::string_view(role->get_string().value_unsafe()));
+      if (content) {
+        auto text = content_text(*content, i);
         if (!text) return make_unexpected(text.error());
         msg.content = std::move(*text);
       }

@@ -2,6 +2,7 @@
 
 #include "chat_template/chat_template.h"
 #include "common/hash.h"
+#include "common/log.h"
 #include "http/message.h"
 #include "tokenizer/tokenizer.h"
 
@@ -95,6 +96,31 @@ std::string PromptEncoder::decode_one(std::uint32_t id) const {
   static constexpr const char* kWords[] = {" the", " cache", " routes", " a", " token", " block", " of",
                                            " prefix", " engine", " fast", " and", " to"};
   return kWords[id % (sizeof kWords / sizeof kWords[0])];
+}
+
+PromptBlocks prompt_blocks(const openai::ParsedRequest& req, const PromptEncoder* enc,
+                           std::uint32_t block_size, std::uint64_t seed) {
+  PromptBlocks out;
+  out.tokens_per_block = block_size;
+  if (enc) {
+    auto ids = enc->encode(req);
+    if (ids) {
+      out.tokens = std::move(*ids);
+      out.blocks = chained_block_hashes(out.tokens, block_size, seed);
+      out.prompt_tokens = static_cast<std::uint32_t>(out.tokens.size());
+      return out;
+    }
+    spdlog::debug("tokenization failed, routing on characters: {}", ids.error().message);
+  }
+  const std::string_view text = req.routing_text;
+  const std::size_t chars = static_cast<std::size_t>(block_size) * 4;
+  std::uint64_t parent = seed;
+  for (std::size_t off = 0; off + chars <= text.size(); off += chars) {
+    parent = hash64(text.substr(off, chars), parent);
+    out.blocks.push_back(parent);
+  }
+  out.prompt_tokens = static_cast<std::uint32_t>(text.size() / 4);
+  return out;
 }
 
 }  // namespace kvroute::prompt

@@ -43,6 +43,19 @@ class PromptEncoder {
   std::uint32_t vocab_size_ = 128256;
 };
 
+// A prompt as the prefix indexes see it: chained block hashes (`block_size`-token blocks when an
+// encoder is given and succeeds, else blocks of 4 * block_size characters, as GIE's approximate
+// prefix plugin does) seeded with `seed` (the model's hash), and the prompt tokens they stand for.
+// One function for every front door (serve, epp), so they route on the same blocks.
+struct PromptBlocks {
+  std::vector<std::uint32_t> tokens;  // empty without a tokenizer
+  std::vector<std::uint64_t> blocks;
+  std::uint32_t tokens_per_block = 16;
+  std::uint32_t prompt_tokens = 0;  // exact with a tokenizer, else estimated (characters / 4)
+};
+PromptBlocks prompt_blocks(const openai::ParsedRequest& req, const PromptEncoder* enc,
+                           std::uint32_t block_size, std::uint64_t seed);
+
 // The word tokenizer on its own (for workload generators that must predict the ids).
 std::vector<std::uint32_t> word_tokens(std::string_view text, std::uint32_t vocab_size);
 

@@ -11,6 +11,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/container/small_vector.hpp>
+#include <optional>
 #include <set>
 #include <unordered_map>
 
@@ -133,6 +134,73 @@ struct Proxy::Impl {
   http::ConnectionPool& pool() {
     return *pools[static_cast<std::size_t>(std::max(0, http::current_worker()))];
   }
+  // Health probes and /metrics scrapes have pools of their own: a probe must not take (and find
+  // dead) the connections requests use, nor leave its own for them.
+  std::unique_ptr<http::ConnectionPool> probe_pool;   // worker 0's thread
+  std::unique_ptr<http::ConnectionPool> scrape_pool;  // worker n-1's thread
+  // Closes every worker's idle connections to `b` (it failed a probe or was ejected).
+  void drop_idle(const Backend& b) {
+    for (std::size_t i = 0; i < pools.size(); ++i) {
+      net::post(server->executor(static_cast<int>(i)),
+                [p = pools[i].get(), ep = b.endpoint] { p->drop_idle(ep); });
+    }
+  }
+
+  // Upstream exchanges in progress, per worker (touched only on its thread): at the end of the
+  // shutdown grace period they are cut, and each ends its response the way a broken upstream does.
+  struct InFlight {
+    InFlight(InFlight*& head, http::CancelToken* t) : head_(head), token(t), next(head) {
+      if (next) next->prev = this;
+      head_ = this;
+    }
+    ~InFlight() {
+      if (prev) prev->next = next; else head_ = next;
+      if (next) next->prev = prev;
+    }
+    InFlight(const InFlight&) = delete;
+    InFlight& operator=(const InFlight&) = delete;
+    InFlight*& head_;
+    http::CancelToken* token;
+    http::Exchange* ex = nullptr;  // once the response head came
+    bool cut = false;
+    InFlight* prev = nullptr;
+    InFlight* next;
+  };
+  struct alignas(64) FlightList {
+    InFlight* head = nullptr;
+  };
+  std::vector<FlightList> flights;  // one per worker
+  InFlight*& in_flight() {
+    return flights[static_cast<std::size_t>(std::max(0, http::current_worker()))].head;
+  }
+  void cut_in_flight() {
+    for (std::size_t i = 0; i < flights.size(); ++i) {
+      net::post(server->executor(static_cast<int>(i)), [this, i] {
+        for (InFlight* f = flights[i].head; f; f = f->next) {
+          f->cut = true;
+          if (f->ex) f->ex->cancel(); else f->token->cancel();
+        }
+      });
+    }
+  }
+
+  using Candidates = boost::container::small_vector<Backend*, 16>;  // no allocation for up to 16
+  struct CandidateError {
+    int status;
+    std::string message;
+    std::string_view param;
+  };
+  // Available backends that serve the request's model; else the error to answer (404, 503).
+  std::optional<CandidateError> select_candidates(const openai::ParsedRequest& req,
+                                                  std::int64_t now, Candidates& out) const;
+  // Relays an SSE response's events as they complete; returns the time to its first byte.
+  http::Task<double> relay_stream(http::Exchange& ex, ResponseWriter& w, InFlight& flight,
+                                  routing::RouteRequest& rr, Backend& b, Clock::time_point t0,
+                                  std::string_view method, std::string_view label);
+  void record_outcome(std::string_view label, int status, const Backend& b, bool gone,
+                      double total_s, double ttfb_s);
+  static void pass_response_headers(const Headers& upstream, Headers& out);
+  const prompt::PromptEncoder* encoder_for(const std::string& model) const;
 
   http::Task<void> handle(Request& req, ResponseWriter& w);
   http::Task<void> proxy_openai(Request& req, ResponseWriter& w, openai::Endpoint ep,
@@ -149,7 +217,6 @@ struct Proxy::Impl {
     b.kv_capacity_tokens.store(static_cast<std::int64_t>(blocks * cfg.block_size),
                                std::memory_order_relaxed);
   }
-  void compute_blocks(routing::RouteRequest& rr, const openai::ParsedRequest& req);
   void record_failure(Backend& b, const http::UpstreamFailure& f);
   std::vector<std::string> known_models() const;
 };
@@ -186,6 +253,7 @@ void Proxy::Impl::record_failure(Backend& b, const http::UpstreamFailure& f) {
   int n = b.consecutive_failures.fetch_add(1) + 1;
   if (n >= cfg.failure_threshold) {
     b.ejected_until_ms.store(routing::steady_now_ms() + cfg.ejection_time.count());
+    drop_idle(b);
     spdlog::warn("backend {} ejected for {} ms after {} consecutive failures (last: {})", b.name,
                  cfg.ejection_time.count(), n, f.message);
   }
@@ -279,31 +347,29 @@ http::Task<void> Proxy::Impl::proxy_openai(Request& req, ResponseWriter& w, open
   rr.session_key = req.header(cfg.session_header);
   if (rr.session_key.empty()) rr.session_key = parsed->user;
   rr.conversation = openai::continues_conversation(*parsed);
-  if (policy->uses_prompt()) compute_blocks(rr, *parsed);
+  rr.expected_output_tokens =
+      parsed->max_tokens
+          ? static_cast<std::uint32_t>(std::min<std::int64_t>(*parsed->max_tokens, 1 << 20))
+          : 16;
+  if (policy->uses_prompt()) {
+    auto pb = prompt::prompt_blocks(*parsed, encoder_for(parsed->model), cfg.block_size,
+                                    hash64(parsed->model));
+    rr.tokens = std::move(pb.tokens);
+    rr.blocks = std::move(pb.blocks);
+    rr.tokens_per_block = pb.tokens_per_block;
+    rr.prompt_tokens = pb.prompt_tokens;
+  }
 
-  // Candidates: available backends that serve the model.
   // The request's start time serves as "now" for availability (one clock reading fewer).
-  const auto now = routing::steady_ms(t0);
-  boost::container::small_vector<Backend*, 16> candidates;  // no allocation for up to 16
-  bool any_serves = false;
-  for (auto* b : backends) {
-    if (!b->serves(parsed->model)) continue;
-    any_serves = true;
-    if (b->available(now)) candidates.push_back(b);
-  }
-  if (!any_serves) {
-    std::string msg = "The model `" + parsed->model + "` does not exist.";
-    co_await send_error(w, 404, std::move(msg), "model");
-    co_return;
-  }
-  if (candidates.empty()) {
-    std::string msg = "no healthy backend for model `" + parsed->model + "`";
-    co_await send_error(w, 503, std::move(msg));
+  Candidates candidates;
+  if (auto err = select_candidates(*parsed, routing::steady_ms(t0), candidates)) {
+    co_await send_error(w, err->status, std::move(err->message), err->param);
     co_return;
   }
 
   std::string last_error;
   int last_status = 502;
+  bool cut = false;  // the shutdown grace ran out before a response started
   for (int attempt = 0; attempt <= cfg.max_retries && !candidates.empty(); ++attempt) {
     routing::Decision d = policy->pick(rr, {candidates.data(), candidates.size()});
     Backend* b = d.backend;
@@ -327,10 +393,15 @@ http::Task<void> Proxy::Impl::proxy_openai(Request& req, ResponseWriter& w, open
 
     http::CancelToken token;
     w.on_client_gone([&token] { token.cancel(); });
-    auto ex =
-        co_await pool().start(b->endpoint, req.method, req.target, req.headers, req.body, &token);
+    InFlight flight(in_flight(), &token);
+    auto ex = co_await pool().start(b->endpoint, req.method, req.target, req.headers, req.body,
+                                    &token, req.remote_address);
     if (!ex) {
       const auto& f = ex.error();
+      if (flight.cut) {
+        cut = true;
+        break;
+      }
       if (f.kind == http::UpstreamError::kCancelled) {
         requests->with({std::string(label), "499", b->name}).inc();
         spdlog::info("{} {} 499 backend={} reason=client-gone total_ms={:.1f}", req.method, label,
@@ -347,11 +418,13 @@ http::Task<void> Proxy::Impl::proxy_openai(Request& req, ResponseWriter& w, open
       last_status = f.kind == http::UpstreamError::kTimeout ? 504 : 502;
       break;
     }
+    flight.ex = &*ex;
     // Written only when it changes: every worker's requests read this backend's line.
     if (b->consecutive_failures.load(std::memory_order_relaxed) != 0)
       b->consecutive_failures.store(0);
 
     Headers extra;
+    pass_response_headers(ex->headers(), extra);
     if (cfg.debug_headers) {
       extra.emplace_back("x-kvroute-backend", b->name);
       extra.emplace_back("x-kvroute-reason", d.reason);
@@ -366,6 +439,10 @@ http::Task<void> Proxy::Impl::proxy_openai(Request& req, ResponseWriter& w, open
       ttfb_s = seconds_since(t0);
       policy->on_first_byte(rr, *b);
       if (!body) {
+        if (flight.cut) {
+          cut = true;
+          break;
+        }
         record_failure(*b, body.error());
         last_error = fmt::format("backend {}: {}", b->name, body.error().message);
         last_status = body.error().kind == http::UpstreamError::kTimeout ? 504 : 502;
@@ -375,78 +452,18 @@ http::Task<void> Proxy::Impl::proxy_openai(Request& req, ResponseWriter& w, open
     } else {
       w.on_client_gone([&ex] { ex->cancel(); });
       co_await w.start_stream(status, content_type, extra);
-      // Relay whole events only: upstreams send whole events per chunk in practice (so this adds
-      // no delay), and a stream that breaks then ends cleanly with an error event instead of
-      // half an event. A pending tail over kMaxPending is flushed as is (bounded memory).
-      constexpr std::size_t kMaxPending = 1u << 20;
-      std::string pending;
-      bool first = true;
-      for (;;) {
-        auto piece = co_await ex->read_some();
-        if (!piece) {
-          if (piece.error().kind == http::UpstreamError::kCancelled || w.client_gone()) break;
-          record_failure(*b, piece.error());
-          const std::string why = "upstream failed mid-stream: " + piece.error().message;
-          std::string tail = http::sse_event(http::openai_error_body(502, why, "upstream_error"));
-          tail += "data: [DONE]\n\n";
-          co_await w.write_chunk(tail);
-          spdlog::warn("{} {} stream from {} broke: {}", req.method, label, b->name,
-                       piece.error().message);
-          break;
-        }
-        if (piece->empty()) {
-          if (!pending.empty()) co_await w.write_chunk(pending);
-          break;
-        }
-        if (first) {
-          ttfb_s = seconds_since(t0);
-          first = false;
-          policy->on_first_byte(rr, *b);
-        }
-        std::string_view out = *piece;
-        std::size_t cut = out.size();
-        if (pending.empty()) {
-          // Fast path: the piece ends on an event boundary.
-          if (!out.ends_with("\n\n")) {
-            auto last = out.rfind("\n\n");
-            cut = last == std::string_view::npos ? 0 : last + 2;
-            pending.assign(out.substr(cut));
-          }
-        } else {
-          pending.append(out);
-          auto last = pending.rfind("\n\n");
-          if (last == std::string::npos && pending.size() < kMaxPending) continue;
-          std::size_t n = last == std::string::npos ? pending.size() : last + 2;
-          std::string whole = pending.substr(0, n);
-          pending.erase(0, n);
-          if (!co_await w.write_chunk(whole)) {
-            ex->cancel();
-            break;
-          }
-          continue;
-        }
-        if (cut > 0 && !co_await w.write_chunk(out.substr(0, cut))) {
-          ex->cancel();
-          break;
-        }
-      }
-      co_await w.end_stream();
+      ttfb_s = co_await relay_stream(*ex, w, flight, rr, *b, t0, req.method, label);
     }
     release.ok = true;
-    const double total = seconds_since(t0);
-    const int slot = endpoint_slot(label);
-    const bool gone = w.client_gone();
-    if (status == 200 && !gone) {
-      ok_cells[slot][static_cast<std::size_t>(b->index)]->inc();
-    } else {
-      requests->with({std::string(label), gone ? "499" : std::to_string(status), b->name}).inc();
-    }
-    latency_cells[slot]->observe(total);
-    ttfb_cells[slot]->observe(ttfb_s);
+    record_outcome(label, status, *b, w.client_gone(), seconds_since(t0), ttfb_s);
     spdlog::info("{} {} {} backend={} reason={} stream={} ttfb_ms={:.1f} total_ms={:.1f}",
-                 req.method, label, gone ? 499 : status, b->name, d.reason, sse, ttfb_s * 1e3,
-                 total * 1e3);
+                 req.method, label, w.client_gone() ? 499 : status, b->name, d.reason, sse,
+                 ttfb_s * 1e3, seconds_since(t0) * 1e3);
     co_return;
+  }
+  if (cut) {
+    last_status = 503;
+    last_error = "the router is shutting down";
   }
   requests->with({std::string(label), std::to_string(last_status), ""}).inc();
   spdlog::info("{} {} {} error=\"{}\" total_ms={:.1f}", req.method, label, last_status, last_error,
@@ -455,37 +472,101 @@ http::Task<void> Proxy::Impl::proxy_openai(Request& req, ResponseWriter& w, open
   co_await send_error(w, last_status, std::move(last_error));
 }
 
-void Proxy::Impl::compute_blocks(routing::RouteRequest& rr, const openai::ParsedRequest& req) {
-  rr.expected_output_tokens =
-      req.max_tokens ? static_cast<std::uint32_t>(std::min<std::int64_t>(*req.max_tokens, 1 << 20))
-                     : 16;
-  const std::uint64_t seed = hash64(req.model);
-  const prompt::PromptEncoder* enc = encoder.get();
-  if (!model_encoders.empty()) {
-    if (auto it = model_encoders.find(req.model); it != model_encoders.end())
-      enc = it->second.get();
+std::optional<Proxy::Impl::CandidateError> Proxy::Impl::select_candidates(
+    const openai::ParsedRequest& req, std::int64_t now, Candidates& out) const {
+  bool any_serves = false;
+  for (auto* b : backends) {
+    if (!b->serves(req.model)) continue;
+    any_serves = true;
+    if (b->available(now)) out.push_back(b);
   }
-  if (enc) {
-    auto ids = enc->encode(req);
-    if (ids) {
-      rr.tokens = std::move(*ids);
-      rr.blocks = chained_block_hashes(rr.tokens, cfg.block_size, seed);
-      rr.tokens_per_block = cfg.block_size;
-      rr.prompt_tokens = static_cast<std::uint32_t>(rr.tokens.size());
-      return;
+  if (!any_serves) {
+    return CandidateError{404, "The model `" + req.model + "` does not exist.", "model"};
+  }
+  if (out.empty()) return CandidateError{503, "no healthy backend for model `" + req.model + "`", {}};
+  return std::nullopt;
+}
+
+http::Task<double> Proxy::Impl::relay_stream(http::Exchange& ex, ResponseWriter& w,
+                                             InFlight& flight, routing::RouteRequest& rr,
+                                             Backend& b, Clock::time_point t0,
+                                             std::string_view method, std::string_view label) {
+  // Whole events only (http/sse.h): a stream that breaks then ends on an event boundary, with an
+  // error event and [DONE] after it, as OpenAI clients expect.
+  http::SseSplitter events;
+  double ttfb_s = 0;
+  bool first = true;
+  for (;;) {
+    auto piece = co_await ex.read_some();
+    if (!piece) {
+      if (w.client_gone()) break;
+      std::string why;
+      if (flight.cut) {
+        why = "the router is shutting down: stream cut at the end of its grace period";
+      } else if (piece.error().kind == http::UpstreamError::kCancelled) {
+        break;
+      } else {
+        record_failure(b, piece.error());
+        why = "upstream failed mid-stream: " + piece.error().message;
+        spdlog::warn("{} {} stream from {} broke: {}", method, label, b.name,
+                     piece.error().message);
+      }
+      std::string tail = http::sse_event(http::openai_error_body(502, why, "upstream_error"));
+      tail += "data: [DONE]\n\n";
+      co_await w.write_chunk(tail);
+      break;
     }
-    spdlog::debug("tokenization failed, routing on characters: {}", ids.error().message);
+    if (piece->empty()) {
+      // The end: an unterminated last event goes out as it came.
+      if (std::string rest = events.take_pending(); !rest.empty()) co_await w.write_chunk(rest);
+      break;
+    }
+    if (first) {
+      ttfb_s = seconds_since(t0);
+      first = false;
+      policy->on_first_byte(rr, b);
+    }
+    const std::string_view whole = events.relay(*piece);
+    if (!whole.empty() && !co_await w.write_chunk(whole)) {
+      ex.cancel();
+      break;
+    }
   }
-  // Character blocks (~4 characters per token), as GIE's approximate prefix plugin does.
-  const std::string_view text = req.routing_text;
-  const std::size_t chars = static_cast<std::size_t>(cfg.block_size) * 4;
-  std::uint64_t parent = seed;
-  for (std::size_t off = 0; off + chars <= text.size(); off += chars) {
-    parent = hash64(text.substr(off, chars), parent);
-    rr.blocks.push_back(parent);
+  co_await w.end_stream();
+  co_return ttfb_s;
+}
+
+void Proxy::Impl::record_outcome(std::string_view label, int status, const Backend& b, bool gone,
+                                 double total_s, double ttfb_s) {
+  const int slot = endpoint_slot(label);
+  if (status == 200 && !gone) {
+    ok_cells[slot][static_cast<std::size_t>(b.index)]->inc();
+  } else {
+    requests->with({std::string(label), gone ? "499" : std::to_string(status), b.name}).inc();
   }
-  rr.tokens_per_block = cfg.block_size;
-  rr.prompt_tokens = static_cast<std::uint32_t>(text.size() / 4);
+  latency_cells[slot]->observe(total_s);
+  ttfb_cells[slot]->observe(ttfb_s);
+}
+
+void Proxy::Impl::pass_response_headers(const Headers& upstream, Headers& out) {
+  // What OpenAI clients read from a response besides its body: the request id (support tickets,
+  // logs), rate limits and Retry-After (the SDKs' back-off honours it). Framing, connection and
+  // content-type fields are the router's own.
+  for (const auto& [k, v] : upstream) {
+    if (http::iequals_lower(k, "retry-after") || http::iequals_lower(k, "x-request-id") ||
+        http::iequals_lower(k, "openai-processing-ms") ||
+        (k.size() > 12 && http::iequals_lower(k.substr(0, 12), "x-ratelimit-")) ||
+        (k.size() > 10 && http::iequals_lower(k.substr(0, 10), "ratelimit-")) ||
+        (k.size() == 9 && http::iequals_lower(k, "ratelimit")))
+      out.emplace_back(k, v);
+  }
+}
+
+const prompt::PromptEncoder* Proxy::Impl::encoder_for(const std::string& model) const {
+  if (!model_encoders.empty()) {
+    if (auto it = model_encoders.find(model); it != model_encoders.end()) return it->second.get();
+  }
+  return encoder.get();
 }
 
 void Proxy::Impl::scrape(Backend& b, std::string_view text) {
@@ -529,7 +610,7 @@ void Proxy::Impl::scrape(Backend& b, std::string_view text) {
 http::Task<void> Proxy::Impl::scrape_loop() {
   auto ex = co_await net::this_coro::executor;
   net::steady_timer timer(ex);
-  auto& p = pool();
+  auto& p = *scrape_pool;
   for (;;) {
     for (auto* b : backends) {
       if (!b->healthy.load()) continue;
@@ -545,7 +626,7 @@ http::Task<void> Proxy::Impl::scrape_loop() {
 http::Task<void> Proxy::Impl::health_loop() {
   auto ex = co_await net::this_coro::executor;
   net::steady_timer timer(ex);
-  auto& p = pool();
+  auto& p = *probe_pool;
   for (;;) {
     for (auto* b : backends) {
       auto r = co_await p.get(b->endpoint, cfg.health_path, cfg.health_timeout, 64 * 1024);
@@ -561,9 +642,13 @@ http::Task<void> Proxy::Impl::health_loop() {
           routing_ctx->prefix.clear_backend(i);
         }
       }
+      if (!ok) drop_idle(*b);  // they died with the engine, or will fail as it does
       b->healthy.store(ok);
-      if (ok && b->ejected_until_ms.load() != 0 &&
-          b->ejected_until_ms.load() <= routing::steady_now_ms()) {
+      // A passing probe ends a passive ejection early (Envoy's default,
+      // successful_active_health_check_uneject_host): an engine that crashed under load and came
+      // back takes traffic within one health interval instead of waiting out the ejection.
+      if (ok && b->ejected_until_ms.load() != 0) {
+        spdlog::info("backend {} passed its health check: ejection ended", b->name);
         b->ejected_until_ms.store(0);
         b->consecutive_failures.store(0);
       }
@@ -674,6 +759,12 @@ Result<std::uint16_t> Proxy::start() {
   for (int i = 0; i < im.server->threads(); ++i) {
     im.pools.push_back(std::make_unique<http::ConnectionPool>(im.server->executor(i), co));
   }
+  im.flights = std::vector<Impl::FlightList>(static_cast<std::size_t>(im.server->threads()));
+  http::ClientOptions probe = co;
+  probe.max_idle_per_endpoint = 1;
+  im.probe_pool = std::make_unique<http::ConnectionPool>(im.server->executor(0), probe);
+  im.scrape_pool =
+      std::make_unique<http::ConnectionPool>(im.server->executor(im.server->threads() - 1), probe);
   auto port = im.server->start();
   if (!port) return fail(port.error());
   net::co_spawn(im.server->executor(0), im.health_loop(), net::detached);
@@ -686,7 +777,9 @@ Result<std::uint16_t> Proxy::start() {
 }
 
 void Proxy::stop(std::chrono::milliseconds grace) {
-  if (impl_->server) impl_->server->stop(grace);
+  // At the end of the grace period, requests still in flight are cut: a stream ends with an error
+  // event and [DONE], a response not yet started gets a 503.
+  if (impl_->server) impl_->server->stop(grace, [im = impl_.get()] { im->cut_in_flight(); });
   if (impl_->precise) impl_->precise->stop();
 }
 

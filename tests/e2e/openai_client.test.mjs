@@ -2,72 +2,21 @@
 // simulated engines. Run by CTest: node --test tests/e2e/openai_client.test.mjs (KVROUTE_BINARY set).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import net from 'node:net';
 import { createRequire } from 'node:module';
+import { MODEL, startRouter, startSim, stopAll } from './lib.mjs';
 
 const require = createRequire(import.meta.url);
 const OpenAI = require('../../tools/npm/node_modules/openai').default;
-const binary = process.env.KVROUTE_BINARY ?? 'build/kvroute';
-const MODEL = 'meta-llama/Llama-3.1-8B-Instruct';
-const procs = [];
 let client;
 
-function freePort() {
-  return new Promise((resolve) => {
-    const s = net.createServer();
-    s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
-  });
-}
-
-async function waitReady(url, deadlineMs = 10000, gone = () => false) {
-  const end = Date.now() + deadlineMs;
-  while (Date.now() < end && !gone()) {
-    try { const r = await fetch(url); if (r.status === 200) return; } catch {}
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`not ready: ${url}`);
-}
-
-// Engines take ports sim and sim+1; sim+1 was never reserved and another test may hold it: then
-// the sim exits, and the set-up tries again with fresh ports.
-async function startSim() {
-  for (let attempt = 0; attempt < 5; attempt++) {
-    const sim = await freePort();
-    const p = spawn(binary, ['sim', '--engines', '2', '--port', String(sim), '--model', MODEL, '--preset', 'none',
-                             '--log-level', 'warn'], { stdio: 'inherit' });
-    let exited = false;
-    p.on('exit', () => { exited = true; });
-    try {
-      await waitReady(`http://127.0.0.1:${sim}/health`, 5000, () => exited);
-      await waitReady(`http://127.0.0.1:${sim + 1}/health`, 5000, () => exited);
-      procs.push(p);
-      return sim;
-    } catch {
-      p.kill('SIGTERM');
-    }
-  }
-  throw new Error('could not start the simulated engines');
-}
-
 before(async () => {
-  const sim = await startSim();
-  const router = await freePort();
-  procs.push(spawn(binary, ['serve', '--address', '127.0.0.1', '--port', String(router), '--backend',
-                            `http://127.0.0.1:${sim}`, '--backend', `http://127.0.0.1:${sim + 1}`, '--policy',
-                            'kvroute', '--log-level', 'warn'], { stdio: 'inherit' }));
-  await waitReady(`http://127.0.0.1:${router}/ready`);
-  // Wait until the router learned the models.
-  const end = Date.now() + 10000;
-  while (Date.now() < end) {
-    const r = await (await fetch(`http://127.0.0.1:${router}/v1/models`)).json();
-    if (r.data.length > 0) break;
-    await new Promise((res) => setTimeout(res, 50));
-  }
-  client = new OpenAI({ apiKey: 'none', baseURL: `http://127.0.0.1:${router}/v1`, maxRetries: 0 });
+  const sim = await startSim(2);
+  const router = await startRouter([`http://127.0.0.1:${sim.port}`, `http://127.0.0.1:${sim.port + 1}`],
+                                   ['--policy', 'kvroute']);
+  client = new OpenAI({ apiKey: 'none', baseURL: `${router.url}/v1`, maxRetries: 0 });
 });
 
-after(() => { for (const p of procs) p.kill('SIGTERM'); });
+after(stopAll);
 
 test('models lists the engines model', async () => {
   const models = await client.models.list();
