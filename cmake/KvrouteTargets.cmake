@@ -11,6 +11,13 @@ if(KVROUTE_SANITIZE)
   add_compile_options(-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined)
   add_link_options(-fsanitize=address,undefined)
 endif()
+if(KVROUTE_TSAN)
+  if(KVROUTE_SANITIZE)
+    message(FATAL_ERROR "KVROUTE_TSAN and KVROUTE_SANITIZE cannot be combined: use two build trees")
+  endif()
+  add_compile_options(-fsanitize=thread -fno-omit-frame-pointer)
+  add_link_options(-fsanitize=thread)
+endif()
 
 # Asio is compiled once (src/http/asio_impl.cc), not in every translation unit.
 add_compile_definitions(BOOST_ASIO_SEPARATE_COMPILATION

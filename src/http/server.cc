@@ -3,6 +3,7 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <atomic>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_signal.hpp>
@@ -12,7 +13,6 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <atomic>
 #include <cerrno>
 #include <condition_variable>
 #include <memory>
@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "common/log.h"
+#include "common/memory.h"
 #include "http/deadline.h"
 #include "http/in_buffer.h"
 #include "http/parser.h"
@@ -63,6 +64,8 @@ struct SessionState {
   std::uint64_t deadline = kNoDeadline;
   bool timed_out = false;
   bool drained = false;  // the last read left the socket's receive queue empty (http/socket_io.h)
+  bool served = false;   // answered a request: an idle keep-alive connection between requests
+  bool evicted = false;  // closed by evict_idle()
 };
 
 struct Worker {
@@ -93,6 +96,7 @@ struct Server::Impl {
   std::vector<std::unique_ptr<Worker>> workers;
   std::atomic<bool> stopping{false};
   std::atomic<bool> stopped{false};
+  std::atomic<std::uint64_t> evictions{0};  // idle connections closed to make room
   std::uint16_t port = 0;
   std::mutex mu;
   std::condition_variable cv;
@@ -112,6 +116,10 @@ struct Server::Impl {
     return n;
   }
   Task<void> accept_loop(Worker& w);
+  // Closes one idle keep-alive connection of `w` (at the connection limit or out of descriptors, a
+  // new client outranks a connection that waits for nothing, as nginx's reusable connections do).
+  // False when every connection is busy.
+  static bool evict_idle(Worker& w);
   void sweep(Worker& w);
   Task<void> session(Worker& w, Socket socket);
   // Reads one request into `req`. False: the connection ends (its error, if any, was answered).
@@ -319,6 +327,8 @@ Task<void> refuse(Socket& socket, SessionState& state, const Worker& w, const Pa
 }
 
 constexpr std::size_t kReadSize = 4096;
+// After a request body this large, freed memory goes back to the OS (common/memory.h).
+constexpr std::size_t kLargeBodyBytes = 4 * 1024 * 1024;
 
 }  // namespace
 
@@ -327,15 +337,26 @@ Task<void> Server::Impl::accept_loop(Worker& w) {
     auto [ec, socket] = co_await w.acceptor->async_accept(kTuple);
     if (stopping.load() || !w.acceptor->is_open()) co_return;
     if (ec) {
-      // EMFILE and friends: back off briefly instead of spinning.
+      // Out of descriptors: free one held by an idle connection and accept again at once; else
+      // (and for other errors) back off briefly instead of spinning.
+      const bool no_fds = ec == boost::system::errc::too_many_files_open ||
+                          ec == boost::system::errc::too_many_files_open_in_system;
+      if (no_fds && evict_idle(w)) {
+        ++evictions;
+        continue;
+      }
       net::steady_timer t(w.ioc, std::chrono::milliseconds(50));
       co_await t.async_wait(kTuple);
       continue;
     }
-    if (live() >= opts.max_connections) {  // counts connections still being handed over
-      boost::system::error_code ignored;
-      socket.close(ignored);
-      continue;
+    // At the limit (connections still being handed over count) an idle connection makes room.
+    if (live() >= opts.max_connections) {
+      if (!evict_idle(w)) {
+        boost::system::error_code ignored;
+        socket.close(ignored);
+        continue;
+      }
+      ++evictions;
     }
     boost::system::error_code ignored;
     socket.set_option(tcp::no_delay(true), ignored);
@@ -434,15 +455,18 @@ Task<bool> Server::Impl::read_request(Worker& w, Socket& socket, SessionState& s
     req.body.assign(in.view().substr(0, have));
     in.consume(have);
     // The rest straight into the body, growing it as bytes arrive (a declared length alone does
-    // not make the server allocate it).
-    while (req.body.size() < len) {
-      const std::size_t old = req.body.size();
-      const std::size_t chunk = std::min(len - old, std::max<std::size_t>(old, 64 * 1024));
-      req.body.resize(old + chunk);
-      auto [ec, n] =
-          co_await read_more(socket, net::buffer(req.body.data() + old, chunk), state.drained);
-      req.body.resize(old + n);
+    // not make the server allocate it). It doubles when full, so each byte is zeroed once by the
+    // resize: resizing per read to the next doubling zeroed megabytes for every 64 KiB read.
+    std::size_t filled = req.body.size();
+    while (filled < len) {
+      if (filled == req.body.size()) {
+        req.body.resize(std::min(len, std::max<std::size_t>(2 * filled, filled + 64 * 1024)));
+      }
+      auto [ec, n] = co_await read_more(
+          socket, net::buffer(req.body.data() + filled, req.body.size() - filled), state.drained);
+      filled += n;
       if (ec) {
+        req.body.resize(filled);
         co_await after_failed_read(socket, state, w, ec);
         co_return false;
       }
@@ -452,6 +476,18 @@ Task<bool> Server::Impl::read_request(Worker& w, Socket& socket, SessionState& s
   // Some clients send a CRLF after a body (RFC 9112 section 2.2): not the start of a request.
   while (in.view().starts_with("\r\n")) in.consume(2);
   co_return true;
+}
+
+bool Server::Impl::evict_idle(Worker& w) {
+  for (SessionState* s : w.sessions) {
+    if (s->busy || !s->served || s->evicted) continue;
+    s->evicted = true;
+    boost::system::error_code ignored;
+    s->socket->shutdown(tcp::socket::shutdown_both, ignored);
+    s->socket->close(ignored);  // its keep-alive read ends; the session frees the descriptor
+    return true;
+  }
+  return false;
 }
 
 Task<void> Server::Impl::session(Worker& w, Socket socket) {
@@ -479,9 +515,18 @@ Task<void> Server::Impl::session(Worker& w, Socket socket) {
       in.commit(n);
     }
     state.busy = true;
+    // Declared before the request, so it runs after the request's memory is freed.
+    struct ReleaseAfterLargeBody {
+      std::size_t bytes = 0;
+      ~ReleaseAfterLargeBody() {
+        if (bytes >= kLargeBodyBytes) release_free_memory();
+      }
+    } release_after;
     Request req;
     req.remote_address = remote;
-    if (!co_await read_request(w, socket, state, in, req)) break;
+    const bool complete = co_await read_request(w, socket, state, in, req);
+    release_after.bytes = req.body.capacity();
+    if (!complete) break;
     req.keep_alive = req.keep_alive && !stopping.load();
 
     w.active.fetch_add(1);
@@ -517,6 +562,7 @@ Task<void> Server::Impl::session(Worker& w, Socket socket) {
       std::lock_guard lock(mu);  // the waiter in stop() cannot miss it between test and wait
       cv.notify_all();
     }
+    state.served = true;
     if (!req.keep_alive || writer.failed() || watch->gone ||
         (writer.streaming() && !writer.ended()))
       break;
@@ -653,6 +699,7 @@ void Server::wait() {
 
 std::uint16_t Server::port() const { return impl_->port; }
 std::size_t Server::connections() const { return impl_->live(); }
+std::uint64_t Server::idle_evictions() const { return impl_->evictions.load(); }
 std::size_t Server::active_requests() const { return impl_->active(); }
 Executor Server::executor(int i) const {
   return impl_->workers.at(static_cast<std::size_t>(i))->ioc.get_executor();

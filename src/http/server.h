@@ -101,6 +101,9 @@ class Server {
   std::uint16_t port() const;
   // Open client connections and requests being handled right now.
   std::size_t connections() const;
+  // Idle keep-alive connections closed to make room for new ones (at max_connections or when the
+  // process ran out of descriptors).
+  std::uint64_t idle_evictions() const;
   std::size_t active_requests() const;
   // The executor of worker `i`, for background tasks that belong to that thread.
   Executor executor(int i) const;

@@ -126,6 +126,90 @@ TEST(Server, BalancesConnectionsOverWorkers) {
   server.stop(std::chrono::milliseconds(0));
 }
 
+namespace {
+int connect_loopback(std::uint16_t port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(port);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  timeval tv{5, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  return fd;
+}
+// Sends one GET and reads until the response's (short) body; "" when the server closed instead.
+std::string get_on(int fd) {
+  const std::string req = "GET /w HTTP/1.1\r\nHost: x\r\n\r\n";
+  if (::send(fd, req.data(), req.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(req.size()))
+    return "";
+  std::string got;
+  char buf[1024];
+  while (got.find("\r\n\r\nok") == std::string::npos) {
+    const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) return "";
+    got.append(buf, static_cast<std::size_t>(n));
+  }
+  return got;
+}
+bool closed_by_peer(int fd) {
+  pollfd p{fd, POLLIN, 0};
+  if (::poll(&p, 1, 2000) != 1) return false;
+  char c;
+  return ::recv(fd, &c, 1, 0) == 0;
+}
+}  // namespace
+
+// At max_connections a new client is served: an idle keep-alive connection is closed to make room
+// (a few hundred idle connections must not lock everyone out). Busy connections are never closed.
+TEST(Server, IdleKeepAliveConnectionsMakeRoomAtTheLimit) {
+  ServerOptions o = local_options();
+  o.threads = 1;
+  o.max_connections = 3;
+  Server server(o, [](Request&, ResponseWriter& w) -> Task<void> {
+    const Headers none;
+    co_await w.send(200, "text/plain", std::string("ok"), none);
+  });
+  const auto port = server.start();
+  ASSERT_TRUE(port.has_value());
+  std::vector<int> idle;
+  for (int i = 0; i < 3; ++i) {
+    idle.push_back(connect_loopback(*port));
+    ASSERT_NE(get_on(idle.back()), "");
+  }
+  const int fresh = connect_loopback(*port);
+  ASSERT_GE(fresh, 0);
+  EXPECT_NE(get_on(fresh), "") << "the fourth client was locked out";
+  EXPECT_EQ(server.idle_evictions(), 1u);
+  int closed = 0;
+  for (int fd : idle) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 0) == 1 && closed_by_peer(fd)) ++closed;
+  }
+  EXPECT_EQ(closed, 1);
+  // Connections that have not sent a request yet are not idle keep-alive ones: at the limit with
+  // none to spare, the newcomer is the one refused.
+  for (int fd : idle) ::close(fd);
+  ::close(fresh);
+  for (int i = 0; i < 200 && server.connections() != 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  std::vector<int> waiting;
+  for (int i = 0; i < 3; ++i) waiting.push_back(connect_loopback(*port));
+  for (int i = 0; i < 200 && server.connections() != 3; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  const int refused = connect_loopback(*port);
+  EXPECT_TRUE(closed_by_peer(refused));
+  EXPECT_EQ(server.idle_evictions(), 1u);
+  ::close(refused);
+  for (int fd : waiting) ::close(fd);
+  server.stop(std::chrono::milliseconds(0));
+}
+
 TEST(Server, StreamsChunksAsTheyAreWritten) {
   Server server(local_options(), [](Request&, ResponseWriter& w) -> Task<void> {
     co_await w.start_stream(200, "text/event-stream");

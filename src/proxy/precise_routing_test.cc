@@ -63,9 +63,18 @@ TEST(PreciseRouting, RepeatsFollowTheEnginesCacheAndEventsAreIndexed) {
   }
   EXPECT_EQ(hits, 6);
   auto m = testing::get(*port, "/metrics");
-  auto pos = m.body.find("kvroute_kv_events{counter=\"blocks_stored\"} ");
-  ASSERT_NE(pos, std::string::npos) << m.body;
-  EXPECT_GT(std::stod(m.body.substr(pos + 43)), 0.0);
+  const auto gauge = [&](const std::string& counter) {
+    const std::string key = "kvroute_kv_events{counter=\"" + counter + "\"} ";
+    const auto at = m.body.find(key);
+    return at == std::string::npos ? -1.0 : std::stod(m.body.substr(at + key.size()));
+  };
+  EXPECT_GT(gauge("blocks_stored"), 0.0) << m.body;
+  // The subscriber's own counts are there too: messages arrived, none lost or recovered.
+  EXPECT_GT(gauge("received_messages"), 0.0) << m.body;
+  for (const char* name : {"gaps", "replay_requests", "replayed_batches", "replay_failures",
+                        "malformed_messages"}) {
+    EXPECT_EQ(gauge(name), 0.0) << name << "\n" << m.body;
+  }
   p.stop(1000ms);
 }
 

@@ -9,6 +9,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/thread_pool.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/container/small_vector.hpp>
 #include <optional>
@@ -18,12 +19,14 @@
 #include "common/hash.h"
 #include "common/log.h"
 #include "http/client.h"
+#include "http/offload.h"
 #include "http/server.h"
 #include "http/sse.h"
 #include "kv_index/precise_scorer.h"
 #include "metrics/prom_parser.h"
 #include "openai/request.h"
 #include "prompt/prompt.h"
+#include "proxy/fd_budget.h"
 #include "routing/policy.h"
 #include "routing/scheduler.h"
 
@@ -36,6 +39,8 @@ using http::ResponseWriter;
 using routing::Backend;
 using Clock = std::chrono::steady_clock;
 constexpr auto kTuple = http::use_task_tuple;
+// Request bodies from this size on are parsed and tokenized off the network thread.
+constexpr std::size_t kOffloadBodyBytes = 256 * 1024;
 
 namespace {
 double seconds_since(Clock::time_point t) {
@@ -58,6 +63,9 @@ struct Proxy::Impl {
   std::unordered_map<std::string, std::shared_ptr<const prompt::PromptEncoder>> model_encoders;
   std::shared_ptr<kv_index::PreciseIndexer> precise;  // null: no backend publishes KV events
   metrics::GaugeFamily* precise_gauges = nullptr;
+  // Parses and tokenizes request bodies of kOffloadBodyBytes or more, so that a prompt of many
+  // megabytes does not stall the other connections of its worker. Outlives `server`.
+  net::thread_pool offload{2};
   std::unique_ptr<http::Server> server;
   std::vector<std::unique_ptr<http::ConnectionPool>> pools;  // one per worker thread
 
@@ -154,7 +162,10 @@ struct Proxy::Impl {
       head_ = this;
     }
     ~InFlight() {
-      if (prev) prev->next = next; else head_ = next;
+      if (prev)
+        prev->next = next;
+      else
+        head_ = next;
       if (next) next->prev = prev;
     }
     InFlight(const InFlight&) = delete;
@@ -178,7 +189,10 @@ struct Proxy::Impl {
       net::post(server->executor(static_cast<int>(i)), [this, i] {
         for (InFlight* f = flights[i].head; f; f = f->next) {
           f->cut = true;
-          if (f->ex) f->ex->cancel(); else f->token->cancel();
+          if (f->ex)
+            f->ex->cancel();
+          else
+            f->token->cancel();
         }
       });
     }
@@ -293,22 +307,28 @@ http::Task<void> Proxy::Impl::handle(Request& req, ResponseWriter& w) {
       inflight->with({b->name}).set(b->inflight.load());
     }
     if (precise) {
-      auto st = precise->stats(false);
-      precise_gauges->with({"batches"}).set(static_cast<double>(st.batches));
-      precise_gauges->with({"blocks_stored"}).set(static_cast<double>(st.index.blocks_stored));
-      precise_gauges->with({"blocks_removed"}).set(static_cast<double>(st.index.blocks_removed));
-      precise_gauges->with({"unknown_removals"})
-          .set(static_cast<double>(st.index.unknown_removals));
-      precise_gauges->with({"resets"}).set(static_cast<double>(st.resets));
-      precise_gauges->with({"backend_down_clears"})
-          .set(static_cast<double>(st.backend_down_clears));
-      precise_gauges->with({"stale_reports"}).set(static_cast<double>(st.stale_reports));
-      precise_gauges->with({"stale_engines"}).set(static_cast<double>(st.stale_engines));
-      precise_gauges->with({"entries"}).set(static_cast<double>(st.entries));
-      precise_gauges->with({"malformed_messages"})
-          .set(static_cast<double>(st.subscriber.malformed));
-      precise_gauges->with({"unknown_events"})
-          .set(static_cast<double>(st.subscriber.unknown_events));
+      const auto st = precise->stats(false);
+      const std::pair<const char*, std::uint64_t> rows[] = {
+          {"batches", st.batches},
+          {"blocks_stored", st.index.blocks_stored},
+          {"blocks_removed", st.index.blocks_removed},
+          {"unknown_removals", st.index.unknown_removals},
+          {"resets", st.resets},
+          {"backend_down_clears", st.backend_down_clears},
+          {"stale_reports", st.stale_reports},
+          {"stale_engines", st.stale_engines},
+          {"entries", st.entries},
+          {"received_messages", st.subscriber.received},
+          {"malformed_messages", st.subscriber.malformed},
+          {"unknown_events", st.subscriber.unknown_events},
+          {"gaps", st.subscriber.gaps},
+          {"replay_requests", st.subscriber.replay_requests},
+          {"replayed_batches", st.subscriber.replayed},
+          {"replay_failures", st.subscriber.replay_failures},
+      };
+      for (const auto& [name, value] : rows) {
+        precise_gauges->with({name}).set(static_cast<double>(value));
+      }
     }
     std::string body = reg.render();
     co_await w.send(200, "text/plain; version=0.0.4; charset=utf-8", std::move(body), none);
@@ -336,7 +356,27 @@ http::Task<void> Proxy::Impl::handle(Request& req, ResponseWriter& w) {
 http::Task<void> Proxy::Impl::proxy_openai(Request& req, ResponseWriter& w, openai::Endpoint kind,
                                            std::string_view label) {
   const auto t0 = Clock::now();
-  auto parsed = openai::parse_request(kind, req.body);
+  // Parsing and tokenizing take ~10 ms per megabyte: bigger bodies go to the offload threads.
+  struct Prepared {
+    Expected<openai::ParsedRequest, openai::ParseError> parsed;
+    prompt::PromptBlocks blocks;
+  };
+  auto prepare = [this, kind, body = std::string_view(req.body)]() {
+    Prepared p{openai::parse_request(kind, body), {}};
+    if (p.parsed && policy->uses_prompt()) {
+      p.blocks = prompt::prompt_blocks(*p.parsed, encoder_for(p.parsed->model), cfg.block_size,
+                                       hash64(p.parsed->model));
+    }
+    return p;
+  };
+  // An if, not ?: with co_await in one arm, which GCC 12 compiles into a dangling frame.
+  Prepared prep;
+  if (req.body.size() >= kOffloadBodyBytes) {
+    prep = co_await http::run_on(offload, prepare);
+  } else {
+    prep = prepare();
+  }
+  auto& parsed = prep.parsed;
   if (!parsed) {
     std::string msg = parsed.error().message;
     co_await send_error(w, 400, std::move(msg), parsed.error().param);
@@ -352,12 +392,10 @@ http::Task<void> Proxy::Impl::proxy_openai(Request& req, ResponseWriter& w, open
           ? static_cast<std::uint32_t>(std::min<std::int64_t>(*parsed->max_tokens, 1 << 20))
           : 16;
   if (policy->uses_prompt()) {
-    auto pb = prompt::prompt_blocks(*parsed, encoder_for(parsed->model), cfg.block_size,
-                                    hash64(parsed->model));
-    rr.tokens = std::move(pb.tokens);
-    rr.blocks = std::move(pb.blocks);
-    rr.tokens_per_block = pb.tokens_per_block;
-    rr.prompt_tokens = pb.prompt_tokens;
+    rr.tokens = std::move(prep.blocks.tokens);
+    rr.blocks = std::move(prep.blocks.blocks);
+    rr.tokens_per_block = prep.blocks.tokens_per_block;
+    rr.prompt_tokens = prep.blocks.prompt_tokens;
   }
 
   // The request's start time serves as "now" for availability (one clock reading fewer).
@@ -483,7 +521,8 @@ std::optional<Proxy::Impl::CandidateError> Proxy::Impl::select_candidates(
   if (!any_serves) {
     return CandidateError{404, "The model `" + req.model + "` does not exist.", "model"};
   }
-  if (out.empty()) return CandidateError{503, "no healthy backend for model `" + req.model + "`", {}};
+  if (out.empty())
+    return CandidateError{503, "no healthy backend for model `" + req.model + "`", {}};
   return std::nullopt;
 }
 
@@ -739,13 +778,30 @@ Result<std::uint16_t> Proxy::start() {
   im.policy = std::move(*policy);
   im.resolve_cells();
 
+  // The open-file limit bounds client connections and idle upstream ones (proxy/fd_budget.h).
+  const OpenFileLimit fd_limit = raise_open_file_limit();
+  const FdPlan fds = plan_fds(fd_limit.now, im.cfg.threads, im.backends.size(),
+                              im.cfg.max_connections, im.cfg.max_idle_per_backend);
+  if (fd_limit.now > fd_limit.before) {
+    spdlog::info("open-file limit raised from {} to {}", fd_limit.before, fd_limit.now);
+  }
+  if (fds.clamped) {
+    // A warning only where the limit really binds (a few hundred clients would find it).
+    const bool tight = fds.max_connections < 1024 || fds.max_idle_per_backend < 16;
+    spdlog::log(tight ? spdlog::level::warn : spdlog::level::info,
+                "open-file limit {} allows {} client connections (maxConnections {}) and {} idle "
+                "connections per backend and thread (maxIdlePerBackend {}); raise it (ulimit -n, "
+                "LimitNOFILE=) for more",
+                fd_limit.now, fds.max_connections, im.cfg.max_connections, fds.max_idle_per_backend,
+                im.cfg.max_idle_per_backend);
+  }
   http::ServerOptions so;
   so.address = im.cfg.address;
   so.port = im.cfg.port;
   so.threads = im.cfg.threads;
   so.max_body_bytes = im.cfg.max_body_bytes;
   so.max_header_bytes = im.cfg.max_header_bytes;
-  so.max_connections = im.cfg.max_connections;
+  so.max_connections = fds.max_connections;
   so.request_timeout = im.cfg.request_timeout;
   so.keepalive_timeout = im.cfg.keepalive_timeout;
   Impl* self = &im;
@@ -755,7 +811,7 @@ Result<std::uint16_t> Proxy::start() {
   co.connect_timeout = im.cfg.connect_timeout;
   co.first_byte_timeout = im.cfg.first_byte_timeout;
   co.idle_timeout = im.cfg.idle_timeout;
-  co.max_idle_per_endpoint = im.cfg.max_idle_per_backend;
+  co.max_idle_per_endpoint = fds.max_idle_per_backend;
   for (int i = 0; i < im.server->threads(); ++i) {
     im.pools.push_back(std::make_unique<http::ConnectionPool>(im.server->executor(i), co));
   }

@@ -29,7 +29,8 @@ std::vector<std::uint64_t> blocks_of(int group, int n, int tail_salt = -1) {
   std::vector<std::uint32_t> toks;
   for (int i = 0; i < n * 16; ++i) toks.push_back(static_cast<std::uint32_t>(group * 100000 + i));
   if (tail_salt >= 0) {
-    for (int i = 0; i < 16; ++i) toks.push_back(static_cast<std::uint32_t>(900000 + tail_salt * 16 + i));
+    for (int i = 0; i < 16; ++i)
+      toks.push_back(static_cast<std::uint32_t>(900000 + tail_salt * 16 + i));
   }
   return chained_block_hashes(toks, 16, 1);
 }
@@ -91,28 +92,81 @@ TEST(ApproxPrefixIndex, MemoryPerEntryUnder64BytesAndBounded) {
   EXPECT_LT(small.entries(), 3000u);
 }
 
+// leveldb's skiplist concurrent test, adapted: the writer's insertions follow a schedule known to
+// all, and it publishes how many steps are done. A reader that saw `s0` steps done before a match
+// and `s1` after must get, for every engine, a prefix at least what the first s0 steps inserted
+// there and at most what s1 + 1 steps could have (the one in progress included). A lost, torn or
+// stale-beyond-publication read fails it; so does a match that invents blocks.
 TEST(ApproxPrefixIndex, OneWriterManyReaders) {
-  ApproxPrefixIndex idx(8);
-  std::atomic<bool> stop{false};
+  constexpr int kEngines = 8, kChains = 3, kDepth = 16, kSteps = 4000;
+  ApproxPrefixIndex idx(kEngines);  // default capacity: nothing ages out in kSteps * kDepth blocks
+  // Step g inserts the first len(g) blocks of chain g % kChains on engine g % kEngines; len grows.
+  const auto len = [](int g) { return 1 + std::min(kDepth - 1, g * kDepth / kSteps); };
+  // What steps 0..g (inclusive) inserted for (engine, chain): len of the last such step, as len
+  // only grows.
+  const auto expected = [&](int e, int c, int g) {
+    int best = 0;
+    for (int h = std::min(g, kSteps - 1); h >= 0; --h) {
+      if (h % kEngines == e && h % kChains == c) {
+        best = len(h);
+        break;
+      }
+    }
+    return best;
+  };
+  std::vector<std::vector<std::uint64_t>> chains;
+  for (int c = 0; c < kChains; ++c) chains.push_back(blocks_of(c, kDepth));
+  std::atomic<int> done{-1};  // the last step completed
   std::thread writer([&] {
-    for (int g = 0; g < 3000; ++g) idx.insert(static_cast<std::size_t>(g % 8), blocks_of(g % 50, 16));
-    stop = true;
+    for (int g = 0; g < kSteps; ++g) {
+      const auto& chain = chains[static_cast<std::size_t>(g % kChains)];
+      idx.insert(static_cast<std::size_t>(g % kEngines),
+                 std::span(chain).first(static_cast<std::size_t>(len(g))));
+      done.store(g, std::memory_order_release);
+    }
   });
+  std::atomic<int> checks{0}, failures{0};
   std::vector<std::thread> readers;
-  for (int r = 0; r < 3; ++r) {
+  for (int r = 0; r < kChains; ++r) {
     readers.emplace_back([&, r] {
       std::vector<std::uint32_t> m;
-      while (!stop) {
-        idx.match(blocks_of(r, 16), m);
-        for (auto v : m) ASSERT_LE(v, 16u);
+      for (;;) {
+        const int s0 = done.load(std::memory_order_acquire);
+        idx.match(chains[static_cast<std::size_t>(r)], m);
+        const int s1 = done.load(std::memory_order_acquire);
+        for (int e = 0; e < kEngines; ++e) {
+          const int lo = s0 < 0 ? 0 : expected(e, r, s0);
+          const int hi = expected(e, r, s1 + 1);
+          const int got = static_cast<int>(m[static_cast<std::size_t>(e)]);
+          if (got < lo || got > hi) {
+            if (failures.fetch_add(1) < 5) {
+              ADD_FAILURE() << "chain " << r << " engine " << e << ": matched " << got
+                            << ", expected within [" << lo << ", " << hi << "] (steps " << s0
+                            << ".." << s1 << ")";
+            }
+          }
+        }
+        checks.fetch_add(1);
+        if (s1 == kSteps - 1) break;
       }
     });
   }
   writer.join();
   for (auto& t : readers) t.join();
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_GT(checks.load(), kChains);  // every reader checked at least the final state
+  // The final state is exact.
+  std::vector<std::uint32_t> m;
+  for (int c = 0; c < kChains; ++c) {
+    idx.match(chains[static_cast<std::size_t>(c)], m);
+    for (int e = 0; e < kEngines; ++e) {
+      EXPECT_EQ(static_cast<int>(m[static_cast<std::size_t>(e)]), expected(e, c, kSteps - 1));
+    }
+  }
 }
 
-std::unique_ptr<Policy> make(const std::string& name, Backends& bs, std::shared_ptr<RoutingContext> ctx = nullptr) {
+std::unique_ptr<Policy> make(const std::string& name, Backends& bs,
+                             std::shared_ptr<RoutingContext> ctx = nullptr) {
   config::Config c;
   c.policy = name;
   auto p = make_policy(c, bs.ptrs, std::move(ctx));
@@ -121,7 +175,8 @@ std::unique_ptr<Policy> make(const std::string& name, Backends& bs, std::shared_
 }
 
 // Routes `req`, simulating it in flight until `release` is called.
-Backend* route(Policy& p, RouteRequest& req, std::span<Backend* const> c, std::string* reason = nullptr) {
+Backend* route(Policy& p, RouteRequest& req, std::span<Backend* const> c,
+               std::string* reason = nullptr) {
   auto d = p.pick(req, c);
   if (reason) *reason = d.reason;
   d.backend->inflight++;
@@ -157,8 +212,8 @@ TEST(KvroutePolicy, AvoidsAnEngineWhoseKvMemoryIsFull) {
   // share its blocks), the prefix wins.
   struct Case {
     std::int64_t capacity;
-    bool other_prompts;   // in flight on backend 0: 24 unrelated 40-block prompts (15,360 tokens)
-    bool same_prefix;     // in flight on backend 0: 24 requests on the same 40-block prefix
+    bool other_prompts;  // in flight on backend 0: 24 unrelated 40-block prompts (15,360 tokens)
+    bool same_prefix;    // in flight on backend 0: 24 requests on the same 40-block prefix
     bool want_first;
   };
   for (const auto& k : std::vector<Case>{{0, true, false, true},
@@ -184,7 +239,8 @@ TEST(KvroutePolicy, AvoidsAnEngineWhoseKvMemoryIsFull) {
     auto again = request(blocks_of(3, 40, 1));
     again.expected_output_tokens = 256;
     Backend* b = route(*p, again, bs.ptrs);
-    EXPECT_EQ(b == first, k.want_first) << "capacity " << k.capacity << " other " << k.other_prompts;
+    EXPECT_EQ(b == first, k.want_first)
+        << "capacity " << k.capacity << " other " << k.other_prompts;
     // The routed request pins its blocks and output on its backend until it ends.
     EXPECT_EQ(b->inflight_output_tokens.load(), 256);
     finish(*p, again, *b);
@@ -200,7 +256,8 @@ TEST(KvroutePolicy, ConversationTurnStaysWithItsHistory) {
   // next turn (41 blocks) costs 2 x 16 + 1,600 there against 2 x 656 on the idle other backend as a
   // plain request, so it moves; as a conversation turn its uncached tokens weigh 4 (docs/adr/0010):
   // 4 x 16 + 1,600 < 4 x 656, it stays. A YAML conversationUncachedWeight of 2 takes that back.
-  for (const auto& [name, conversation, want_first] : std::vector<std::tuple<std::string, bool, bool>>{
+  for (const auto& [name, conversation, want_first] :
+       std::vector<std::tuple<std::string, bool, bool>>{
            {"kvroute", false, false}, {"kvroute", true, true}, {"yaml-weight-2", true, false}}) {
     Backends bs(2);
     std::unique_ptr<Policy> p;
@@ -211,7 +268,8 @@ TEST(KvroutePolicy, ConversationTurnStaysWithItsHistory) {
 plugins:
   - {type: ttft-cost-scorer, parameters: {conversationUncachedWeight: 2}}
   - {type: max-score-picker}
-)", "t.yaml");
+)",
+                                 "t.yaml");
       ASSERT_TRUE(c) << c.error().message;
       auto made = make_policy(*c, bs.ptrs, std::make_shared<RoutingContext>(2));
       ASSERT_TRUE(made) << made.error().message;
@@ -342,7 +400,8 @@ plugins:
 schedulingProfiles:
   - name: default
     plugins: [{pluginRef: prefix-cache-scorer, weight: 2}, {pluginRef: queue-scorer}, {pluginRef: max-score-picker}]
-)", "t.yaml");
+)",
+                             "t.yaml");
   ASSERT_TRUE(c) << c.error().message;
   auto ctx = std::make_shared<RoutingContext>(2);
   auto p = make_policy(*c, bs.ptrs, ctx);

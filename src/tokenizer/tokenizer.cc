@@ -205,6 +205,23 @@ struct Scratch {
   std::vector<std::int32_t> next;
   std::vector<std::uint64_t> heap;
   std::string normalized;
+
+  // After a large input (a prompt of megabytes) the buffers would keep its size on this thread for
+  // good: those over 1 MiB are freed.
+  void trim() {
+    constexpr std::size_t kKeepBytes = 1u << 20;
+    const auto shrink = [&](auto& v) {
+      if (v.capacity() * sizeof(v[0]) > kKeepBytes) std::remove_reference_t<decltype(v)>().swap(v);
+    };
+    shrink(spans);
+    shrink(spans2);
+    shrink(word);
+    shrink(pair);
+    shrink(prev);
+    shrink(next);
+    shrink(heap);
+    shrink(normalized);
+  }
 };
 
 Scratch& scratch() {
@@ -1047,6 +1064,7 @@ Result<std::vector<std::uint32_t>> Tokenizer::encode(std::string_view text, bool
     }
   }
   if (add_special_tokens) ids.insert(ids.end(), impl_->suffix_ids.begin(), impl_->suffix_ids.end());
+  if (text.size() > (1u << 20)) scratch().trim();
   return ids;
 }
 
