@@ -148,7 +148,8 @@ TEST(DrainAware, LaterBytesAndAQueuedResetAreNotMissed) {
         auto [ec2, n2] =
             co_await s.async_read_some(drain_aware(net::buffer(buf), &drained), use_task_tuple);
         log += std::string(buf, n2) + " ";
-        later.join();  // done with the writer before it is reset (the kernel's ordering is not TSan's)
+        later.join();  // done with the writer before it is reset (the kernel's ordering is not
+                       // TSan's)
         // Bytes and a reset arrive together, before the reads.
         p.send("three");
         p.reset_writer();
