@@ -1,5 +1,7 @@
 #include "http/socket_io.h"
 
+#include "http/deadline.h"
+
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
@@ -299,6 +301,27 @@ TEST(GatherBuffers, WriteNowWritesWhatFitsAndLeavesTheRest) {
   GatherBuffers after(net::buffer(head));
   EXPECT_TRUE(write_now(p.writer, after, ec));
   EXPECT_TRUE(ec) << "a write after a reset fails";
+}
+
+}  // namespace
+}  // namespace kvroute::http
+
+namespace kvroute::http {
+namespace {
+
+// A sweep's number is the ticks elapsed since the epoch, whatever the timer's lateness: counting
+// sweeps made a 30 s timeout fire after 36 s when each 50 ms re-arm fired after 55-60 ms.
+TEST(SweepNumber, CountsTicksElapsedNotSweepsRun) {
+  using namespace std::chrono_literals;
+  const auto epoch = coarse_now() - 1000ms;
+  // Three sweeps ran (late) in that second: the next one is still number ~20, not 4.
+  const std::uint64_t n = sweep_number(3, epoch, 50ms);
+  EXPECT_GE(n, 20u);
+  EXPECT_LE(n, 21u);
+  // Never behind the last one, even when the clock reads the same tick.
+  EXPECT_EQ(sweep_number(100, epoch, 50ms), 101u);
+  // A 30 s deadline set at sweep n is reached 30 s of ticks later, plus at most one.
+  EXPECT_EQ(deadline_after(n, 30000ms, 50ms), n + 601);
 }
 
 }  // namespace
