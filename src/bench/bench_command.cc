@@ -11,10 +11,10 @@
 #include <filesystem>
 #include <fstream>
 
-#include "bench/compare.h"
-#include "bench/loadgen.h"
-#include "bench/report.h"
-#include "bench/workload.h"
+#include "bench/internal/compare.h"
+#include "bench/internal/loadgen.h"
+#include "bench/internal/report.h"
+#include "bench/internal/workload.h"
 #include "common/log.h"
 #include "config/config.h"
 #include "routing/policy.h"

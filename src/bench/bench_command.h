@@ -6,7 +6,10 @@
 //   kvroute demo
 // Exit codes: 0 success, 1 a --check threshold failed, 2 the run could not be done (bad flags,
 // unreachable URL, no request completed).
-// Not synchronized (CLI set-up and one run on the calling thread).
+//
+// Thread-safety: not synchronized. Register from the thread that builds the CLI; a run (and
+// run_demo) blocks the calling thread, which drives the load generator, while the simulated
+// engines and routers it starts run on threads of their own (bench/internal/compare.h).
 #pragma once
 
 namespace CLI {

@@ -7,11 +7,11 @@
 #include <set>
 
 #include "bench/bench_command.h"
-#include "bench/bounds.h"
-#include "bench/compare.h"
-#include "bench/loadgen.h"
-#include "bench/report.h"
-#include "bench/workload.h"
+#include "bench/internal/bounds.h"
+#include "bench/internal/compare.h"
+#include "bench/internal/loadgen.h"
+#include "bench/internal/report.h"
+#include "bench/internal/workload.h"
 #include "common/hash.h"
 #include "sim/server.h"
 

@@ -1,4 +1,4 @@
-#include "bench/bounds.h"
+#include "bench/internal/bounds.h"
 
 #include <algorithm>
 #include <cmath>

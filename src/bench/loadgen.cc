@@ -1,4 +1,4 @@
-#include "bench/loadgen.h"
+#include "bench/internal/loadgen.h"
 
 #include <fmt/format.h>
 #include <simdjson.h>

@@ -1,4 +1,4 @@
-#include "bench/report.h"
+#include "bench/internal/report.h"
 
 #include <fmt/format.h>
 #include <fcntl.h>

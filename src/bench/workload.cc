@@ -1,4 +1,4 @@
-#include "bench/workload.h"
+#include "bench/internal/workload.h"
 
 #include <fmt/format.h>
 #include <simdjson.h>

@@ -10,7 +10,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
-#include "chat_template/ast.h"
+#include "chat_template/internal/ast.h"
 
 namespace kvroute::chat_template {
 namespace {

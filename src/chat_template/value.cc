@@ -1,4 +1,4 @@
-#include "chat_template/value.h"
+#include "chat_template/internal/value.h"
 
 #include <charconv>
 #include <cmath>

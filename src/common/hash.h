@@ -2,7 +2,8 @@
 //
 // Fast 64-bit hashing (XXH3) and the chained block hash kvroute uses for prefix blocks:
 // h(block i) = XXH3_64(tokens of block i, seed = h(block i-1)), h(-1) = seed of the model.
-// Thread-safe: pure functions.
+//
+// Thread-safety: pure functions; safe from any thread.
 #pragma once
 
 #include <cstdint>

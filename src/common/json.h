@@ -2,7 +2,9 @@
 //
 // JSON string escaping for the few places that write JSON by hand (error bodies, SSE chunks,
 // template contexts). Control characters become \n, \r, \t or \u00XX; everything else, UTF-8
-// included, is copied. Thread-safe: pure functions.
+// included, is copied.
+//
+// Thread-safety: pure functions (constant tables only); safe from any thread.
 #pragma once
 
 #include <string>

@@ -4,7 +4,11 @@
 // upstream, timeout, malformed event) travel as values, never as exceptions (docs/adr/0002).
 //
 //   Result<int> parse(std::string_view s);
-//   KVROUTE_TRY(auto n, parse(s));   // returns the error to the caller on failure
+//   Status check(int n);
+//   KVROUTE_TRY(auto n, parse(s));   // returns the error to the caller on failure, else binds n
+//   KVROUTE_TRY(check(n));           // a Status: returns the error to the caller on failure
+//
+// Thread-safety: value types; not synchronized.
 #pragma once
 
 #include <string>
@@ -76,5 +80,16 @@ inline Unexpected<Error> fail(Error e) { return Unexpected<Error>(std::move(e));
   auto tmp = (expr);                                   \
   if (!tmp) return ::kvroute::make_unexpected(std::move(tmp.error())); \
   decl = std::move(*tmp)
-// KVROUTE_TRY(decl, expr): evaluates expr (a Result); on error returns it, else binds the value.
-#define KVROUTE_TRY(decl, expr) KVROUTE_TRY_IMPL(KVROUTE_CONCAT(kvroute_try_, __LINE__), decl, expr)
+#define KVROUTE_TRY_BIND(decl, expr) \
+  KVROUTE_TRY_IMPL(KVROUTE_CONCAT(kvroute_try_, __LINE__), decl, expr)
+#define KVROUTE_TRY_STATUS(expr)                                            \
+  do {                                                                      \
+    if (auto kvroute_try_status = (expr); !kvroute_try_status)              \
+      return ::kvroute::make_unexpected(std::move(kvroute_try_status.error())); \
+  } while (false)
+#define KVROUTE_TRY_SELECT(a, b, name, ...) name
+// KVROUTE_TRY(decl, expr): evaluates expr (a Result); on error returns the error, else binds the
+// value to decl. KVROUTE_TRY(expr): expr is a Status (or a Result whose value is not needed); on
+// error returns the error. The caller returns any Result<U> or Status.
+#define KVROUTE_TRY(...) \
+  KVROUTE_TRY_SELECT(__VA_ARGS__, KVROUTE_TRY_BIND, KVROUTE_TRY_STATUS, unused)(__VA_ARGS__)

@@ -6,9 +6,11 @@
 #include <charconv>
 #include <fstream>
 #include <set>
+#include <span>
 #include <sstream>
+#include <vector>
 
-#include "http/client.h"
+#include "http/endpoint.h"
 
 namespace kvroute::config {
 
@@ -42,7 +44,12 @@ class Reader {
   }
 
   // Rejects keys not in `allowed`.
-  Status keys(const YAML::Node& map, std::string_view field, std::initializer_list<std::string_view> allowed) const {
+  Status keys(const YAML::Node& map, std::string_view field,
+              std::initializer_list<std::string_view> allowed) const {
+    return keys(map, field, std::span<const std::string_view>(allowed.begin(), allowed.size()));
+  }
+  Status keys(const YAML::Node& map, std::string_view field,
+              std::span<const std::string_view> allowed) const {
     if (!map.IsMap()) return fail(err(map, field, "must be a mapping"));
     for (auto it = map.begin(); it != map.end(); ++it) {
       auto key = it->first.as<std::string>();
@@ -86,86 +93,117 @@ class Reader {
   std::string source_;
 };
 
-#define KVROUTE_CHECK_STATUS(expr) \
-  do {                             \
-    auto s_ = (expr);              \
-    if (!s_) return fail(s_.error()); \
-  } while (0)
+// One row per plain field of a section: its YAML key and how it is read into Config. Fields that
+// need more than a read (lists, cross-checks) are handled by code after the section's rows.
+using FieldReader = Status (*)(const Reader&, const YAML::Node&, const char* key,
+                               std::string_view section, Config&);
+template <auto Member>
+Status read_scalar(const Reader& r, const YAML::Node& n, const char* key, std::string_view section,
+                   Config& c) {
+  return r.scalar(n, key, section, c.*Member);
+}
+template <auto Member>
+Status read_duration(const Reader& r, const YAML::Node& n, const char* key,
+                     std::string_view section, Config& c) {
+  return r.duration(n, key, section, c.*Member);
+}
+struct Field {
+  const char* key;
+  FieldReader read;  // null: a key this section accepts but code after the rows reads
+};
+struct Section {
+  const char* name;
+  std::span<const Field> fields;
+};
+
+constexpr Field kServerFields[] = {
+    {"address", read_scalar<&Config::address>},
+    {"port", read_scalar<&Config::port>},
+    {"threads", read_scalar<&Config::threads>},
+    {"maxBodyBytes", read_scalar<&Config::max_body_bytes>},
+    {"maxHeaderBytes", read_scalar<&Config::max_header_bytes>},
+    {"maxConnections", read_scalar<&Config::max_connections>},
+    {"requestTimeout", read_duration<&Config::request_timeout>},
+    {"keepaliveTimeout", read_duration<&Config::keepalive_timeout>},
+    {"shutdownGracePeriod", read_duration<&Config::shutdown_grace>},
+};
+constexpr Field kUpstreamFields[] = {
+    {"connectTimeout", read_duration<&Config::connect_timeout>},
+    {"firstByteTimeout", read_duration<&Config::first_byte_timeout>},
+    {"idleTimeout", read_duration<&Config::idle_timeout>},
+    {"maxRetries", read_scalar<&Config::max_retries>},
+    {"maxIdlePerBackend", read_scalar<&Config::max_idle_per_backend>},
+};
+constexpr Field kHealthFields[] = {
+    {"interval", read_duration<&Config::health_interval>},
+    {"timeout", read_duration<&Config::health_timeout>},
+    {"path", read_scalar<&Config::health_path>},
+    {"failureThreshold", read_scalar<&Config::failure_threshold>},
+    {"ejectionTime", read_duration<&Config::ejection_time>},
+    {"metricsScrapeInterval", read_duration<&Config::metrics_scrape_interval>},
+};
+constexpr Field kRoutingFields[] = {
+    {"policy", read_scalar<&Config::policy>},
+    {"sessionHeader", read_scalar<&Config::session_header>},
+    {"debugHeaders", read_scalar<&Config::debug_headers>},
+    {"tokenizer", read_scalar<&Config::tokenizer>},
+    {"blockSize", read_scalar<&Config::block_size>},
+    {"models", nullptr},
+    {"kvEventsTemplate", read_scalar<&Config::kv_events_template>},
+    {"kvEventsReplayTemplate", read_scalar<&Config::kv_events_replay_template>},
+};
+constexpr Field kLogFields[] = {
+    {"level", read_scalar<&Config::log_level>},
+};
+constexpr Section kSections[] = {
+    {"server", kServerFields},   {"upstream", kUpstreamFields}, {"health", kHealthFields},
+    {"routing", kRoutingFields}, {"log", kLogFields},
+};
+
+// Checks a section's keys against its rows, then reads every row's field.
+Status read_section(const Reader& r, const YAML::Node& node, const Section& section, Config& c) {
+  std::vector<std::string_view> allowed;
+  for (const Field& f : section.fields) allowed.push_back(f.key);
+  KVROUTE_TRY(r.keys(node, section.name, allowed));
+  for (const Field& f : section.fields) {
+    if (f.read != nullptr) KVROUTE_TRY(f.read(r, node, f.key, section.name, c));
+  }
+  return {};
+}
 
 Result<Config> parse_root(const YAML::Node& root, const Reader& r) {
   Config c;
   if (!root || root.IsNull()) return c;
-  KVROUTE_CHECK_STATUS(r.keys(root, "", {"server", "upstream", "health", "routing", "backends", "log",
-                                         "plugins", "schedulingProfiles", "apiVersion", "kind"}));
-  if (auto s = root["server"]) {
-    KVROUTE_CHECK_STATUS(r.keys(s, "server", {"address", "port", "threads", "maxBodyBytes", "maxHeaderBytes",
-                                              "maxConnections", "requestTimeout", "keepaliveTimeout",
-                                              "shutdownGracePeriod"}));
-    KVROUTE_CHECK_STATUS(r.scalar(s, "address", "server", c.address));
-    KVROUTE_CHECK_STATUS(r.scalar(s, "port", "server", c.port));
-    KVROUTE_CHECK_STATUS(r.scalar(s, "threads", "server", c.threads));
-    KVROUTE_CHECK_STATUS(r.scalar(s, "maxBodyBytes", "server", c.max_body_bytes));
-    KVROUTE_CHECK_STATUS(r.scalar(s, "maxHeaderBytes", "server", c.max_header_bytes));
-    KVROUTE_CHECK_STATUS(r.scalar(s, "maxConnections", "server", c.max_connections));
-    KVROUTE_CHECK_STATUS(r.duration(s, "requestTimeout", "server", c.request_timeout));
-    KVROUTE_CHECK_STATUS(r.duration(s, "keepaliveTimeout", "server", c.keepalive_timeout));
-    KVROUTE_CHECK_STATUS(r.duration(s, "shutdownGracePeriod", "server", c.shutdown_grace));
-    if (c.threads < 1 || c.threads > 256) return fail(r.err(s["threads"], "server.threads", "must be 1..256"));
+  KVROUTE_TRY(r.keys(root, "", {"server", "upstream", "health", "routing", "backends", "log",
+                                "plugins", "schedulingProfiles", "apiVersion", "kind"}));
+  for (const Section& section : kSections) {
+    if (auto node = root[section.name]) KVROUTE_TRY(read_section(r, node, section, c));
   }
-  if (auto u = root["upstream"]) {
-    KVROUTE_CHECK_STATUS(r.keys(u, "upstream", {"connectTimeout", "firstByteTimeout", "idleTimeout", "maxRetries",
-                                                "maxIdlePerBackend"}));
-    KVROUTE_CHECK_STATUS(r.duration(u, "connectTimeout", "upstream", c.connect_timeout));
-    KVROUTE_CHECK_STATUS(r.duration(u, "firstByteTimeout", "upstream", c.first_byte_timeout));
-    KVROUTE_CHECK_STATUS(r.duration(u, "idleTimeout", "upstream", c.idle_timeout));
-    KVROUTE_CHECK_STATUS(r.scalar(u, "maxRetries", "upstream", c.max_retries));
-    KVROUTE_CHECK_STATUS(r.scalar(u, "maxIdlePerBackend", "upstream", c.max_idle_per_backend));
-    if (c.max_retries < 0 || c.max_retries > 10) {
-      return fail(r.err(u["maxRetries"], "upstream.maxRetries", "must be 0..10"));
-    }
+  if (auto s = root["server"]; s && (c.threads < 1 || c.threads > 256)) {
+    return fail(r.err(s["threads"], "server.threads", "must be 1..256"));
   }
-  if (auto h = root["health"]) {
-    KVROUTE_CHECK_STATUS(r.keys(h, "health", {"interval", "timeout", "path", "failureThreshold", "ejectionTime",
-                                              "metricsScrapeInterval"}));
-    KVROUTE_CHECK_STATUS(r.duration(h, "interval", "health", c.health_interval));
-    KVROUTE_CHECK_STATUS(r.duration(h, "timeout", "health", c.health_timeout));
-    KVROUTE_CHECK_STATUS(r.scalar(h, "path", "health", c.health_path));
-    KVROUTE_CHECK_STATUS(r.scalar(h, "failureThreshold", "health", c.failure_threshold));
-    KVROUTE_CHECK_STATUS(r.duration(h, "ejectionTime", "health", c.ejection_time));
-    KVROUTE_CHECK_STATUS(r.duration(h, "metricsScrapeInterval", "health", c.metrics_scrape_interval));
+  if (auto u = root["upstream"]; u && (c.max_retries < 0 || c.max_retries > 10)) {
+    return fail(r.err(u["maxRetries"], "upstream.maxRetries", "must be 0..10"));
   }
   if (auto rt = root["routing"]) {
-    KVROUTE_CHECK_STATUS(r.keys(rt, "routing", {"policy", "sessionHeader", "debugHeaders", "tokenizer", "blockSize",
-                                                "models", "kvEventsTemplate", "kvEventsReplayTemplate"}));
-    KVROUTE_CHECK_STATUS(r.scalar(rt, "kvEventsTemplate", "routing", c.kv_events_template));
-    KVROUTE_CHECK_STATUS(r.scalar(rt, "kvEventsReplayTemplate", "routing", c.kv_events_replay_template));
-    if (auto ms = rt["models"]) {
+  if (auto ms = rt["models"]) {
       if (!ms.IsSequence()) return fail(r.err(ms, "routing.models", "must be a list of {name, tokenizer}"));
       std::set<std::string> seen;
       for (std::size_t i = 0; i < ms.size(); ++i) {
         auto m = ms[i];
         const std::string path = fmt::format("routing.models[{}]", i);
         if (!m.IsMap()) return fail(r.err(m, path, "must be a map with name and tokenizer"));
-        KVROUTE_CHECK_STATUS(r.keys(m, path, {"name", "tokenizer"}));
+        KVROUTE_TRY(r.keys(m, path, {"name", "tokenizer"}));
         ModelConfig mc;
-        KVROUTE_CHECK_STATUS(r.scalar(m, "name", path, mc.name));
-        KVROUTE_CHECK_STATUS(r.scalar(m, "tokenizer", path, mc.tokenizer));
+        KVROUTE_TRY(r.scalar(m, "name", path, mc.name));
+        KVROUTE_TRY(r.scalar(m, "tokenizer", path, mc.tokenizer));
         if (mc.name.empty()) return fail(r.err(m, path + ".name", "is required"));
         if (mc.tokenizer.empty()) return fail(r.err(m, path + ".tokenizer", "is required"));
         if (!seen.insert(mc.name).second) return fail(r.err(m["name"], path + ".name", "duplicate model '" + mc.name + "'"));
         c.models.push_back(std::move(mc));
       }
     }
-    KVROUTE_CHECK_STATUS(r.scalar(rt, "policy", "routing", c.policy));
-    KVROUTE_CHECK_STATUS(r.scalar(rt, "sessionHeader", "routing", c.session_header));
-    KVROUTE_CHECK_STATUS(r.scalar(rt, "debugHeaders", "routing", c.debug_headers));
-    KVROUTE_CHECK_STATUS(r.scalar(rt, "tokenizer", "routing", c.tokenizer));
-    KVROUTE_CHECK_STATUS(r.scalar(rt, "blockSize", "routing", c.block_size));
     if (c.block_size == 0) return fail(r.err(rt["blockSize"], "routing.blockSize", "must be positive"));
-  }
-  if (auto l = root["log"]) {
-    KVROUTE_CHECK_STATUS(r.keys(l, "log", {"level"}));
-    KVROUTE_CHECK_STATUS(r.scalar(l, "level", "log", c.log_level));
   }
   if (auto bs = root["backends"]) {
     if (!bs.IsSequence()) return fail(r.err(bs, "backends", "must be a list"));
@@ -176,14 +214,14 @@ Result<Config> parse_root(const YAML::Node& root, const Reader& r) {
       if (b.IsScalar()) {
         bc.url = b.Scalar();
       } else {
-        KVROUTE_CHECK_STATUS(r.keys(b, path, {"url", "name", "models", "kvEvents", "kvEventsReplay", "numGpuBlocks"}));
-        KVROUTE_CHECK_STATUS(r.scalar(b, "url", path, bc.url));
-        KVROUTE_CHECK_STATUS(r.scalar(b, "name", path, bc.name));
-        KVROUTE_CHECK_STATUS(r.scalar(b, "kvEvents", path, bc.kv_events_endpoint));
-        KVROUTE_CHECK_STATUS(r.scalar(b, "kvEventsReplay", path, bc.kv_events_replay));
+        KVROUTE_TRY(r.keys(b, path, {"url", "name", "models", "kvEvents", "kvEventsReplay", "numGpuBlocks"}));
+        KVROUTE_TRY(r.scalar(b, "url", path, bc.url));
+        KVROUTE_TRY(r.scalar(b, "name", path, bc.name));
+        KVROUTE_TRY(r.scalar(b, "kvEvents", path, bc.kv_events_endpoint));
+        KVROUTE_TRY(r.scalar(b, "kvEventsReplay", path, bc.kv_events_replay));
         if (auto nb = b["numGpuBlocks"]) {
           std::uint32_t v = 0;
-          KVROUTE_CHECK_STATUS(r.scalar(b, "numGpuBlocks", path, v));
+          KVROUTE_TRY(r.scalar(b, "numGpuBlocks", path, v));
           bc.num_gpu_blocks = v;
         }
         if (auto ms = b["models"]) {
@@ -203,10 +241,10 @@ Result<Config> parse_root(const YAML::Node& root, const Reader& r) {
     for (std::size_t i = 0; i < ps.size(); ++i) {
       auto p = ps[i];
       const std::string path = fmt::format("plugins[{}]", i);
-      KVROUTE_CHECK_STATUS(r.keys(p, path, {"type", "name", "parameters"}));
+      KVROUTE_TRY(r.keys(p, path, {"type", "name", "parameters"}));
       PluginConfig pc;
-      KVROUTE_CHECK_STATUS(r.scalar(p, "type", path, pc.type));
-      KVROUTE_CHECK_STATUS(r.scalar(p, "name", path, pc.name));
+      KVROUTE_TRY(r.scalar(p, "type", path, pc.type));
+      KVROUTE_TRY(r.scalar(p, "name", path, pc.name));
       if (pc.type.empty()) return fail(r.err(p, path + ".type", "is required"));
       if (pc.name.empty()) pc.name = pc.type;
       if (!names.insert(pc.name).second) return fail(r.err(p, path + ".name", "duplicate plugin name '" + pc.name + "'"));
@@ -222,18 +260,18 @@ Result<Config> parse_root(const YAML::Node& root, const Reader& r) {
     for (std::size_t i = 0; i < sp.size(); ++i) {
       auto p = sp[i];
       const std::string path = fmt::format("schedulingProfiles[{}]", i);
-      KVROUTE_CHECK_STATUS(r.keys(p, path, {"name", "plugins"}));
+      KVROUTE_TRY(r.keys(p, path, {"name", "plugins"}));
       SchedulingProfile prof;
-      KVROUTE_CHECK_STATUS(r.scalar(p, "name", path, prof.name));
+      KVROUTE_TRY(r.scalar(p, "name", path, prof.name));
       if (auto refs = p["plugins"]) {
         if (!refs.IsSequence()) return fail(r.err(refs, path + ".plugins", "must be a list"));
         for (std::size_t j = 0; j < refs.size(); ++j) {
           auto ref = refs[j];
           const std::string rpath = fmt::format("{}.plugins[{}]", path, j);
-          KVROUTE_CHECK_STATUS(r.keys(ref, rpath, {"pluginRef", "weight"}));
+          KVROUTE_TRY(r.keys(ref, rpath, {"pluginRef", "weight"}));
           ProfilePluginRef pr;
-          KVROUTE_CHECK_STATUS(r.scalar(ref, "pluginRef", rpath, pr.plugin_ref));
-          KVROUTE_CHECK_STATUS(r.scalar(ref, "weight", rpath, pr.weight));
+          KVROUTE_TRY(r.scalar(ref, "pluginRef", rpath, pr.plugin_ref));
+          KVROUTE_TRY(r.scalar(ref, "weight", rpath, pr.weight));
           bool known = false;
           for (const auto& pc : c.plugins) known = known || pc.name == pr.plugin_ref;
           if (!known) return fail(r.err(ref, rpath + ".pluginRef", "no plugin named '" + pr.plugin_ref + "'"));

@@ -3,7 +3,9 @@
 // The router's configuration: one schema for the YAML file (`kvroute serve --config FILE`) and the
 // command-line flags (flags override the file). docs/config.md documents every key. Errors name the
 // file, line and field and fail start-up; nothing runs half-configured.
-// Plain values: not synchronized (built once at start-up, then read-only).
+//
+// Thread-safety: plain values, not synchronized: a Config is built and resolved on one thread at
+// start-up, then only read (any number of threads may read it). The functions keep no state.
 #pragma once
 
 #include <chrono>

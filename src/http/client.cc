@@ -13,10 +13,10 @@
 #include <unordered_map>
 #include <vector>
 
-#include "http/deadline.h"
-#include "http/in_buffer.h"
-#include "http/parser.h"
-#include "http/socket_io.h"
+#include "http/internal/deadline.h"
+#include "http/internal/in_buffer.h"
+#include "http/internal/parser.h"
+#include "http/internal/socket_io.h"
 
 namespace kvroute::http {
 
@@ -39,46 +39,6 @@ std::string_view to_string(UpstreamError e) {
       return "cancelled";
   }
   return "unknown";
-}
-
-Result<Endpoint> parse_http_url(std::string_view url) {
-  std::string_view rest = url;
-  if (rest.starts_with("https://")) {
-    return fail(Error::invalid(fmt::format("'{}': https upstreams are not supported", url)));
-  }
-  if (rest.starts_with("http://")) rest.remove_prefix(7);
-  if (auto slash = rest.find('/'); slash != std::string_view::npos) {
-    if (rest.substr(slash) != "/") {
-      return fail(Error::invalid(fmt::format("'{}': a backend URL has no path", url)));
-    }
-    rest = rest.substr(0, slash);
-  }
-  Endpoint ep;
-  std::string_view port_str;
-  if (rest.starts_with('[')) {
-    auto close = rest.find(']');
-    if (close == std::string_view::npos)
-      return fail(Error::invalid(fmt::format("'{}': bad IPv6 address", url)));
-    ep.host = std::string(rest.substr(1, close - 1));
-    rest.remove_prefix(close + 1);
-    if (rest.starts_with(':')) port_str = rest.substr(1);
-  } else {
-    auto colon = rest.rfind(':');
-    ep.host = std::string(rest.substr(0, colon));
-    if (colon != std::string_view::npos) port_str = rest.substr(colon + 1);
-  }
-  if (ep.host.empty()) return fail(Error::invalid(fmt::format("'{}': missing host", url)));
-  if (port_str.empty()) {
-    ep.port = 80;
-  } else {
-    unsigned p = 0;
-    auto [ptr, ec] = std::from_chars(port_str.data(), port_str.data() + port_str.size(), p);
-    if (ec != std::errc() || ptr != port_str.data() + port_str.size() || p == 0 || p > 65535) {
-      return fail(Error::invalid(fmt::format("'{}': bad port", url)));
-    }
-    ep.port = static_cast<std::uint16_t>(p);
-  }
-  return ep;
 }
 
 namespace {
@@ -151,7 +111,7 @@ struct ConnectionPool::Conn {
   std::uint64_t deadline = kNoDeadline;
   std::size_t armed_at = kNotArmed;  // index in deadlines->armed
   bool timed_out = false;            // closed by the sweep: never reused
-  bool drained = false;  // the last read left the receive queue empty (http/socket_io.h)
+  bool drained = false;  // the last read left the receive queue empty (http/internal/socket_io.h)
 };
 
 void ConnectionPool::arm(Conn& c, std::chrono::milliseconds d) {
@@ -578,7 +538,7 @@ Task<Expected<Exchange, UpstreamFailure>> ConnectionPool::start_with(
       if (parsed.status != ParseStatus::kIncomplete) break;
       searched = in.size();
       // The first read after the request may wait for the response without trying first; later
-      // ones are in the middle of it (http/socket_io.h).
+      // ones are in the middle of it (http/internal/socket_io.h).
       std::tuple<boost::system::error_code, std::size_t> got;
       if (!received && searched == 0) {
         got = co_await conn->socket.async_read_some(

@@ -26,21 +26,13 @@
 #include <string_view>
 
 #include "common/result.h"
+#include "http/endpoint.h"
 #include "http/message.h"
 #include "http/task.h"
 
 namespace kvroute::http {
 
 namespace net = boost::asio;
-
-struct Endpoint {
-  std::string host;  // numeric address or name
-  std::uint16_t port = 0;
-  bool operator==(const Endpoint&) const = default;
-};
-
-// Parses "http://host:port[/]" (https is not supported: a clear error).
-Result<Endpoint> parse_http_url(std::string_view url);
 
 struct ClientOptions {
   std::chrono::milliseconds connect_timeout{2000};

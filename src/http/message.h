@@ -1,7 +1,12 @@
 // File: http/message.h
 //
 // Plain HTTP request/response values shared by the server, the client and the handlers, so that
-// only the server and the client touch sockets. Value types: not synchronized.
+// only the server and the client touch sockets.
+//
+// Thread-safety: value types, not synchronized: a Request, its Headers and a HeadBuffer belong to
+// one connection's coroutine on its worker thread (a large body's Request is read on an offload
+// thread while that coroutine waits, http/offload.h). The free functions are pure; safe from any
+// thread.
 #pragma once
 
 #include <boost/container/small_vector.hpp>
@@ -219,13 +224,6 @@ struct Request {
 
 // Reason phrase for a status code ("OK", "Not Found", ...).
 std::string_view reason_phrase(int status);
-
-// OpenAI-style error body: {"error":{"message":...,"type":...,"param":null,"code":...}}. Valid
-// UTF-8 whatever the arguments hold: ill-formed sequences become \ufffd.
-std::string openai_error_body(int status, std::string_view message, std::string_view type = {},
-                              std::string_view code = {});
-// The OpenAI error type for a status ("invalid_request_error", "not_found_error", ...).
-std::string_view openai_error_type(int status);
 
 // Escapes a string for inclusion inside JSON double quotes (common/json.h).
 using kvroute::append_json_escaped;

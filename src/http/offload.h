@@ -4,6 +4,11 @@
 // run_on(pool, fn) calls fn() on a thread of `pool` and resumes the calling coroutine on its own
 // worker with the result, so the worker's other connections keep being served meanwhile.
 // fn must not throw; it runs while the caller is suspended, so it may refer to the caller's locals.
+//
+// Thread-safety: call from a coroutine running on a worker's io_context. Any number of workers may
+// offload at once (net::thread_pool is internally synchronized), so fn runs concurrently with other
+// workers' fns and must only touch what is its caller's or is itself thread-safe. The result is
+// handed back by a post() to the caller's executor, which orders fn's writes before the resumption.
 #pragma once
 
 #include <boost/asio/associated_executor.hpp>

@@ -1,4 +1,4 @@
-#include "http/parser.h"
+#include "http/internal/parser.h"
 
 #include <algorithm>
 #include <array>

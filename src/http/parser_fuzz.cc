@@ -9,7 +9,7 @@
 #include <string>
 #include <string_view>
 
-#include "http/parser.h"
+#include "http/internal/parser.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   if (size == 0) return 0;

@@ -24,10 +24,10 @@
 
 #include "common/log.h"
 #include "common/memory.h"
-#include "http/deadline.h"
-#include "http/in_buffer.h"
-#include "http/parser.h"
-#include "http/socket_io.h"
+#include "http/internal/deadline.h"
+#include "http/internal/in_buffer.h"
+#include "http/internal/parser.h"
+#include "http/internal/socket_io.h"
 
 namespace kvroute::http {
 
@@ -63,7 +63,7 @@ struct SessionState {
   // sweep that reaches it closes the socket and sets timed_out; the session then ends.
   std::uint64_t deadline = kNoDeadline;
   bool timed_out = false;
-  bool drained = false;  // the last read left the socket's receive queue empty (http/socket_io.h)
+  bool drained = false;  // the last read left the socket's receive queue empty (http/internal/socket_io.h)
   bool served = false;   // answered a request: an idle keep-alive connection between requests
   bool evicted = false;  // closed by evict_idle()
 };
@@ -82,6 +82,7 @@ struct Worker {
   std::thread thread;
   std::unordered_set<SessionState*> sessions;  // owned by the worker thread
   std::optional<net::steady_timer> sweep;      // arms the client-gone watches of slow requests
+  std::string (*error_body)(int, std::string_view) = nullptr;  // ServerOptions::error_body
   // Requests in the handler. Per worker, on its own cache line: a server-wide counter was two
   // writes per request to a line every worker shared.
   alignas(64) std::atomic<std::size_t> active{0};
@@ -244,7 +245,7 @@ class Writer final : public ResponseWriter {
   }
 
   // Writes at once when the socket takes it all (the usual case: no coroutine, no scheduler round
-  // trip; http/socket_io.h). Empty: the rest is left in `g` for finish_write.
+  // trip; http/internal/socket_io.h). Empty: the rest is left in `g` for finish_write.
   std::optional<bool> try_write(GatherBuffers& g) {
     boost::system::error_code ec;
     if (!write_now(socket_.native_handle(), g, ec)) return std::nullopt;
@@ -292,12 +293,24 @@ void start_gone_watch(Socket& socket, const std::shared_ptr<GoneWatch>& watch) {
                         }));
 }
 
+// The body and content type of an error the server answers itself (ServerOptions::error_body).
+std::pair<std::string, std::string_view> error_response(std::string (*error_body)(int,
+                                                                                 std::string_view),
+                                                        int status, std::string_view message) {
+  if (error_body != nullptr) return {error_body(status, message), "application/json"};
+  std::string text(message);
+  text += '\n';
+  return {std::move(text), "text/plain"};
+}
+
 Task<void> send_error_and_close(Socket& socket, SessionState& state, const Worker& w, int status,
                                 std::string_view message) {
-  std::string body = openai_error_body(status, message);
+  auto [body, content_type] = error_response(w.error_body, status, message);
   HeadBuffer head;
   append_status_line(head, status);
-  head += "Content-Type: application/json\r\nContent-Length: "sv;
+  head += "Content-Type: "sv;
+  head += content_type;
+  head += "\r\nContent-Length: "sv;
   head.append_decimal(body.size());
   head += "\r\nConnection: close\r\n\r\n"sv;
   std::array<net::const_buffer, 2> bufs{net::buffer(head.view()), net::buffer(body)};
@@ -506,7 +519,7 @@ Task<void> Server::Impl::session(Worker& w, Socket socket) {
     state.busy = false;
     // Idle keep-alive wait for the first byte of the next request. The response was written since
     // the last read: the reactor may wait for the next bytes without trying first
-    // (http/socket_io.h).
+    // (http/internal/socket_io.h).
     if (in.size() == 0) {
       arm(state, w, opts.keepalive_timeout);
       auto [ec, n] = co_await socket.async_read_some(
@@ -551,9 +564,9 @@ Task<void> Server::Impl::session(Worker& w, Socket socket) {
     state.watching = false;
     if (!writer.started() && !writer.failed() && !watch->gone) {
       // Arguments are named locals: GCC 12 mishandles some temporaries inside co_await.
-      std::string body = openai_error_body(500, "the handler produced no response");
+      auto [body, content_type] = error_response(opts.error_body, 500, "the handler produced no response");
       const Headers none;
-      co_await writer.send(500, "application/json", std::move(body), none);
+      co_await writer.send(500, content_type, std::move(body), none);
     }
     // A handler that returns without ending its stream aborted the response: the connection is
     // closed without the last chunk, so the client sees a truncated body, not a clean end.
@@ -603,6 +616,7 @@ Server::Server(ServerOptions options, Handler handler) : impl_(std::make_unique<
   for (int i = 0; i < impl_->opts.threads; ++i) {
     auto w = std::make_unique<Worker>();
     w->index = i;
+    w->error_body = impl_->opts.error_body;
     impl_->workers.push_back(std::move(w));
   }
 }

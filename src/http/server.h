@@ -1,7 +1,7 @@
 // File: http/server.h
 //
 // An asynchronous HTTP/1.1 server on Boost.Asio with C++20 coroutines and our own parser
-// (http/parser.h). One io_context and one SO_REUSEPORT acceptor per worker thread (the kernel
+// (http/internal/parser.h). One io_context and one SO_REUSEPORT acceptor per worker thread (the kernel
 // spreads connections; nothing is shared on the hot path). A Handler coroutine answers each
 // request through a ResponseWriter that can send a whole response or stream a chunked one (SSE).
 // Limits protect the server from bad clients: header and body size (431/413), a deadline to
@@ -50,6 +50,10 @@ struct ServerOptions {
   // A request still in the handler after this long has its client watched for a disconnect
   // (ResponseWriter::on_client_gone); quicker requests are never watched. Noticed within 2x this.
   std::chrono::milliseconds gone_watch_delay{50};
+  // How the server writes the errors it answers itself (400 for a malformed request, 413, 431,
+  // 500 when a handler produced nothing): a JSON body for `status`. The front doors pass
+  // openai::error_body so clients see one error shape; null: the message as text/plain.
+  std::string (*error_body)(int status, std::string_view message) = nullptr;
 };
 
 // How a handler answers. All methods return false when the client is gone (then stop writing).

@@ -47,6 +47,12 @@ ServerOptions local_options() {
   o.address = "127.0.0.1";
   o.port = 0;
   o.threads = 2;
+  // The server's own errors go through the front door's formatter (openai::error_body in kvroute):
+  // this one makes them recognizable.
+  o.error_body = [](int status, std::string_view message) {
+    return "{\"error\":{\"message\":\"" + std::string(message) +
+           "\",\"code\":" + std::to_string(status) + "}}";
+  };
   return o;
 }
 
@@ -292,7 +298,26 @@ TEST(Server, ParsesRequestsOffTheWire) {
     auto r = raw_request(*port, c.raw, std::chrono::seconds(5), c.half_close);
     EXPECT_EQ(r.status, c.status) << c.raw << "\n" << r.raw;
     EXPECT_NE(r.body.find("\"error\""), std::string::npos) << c.raw;
+    EXPECT_NE(r.body.find("\"code\":" + std::to_string(c.status)), std::string::npos) << c.raw;
   }
+  server.stop(std::chrono::milliseconds(0));
+}
+
+// Without a formatter the server's own errors are the message as plain text.
+TEST(Server, OwnErrorsArePlainTextWithoutAFormatter) {
+  ServerOptions o = local_options();
+  o.error_body = nullptr;
+  Server server(o, [](Request&, ResponseWriter& w) -> Task<void> {
+    const Headers none;
+    co_await w.send(200, "text/plain", std::string("ok"), none);
+  });
+  auto port = server.start();
+  ASSERT_TRUE(port);
+  auto r = kvroute::testing::raw_request(*port, "GET / HTTP/1.1\r\nHost : x\r\n\r\n",
+                                         std::chrono::seconds(5));
+  EXPECT_EQ(r.status, 400);
+  EXPECT_NE(r.raw.find("Content-Type: text/plain\r\n"), std::string::npos) << r.raw;
+  EXPECT_TRUE(r.body.starts_with("malformed HTTP request: ")) << r.body;
   server.stop(std::chrono::milliseconds(0));
 }
 

@@ -1,4 +1,4 @@
-#include "http/socket_io.h"
+#include "http/internal/socket_io.h"
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>

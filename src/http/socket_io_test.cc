@@ -1,6 +1,6 @@
-#include "http/socket_io.h"
+#include "http/internal/socket_io.h"
 
-#include "http/deadline.h"
+#include "http/internal/deadline.h"
 
 #include <fcntl.h>
 #include <gtest/gtest.h>

@@ -5,7 +5,9 @@
 // event boundary, followed by an error event. The load generator reads `data:` payloads (feed()).
 // An event ends at a blank line; lines end in LF, CRLF or CR (the SSE grammar), so "\n\n",
 // "\r\n\r\n" and "\r\r" all end one (sse-starlette's default is CRLF).
-// Not synchronized: one per stream.
+//
+// Thread-safety: an SseSplitter is not synchronized: one per stream, used by the coroutine that
+// reads that stream. The free functions are pure; safe from any thread.
 #pragma once
 
 #include <cstddef>

@@ -5,6 +5,11 @@
 // copies, destructions and `prefer` calls on each asynchronous operation were ~5% of the proxy's
 // CPU under load). Coroutines of one chain must share the executor type: use Task<T> and `use_task`
 // throughout.
+//
+// Thread-safety: declarations only (types and completion tokens). A Task runs on the thread that
+// runs its io_context; a Socket or Acceptor is used only from that thread (the server's workers
+// run their io_contexts with BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO, which drops the reactor's
+// per-socket locks; other threads reach them through post()).
 #pragma once
 
 #include <boost/asio/as_tuple.hpp>

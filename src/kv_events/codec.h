@@ -1,7 +1,8 @@
 // File: kv_events/codec.h
 //
-// msgpack codec for vLLM KV-cache event batches (../shared/reference/vllm-interfaces.md §1, §2, §7),
-// our own small encoder/decoder (docs/adr/0160-kv-events-own-msgpack-codec.md).
+// msgpack codec for vLLM KV-cache event batches (msgspec's encoding of the structs in vLLM's
+// vllm/distributed/kv_events.py, in every wire shape since v0.9.0), our own small encoder/decoder
+// (docs/adr/0160-kv-events-own-msgpack-codec.md).
 //
 // Encoding reproduces msgspec byte for byte: smallest int forms, float64 `cb` timestamps,
 // `omit_defaults` (trailing default fields cut in array mode, default keys left out in map mode),

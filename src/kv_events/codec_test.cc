@@ -1,5 +1,6 @@
-// Tests for kv_events/codec.h: golden bytes (vllm-interfaces.md §2.1), round trips, every decode
-// variant, hostile input, and a differential test against python3-msgpack in both directions.
+// Tests for kv_events/codec.h: golden bytes (hand-encoded as msgspec encodes vLLM's events), round
+// trips, every decode variant, hostile input, and a differential test against python3-msgpack in
+// both directions.
 #include "kv_events/codec.h"
 
 #include <gtest/gtest.h>

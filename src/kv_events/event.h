@@ -1,10 +1,15 @@
 // File: kv_events/event.h
 //
-// vLLM's KV-cache events as native structs (../shared/reference/vllm-interfaces.md §1). The codec
-// (kv_events/codec.h) turns them into and out of msgpack; the simulator produces them; the precise
-// index consumes them. Hashes are the engine's 64-bit block hashes as published on the wire (a bin
-// digest is reduced to its last 8 bytes, big-endian, as vLLM's maybe_convert_block_hash does).
-// Plain value types: not synchronized.
+// vLLM's KV-cache events as native structs (the msgspec Structs of vLLM's
+// vllm/distributed/kv_events.py: KVEventBatch, BlockStored, BlockRemoved, AllBlocksCleared). The
+// codec (kv_events/codec.h) turns them into and out of msgpack; the simulator produces them; the
+// precise index consumes them. Hashes are the engine's 64-bit block hashes as published on the wire
+// (a bin digest is reduced to its last 8 bytes, big-endian, as vLLM's maybe_convert_block_hash
+// does).
+//
+// Thread-safety: plain value types, not synchronized: a batch is used by one thread at a time (the
+// simulator's engine thread builds it and publish() encodes it there; the subscriber's thread
+// decodes it and passes it to the callbacks, which run on that thread).
 #pragma once
 
 #include <cstdint>

@@ -11,7 +11,7 @@
 #include <utility>
 #include <vector>
 
-#include "kv_events/zmq_util.h"
+#include "kv_events/internal/zmq_util.h"
 
 namespace kvroute::kv_events {
 

@@ -1,10 +1,10 @@
 // File: kv_events/publisher.h
 //
-// ZmqEventPublisher: vLLM's ZmqEventPublisher in C++ (vllm-interfaces.md §3, §4), for the engine
-// simulator. A PUB socket sends [topic, seq (8 bytes BE, from 0), msgpack EventBatch]; the last
-// `buffer_steps` batches are kept for replay, served by an optional ROUTER socket. A request is
-// exactly [identity, "", start_seq8] (anything else is ignored and counted, as vLLM logs "Invalid
-// replay request"); the replies are what vLLM's ROUTER sends, selected by `replay_format`:
+// ZmqEventPublisher: vLLM's ZmqEventPublisher (vllm/distributed/kv_events.py) in C++, for the
+// engine simulator. A PUB socket sends [topic, seq (8 bytes BE, from 0), msgpack EventBatch]; the
+// last `buffer_steps` batches are kept for replay, served by an optional ROUTER socket. A request
+// is exactly [identity, "", start_seq8] (anything else is ignored and counted, as vLLM logs
+// "Invalid replay request"); the replies are what vLLM's ROUTER sends, selected by `replay_format`:
 //   kV026WithTopic (PR #45177, v0.26+): [identity, "", topic, seq8, payload] for every buffered
 //     batch with seq >= start, then the end marker [identity, "", "", ff x 8, ""];
 //   kLegacy (before it): [identity, "", seq8, payload], then [identity, "", ff x 8, ""].
@@ -34,7 +34,7 @@ namespace kvroute::kv_events {
 class PublisherHub;
 struct PublisherChannel;  // internal
 
-// The replay reply shape of a vLLM generation (vllm-interfaces.md §4).
+// The replay reply shape of a vLLM generation (the replies of ZmqEventPublisher's replay ROUTER).
 enum class ReplayFormat {
   kV026WithTopic,  // v0.26+ (PR #45177): the topic frame before seq8
   kLegacy,         // before PR #45177 (and SGLang): no topic frame

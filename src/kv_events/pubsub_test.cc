@@ -13,7 +13,7 @@
 
 #include "kv_events/publisher.h"
 #include "kv_events/subscriber.h"
-#include "kv_events/zmq_util.h"
+#include "kv_events/internal/zmq_util.h"
 
 namespace kvroute::kv_events {
 namespace {

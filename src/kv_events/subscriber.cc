@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "kv_events/codec.h"
-#include "kv_events/zmq_util.h"
+#include "kv_events/internal/zmq_util.h"
 
 namespace kvroute::kv_events {
 

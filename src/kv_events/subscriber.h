@@ -1,6 +1,7 @@
 // File: kv_events/subscriber.h
 //
-// ZmqEventSubscriber: the router's receiver of vLLM KV events (vllm-interfaces.md §3, §4, §7).
+// ZmqEventSubscriber: the router's receiver of vLLM KV events (the PUB framing and replay protocol
+// of vLLM's ZmqEventPublisher, vllm/distributed/kv_events.py; the recovery rules: docs/adr/0162).
 // One SUB socket per engine endpoint (connect; ZMQ reconnects on its own), a topic-prefix filter,
 // per-engine sequence tracking, and recovery through the engine's replay ROUTER:
 //   - first message with seq > 0 (late join) or a gap (seq > last + 1): request replay from the
@@ -8,7 +9,7 @@
 //     replayed ones, duplicates skipped, so on_batch sees seq strictly increasing per engine.
 //     The request is ["", start_seq8] (vLLM's ROUTER wants [identity, "", start]). Replies start
 //     with the empty delimiter, then v0.26+ [topic, seq8, payload] or older [seq8, payload] (told
-//     apart by frame count; vllm-interfaces.md §4); any other reply is malformed.
+//     apart by frame count; vLLM PR #45177 added the topic frame); any other reply is malformed.
 //   - no replay endpoint, replay timeout, or a hole the replay buffer could not fill: on_stale.
 //   - seq going backwards or repeating (publisher restart): on_reset, then deliveries resume.
 //   - malformed messages (frame count, replay reply without the delimiter, seq frame < 8 bytes,

@@ -1,5 +1,5 @@
 // File: kv_events/zmq_util.cc
-#include "kv_events/zmq_util.h"
+#include "kv_events/internal/zmq_util.h"
 
 #include <sys/eventfd.h>
 #include <unistd.h>

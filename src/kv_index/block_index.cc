@@ -149,24 +149,32 @@ void KvBlockIndex::set_engine_model(std::size_t engine, std::string_view model) 
 
 // --- global table ------------------------------------------------------------------------------
 
+namespace {
+// The holder of `engine` in entry e, added (no references, no speculation) when it has none.
+// `added` tells which.
+template <class E, class H>
+H& find_or_add_holder(E& e, std::uint16_t engine, std::uint16_t none, bool& added) {
+  added = false;
+  if (H* h = find_holder<E, H>(e, engine)) return *h;
+  added = true;
+  if (e.first.engine == none) {
+    e.first = H{engine, {}, 0};
+    return e.first;
+  }
+  if (!e.more) e.more = std::make_unique<std::vector<H>>();
+  e.more->push_back(H{engine, {}, 0});
+  return e.more->back();
+}
+}  // namespace
+
 void KvBlockIndex::add_ref(std::uint64_t our, std::uint16_t engine, Tier t) {
   Shard& s = shard_of(our);
   std::unique_lock lock(s.mu);
-  Entry& e = s.map[our];
-  Holder* h = find_holder<Entry, Holder>(e, engine);
-  if (!h) {
-    if (e.first.engine == kNoEngine) {
-      e.first = Holder{engine, {}, 0};
-      h = &e.first;
-    } else {
-      if (!e.more) e.more = std::make_unique<std::vector<Holder>>();
-      e.more->push_back(Holder{engine, {}, 0});
-      h = &e.more->back();
-    }
-  }
-  auto& r = h->refs[static_cast<std::size_t>(t)];
+  bool added = false;
+  Holder& h = find_or_add_holder<Entry, Holder>(s.map[our], engine, kNoEngine, added);
+  auto& r = h.refs[static_cast<std::size_t>(t)];
   r = sat_add(r);
-  h->spec_until = 0;  // a real entry replaces the speculative one
+  h.spec_until = 0;  // a real entry replaces the speculative one
 }
 
 namespace {
@@ -218,20 +226,14 @@ void KvBlockIndex::drop_holder(std::uint64_t our, std::uint16_t engine) {
 void KvBlockIndex::set_spec(std::uint64_t our, std::uint16_t engine, std::uint32_t until) {
   Shard& s = shard_of(our);
   std::unique_lock lock(s.mu);
-  Entry& e = s.map[our];
-  Holder* h = find_holder<Entry, Holder>(e, engine);
-  if (!h) {
-    if (e.first.engine == kNoEngine) {
-      e.first = Holder{engine, {}, until};
-      return;
-    }
-    if (!e.more) e.more = std::make_unique<std::vector<Holder>>();
-    e.more->push_back(Holder{engine, {}, until});
+  bool added = false;
+  Holder& h = find_or_add_holder<Entry, Holder>(s.map[our], engine, kNoEngine, added);
+  if (added) {
+    h.spec_until = until;
     return;
   }
-  if (h->refs[0] || h->refs[1] || h->refs[2]) return;  // really held: nothing to speculate
-  if (h->spec_until == 0 || static_cast<std::int32_t>(until - h->spec_until) > 0)
-    h->spec_until = until;
+  if (h.refs[0] || h.refs[1] || h.refs[2]) return;  // really held: nothing to speculate
+  if (h.spec_until == 0 || static_cast<std::int32_t>(until - h.spec_until) > 0) h.spec_until = until;
 }
 
 void KvBlockIndex::expire_spec(std::uint64_t our, std::uint16_t engine, std::uint32_t now,

@@ -63,13 +63,8 @@ std::string words(const std::string& prefix, int n) {
 }
 
 TEST(SimEndToEnd, IndexEqualsEachEngineGroundTruthAfterMixedWorkloadWithEvictions) {
-  sim::SimOptions o;
-  o.engines = 2;
-  o.port = 0;
-  o.preset = "none";
-  o.model = "sim-model";
-  o.kv_events_ephemeral = true;
-  o.engine.num_gpu_blocks = 48;  // 768 tokens: the workload below evicts a lot
+  // 48 blocks, 768 tokens: the workload below evicts a lot.
+  const sim::SimOptions o = sim::loopback_options(2, "sim-model", 48);
   sim::SimCluster cluster(o);
   ASSERT_TRUE(cluster.start().has_value());
 

@@ -4,8 +4,9 @@
 // stable cells per label-value tuple; render() writes the text exposition format (0.0.4), clean
 // under `promtool check metrics`. Hot paths keep the cell pointers they need (cells never move).
 //
-// Thread-safety: everything is thread-safe. Cell updates are lock-free atomics; creating a new
-// label tuple and rendering take the family's mutex.
+// Thread-safety: everything is thread-safe. Cell updates are lock-free atomics; every with() call
+// (a lookup, or the creation of a new label tuple) and rendering take the family's mutex, and
+// declaring a family takes the registry's.
 //
 //   Registry reg;
 //   auto& reqs = reg.counter("kvroute_requests_total", "Requests handled.", {"endpoint", "code"});

@@ -4,7 +4,10 @@
 // router needs (model, prompt or messages, stream flags, user). The body itself is forwarded byte
 // for byte; this struct is only read. Errors carry the message and the offending parameter for a
 // 400 in OpenAI's shape.
-// Thread-safe: parse_request uses a thread-local parser.
+//
+// Thread-safety: parse_request() is safe from any thread: it parses with a thread-local simdjson
+// parser (a body over 1 MiB gets one of its own). continues_conversation() is pure. A
+// ParsedRequest is a value, not synchronized: it belongs to the request that parsed it.
 #pragma once
 
 #include <cstdint>

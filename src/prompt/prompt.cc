@@ -3,7 +3,7 @@
 #include "chat_template/chat_template.h"
 #include "common/hash.h"
 #include "common/log.h"
-#include "http/message.h"
+#include "common/json.h"
 #include "tokenizer/tokenizer.h"
 
 namespace kvroute::prompt {
@@ -72,9 +72,9 @@ Result<std::vector<std::uint32_t>> PromptEncoder::encode(const openai::ParsedReq
   ctx += req.messages_json;
   // HF passes tools=None explicitly (templates test `tools is not none`).
   ctx += R"(,"tools":null,"add_generation_prompt":true,"bos_token":")";
-  http::append_json_escaped(ctx, impl_->bos);
+  append_json_escaped(ctx, impl_->bos);
   ctx += R"(","eos_token":")";
-  http::append_json_escaped(ctx, impl_->eos);
+  append_json_escaped(ctx, impl_->eos);
   ctx += "\"}";
   auto text = impl_->tmpl->render(ctx);
   if (!text) return fail(Error::invalid("chat template: " + text.error().message));

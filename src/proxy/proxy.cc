@@ -24,9 +24,10 @@
 #include "http/sse.h"
 #include "kv_index/precise_scorer.h"
 #include "metrics/prom_parser.h"
+#include "openai/error.h"
 #include "openai/request.h"
 #include "prompt/prompt.h"
-#include "proxy/fd_budget.h"
+#include "proxy/internal/fd_budget.h"
 #include "routing/policy.h"
 #include "routing/scheduler.h"
 
@@ -238,7 +239,7 @@ struct Proxy::Impl {
 http::Task<void> Proxy::Impl::send_error(ResponseWriter& w, int status, std::string message,
                                          std::string_view param) {
   client_errors->with({std::to_string(status)}).inc();
-  std::string body = http::openai_error_body(status, message);
+  std::string body = openai::error_body(status, message);
   if (!param.empty()) {
     // Put the offending parameter in "param" (OpenAI's shape).
     auto pos = body.find("\"param\":null");
@@ -550,7 +551,7 @@ http::Task<double> Proxy::Impl::relay_stream(http::Exchange& ex, ResponseWriter&
         spdlog::warn("{} {} stream from {} broke: {}", method, label, b.name,
                      piece.error().message);
       }
-      std::string tail = http::sse_event(http::openai_error_body(502, why, "upstream_error"));
+      std::string tail = http::sse_event(openai::error_body(502, why, "upstream_error"));
       tail += "data: [DONE]\n\n";
       co_await w.write_chunk(tail);
       break;
@@ -778,7 +779,7 @@ Result<std::uint16_t> Proxy::start() {
   im.policy = std::move(*policy);
   im.resolve_cells();
 
-  // The open-file limit bounds client connections and idle upstream ones (proxy/fd_budget.h).
+  // The open-file limit bounds client connections and idle upstream ones (proxy/internal/fd_budget.h).
   const OpenFileLimit fd_limit = raise_open_file_limit();
   const FdPlan fds = plan_fds(fd_limit.now, im.cfg.threads, im.backends.size(),
                               im.cfg.max_connections, im.cfg.max_idle_per_backend);
@@ -804,6 +805,9 @@ Result<std::uint16_t> Proxy::start() {
   so.max_connections = fds.max_connections;
   so.request_timeout = im.cfg.request_timeout;
   so.keepalive_timeout = im.cfg.keepalive_timeout;
+  so.error_body = [](int status, std::string_view message) {
+    return openai::error_body(status, message);
+  };
   Impl* self = &im;
   im.server = std::make_unique<http::Server>(
       so, [self](Request& req, ResponseWriter& w) { return self->handle(req, w); });

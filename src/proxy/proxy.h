@@ -4,7 +4,7 @@
 // the routing policy for a backend, forwards the body byte for byte over a per-thread keep-alive
 // pool, relays the response (SSE events as they arrive), retries elsewhere only when the chosen
 // backend failed before it could have started work, and keeps health, metrics and logs.
-// Life of a request: docs/design/proxy.md.
+// Life of a request, threading model and shutdown: ARCHITECTURE.md.
 //
 // Thread-safety: start()/stop() from one controlling thread; everything else is internal.
 #pragma once

@@ -3,8 +3,13 @@
 // What the router knows about one engine: its address, health, load the router itself observes
 // (in-flight requests and tokens), what it last scraped from the engine's /metrics, and the models
 // it serves. Backends are created at start-up and never move; fields are atomics or immutable
-// snapshots, so the hot path reads them without locks.
-// Thread-safety: all members are safe to read and write from any thread.
+// snapshots, so the hot path reads them without a mutex, except InflightBlocks (below).
+//
+// Thread-safety: all members are safe to read and write from any thread. Counters and flags are
+// atomics (the health loop writes health; any worker the in-flight counts and passive ejection).
+// `load` is a std::atomic<std::shared_ptr>, which libstdc++ implements with a spin-lock bit held
+// for a reference-count update; the scrape loop replaces it. ModelList::set takes a mutex; get()
+// is one atomic pointer load. InflightBlocks locks its own mutex per add/remove/shared_prefix.
 #pragma once
 
 #include <atomic>
@@ -17,7 +22,7 @@
 #include <string>
 #include <vector>
 
-#include "http/client.h"
+#include "http/endpoint.h"
 
 namespace kvroute::routing {
 

@@ -1,4 +1,4 @@
-#include "routing/peer_policies.h"
+#include "routing/internal/peer_policies.h"
 
 #include <algorithm>
 #include <cmath>

@@ -1,8 +1,8 @@
 #include "routing/policy.h"
 
-#include "routing/peer_policies.h"
+#include "routing/internal/peer_policies.h"
 #include "routing/scheduler.h"
-#include "routing/simple_policies.h"
+#include "routing/internal/simple_policies.h"
 
 namespace kvroute::routing {
 

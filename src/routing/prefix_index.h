@@ -14,6 +14,12 @@
 //
 // Concurrency: the table is split into 64 shards, each with its own mutex; a lookup or insert
 // takes one shard lock per block it touches, never a global one. Thread-safe.
+//
+// Thread-safety: every member is safe from any thread (the workers call match/insert/advance per
+// request; the scrape loop set_capacity, the health loop clear_backend). Each shard's mutex guards
+// its map and holder count and is held for one block at a time, never two shards at once; the
+// per-backend clocks and capacities, the sweep cursor and the insert counters are relaxed atomics.
+// A match that runs beside inserts sees each block as of its own shard lock, not one snapshot.
 #pragma once
 
 #include <atomic>

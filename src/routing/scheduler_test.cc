@@ -7,7 +7,7 @@
 #include <tuple>
 
 #include "common/hash.h"
-#include "routing/peer_policies.h"
+#include "routing/internal/peer_policies.h"
 #include "routing/prefix_index.h"
 
 namespace kvroute::routing {

@@ -3,7 +3,7 @@
 #include <random>
 
 #include "routing/policy.h"
-#include "routing/simple_policies.h"
+#include "routing/internal/simple_policies.h"
 
 namespace kvroute::routing {
 

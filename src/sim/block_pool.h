@@ -13,7 +13,8 @@
 //   pool.cache_full_blocks(blocks, hashes, std::nullopt, tokens, 16);
 //   pool.free_reversed(blocks);                     // 1 then 0 go to the free-queue tail
 //
-// Not synchronized: owned by one Engine.
+// Thread-safety: not synchronized: owned by one Engine and used only on that engine's thread (the
+// io_context thread of its SimCluster server, sim/server.h).
 #pragma once
 
 #include <boost/unordered/unordered_flat_map.hpp>

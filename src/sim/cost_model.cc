@@ -2,7 +2,7 @@
 //
 // CostModel: presets calibrated on one H100 80GB HBM3 (docs/sim-calibration.md) and the step-time
 // formula of cost_model.h. Stateless; safe to share across threads.
-#include "sim/cost_model.h"
+#include "sim/internal/cost_model.h"
 
 #include <algorithm>
 #include <array>

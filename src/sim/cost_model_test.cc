@@ -3,7 +3,7 @@
 // The presets reproduce their calibration tables (src/sim/calibration/data/table_*.csv, written by
 // src/sim/calibration/fit.py from the raw H100 measurements), and the model is monotone in the work
 // of a step. Tolerances follow the fit's residuals reported in docs/sim-calibration.md.
-#include "sim/cost_model.h"
+#include "sim/internal/cost_model.h"
 
 #include <gtest/gtest.h>
 

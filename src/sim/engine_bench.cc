@@ -4,7 +4,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "sim/engine.h"
+#include "sim/internal/engine.h"
 
 namespace kvroute::sim {
 namespace {

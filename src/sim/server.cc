@@ -20,6 +20,7 @@
 #include "http/sse.h"
 #include "kv_events/publisher.h"
 #include "metrics/registry.h"
+#include "openai/error.h"
 #include "openai/request.h"
 #include "prompt/prompt.h"
 
@@ -37,7 +38,7 @@ namespace {
 // vLLM's error shape: {"error": {"message", "type", "param", "code"}} with Python exception names.
 std::string vllm_error(int status, std::string_view message) {
   std::string_view type = status == 404 ? "NotFoundError" : status >= 500 ? "InternalServerError" : "BadRequestError";
-  return http::openai_error_body(status, message, type);
+  return openai::error_body(status, message, type);
 }
 
 std::vector<double> vllm_ttft_buckets() {
@@ -199,49 +200,59 @@ struct SimEngineHost {
     }
   }
 
+  // A request's fields and its prompt's token ids, or the status and message vLLM answers with.
+  struct Prompt {
+    openai::ParsedRequest request;
+    std::vector<std::uint32_t> ids;
+  };
+  struct Refusal {
+    int status;
+    std::string message;
+  };
+  Expected<Prompt, Refusal> read_prompt(openai::Endpoint kind, std::string_view body,
+                                        bool check_model) const {
+    auto parsed = openai::parse_request(kind, body);
+    if (!parsed) return make_unexpected(Refusal{400, parsed.error().message});
+    if (check_model && !parsed->model.empty() && parsed->model != opts->model) {
+      return make_unexpected(Refusal{404, "The model `" + parsed->model + "` does not exist."});
+    }
+    auto ids = encoder->encode(*parsed);
+    if (!ids) return make_unexpected(Refusal{400, ids.error().message});
+    return Prompt{std::move(*parsed), std::move(*ids)};
+  }
+
+  static http::Task<void> refuse(ResponseWriter& w, int status, std::string_view message) {
+    std::string body = vllm_error(status, message);
+    const Headers none;
+    co_await w.send(status, "application/json", std::move(body), none);
+  }
+
   http::Task<void> tokenize(Request& req, ResponseWriter& w) {
     const Headers none;
     const bool chat = req.body.find("\"messages\"") != std::string::npos;
-    auto parsed = openai::parse_request(chat ? openai::Endpoint::kChatCompletions : openai::Endpoint::kCompletions,
-                                        req.body);
-    if (!parsed) {
-      std::string body = vllm_error(400, parsed.error().message);
-      co_await w.send(400, "application/json", std::move(body), none);
+    auto prompt = read_prompt(chat ? openai::Endpoint::kChatCompletions : openai::Endpoint::kCompletions,
+                              req.body, /*check_model=*/false);
+    if (!prompt) {
+      co_await refuse(w, prompt.error().status, prompt.error().message);
       co_return;
     }
-    auto ids = encoder->encode(*parsed);
-    if (!ids) {
-      std::string body = vllm_error(400, ids.error().message);
-      co_await w.send(400, "application/json", std::move(body), none);
-      co_return;
-    }
+    const auto& ids = prompt->ids;
     std::string body = fmt::format(R"({{"count":{},"max_model_len":{},"tokens":[{}],"token_strs":null}})",
-                                   ids->size(), engine->max_model_len(), fmt::join(*ids, ","));
+                                   ids.size(), engine->max_model_len(), fmt::join(ids, ","));
     co_await w.send(200, "application/json", std::move(body), none);
   }
 
   http::Task<void> generate(Request& req, ResponseWriter& w, openai::Endpoint kind) {
     const Headers none;
     const auto t0 = Clock::now();
-    auto parsed = openai::parse_request(kind, req.body);
-    if (!parsed) {
-      std::string body = vllm_error(400, parsed.error().message);
-      co_await w.send(400, "application/json", std::move(body), none);
+    auto prompt = read_prompt(kind, req.body, /*check_model=*/true);
+    if (!prompt) {
+      co_await refuse(w, prompt.error().status, prompt.error().message);
       co_return;
     }
-    if (!parsed->model.empty() && parsed->model != opts->model) {
-      std::string body = vllm_error(404, "The model `" + parsed->model + "` does not exist.");
-      co_await w.send(404, "application/json", std::move(body), none);
-      co_return;
-    }
-    auto ids = encoder->encode(*parsed);
-    if (!ids) {
-      std::string body = vllm_error(400, ids.error().message);
-      co_await w.send(400, "application/json", std::move(body), none);
-      co_return;
-    }
+    const openai::ParsedRequest* parsed = &prompt->request;
     SimRequest sr;
-    sr.prompt_token_ids = std::move(*ids);
+    sr.prompt_token_ids = std::move(prompt->ids);
     // Completions default to 16 tokens as in the OpenAI API (configurable); chat requests without
     // max_tokens may run to the context limit, as vLLM allows; 0 reaches the engine's own 400.
     if (parsed->max_tokens) {
@@ -251,8 +262,7 @@ struct SimEngineHost {
     }
     auto id = engine->add_request(std::move(sr));
     if (!id) {
-      std::string body = vllm_error(400, id.error().message);
-      co_await w.send(400, "application/json", std::move(body), none);
+      co_await refuse(w, 400, id.error().message);
       co_return;
     }
     auto ex = co_await net::this_coro::executor;
@@ -403,6 +413,9 @@ Status SimCluster::start() {
     so.address = o.host;
     so.port = o.port == 0 ? 0 : static_cast<std::uint16_t>(o.port + i);
     so.threads = 1;
+    so.error_body = [](int status, std::string_view message) {
+      return openai::error_body(status, message);
+    };
     SimEngineHost* hp = h.get();
     h->server = std::make_unique<http::Server>(so, [hp](Request& r, ResponseWriter& w) { return hp->handle(r, w); });
     auto port = h->server->start();
@@ -480,6 +493,17 @@ int run_sim(SimOptions options) {
   signals_ctx.run();
   cluster.stop();
   return 0;
+}
+
+SimOptions loopback_options(int engines, std::string model, std::uint32_t num_gpu_blocks) {
+  SimOptions o;
+  o.engines = engines;
+  o.port = 0;
+  o.preset = "none";
+  o.model = std::move(model);
+  o.kv_events_ephemeral = true;
+  o.engine.num_gpu_blocks = num_gpu_blocks;
+  return o;
 }
 
 }  // namespace kvroute::sim

@@ -6,7 +6,9 @@
 // (replay ROUTER on kv_replay_port+i). Each engine runs on its own thread: its HTTP handlers and
 // its step loop share one io_context, so the engine model needs no locks.
 //
-// Thread-safety: start()/stop() from one controlling thread.
+// Thread-safety: start()/stop() from one controlling thread. cached_block_hashes() and stats()
+// may be called from any thread but an engine's own: they post to the engine's thread and wait.
+// The engines' publishers share one PublisherHub, whose I/O thread owns the ZMQ sockets.
 #pragma once
 
 #include <cstdint>
@@ -15,7 +17,7 @@
 #include <vector>
 
 #include "common/result.h"
-#include "sim/engine.h"
+#include "sim/internal/engine.h"
 
 namespace kvroute::sim {
 
@@ -34,6 +36,10 @@ struct SimOptions {
   std::uint32_t default_max_tokens = 16;
   EngineConfig engine;                  // model/cost are filled from the fields above
 };
+
+// Engines for tests and tools that drive a cluster in-process: HTTP and KV events on loopback
+// ports the OS picks, steps that take no simulated time ("none"), `num_gpu_blocks` blocks each.
+SimOptions loopback_options(int engines, std::string model, std::uint32_t num_gpu_blocks);
 
 struct EngineEndpoints {
   std::string url;              // http://host:port

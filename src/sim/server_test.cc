@@ -17,16 +17,7 @@ using namespace std::chrono_literals;
 
 std::uint16_t port_of(const std::string& url) { return static_cast<std::uint16_t>(std::stoi(url.substr(url.rfind(':') + 1))); }
 
-SimOptions test_options(int engines) {
-  SimOptions o;
-  o.engines = engines;
-  o.port = 0;
-  o.preset = "none";
-  o.model = "sim-model";
-  o.kv_events_ephemeral = true;
-  o.engine.num_gpu_blocks = 64;
-  return o;
-}
+SimOptions test_options(int engines) { return loopback_options(engines, "sim-model", 64); }
 
 std::string words(int n, int salt = 0) {
   std::string s;

@@ -2,6 +2,9 @@
 //
 // Test support: a blocking HTTP/1.1 client over a plain socket, for tests that need exact bytes
 // (malformed requests, oversize headers, disconnects). Every call is bounded by a timeout.
+//
+// Thread-safety: no shared state: each call opens, uses and closes its own socket and blocks the
+// calling thread, so tests may call it from several threads at once.
 #pragma once
 
 #include <chrono>

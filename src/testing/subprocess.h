@@ -2,6 +2,10 @@
 //
 // Test support: run a command with a string on stdin and capture stdout+stderr. For differential
 // tests against real implementations (promtool, node, python3). Not for production code.
+//
+// Thread-safety: no shared state: run_command() uses a temporary file and a pipe of its own per
+// call and blocks the calling thread until the command exits, so several threads may run commands
+// at once. source_path() only reads the environment.
 #pragma once
 
 #include <string>

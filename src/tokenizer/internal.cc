@@ -1,9 +1,9 @@
 // File: tokenizer/internal.cc
-#include "tokenizer/internal.h"
+#include "tokenizer/internal/util.h"
 
 #include <algorithm>
 
-#include "tokenizer/unicode_tables.h"
+#include "tokenizer/internal/unicode_tables.h"
 
 namespace kvroute::tokenizer::internal {
 namespace {

@@ -11,9 +11,9 @@
 
 #include "common/json.h"
 #include "testing/subprocess.h"
-#include "tokenizer/internal.h"
-#include "tokenizer/test_corpus.h"
-#include "tokenizer/unicode_tables.h"
+#include "tokenizer/internal/util.h"
+#include "tokenizer/internal/test_corpus.h"
+#include "tokenizer/internal/unicode_tables.h"
 
 namespace kvroute::tokenizer {
 namespace {

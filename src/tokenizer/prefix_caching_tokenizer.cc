@@ -3,7 +3,7 @@
 
 #include <xxhash.h>
 
-#include "tokenizer/internal.h"
+#include "tokenizer/internal/util.h"
 
 namespace kvroute::tokenizer {
 namespace {
@@ -30,7 +30,7 @@ std::uint32_t PrefixCachingTokenizer::find_child(std::uint32_t parent, std::stri
 }
 
 Result<std::vector<std::uint32_t>> PrefixCachingTokenizer::encode(std::string_view text, bool add_special_tokens) {
-  KVROUTE_TOK_CHECK(tokenizer_.check_input(text));
+  KVROUTE_TRY(tokenizer_.check_input(text));
   std::vector<Tokenizer::Segment> segments;
   tokenizer_.split_on_added_tokens(text, segments);
   // Boundaries: indices of segments after which the cache may cut.
@@ -88,7 +88,7 @@ Result<std::vector<std::uint32_t>> PrefixCachingTokenizer::encode(std::string_vi
     if (s.token_id) {
       ids.push_back(*s.token_id);
     } else {
-      KVROUTE_TOK_CHECK(tokenizer_.encode_text_segment(text.substr(s.begin, s.end - s.begin), ids));
+      KVROUTE_TRY(tokenizer_.encode_text_segment(text.substr(s.begin, s.end - s.begin), ids));
     }
     if (cut_index < cuts.size() && cuts[cut_index] == i) {
       runs.push_back({run_begin, s.end, run_ids_begin, ids.size()});

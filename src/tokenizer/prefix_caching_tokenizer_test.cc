@@ -6,7 +6,7 @@
 #include <random>
 #include <thread>
 
-#include "tokenizer/test_corpus.h"
+#include "tokenizer/internal/test_corpus.h"
 
 namespace kvroute::tokenizer {
 namespace {

@@ -1,9 +1,9 @@
 // File: tokenizer/pretokenizer.cc
-#include "tokenizer/pretokenizer.h"
+#include "tokenizer/internal/pretokenizer.h"
 
 #include <cstddef>
 
-#include "tokenizer/unicode_tables.h"
+#include "tokenizer/internal/unicode_tables.h"
 
 namespace kvroute::tokenizer {
 namespace {

@@ -1,11 +1,11 @@
 // File: tokenizer/test_corpus.cc
-#include "tokenizer/test_corpus.h"
+#include "tokenizer/internal/test_corpus.h"
 
 #include <array>
 #include <random>
 
-#include "tokenizer/internal.h"
-#include "tokenizer/unicode_tables.h"
+#include "tokenizer/internal/util.h"
+#include "tokenizer/internal/unicode_tables.h"
 
 namespace kvroute::tokenizer::testing_corpus {
 namespace {

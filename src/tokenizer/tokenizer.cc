@@ -15,9 +15,9 @@
 #include <sstream>
 #include <utility>
 
-#include "tokenizer/internal.h"
-#include "tokenizer/pretokenizer.h"
-#include "tokenizer/unicode_tables.h"
+#include "tokenizer/internal/util.h"
+#include "tokenizer/internal/pretokenizer.h"
+#include "tokenizer/internal/unicode_tables.h"
 
 namespace kvroute::tokenizer {
 
@@ -455,7 +455,7 @@ Status parse_post_processor(const element& root, Tokenizer::Impl& impl) {
     const std::string_view t = opt_string(e, "type").value_or("");
     if (t == "ByteLevel") continue;  // only changes offsets
     if (t == "TemplateProcessing") {
-      KVROUTE_TOK_CHECK(parse_template(e, impl, impl.prefix_ids, impl.suffix_ids));
+      KVROUTE_TRY(parse_template(e, impl, impl.prefix_ids, impl.suffix_ids));
       continue;
     }
     return fail(load_error("unsupported post_processor '" + std::string(t) + "'"));
@@ -750,11 +750,11 @@ Result<Tokenizer> Tokenizer::from_json(std::string_view tokenizer_json, std::str
   if (!is_null_or_missing(root, "truncation") || !is_null_or_missing(root, "padding")) {
     return fail(load_error("truncation/padding are not supported (must be null)"));
   }
-  KVROUTE_TOK_CHECK(parse_model(root, *impl));
-  KVROUTE_TOK_CHECK(parse_normalizer(root, *impl));  // before the added tokens: it normalizes their content
-  KVROUTE_TOK_CHECK(parse_added_tokens(root, *impl));
-  KVROUTE_TOK_CHECK(parse_pretokenizer(root, *impl));
-  KVROUTE_TOK_CHECK(parse_post_processor(root, *impl));
+  KVROUTE_TRY(parse_model(root, *impl));
+  KVROUTE_TRY(parse_normalizer(root, *impl));  // before the added tokens: it normalizes their content
+  KVROUTE_TRY(parse_added_tokens(root, *impl));
+  KVROUTE_TRY(parse_pretokenizer(root, *impl));
+  KVROUTE_TRY(parse_post_processor(root, *impl));
   element dec;
   if (root["decoder"].get(dec) == simdjson::SUCCESS && !dec.is_null()) {
     const std::string_view t = opt_string(dec, "type").value_or("");
@@ -1040,7 +1040,7 @@ Status Tokenizer::encode_text_segment(std::string_view text, std::vector<std::ui
   std::size_t pos = 0;
   while (auto m = im.next_added(im.normalized_matcher, text, pos, start_offset)) {
     if (start_offset < m->start) {
-      KVROUTE_TOK_CHECK(im.encode_pieces(text.substr(start_offset, m->start - start_offset), out, sc));
+      KVROUTE_TRY(im.encode_pieces(text.substr(start_offset, m->start - start_offset), out, sc));
     }
     out.push_back(m->id);
     start_offset = m->stop;
@@ -1050,7 +1050,7 @@ Status Tokenizer::encode_text_segment(std::string_view text, std::vector<std::ui
 }
 
 Result<std::vector<std::uint32_t>> Tokenizer::encode(std::string_view text, bool add_special_tokens) const {
-  KVROUTE_TOK_CHECK(check_input(text));
+  KVROUTE_TRY(check_input(text));
   std::vector<std::uint32_t> ids;
   ids.reserve(text.size() / 3 + 4);
   if (add_special_tokens) ids.insert(ids.end(), impl_->prefix_ids.begin(), impl_->prefix_ids.end());
@@ -1060,7 +1060,7 @@ Result<std::vector<std::uint32_t>> Tokenizer::encode(std::string_view text, bool
     if (s.token_id) {
       ids.push_back(*s.token_id);
     } else {
-      KVROUTE_TOK_CHECK(encode_text_segment(text.substr(s.begin, s.end - s.begin), ids));
+      KVROUTE_TRY(encode_text_segment(text.substr(s.begin, s.end - s.begin), ids));
     }
   }
   if (add_special_tokens) ids.insert(ids.end(), impl_->suffix_ids.begin(), impl_->suffix_ids.end());

@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "tokenizer/prefix_caching_tokenizer.h"
-#include "tokenizer/test_corpus.h"
+#include "tokenizer/internal/test_corpus.h"
 #include "tokenizer/tokenizer.h"
 
 namespace kvroute::tokenizer {

@@ -8,7 +8,7 @@
 #include <string>
 #include <string_view>
 
-#include "tokenizer/internal.h"
+#include "tokenizer/internal/util.h"
 #include "tokenizer/tokenizer.h"
 
 namespace {

@@ -13,7 +13,7 @@
 #include <random>
 #include <sstream>
 
-#include "tokenizer/test_corpus.h"
+#include "tokenizer/internal/test_corpus.h"
 
 namespace kvroute::tokenizer {
 namespace {

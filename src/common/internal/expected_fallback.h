@@ -5,6 +5,8 @@
 // level 202002. GCC builds never include this file (common/result.h picks std::expected). It covers the
 // part of std::expected the code base uses: construction from a value or an Unexpected, has_value/bool,
 // *, ->, value(), error(), value_or(); Expected<void, E> for Status.
+//
+// Thread-safety: value types with no shared state, as std::expected; not synchronized.
 #pragma once
 
 #include <cstdlib>

@@ -1,7 +1,9 @@
-// File: tokenizer/test_corpus.h
+// File: tokenizer/internal/test_corpus.h
 //
 // Deterministic text generators for the tokenizer's tests, benchmark and fuzz seeds (same seed, same text, on
-// every platform: std::mt19937_64 raw output only). Pure functions: thread-safe.
+// every platform: std::mt19937_64 raw output only).
+//
+// Thread-safety: pure functions (each call seeds its own generator); safe from any thread.
 #pragma once
 
 #include <cstddef>

@@ -1,4 +1,4 @@
-// File: kv_events/zmq_util.h
+// File: kv_events/internal/zmq_util.h
 //
 // Internal helpers over libzmq's C API for the publisher and the subscriber: an owning socket
 // handle, non-blocking multipart send/receive without exceptions, big-endian seq frames, and an

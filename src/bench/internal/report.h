@@ -1,9 +1,13 @@
-// File: bench/report.h
+// File: bench/internal/report.h
 //
 // What a bench run means: the Summary of a RunResult (latency percentiles, throughput, hit rates
 // from the engines' counters and from usage, the offline bounds over the same requests, load per
 // backend), its JSON and Markdown forms, the --check gate, and gnuplot plots for `bench compare`.
 // Pure functions over values, except write_plots (files + a gnuplot subprocess).
+//
+// Thread-safety: no shared state. The pure functions are safe from any thread; write_plots() and
+// run_gnuplot() write files under the paths given and block the calling thread until gnuplot exits,
+// so concurrent calls must not share a directory.
 #pragma once
 
 #include <optional>
@@ -11,9 +15,9 @@
 #include <string>
 #include <vector>
 
-#include "bench/bounds.h"
-#include "bench/loadgen.h"
-#include "bench/workload.h"
+#include "bench/internal/bounds.h"
+#include "bench/internal/loadgen.h"
+#include "bench/internal/workload.h"
 #include "common/result.h"
 
 namespace kvroute::bench {

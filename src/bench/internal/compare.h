@@ -1,4 +1,4 @@
-// File: bench/compare.h
+// File: bench/internal/compare.h
 //
 // `kvroute bench compare` and `kvroute demo`: for each routing policy, start a fresh in-process
 // SimCluster (same options, empty caches) and a Proxy with that policy in front of it, run the same
@@ -15,9 +15,9 @@
 #include <string>
 #include <vector>
 
-#include "bench/loadgen.h"
-#include "bench/report.h"
-#include "bench/workload.h"
+#include "bench/internal/loadgen.h"
+#include "bench/internal/report.h"
+#include "bench/internal/workload.h"
 #include "common/result.h"
 #include "sim/server.h"
 

@@ -1,7 +1,8 @@
-// File: routing/peer_policies.h
+// File: routing/internal/peer_policies.h
 //
-// Policies that reproduce the published algorithms of other routers (../shared/reference/
-// peer-routers.md), so users can compare them with kvroute's default on their own workload:
+// Policies that reproduce the published algorithms of other routers (SGLang router's cache_aware
+// policy, sgl-project/sglang sgl-router; NVIDIA Dynamo's KV router, ai-dynamo/dynamo
+// lib/kv-router), so users can compare them with kvroute's default on their own workload:
 //  - session-affinity: consistent hashing with bounded loads on the session key;
 //  - sglang-cache-aware: SGLang router's cache_aware (imbalance check, match-rate threshold);
 //  - dynamo-cost: Dynamo KV router's logit = overlap_weight * prefill_blocks + active_blocks.

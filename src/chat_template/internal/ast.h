@@ -1,4 +1,4 @@
-// File: chat_template/ast.h
+// File: chat_template/internal/ast.h
 //
 // Node: the parsed form of a chat template (internal). One struct serves expressions and
 // statements; the fields each kind uses are listed beside NodeKind. A tree is immutable after
@@ -13,7 +13,7 @@
 #include <string_view>
 #include <vector>
 
-#include "chat_template/value.h"
+#include "chat_template/internal/value.h"
 #include "common/result.h"
 
 namespace kvroute::chat_template {

@@ -1,6 +1,10 @@
-// File: routing/simple_policies.h
+// File: routing/internal/simple_policies.h
 //
 // Load-only policies (no cache awareness): the baselines users compare against.
+//
+// Thread-safety: pick() runs on every worker thread at once without locks: round-robin and
+// least-inflight advance a relaxed atomic counter, random draws from a thread-local generator, and
+// least-inflight reads the backends' atomic in-flight counts.
 #pragma once
 
 #include <memory>

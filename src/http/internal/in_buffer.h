@@ -1,8 +1,11 @@
-// File: http/in_buffer.h
+// File: http/internal/in_buffer.h
 //
 // Bytes received on a connection and not yet parsed (a head, a body, whatever was pipelined
 // behind them): read into prepare(), parse view(), consume() what was used. A view stays valid
-// until the next prepare(). Not synchronized: one connection, one coroutine.
+// until the next prepare().
+//
+// Thread-safety: not synchronized: one per connection, used by that connection's coroutine on its
+// worker thread.
 #pragma once
 
 #include <algorithm>

@@ -1,4 +1,4 @@
-// File: http/deadline.h
+// File: http/internal/deadline.h
 //
 // Connection timeouts counted in sweeps (docs/adr/0009): the server's workers and the upstream pool
 // each run a periodic sweep, at least `tick` apart, that closes the sockets whose deadline it
@@ -6,6 +6,10 @@
 // sweeper's epoch (sweep_number), not a count of sweeps: a timer re-armed for 50 ms fires after
 // 55-60 ms, and counting sweeps let that slack add up (a 30 s timeout fired after 36 s). A timeout
 // fires between its time and two ticks later (plus the event loop's lag when it is set).
+//
+// Thread-safety: pure functions; safe from any thread. The sweep numbers and deadlines they
+// compute are kept per worker (the server's Worker, each ConnectionPool) and used only on that
+// worker's thread, so they need no synchronization.
 #pragma once
 
 #include <algorithm>

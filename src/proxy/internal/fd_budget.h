@@ -1,4 +1,4 @@
-// File: proxy/fd_budget.h
+// File: proxy/internal/fd_budget.h
 //
 // How many client connections and pooled upstream connections a process may hold with the open-file
 // limit it runs under. Every client connection may hold one upstream connection besides its own,
@@ -6,6 +6,10 @@
 // idle connections would otherwise exhaust the descriptors, and accept() would fail for everyone.
 // The soft limit is raised to the hard one first (what nginx's worker_rlimit_nofile and Envoy's
 // deployment guides ask for by hand).
+//
+// Thread-safety: plan_fds() is pure; safe from any thread. raise_open_file_limit() changes the
+// process's RLIMIT_NOFILE (getrlimit/setrlimit, no lock of ours): Proxy::start() calls it once,
+// from the controlling thread.
 #pragma once
 
 #include <cstddef>

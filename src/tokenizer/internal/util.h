@@ -1,8 +1,12 @@
-// File: tokenizer/internal.h
+// File: tokenizer/internal/util.h
 //
 // Internals of the tokenizer library shared by its .cc files and tests: flat open-addressing hash maps keyed
 // by byte strings or 64-bit integers (built once, then read-only: concurrent reads are safe), UTF-8 helpers
 // and the NFC normalizer. Not a public API.
+//
+// Thread-safety: a map is built on one thread, then only read: any number of threads may read it.
+// The UTF-8 helpers are pure. nfc_normalize() is safe from any thread: its scratch is thread-local and
+// its output goes to the caller's buffer.
 #pragma once
 
 #include <xxhash.h>
@@ -15,13 +19,6 @@
 #include <vector>
 
 #include "common/result.h"
-
-// Returns the error of a Status-returning expression to the caller.
-#define KVROUTE_TOK_CHECK(expr)                                                   \
-  do {                                                                            \
-    if (auto kvroute_tok_status = (expr); !kvroute_tok_status)                    \
-      return ::kvroute::make_unexpected(std::move(kvroute_tok_status.error()));    \
-  } while (false)
 
 namespace kvroute::tokenizer::internal {
 

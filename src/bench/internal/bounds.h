@@ -1,4 +1,4 @@
-// File: bench/bounds.h
+// File: bench/internal/bounds.h
 //
 // Offline reference points for a cluster's prefix-cache hit rate, computed from the block-hash
 // sequence of the requests in the order they were sent (docs/adr/0201):
@@ -13,7 +13,9 @@
 // that its tail is evicted first (vLLM frees a request's blocks in reverse order).
 //
 // Also: percentiles (linear interpolation between closest ranks, numpy's default).
-// Not synchronized.
+//
+// Thread-safety: a BoundsCalculator is not synchronized: one per run, fed by one thread. The
+// percentile functions are pure; safe from any thread.
 #pragma once
 
 #include <cstdint>

@@ -1,8 +1,10 @@
-// File: sim/cost_model.h
+// File: sim/internal/cost_model.h
 //
 // The simulator's time model: how long one engine step (one forward pass of a continuous batch)
 // takes, from the step's shape. Presets are calibrated on an H100 (docs/sim-calibration.md).
-// Immutable after construction; safe to share across threads.
+//
+// Thread-safety: a CostModel is immutable after construction; its const methods and the static
+// preset functions keep no state, so it is safe to share across threads.
 #pragma once
 
 #include <cstdint>

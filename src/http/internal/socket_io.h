@@ -1,4 +1,4 @@
-// File: http/socket_io.h
+// File: http/internal/socket_io.h
 //
 // The data path's socket reads and writes (docs/adr/0012): Asio's receive and send operations,
 // specialized for our buffer types to issue our own system calls.
@@ -23,6 +23,13 @@
 // version the specializations are left out and the buffers read and write like any other.
 //
 // Writes (GatherBuffers, write_all) issue sendmsg() directly; see GatherBuffers.
+//
+// Thread-safety: a socket's reads and writes run on the thread of the io_context that owns it, at
+// most one read and one write in flight at a time, as Asio requires. The workers' io_contexts run
+// with BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO, so the reactor takes no per-socket lock around these
+// operations (docs/adr/0012). A DrainAwareBuffer's flag and a GatherBuffers belong to the one
+// operation that uses them. enable_inq(), read_now() and write_now() are single system calls on a
+// descriptor and keep no state.
 #pragma once
 
 #include <array>

@@ -1,4 +1,4 @@
-// File: tokenizer/pretokenizer.h
+// File: tokenizer/internal/pretokenizer.h
 //
 // Hand-written scanners for the pre-tokenizer regexes of the byte-level BPE models kvroute supports. Each
 // reproduces, match for match, what Oniguruma (HF tokenizers' regex engine: backtracking, leftmost-first
@@ -7,7 +7,9 @@
 //            \s*[\r\n]+|\s+(?!\S)|\s+
 //   kQwen2:  as kLlama3 with \p{N} instead of \p{N}{1,3}
 //   kGpt2:   's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
-// (docs/adr/0101 derives each scanner from the backtracking semantics.) Pure functions: thread-safe.
+// (docs/adr/0101 derives each scanner from the backtracking semantics.)
+//
+// Thread-safety: pure functions over constant tables; safe from any thread.
 #pragma once
 
 #include <cstdint>

@@ -1,4 +1,4 @@
-// File: chat_template/value.h
+// File: chat_template/internal/value.h
 //
 // Value: the dynamic value model of the chat-template interpreter (internal). It mirrors the Python
 // objects Jinja2 sees when HF transformers renders a template: None, bool, int, float, str, list,

@@ -1,4 +1,4 @@
-// File: bench/loadgen.h
+// File: bench/internal/loadgen.h
 //
 // The load generator of `kvroute bench`: sends a Workload to an OpenAI-compatible URL (the router
 // or one engine) and records what each request saw. Asynchronous on one thread (Boost.Asio
@@ -22,7 +22,7 @@
 #include <string>
 #include <vector>
 
-#include "bench/workload.h"
+#include "bench/internal/workload.h"
 #include "common/result.h"
 
 namespace kvroute::bench {

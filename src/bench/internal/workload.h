@@ -1,9 +1,9 @@
-// File: bench/workload.h
+// File: bench/internal/workload.h
 //
 // Benchmark workloads for `kvroute bench`: deterministic (from a seed) lists of sessions, each a
 // chain of requests. Prompts are made of synthetic words, so that the simulator's word tokenizer
 // (prompt::word_tokens: one token per whitespace-separated word) gives exact token counts and the
-// block hashes every engine will compute can be predicted offline (bench/bounds.h).
+// block hashes every engine will compute can be predicted offline (bench/internal/bounds.h).
 //
 //  - shared-prefix: SGLang's "generated-shared-prefix": G groups, P prompts per group; a prompt is
 //    the group's system prompt followed by a unique question; all prompts shuffled.
@@ -18,7 +18,10 @@
 //
 // Text is rendered lazily (a request's prompt is only materialized when it is sent or its tokens
 // are needed), so a long trace does not hold gigabytes of prompts.
-// Value types: not synchronized; the generators are pure functions.
+//
+// Thread-safety: value types, not synchronized; the generators and renderers are pure functions.
+// A built Workload is only read, so several load generators may share one (bench compare
+// --simultaneous runs one per thread). An Rng belongs to one thread.
 #pragma once
 
 #include <cstdint>

@@ -1,4 +1,4 @@
-// File: http/parser.h
+// File: http/internal/parser.h
 //
 // The server's HTTP/1.1 request parser (RFC 9112), written for the proxy's hot path: the head is
 // parsed in place from the bytes received so far into a Request (one copy per field, no
@@ -7,6 +7,9 @@
 // CRLF line endings only, no whitespace before a header's colon, no obsolete line folding, one
 // Content-Length value, never both Content-Length and Transfer-Encoding, and "chunked" as the only
 // transfer coding. Never throws.
+//
+// Thread-safety: the parse functions are pure (they write only the objects passed in); safe from
+// any thread. A ChunkedDecoder holds one body's state: not synchronized, one per exchange.
 //
 //   BodyFraming framing;
 //   auto r = parse_request_head(bytes, 64 * 1024, req, framing);

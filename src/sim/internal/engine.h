@@ -1,4 +1,4 @@
-// File: sim/engine.h
+// File: sim/internal/engine.h
 //
 // Engine: a deterministic model of one vLLM V1 engine core (scheduler + paged KV cache with prefix
 // caching), for `kvroute sim`. No I/O, threads or clocks: the caller adds requests, calls step()
@@ -14,7 +14,9 @@
 //     now += r.duration_s;                  // then deliver r.outputs
 //   }
 //
-// Not synchronized: one engine belongs to one thread (or strand).
+// Thread-safety: not synchronized: an Engine (with its BlockPool) belongs to one thread. In
+// `kvroute sim` that is its server's single io_context thread, which runs both the HTTP handlers
+// and the step loop; other threads reach it by posting there (SimCluster::stats, sim/server.h).
 #pragma once
 
 #include <array>
@@ -29,7 +31,7 @@
 #include "common/result.h"
 #include "kv_events/event.h"
 #include "sim/block_pool.h"
-#include "sim/cost_model.h"
+#include "sim/internal/cost_model.h"
 
 namespace kvroute::sim {
 

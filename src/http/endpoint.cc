@@ -1,0 +1,49 @@
+#include "http/endpoint.h"
+
+#include <fmt/format.h>
+
+#include <charconv>
+
+namespace kvroute::http {
+
+Result<Endpoint> parse_http_url(std::string_view url) {
+  std::string_view rest = url;
+  if (rest.starts_with("https://")) {
+    return fail(Error::invalid(fmt::format("'{}': https upstreams are not supported", url)));
+  }
+  if (rest.starts_with("http://")) rest.remove_prefix(7);
+  if (auto slash = rest.find('/'); slash != std::string_view::npos) {
+    if (rest.substr(slash) != "/") {
+      return fail(Error::invalid(fmt::format("'{}': a backend URL has no path", url)));
+    }
+    rest = rest.substr(0, slash);
+  }
+  Endpoint ep;
+  std::string_view port_str;
+  if (rest.starts_with('[')) {
+    auto close = rest.find(']');
+    if (close == std::string_view::npos)
+      return fail(Error::invalid(fmt::format("'{}': bad IPv6 address", url)));
+    ep.host = std::string(rest.substr(1, close - 1));
+    rest.remove_prefix(close + 1);
+    if (rest.starts_with(':')) port_str = rest.substr(1);
+  } else {
+    auto colon = rest.rfind(':');
+    ep.host = std::string(rest.substr(0, colon));
+    if (colon != std::string_view::npos) port_str = rest.substr(colon + 1);
+  }
+  if (ep.host.empty()) return fail(Error::invalid(fmt::format("'{}': missing host", url)));
+  if (port_str.empty()) {
+    ep.port = 80;
+  } else {
+    unsigned p = 0;
+    auto [ptr, ec] = std::from_chars(port_str.data(), port_str.data() + port_str.size(), p);
+    if (ec != std::errc() || ptr != port_str.data() + port_str.size() || p == 0 || p > 65535) {
+      return fail(Error::invalid(fmt::format("'{}': bad port", url)));
+    }
+    ep.port = static_cast<std::uint16_t>(p);
+  }
+  return ep;
+}
+
+}  // namespace kvroute::http
