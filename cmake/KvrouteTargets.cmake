@@ -2,6 +2,7 @@
 
 set(KVROUTE_WARNINGS -Wall -Wextra -Wpedantic $<$<CXX_COMPILER_ID:GNU>:-Wshadow=local> -Wnon-virtual-dtor -Wcast-align
     -Wunused -Woverloaded-virtual -Wimplicit-fallthrough -Wno-missing-field-initializers
+    $<$<CXX_COMPILER_ID:Clang>:-Wthread-safety>
     -Wno-mismatched-new-delete)  # GCC 12 false positive on Asio coroutine frames
 if(KVROUTE_WERROR)
   list(APPEND KVROUTE_WARNINGS -Werror)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: (re)builds build/ with warnings as errors, runs CTest; with CI=true it
-# also builds and runs the suite under ASan+UBSan in build-asan/ and under ThreadSanitizer in
+# also runs scripts/lint.sh (clang-format, clang-tidy, -Wthread-safety), builds and runs the suite under ASan+UBSan in build-asan/ and under ThreadSanitizer in
 # build-tsan/, and runs each libFuzzer target briefly (scripts/fuzz.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +14,10 @@ run_suite() {
 }
 
 run_suite build -DCMAKE_BUILD_TYPE=RelWithDebInfo
+if [ "${CI:-}" = "true" ] || [ "${KVROUTE_LINT:-}" = "1" ]; then
+  # clang-format on every source, clang-tidy (.clang-tidy) and clang's -Wthread-safety (ADR 0019).
+  scripts/lint.sh
+fi
 if [ "${CI:-}" = "true" ] || [ "${KVROUTE_ASAN:-}" = "1" ]; then
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     run_suite build-asan -DCMAKE_BUILD_TYPE=Debug -DKVROUTE_SANITIZE=ON -DKVROUTE_BENCHMARKS=OFF

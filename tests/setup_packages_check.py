@@ -30,7 +30,10 @@ What it does, for the build directory given as argument (a Ninja build made by C
      under /usr, /lib*, or /opt that no package owns (installed by hand, e.g. /usr/local). Files
      elsewhere that no package owns are only warnings.
 
-Usage: tests/setup_packages_check.py BUILD_DIR [--setup scripts/setup.sh] [--ninja PATH] [--verbose]
+Usage: tests/setup_packages_check.py BUILD_DIR [--setup scripts/setup.sh] [--ninja PATH]
+       [--tool PROGRAM ...] [--verbose]
+--tool adds a program the suite runs outside the build (clang-format-14, clang-tidy-14, node,
+prometheus, ...): the package owning it must be installed by the set-up as well.
 Exit status: 0 pass, 1 missing packages, 2 the check could not run, 77 skipped (no dpkg: not Debian).
 Registered in CTest as `setup_packages_check` (label `setup`) by tests/CMakeLists.txt. It reads the
 build's Ninja logs, so run it after the build, not during one.
@@ -405,6 +408,9 @@ def main():
     ap.add_argument("--setup", default=os.path.join(REPO_ROOT, "scripts", "setup.sh"),
                     help="the set-up script whose PACKAGES array is checked (default: %(default)s)")
     ap.add_argument("--ninja", default="ninja", help="the build's ninja (default: %(default)s)")
+    ap.add_argument("--tool", action="append", default=[],
+                    help="a program the suite runs besides the build (clang-format, clang-tidy, "
+                         "node, prometheus...): its package must be installed by the set-up too")
     ap.add_argument("--verbose", "-v", action="store_true")
     args = ap.parse_args()
     global NINJA
@@ -428,7 +434,14 @@ def main():
     used = {}
     link, executables = link_step_files(build_dir, args.verbose)
     lddf, not_found = ldd_files(executables, args.verbose)
-    for src in (configure_files(build_dir), link, lddf, header_files(build_dir, args.verbose)):
+    tools = {}
+    for tool in args.tool:
+        found = shutil.which(tool) or tool
+        if not os.path.exists(found):
+            raise CheckError(f"{tool}: not found (a program the suite runs)")
+        tools[os.path.realpath(found)] = "a program the suite runs"
+    for src in (configure_files(build_dir), link, lddf, header_files(build_dir, args.verbose),
+                tools):
         for path, why in src.items():
             if outside(path, build_dir):
                 used.setdefault(path, why)

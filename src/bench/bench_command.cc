@@ -1,9 +1,9 @@
 #include "bench/bench_command.h"
 
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -38,42 +38,66 @@ struct CommonFlags {
 void add_common_flags(CLI::App* cmd, CommonFlags& f) {
   auto& w = f.wl;
   auto& l = f.load;
-  cmd->add_option("--workload", w.name, "shared-prefix, multi-turn, long-doc-qa, mooncake, mix")->capture_default_str();
-  cmd->add_option("--seed", w.seed, "Seed of the workload and of the arrival process")->capture_default_str();
-  cmd->add_option("--output-len", w.output_len, "Output tokens per request (max_tokens, ignore_eos)")
+  cmd->add_option("--workload", w.name, "shared-prefix, multi-turn, long-doc-qa, mooncake, mix")
+      ->capture_default_str();
+  cmd->add_option("--seed", w.seed, "Seed of the workload and of the arrival process")
+      ->capture_default_str();
+  cmd->add_option("--output-len", w.output_len,
+                  "Output tokens per request (max_tokens, ignore_eos)")
       ->capture_default_str();
   cmd->add_option("--sp-groups", w.sp_groups, "shared-prefix: groups")->capture_default_str();
-  cmd->add_option("--sp-prompts-per-group", w.sp_prompts_per_group, "shared-prefix: prompts per group")
+  cmd->add_option("--sp-prompts-per-group", w.sp_prompts_per_group,
+                  "shared-prefix: prompts per group")
       ->capture_default_str();
-  cmd->add_option("--sp-system-len", w.sp_system_len, "shared-prefix: system prompt tokens")->capture_default_str();
-  cmd->add_option("--sp-question-len", w.sp_question_len, "shared-prefix: question tokens")->capture_default_str();
+  cmd->add_option("--sp-system-len", w.sp_system_len, "shared-prefix: system prompt tokens")
+      ->capture_default_str();
+  cmd->add_option("--sp-question-len", w.sp_question_len, "shared-prefix: question tokens")
+      ->capture_default_str();
   cmd->add_option("--mt-sessions", w.mt_sessions, "multi-turn: sessions")->capture_default_str();
   cmd->add_option("--mt-turns", w.mt_turns, "multi-turn: turns per session")->capture_default_str();
-  cmd->add_option("--mt-turn-len", w.mt_turn_len, "multi-turn: user tokens per turn")->capture_default_str();
-  cmd->add_option("--mt-system-len", w.mt_system_len, "multi-turn: shared system prompt tokens")->capture_default_str();
-  cmd->add_option("--think-time", f.think, "multi-turn: mean think time between turns (exponential)")
+  cmd->add_option("--mt-turn-len", w.mt_turn_len, "multi-turn: user tokens per turn")
+      ->capture_default_str();
+  cmd->add_option("--mt-system-len", w.mt_system_len, "multi-turn: shared system prompt tokens")
+      ->capture_default_str();
+  cmd->add_option("--think-time", f.think,
+                  "multi-turn: mean think time between turns (exponential)")
       ->capture_default_str();
   cmd->add_option("--ld-docs", w.ld_docs, "long-doc-qa: documents")->capture_default_str();
-  cmd->add_option("--ld-doc-len", w.ld_doc_len, "long-doc-qa: document tokens")->capture_default_str();
-  cmd->add_option("--ld-questions", w.ld_questions, "long-doc-qa: questions per document")->capture_default_str();
-  cmd->add_option("--ld-question-len", w.ld_question_len, "long-doc-qa: question tokens")->capture_default_str();
-  cmd->add_option("--trace", w.trace_path, "mooncake: trace JSONL (timestamp, input_length, output_length, hash_ids)");
-  cmd->add_option("--trace-block", w.trace_block, "mooncake: tokens per hash id")->capture_default_str();
-  cmd->add_option("--trace-limit", w.trace_limit, "mooncake: replay only the first N lines (0: all)");
-  cmd->add_option("--speed", l.speed, "mooncake: replay this many times faster than the trace")->capture_default_str();
-  cmd->add_option("--rate", l.rate, "Open loop: sessions started per second (Poisson); 0: closed loop")
+  cmd->add_option("--ld-doc-len", w.ld_doc_len, "long-doc-qa: document tokens")
       ->capture_default_str();
-  cmd->add_option("--concurrency", l.concurrency, "Closed loop: concurrent users (default 16 without --rate)");
-  cmd->add_option("--requests", l.max_requests, "Stop after this many requests (0: the whole workload)")
+  cmd->add_option("--ld-questions", w.ld_questions, "long-doc-qa: questions per document")
       ->capture_default_str();
-  cmd->add_option("--duration", f.duration, "Hard stop: in-flight requests are cancelled")->capture_default_str();
+  cmd->add_option("--ld-question-len", w.ld_question_len, "long-doc-qa: question tokens")
+      ->capture_default_str();
+  cmd->add_option("--trace", w.trace_path,
+                  "mooncake: trace JSONL (timestamp, input_length, output_length, hash_ids)");
+  cmd->add_option("--trace-block", w.trace_block, "mooncake: tokens per hash id")
+      ->capture_default_str();
+  cmd->add_option("--trace-limit", w.trace_limit,
+                  "mooncake: replay only the first N lines (0: all)");
+  cmd->add_option("--speed", l.speed, "mooncake: replay this many times faster than the trace")
+      ->capture_default_str();
+  cmd->add_option("--rate", l.rate,
+                  "Open loop: sessions started per second (Poisson); 0: closed loop")
+      ->capture_default_str();
+  cmd->add_option("--concurrency", l.concurrency,
+                  "Closed loop: concurrent users (default 16 without --rate)");
+  cmd->add_option("--requests", l.max_requests,
+                  "Stop after this many requests (0: the whole workload)")
+      ->capture_default_str();
+  cmd->add_option("--duration", f.duration, "Hard stop: in-flight requests are cancelled")
+      ->capture_default_str();
   cmd->add_option("--model", l.model, "Model name (default: the first of GET /v1/models)");
-  cmd->add_option("--session-header", l.session_header, "Header carrying the session id")->capture_default_str();
-  cmd->add_option("--capacity-blocks", f.capacity_blocks,
-                  "Pooled KV capacity for the LRU bound (default: sum of the engines' num_gpu_blocks)");
-  cmd->add_option("--block-size", f.block_size, "Tokens per KV block for the bounds (default: the engines', else 16)");
+  cmd->add_option("--session-header", l.session_header, "Header carrying the session id")
+      ->capture_default_str();
+  cmd->add_option(
+      "--capacity-blocks", f.capacity_blocks,
+      "Pooled KV capacity for the LRU bound (default: sum of the engines' num_gpu_blocks)");
+  cmd->add_option("--block-size", f.block_size,
+                  "Tokens per KV block for the bounds (default: the engines', else 16)");
   cmd->add_option("--json", f.json_path, "Write the results as JSON to FILE");
-  cmd->add_option("--records", f.records_path, "Write every request (TTFT, cached tokens, backend, ...) as CSV to FILE");
+  cmd->add_option("--records", f.records_path,
+                  "Write every request (TTFT, cached tokens, backend, ...) as CSV to FILE");
   cmd->add_flag("--quiet", f.quiet, "No progress bar");
 }
 
@@ -104,7 +128,8 @@ bool write_file(const std::string& path, const std::string& text) {
   return static_cast<bool>(out);
 }
 
-int run_bench(CommonFlags& f, const std::vector<std::string>& metrics_urls, const CheckOptions& checks, bool check) {
+int run_bench(CommonFlags& f, const std::vector<std::string>& metrics_urls,
+              const CheckOptions& checks, bool check) {
   if (!finish_common(f)) return 2;
   if (f.load.url.empty()) {
     fmt::print(stderr, "kvroute bench: --url is required\n");
@@ -147,9 +172,9 @@ int run_bench(CommonFlags& f, const std::vector<std::string>& metrics_urls, cons
   return 0;
 }
 
-int print_compare(const std::vector<CompareRun>& runs, const std::string& json_path, const std::string& plots_dir,
-                  const std::string& extra_json, const std::string& records_path = {},
-                  const std::string& label_suffix = {}) {
+int print_compare(const std::vector<CompareRun>& runs, const std::string& json_path,
+                  const std::string& plots_dir, const std::string& extra_json,
+                  const std::string& records_path = {}, const std::string& label_suffix = {}) {
   std::vector<Summary> sums;
   int rc = 0;
   for (const auto& r : runs) {
@@ -162,13 +187,16 @@ int print_compare(const std::vector<CompareRun>& runs, const std::string& json_p
   }
   std::fputs(markdown_table(sums).c_str(), stdout);
   if (!sums.empty() && sums[0].repeats > 1) {
-    fmt::print("(each row: {} runs, policies interleaved; latency percentiles are the median of the runs', hit "
-               "rate and load are pooled)\n",
-               sums[0].repeats);
+    fmt::print(
+        "(each row: {} runs, policies interleaved; latency percentiles are the median of the "
+        "runs', hit "
+        "rate and load are pooled)\n",
+        sums[0].repeats);
   }
   if (!records_path.empty()) {
     // One CSV for the whole command: appended per comparison, the header written once.
-    const bool fresh = !std::filesystem::exists(records_path) || std::filesystem::file_size(records_path) == 0;
+    const bool fresh =
+        !std::filesystem::exists(records_path) || std::filesystem::file_size(records_path) == 0;
     std::ofstream out(records_path, std::ios::binary | std::ios::app);
     bool header = fresh;
     for (const auto& r : runs) {
@@ -200,16 +228,19 @@ int print_compare(const std::vector<CompareRun>& runs, const std::string& json_p
   return rc;
 }
 
-// `bench compare --load-fractions`: measures capacity, then one comparison per fraction (open loop).
-int run_fractions(const WorkloadOptions& wopts, const Workload& wl, CompareOptions co, const std::string& list,
-                  int saturation, const std::string& json_path, const std::string& plots_dir,
-                  const std::string& records_path) {
+// `bench compare --load-fractions`: measures capacity, then one comparison per fraction (open
+// loop).
+int run_fractions(const WorkloadOptions& wopts, const Workload& wl, CompareOptions co,
+                  const std::string& list, int saturation, const std::string& json_path,
+                  const std::string& plots_dir, const std::string& records_path) {
   std::vector<double> fs;
   for (const auto& item : split_list(list)) {
     char* end = nullptr;
     const double f = std::strtod(item.c_str(), &end);
     if (end == item.c_str() || *end != '\0' || !(f > 0) || f > 4) {
-      fmt::print(stderr, "kvroute bench compare: bad --load-fractions item '{}' (want numbers in (0, 4])\n", item);
+      fmt::print(stderr,
+                 "kvroute bench compare: bad --load-fractions item '{}' (want numbers in (0, 4])\n",
+                 item);
       return 2;
     }
     fs.push_back(f);
@@ -232,8 +263,8 @@ int run_fractions(const WorkloadOptions& wopts, const Workload& wl, CompareOptio
   for (double f : fs) {
     co.load.concurrency = 0;
     co.load.rate = session_rate_for(wl, *capacity, f);
-    fmt::print("### {:.0f}% of capacity: {:.1f} req/s offered ({:.2f} sessions/s)\n\n", f * 100, *capacity * f,
-               co.load.rate);
+    fmt::print("### {:.0f}% of capacity: {:.1f} req/s offered ({:.2f} sessions/s)\n\n", f * 100,
+               *capacity * f, co.load.rate);
     std::fflush(stdout);
     auto runs = run_compare(wl, co);
     if (!runs) {
@@ -244,12 +275,14 @@ int run_fractions(const WorkloadOptions& wopts, const Workload& wl, CompareOptio
     std::string jp = json_path;
     if (!jp.empty()) {
       const auto dot = jp.rfind('.');
-      jp = dot == std::string::npos || dot == 0 ? jp + suffix : jp.substr(0, dot) + suffix + jp.substr(dot);
+      jp = dot == std::string::npos || dot == 0 ? jp + suffix
+                                                : jp.substr(0, dot) + suffix + jp.substr(dot);
     }
-    const std::string extra = fmt::format(R"("workload":"{}","load_fraction":{},"capacity_rps":{:.2f},"rate":{:.4f})",
-                                          wopts.name, f, *capacity, co.load.rate);
-    rc = std::max(rc, print_compare(*runs, jp, plots_dir.empty() ? plots_dir : plots_dir + suffix, extra,
-                                    records_path, fmt::format("@{}", f)));
+    const std::string extra =
+        fmt::format(R"("workload":"{}","load_fraction":{},"capacity_rps":{:.2f},"rate":{:.4f})",
+                    wopts.name, f, *capacity, co.load.rate);
+    rc = std::max(rc, print_compare(*runs, jp, plots_dir.empty() ? plots_dir : plots_dir + suffix,
+                                    extra, records_path, fmt::format("@{}", f)));
     fmt::print("\n");
   }
   return rc;
@@ -267,65 +300,82 @@ void add_bench_command(CLI::App& app, int& exit_code) {
   auto max_imb = std::make_shared<double>(1.3);
   auto max_err = std::make_shared<double>(0.0);
 
-  auto* cmd = app.add_subcommand("bench", "Benchmark a router or engine URL (or compare policies: bench compare)");
+  auto* cmd = app.add_subcommand(
+      "bench", "Benchmark a router or engine URL (or compare policies: bench compare)");
   cmd->require_subcommand(0, 1);
   cmd->add_option("--url", f->load.url, "Base URL of the router or engine (http://host:port)");
   add_common_flags(cmd, *f);
-  cmd->add_option("--backend-metrics", *metrics, "Engine base URL whose /metrics to scrape (repeatable)");
+  cmd->add_option("--backend-metrics", *metrics,
+                  "Engine base URL whose /metrics to scrape (repeatable)");
   cmd->add_flag("--check", *check, "Gate on thresholds: exit 1 if one fails");
-  auto* o_hit = cmd->add_option("--min-hit-rate", *min_hit, "With --check: minimum prefix-cache hit rate")
-                    ->capture_default_str();
-  auto* o_ttft = cmd->add_option("--max-ttft-p99", *max_ttft, "With --check: maximum TTFT p99 (e.g. 2s, 500ms)")
+  auto* o_hit =
+      cmd->add_option("--min-hit-rate", *min_hit, "With --check: minimum prefix-cache hit rate")
+          ->capture_default_str();
+  auto* o_ttft = cmd->add_option("--max-ttft-p99", *max_ttft,
+                                 "With --check: maximum TTFT p99 (e.g. 2s, 500ms)")
                      ->capture_default_str();
-  auto* o_imb = cmd->add_option("--max-imbalance", *max_imb, "With --check: maximum max/mean requests per backend")
+  auto* o_imb = cmd->add_option("--max-imbalance", *max_imb,
+                                "With --check: maximum max/mean requests per backend")
                     ->capture_default_str();
-  auto* o_err = cmd->add_option("--max-error-rate", *max_err, "With --check: maximum fraction of failed requests");
+  auto* o_err = cmd->add_option("--max-error-rate", *max_err,
+                                "With --check: maximum fraction of failed requests");
 
   auto cf = std::make_shared<CommonFlags>();
   auto cmp_policies = std::make_shared<std::string>();
   auto plots = std::make_shared<std::string>();
   auto sim = std::make_shared<sim::SimOptions>();
   sim->engines = 4;
-  auto* cmp = cmd->add_subcommand("compare", "Run one workload through each routing policy on fresh simulated engines");
+  auto* cmp = cmd->add_subcommand(
+      "compare", "Run one workload through each routing policy on fresh simulated engines");
   cmp->add_option("--policies", *cmp_policies, "Comma-separated policies (default: all)");
   auto policy_configs = std::make_shared<std::vector<std::string>>();
-  cmp->add_option("--policy-config", *policy_configs,
-                  "NAME=FILE: also compare the scheduler defined by FILE's plugins and schedulingProfiles (the "
-                  "kvroute serve --config shape) under NAME (repeatable)");
+  cmp->add_option(
+      "--policy-config", *policy_configs,
+      "NAME=FILE: also compare the scheduler defined by FILE's plugins and schedulingProfiles (the "
+      "kvroute serve --config shape) under NAME (repeatable)");
   cmp->add_option("--engines", sim->engines, "Simulated engines")->capture_default_str();
-  cmp->add_option("--preset", sim->preset, "Engine cost model (llama-3.1-8b-h100, llama-3.2-1b-h100, none)")
+  cmp->add_option("--preset", sim->preset,
+                  "Engine cost model (llama-3.1-8b-h100, llama-3.2-1b-h100, none)")
       ->capture_default_str();
-  cmp->add_option("--time-scale", sim->time_scale, "Run the engines this many times faster than real time")
+  cmp->add_option("--time-scale", sim->time_scale,
+                  "Run the engines this many times faster than real time")
       ->capture_default_str();
-  cmp->add_option("--num-gpu-blocks", sim->engine.num_gpu_blocks, "KV blocks per engine")->capture_default_str();
+  cmp->add_option("--num-gpu-blocks", sim->engine.num_gpu_blocks, "KV blocks per engine")
+      ->capture_default_str();
   cmp->add_option("--plots", *plots, "Write PNG plots (gnuplot) into DIR");
   auto targets = std::make_shared<std::vector<std::string>>();
   auto engine_urls = std::make_shared<std::vector<std::string>>();
   auto no_reset = std::make_shared<bool>(false);
-  cmp->add_option("--target", *targets,
-                  "A running router to measure instead of in-process policies: NAME=URL or URL (repeatable)");
+  cmp->add_option(
+      "--target", *targets,
+      "A running router to measure instead of in-process policies: NAME=URL or URL (repeatable)");
   cmp->add_option("--engine-url,--backend-metrics", *engine_urls,
-                  "With --target: an engine behind the routers (its /metrics give hit rate and load; repeatable)");
+                  "With --target: an engine behind the routers (its /metrics give hit rate and "
+                  "load; repeatable)");
   cmp->add_flag("--no-reset-prefix-cache", *no_reset,
                 "With --target: do not POST /reset_prefix_cache to the engines before each target");
   auto fractions = std::make_shared<std::string>();
   auto saturation = std::make_shared<int>(256);
   cmp->add_option("--load-fractions", *fractions,
-                  "Open-loop runs at these fractions of the engines' capacity, e.g. 0.5,0.9 (capacity: round-robin's "
+                  "Open-loop runs at these fractions of the engines' capacity, e.g. 0.5,0.9 "
+                  "(capacity: round-robin's "
                   "closed-loop throughput at --saturation-concurrency users, no think time)");
-  cmp->add_option("--saturation-concurrency", *saturation, "Users of the capacity run")->capture_default_str();
+  cmp->add_option("--saturation-concurrency", *saturation, "Users of the capacity run")
+      ->capture_default_str();
   auto repeat = std::make_shared<int>(1);
   cmp->add_option("--repeat", *repeat,
-                  "Run the comparison N times (policies interleaved) and pool each policy's requests into one row")
+                  "Run the comparison N times (policies interleaved) and pool each policy's "
+                  "requests into one row")
       ->capture_default_str();
   auto simultaneous = std::make_shared<bool>(false);
   cmp->add_flag("--simultaneous", *simultaneous,
-                "Run all policies at the same time, each on its own engines and router (a stall of the machine "
+                "Run all policies at the same time, each on its own engines and router (a stall of "
+                "the machine "
                 "then hits all alike; needs CPU for all of them)");
   add_common_flags(cmp, *cf);
 
-  cmp->callback([cf, cmp_policies, policy_configs, repeat, simultaneous, plots, sim, targets, engine_urls, no_reset, fractions, saturation,
-                 &exit_code] {
+  cmp->callback([cf, cmp_policies, policy_configs, repeat, simultaneous, plots, sim, targets,
+                 engine_urls, no_reset, fractions, saturation, &exit_code] {
     if (!finish_common(*cf)) {
       exit_code = 2;
       return;
@@ -345,13 +395,15 @@ void add_bench_command(CLI::App& app, int& exit_code) {
     for (const auto& spec : *policy_configs) {
       const auto eq = spec.find('=');
       if (eq == std::string::npos || eq == 0 || eq + 1 == spec.size()) {
-        fmt::print(stderr, "kvroute bench compare: --policy-config wants NAME=FILE, got '{}'\n", spec);
+        fmt::print(stderr, "kvroute bench compare: --policy-config wants NAME=FILE, got '{}'\n",
+                   spec);
         exit_code = 2;
         return;
       }
       std::string name = spec.substr(0, eq);
       co.policy_configs.emplace_back(name, spec.substr(eq + 1));
-      if (std::find(co.policies.begin(), co.policies.end(), name) == co.policies.end()) co.policies.push_back(name);
+      if (std::find(co.policies.begin(), co.policies.end(), name) == co.policies.end())
+        co.policies.push_back(name);
     }
     for (const auto& spec : *targets) {
       auto t = parse_target(spec);
@@ -373,7 +425,8 @@ void add_bench_command(CLI::App& app, int& exit_code) {
     };
     if (!fractions->empty()) {
       if (!cf->records_path.empty()) std::filesystem::remove(cf->records_path);
-      exit_code = run_fractions(cf->wl, *wl, co, *fractions, *saturation, cf->json_path, *plots, cf->records_path);
+      exit_code = run_fractions(cf->wl, *wl, co, *fractions, *saturation, cf->json_path, *plots,
+                                cf->records_path);
       return;
     }
     auto runs = run_compare(*wl, co);
@@ -384,16 +437,18 @@ void add_bench_command(CLI::App& app, int& exit_code) {
     }
     const std::string extra =
         co.targets.empty()
-            ? fmt::format(R"("workload":"{}","engines":{},"preset":"{}","time_scale":{},"num_gpu_blocks":{})",
-                          cf->wl.name, sim->engines, sim->preset, sim->time_scale, sim->engine.num_gpu_blocks)
-            : fmt::format(R"("workload":"{}","engines":{},"targets":{})", cf->wl.name, engine_urls->size(),
-                          co.targets.size());
+            ? fmt::format(
+                  R"("workload":"{}","engines":{},"preset":"{}","time_scale":{},"num_gpu_blocks":{})",
+                  cf->wl.name, sim->engines, sim->preset, sim->time_scale,
+                  sim->engine.num_gpu_blocks)
+            : fmt::format(R"("workload":"{}","engines":{},"targets":{})", cf->wl.name,
+                          engine_urls->size(), co.targets.size());
     if (!cf->records_path.empty()) std::filesystem::remove(cf->records_path);
     exit_code = print_compare(*runs, cf->json_path, *plots, extra, cf->records_path);
   });
 
-  cmd->callback([cmd, cmp, f, metrics, checks, check, min_hit, max_ttft, max_imb, max_err, o_hit, o_ttft, o_imb, o_err,
-                 &exit_code] {
+  cmd->callback([cmd, cmp, f, metrics, checks, check, min_hit, max_ttft, max_imb, max_err, o_hit,
+                 o_ttft, o_imb, o_err, &exit_code] {
     if (cmp->parsed()) return;
     CheckOptions c;
     const bool any = o_hit->count() + o_ttft->count() + o_imb->count() + o_err->count() > 0;
@@ -460,8 +515,10 @@ int run_demo(const DemoOptions& d) {
   co.load.progress = d.progress;
   const bool tty = d.progress && isatty(STDOUT_FILENO) == 1;
   fmt::print(
-      "kvroute demo: {} simulated engines (Llama-3.1-8B on H100 cost model, {}x real time, {} KV blocks each)\n"
-      "workload: {} requests — {} shared-prefix prompts ({} groups, {}-token system prompts) mixed with {} chat "
+      "kvroute demo: {} simulated engines (Llama-3.1-8B on H100 cost model, {}x real time, {} KV "
+      "blocks each)\n"
+      "workload: {} requests — {} shared-prefix prompts ({} groups, {}-token system prompts) mixed "
+      "with {} chat "
       "sessions of {} turns\n"
       "policies: {}\n\n",
       d.engines, d.time_scale, co.sim.engine.num_gpu_blocks, wl->num_requests(),
@@ -485,9 +542,11 @@ int run_demo(const DemoOptions& d) {
   const int rc = print_compare(*runs, "", "", "");
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   fmt::print(
-      "\nhit rate = prompt tokens served from the engines' prefix caches (their /metrics); bound = the same requests "
+      "\nhit rate = prompt tokens served from the engines' prefix caches (their /metrics); bound = "
+      "the same requests "
       "on one pooled LRU cache of all engines' KV blocks; of bound = hit rate / bound.\n"
-      "TTFT/e2e = time to first/last token in wall-clock time at {}x speed; imbalance = max/mean requests per "
+      "TTFT/e2e = time to first/last token in wall-clock time at {}x speed; imbalance = max/mean "
+      "requests per "
       "engine (1.00 = even); req/s = completed requests per second.\n"
       "Finished in {:.1f} s. Your own workload: kvroute bench compare --help\n",
       d.time_scale, secs);
@@ -495,7 +554,8 @@ int run_demo(const DemoOptions& d) {
 }
 
 void add_demo_command(CLI::App& app, int& exit_code) {
-  auto* cmd = app.add_subcommand("demo", "Compare routing policies on simulated engines (no setup needed)");
+  auto* cmd =
+      app.add_subcommand("demo", "Compare routing policies on simulated engines (no setup needed)");
   cmd->callback([&exit_code] { exit_code = run_demo(DemoOptions{}); });
 }
 

@@ -26,7 +26,7 @@ void add_demo_command(CLI::App& app, int& exit_code);
 struct DemoOptions {
   int engines = 4;
   double time_scale = 10.0;
-  double scale = 1.0;  // multiplies the number of sessions (tests use less)
+  double scale = 1.0;     // multiplies the number of sessions (tests use less)
   double think_s = 0.25;  // mean think time between chat turns
   bool progress = true;
 };

@@ -1,6 +1,6 @@
-#include <CLI/CLI.hpp>
 #include <gtest/gtest.h>
 
+#include <CLI/CLI.hpp>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -37,7 +37,8 @@ TEST(Workload, SharedPrefixShapeAndDeterminism) {
   std::map<std::string, std::vector<std::uint32_t>> group_prefix;
   for (std::size_t i = 0; i < a->sessions.size(); ++i) {
     const Item& it = a->sessions[i].turns.at(0);
-    EXPECT_EQ(request_body(it, "m"), request_body(b->sessions[i].turns[0], "m"));  // same seed, same bytes
+    EXPECT_EQ(request_body(it, "m"),
+              request_body(b->sessions[i].turns[0], "m"));  // same seed, same bytes
     EXPECT_FALSE(it.chat);
     EXPECT_EQ(it.max_tokens, 5u);
     const auto t = predicted_tokens(it);
@@ -89,7 +90,8 @@ TEST(Workload, MultiTurnHistoryGrowsAndIsAPrefix) {
       EXPECT_EQ(tok.size(), (1 + 6) + (t + 1) * 11 + t * 4 + 1);
       if (!prev.empty()) {
         ASSERT_GE(tok.size(), prev.size());
-        EXPECT_TRUE(std::equal(prev.begin(), prev.end(), tok.begin())) << "turn " << t << " extends turn " << t - 1;
+        EXPECT_TRUE(std::equal(prev.begin(), prev.end(), tok.begin()))
+            << "turn " << t << " extends turn " << t - 1;
       }
       prev = tok;
     }
@@ -156,10 +158,12 @@ TEST(Workload, MooncakeParsingAndContentPerHashId) {
   auto limited = parse_mooncake(jsonl, 2);
   ASSERT_TRUE(limited);
   EXPECT_EQ(limited->size(), 2u);
-  auto bad = parse_mooncake("{\"timestamp\": 1, \"input_length\": 5, \"output_length\": 1, \"hash_ids\": [0]}\n{oops}\n");
+  auto bad = parse_mooncake(
+      "{\"timestamp\": 1, \"input_length\": 5, \"output_length\": 1, \"hash_ids\": [0]}\n{oops}\n");
   ASSERT_FALSE(bad);
   EXPECT_NE(bad.error().message.find("line 2"), std::string::npos) << bad.error().message;
-  EXPECT_FALSE(parse_mooncake(R"({"timestamp": 1, "input_length": 5, "output_length": 1, "hash_ids": [-1]})"));
+  EXPECT_FALSE(parse_mooncake(
+      R"({"timestamp": 1, "input_length": 5, "output_length": 1, "hash_ids": [-1]})"));
   EXPECT_FALSE(parse_mooncake(R"({"timestamp": 1, "output_length": 1, "hash_ids": [1]})"));
 }
 
@@ -168,8 +172,8 @@ TEST(Workload, MooncakeFileFixture) {
   {
     std::ofstream f(path);
     for (int i = 0; i < 5; ++i) {
-      f << R"({"timestamp": )" << i * 100 << R"(, "input_length": 700, "output_length": 3, "hash_ids": [42, )"
-        << 100 + i << "]}\n";
+      f << R"({"timestamp": )" << i * 100
+        << R"(, "input_length": 700, "output_length": 3, "hash_ids": [42, )" << 100 + i << "]}\n";
     }
   }
   WorkloadOptions o;
@@ -247,18 +251,18 @@ TEST(Report, PooledRunsSumCountersAndBoundsAndPoolLatencies) {
   EXPECT_EQ(pooled.repeats, 2);
   EXPECT_EQ(pooled.completed, 8u);
   EXPECT_DOUBLE_EQ(pooled.wall_s, 4);
-  EXPECT_DOUBLE_EQ(pooled.hit_rate, 160.0 / 400.0);       // summed counters, not a mean of rates
+  EXPECT_DOUBLE_EQ(pooled.hit_rate, 160.0 / 400.0);  // summed counters, not a mean of rates
   EXPECT_EQ(pooled.bounds.query_tokens, 2 * one.bounds.query_tokens);
   EXPECT_EQ(pooled.bounds.lru_hit_tokens, 2 * one.bounds.lru_hit_tokens);  // each run starts cold
   EXPECT_DOUBLE_EQ(pooled.bounds.lru_hit_rate(), one.bounds.lru_hit_rate());
-  EXPECT_DOUBLE_EQ(pooled.imbalance, 1.5);                // 6 and 2 requests
+  EXPECT_DOUBLE_EQ(pooled.imbalance, 1.5);  // 6 and 2 requests
   // Two runs: percentiles are the mean of the two runs' (the median of an even count).
   EXPECT_NEAR(pooled.ttft.p99, (one.ttft.p99 + summarize("p", *wl, runs[1]).ttft.p99) / 2, 1e-12);
   EXPECT_NEAR(pooled.ttft.p50, (one.ttft.p50 + summarize("p", *wl, runs[1]).ttft.p50) / 2, 1e-12);
   EXPECT_NEAR(pooled.ttft.mean, (0.0115 + 0.1015) / 2, 1e-9);  // the mean pools every request
   const RunResult merged = pool_runs(runs);
   ASSERT_EQ(merged.records.size(), 8u);
-  EXPECT_DOUBLE_EQ(merged.records[4].start_s, 2.0);       // offset by the first run's wall
+  EXPECT_DOUBLE_EQ(merged.records[4].start_s, 2.0);  // offset by the first run's wall
   EXPECT_NE(summary_json(pooled).find("\"repeats\":2"), std::string::npos);
 }
 
@@ -414,7 +418,8 @@ TEST(LoadGen, MultiTurnThroughProxyWithSessionsAndBackends) {
 void write_prefix_only_config(const std::filesystem::path& file) {
   std::ofstream f(file);
   f << "plugins:\n  - type: prefix-cache-scorer\n  - type: max-score-picker\n"
-       "schedulingProfiles:\n  - name: default\n    plugins:\n      - {pluginRef: prefix-cache-scorer}\n"
+       "schedulingProfiles:\n  - name: default\n    plugins:\n      - {pluginRef: "
+       "prefix-cache-scorer}\n"
        "      - {pluginRef: max-score-picker}\n";
 }
 
@@ -509,7 +514,8 @@ TEST(Compare, SimultaneousPoliciesRunTogetherEachOnItsOwnEngines) {
     EXPECT_EQ(r.run.records.size(), 8u);
     // Each policy's engines served exactly its own requests.
     ASSERT_TRUE(r.summary.engine_counters) << r.policy;
-    EXPECT_EQ(r.summary.engine_queries, static_cast<double>(r.summary.usage_prompt_tokens)) << r.policy;
+    EXPECT_EQ(r.summary.engine_queries, static_cast<double>(r.summary.usage_prompt_tokens))
+        << r.policy;
     EXPECT_EQ(r.summary.backends[0].requests + r.summary.backends[1].requests, 8u) << r.policy;
     EXPECT_EQ(backends_used(r), i == 0 ? 2u : 1u) << r.policy;
   }
@@ -533,9 +539,10 @@ TEST(Compare, ParsesTargets) {
   EXPECT_FALSE(parse_target("nonsense"));
 }
 
-// Routers given by URL: the same engine measured twice as two "targets". With the prefix caches reset
-// before each target the second run sees exactly the first run's hits; without the reset it inherits the
-// first run's cache and hits more. Per-target names, counters and load come back from the engines.
+// Routers given by URL: the same engine measured twice as two "targets". With the prefix caches
+// reset before each target the second run sees exactly the first run's hits; without the reset it
+// inherits the first run's cache and hits more. Per-target names, counters and load come back from
+// the engines.
 TEST(Compare, TargetsByUrlResetEngineCachesBetweenRuns) {
   sim::SimCluster cluster(fast_sim(1));
   ASSERT_TRUE(cluster.start());
@@ -653,15 +660,18 @@ TEST(Check, ThresholdsAndExitCodes) {
   EXPECT_NE(f[0].find("--min-hit-rate"), std::string::npos);
   EXPECT_NE(f[1].find("--max-ttft-p99"), std::string::npos);
   EXPECT_NE(f[2].find("--max-imbalance"), std::string::npos);
-  EXPECT_TRUE(check_thresholds(s, {.min_hit_rate = 0.4, .max_ttft_p99_s = 5.0, .max_imbalance = 1.5}).empty());
+  EXPECT_TRUE(
+      check_thresholds(s, {.min_hit_rate = 0.4, .max_ttft_p99_s = 5.0, .max_imbalance = 1.5})
+          .empty());
   s.backends.clear();
   EXPECT_EQ(check_thresholds(s, {.max_imbalance = 5.0}).size(), 1u);
 
   sim::SimCluster cluster(fast_sim(1));
   ASSERT_TRUE(cluster.start());
   const std::string url = cluster.endpoints()[0].url;
-  const std::vector<std::string> base{"bench", "--url", url, "--backend-metrics", url, "--requests", "12",
-                                      "--sp-groups", "2", "--sp-system-len", "64", "--output-len", "3", "--quiet"};
+  const std::vector<std::string> base{
+      "bench", "--url",           url,  "--backend-metrics", url, "--requests", "12", "--sp-groups",
+      "2",     "--sp-system-len", "64", "--output-len",      "3", "--quiet"};
   auto with = [&](std::vector<std::string> extra) {
     std::vector<std::string> a = base;
     a.insert(a.end(), extra.begin(), extra.end());
@@ -669,7 +679,8 @@ TEST(Check, ThresholdsAndExitCodes) {
   };
   ::testing::internal::CaptureStdout();
   ::testing::internal::CaptureStderr();
-  const int pass = run_cli(with({"--check", "--min-hit-rate", "0.1", "--max-ttft-p99", "5s", "--max-imbalance", "1.0"}));
+  const int pass = run_cli(
+      with({"--check", "--min-hit-rate", "0.1", "--max-ttft-p99", "5s", "--max-imbalance", "1.0"}));
   const int failing = run_cli(with({"--check", "--min-hit-rate", "0.99"}));
   const int bad_url = run_cli({"bench", "--url", "ftp://x", "--quiet"});
   ::testing::internal::GetCapturedStdout();
@@ -683,7 +694,8 @@ TEST(Check, ThresholdsAndExitCodes) {
 
 TEST(Demo, SmallDemoPrintsTheTable) {
   ::testing::internal::CaptureStdout();
-  const int rc = run_demo({.engines = 2, .time_scale = 100, .scale = 0.1, .think_s = 0, .progress = false});
+  const int rc =
+      run_demo({.engines = 2, .time_scale = 100, .scale = 0.1, .think_s = 0, .progress = false});
   const std::string out = ::testing::internal::GetCapturedStdout();
   EXPECT_EQ(rc, 0) << out;
   EXPECT_NE(out.find("| round-robin |"), std::string::npos) << out;

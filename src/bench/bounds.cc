@@ -8,10 +8,14 @@
 namespace kvroute::bench {
 
 double BoundsResult::infinite_hit_rate() const {
-  return query_tokens == 0 ? 0 : static_cast<double>(infinite_hit_tokens) / static_cast<double>(query_tokens);
+  return query_tokens == 0
+             ? 0
+             : static_cast<double>(infinite_hit_tokens) / static_cast<double>(query_tokens);
 }
 double BoundsResult::lru_hit_rate() const {
-  return query_tokens == 0 ? 0 : static_cast<double>(lru_hit_tokens) / static_cast<double>(query_tokens);
+  return query_tokens == 0
+             ? 0
+             : static_cast<double>(lru_hit_tokens) / static_cast<double>(query_tokens);
 }
 
 BoundsCalculator::BoundsCalculator(std::uint32_t block_size, std::uint64_t capacity_blocks)

@@ -34,14 +34,18 @@ std::vector<std::string> split_list(std::string_view s) {
 Result<CompareTarget> parse_target(std::string_view spec) {
   CompareTarget t;
   const std::size_t eq = spec.find('=');
-  const bool named = eq != std::string_view::npos && spec.substr(0, eq).find("://") == std::string_view::npos;
+  const bool named =
+      eq != std::string_view::npos && spec.substr(0, eq).find("://") == std::string_view::npos;
   t.url = std::string(named ? spec.substr(eq + 1) : spec);
   if (t.url.find("://") == std::string::npos)
-    return fail(Error::invalid("--target '" + std::string(spec) + "': expected NAME=http://host:port"));
+    return fail(
+        Error::invalid("--target '" + std::string(spec) + "': expected NAME=http://host:port"));
   auto ep = http::parse_http_url(t.url);
-  if (!ep) return fail(Error::invalid("--target '" + std::string(spec) + "': " + ep.error().message));
+  if (!ep)
+    return fail(Error::invalid("--target '" + std::string(spec) + "': " + ep.error().message));
   t.name = named ? std::string(spec.substr(0, eq)) : fmt::format("{}:{}", ep->host, ep->port);
-  if (t.name.empty()) return fail(Error::invalid("--target '" + std::string(spec) + "': empty name"));
+  if (t.name.empty())
+    return fail(Error::invalid("--target '" + std::string(spec) + "': empty name"));
   return t;
 }
 
@@ -55,8 +59,11 @@ SummaryOptions summary_options(const CompareOptions& o) {
 }
 
 Result<std::vector<CompareRun>> run_targets(const Workload& workload, const CompareOptions& o) {
-  if (!o.policies.empty()) return fail(Error::invalid("--policies and --target cannot be combined"));
-  if (o.simultaneous) return fail(Error::invalid("--simultaneous and --target cannot be combined (the targets share engines)"));
+  if (!o.policies.empty())
+    return fail(Error::invalid("--policies and --target cannot be combined"));
+  if (o.simultaneous)
+    return fail(Error::invalid(
+        "--simultaneous and --target cannot be combined (the targets share engines)"));
   std::vector<CompareRun> out;
   for (const auto& target : o.targets) {
     CompareRun cr;
@@ -77,7 +84,8 @@ Result<std::vector<CompareRun>> run_targets(const Workload& workload, const Comp
     cr.run = std::move(*run);
     cr.summary = summarize(target.name, workload, cr.run, summary_options(o));
     for (const auto& w : cr.run.warnings) cr.summary.errors.push_back(w);
-    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double secs =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (o.on_done) o.on_done(target.name, cr.summary, secs);
     out.push_back(std::move(cr));
   }
@@ -99,7 +107,8 @@ struct PolicyRun {
   Result<RunResult> result = fail(Error::unavailable("not run"));
 };
 
-// Starts the engines and the router of one policy; on failure, `cr.error` says why and nothing runs.
+// Starts the engines and the router of one policy; on failure, `cr.error` says why and nothing
+// runs.
 void start_policy(PolicyRun& pr, const CompareOptions& o) {
   const std::string& policy = pr.cr.policy;
   if (o.on_start) o.on_start(policy);
@@ -112,7 +121,8 @@ void start_policy(PolicyRun& pr, const CompareOptions& o) {
       pc != o.policy_configs.end()) {
     auto file = config::load_file(pc->second);
     if (file && file->plugins.empty()) {
-      file = fail(Error::invalid(pc->second + ": no plugins (a scheduler config needs plugins and schedulingProfiles)"));
+      file = fail(Error::invalid(
+          pc->second + ": no plugins (a scheduler config needs plugins and schedulingProfiles)"));
     }
     if (!file) {
       pr.cr.error = file.error().message;
@@ -190,18 +200,21 @@ Status finish_policy(PolicyRun& pr, const Workload& workload, const CompareOptio
     if (pr.cr.summary.backends[i].name == pr.endpoints[i].url)
       pr.cr.summary.backends[i].name = fmt::format("engine-{}", i);
   }
-  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - pr.t0).count();
+  const double secs =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - pr.t0).count();
   if (o.on_done) o.on_done(pr.cr.policy, pr.cr.summary, secs);
   return {};
 }
 
 }  // namespace
 
-Result<std::vector<CompareRun>> run_compare_once(const Workload& workload, const CompareOptions& o) {
+Result<std::vector<CompareRun>> run_compare_once(const Workload& workload,
+                                                 const CompareOptions& o) {
   if (!o.targets.empty()) return run_targets(workload, o);
   std::vector<std::string> policies = o.policies.empty() ? routing::policy_names() : o.policies;
   if (o.sim.engines < 1) return fail(Error::invalid("--engines must be at least 1"));
-  if (!o.proxy_log_level.empty()) set_log_level(o.proxy_log_level);  // the in-process router logs per request
+  if (!o.proxy_log_level.empty())
+    set_log_level(o.proxy_log_level);  // the in-process router logs per request
   std::vector<PolicyRun> runs(policies.size());
   for (std::size_t i = 0; i < policies.size(); ++i) runs[i].cr.policy = policies[i];
   if (o.simultaneous) {
@@ -269,7 +282,8 @@ Result<std::vector<CompareRun>> run_compare(const Workload& workload, const Comp
   return out;
 }
 
-Result<double> measure_capacity(const Workload& workload, const CompareOptions& options, int concurrency) {
+Result<double> measure_capacity(const Workload& workload, const CompareOptions& options,
+                                int concurrency) {
   if (concurrency < 1) return fail(Error::invalid("saturation concurrency must be at least 1"));
   CompareOptions cal = options;
   cal.on_start = nullptr;
@@ -285,9 +299,11 @@ Result<double> measure_capacity(const Workload& workload, const CompareOptions& 
   cal.load.progress_label = "capacity            ";
   KVROUTE_TRY(auto runs, run_compare(workload, cal));
   if (runs.empty() || !runs[0].error.empty())
-    return fail(Error::unavailable("capacity run: " + (runs.empty() ? std::string("no run") : runs[0].error)));
+    return fail(Error::unavailable("capacity run: " +
+                                   (runs.empty() ? std::string("no run") : runs[0].error)));
   const Summary& s = runs[0].summary;
-  if (s.completed == 0 || s.request_throughput <= 0) return fail(Error::unavailable("capacity run completed nothing"));
+  if (s.completed == 0 || s.request_throughput <= 0)
+    return fail(Error::unavailable("capacity run completed nothing"));
   return s.request_throughput;
 }
 

@@ -1,7 +1,7 @@
 #include "bench/internal/report.h"
 
-#include <fmt/format.h>
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <spawn.h>
 #include <sys/wait.h>
 
@@ -10,9 +10,9 @@
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
-#include <iterator>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <numeric>
 #include <set>
@@ -38,8 +38,8 @@ std::string jnum(double v) {
 }
 
 std::string pct_json(const Percentiles& p) {
-  return fmt::format(R"({{"n":{},"mean":{},"p50":{},"p90":{},"p99":{}}})", p.n, jnum(p.mean), jnum(p.p50),
-                     jnum(p.p90), jnum(p.p99));
+  return fmt::format(R"({{"n":{},"mean":{},"p50":{},"p90":{},"p99":{}}})", p.n, jnum(p.mean),
+                     jnum(p.p50), jnum(p.p90), jnum(p.p99));
 }
 
 std::string fmt_latency(double s, std::size_t n) {
@@ -54,15 +54,18 @@ std::string fmt_pct(double v) { return fmt::format("{:.1f}%", v * 100.0); }
 
 std::string sanitize(std::string_view s) {
   std::string out;
-  for (char c : s) out += (std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_') ? c : '_';
+  for (char c : s)
+    out += (std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_') ? c : '_';
   return out.empty() ? "run" : out;
 }
 
 std::string gp_quote(std::string_view s) {
   std::string out = "'";
   for (char c : s) {
-    if (c == '\'') out += "''";
-    else out += c;
+    if (c == '\'')
+      out += "''";
+    else
+      out += c;
   }
   return out + "'";
 }
@@ -81,7 +84,8 @@ Percentiles percentiles_of(std::vector<double> v) {
   return p;
 }
 
-Summary summarize(const std::string& label, const Workload& wl, const RunResult& run, const SummaryOptions& opts) {
+Summary summarize(const std::string& label, const Workload& wl, const RunResult& run,
+                  const SummaryOptions& opts) {
   Summary s;
   s.label = label;
   s.workload = wl.name;
@@ -120,9 +124,9 @@ Summary summarize(const std::string& label, const Workload& wl, const RunResult&
     s.request_throughput = static_cast<double>(s.completed) / s.wall_s;
     s.output_throughput = static_cast<double>(out_tokens) / s.wall_s;
   }
-  s.usage_hit_rate = s.usage_prompt_tokens == 0
-                         ? 0
-                         : static_cast<double>(s.usage_cached_tokens) / static_cast<double>(s.usage_prompt_tokens);
+  s.usage_hit_rate = s.usage_prompt_tokens == 0 ? 0
+                                                : static_cast<double>(s.usage_cached_tokens) /
+                                                      static_cast<double>(s.usage_prompt_tokens);
 
   // Engines' counters.
   double engine_requests = 0, engine_blocks = 0, engine_block_size = 0;
@@ -135,14 +139,16 @@ Summary summarize(const std::string& label, const Workload& wl, const RunResult&
     engine_blocks += e.num_gpu_blocks;
     if (e.block_size > 0) engine_block_size = e.block_size;
   }
-  if (s.engine_counters && s.engine_queries > 0) s.engine_hit_rate = s.engine_hits / s.engine_queries;
+  if (s.engine_counters && s.engine_queries > 0)
+    s.engine_hit_rate = s.engine_hits / s.engine_queries;
   s.hit_rate = s.engine_counters ? s.engine_hit_rate : s.usage_hit_rate;
 
   // Bounds over the completed requests, in the order they were sent.
-  const std::uint32_t bs = opts.block_size > 0 ? opts.block_size
+  const std::uint32_t bs = opts.block_size > 0     ? opts.block_size
                            : engine_block_size > 0 ? static_cast<std::uint32_t>(engine_block_size)
                                                    : 16;
-  const std::uint64_t cap = opts.capacity_blocks > 0 ? opts.capacity_blocks : static_cast<std::uint64_t>(engine_blocks);
+  const std::uint64_t cap =
+      opts.capacity_blocks > 0 ? opts.capacity_blocks : static_cast<std::uint64_t>(engine_blocks);
   BoundsCalculator bc(bs, cap);
   for (const auto& r : run.records) {
     if (r.outcome != Outcome::kOk) continue;
@@ -155,7 +161,8 @@ Summary summarize(const std::string& label, const Workload& wl, const RunResult&
 
   // Load per backend.
   if (s.engine_counters && engine_requests > 0) {
-    for (const auto& e : run.engines) s.backends.push_back({e.url, static_cast<std::uint64_t>(e.requests + 0.5)});
+    for (const auto& e : run.engines)
+      s.backends.push_back({e.url, static_cast<std::uint64_t>(e.requests + 0.5)});
   } else {
     for (const auto& [name, n] : by_header) s.backends.push_back({name, n});
   }
@@ -205,8 +212,8 @@ RunResult pool_runs(std::span<const RunResult> runs) {
   return out;
 }
 
-Summary summarize_pooled(const std::string& label, const Workload& wl, std::span<const RunResult> runs,
-                         const SummaryOptions& opts) {
+Summary summarize_pooled(const std::string& label, const Workload& wl,
+                         std::span<const RunResult> runs, const SummaryOptions& opts) {
   if (runs.size() == 1) return summarize(label, wl, runs[0], opts);
   Summary s = summarize(label, wl, pool_runs(runs), opts);
   BoundsResult b;
@@ -244,22 +251,26 @@ Summary summarize_pooled(const std::string& label, const Workload& wl, std::span
 
 std::string summary_json(const Summary& s) {
   std::string b = "{";
-  b += fmt::format(R"("label":{},"workload":{},"sent":{},"completed":{},"failed":{},"cancelled":{},)", jstr(s.label),
-                   jstr(s.workload), s.sent, s.completed, s.failed, s.cancelled);
+  b += fmt::format(
+      R"("label":{},"workload":{},"sent":{},"completed":{},"failed":{},"cancelled":{},)",
+      jstr(s.label), jstr(s.workload), s.sent, s.completed, s.failed, s.cancelled);
   b += fmt::format(R"("wall_s":{},"request_throughput":{},"output_throughput":{},)", jnum(s.wall_s),
                    jnum(s.request_throughput), jnum(s.output_throughput));
-  b += fmt::format(R"("ttft_s":{},"e2e_s":{},"itl_s":{},)", pct_json(s.ttft), pct_json(s.e2e), pct_json(s.itl));
-  b += fmt::format(R"("hit_rate":{},"usage_hit_rate":{},"usage_prompt_tokens":{},"usage_cached_tokens":{},)",
-                   jnum(s.hit_rate), jnum(s.usage_hit_rate), s.usage_prompt_tokens, s.usage_cached_tokens);
-  b += fmt::format(R"("engine_counters":{},"engine_hit_rate":{},"engine_queries":{},"engine_hits":{},)",
-                   s.engine_counters ? "true" : "false", jnum(s.engine_hit_rate), jnum(s.engine_queries),
-                   jnum(s.engine_hits));
+  b += fmt::format(R"("ttft_s":{},"e2e_s":{},"itl_s":{},)", pct_json(s.ttft), pct_json(s.e2e),
+                   pct_json(s.itl));
+  b += fmt::format(
+      R"("hit_rate":{},"usage_hit_rate":{},"usage_prompt_tokens":{},"usage_cached_tokens":{},)",
+      jnum(s.hit_rate), jnum(s.usage_hit_rate), s.usage_prompt_tokens, s.usage_cached_tokens);
+  b += fmt::format(
+      R"("engine_counters":{},"engine_hit_rate":{},"engine_queries":{},"engine_hits":{},)",
+      s.engine_counters ? "true" : "false", jnum(s.engine_hit_rate), jnum(s.engine_queries),
+      jnum(s.engine_hits));
   b += fmt::format(
       R"("bounds":{{"requests":{},"query_tokens":{},"capacity_blocks":{},"infinite_hit_rate":{},"pooled_lru_hit_rate":{}}},)",
-      s.bounds.requests, s.bounds.query_tokens, s.bounds.capacity_blocks, jnum(s.bounds.infinite_hit_rate()),
-      jnum(s.bounds.lru_hit_rate()));
-  b += fmt::format(R"("fraction_of_bound":{},"imbalance":{},"repeats":{},"backends":[)", jnum(s.fraction_of_bound),
-                   jnum(s.imbalance), s.repeats);
+      s.bounds.requests, s.bounds.query_tokens, s.bounds.capacity_blocks,
+      jnum(s.bounds.infinite_hit_rate()), jnum(s.bounds.lru_hit_rate()));
+  b += fmt::format(R"("fraction_of_bound":{},"imbalance":{},"repeats":{},"backends":[)",
+                   jnum(s.fraction_of_bound), jnum(s.imbalance), s.repeats);
   for (std::size_t i = 0; i < s.backends.size(); ++i) {
     b += fmt::format(R"({}{{"name":{},"requests":{}}})", i ? "," : "", jstr(s.backends[i].name),
                      s.backends[i].requests);
@@ -281,39 +292,44 @@ std::string summaries_json(const std::vector<Summary>& runs, const std::string& 
 
 std::string markdown_table(const std::vector<Summary>& runs) {
   std::string t =
-      "| policy | hit rate | bound | of bound | TTFT p50 | TTFT p99 | e2e p50 | imbalance | req/s | ok/sent |\n"
+      "| policy | hit rate | bound | of bound | TTFT p50 | TTFT p99 | e2e p50 | imbalance | req/s "
+      "| ok/sent |\n"
       "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
   for (const auto& s : runs) {
-    t += fmt::format("| {} | {} | {} | {} | {} | {} | {} | {} | {:.1f} | {}/{} |\n", s.label, fmt_pct(s.hit_rate),
-                     fmt_pct(s.bounds.lru_hit_rate()), fmt_pct(s.fraction_of_bound), fmt_latency(s.ttft.p50, s.ttft.n),
+    t += fmt::format("| {} | {} | {} | {} | {} | {} | {} | {} | {:.1f} | {}/{} |\n", s.label,
+                     fmt_pct(s.hit_rate), fmt_pct(s.bounds.lru_hit_rate()),
+                     fmt_pct(s.fraction_of_bound), fmt_latency(s.ttft.p50, s.ttft.n),
                      fmt_latency(s.ttft.p99, s.ttft.n), fmt_latency(s.e2e.p50, s.e2e.n),
-                     s.imbalance > 0 ? fmt::format("{:.2f}", s.imbalance) : std::string("-"), s.request_throughput,
-                     s.completed, s.sent);
+                     s.imbalance > 0 ? fmt::format("{:.2f}", s.imbalance) : std::string("-"),
+                     s.request_throughput, s.completed, s.sent);
   }
   return t;
 }
 
 std::string text_report(const Summary& s) {
   std::string t;
-  t += fmt::format("workload {}: {} sent, {} completed, {} failed, {} cancelled in {:.2f} s\n", s.workload, s.sent,
-                   s.completed, s.failed, s.cancelled, s.wall_s);
-  t += fmt::format("throughput: {:.2f} req/s, {:.1f} output tok/s\n", s.request_throughput, s.output_throughput);
-  t += fmt::format("TTFT  p50 {}  p90 {}  p99 {}\n", fmt_latency(s.ttft.p50, s.ttft.n), fmt_latency(s.ttft.p90, s.ttft.n),
-                   fmt_latency(s.ttft.p99, s.ttft.n));
-  t += fmt::format("ITL   p50 {}  p90 {}  p99 {}\n", fmt_latency(s.itl.p50, s.itl.n), fmt_latency(s.itl.p90, s.itl.n),
-                   fmt_latency(s.itl.p99, s.itl.n));
-  t += fmt::format("e2e   p50 {}  p90 {}  p99 {}\n", fmt_latency(s.e2e.p50, s.e2e.n), fmt_latency(s.e2e.p90, s.e2e.n),
-                   fmt_latency(s.e2e.p99, s.e2e.n));
+  t += fmt::format("workload {}: {} sent, {} completed, {} failed, {} cancelled in {:.2f} s\n",
+                   s.workload, s.sent, s.completed, s.failed, s.cancelled, s.wall_s);
+  t += fmt::format("throughput: {:.2f} req/s, {:.1f} output tok/s\n", s.request_throughput,
+                   s.output_throughput);
+  t += fmt::format("TTFT  p50 {}  p90 {}  p99 {}\n", fmt_latency(s.ttft.p50, s.ttft.n),
+                   fmt_latency(s.ttft.p90, s.ttft.n), fmt_latency(s.ttft.p99, s.ttft.n));
+  t += fmt::format("ITL   p50 {}  p90 {}  p99 {}\n", fmt_latency(s.itl.p50, s.itl.n),
+                   fmt_latency(s.itl.p90, s.itl.n), fmt_latency(s.itl.p99, s.itl.n));
+  t += fmt::format("e2e   p50 {}  p90 {}  p99 {}\n", fmt_latency(s.e2e.p50, s.e2e.n),
+                   fmt_latency(s.e2e.p90, s.e2e.n), fmt_latency(s.e2e.p99, s.e2e.n));
   if (s.engine_counters) {
-    t += fmt::format("prefix-cache hit rate (engines' counters): {} ({:.0f}/{:.0f} tokens)\n", fmt_pct(s.engine_hit_rate),
-                     s.engine_hits, s.engine_queries);
+    t += fmt::format("prefix-cache hit rate (engines' counters): {} ({:.0f}/{:.0f} tokens)\n",
+                     fmt_pct(s.engine_hit_rate), s.engine_hits, s.engine_queries);
   }
-  t += fmt::format("prefix-cache hit rate (usage cached_tokens): {} ({}/{} tokens)\n", fmt_pct(s.usage_hit_rate),
-                   s.usage_cached_tokens, s.usage_prompt_tokens);
-  t += fmt::format("bounds: infinite cache {}, pooled LRU of {} blocks {}; achieved {} of the bound\n",
-                   fmt_pct(s.bounds.infinite_hit_rate()),
-                   s.bounds.capacity_blocks ? fmt::format("{}", s.bounds.capacity_blocks) : std::string("unbounded"),
-                   fmt_pct(s.bounds.lru_hit_rate()), fmt_pct(s.fraction_of_bound));
+  t += fmt::format("prefix-cache hit rate (usage cached_tokens): {} ({}/{} tokens)\n",
+                   fmt_pct(s.usage_hit_rate), s.usage_cached_tokens, s.usage_prompt_tokens);
+  t += fmt::format(
+      "bounds: infinite cache {}, pooled LRU of {} blocks {}; achieved {} of the bound\n",
+      fmt_pct(s.bounds.infinite_hit_rate()),
+      s.bounds.capacity_blocks ? fmt::format("{}", s.bounds.capacity_blocks)
+                               : std::string("unbounded"),
+      fmt_pct(s.bounds.lru_hit_rate()), fmt_pct(s.fraction_of_bound));
   if (!s.backends.empty()) {
     t += fmt::format("load imbalance (max/mean requests per backend): {:.2f} —", s.imbalance);
     for (const auto& b : s.backends) t += fmt::format(" {}={}", b.name, b.requests);
@@ -327,24 +343,27 @@ std::vector<std::string> check_thresholds(const Summary& s, const CheckOptions& 
   std::vector<std::string> f;
   if (s.completed == 0) f.push_back("no request completed");
   if (c.min_hit_rate && !(s.hit_rate >= *c.min_hit_rate)) {
-    f.push_back(fmt::format("hit rate {:.3f} is below --min-hit-rate {:.3f}", s.hit_rate, *c.min_hit_rate));
+    f.push_back(
+        fmt::format("hit rate {:.3f} is below --min-hit-rate {:.3f}", s.hit_rate, *c.min_hit_rate));
   }
   if (c.max_ttft_p99_s && (s.ttft.n == 0 || !(s.ttft.p99 <= *c.max_ttft_p99_s))) {
     f.push_back(s.ttft.n == 0 ? std::string("TTFT p99 unknown (no request produced a token)")
-                              : fmt::format("TTFT p99 {:.3f} s is above --max-ttft-p99 {:.3f} s", s.ttft.p99,
-                                            *c.max_ttft_p99_s));
+                              : fmt::format("TTFT p99 {:.3f} s is above --max-ttft-p99 {:.3f} s",
+                                            s.ttft.p99, *c.max_ttft_p99_s));
   }
   if (c.max_imbalance) {
     if (s.backends.empty()) {
       f.push_back("load imbalance unknown: no x-kvroute-backend headers and no --backend-metrics");
     } else if (!(s.imbalance <= *c.max_imbalance)) {
-      f.push_back(fmt::format("load imbalance {:.2f} is above --max-imbalance {:.2f}", s.imbalance, *c.max_imbalance));
+      f.push_back(fmt::format("load imbalance {:.2f} is above --max-imbalance {:.2f}", s.imbalance,
+                              *c.max_imbalance));
     }
   }
   if (c.max_error_rate && s.sent > 0) {
     const double er = static_cast<double>(s.failed) / static_cast<double>(s.sent);
     if (er > *c.max_error_rate) {
-      f.push_back(fmt::format("error rate {:.3f} is above --max-error-rate {:.3f}", er, *c.max_error_rate));
+      f.push_back(
+          fmt::format("error rate {:.3f} is above --max-error-rate {:.3f}", er, *c.max_error_rate));
     }
   }
   return f;
@@ -369,7 +388,8 @@ int run_gnuplot(const std::string& script_path, const std::string& log_path) {
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
-Result<std::vector<std::string>> write_plots(const std::string& dir, const std::vector<PlotInput>& runs) {
+Result<std::vector<std::string>> write_plots(const std::string& dir,
+                                             const std::vector<PlotInput>& runs) {
   namespace fs = std::filesystem;
   std::error_code ec;
   fs::create_directories(dir, ec);
@@ -384,16 +404,19 @@ Result<std::vector<std::string>> write_plots(const std::string& dir, const std::
   // Hit rate bars.
   std::string hit = "# label achieved pooled_lru infinite\n";
   for (const auto& r : runs) {
-    hit += fmt::format("\"{}\" {:.6f} {:.6f} {:.6f}\n", sanitize(r.summary.label), r.summary.hit_rate,
-                       r.summary.bounds.lru_hit_rate(), r.summary.bounds.infinite_hit_rate());
+    hit +=
+        fmt::format("\"{}\" {:.6f} {:.6f} {:.6f}\n", sanitize(r.summary.label), r.summary.hit_rate,
+                    r.summary.bounds.lru_hit_rate(), r.summary.bounds.infinite_hit_rate());
   }
   if (auto st = write("hit_rate.dat", hit); !st) return fail(st.error());
   std::string body;
-  body += "set output 'hit_rate.png'\nset title 'Prefix-cache hit rate per policy'\n"
-          "set style data histograms\nset style histogram clustered gap 1\nset style fill solid 0.8 border -1\n"
-          "set yrange [0:1.05]\nset ylabel 'hit rate (tokens)'\nset key top left\nset grid ytics\n"
-          "plot 'hit_rate.dat' using 2:xtic(1) title 'achieved', '' using 3 title 'pooled-LRU bound', "
-          "'' using 4 title 'infinite-cache bound'\n";
+  body +=
+      "set output 'hit_rate.png'\nset title 'Prefix-cache hit rate per policy'\n"
+      "set style data histograms\nset style histogram clustered gap 1\nset style fill solid 0.8 "
+      "border -1\n"
+      "set yrange [0:1.05]\nset ylabel 'hit rate (tokens)'\nset key top left\nset grid ytics\n"
+      "plot 'hit_rate.dat' using 2:xtic(1) title 'achieved', '' using 3 title 'pooled-LRU bound', "
+      "'' using 4 title 'infinite-cache bound'\n";
   pngs.push_back((fs::path(dir) / "hit_rate.png").string());
   // TTFT CDF.
   std::string plot_cmd;
@@ -407,25 +430,28 @@ Result<std::vector<std::string>> write_plots(const std::string& dir, const std::
     std::sort(t.begin(), t.end());
     std::string d = "# ttft_ms fraction\n";
     for (std::size_t k = 0; k < t.size(); ++k) {
-      d += fmt::format("{:.4f} {:.6f}\n", t[k], static_cast<double>(k + 1) / static_cast<double>(t.size()));
+      d += fmt::format("{:.4f} {:.6f}\n", t[k],
+                       static_cast<double>(k + 1) / static_cast<double>(t.size()));
     }
     if (t.empty()) d += "0 0\n";
     const std::string name = fmt::format("ttft_{}.dat", i);
     if (auto st = write(name, d); !st) return fail(st.error());
-    plot_cmd += fmt::format("{}'{}' using 1:2 with steps lw 2 title {}", plot_cmd.empty() ? "" : ", ", name,
-                            gp_quote(runs[i].summary.label));
+    plot_cmd += fmt::format("{}'{}' using 1:2 with steps lw 2 title {}",
+                            plot_cmd.empty() ? "" : ", ", name, gp_quote(runs[i].summary.label));
   }
-  body += "reset\nset output 'ttft_cdf.png'\nset title 'TTFT CDF per policy'\nset xlabel 'TTFT (ms)'\n"
-          "set ylabel 'fraction of requests'\nset yrange [0:1.02]\nset key bottom right\nset grid\n"
-          "set logscale x\nplot " +
-          plot_cmd + "\n";
+  body +=
+      "reset\nset output 'ttft_cdf.png'\nset title 'TTFT CDF per policy'\nset xlabel 'TTFT (ms)'\n"
+      "set ylabel 'fraction of requests'\nset yrange [0:1.02]\nset key bottom right\nset grid\n"
+      "set logscale x\nplot " +
+      plot_cmd + "\n";
   pngs.push_back((fs::path(dir) / "ttft_cdf.png").string());
   // Load per backend over time: in-flight requests per backend.
   for (const auto& r : runs) {
     if (r.run == nullptr) continue;
     std::vector<std::string> names;
     for (const auto& rec : r.run->records) {
-      if (!rec.backend.empty() && std::find(names.begin(), names.end(), rec.backend) == names.end()) {
+      if (!rec.backend.empty() &&
+          std::find(names.begin(), names.end(), rec.backend) == names.end()) {
         names.push_back(rec.backend);
       }
     }
@@ -454,18 +480,20 @@ Result<std::vector<std::string>> write_plots(const std::string& dir, const std::
     if (auto st = write(base + ".dat", d); !st) return fail(st.error());
     std::string cmd;
     for (std::size_t k = 0; k < names.size(); ++k) {
-      cmd += fmt::format("{}'{}.dat' using 1:{} with lines lw 2 title {}", k ? ", " : "", base, k + 2,
-                         gp_quote(names[k]));
+      cmd += fmt::format("{}'{}.dat' using 1:{} with lines lw 2 title {}", k ? ", " : "", base,
+                         k + 2, gp_quote(names[k]));
     }
     body += fmt::format(
-        "reset\nset output '{0}.png'\nset title {1}\nset xlabel 'time (s)'\nset ylabel 'requests in flight'\n"
+        "reset\nset output '{0}.png'\nset title {1}\nset xlabel 'time (s)'\nset ylabel 'requests "
+        "in flight'\n"
         "set key top right\nset grid\nplot {2}\n",
         base, gp_quote("Load per backend: " + r.summary.label), cmd);
     pngs.push_back((fs::path(dir) / (base + ".png")).string());
   }
   // gnuplot resolves relative names against its working directory: cd into `dir` first.
   const std::string abs_dir = fs::absolute(dir).string();
-  for (const char* term : {"pngcairo size 900,520 noenhanced font ',10'", "png size 900,520 noenhanced"}) {
+  for (const char* term :
+       {"pngcairo size 900,520 noenhanced font ',10'", "png size 900,520 noenhanced"}) {
     std::string script = fmt::format("cd {}\nset terminal {}\n", gp_quote(abs_dir), term);
     // `reset` keeps the terminal; re-state it anyway after each reset for old versions.
     std::string b2;
@@ -486,18 +514,21 @@ Result<std::vector<std::string>> write_plots(const std::string& dir, const std::
     if (rc == -1) return fail(Error::unavailable("gnuplot is not installed (needed for --plots)"));
     if (rc == 0) return pngs;
   }
-  return fail(Error::internal("gnuplot failed; see " + (fs::path(abs_dir) / "gnuplot.log").string()));
+  return fail(
+      Error::internal("gnuplot failed; see " + (fs::path(abs_dir) / "gnuplot.log").string()));
 }
 
 std::string records_csv(const std::string& label, const RunResult& run, bool header) {
   std::string out;
   if (header) {
-    out += "label,session,turn,start_s,ttft_s,e2e_s,prompt_tokens,cached_tokens,output_tokens,backend,status,outcome\n";
+    out +=
+        "label,session,turn,start_s,ttft_s,e2e_s,prompt_tokens,cached_tokens,output_tokens,backend,"
+        "status,outcome\n";
   }
   for (const auto& r : run.records) {
-    fmt::format_to(std::back_inserter(out), "{},{},{},{:.6f},{:.6f},{:.6f},{},{},{},{},{},{}\n", label, r.session,
-                   r.turn, r.start_s, r.ttft_s, r.e2e_s, r.prompt_tokens, r.cached_tokens, r.output_tokens, r.backend,
-                   r.status, to_string(r.outcome));
+    fmt::format_to(std::back_inserter(out), "{},{},{},{:.6f},{:.6f},{:.6f},{},{},{},{},{},{}\n",
+                   label, r.session, r.turn, r.start_s, r.ttft_s, r.e2e_s, r.prompt_tokens,
+                   r.cached_tokens, r.output_tokens, r.backend, r.status, to_string(r.outcome));
   }
   return out;
 }

@@ -20,7 +20,8 @@ std::uint64_t mix64(std::uint64_t z) {
   return z ^ (z >> 31);
 }
 
-std::uint64_t stream_id(std::string_view tag, std::uint64_t seed, std::uint64_t a, std::uint64_t b = 0) {
+std::uint64_t stream_id(std::string_view tag, std::uint64_t seed, std::uint64_t a,
+                        std::uint64_t b = 0) {
   const std::string key = fmt::format("{}/{}/{}/{}", tag, seed, a, b);
   return hash64(key);
 }
@@ -63,7 +64,8 @@ std::vector<std::string> workload_names() {
 }
 
 std::string synth_word(std::uint64_t stream, std::uint32_t index) {
-  std::uint64_t h = mix64(stream ^ mix64(static_cast<std::uint64_t>(index) + 0x632be59bd9b4e019ULL));
+  std::uint64_t h =
+      mix64(stream ^ mix64(static_cast<std::uint64_t>(index) + 0x632be59bd9b4e019ULL));
   char buf[7];
   for (char& c : buf) {
     c = static_cast<char>('a' + h % 26);
@@ -130,7 +132,8 @@ std::string request_body(const Item& item, std::string_view model) {
 
 Result<Workload> make_shared_prefix(const WorkloadOptions& o) {
   if (o.sp_groups == 0 || o.sp_prompts_per_group == 0 || o.sp_system_len + o.sp_question_len == 0) {
-    return fail(Error::invalid("shared-prefix: groups, prompts per group and prompt length must be positive"));
+    return fail(Error::invalid(
+        "shared-prefix: groups, prompts per group and prompt length must be positive"));
   }
   Workload w;
   w.name = "shared-prefix";
@@ -164,7 +167,8 @@ Result<Workload> make_multi_turn(const WorkloadOptions& o) {
     Session sess;
     sess.id = fmt::format("mt-{}", s);
     std::vector<Message> history;
-    if (o.mt_system_len > 0) history.push_back({"system", {{stream_id("mt-sys", o.seed, 0), 0, o.mt_system_len}}});
+    if (o.mt_system_len > 0)
+      history.push_back({"system", {{stream_id("mt-sys", o.seed, 0), 0, o.mt_system_len}}});
     for (std::uint32_t t = 0; t < o.mt_turns; ++t) {
       history.push_back({"user", {{stream_id("mt-user", o.seed, s, t), 0, o.mt_turn_len}}});
       Item it;
@@ -183,7 +187,8 @@ Result<Workload> make_multi_turn(const WorkloadOptions& o) {
 
 Result<Workload> make_long_doc_qa(const WorkloadOptions& o) {
   if (o.ld_docs == 0 || o.ld_questions == 0 || o.ld_doc_len == 0) {
-    return fail(Error::invalid("long-doc-qa: documents, questions and document length must be positive"));
+    return fail(
+        Error::invalid("long-doc-qa: documents, questions and document length must be positive"));
   }
   Workload w;
   w.name = "long-doc-qa";
@@ -216,8 +221,10 @@ Result<Workload> make_mix(const WorkloadOptions& o) {
   shuffle(order, rng);
   std::size_t i = 0, j = 0;
   for (int k : order) {
-    if (k == 0) w.sessions.push_back(std::move(sp.sessions[i++]));
-    else w.sessions.push_back(std::move(mt.sessions[j++]));
+    if (k == 0)
+      w.sessions.push_back(std::move(sp.sessions[i++]));
+    else
+      w.sessions.push_back(std::move(mt.sessions[j++]));
   }
   return w;
 }
@@ -239,12 +246,14 @@ Result<std::vector<TraceRecord>> parse_mooncake(std::string_view jsonl, std::siz
       return fail(Error::invalid(fmt::format("mooncake trace line {}: {}", line_no, what)));
     };
     simdjson::dom::element doc;
-    if (parser.parse(line.data(), line.size()).get(doc) != simdjson::SUCCESS) return bad("not JSON");
+    if (parser.parse(line.data(), line.size()).get(doc) != simdjson::SUCCESS)
+      return bad("not JSON");
     TraceRecord r;
     std::uint64_t ts = 0, in = 0, outl = 0;
     double tsd = 0;
     if (doc["timestamp"].get(ts) != simdjson::SUCCESS) {
-      if (doc["timestamp"].get(tsd) != simdjson::SUCCESS || !(tsd >= 0)) return bad("missing or bad timestamp");
+      if (doc["timestamp"].get(tsd) != simdjson::SUCCESS || !(tsd >= 0))
+        return bad("missing or bad timestamp");
       ts = static_cast<std::uint64_t>(tsd);
     }
     if (doc["input_length"].get(in) != simdjson::SUCCESS || in == 0 || in > (1u << 24)) {

@@ -23,9 +23,8 @@ struct ChatTemplate::Program {
 
 namespace {
 
-using internal::RenderError;
 using internal::Renderer;
-
+using internal::RenderError;
 
 Value from_json(simdjson::dom::element e) {
   switch (e.type()) {
@@ -59,7 +58,9 @@ Value from_json(simdjson::dom::element e) {
 
 }  // namespace
 
-Result<ChatTemplate> ChatTemplate::compile(std::string_view source) { return compile(source, Options{}); }
+Result<ChatTemplate> ChatTemplate::compile(std::string_view source) {
+  return compile(source, Options{});
+}
 
 Result<ChatTemplate> ChatTemplate::compile(std::string_view source, Options options) {
   ParseLimits limits;
@@ -80,7 +81,8 @@ Result<std::string> ChatTemplate::render(std::string_view context_json) const {
     simdjson::padded_string padded(context_json);
     simdjson::dom::element doc;
     if (auto err = parser.parse(padded).get(doc); err) {
-      return fail(Error::invalid(std::string("chat_template: context is not valid JSON: ") + simdjson::error_message(err)));
+      return fail(Error::invalid(std::string("chat_template: context is not valid JSON: ") +
+                                 simdjson::error_message(err)));
     }
     if (doc.type() != simdjson::dom::element_type::OBJECT) {
       return fail(Error::invalid("chat_template: context must be a JSON object"));

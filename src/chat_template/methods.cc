@@ -1,7 +1,5 @@
 // Renderer::call_method and call_global: methods of str, dict and list values, and global functions
 // (chat_template/internal/renderer.h).
-#include "chat_template/internal/renderer.h"
-
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -10,6 +8,8 @@
 #include <string>
 #include <unordered_set>
 #include <vector>
+
+#include "chat_template/internal/renderer.h"
 
 namespace kvroute::chat_template::internal {
 
@@ -31,7 +31,8 @@ Value Renderer::call_method(const Value& m, const Args& args, const Node& at) {
       std::int64_t maxsplit = mx == nullptr ? -1 : need_int(mx, "maxsplit", at);
       std::vector<std::string> parts;
       if (sep == nullptr || sep->is_none()) {
-        if (name == "rsplit" && maxsplit >= 0) fail_at(at, "unsupported construct 'rsplit(None, maxsplit)'");
+        if (name == "rsplit" && maxsplit >= 0)
+          fail_at(at, "unsupported construct 'rsplit(None, maxsplit)'");
         parts = py_split_ws(s, maxsplit);
       } else {
         const std::string& sp = need_str(sep, "separator", at);
@@ -74,11 +75,13 @@ Value Renderer::call_method(const Value& m, const Args& args, const Node& at) {
       if (name == "find") {
         std::size_t hit = s.find(sub);
         if (hit == std::string::npos) return Value::integer(-1);
-        return Value::integer(static_cast<std::int64_t>(utf8_length(std::string_view(s).substr(0, hit))));
+        return Value::integer(
+            static_cast<std::int64_t>(utf8_length(std::string_view(s).substr(0, hit))));
       }
       if (sub.empty()) return Value::integer(static_cast<std::int64_t>(utf8_length(s)) + 1);
       std::int64_t n = 0;
-      for (std::size_t p = s.find(sub); p != std::string::npos; p = s.find(sub, p + sub.size())) ++n;
+      for (std::size_t p = s.find(sub); p != std::string::npos; p = s.find(sub, p + sub.size()))
+        ++n;
       return Value::integer(n);
     }
     if (name == "join") {
@@ -87,7 +90,9 @@ Value Renderer::call_method(const Value& m, const Args& args, const Node& at) {
       std::string out;
       bool first = true;
       for (const auto& x : iterate(*seq, at)) {
-        if (!x.is_string()) fail_at(at, std::string("sequence item: expected str instance, ") + type_name(x) + " found");
+        if (!x.is_string())
+          fail_at(at,
+                  std::string("sequence item: expected str instance, ") + type_name(x) + " found");
         if (!first) out += s;
         first = false;
         out += x.str;
@@ -120,12 +125,14 @@ Value Renderer::call_method(const Value& m, const Args& args, const Node& at) {
   } else if (self.is_object()) {
     if (name == "items") {
       std::vector<Value> items;
-      for (const auto& [k, v] : self.obj->items) items.push_back(Value::array({Value::string(k), v}, true));
+      for (const auto& [k, v] : self.obj->items)
+        items.push_back(Value::array({Value::string(k), v}, true));
       return Value::array(std::move(items));
     }
     if (name == "keys" || name == "values") {
       std::vector<Value> items;
-      for (const auto& [k, v] : self.obj->items) items.push_back(name == "keys" ? Value::string(k) : v);
+      for (const auto& [k, v] : self.obj->items)
+        items.push_back(name == "keys" ? Value::string(k) : v);
       return Value::array(std::move(items));
     }
     if (name == "get") {
@@ -184,23 +191,27 @@ Value Renderer::call_global(const std::string& name, const Args& args, const Nod
     bool nonempty = step > 0 ? start < stop : start > stop;
     std::uint64_t count = 0;
     if (nonempty) {
-      std::uint64_t span = step > 0 ? static_cast<std::uint64_t>(stop) - static_cast<std::uint64_t>(start)
-                                    : static_cast<std::uint64_t>(start) - static_cast<std::uint64_t>(stop);
-      std::uint64_t mag = step > 0 ? static_cast<std::uint64_t>(step) : static_cast<std::uint64_t>(-(step + 1)) + 1;
+      std::uint64_t span =
+          step > 0 ? static_cast<std::uint64_t>(stop) - static_cast<std::uint64_t>(start)
+                   : static_cast<std::uint64_t>(start) - static_cast<std::uint64_t>(stop);
+      std::uint64_t mag =
+          step > 0 ? static_cast<std::uint64_t>(step) : static_cast<std::uint64_t>(-(step + 1)) + 1;
       count = (span - 1) / mag + 1;
     }
     if (count > opts_.max_loop_iterations) fail_at(at, "range exceeds the loop iteration limit");
     std::vector<Value> items;
     items.reserve(static_cast<std::size_t>(count));
     std::int64_t k = start;
-    for (std::uint64_t j = 0; j < count; ++j, k += (j < count ? step : 0)) items.push_back(Value::integer(k));
+    for (std::uint64_t j = 0; j < count; ++j, k += (j < count ? step : 0))
+      items.push_back(Value::integer(k));
     return Value::array(std::move(items));
   }
   if (name == "strftime_now") {
     const std::string& fmt = need_str(args.get(0, "format"), "strftime_now format", at);
     long long now = opts_.clock ? opts_.clock()
                                 : std::chrono::duration_cast<std::chrono::seconds>(
-                                      std::chrono::system_clock::now().time_since_epoch()).count();
+                                      std::chrono::system_clock::now().time_since_epoch())
+                                      .count();
     return Value::string(strftime_utc(fmt, now));
   }
   fail_at(at, "unsupported function '" + name + "'");

@@ -21,7 +21,17 @@ struct ParseError {
 };
 
 enum class Tok : std::uint8_t {
-  kData, kVarBegin, kVarEnd, kBlockBegin, kBlockEnd, kName, kString, kInt, kFloat, kOp, kEof
+  kData,
+  kVarBegin,
+  kVarEnd,
+  kBlockBegin,
+  kBlockEnd,
+  kName,
+  kString,
+  kInt,
+  kFloat,
+  kOp,
+  kEof
 };
 
 struct Token {
@@ -78,9 +88,13 @@ std::string unescape(std::string_view body, int line) {
     auto hex = [&](int n) -> std::uint32_t {
       std::uint32_t v = 0;
       for (int j = 1; j <= n; ++j) {
-        if (k + static_cast<std::size_t>(j) >= body.size()) throw ParseError{"truncated escape in string literal", line};
+        if (k + static_cast<std::size_t>(j) >= body.size())
+          throw ParseError{"truncated escape in string literal", line};
         char h = body[k + static_cast<std::size_t>(j)];
-        int d = (h >= '0' && h <= '9') ? h - '0' : (h >= 'a' && h <= 'f') ? h - 'a' + 10 : (h >= 'A' && h <= 'F') ? h - 'A' + 10 : -1;
+        int d = (h >= '0' && h <= '9')   ? h - '0'
+                : (h >= 'a' && h <= 'f') ? h - 'a' + 10
+                : (h >= 'A' && h <= 'F') ? h - 'A' + 10
+                                         : -1;
         if (d < 0) throw ParseError{"invalid escape in string literal", line};
         v = v * 16 + static_cast<std::uint32_t>(d);
       }
@@ -106,24 +120,52 @@ std::string unescape(std::string_view body, int line) {
       }
     };
     switch (e) {
-      case '\n': break;
-      case '\\': out += '\\'; break;
-      case '\'': out += '\''; break;
-      case '"': out += '"'; break;
-      case 'a': out += '\a'; break;
-      case 'b': out += '\b'; break;
-      case 'f': out += '\f'; break;
-      case 'n': out += '\n'; break;
-      case 'r': out += '\r'; break;
-      case 't': out += '\t'; break;
-      case 'v': out += '\v'; break;
-      case 'x': put_cp(hex(2)); break;
-      case 'u': put_cp(hex(4)); break;
-      case 'U': put_cp(hex(8)); break;
+      case '\n':
+        break;
+      case '\\':
+        out += '\\';
+        break;
+      case '\'':
+        out += '\'';
+        break;
+      case '"':
+        out += '"';
+        break;
+      case 'a':
+        out += '\a';
+        break;
+      case 'b':
+        out += '\b';
+        break;
+      case 'f':
+        out += '\f';
+        break;
+      case 'n':
+        out += '\n';
+        break;
+      case 'r':
+        out += '\r';
+        break;
+      case 't':
+        out += '\t';
+        break;
+      case 'v':
+        out += '\v';
+        break;
+      case 'x':
+        put_cp(hex(2));
+        break;
+      case 'u':
+        put_cp(hex(4));
+        break;
+      case 'U':
+        put_cp(hex(8));
+        break;
       default:
         if (e >= '0' && e <= '7') {
           std::uint32_t v = static_cast<std::uint32_t>(e - '0');
-          for (int j = 0; j < 2 && k + 1 < body.size() && body[k + 1] >= '0' && body[k + 1] <= '7'; ++j) {
+          for (int j = 0; j < 2 && k + 1 < body.size() && body[k + 1] >= '0' && body[k + 1] <= '7';
+               ++j) {
             v = v * 8 + static_cast<std::uint32_t>(body[++k] - '0');
           }
           put_cp(v);
@@ -216,16 +258,20 @@ class Lexer {
   }
 
   int line_of(std::size_t pos) const {
-    return static_cast<int>(std::lower_bound(newlines_.begin(), newlines_.end(), pos) - newlines_.begin()) + 1;
+    return static_cast<int>(std::lower_bound(newlines_.begin(), newlines_.end(), pos) -
+                            newlines_.begin()) +
+           1;
   }
 
  private:
-  std::string_view strip_before(std::string_view text, char sign, bool lstrip_kind, bool line_starting) {
+  std::string_view strip_before(std::string_view text, char sign, bool lstrip_kind,
+                                bool line_starting) {
     if (sign == '-') return rstrip_ws(text);
     if (sign != '+' && lstrip_kind) {
       std::size_t nl = text.rfind('\n');
       std::size_t l_pos = nl == std::string_view::npos ? 0 : nl + 1;
-      if ((l_pos > 0 || line_starting) && all_space(text.substr(l_pos))) return text.substr(0, l_pos);
+      if ((l_pos > 0 || line_starting) && all_space(text.substr(l_pos)))
+        return text.substr(0, l_pos);
     }
     return text;
   }
@@ -268,7 +314,10 @@ class Lexer {
     std::vector<char> balance;
     while (true) {
       pos = skip_spaces(src_, pos);
-      if (pos >= n) throw ParseError{block ? "unexpected end of template, expected '%}'" : "unexpected end of template, expected '}}'", line_of(n)};
+      if (pos >= n)
+        throw ParseError{block ? "unexpected end of template, expected '%}'"
+                               : "unexpected end of template, expected '}}'",
+                         line_of(n)};
       int line = line_of(pos);
       if (balance.empty()) {
         if (block) {
@@ -344,7 +393,9 @@ class Lexer {
           ++k;
         }
         if (k >= n) throw ParseError{"unterminated string literal", line};
-        tokens_.push_back(Token{Tok::kString, unescape(std::string_view(src_).substr(pos + 1, k - pos - 1), line), line, 0, 0});
+        tokens_.push_back(Token{Tok::kString,
+                                unescape(std::string_view(src_).substr(pos + 1, k - pos - 1), line),
+                                line, 0, 0});
         pos = k + 1;
         continue;
       }
@@ -364,7 +415,8 @@ class Lexer {
         } else if (c == ')' || c == ']' || c == '}') {
           if (balance.empty()) throw ParseError{std::string("unexpected '") + c + "'", line};
           if (balance.back() != c) {
-            throw ParseError{std::string("unexpected '") + c + "', expected '" + balance.back() + "'", line};
+            throw ParseError{
+                std::string("unexpected '") + c + "', expected '" + balance.back() + "'", line};
           }
           balance.pop_back();
         }
@@ -381,18 +433,39 @@ class Lexer {
 
 const std::unordered_map<std::string_view, FilterId>& filter_table() {
   static const std::unordered_map<std::string_view, FilterId> kTable = {
-      {"trim", FilterId::kTrim}, {"tojson", FilterId::kToJson}, {"length", FilterId::kLength},
-      {"count", FilterId::kLength}, {"upper", FilterId::kUpper}, {"lower", FilterId::kLower},
-      {"title", FilterId::kTitle}, {"capitalize", FilterId::kCapitalize},
-      {"default", FilterId::kDefault}, {"d", FilterId::kDefault}, {"first", FilterId::kFirst},
-      {"last", FilterId::kLast}, {"join", FilterId::kJoin}, {"map", FilterId::kMap},
-      {"selectattr", FilterId::kSelectAttr}, {"rejectattr", FilterId::kRejectAttr},
-      {"select", FilterId::kSelect}, {"reject", FilterId::kReject}, {"list", FilterId::kList},
-      {"string", FilterId::kString}, {"int", FilterId::kInt}, {"float", FilterId::kFloat},
-      {"replace", FilterId::kReplace}, {"items", FilterId::kItems}, {"safe", FilterId::kSafe},
-      {"indent", FilterId::kIndent}, {"abs", FilterId::kAbs}, {"unique", FilterId::kUnique},
-      {"reverse", FilterId::kReverse}, {"sum", FilterId::kSum}, {"max", FilterId::kMax},
-      {"min", FilterId::kMin}, {"wordcount", FilterId::kWordCount},
+      {"trim", FilterId::kTrim},
+      {"tojson", FilterId::kToJson},
+      {"length", FilterId::kLength},
+      {"count", FilterId::kLength},
+      {"upper", FilterId::kUpper},
+      {"lower", FilterId::kLower},
+      {"title", FilterId::kTitle},
+      {"capitalize", FilterId::kCapitalize},
+      {"default", FilterId::kDefault},
+      {"d", FilterId::kDefault},
+      {"first", FilterId::kFirst},
+      {"last", FilterId::kLast},
+      {"join", FilterId::kJoin},
+      {"map", FilterId::kMap},
+      {"selectattr", FilterId::kSelectAttr},
+      {"rejectattr", FilterId::kRejectAttr},
+      {"select", FilterId::kSelect},
+      {"reject", FilterId::kReject},
+      {"list", FilterId::kList},
+      {"string", FilterId::kString},
+      {"int", FilterId::kInt},
+      {"float", FilterId::kFloat},
+      {"replace", FilterId::kReplace},
+      {"items", FilterId::kItems},
+      {"safe", FilterId::kSafe},
+      {"indent", FilterId::kIndent},
+      {"abs", FilterId::kAbs},
+      {"unique", FilterId::kUnique},
+      {"reverse", FilterId::kReverse},
+      {"sum", FilterId::kSum},
+      {"max", FilterId::kMax},
+      {"min", FilterId::kMin},
+      {"wordcount", FilterId::kWordCount},
   };
   return kTable;
 }
@@ -401,17 +474,42 @@ const std::unordered_map<std::string_view, FilterId>& filter_table() {
 
 const std::unordered_map<std::string_view, TestId>& test_table() {
   static const std::unordered_map<std::string_view, TestId> kTable = {
-      {"defined", TestId::kDefined}, {"undefined", TestId::kUndefined}, {"none", TestId::kNone},
-      {"string", TestId::kString}, {"mapping", TestId::kMapping}, {"iterable", TestId::kIterable},
-      {"sequence", TestId::kSequence}, {"number", TestId::kNumber}, {"integer", TestId::kInteger},
-      {"float", TestId::kFloat}, {"boolean", TestId::kBoolean}, {"true", TestId::kTrue},
-      {"false", TestId::kFalse}, {"equalto", TestId::kEq}, {"eq", TestId::kEq}, {"==", TestId::kEq},
-      {"ne", TestId::kNe}, {"!=", TestId::kNe}, {"lt", TestId::kLt}, {"lessthan", TestId::kLt},
-      {"<", TestId::kLt}, {"le", TestId::kLe}, {"<=", TestId::kLe}, {"gt", TestId::kGt},
-      {"greaterthan", TestId::kGt}, {">", TestId::kGt}, {"ge", TestId::kGe}, {">=", TestId::kGe},
-      {"in", TestId::kIn}, {"odd", TestId::kOdd}, {"even", TestId::kEven},
-      {"divisibleby", TestId::kDivisibleBy}, {"callable", TestId::kCallable},
-      {"lower", TestId::kLower}, {"upper", TestId::kUpper}, {"sameas", TestId::kSameAs},
+      {"defined", TestId::kDefined},
+      {"undefined", TestId::kUndefined},
+      {"none", TestId::kNone},
+      {"string", TestId::kString},
+      {"mapping", TestId::kMapping},
+      {"iterable", TestId::kIterable},
+      {"sequence", TestId::kSequence},
+      {"number", TestId::kNumber},
+      {"integer", TestId::kInteger},
+      {"float", TestId::kFloat},
+      {"boolean", TestId::kBoolean},
+      {"true", TestId::kTrue},
+      {"false", TestId::kFalse},
+      {"equalto", TestId::kEq},
+      {"eq", TestId::kEq},
+      {"==", TestId::kEq},
+      {"ne", TestId::kNe},
+      {"!=", TestId::kNe},
+      {"lt", TestId::kLt},
+      {"lessthan", TestId::kLt},
+      {"<", TestId::kLt},
+      {"le", TestId::kLe},
+      {"<=", TestId::kLe},
+      {"gt", TestId::kGt},
+      {"greaterthan", TestId::kGt},
+      {">", TestId::kGt},
+      {"ge", TestId::kGe},
+      {">=", TestId::kGe},
+      {"in", TestId::kIn},
+      {"odd", TestId::kOdd},
+      {"even", TestId::kEven},
+      {"divisibleby", TestId::kDivisibleBy},
+      {"callable", TestId::kCallable},
+      {"lower", TestId::kLower},
+      {"upper", TestId::kUpper},
+      {"sameas", TestId::kSameAs},
   };
   return kTable;
 }
@@ -424,9 +522,10 @@ const std::unordered_set<std::string_view>& global_functions() {
 
 const std::unordered_set<std::string_view>& method_names() {
   static const std::unordered_set<std::string_view> kSet = {
-      "strip", "lstrip", "rstrip", "split", "rsplit", "startswith", "endswith", "upper", "lower",
-      "title", "capitalize", "replace", "find", "count", "join", "items", "keys", "values", "get",
-      "splitlines", "isdigit", "isalpha", "isalnum", "isspace", "islower", "isupper", "cycle"};
+      "strip",   "lstrip",  "rstrip",  "split",      "rsplit",  "startswith", "endswith",
+      "upper",   "lower",   "title",   "capitalize", "replace", "find",       "count",
+      "join",    "items",   "keys",    "values",     "get",     "splitlines", "isdigit",
+      "isalpha", "isalnum", "isspace", "islower",    "isupper", "cycle"};
   return kSet;
 }
 
@@ -434,7 +533,8 @@ namespace {
 
 class Parser {
  public:
-  Parser(std::vector<Token> tokens, const ParseLimits& limits) : toks_(std::move(tokens)), limits_(limits) {}
+  Parser(std::vector<Token> tokens, const ParseLimits& limits)
+      : toks_(std::move(tokens)), limits_(limits) {}
 
   std::unique_ptr<Node> parse_root() {
     auto body = subparse({});
@@ -458,7 +558,9 @@ class Parser {
     Parser& parser;
   };
 
-  [[noreturn]] static void fail(std::string msg, int line) { throw ParseError{std::move(msg), line}; }
+  [[noreturn]] static void fail(std::string msg, int line) {
+    throw ParseError{std::move(msg), line};
+  }
 
   const Token& cur() const { return toks_[idx_]; }
   const Token& peek(std::size_t k = 1) const { return toks_[std::min(idx_ + k, toks_.size() - 1)]; }
@@ -479,15 +581,21 @@ class Parser {
   }
   static std::string describe(const Token& t) {
     switch (t.type) {
-      case Tok::kEof: return "end of template";
-      case Tok::kBlockEnd: return "end of statement block";
-      case Tok::kVarEnd: return "end of print statement";
-      case Tok::kData: return "template data";
-      default: return "'" + t.text + "'";
+      case Tok::kEof:
+        return "end of template";
+      case Tok::kBlockEnd:
+        return "end of statement block";
+      case Tok::kVarEnd:
+        return "end of print statement";
+      case Tok::kData:
+        return "template data";
+      default:
+        return "'" + t.text + "'";
     }
   }
   void expect_op(std::string_view op) {
-    if (!skip_op(op)) fail("expected '" + std::string(op) + "', got " + describe(cur()), cur().line);
+    if (!skip_op(op))
+      fail("expected '" + std::string(op) + "', got " + describe(cur()), cur().line);
   }
   std::string expect_name() {
     if (cur().type != Tok::kName) fail("expected a name, got " + describe(cur()), cur().line);
@@ -496,7 +604,8 @@ class Parser {
     return n;
   }
   void expect_block_end() {
-    if (cur().type != Tok::kBlockEnd) fail("expected end of statement block, got " + describe(cur()), cur().line);
+    if (cur().type != Tok::kBlockEnd)
+      fail("expected end of statement block, got " + describe(cur()), cur().line);
     advance();
   }
 
@@ -514,7 +623,8 @@ class Parser {
     while (true) {
       const Token& t = cur();
       if (t.type == Tok::kEof) {
-        if (ends.size() != 0) fail("unexpected end of template, expected '" + std::string(*ends.begin()) + "'", t.line);
+        if (ends.size() != 0)
+          fail("unexpected end of template, expected '" + std::string(*ends.begin()) + "'", t.line);
         return body;
       }
       if (t.type == Tok::kData) {
@@ -528,7 +638,8 @@ class Parser {
         advance();
         auto n = make(NodeKind::kOutput, t.line);
         n->a = parse_tuple(true, {});
-        if (cur().type != Tok::kVarEnd) fail("expected end of print statement, got " + describe(cur()), cur().line);
+        if (cur().type != Tok::kVarEnd)
+          fail("expected end of print statement, got " + describe(cur()), cur().line);
         advance();
         body->list.push_back(std::move(n));
         continue;
@@ -682,7 +793,7 @@ class Parser {
     loop_depth_ = 0;
     node->c = subparse({"endmacro"});
     loop_depth_ = saved;
-    advance();  // endmacro
+    advance();                                // endmacro
     if (cur().type == Tok::kName) advance();  // optional macro name after endmacro
     expect_block_end();
     return node;
@@ -698,7 +809,8 @@ class Parser {
     return false;
   }
 
-  std::unique_ptr<Node> parse_tuple(bool with_condexpr, std::initializer_list<std::string_view> extra,
+  std::unique_ptr<Node> parse_tuple(bool with_condexpr,
+                                    std::initializer_list<std::string_view> extra,
                                     bool explicit_parens = false) {
     int line = cur().line;
     std::vector<std::unique_ptr<Node>> items;
@@ -744,7 +856,8 @@ class Parser {
     return expr1;
   }
 
-  std::unique_ptr<Node> binary(NodeKind kind, std::unique_ptr<Node> l, std::unique_ptr<Node> r, int line, int op = 0) {
+  std::unique_ptr<Node> binary(NodeKind kind, std::unique_ptr<Node> l, std::unique_ptr<Node> r,
+                               int line, int op = 0) {
     auto node = make(kind, line);
     node->a = std::move(l);
     node->b = std::move(r);
@@ -789,11 +902,16 @@ class Parser {
     std::unique_ptr<Node> node;
     while (true) {
       CmpOp op;
-      if (cur().type == Tok::kOp && (cur().text == "==" || cur().text == "!=" || cur().text == "<" ||
-                                     cur().text == "<=" || cur().text == ">" || cur().text == ">=")) {
+      if (cur().type == Tok::kOp &&
+          (cur().text == "==" || cur().text == "!=" || cur().text == "<" || cur().text == "<=" ||
+           cur().text == ">" || cur().text == ">=")) {
         const std::string& t = cur().text;
-        op = t == "==" ? CmpOp::kEq : t == "!=" ? CmpOp::kNe : t == "<" ? CmpOp::kLt
-           : t == "<=" ? CmpOp::kLe : t == ">" ? CmpOp::kGt : CmpOp::kGe;
+        op = t == "=="   ? CmpOp::kEq
+             : t == "!=" ? CmpOp::kNe
+             : t == "<"  ? CmpOp::kLt
+             : t == "<=" ? CmpOp::kLe
+             : t == ">"  ? CmpOp::kGt
+                         : CmpOp::kGe;
         advance();
       } else if (is_name("in")) {
         op = CmpOp::kIn;
@@ -831,7 +949,8 @@ class Parser {
     while (is_op("~")) {
       int line = cur().line;
       advance();
-      left = binary(NodeKind::kBinary, std::move(left), parse_math2(), line, static_cast<int>(BinOp::kConcat));
+      left = binary(NodeKind::kBinary, std::move(left), parse_math2(), line,
+                    static_cast<int>(BinOp::kConcat));
     }
     return left;
   }
@@ -840,7 +959,10 @@ class Parser {
     auto left = parse_pow();
     while (is_op("*") || is_op("/") || is_op("//") || is_op("%")) {
       const std::string& t = cur().text;
-      BinOp op = t == "*" ? BinOp::kMul : t == "/" ? BinOp::kDiv : t == "//" ? BinOp::kFloorDiv : BinOp::kMod;
+      BinOp op = t == "*"    ? BinOp::kMul
+                 : t == "/"  ? BinOp::kDiv
+                 : t == "//" ? BinOp::kFloorDiv
+                             : BinOp::kMod;
       int line = cur().line;
       advance();
       left = binary(NodeKind::kBinary, std::move(left), parse_pow(), line, static_cast<int>(op));
@@ -853,7 +975,8 @@ class Parser {
     while (is_op("**")) {
       int line = cur().line;
       advance();
-      left = binary(NodeKind::kBinary, std::move(left), parse_unary(true), line, static_cast<int>(BinOp::kPow));
+      left = binary(NodeKind::kBinary, std::move(left), parse_unary(true), line,
+                    static_cast<int>(BinOp::kPow));
     }
     return left;
   }
@@ -1062,7 +1185,8 @@ class Parser {
     if (callee->kind == NodeKind::kName) {
       called_names_.emplace_back(callee->name, callee->line);
     } else if (callee->kind == NodeKind::kGetAttr) {
-      if (!method_names().contains(callee->name)) fail("unsupported method '" + callee->name + "'", callee->line);
+      if (!method_names().contains(callee->name))
+        fail("unsupported method '" + callee->name + "'", callee->line);
     } else {
       fail("unsupported call target", callee->line);
     }
@@ -1082,7 +1206,8 @@ class Parser {
   }
 
   void check_test_name_arg(const Node& node, std::size_t k) {
-    if (node.args.size() > k && node.args[k]->kind == NodeKind::kLiteral && node.args[k]->literal.is_string()) {
+    if (node.args.size() > k && node.args[k]->kind == NodeKind::kLiteral &&
+        node.args[k]->literal.is_string()) {
       const std::string& t = node.args[k]->literal.str;
       if (!test_table().contains(t)) fail("unsupported test '" + t + "'", node.line);
     }
@@ -1109,8 +1234,9 @@ class Parser {
           check_test_name_arg(*node, 1);
           break;
         case FilterId::kMap:
-          if (!node->args.empty() && node->arg_names[0].empty() && node->args[0]->kind == NodeKind::kLiteral &&
-              node->args[0]->literal.is_string() && !filter_table().contains(node->args[0]->literal.str)) {
+          if (!node->args.empty() && node->arg_names[0].empty() &&
+              node->args[0]->kind == NodeKind::kLiteral && node->args[0]->literal.is_string() &&
+              !filter_table().contains(node->args[0]->literal.str)) {
             fail("unsupported filter '" + node->args[0]->literal.str + "'", line);
           }
           break;
@@ -1144,8 +1270,10 @@ class Parser {
     } else {
       const Token& t = cur();
       bool arg_start = t.type == Tok::kName || t.type == Tok::kString || t.type == Tok::kInt ||
-                       t.type == Tok::kFloat || (t.type == Tok::kOp && (t.text == "(" || t.text == "[" || t.text == "{"));
-      if (arg_start && !(t.type == Tok::kName && (t.text == "else" || t.text == "or" || t.text == "and"))) {
+                       t.type == Tok::kFloat ||
+                       (t.type == Tok::kOp && (t.text == "(" || t.text == "[" || t.text == "{"));
+      if (arg_start &&
+          !(t.type == Tok::kName && (t.text == "else" || t.text == "or" || t.text == "and"))) {
         if (is_name("is")) fail("you cannot chain multiple tests with is", t.line);
         auto arg = parse_postfix(parse_primary());
         node->args.push_back(std::move(arg));
@@ -1188,7 +1316,8 @@ Result<std::unique_ptr<Node>> parse_template(std::string_view source, const Pars
     Parser parser(lexer.run(), limits);
     return parser.parse_root();
   } catch (const ParseError& e) {
-    return fail(Error::invalid("chat_template: " + e.message + " at line " + std::to_string(e.line)));
+    return fail(
+        Error::invalid("chat_template: " + e.message + " at line " + std::to_string(e.line)));
   } catch (const std::bad_alloc&) {
     return fail(Error::invalid("chat_template: out of memory while parsing"));
   }

@@ -1,7 +1,5 @@
 // Python str semantics the renderer shares: split, replace, title, slicing, JSON escapes, and the
 // method tables (chat_template/internal/renderer.h).
-#include "chat_template/internal/renderer.h"
-
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -10,6 +8,8 @@
 #include <string>
 #include <unordered_set>
 #include <vector>
+
+#include "chat_template/internal/renderer.h"
 
 namespace kvroute::chat_template::internal {
 
@@ -30,24 +30,28 @@ Value global_value(std::string name) {
 
 const std::unordered_set<std::string_view>& str_methods() {
   static const std::unordered_set<std::string_view> kSet = {
-      "strip", "lstrip", "rstrip", "split", "rsplit", "startswith", "endswith", "upper", "lower",
-      "title", "capitalize", "replace", "find", "count", "join", "splitlines", "isdigit", "isalpha",
-      "isalnum", "isspace", "islower", "isupper", "format", "index", "rfind", "zfill", "center",
-      "ljust", "rjust", "casefold", "swapcase", "partition", "rpartition", "encode", "expandtabs",
-      "isdecimal", "isnumeric", "istitle", "isidentifier", "isprintable", "isascii", "removeprefix",
-      "removesuffix", "translate", "maketrans", "format_map", "rindex"};
+      "strip",        "lstrip",    "rstrip",       "split",       "rsplit",     "startswith",
+      "endswith",     "upper",     "lower",        "title",       "capitalize", "replace",
+      "find",         "count",     "join",         "splitlines",  "isdigit",    "isalpha",
+      "isalnum",      "isspace",   "islower",      "isupper",     "format",     "index",
+      "rfind",        "zfill",     "center",       "ljust",       "rjust",      "casefold",
+      "swapcase",     "partition", "rpartition",   "encode",      "expandtabs", "isdecimal",
+      "isnumeric",    "istitle",   "isidentifier", "isprintable", "isascii",    "removeprefix",
+      "removesuffix", "translate", "maketrans",    "format_map",  "rindex"};
   return kSet;
 }
 
 const std::unordered_set<std::string_view>& dict_methods() {
   static const std::unordered_set<std::string_view> kSet = {
-      "items", "keys", "values", "get", "copy", "pop", "popitem", "update", "clear", "setdefault", "fromkeys"};
+      "items",   "keys",   "values", "get",        "copy",    "pop",
+      "popitem", "update", "clear",  "setdefault", "fromkeys"};
   return kSet;
 }
 
 const std::unordered_set<std::string_view>& list_methods() {
-  static const std::unordered_set<std::string_view> kSet = {
-      "append", "extend", "insert", "remove", "pop", "clear", "index", "count", "sort", "reverse", "copy"};
+  static const std::unordered_set<std::string_view> kSet = {"append", "extend",  "insert", "remove",
+                                                            "pop",    "clear",   "index",  "count",
+                                                            "sort",   "reverse", "copy"};
   return kSet;
 }
 
@@ -120,7 +124,8 @@ std::vector<std::string> py_split(std::string_view s, std::string_view sep, std:
   return out;
 }
 
-std::vector<std::string> py_rsplit(std::string_view s, std::string_view sep, std::int64_t maxsplit) {
+std::vector<std::string> py_rsplit(std::string_view s, std::string_view sep,
+                                   std::int64_t maxsplit) {
   std::vector<std::string> out;
   std::size_t end = s.size();
   while (true) {
@@ -154,7 +159,8 @@ std::vector<std::string> py_splitlines(std::string_view s, bool keepends) {
   return out;
 }
 
-std::string py_replace(const std::string& s, const std::string& old, const std::string& repl, std::int64_t count) {
+std::string py_replace(const std::string& s, const std::string& old, const std::string& repl,
+                       std::int64_t count) {
   std::string out;
   if (old.empty()) {
     // Python inserts repl between every character (and at both ends).
@@ -184,7 +190,8 @@ std::string py_replace(const std::string& s, const std::string& old, const std::
 }
 
 // Python slice index normalisation (PySlice_AdjustIndices).
-std::vector<std::size_t> slice_indices(std::int64_t len, const Value* start, const Value* stop, const Value* step, const Node& at) {
+std::vector<std::size_t> slice_indices(std::int64_t len, const Value* start, const Value* stop,
+                                       const Value* step, const Node& at) {
   auto as_int = [&](const Value* v, std::int64_t dflt) -> std::int64_t {
     if (v == nullptr || v->is_none()) return dflt;
     if (v->kind == Value::Kind::kInt) return v->i;

@@ -57,7 +57,8 @@ void Renderer::assign_targets(const std::vector<std::string>& names, Value v, co
   }
   std::vector<Value> items = iterate(v, at);
   if (items.size() != names.size()) {
-    fail_at(at, "cannot unpack " + std::to_string(items.size()) + " values into " + std::to_string(names.size()));
+    fail_at(at, "cannot unpack " + std::to_string(items.size()) + " values into " +
+                    std::to_string(names.size()));
   }
   for (std::size_t k = 0; k < names.size(); ++k) assign(names[k], std::move(items[k]));
 }
@@ -169,8 +170,10 @@ void Renderer::exec_for(const Node& n) {
     L.emplace_back("first", Value::boolean(k == 0));
     L.emplace_back("last", Value::boolean(k == len - 1));
     L.emplace_back("length", Value::integer(len));
-    L.emplace_back("previtem", k > 0 ? items[static_cast<std::size_t>(k - 1)] : Value::undefined("previtem"));
-    L.emplace_back("nextitem", k + 1 < len ? items[static_cast<std::size_t>(k + 1)] : Value::undefined("nextitem"));
+    L.emplace_back("previtem",
+                   k > 0 ? items[static_cast<std::size_t>(k - 1)] : Value::undefined("previtem"));
+    L.emplace_back("nextitem", k + 1 < len ? items[static_cast<std::size_t>(k + 1)]
+                                           : Value::undefined("nextitem"));
     L.emplace_back("depth", Value::integer(1));
     L.emplace_back("depth0", Value::integer(0));
     scopes_.back().emplace_back("loop", std::move(loop));
@@ -246,7 +249,8 @@ Value Renderer::get_item(const Value& obj, const Value& key, const Node& at) {
       auto chars = utf8_chars(obj.str);
       auto len = static_cast<std::int64_t>(chars.size());
       if (idx < 0) idx += len;
-      if (idx >= 0 && idx < len) return Value::string(std::string(chars[static_cast<std::size_t>(idx)]));
+      if (idx >= 0 && idx < len)
+        return Value::string(std::string(chars[static_cast<std::size_t>(idx)]));
       return Value::undefined();
     }
     return Value::undefined();
@@ -266,7 +270,8 @@ Value Renderer::slice(const Value& obj, const Node& s, const Node& at) {
   Value stop = s.b ? eval(*s.b) : Value::none();
   Value step = s.c ? eval(*s.c) : Value::none();
   if (obj.is_array()) {
-    auto idx = slice_indices(static_cast<std::int64_t>(obj.arr->items.size()), &start, &stop, &step, at);
+    auto idx =
+        slice_indices(static_cast<std::int64_t>(obj.arr->items.size()), &start, &stop, &step, at);
     std::vector<Value> items;
     items.reserve(idx.size());
     for (auto k : idx) items.push_back(obj.arr->items[k]);
@@ -307,10 +312,12 @@ bool Renderer::as_double(const Value& v, double& out) {
   return false;
 }
 
-[[noreturn]] void Renderer::type_error(const char* op, const Value& a, const Value& b, const Node& at) {
+[[noreturn]] void Renderer::type_error(const char* op, const Value& a, const Value& b,
+                                       const Node& at) {
   if (a.is_undefined()) undefined_error(a, at);
   if (b.is_undefined()) undefined_error(b, at);
-  fail_at(at, std::string("unsupported operand type(s) for ") + op + ": '" + type_name(a) + "' and '" + type_name(b) + "'");
+  fail_at(at, std::string("unsupported operand type(s) for ") + op + ": '" + type_name(a) +
+                  "' and '" + type_name(b) + "'");
 }
 
 Value Renderer::binary(BinOp op, const Value& a, const Value& b, const Node& at) {
@@ -366,7 +373,8 @@ Value Renderer::binary(BinOp op, const Value& a, const Value& b, const Node& at)
         return Value::string(std::move(out));
       }
       std::vector<Value> items;
-      for (std::int64_t k = 0; k < times; ++k) items.insert(items.end(), seq->arr->items.begin(), seq->arr->items.end());
+      for (std::int64_t k = 0; k < times; ++k)
+        items.insert(items.end(), seq->arr->items.begin(), seq->arr->items.end());
       return Value::array(std::move(items), seq->arr->is_tuple);
     }
     case BinOp::kDiv:
@@ -377,7 +385,8 @@ Value Renderer::binary(BinOp op, const Value& a, const Value& b, const Node& at)
       if (!nums) type_error("//", a, b, at);
       if (db == 0) fail_at(at, "integer division or modulo by zero");
       if (ints) {
-        if (ia == std::numeric_limits<std::int64_t>::min() && ib == -1) fail_at(at, "integer overflow");
+        if (ia == std::numeric_limits<std::int64_t>::min() && ib == -1)
+          fail_at(at, "integer overflow");
         std::int64_t q = ia / ib;
         if ((ia % ib != 0) && ((ia < 0) != (ib < 0))) --q;
         return Value::integer(q);
@@ -426,13 +435,17 @@ int Renderer::compare_order(const Value& a, const Value& b, const char* op, cons
   if (a.is_array() && b.is_array()) {
     std::size_t n = std::min(a.arr->items.size(), b.arr->items.size());
     for (std::size_t k = 0; k < n; ++k) {
-      if (!equals(a.arr->items[k], b.arr->items[k])) return compare_order(a.arr->items[k], b.arr->items[k], op, at);
+      if (!equals(a.arr->items[k], b.arr->items[k]))
+        return compare_order(a.arr->items[k], b.arr->items[k], op, at);
     }
-    return a.arr->items.size() < b.arr->items.size() ? -1 : a.arr->items.size() > b.arr->items.size() ? 1 : 0;
+    return a.arr->items.size() < b.arr->items.size()   ? -1
+           : a.arr->items.size() > b.arr->items.size() ? 1
+                                                       : 0;
   }
   if (a.is_undefined()) undefined_error(a, at);
   if (b.is_undefined()) undefined_error(b, at);
-  fail_at(at, std::string("'") + op + "' not supported between instances of '" + type_name(a) + "' and '" + type_name(b) + "'");
+  fail_at(at, std::string("'") + op + "' not supported between instances of '" + type_name(a) +
+                  "' and '" + type_name(b) + "'");
 }
 
 bool Renderer::contains(const Value& container, const Value& item, const Node& at) {
@@ -442,7 +455,8 @@ bool Renderer::contains(const Value& container, const Value& item, const Node& a
     case Value::Kind::kString:
       if (!item.is_string()) {
         if (item.is_undefined()) undefined_error(item, at);
-        fail_at(at, std::string("'in <string>' requires string as left operand, not ") + type_name(item));
+        fail_at(at, std::string("'in <string>' requires string as left operand, not ") +
+                        type_name(item));
       }
       return container.str.find(item.str) != std::string::npos;
     case Value::Kind::kArray:
@@ -462,14 +476,22 @@ bool Renderer::contains(const Value& container, const Value& item, const Node& a
 
 bool Renderer::compare(CmpOp op, const Value& a, const Value& b, const Node& at) {
   switch (op) {
-    case CmpOp::kEq: return equals(a, b);
-    case CmpOp::kNe: return !equals(a, b);
-    case CmpOp::kLt: return compare_order(a, b, "<", at) < 0;
-    case CmpOp::kLe: return compare_order(a, b, "<=", at) <= 0;
-    case CmpOp::kGt: return compare_order(a, b, ">", at) > 0;
-    case CmpOp::kGe: return compare_order(a, b, ">=", at) >= 0;
-    case CmpOp::kIn: return contains(b, a, at);
-    case CmpOp::kNotIn: return !contains(b, a, at);
+    case CmpOp::kEq:
+      return equals(a, b);
+    case CmpOp::kNe:
+      return !equals(a, b);
+    case CmpOp::kLt:
+      return compare_order(a, b, "<", at) < 0;
+    case CmpOp::kLe:
+      return compare_order(a, b, "<=", at) <= 0;
+    case CmpOp::kGt:
+      return compare_order(a, b, ">", at) > 0;
+    case CmpOp::kGe:
+      return compare_order(a, b, ">=", at) >= 0;
+    case CmpOp::kIn:
+      return contains(b, a, at);
+    case CmpOp::kNotIn:
+      return !contains(b, a, at);
   }
   return false;
 }
@@ -501,7 +523,9 @@ std::int64_t Renderer::need_int(const Value* v, const char* what, const Node& at
 }
 
 Value Renderer::call_macro(const Node& m, const Args& args, const Node& at) {
-  if (args.pos.size() > m.names.size()) fail_at(at, "macro '" + m.name + "' takes not more than " + std::to_string(m.names.size()) + " argument(s)");
+  if (args.pos.size() > m.names.size())
+    fail_at(at, "macro '" + m.name + "' takes not more than " + std::to_string(m.names.size()) +
+                    " argument(s)");
   std::size_t saved_base = base_;
   std::size_t frame = scopes_.size();
   scopes_.emplace_back();
@@ -541,8 +565,8 @@ Value Renderer::eval(const Node& n) {
       return n.literal;
     case NodeKind::kName: {
       if (const Value* v = lookup(n.name)) return *v;
-      static const std::unordered_set<std::string_view> kGlobals = {"range", "namespace", "raise_exception",
-                                                                   "strftime_now", "dict"};
+      static const std::unordered_set<std::string_view> kGlobals = {
+          "range", "namespace", "raise_exception", "strftime_now", "dict"};
       if (kGlobals.contains(n.name)) return global_value(n.name);
       return Value::undefined(n.name);
     }
@@ -574,7 +598,8 @@ Value Renderer::eval(const Node& n) {
     case NodeKind::kNeg:
     case NodeKind::kPos: {
       Value v = eval(*n.a);
-      if (n.kind == NodeKind::kPos && v.is_number()) return v.kind == Value::Kind::kBool ? Value::integer(v.b) : v;
+      if (n.kind == NodeKind::kPos && v.is_number())
+        return v.kind == Value::Kind::kBool ? Value::integer(v.b) : v;
       if (v.kind == Value::Kind::kFloat) return Value::floating(-v.f);
       std::int64_t i = 0;
       if (as_int(v, i)) {
@@ -640,28 +665,46 @@ bool Renderer::run_test(TestId id, const Value& v, const Args& args, const Node&
     return *arg;
   };
   switch (id) {
-    case TestId::kDefined: return !v.is_undefined();
-    case TestId::kUndefined: return v.is_undefined();
-    case TestId::kNone: return v.is_none();
-    case TestId::kString: return v.is_string();
-    case TestId::kMapping: return v.is_object();
+    case TestId::kDefined:
+      return !v.is_undefined();
+    case TestId::kUndefined:
+      return v.is_undefined();
+    case TestId::kNone:
+      return v.is_none();
+    case TestId::kString:
+      return v.is_string();
+    case TestId::kMapping:
+      return v.is_object();
     case TestId::kIterable:
       return v.is_undefined() || v.is_string() || v.is_array() || v.is_object();
     case TestId::kSequence:
       return v.is_undefined() || v.is_string() || v.is_array() || v.is_object();
-    case TestId::kNumber: return v.is_number();
-    case TestId::kInteger: return v.kind == Value::Kind::kInt;
-    case TestId::kFloat: return v.kind == Value::Kind::kFloat;
-    case TestId::kBoolean: return v.kind == Value::Kind::kBool;
-    case TestId::kTrue: return v.kind == Value::Kind::kBool && v.b;
-    case TestId::kFalse: return v.kind == Value::Kind::kBool && !v.b;
-    case TestId::kEq: return equals(v, need_arg());
-    case TestId::kNe: return !equals(v, need_arg());
-    case TestId::kLt: return compare_order(v, need_arg(), "<", at) < 0;
-    case TestId::kLe: return compare_order(v, need_arg(), "<=", at) <= 0;
-    case TestId::kGt: return compare_order(v, need_arg(), ">", at) > 0;
-    case TestId::kGe: return compare_order(v, need_arg(), ">=", at) >= 0;
-    case TestId::kIn: return contains(need_arg(), v, at);
+    case TestId::kNumber:
+      return v.is_number();
+    case TestId::kInteger:
+      return v.kind == Value::Kind::kInt;
+    case TestId::kFloat:
+      return v.kind == Value::Kind::kFloat;
+    case TestId::kBoolean:
+      return v.kind == Value::Kind::kBool;
+    case TestId::kTrue:
+      return v.kind == Value::Kind::kBool && v.b;
+    case TestId::kFalse:
+      return v.kind == Value::Kind::kBool && !v.b;
+    case TestId::kEq:
+      return equals(v, need_arg());
+    case TestId::kNe:
+      return !equals(v, need_arg());
+    case TestId::kLt:
+      return compare_order(v, need_arg(), "<", at) < 0;
+    case TestId::kLe:
+      return compare_order(v, need_arg(), "<=", at) <= 0;
+    case TestId::kGt:
+      return compare_order(v, need_arg(), ">", at) > 0;
+    case TestId::kGe:
+      return compare_order(v, need_arg(), ">=", at) >= 0;
+    case TestId::kIn:
+      return contains(need_arg(), v, at);
     case TestId::kOdd:
     case TestId::kEven: {
       std::int64_t i = 0;
@@ -675,7 +718,8 @@ bool Renderer::run_test(TestId id, const Value& v, const Args& args, const Node&
       if (d == 0) fail_at(at, "integer division or modulo by zero");
       return d == -1 || i % d == 0;
     }
-    case TestId::kCallable: return v.kind == Value::Kind::kMethod || v.kind == Value::Kind::kMacro;
+    case TestId::kCallable:
+      return v.kind == Value::Kind::kMethod || v.kind == Value::Kind::kMacro;
     case TestId::kLower:
     case TestId::kUpper: {
       std::string s = to_str(v);
@@ -695,18 +739,23 @@ bool Renderer::run_test(TestId id, const Value& v, const Args& args, const Node&
         case Value::Kind::kNone:
         case Value::Kind::kUndefined:
           return v.kind == Value::Kind::kNone;
-        case Value::Kind::kBool: return v.b == o.b;
-        case Value::Kind::kArray: return v.arr == o.arr;
+        case Value::Kind::kBool:
+          return v.b == o.b;
+        case Value::Kind::kArray:
+          return v.arr == o.arr;
         case Value::Kind::kObject:
-        case Value::Kind::kNamespace: return v.obj == o.obj;
-        default: return equals(v, o);
+        case Value::Kind::kNamespace:
+          return v.obj == o.obj;
+        default:
+          return equals(v, o);
       }
     }
   }
   return false;
 }
 
-bool Renderer::run_named_test(const Value& name, const Value& subject, const Args& rest, const Node& at) {
+bool Renderer::run_named_test(const Value& name, const Value& subject, const Args& rest,
+                              const Node& at) {
   if (!name.is_string()) fail_at(at, "test name must be a string");
   auto it = test_table().find(name.str);
   if (it == test_table().end()) fail_at(at, "unsupported test '" + name.str + "'");
@@ -718,8 +767,11 @@ Value Renderer::attr_path(const Value& item, const std::string& path, const Node
   std::size_t start = 0;
   while (true) {
     std::size_t dot = path.find('.', start);
-    std::string part = path.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
-    bool numeric = !part.empty() && std::all_of(part.begin(), part.end(), [](char c) { return std::isdigit(static_cast<unsigned char>(c)); });
+    std::string part =
+        path.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
+    bool numeric = !part.empty() && std::all_of(part.begin(), part.end(), [](char c) {
+      return std::isdigit(static_cast<unsigned char>(c));
+    });
     if (numeric) {
       cur = get_item(cur, Value::integer(std::strtoll(part.c_str(), nullptr, 10)), at);
     } else {

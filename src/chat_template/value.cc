@@ -281,7 +281,8 @@ bool py_printable(std::uint32_t cp) {
   if (cp < 0x20 || cp == 0x7F) return false;
   if (cp >= 0x80 && cp <= 0xA0) return false;
   if (cp == 0xAD) return false;
-  if (cp == 0x1680 || (cp >= 0x2000 && cp <= 0x200F) || (cp >= 0x2028 && cp <= 0x202F)) return false;
+  if (cp == 0x1680 || (cp >= 0x2000 && cp <= 0x200F) || (cp >= 0x2028 && cp <= 0x202F))
+    return false;
   if (cp >= 0x205F && cp <= 0x206F) return false;
   if (cp == 0x3000 || cp == 0xFEFF) return false;
   if (cp >= 0xD800 && cp <= 0xDFFF) return false;

@@ -1,7 +1,6 @@
 #include "cli/commands.h"
 
 #include <CLI/CLI.hpp>
-
 #include <cstdio>
 
 #include "bench/bench_command.h"
@@ -25,11 +24,15 @@ int run(int argc, char** argv) {
 
   auto tok = std::make_shared<tokenizer::TokenizeCommandOptions>();
   auto* tokenize = app.add_subcommand("tokenize", "Print the token ids vLLM computes for stdin");
-  tokenize->add_option("--tokenizer", tok->tokenizer_path, "HF tokenizer directory or tokenizer.json")->required();
+  tokenize
+      ->add_option("--tokenizer", tok->tokenizer_path, "HF tokenizer directory or tokenizer.json")
+      ->required();
   tokenize->add_flag("--chat", tok->chat, "stdin is a JSON array of chat messages");
-  tokenize->add_flag("--add-generation-prompt", tok->add_generation_prompt, "With --chat: add the assistant header");
+  tokenize->add_flag("--add-generation-prompt", tok->add_generation_prompt,
+                     "With --chat: add the assistant header");
   tokenize->add_flag("--render", tok->render, "With --chat: print the rendered prompt, not ids");
-  tokenize->add_option("--chat-template", tok->chat_template_name, "A named chat template (e.g. tool_use)");
+  tokenize->add_option("--chat-template", tok->chat_template_name,
+                       "A named chat template (e.g. tool_use)");
   tokenize->add_option("--max-input-bytes", tok->max_input_bytes, "Input size limit");
   tokenize->callback([tok, &rc] { rc = tokenizer::run_tokenize_command(*tok); });
   try {

@@ -14,7 +14,8 @@
 
 namespace kvroute {
 
-// Sets the global level from a name (trace, debug, info, warn, error, off). Returns false if unknown.
+// Sets the global level from a name (trace, debug, info, warn, error, off). Returns false if
+// unknown.
 bool set_log_level(std::string_view level);
 
 }  // namespace kvroute

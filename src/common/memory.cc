@@ -2,9 +2,9 @@
 
 #include <malloc.h>
 
-#include <condition_variable>
-#include <mutex>
 #include <thread>
+
+#include "common/mutex.h"
 
 // gperftools' C entry point, present only when tcmalloc is linked (a weak reference: no
 // dependency on it).
@@ -24,29 +24,40 @@ void release_now() {
 
 class Releaser {
  public:
+  ~Releaser() {
+    {
+      MutexLock lock(mu_);
+      stopping_ = true;
+    }
+    cv_.notify_one();
+  }
+
   void request() {
     {
-      std::lock_guard lock(mu_);
+      MutexLock lock(mu_);
       pending_ = true;
-      if (!thread_.joinable()) thread_ = std::jthread([this](std::stop_token st) { run(st); });
+      if (!thread_.joinable()) thread_ = std::jthread([this] { run(); });
     }
     cv_.notify_one();
   }
 
  private:
-  void run(std::stop_token st) {
-    std::unique_lock lock(mu_);
-    while (cv_.wait(lock, st, [&] { return pending_; })) {
+  void run() {
+    MutexLock lock(mu_);
+    while (true) {
+      while (!pending_ && !stopping_) cv_.wait(mu_);
+      if (stopping_) return;
       pending_ = false;
       lock.unlock();
       release_now();
       lock.lock();
     }
   }
-  std::mutex mu_;
-  std::condition_variable_any cv_;
-  bool pending_ = false;
-  std::jthread thread_;  // last: stopped and joined before the rest goes
+  Mutex mu_;
+  CondVar cv_;
+  bool pending_ GUARDED_BY(mu_) = false;
+  bool stopping_ GUARDED_BY(mu_) = false;
+  std::jthread thread_ GUARDED_BY(mu_);  // last: joined (after ~Releaser stops it) first
 };
 
 }  // namespace

@@ -30,9 +30,9 @@ struct Error {
   enum class Kind {
     kInvalidArgument,  // bad input from a client or a file
     kNotFound,
-    kUnavailable,      // nothing to serve the request
+    kUnavailable,  // nothing to serve the request
     kTimeout,
-    kIo,               // network or file I/O failed
+    kIo,  // network or file I/O failed
     kInternal,
   };
   Kind kind = Kind::kInternal;
@@ -46,7 +46,8 @@ struct Error {
   static Error internal(std::string m) { return {Kind::kInternal, std::move(m)}; }
 };
 
-// Expected<T, E> / Unexpected<E>: std::expected where the standard library has it, else the fallback.
+// Expected<T, E> / Unexpected<E>: std::expected where the standard library has it, else the
+// fallback.
 #ifdef KVROUTE_STD_EXPECTED
 template <typename T, typename E>
 using Expected = std::expected<T, E>;
@@ -76,15 +77,15 @@ inline Unexpected<Error> fail(Error e) { return Unexpected<Error>(std::move(e));
 
 #define KVROUTE_CONCAT_INNER(a, b) a##b
 #define KVROUTE_CONCAT(a, b) KVROUTE_CONCAT_INNER(a, b)
-#define KVROUTE_TRY_IMPL(tmp, decl, expr)              \
-  auto tmp = (expr);                                   \
+#define KVROUTE_TRY_IMPL(tmp, decl, expr)                              \
+  auto tmp = (expr);                                                   \
   if (!tmp) return ::kvroute::make_unexpected(std::move(tmp.error())); \
   decl = std::move(*tmp)
 #define KVROUTE_TRY_BIND(decl, expr) \
   KVROUTE_TRY_IMPL(KVROUTE_CONCAT(kvroute_try_, __LINE__), decl, expr)
-#define KVROUTE_TRY_STATUS(expr)                                            \
-  do {                                                                      \
-    if (auto kvroute_try_status = (expr); !kvroute_try_status)              \
+#define KVROUTE_TRY_STATUS(expr)                                                \
+  do {                                                                          \
+    if (auto kvroute_try_status = (expr); !kvroute_try_status)                  \
       return ::kvroute::make_unexpected(std::move(kvroute_try_status.error())); \
   } while (false)
 #define KVROUTE_TRY_SELECT(a, b, name, ...) name

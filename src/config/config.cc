@@ -17,15 +17,22 @@ namespace kvroute::config {
 Result<Duration> parse_duration(std::string_view s) {
   double v = 0;
   auto [ptr, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-  if (ec != std::errc() || v < 0) return fail(Error::invalid(fmt::format("'{}' is not a duration", s)));
+  if (ec != std::errc() || v < 0)
+    return fail(Error::invalid(fmt::format("'{}' is not a duration", s)));
   std::string_view unit(ptr, static_cast<std::size_t>(s.data() + s.size() - ptr));
   double ms;
-  if (unit.empty() || unit == "ms") ms = v;
-  else if (unit == "s") ms = v * 1000;
-  else if (unit == "m") ms = v * 60000;
-  else if (unit == "h") ms = v * 3600000;
-  else if (unit == "us") ms = v / 1000;
-  else return fail(Error::invalid(fmt::format("'{}': unknown duration unit '{}'", s, unit)));
+  if (unit.empty() || unit == "ms")
+    ms = v;
+  else if (unit == "s")
+    ms = v * 1000;
+  else if (unit == "m")
+    ms = v * 60000;
+  else if (unit == "h")
+    ms = v * 3600000;
+  else if (unit == "us")
+    ms = v / 1000;
+  else
+    return fail(Error::invalid(fmt::format("'{}': unknown duration unit '{}'", s, unit)));
   return Duration(static_cast<std::int64_t>(ms));
 }
 
@@ -58,7 +65,8 @@ class Reader {
       if (!ok) {
         std::string list;
         for (auto a : allowed) list += std::string(list.empty() ? "" : ", ") + std::string(a);
-        return fail(err(it->first, std::string(field) + "." + key, "unknown key (expected one of: " + list + ")"));
+        return fail(err(it->first, std::string(field) + "." + key,
+                        "unknown key (expected one of: " + list + ")"));
       }
     }
     return {};
@@ -72,12 +80,14 @@ class Reader {
     try {
       out = n.as<T>();
     } catch (const YAML::Exception&) {
-      return fail(err(n, fmt::format("{}.{}", path, key), fmt::format("invalid value '{}'", n.Scalar())));
+      return fail(
+          err(n, fmt::format("{}.{}", path, key), fmt::format("invalid value '{}'", n.Scalar())));
     }
     return {};
   }
 
-  Status duration(const YAML::Node& map, const char* key, std::string_view path, Duration& out) const {
+  Status duration(const YAML::Node& map, const char* key, std::string_view path,
+                  Duration& out) const {
     auto n = map[key];
     if (!n) return {};
     if (!n.IsScalar()) return fail(err(n, fmt::format("{}.{}", path, key), "must be a duration"));
@@ -174,8 +184,9 @@ Status read_section(const Reader& r, const YAML::Node& node, const Section& sect
 Result<Config> parse_root(const YAML::Node& root, const Reader& r) {
   Config c;
   if (!root || root.IsNull()) return c;
-  KVROUTE_TRY(r.keys(root, "", {"server", "upstream", "health", "routing", "backends", "log",
-                                "plugins", "schedulingProfiles", "apiVersion", "kind"}));
+  KVROUTE_TRY(r.keys(root, "",
+                     {"server", "upstream", "health", "routing", "backends", "log", "plugins",
+                      "schedulingProfiles", "apiVersion", "kind"}));
   for (const Section& section : kSections) {
     if (auto node = root[section.name]) KVROUTE_TRY(read_section(r, node, section, c));
   }
@@ -186,8 +197,9 @@ Result<Config> parse_root(const YAML::Node& root, const Reader& r) {
     return fail(r.err(u["maxRetries"], "upstream.maxRetries", "must be 0..10"));
   }
   if (auto rt = root["routing"]) {
-  if (auto ms = rt["models"]) {
-      if (!ms.IsSequence()) return fail(r.err(ms, "routing.models", "must be a list of {name, tokenizer}"));
+    if (auto ms = rt["models"]) {
+      if (!ms.IsSequence())
+        return fail(r.err(ms, "routing.models", "must be a list of {name, tokenizer}"));
       std::set<std::string> seen;
       for (std::size_t i = 0; i < ms.size(); ++i) {
         auto m = ms[i];
@@ -199,11 +211,13 @@ Result<Config> parse_root(const YAML::Node& root, const Reader& r) {
         KVROUTE_TRY(r.scalar(m, "tokenizer", path, mc.tokenizer));
         if (mc.name.empty()) return fail(r.err(m, path + ".name", "is required"));
         if (mc.tokenizer.empty()) return fail(r.err(m, path + ".tokenizer", "is required"));
-        if (!seen.insert(mc.name).second) return fail(r.err(m["name"], path + ".name", "duplicate model '" + mc.name + "'"));
+        if (!seen.insert(mc.name).second)
+          return fail(r.err(m["name"], path + ".name", "duplicate model '" + mc.name + "'"));
         c.models.push_back(std::move(mc));
       }
     }
-    if (c.block_size == 0) return fail(r.err(rt["blockSize"], "routing.blockSize", "must be positive"));
+    if (c.block_size == 0)
+      return fail(r.err(rt["blockSize"], "routing.blockSize", "must be positive"));
   }
   if (auto bs = root["backends"]) {
     if (!bs.IsSequence()) return fail(r.err(bs, "backends", "must be a list"));
@@ -214,7 +228,8 @@ Result<Config> parse_root(const YAML::Node& root, const Reader& r) {
       if (b.IsScalar()) {
         bc.url = b.Scalar();
       } else {
-        KVROUTE_TRY(r.keys(b, path, {"url", "name", "models", "kvEvents", "kvEventsReplay", "numGpuBlocks"}));
+        KVROUTE_TRY(r.keys(
+            b, path, {"url", "name", "models", "kvEvents", "kvEventsReplay", "numGpuBlocks"}));
         KVROUTE_TRY(r.scalar(b, "url", path, bc.url));
         KVROUTE_TRY(r.scalar(b, "name", path, bc.name));
         KVROUTE_TRY(r.scalar(b, "kvEvents", path, bc.kv_events_endpoint));
@@ -230,7 +245,8 @@ Result<Config> parse_root(const YAML::Node& root, const Reader& r) {
         }
       }
       if (bc.url.empty()) return fail(r.err(b, path + ".url", "is required"));
-      if (auto ep = http::parse_http_url(bc.url); !ep) return fail(r.err(b, path + ".url", ep.error().message));
+      if (auto ep = http::parse_http_url(bc.url); !ep)
+        return fail(r.err(b, path + ".url", ep.error().message));
       if (bc.name.empty()) bc.name = bc.url;
       c.backends.push_back(std::move(bc));
     }
@@ -247,7 +263,8 @@ Result<Config> parse_root(const YAML::Node& root, const Reader& r) {
       KVROUTE_TRY(r.scalar(p, "name", path, pc.name));
       if (pc.type.empty()) return fail(r.err(p, path + ".type", "is required"));
       if (pc.name.empty()) pc.name = pc.type;
-      if (!names.insert(pc.name).second) return fail(r.err(p, path + ".name", "duplicate plugin name '" + pc.name + "'"));
+      if (!names.insert(pc.name).second)
+        return fail(r.err(p, path + ".name", "duplicate plugin name '" + pc.name + "'"));
       YAML::Emitter e;
       e << YAML::Flow << (p["parameters"] ? p["parameters"] : YAML::Node(YAML::NodeType::Map));
       pc.parameters_yaml = e.c_str();
@@ -274,7 +291,9 @@ Result<Config> parse_root(const YAML::Node& root, const Reader& r) {
           KVROUTE_TRY(r.scalar(ref, "weight", rpath, pr.weight));
           bool known = false;
           for (const auto& pc : c.plugins) known = known || pc.name == pr.plugin_ref;
-          if (!known) return fail(r.err(ref, rpath + ".pluginRef", "no plugin named '" + pr.plugin_ref + "'"));
+          if (!known)
+            return fail(
+                r.err(ref, rpath + ".pluginRef", "no plugin named '" + pr.plugin_ref + "'"));
           prof.plugins.push_back(pr);
         }
       }
@@ -292,12 +311,14 @@ Result<Config> load_yaml(const std::string& text, const std::string& source) {
   try {
     root = YAML::Load(text);
   } catch (const YAML::ParserException& e) {
-    return fail(Error::invalid(fmt::format("{}:{}:{}: {}", source, e.mark.line + 1, e.mark.column + 1, e.msg)));
+    return fail(Error::invalid(
+        fmt::format("{}:{}:{}: {}", source, e.mark.line + 1, e.mark.column + 1, e.msg)));
   }
   try {
     return parse_root(root, r);
   } catch (const YAML::Exception& e) {
-    return fail(Error::invalid(fmt::format("{}:{}:{}: {}", source, e.mark.line + 1, e.mark.column + 1, e.msg)));
+    return fail(Error::invalid(
+        fmt::format("{}:{}:{}: {}", source, e.mark.line + 1, e.mark.column + 1, e.msg)));
   }
 }
 
@@ -313,7 +334,8 @@ namespace {
 std::string expand_template(std::string_view tmpl, const http::Endpoint& ep) {
   std::string out(tmpl);
   for (std::size_t p; (p = out.find("{host}")) != std::string::npos;) out.replace(p, 6, ep.host);
-  for (std::size_t p; (p = out.find("{port}")) != std::string::npos;) out.replace(p, 6, std::to_string(ep.port));
+  for (std::size_t p; (p = out.find("{port}")) != std::string::npos;)
+    out.replace(p, 6, std::to_string(ep.port));
   return out;
 }
 }  // namespace
@@ -334,17 +356,20 @@ Status resolve(Config& c) {
 
 Status validate(const Config& c) {
   if (c.backends.empty()) {
-    return fail(Error::invalid("no backends: give --backend URL or a 'backends' list in the config file"));
+    return fail(
+        Error::invalid("no backends: give --backend URL or a 'backends' list in the config file"));
   }
   std::set<std::string> names;
   for (const auto& b : c.backends) {
     if (auto ep = http::parse_http_url(b.url); !ep) return fail(ep.error());
-    if (!names.insert(b.name).second) return fail(Error::invalid("duplicate backend name '" + b.name + "'"));
+    if (!names.insert(b.name).second)
+      return fail(Error::invalid("duplicate backend name '" + b.name + "'"));
   }
   if (c.threads < 1) return fail(Error::invalid("threads must be at least 1"));
   for (const auto* t : {&c.kv_events_template, &c.kv_events_replay_template}) {
     if (!t->empty() && t->rfind("tcp://", 0) != 0 && t->rfind("ipc://", 0) != 0) {
-      return fail(Error::invalid("KV-event endpoint template '" + *t + "' must start with tcp:// or ipc://"));
+      return fail(Error::invalid("KV-event endpoint template '" + *t +
+                                 "' must start with tcp:// or ipc://"));
     }
   }
   if (!c.kv_events_replay_template.empty() && c.kv_events_template.empty()) {

@@ -21,11 +21,11 @@ namespace kvroute::config {
 using Duration = std::chrono::milliseconds;
 
 struct BackendConfig {
-  std::string url;                   // http://host:port
-  std::string name;                  // defaults to the URL
-  std::vector<std::string> models;   // optional: otherwise learned from GET /v1/models
-  std::string kv_events_endpoint;    // optional ZMQ PUB endpoint of the engine (precise routing)
-  std::string kv_events_replay;      // optional ZMQ ROUTER replay endpoint
+  std::string url;                  // http://host:port
+  std::string name;                 // defaults to the URL
+  std::vector<std::string> models;  // optional: otherwise learned from GET /v1/models
+  std::string kv_events_endpoint;   // optional ZMQ PUB endpoint of the engine (precise routing)
+  std::string kv_events_replay;     // optional ZMQ ROUTER replay endpoint
   std::optional<std::uint32_t> num_gpu_blocks;  // optional KV capacity (else scraped)
 };
 
@@ -73,14 +73,14 @@ struct Config {
   Duration health_interval{2000};
   Duration health_timeout{1000};
   std::string health_path = "/health";
-  int failure_threshold = 3;      // consecutive failures that eject a backend
-  Duration ejection_time{10000};  // before an ejected backend is probed again
+  int failure_threshold = 3;               // consecutive failures that eject a backend
+  Duration ejection_time{10000};           // before an ejected backend is probed again
   Duration metrics_scrape_interval{1000};  // engines' /metrics; 0 disables
   // routing
   std::string policy = "kvroute";  // cache-aware by default (docs/adr/0015)
   std::string session_header = "x-session-id";
-  bool debug_headers = false;   // x-kvroute-backend / x-kvroute-reason response headers
-  std::string tokenizer;        // path of a HF tokenizer directory; empty: character blocks
+  bool debug_headers = false;       // x-kvroute-backend / x-kvroute-reason response headers
+  std::string tokenizer;            // path of a HF tokenizer directory; empty: character blocks
   std::vector<ModelConfig> models;  // per-model tokenizers; models not listed use `tokenizer`
   // KV-event endpoints of backends that name none, from their URL: "{host}" and "{port}" (the
   // backend's HTTP port) are substituted, e.g. tcp://{host}:5557 as llm-d configures vLLM pods.

@@ -15,7 +15,8 @@ backends:
   - http://127.0.0.1:8001
   - {url: "http://127.0.0.1:8002", name: b, models: [m1]}
 log: {level: debug}
-)", "t.yaml");
+)",
+                     "t.yaml");
   ASSERT_TRUE(c) << c.error().message;
   EXPECT_EQ(c->port, 9000);
   EXPECT_EQ(c->threads, 2);
@@ -69,7 +70,8 @@ routing:
 backends:
   - http://10.0.0.5:8000
   - {url: "http://10.0.0.6:8000", kvEvents: "tcp://10.0.0.6:6000"}
-)", "t.yaml");
+)",
+                     "t.yaml");
   ASSERT_TRUE(c) << c.error().message;
   ASSERT_EQ(c->models.size(), 2u);
   EXPECT_EQ(c->models[0].name, "Qwen/Qwen2.5-7B-Instruct");
@@ -84,14 +86,18 @@ backends:
   EXPECT_EQ(c->backends[0].kv_events_endpoint, "tcp://10.0.0.5:5557");
   EXPECT_TRUE(validate(*c));
 
-  auto dup = load_yaml("routing:\n  models:\n    - {name: a, tokenizer: x}\n    - {name: a, tokenizer: y}\n", "d.yaml");
+  auto dup = load_yaml(
+      "routing:\n  models:\n    - {name: a, tokenizer: x}\n    - {name: a, tokenizer: y}\n",
+      "d.yaml");
   ASSERT_FALSE(dup);
   EXPECT_NE(dup.error().message.find("d.yaml:4:"), std::string::npos) << dup.error().message;
-  EXPECT_NE(dup.error().message.find("routing.models[1].name"), std::string::npos) << dup.error().message;
+  EXPECT_NE(dup.error().message.find("routing.models[1].name"), std::string::npos)
+      << dup.error().message;
   auto missing = load_yaml("routing:\n  models:\n    - {name: a}\n", "m.yaml");
   ASSERT_FALSE(missing);
   EXPECT_NE(missing.error().message.find("routing.models[0].tokenizer"), std::string::npos);
-  auto bad = load_yaml("routing: {kvEventsTemplate: 'http://{host}:1'}\nbackends: [http://h:1]\n", "b.yaml");
+  auto bad = load_yaml("routing: {kvEventsTemplate: 'http://{host}:1'}\nbackends: [http://h:1]\n",
+                       "b.yaml");
   ASSERT_TRUE(bad);
   EXPECT_FALSE(validate(*bad));
 }
@@ -105,13 +111,16 @@ plugins:
 schedulingProfiles:
   - name: default
     plugins: [{pluginRef: prefix-cache-scorer, weight: 3}, {pluginRef: load}]
-)", "s.yaml");
+)",
+                     "s.yaml");
   ASSERT_TRUE(c) << c.error().message;
   ASSERT_EQ(c->plugins.size(), 2u);
   EXPECT_EQ(c->plugins[0].name, "prefix-cache-scorer");
   ASSERT_EQ(c->profiles.size(), 1u);
   EXPECT_EQ(c->profiles[0].plugins[0].weight, 3);
-  auto bad = load_yaml("plugins: [{type: a}]\nschedulingProfiles: [{name: p, plugins: [{pluginRef: zzz}]}]\n", "s.yaml");
+  auto bad = load_yaml(
+      "plugins: [{type: a}]\nschedulingProfiles: [{name: p, plugins: [{pluginRef: zzz}]}]\n",
+      "s.yaml");
   ASSERT_FALSE(bad);
   EXPECT_NE(bad.error().message.find("pluginRef"), std::string::npos);
 }

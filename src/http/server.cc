@@ -14,7 +14,6 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <cerrno>
-#include <condition_variable>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -24,6 +23,7 @@
 
 #include "common/log.h"
 #include "common/memory.h"
+#include "common/mutex.h"
 #include "http/internal/deadline.h"
 #include "http/internal/in_buffer.h"
 #include "http/internal/parser.h"
@@ -63,7 +63,8 @@ struct SessionState {
   // sweep that reaches it closes the socket and sets timed_out; the session then ends.
   std::uint64_t deadline = kNoDeadline;
   bool timed_out = false;
-  bool drained = false;  // the last read left the socket's receive queue empty (http/internal/socket_io.h)
+  bool drained =
+      false;  // the last read left the socket's receive queue empty (http/internal/socket_io.h)
   bool served = false;   // answered a request: an idle keep-alive connection between requests
   bool evicted = false;  // closed by evict_idle()
 };
@@ -99,8 +100,18 @@ struct Server::Impl {
   std::atomic<bool> stopped{false};
   std::atomic<std::uint64_t> evictions{0};  // idle connections closed to make room
   std::uint16_t port = 0;
-  std::mutex mu;
-  std::condition_variable cv;
+  // Wakes stop() and wait() when a worker finishes a request or closes; what they wait for is in
+  // atomics, the mutex only orders a notify after the waiter's test.
+  Mutex mu;
+  CondVar cv;
+  // Waits (mu held) until done() or the deadline; returns done().
+  template <class Done>
+  bool wait_until(std::chrono::steady_clock::time_point deadline, Done done) REQUIRES(mu) {
+    while (!done()) {
+      if (!cv.wait_until(mu, deadline)) return done();
+    }
+    return true;
+  }
 
   // The listening sockets' protocol (v4 or v6): a connection handed to another worker is adopted
   // with it.
@@ -295,7 +306,7 @@ void start_gone_watch(Socket& socket, const std::shared_ptr<GoneWatch>& watch) {
 
 // The body and content type of an error the server answers itself (ServerOptions::error_body).
 std::pair<std::string, std::string_view> error_response(std::string (*error_body)(int,
-                                                                                 std::string_view),
+                                                                                  std::string_view),
                                                         int status, std::string_view message) {
   if (error_body != nullptr) return {error_body(status, message), "application/json"};
   std::string text(message);
@@ -564,7 +575,8 @@ Task<void> Server::Impl::session(Worker& w, Socket socket) {
     state.watching = false;
     if (!writer.started() && !writer.failed() && !watch->gone) {
       // Arguments are named locals: GCC 12 mishandles some temporaries inside co_await.
-      auto [body, content_type] = error_response(opts.error_body, 500, "the handler produced no response");
+      auto [body, content_type] =
+          error_response(opts.error_body, 500, "the handler produced no response");
       const Headers none;
       co_await writer.send(500, content_type, std::move(body), none);
     }
@@ -572,7 +584,7 @@ Task<void> Server::Impl::session(Worker& w, Socket socket) {
     // closed without the last chunk, so the client sees a truncated body, not a clean end.
     w.active.fetch_sub(1);
     if (stopping.load() && active() == 0) {
-      std::lock_guard lock(mu);  // the waiter in stop() cannot miss it between test and wait
+      MutexLock lock(mu);  // the waiter in stop() cannot miss it between test and wait
       cv.notify_all();
     }
     state.served = true;
@@ -682,20 +694,22 @@ void Server::stop(std::chrono::milliseconds deadline, const std::function<void()
       for (auto* s : wp->sessions) {
         if (!s->busy) s->socket->close(ignored);
       }
-      std::lock_guard lock(im->mu);
+      MutexLock lock(im->mu);
       closing->fetch_sub(1);
       im->cv.notify_all();
     });
   }
   {
-    std::unique_lock lock(impl_->mu);
-    impl_->cv.wait_for(lock, std::chrono::seconds(1), [&] { return closing->load() == 0; });
+    using std::chrono::steady_clock;
+    MutexLock lock(impl_->mu);
+    impl_->wait_until(steady_clock::now() + std::chrono::seconds(1),
+                      [&] { return closing->load() == 0; });
     const auto idle = [&] { return impl_->active() == 0; };
-    if (!impl_->cv.wait_for(lock, deadline, idle) && on_deadline) {
+    if (!impl_->wait_until(steady_clock::now() + deadline, idle) && on_deadline) {
       lock.unlock();
       on_deadline();
       lock.lock();
-      impl_->cv.wait_for(lock, std::chrono::seconds(1), idle);
+      impl_->wait_until(steady_clock::now() + std::chrono::seconds(1), idle);
     }
   }
   for (auto& w : impl_->workers) w->ioc.stop();
@@ -706,9 +720,9 @@ void Server::stop(std::chrono::milliseconds deadline, const std::function<void()
 }
 
 void Server::wait() {
-  std::unique_lock lock(impl_->mu);
-  impl_->cv.wait(lock,
-                 [&] { return impl_->stopped.load() && impl_->workers.front()->ioc.stopped(); });
+  MutexLock lock(impl_->mu);
+  while (!(impl_->stopped.load() && impl_->workers.front()->ioc.stopped()))
+    impl_->cv.wait(impl_->mu);
 }
 
 std::uint16_t Server::port() const { return impl_->port; }

@@ -1,8 +1,8 @@
 // File: http/server.h
 //
 // An asynchronous HTTP/1.1 server on Boost.Asio with C++20 coroutines and our own parser
-// (http/internal/parser.h). One io_context and one SO_REUSEPORT acceptor per worker thread (the kernel
-// spreads connections; nothing is shared on the hot path). A Handler coroutine answers each
+// (http/internal/parser.h). One io_context and one SO_REUSEPORT acceptor per worker thread (the
+// kernel spreads connections; nothing is shared on the hot path). A Handler coroutine answers each
 // request through a ResponseWriter that can send a whole response or stream a chunked one (SSE).
 // Limits protect the server from bad clients: header and body size (431/413), a deadline to
 // receive a request's headers and body (slowloris), an idle keep-alive timeout and a connection
@@ -17,7 +17,6 @@
 //   });
 //   auto port = server.start();  // binds 127.0.0.1:0 -> OS-picked port
 #pragma once
-
 
 #include <atomic>
 #include <chrono>
@@ -41,8 +40,8 @@ struct ServerOptions {
   int threads = 1;
   std::size_t max_header_bytes = 64 * 1024;
   std::size_t max_body_bytes = 32 * 1024 * 1024;
-  std::size_t max_connections = 100000;  // across all threads
-  std::chrono::milliseconds request_timeout{30000};  // to receive one whole request (slowloris)
+  std::size_t max_connections = 100000;                 // across all threads
+  std::chrono::milliseconds request_timeout{30000};     // to receive one whole request (slowloris)
   std::chrono::milliseconds keepalive_timeout{120000};  // idle time between requests
   std::chrono::milliseconds write_timeout{60000};       // one write to a slow reader
   // The timeouts above are enforced by each worker's sweep, every min(gone_watch_delay, 50 ms):
@@ -62,10 +61,10 @@ class ResponseWriter {
   virtual ~ResponseWriter() = default;
   // A complete response with Content-Length.
   virtual Task<bool> send(int status, std::string_view content_type, std::string body,
-                                    const Headers& extra = {}) = 0;
+                          const Headers& extra = {}) = 0;
   // A chunked response: head first, then chunks as they come, then the end.
   virtual Task<bool> start_stream(int status, std::string_view content_type,
-                                            const Headers& extra = {}) = 0;
+                                  const Headers& extra = {}) = 0;
   virtual Task<bool> write_chunk(std::string_view data) = 0;
   // Ends a chunked response. A handler that returns without calling it aborts the response: the
   // connection closes without the final chunk.

@@ -22,6 +22,7 @@
 #include "http/client.h"
 #include "http/server.h"
 #include "testing/raw_http.h"
+#include "testing/wait.h"
 
 namespace kvroute::http {
 namespace {
@@ -200,14 +201,12 @@ TEST(Server, IdleKeepAliveConnectionsMakeRoomAtTheLimit) {
   // none to spare, the newcomer is the one refused.
   for (int fd : idle) ::close(fd);
   ::close(fresh);
-  for (int i = 0; i < 200 && server.connections() != 0; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
+  EXPECT_TRUE(testing::wait_until([&] { return server.connections() == 0; },
+                                  std::chrono::milliseconds(1000)));
   std::vector<int> waiting;
   for (int i = 0; i < 3; ++i) waiting.push_back(connect_loopback(*port));
-  for (int i = 0; i < 200 && server.connections() != 3; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
+  EXPECT_TRUE(testing::wait_until([&] { return server.connections() == 3; },
+                                  std::chrono::milliseconds(1000)));
   const int refused = connect_loopback(*port);
   EXPECT_TRUE(closed_by_peer(refused));
   EXPECT_EQ(server.idle_evictions(), 1u);
@@ -405,8 +404,8 @@ TEST(Server, SlowAndIdleClientsAreCutOff) {
   }
   EXPECT_EQ(calls.load(), 0);
   // The session ends right after closing the socket: allow it a moment.
-  for (int i = 0; i < 100 && server.connections() != 0; ++i)
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_TRUE(testing::wait_until([&] { return server.connections() == 0; },
+                                  std::chrono::milliseconds(1000)));
   EXPECT_EQ(server.connections(), 0u);
   // The server still serves.
   auto ok = kvroute::testing::raw_request(*port,

@@ -1,7 +1,5 @@
 #include "http/internal/socket_io.h"
 
-#include "http/internal/deadline.h"
-
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
@@ -17,6 +15,8 @@
 #include <string>
 #include <thread>
 #include <tuple>
+
+#include "http/internal/deadline.h"
 
 namespace kvroute::http {
 namespace {

@@ -24,9 +24,9 @@ class SseSplitter {
   void feed(std::string_view bytes, const std::function<void(std::string_view data)>& on_event);
 
   // Feeds raw bytes and returns those that complete events, untouched: the input itself when it
-  // ends on a boundary and nothing was pending (no copy), else whole events from an internal buffer.
-  // The rest waits for the next call; a pending tail of `max_pending` bytes or more is returned as is
-  // (bounded memory). The view is valid until the next call.
+  // ends on a boundary and nothing was pending (no copy), else whole events from an internal
+  // buffer. The rest waits for the next call; a pending tail of `max_pending` bytes or more is
+  // returned as is (bounded memory). The view is valid until the next call.
   std::string_view relay(std::string_view bytes, std::size_t max_pending = 1u << 20);
   // The bytes held back (an incomplete event at the end of the stream); empties the splitter.
   std::string take_pending();

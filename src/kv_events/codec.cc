@@ -470,24 +470,51 @@ class Reader {
     }
     ++p_;
     switch (b) {
-      case 0xcc: case 0xd0: len = 1; break;
-      case 0xcd: case 0xd1: len = 2; break;
-      case 0xce: case 0xd2: case 0xca: len = 4; break;
-      case 0xcf: case 0xd3: case 0xcb: len = 8; break;
-      case 0xd4: len = 2; break;  // fixext 1 (type + 1)
-      case 0xd5: len = 3; break;
-      case 0xd6: len = 5; break;
-      case 0xd7: len = 9; break;
-      case 0xd8: len = 17; break;
-      case 0xc4: case 0xd9:
+      case 0xcc:
+      case 0xd0:
+        len = 1;
+        break;
+      case 0xcd:
+      case 0xd1:
+        len = 2;
+        break;
+      case 0xce:
+      case 0xd2:
+      case 0xca:
+        len = 4;
+        break;
+      case 0xcf:
+      case 0xd3:
+      case 0xcb:
+        len = 8;
+        break;
+      case 0xd4:
+        len = 2;
+        break;  // fixext 1 (type + 1)
+      case 0xd5:
+        len = 3;
+        break;
+      case 0xd6:
+        len = 5;
+        break;
+      case 0xd7:
+        len = 9;
+        break;
+      case 0xd8:
+        len = 17;
+        break;
+      case 0xc4:
+      case 0xd9:
         if (!be(1, v)) return false;
         len = v;
         break;
-      case 0xc5: case 0xda:
+      case 0xc5:
+      case 0xda:
         if (!be(2, v)) return false;
         len = v;
         break;
-      case 0xc6: case 0xdb:
+      case 0xc6:
+      case 0xdb:
         if (!be(4, v)) return false;
         len = v;
         break;
@@ -549,7 +576,8 @@ class Reader {
     for (; i < n; ++i) {
       const std::size_t left = static_cast<std::size_t>(end - q);
       if (left >= 5 && *q == 0xce) {
-        dst[i] = (std::uint32_t{q[1]} << 24) | (std::uint32_t{q[2]} << 16) | (std::uint32_t{q[3]} << 8) | q[4];
+        dst[i] = (std::uint32_t{q[1]} << 24) | (std::uint32_t{q[2]} << 16) |
+                 (std::uint32_t{q[3]} << 8) | q[4];
         q += 5;
       } else if (left >= 1 && *q < 0x80) {
         dst[i] = *q++;
@@ -618,13 +646,27 @@ bool read_stored_array(Reader& r, std::uint32_t n, BlockStored& e, DecodeStats& 
   for (std::uint32_t i = 5; i < n; ++i) {
     bool ok = true;
     switch (i) {
-      case 5: ok = r.opt_sint(e.lora_id); break;
-      case 6: ok = r.opt_str(e.medium); break;
-      case 7: ok = r.opt_str(e.lora_name); break;
-      case 8: ok = r.extra_keys(e.extra_keys); break;
-      case 9: ok = r.opt_sint(e.group_idx); break;
-      case 10: ok = r.opt_str(e.kv_cache_spec_kind); break;
-      case 11: ok = r.opt_sint(e.kv_cache_spec_sliding_window); break;
+      case 5:
+        ok = r.opt_sint(e.lora_id);
+        break;
+      case 6:
+        ok = r.opt_str(e.medium);
+        break;
+      case 7:
+        ok = r.opt_str(e.lora_name);
+        break;
+      case 8:
+        ok = r.extra_keys(e.extra_keys);
+        break;
+      case 9:
+        ok = r.opt_sint(e.group_idx);
+        break;
+      case 10:
+        ok = r.opt_str(e.kv_cache_spec_kind);
+        break;
+      case 11:
+        ok = r.opt_sint(e.kv_cache_spec_sliding_window);
+        break;
       default:
         ++st.ignored_fields;
         ok = r.skip(1);
@@ -640,8 +682,12 @@ bool read_removed_array(Reader& r, std::uint32_t n, BlockRemoved& e, DecodeStats
   for (std::uint32_t i = 2; i < n; ++i) {
     bool ok = true;
     switch (i) {
-      case 2: ok = r.opt_str(e.medium); break;
-      case 3: ok = r.opt_sint(e.group_idx); break;
+      case 2:
+        ok = r.opt_str(e.medium);
+        break;
+      case 3:
+        ok = r.opt_sint(e.group_idx);
+        break;
       default:
         ++st.ignored_fields;
         ok = r.skip(1);
@@ -713,8 +759,8 @@ T& event_slot(std::vector<Event>& out, std::size_t k) {
   return std::get<T>(out.emplace_back(std::in_place_type<T>));
 }
 
-// Decodes the next event into slot `used` of `out` and advances `used`, unless its tag is unknown (then it
-// is skipped and counted).
+// Decodes the next event into slot `used` of `out` and advances `used`, unless its tag is unknown
+// (then it is skipped and counted).
 bool read_event(Reader& r, std::vector<Event>& out, std::size_t& used, DecodeStats& st) {
   std::uint8_t b;
   if (!r.peek(b)) return false;
@@ -923,8 +969,8 @@ const char* decode_batch_into(std::string_view bytes, DecodedBatch& out) {
   out.stats = {};
   Reader r(bytes);
   const char* err = !read_batch(r, out) ? (r.error() ? r.error() : "malformed batch")
-                    : !r.at_end()         ? "trailing bytes"
-                                          : nullptr;
+                    : !r.at_end()       ? "trailing bytes"
+                                        : nullptr;
   if (err != nullptr) out.batch.events.clear();  // never leave the previous batch's events behind
   return err;
 }

@@ -24,8 +24,8 @@
 #include <string>
 #include <string_view>
 
-#include "kv_events/event.h"
 #include "common/result.h"
+#include "kv_events/event.h"
 
 namespace kvroute::kv_events {
 

@@ -25,8 +25,8 @@ struct BlockStored {
   std::optional<std::uint64_t> parent_block_hash;  // nil when the run starts at block 0
   std::vector<std::uint32_t> token_ids;            // block_hashes.size() * block_size tokens
   std::uint32_t block_size = 16;
-  std::optional<std::int64_t> lora_id;             // deprecated, always on the wire (maybe nil)
-  std::optional<std::string> medium;               // "GPU", "CPU", ...
+  std::optional<std::int64_t> lora_id;  // deprecated, always on the wire (maybe nil)
+  std::optional<std::string> medium;    // "GPU", "CPU", ...
   std::optional<std::string> lora_name;
   std::optional<std::int64_t> group_idx;
   // Later optional fields (extension, kv_events/codec.h carries them byte-exactly):

@@ -3,7 +3,6 @@
 // hashes, Llama-3-range token ids), array and map modes. Peer in the same run: msgpuck's mp_check,
 // a validating walk over the same bytes that builds nothing (a floor for any msgpack decoder).
 #include <benchmark/benchmark.h>
-
 #include <msgpuck.h>
 
 #include <random>

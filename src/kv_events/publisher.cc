@@ -4,13 +4,12 @@
 #include <zmq.h>
 
 #include <chrono>
-#include <condition_variable>
 #include <deque>
-#include <mutex>
 #include <thread>
 #include <utility>
 #include <vector>
 
+#include "common/mutex.h"
 #include "kv_events/internal/zmq_util.h"
 
 namespace kvroute::kv_events {
@@ -23,18 +22,18 @@ constexpr auto kStopWait = std::chrono::seconds(5);
 const std::string kEndSeq(8, '\xff');
 }  // namespace
 
-// State of one publisher. `mu` guards the fields marked (mu); the rest belong to the I/O thread
-// once the channel is registered.
+// State of one publisher. `mu` guards the fields marked GUARDED_BY(mu); the rest belong to the I/O
+// thread once the channel is registered.
 struct PublisherChannel {
   PublisherConfig cfg;
   Socket pub;
   Socket router;
 
-  std::mutex mu;
-  std::condition_variable cv;
-  std::deque<std::string> queue;  // (mu) encoded payloads
-  bool closing = false;           // (mu)
-  bool closed = false;            // (mu)
+  Mutex mu;
+  CondVar cv;
+  std::deque<std::string> queue GUARDED_BY(mu);  // encoded payloads
+  bool closing GUARDED_BY(mu) = false;
+  bool closed GUARDED_BY(mu) = false;
 
   std::uint64_t next_seq = 0;
   std::deque<std::pair<std::uint64_t, std::string>> ring;
@@ -48,13 +47,13 @@ struct PublisherHub::Impl {
   void* ctx = nullptr;
   detail::Wakeup wake;
   std::thread thread;
-  std::mutex mu;
-  std::vector<std::shared_ptr<PublisherChannel>> channels;  // (mu)
-  bool stopping = false;                                    // (mu)
+  Mutex mu;
+  std::vector<std::shared_ptr<PublisherChannel>> channels GUARDED_BY(mu);
+  bool stopping GUARDED_BY(mu) = false;
 
   void add(std::shared_ptr<PublisherChannel> ch) {
     {
-      std::lock_guard lk(mu);
+      MutexLock lk(mu);
       channels.push_back(std::move(ch));
     }
     wake.signal();
@@ -68,7 +67,7 @@ struct PublisherHub::Impl {
 void PublisherHub::Impl::flush(PublisherChannel& ch) {
   std::deque<std::string> batch;
   {
-    std::lock_guard lk(ch.mu);
+    MutexLock lk(ch.mu);
     batch.swap(ch.queue);
   }
   for (auto& payload : batch) {
@@ -127,7 +126,7 @@ void PublisherHub::Impl::run() {
   for (;;) {
     bool stop_now;
     {
-      std::lock_guard lk(mu);
+      MutexLock lk(mu);
       local = channels;
       stop_now = stopping;
     }
@@ -136,7 +135,7 @@ void PublisherHub::Impl::run() {
       flush(*ch);
       bool closing;
       {
-        std::lock_guard lk(ch->mu);
+        MutexLock lk(ch->mu);
         closing = ch->closing;
       }
       if (closing || stop_now) {
@@ -145,17 +144,17 @@ void PublisherHub::Impl::run() {
         ch->router.reset();
         ch->ring.clear();
         {
-          std::lock_guard lk(ch->mu);
+          MutexLock lk(ch->mu);
           ch->closed = true;
         }
         ch->cv.notify_all();
-        std::lock_guard lk(mu);
+        MutexLock lk(mu);
         std::erase(channels, ch);
       }
     }
     if (stop_now) return;
     {
-      std::lock_guard lk(mu);
+      MutexLock lk(mu);
       local = channels;
     }
     items.clear();
@@ -191,12 +190,15 @@ PublisherHub::PublisherHub(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) 
 
 PublisherHub::~PublisherHub() {
   {
-    std::lock_guard lk(impl_->mu);
+    MutexLock lk(impl_->mu);
     impl_->stopping = true;
   }
   impl_->wake.signal();
   if (impl_->thread.joinable()) impl_->thread.join();
-  impl_->channels.clear();
+  {
+    MutexLock lk(impl_->mu);
+    impl_->channels.clear();
+  }
   zmq_ctx_term(impl_->ctx);  // waits at most kLingerMs for unsent messages
 }
 
@@ -248,8 +250,8 @@ Result<Socket> make_socket(void* ctx, int type, int sndhwm, int rcvhwm) {
 
 }  // namespace
 
-Result<std::unique_ptr<ZmqEventPublisher>> ZmqEventPublisher::create(PublisherConfig config,
-                                                                     std::shared_ptr<PublisherHub> hub) {
+Result<std::unique_ptr<ZmqEventPublisher>> ZmqEventPublisher::create(
+    PublisherConfig config, std::shared_ptr<PublisherHub> hub) {
   if (!hub) {
     KVROUTE_TRY(hub, PublisherHub::create());
   }
@@ -296,7 +298,7 @@ bool ZmqEventPublisher::publish(const EventBatch& batch) {
   }
   bool was_empty;
   {
-    std::lock_guard lk(ch.mu);
+    MutexLock lk(ch.mu);
     if (ch.closing) return false;
     if (ch.queue.size() >= ch.cfg.max_queue_size) {
       ch.dropped.fetch_add(1, std::memory_order_relaxed);
@@ -324,13 +326,15 @@ void ZmqEventPublisher::stop() {
   if (!channel_) return;
   auto& ch = *channel_;
   {
-    std::lock_guard lk(ch.mu);
+    MutexLock lk(ch.mu);
     if (ch.closed) return;
     ch.closing = true;
   }
   hub_->impl_->wake.signal();
-  std::unique_lock lk(ch.mu);
-  ch.cv.wait_for(lk, kStopWait, [&] { return ch.closed; });
+  MutexLock lk(ch.mu);
+  const auto deadline = std::chrono::steady_clock::now() + kStopWait;
+  while (!ch.closed && ch.cv.wait_until(ch.mu, deadline)) {
+  }
 }
 
 void ZmqEventPublisher::drop_next_for_test() {

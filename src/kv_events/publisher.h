@@ -61,7 +61,7 @@ struct PublisherStats {
   std::uint64_t published = 0;           // batches handed to the PUB socket (seq assigned)
   std::uint64_t dropped_queue_full = 0;  // batches refused by publish()
   std::uint64_t replay_requests = 0;
-  std::uint64_t replayed = 0;            // batches sent in replay replies
+  std::uint64_t replayed = 0;  // batches sent in replay replies
   std::uint64_t invalid_replay_requests = 0;
 };
 
@@ -89,8 +89,8 @@ class ZmqEventPublisher {
  public:
   // Creates and binds/connects the sockets on the calling thread (so errors and the resolved
   // endpoints are known at once) and hands them to `hub` (a private hub when null).
-  static Result<std::unique_ptr<ZmqEventPublisher>> create(PublisherConfig config,
-                                                           std::shared_ptr<PublisherHub> hub = nullptr);
+  static Result<std::unique_ptr<ZmqEventPublisher>> create(
+      PublisherConfig config, std::shared_ptr<PublisherHub> hub = nullptr);
   ~ZmqEventPublisher();  // stop()
   ZmqEventPublisher(const ZmqEventPublisher&) = delete;
   ZmqEventPublisher& operator=(const ZmqEventPublisher&) = delete;

@@ -11,9 +11,10 @@
 #include <thread>
 #include <vector>
 
+#include "kv_events/internal/zmq_util.h"
 #include "kv_events/publisher.h"
 #include "kv_events/subscriber.h"
-#include "kv_events/internal/zmq_util.h"
+#include "testing/wait.h"
 
 namespace kvroute::kv_events {
 namespace {
@@ -22,14 +23,7 @@ using namespace std::chrono_literals;
 
 constexpr auto kDeadline = 5s;
 
-bool wait_until(const std::function<bool()>& pred, std::chrono::milliseconds limit = kDeadline) {
-  const auto end = std::chrono::steady_clock::now() + limit;
-  while (std::chrono::steady_clock::now() < end) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(2ms);
-  }
-  return pred();
-}
+using testing::wait_until;
 
 EventBatch make_batch(std::uint64_t i) {
   EventBatch b;
@@ -351,7 +345,8 @@ TEST(Isolation, SilentAndDeadEnginesDoNotBlockOthers) {
     }
     stuck->publish(make_batch(ns++));
     return wait_until([&] { return sub->stats().replay_requests > requests_before; }, 20ms);
-  })) << col.count("stuck") << " stales " << col.stales.size() << " "
+  })) << col.count("stuck")
+      << " stales " << col.stales.size() << " "
       << (col.stales.empty() ? "" : to_string(col.stales.back().second)) << " ns " << ns;
   // While that replay waits for its 2 s timeout, another engine keeps flowing.
   const auto t0 = std::chrono::steady_clock::now();
@@ -361,9 +356,12 @@ TEST(Isolation, SilentAndDeadEnginesDoNotBlockOthers) {
   EXPECT_EQ(col.stale_count(StaleReason::kReplayTimeout), 0u);
   ASSERT_TRUE(wait_until([&] { return col.stale_count(StaleReason::kReplayTimeout) == 1; }))
       << col.stale_count(StaleReason::kReplayTimeout) << " " << col.stales.size() << " "
-      << (col.stales.empty() ? "" : to_string(col.stales[0].second)) << " " << sub->stats().replay_requests;
-  ASSERT_TRUE(wait_until([&] { return !col.seqs("stuck").empty() && col.seqs("stuck").back() == ns - 1; }))
-      << ::testing::PrintToString(col.seqs("stuck")) << " ns " << ns;
+      << (col.stales.empty() ? "" : to_string(col.stales[0].second)) << " "
+      << sub->stats().replay_requests;
+  ASSERT_TRUE(wait_until([&] {
+    return !col.seqs("stuck").empty() && col.seqs("stuck").back() == ns - 1;
+  })) << ::testing::PrintToString(col.seqs("stuck"))
+      << " ns " << ns;
   EXPECT_EQ(col.seqs("live"), iota(0, nl));
   EXPECT_EQ(col.count("silent"), 0u);
   EXPECT_EQ(col.count("dead"), 0u);
@@ -391,14 +389,14 @@ TEST(Frames, MalformedMessagesAreCountedAndTopicFilterApplies) {
     return wait_until([&] { return col.count("raw") > 0; }, 20ms);
   }));
   const auto before = sub->stats();
-  detail::send_frames(raw, {topic, std::string(7, '\0'), good});     // short seq frame
-  detail::send_frames(raw, {topic, detail::be64(seq)});              // 2 frames
-  detail::send_frames(raw, {topic, detail::be64(seq), good, "x"});   // 4 frames
+  detail::send_frames(raw, {topic, std::string(7, '\0'), good});       // short seq frame
+  detail::send_frames(raw, {topic, detail::be64(seq)});                // 2 frames
+  detail::send_frames(raw, {topic, detail::be64(seq), good, "x"});     // 4 frames
   detail::send_frames(raw, {"other@topic", detail::be64(seq), good});  // filtered out
-  detail::send_frames(raw, {topic, detail::be64(seq++), "\xc1"});    // undecodable payload
+  detail::send_frames(raw, {topic, detail::be64(seq++), "\xc1"});      // undecodable payload
   const std::string int_tag("\x92\x00\x91\x91\x05", 5);  // [0, [[5]]]: event tag not a str
   detail::send_frames(raw, {topic, detail::be64(seq++), int_tag});
-  detail::send_frames(raw, {topic, detail::be64(seq++), good});      // fine again
+  detail::send_frames(raw, {topic, detail::be64(seq++), good});  // fine again
   ASSERT_TRUE(wait_until([&] { return sub->stats().received >= before.received + 6; }));
   ASSERT_TRUE(wait_until([&] { return col.seqs("raw").back() == seq - 1; }));
   const auto after = sub->stats();
@@ -462,18 +460,22 @@ TEST(Hub, ManyPublishersShareOneThread) {
   for (int t = 0; t < 4; ++t)
     threads.emplace_back([&, t] {
       for (int k = 0; k < 20; ++k)
-        for (int i = t; i < 32; i += 4) pubs[static_cast<std::size_t>(i)]->publish(make_batch(static_cast<std::uint64_t>(k)));
+        for (int i = t; i < 32; i += 4)
+          pubs[static_cast<std::size_t>(i)]->publish(make_batch(static_cast<std::uint64_t>(k)));
     });
   for (auto& th : threads) th.join();
   // Late joiners (slow subscription) are completed by replay once one more batch arrives.
   ASSERT_TRUE(wait_until([&] {
     for (int i = 0; i < 32; ++i)
-      if (col.count("e" + std::to_string(i)) < 20) pubs[static_cast<std::size_t>(i)]->publish(make_batch(99));
-    return wait_until([&] {
-      for (int i = 0; i < 32; ++i)
-        if (col.count("e" + std::to_string(i)) < 20) return false;
-      return true;
-    }, 50ms);
+      if (col.count("e" + std::to_string(i)) < 20)
+        pubs[static_cast<std::size_t>(i)]->publish(make_batch(99));
+    return wait_until(
+        [&] {
+          for (int i = 0; i < 32; ++i)
+            if (col.count("e" + std::to_string(i)) < 20) return false;
+          return true;
+        },
+        50ms);
   }));
   for (int i = 0; i < 32; ++i) {
     auto s = col.seqs("e" + std::to_string(i));
@@ -495,7 +497,7 @@ TEST(Replay, RouterProtocolShapes) {
     void* ctx = zmq_ctx_new();
     void* d = zmq_socket(ctx, ZMQ_DEALER);
     ASSERT_EQ(zmq_connect(d, pub->replay_endpoint().c_str()), 0);
-    ASSERT_TRUE(detail::send_frames(d, {"", "bad"}));  // invalid: start not 8 bytes
+    ASSERT_TRUE(detail::send_frames(d, {"", "bad"}));        // invalid: start not 8 bytes
     ASSERT_TRUE(detail::send_frames(d, {detail::be64(3)}));  // invalid: no delimiter (2 frames)
     ASSERT_TRUE(detail::send_frames(d, {"", "", detail::be64(3)}));  // invalid: 4 frames
     ASSERT_TRUE(detail::send_frames(d, {"", detail::be64(3)}));

@@ -5,14 +5,14 @@
 
 #include <algorithm>
 #include <atomic>
-#include <condition_variable>
+#include <chrono>
 #include <deque>
-#include <mutex>
 #include <set>
 #include <thread>
 #include <utility>
 #include <vector>
 
+#include "common/mutex.h"
 #include "kv_events/codec.h"
 #include "kv_events/internal/zmq_util.h"
 
@@ -30,13 +30,20 @@ constexpr std::size_t kMaxReplayFrames = 4;  // ["", topic, seq8, payload]
 
 std::string_view to_string(StaleReason r) {
   switch (r) {
-    case StaleReason::kLateJoinNoReplay: return "late_join_no_replay";
-    case StaleReason::kGapNoReplay: return "gap_no_replay";
-    case StaleReason::kReplayTimeout: return "replay_timeout";
-    case StaleReason::kReplayUnavailable: return "replay_unavailable";
-    case StaleReason::kReplayIncomplete: return "replay_incomplete";
-    case StaleReason::kMalformedPayload: return "malformed_payload";
-    case StaleReason::kOverflow: return "overflow";
+    case StaleReason::kLateJoinNoReplay:
+      return "late_join_no_replay";
+    case StaleReason::kGapNoReplay:
+      return "gap_no_replay";
+    case StaleReason::kReplayTimeout:
+      return "replay_timeout";
+    case StaleReason::kReplayUnavailable:
+      return "replay_unavailable";
+    case StaleReason::kReplayIncomplete:
+      return "replay_incomplete";
+    case StaleReason::kMalformedPayload:
+      return "malformed_payload";
+    case StaleReason::kOverflow:
+      return "overflow";
   }
   return "unknown";
 }
@@ -69,15 +76,15 @@ struct ZmqEventSubscriber::Impl {
   std::thread thread;
   std::atomic<std::thread::id> thread_id{};
 
-  std::mutex mu;
-  std::condition_variable cv;
-  std::vector<std::unique_ptr<Engine>> to_add;  // (mu)
-  std::vector<std::string> to_remove;           // (mu)
-  std::set<std::string, std::less<>> ids;       // (mu) engines added and not removed
-  std::uint64_t ops_requested = 0;              // (mu)
-  std::uint64_t ops_done = 0;                   // (mu)
-  bool stopping = false;                        // (mu)
-  bool stopped = false;                         // (mu)
+  Mutex mu;
+  CondVar cv;
+  std::vector<std::unique_ptr<Engine>> to_add GUARDED_BY(mu);
+  std::vector<std::string> to_remove GUARDED_BY(mu);
+  std::set<std::string, std::less<>> ids GUARDED_BY(mu);  // engines added and not removed
+  std::uint64_t ops_requested GUARDED_BY(mu) = 0;
+  std::uint64_t ops_done GUARDED_BY(mu) = 0;
+  bool stopping GUARDED_BY(mu) = false;
+  bool stopped GUARDED_BY(mu) = false;
 
   std::vector<std::unique_ptr<Engine>> engines;  // subscriber thread only
 
@@ -91,8 +98,8 @@ struct ZmqEventSubscriber::Impl {
     zmq_setsockopt(s.get(), ZMQ_LINGER, &zero, sizeof zero);
     zmq_setsockopt(s.get(), ZMQ_RCVHWM, &cfg.rcvhwm, sizeof cfg.rcvhwm);
     zmq_setsockopt(s.get(), ZMQ_MAXMSGSIZE, &cfg.max_message_bytes, sizeof cfg.max_message_bytes);
-    if (type == ZMQ_SUB &&
-        zmq_setsockopt(s.get(), ZMQ_SUBSCRIBE, cfg.topic_filter.data(), cfg.topic_filter.size()) != 0)
+    if (type == ZMQ_SUB && zmq_setsockopt(s.get(), ZMQ_SUBSCRIBE, cfg.topic_filter.data(),
+                                          cfg.topic_filter.size()) != 0)
       return fail(Error::io(detail::zmq_error("subscribe")));
     if (zmq_connect(s.get(), endpoint.c_str()) != 0)
       return fail(Error::invalid(detail::zmq_error("connect " + endpoint)));
@@ -121,7 +128,8 @@ struct ZmqEventSubscriber::Impl {
 
   // Missing [from, seq): replay them when possible; `seq`/`payload` is the live message that
   // revealed the gap.
-  void begin_gap(Engine& e, std::uint64_t from, std::uint64_t seq, std::string&& payload, bool late) {
+  void begin_gap(Engine& e, std::uint64_t from, std::uint64_t seq, std::string&& payload,
+                 bool late) {
     gaps.fetch_add(1, std::memory_order_relaxed);
     if (e.dealer && detail::send_frames(e.dealer.get(), {"", detail::be64(from)})) {
       replay_requests.fetch_add(1, std::memory_order_relaxed);
@@ -259,7 +267,7 @@ struct ZmqEventSubscriber::Impl {
 
   // Applies queued add/remove operations; returns false when stopping.
   bool apply_ops() {
-    std::lock_guard lk(mu);
+    MutexLock lk(mu);
     for (auto& e : to_add) engines.push_back(std::move(e));
     to_add.clear();
     for (const auto& id : to_remove)
@@ -334,8 +342,8 @@ struct ZmqEventSubscriber::Impl {
 
 ZmqEventSubscriber::ZmqEventSubscriber(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
-Result<std::unique_ptr<ZmqEventSubscriber>> ZmqEventSubscriber::create(SubscriberConfig config,
-                                                                       SubscriberCallbacks callbacks) {
+Result<std::unique_ptr<ZmqEventSubscriber>> ZmqEventSubscriber::create(
+    SubscriberConfig config, SubscriberCallbacks callbacks) {
   auto impl = std::make_unique<Impl>();
   if (!impl->wake.ok()) return fail(Error::internal("eventfd failed"));
   impl->cfg = std::move(config);
@@ -358,7 +366,7 @@ Status ZmqEventSubscriber::add_engine(EngineEndpoint engine) {
   }
   e->ep = std::move(engine);
   {
-    std::lock_guard lk(m.mu);
+    MutexLock lk(m.mu);
     if (m.stopping) return fail(Error::unavailable("subscriber stopped"));
     if (!m.ids.insert(e->ep.engine_id).second)
       return fail(Error::invalid("duplicate engine id " + e->ep.engine_id));
@@ -371,7 +379,7 @@ Status ZmqEventSubscriber::add_engine(EngineEndpoint engine) {
 
 Status ZmqEventSubscriber::remove_engine(std::string_view engine_id) {
   auto& m = *impl_;
-  std::unique_lock lk(m.mu);
+  MutexLock lk(m.mu);
   auto it = m.ids.find(engine_id);
   if (it == m.ids.end()) return fail(Error::not_found("unknown engine " + std::string(engine_id)));
   m.ids.erase(it);
@@ -386,8 +394,12 @@ Status ZmqEventSubscriber::remove_engine(std::string_view engine_id) {
   lk.unlock();
   m.wake.signal();
   lk.lock();
-  if (!m.cv.wait_for(lk, kOpWait, [&] { return m.ops_done >= ticket || m.stopped; }))
-    return fail(Error::timeout("remove_engine: subscriber thread did not answer"));
+  const auto deadline = std::chrono::steady_clock::now() + kOpWait;
+  while (m.ops_done < ticket && !m.stopped) {
+    if (!m.cv.wait_until(m.mu, deadline) && m.ops_done < ticket && !m.stopped) {
+      return fail(Error::timeout("remove_engine: subscriber thread did not answer"));
+    }
+  }
   return {};
 }
 
@@ -411,14 +423,14 @@ SubscriberStats ZmqEventSubscriber::stats() const {
 void ZmqEventSubscriber::stop() {
   auto& m = *impl_;
   {
-    std::lock_guard lk(m.mu);
+    MutexLock lk(m.mu);
     if (m.stopped) return;
     m.stopping = true;
   }
   m.wake.signal();
   if (m.thread.joinable()) m.thread.join();
   {
-    std::lock_guard lk(m.mu);
+    MutexLock lk(m.mu);
     m.to_add.clear();
     m.stopped = true;
   }

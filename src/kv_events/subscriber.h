@@ -39,7 +39,8 @@ struct SubscriberConfig {
   std::string topic_filter = "kv@";  // SUB prefix filter; "" receives every topic
   std::chrono::milliseconds replay_timeout{2000};
   int rcvhwm = 100000;
-  std::int64_t max_message_bytes = 64 << 20;  // larger messages drop the connection (ZMQ_MAXMSGSIZE)
+  std::int64_t max_message_bytes = 64
+                                   << 20;  // larger messages drop the connection (ZMQ_MAXMSGSIZE)
   std::size_t max_held_during_replay = 100000;  // live messages held while a replay runs
 };
 
@@ -50,19 +51,20 @@ struct EngineEndpoint {
 };
 
 enum class StaleReason {
-  kLateJoinNoReplay,  // first seq > 0 and no replay endpoint
-  kGapNoReplay,       // seq skipped and no replay endpoint
-  kReplayTimeout,     // no end marker within replay_timeout
-  kReplayUnavailable, // the replay request could not be sent (no connection)
-  kReplayIncomplete,  // the replay buffer no longer held the missing batches
-  kMalformedPayload,  // a batch with a valid seq could not be decoded
-  kOverflow,          // too many live messages held during a replay
+  kLateJoinNoReplay,   // first seq > 0 and no replay endpoint
+  kGapNoReplay,        // seq skipped and no replay endpoint
+  kReplayTimeout,      // no end marker within replay_timeout
+  kReplayUnavailable,  // the replay request could not be sent (no connection)
+  kReplayIncomplete,   // the replay buffer no longer held the missing batches
+  kMalformedPayload,   // a batch with a valid seq could not be decoded
+  kOverflow,           // too many live messages held during a replay
 };
 std::string_view to_string(StaleReason r);
 
 struct SubscriberCallbacks {
   // A decoded batch, in seq order per engine (replayed ones included).
-  std::function<void(const std::string& engine_id, std::uint64_t seq, const EventBatch& batch)> on_batch;
+  std::function<void(const std::string& engine_id, std::uint64_t seq, const EventBatch& batch)>
+      on_batch;
   // The publisher restarted: drop everything known about this engine (as for AllBlocksCleared).
   std::function<void(const std::string& engine_id)> on_reset;
   // Events were lost and could not be recovered: the engine's index entries are suspect.
@@ -76,10 +78,10 @@ struct SubscriberStats {
   std::uint64_t unknown_events = 0;  // events with unknown tags, skipped
   std::uint64_t gaps = 0;            // gaps detected (late joins included)
   std::uint64_t replay_requests = 0;
-  std::uint64_t replayed = 0;        // batches delivered from replay replies
-  std::uint64_t replay_failures = 0; // timeouts and incomplete replays
+  std::uint64_t replayed = 0;         // batches delivered from replay replies
+  std::uint64_t replay_failures = 0;  // timeouts and incomplete replays
   std::uint64_t resets = 0;
-  std::uint64_t stale = 0;           // on_stale calls
+  std::uint64_t stale = 0;  // on_stale calls
 };
 
 class ZmqEventSubscriber {

@@ -64,7 +64,8 @@ std::string be64(std::uint64_t v) {
 
 std::uint64_t read_be64(std::string_view b) {
   std::uint64_t v = 0;
-  for (int i = 0; i < 8; ++i) v = (v << 8) | static_cast<unsigned char>(b[static_cast<std::size_t>(i)]);
+  for (int i = 0; i < 8; ++i)
+    v = (v << 8) | static_cast<unsigned char>(b[static_cast<std::size_t>(i)]);
   return v;
 }
 

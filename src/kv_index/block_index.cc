@@ -79,24 +79,6 @@ struct KvBlockIndex::Counters {
       conflicting_stores{0}, clears{0}, evicted{0}, speculative_added{0};
 };
 
-struct KvBlockIndex::EngineState {
-  mutable std::mutex mu;  // writer side: records, multi, order, seed
-  boost::unordered_flat_map<std::uint64_t, Record> records;  // engine hash -> record
-  // Engine blocks larger than ours: engine hash -> our hashes of its leading sub-blocks (the last
-  // one is Record::our).
-  boost::unordered_flat_map<std::uint64_t, std::vector<std::uint64_t>> multi;
-  std::deque<std::pair<std::uint64_t, std::uint64_t>> order;  // (engine hash, stamp), store order
-  std::uint64_t next_stamp = 0;
-  std::uint64_t seed = 0;
-  bool has_seed = false;
-  std::atomic<std::size_t> entries{0};
-  std::atomic<std::int64_t> stale_until{0};  // steady_clock ticks; 0 = fresh
-
-  std::atomic<bool> has_spec{false};                         // spec non-empty (a hint)
-  std::mutex spec_mu;                                        // guards spec
-  std::deque<std::pair<std::uint32_t, std::uint64_t>> spec;  // (until, our hash), insertion order
-};
-
 namespace {
 // Holder helpers over the inline-first Entry layout.
 template <class E, class H>
@@ -142,7 +124,7 @@ KvBlockIndex::Shard& KvBlockIndex::shard_of(std::uint64_t h) const {
 void KvBlockIndex::set_engine_model(std::size_t engine, std::string_view model) {
   if (engine >= engines_.size()) return;
   EngineState& es = *engines_[engine];
-  std::lock_guard lock(es.mu);
+  MutexLock lock(es.mu);
   es.seed = hash64(model);
   es.has_seed = true;
 }
@@ -169,7 +151,7 @@ H& find_or_add_holder(E& e, std::uint16_t engine, std::uint16_t none, bool& adde
 
 void KvBlockIndex::add_ref(std::uint64_t our, std::uint16_t engine, Tier t) {
   Shard& s = shard_of(our);
-  std::unique_lock lock(s.mu);
+  WriterLock<RwSpin> lock(s.mu);
   bool added = false;
   Holder& h = find_or_add_holder<Entry, Holder>(s.map[our], engine, kNoEngine, added);
   auto& r = h.refs[static_cast<std::size_t>(t)];
@@ -201,7 +183,7 @@ bool erase_holder(E& e, H* h, std::uint16_t none) {
 void KvBlockIndex::sub_ref(std::uint64_t our, std::uint16_t engine, std::size_t tier,
                            std::uint32_t n, std::uint32_t now) {
   Shard& s = shard_of(our);
-  std::unique_lock lock(s.mu);
+  WriterLock<RwSpin> lock(s.mu);
   auto it = s.map.find(our);
   if (it == s.map.end()) return;
   Holder* h = find_holder<Entry, Holder>(it->second, engine);
@@ -215,7 +197,7 @@ void KvBlockIndex::sub_ref(std::uint64_t our, std::uint16_t engine, std::size_t 
 
 void KvBlockIndex::drop_holder(std::uint64_t our, std::uint16_t engine) {
   Shard& s = shard_of(our);
-  std::unique_lock lock(s.mu);
+  WriterLock<RwSpin> lock(s.mu);
   auto it = s.map.find(our);
   if (it == s.map.end()) return;
   Holder* h = find_holder<Entry, Holder>(it->second, engine);
@@ -225,7 +207,7 @@ void KvBlockIndex::drop_holder(std::uint64_t our, std::uint16_t engine) {
 
 void KvBlockIndex::set_spec(std::uint64_t our, std::uint16_t engine, std::uint32_t until) {
   Shard& s = shard_of(our);
-  std::unique_lock lock(s.mu);
+  WriterLock<RwSpin> lock(s.mu);
   bool added = false;
   Holder& h = find_or_add_holder<Entry, Holder>(s.map[our], engine, kNoEngine, added);
   if (added) {
@@ -233,13 +215,14 @@ void KvBlockIndex::set_spec(std::uint64_t our, std::uint16_t engine, std::uint32
     return;
   }
   if (h.refs[0] || h.refs[1] || h.refs[2]) return;  // really held: nothing to speculate
-  if (h.spec_until == 0 || static_cast<std::int32_t>(until - h.spec_until) > 0) h.spec_until = until;
+  if (h.spec_until == 0 || static_cast<std::int32_t>(until - h.spec_until) > 0)
+    h.spec_until = until;
 }
 
 void KvBlockIndex::expire_spec(std::uint64_t our, std::uint16_t engine, std::uint32_t now,
                                bool force) {
   Shard& s = shard_of(our);
-  std::unique_lock lock(s.mu);
+  WriterLock<RwSpin> lock(s.mu);
   auto it = s.map.find(our);
   if (it == s.map.end()) return;
   Holder* h = find_holder<Entry, Holder>(it->second, engine);
@@ -259,7 +242,7 @@ void KvBlockIndex::apply(std::size_t engine, const kv_events::EventBatch& batch)
   Tally t;
   t.now = now_ms();
   {
-    std::lock_guard lock(es.mu);
+    MutexLock lock(es.mu);
     for (const auto& ev : batch.events) {
       ++t.events;
       if (const auto* s = std::get_if<kv_events::BlockStored>(&ev)) {
@@ -458,7 +441,7 @@ void KvBlockIndex::clear_locked(EngineState& es, std::uint16_t e) {
     for (std::uint64_t our : lead) drop_holder(our, e);
   }
   {
-    std::lock_guard lock(es.spec_mu);
+    MutexLock lock(es.spec_mu);
     for (const auto& [until, our] : es.spec) drop_holder(our, e);
     es.spec.clear();
   }
@@ -473,7 +456,7 @@ void KvBlockIndex::clear_locked(EngineState& es, std::uint16_t e) {
 void KvBlockIndex::clear_engine(std::size_t engine) {
   if (engine >= engines_.size()) return;
   EngineState& es = *engines_[engine];
-  std::lock_guard lock(es.mu);
+  MutexLock lock(es.mu);
   clear_locked(es, static_cast<std::uint16_t>(engine));
 }
 
@@ -489,7 +472,7 @@ void KvBlockIndex::add_speculative(std::size_t engine, std::span<const std::uint
   std::uint32_t until = now + static_cast<std::uint32_t>(ttl.count());
   if (until == 0) until = 1;
   sweep_spec(es, e, now);
-  std::lock_guard lock(es.spec_mu);
+  MutexLock lock(es.spec_mu);
   // Bound: a speculative mark costs like a record; keep at most one engine quota of them.
   while (es.spec.size() + blocks.size() > per_engine_cap_ && !es.spec.empty()) {
     auto [u, our] = es.spec.front();
@@ -506,7 +489,7 @@ void KvBlockIndex::add_speculative(std::size_t engine, std::span<const std::uint
 }
 
 void KvBlockIndex::sweep_spec(EngineState& es, std::uint16_t e, std::uint32_t now) {
-  std::lock_guard lock(es.spec_mu);
+  MutexLock lock(es.spec_mu);
   while (!es.spec.empty() && !spec_alive(es.spec.front().first, now)) {
     const std::uint64_t our = es.spec.front().second;
     es.spec.pop_front();
@@ -541,7 +524,7 @@ void KvBlockIndex::match(std::span<const std::uint64_t> blocks, std::vector<std:
     bool any = false;
     {
       Shard& s = shard_of(blocks[i]);
-      std::shared_lock lock(s.mu);
+      ReaderLock<RwSpin> lock(s.mu);
       auto it = s.map.find(blocks[i]);
       if (it != s.map.end()) {
         auto visit = [&](const Holder& h) {
@@ -601,7 +584,7 @@ std::vector<KvBlockIndex::EngineRecord> KvBlockIndex::engine_records(std::size_t
   std::vector<EngineRecord> out;
   if (engine >= engines_.size()) return out;
   const EngineState& es = *engines_[engine];
-  std::lock_guard lock(es.mu);
+  MutexLock lock(es.mu);
   out.reserve(es.records.size());
   for (const auto& [eh, rec] : es.records) out.push_back({eh, rec.our, rec.refs});
   return out;
@@ -616,19 +599,20 @@ std::size_t KvBlockIndex::entries() const { return entries_.load(std::memory_ord
 std::size_t KvBlockIndex::memory_bytes() const {
   std::size_t bytes = 0;
   for (std::size_t i = 0; i < kShards; ++i) {
-    std::shared_lock lock(shards_[i].mu);
-    const auto& m = shards_[i].map;
+    const Shard& s = shards_[i];
+    ReaderLock<RwSpin> lock(s.mu);
+    const auto& m = s.map;
     bytes += flat_map_bytes(m);
     for (const auto& [h, e] : m) {
       if (e.more) bytes += sizeof(std::vector<Holder>) + e.more->capacity() * sizeof(Holder) + 16;
     }
   }
   for (const auto& es : engines_) {
-    std::lock_guard lock(es->mu);
+    MutexLock lock(es->mu);
     bytes += flat_map_bytes(es->records) + flat_map_bytes(es->multi);
     for (const auto& [eh, lead] : es->multi) bytes += lead.capacity() * sizeof(std::uint64_t) + 16;
     bytes += es->order.size() * sizeof(es->order.front());
-    std::lock_guard slock(es->spec_mu);
+    MutexLock slock(es->spec_mu);
     bytes += es->spec.size() * sizeof(std::pair<std::uint32_t, std::uint64_t>);
   }
   return bytes;

@@ -45,14 +45,13 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
-#include <mutex>
 #include <optional>
-#include <shared_mutex>
 #include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "common/mutex.h"
 #include "kv_events/event.h"
 
 namespace kvroute::kv_index {
@@ -155,12 +154,12 @@ class KvBlockIndex {
   // Reader-writer spinlock: one atomic word, one CAS per acquisition (cheaper than
   // std::shared_mutex here). Critical sections are one hash-map probe; waiters yield after 64
   // spins.
-  class RwSpin {
+  class CAPABILITY("mutex") RwSpin {
    public:
-    void lock();
-    void unlock() { v_.fetch_and(~kWriter, std::memory_order_release); }
-    void lock_shared();
-    void unlock_shared() { v_.fetch_sub(1, std::memory_order_release); }
+    void lock() ACQUIRE();
+    void unlock() RELEASE() { v_.fetch_and(~kWriter, std::memory_order_release); }
+    void lock_shared() ACQUIRE_SHARED();
+    void unlock_shared() RELEASE_SHARED() { v_.fetch_sub(1, std::memory_order_release); }
 
    private:
     static constexpr std::uint32_t kWriter = 0x80000000u;
@@ -168,14 +167,33 @@ class KvBlockIndex {
   };
   struct alignas(64) Shard {
     mutable RwSpin mu;
-    boost::unordered_flat_map<std::uint64_t, Entry> map;  // guarded by mu
+    boost::unordered_flat_map<std::uint64_t, Entry> map GUARDED_BY(mu);
   };
   struct Record {
     std::uint64_t our = 0;
     std::uint64_t stamp = 0;
     std::array<std::uint16_t, kNumTiers> refs{};
   };
-  struct EngineState;
+  // One engine's records: written by apply() on the event thread, read by queries.
+  struct EngineState {
+    mutable Mutex mu;                                                         // writer side
+    boost::unordered_flat_map<std::uint64_t, Record> records GUARDED_BY(mu);  // engine hash ->
+    // Engine blocks larger than ours: engine hash -> our hashes of its leading sub-blocks (the
+    // last one is Record::our).
+    boost::unordered_flat_map<std::uint64_t, std::vector<std::uint64_t>> multi GUARDED_BY(mu);
+    // (engine hash, stamp), store order.
+    std::deque<std::pair<std::uint64_t, std::uint64_t>> order GUARDED_BY(mu);
+    std::uint64_t next_stamp GUARDED_BY(mu) = 0;
+    std::uint64_t seed GUARDED_BY(mu) = 0;
+    bool has_seed GUARDED_BY(mu) = false;
+    std::atomic<std::size_t> entries{0};
+    std::atomic<std::int64_t> stale_until{0};  // steady_clock ticks; 0 = fresh
+
+    std::atomic<bool> has_spec{false};  // spec non-empty (a hint)
+    Mutex spec_mu;
+    // (until, our hash), insertion order.
+    std::deque<std::pair<std::uint32_t, std::uint64_t>> spec GUARDED_BY(spec_mu);
+  };
   static constexpr std::uint16_t kNoEngine = 0xffff;
 
   std::uint32_t now_ms() const;
@@ -188,12 +206,14 @@ class KvBlockIndex {
   void drop_holder(std::uint64_t our, std::uint16_t engine);
   void set_spec(std::uint64_t our, std::uint16_t engine, std::uint32_t until);
   void expire_spec(std::uint64_t our, std::uint16_t engine, std::uint32_t now, bool force);
-  // Per-engine edits; REQUIRE the engine's writer mutex.
-  void store_locked(EngineState& es, std::uint16_t e, const kv_events::BlockStored& s, Tally& t);
-  void remove_locked(EngineState& es, std::uint16_t e, const kv_events::BlockRemoved& r, Tally& t);
+  // Per-engine edits, with the engine's writer mutex held.
+  void store_locked(EngineState& es, std::uint16_t e, const kv_events::BlockStored& s, Tally& t)
+      REQUIRES(es.mu);
+  void remove_locked(EngineState& es, std::uint16_t e, const kv_events::BlockRemoved& r, Tally& t)
+      REQUIRES(es.mu);
   void drop_record_locked(EngineState& es, std::uint16_t e, std::uint64_t engine_hash,
-                          std::uint32_t now);
-  void clear_locked(EngineState& es, std::uint16_t e);
+                          std::uint32_t now) REQUIRES(es.mu);
+  void clear_locked(EngineState& es, std::uint16_t e) REQUIRES(es.mu);
   void sweep_spec(EngineState& es, std::uint16_t e, std::uint32_t now);
 
   IndexOptions opts_;

@@ -72,13 +72,13 @@ IndexerConfig indexer_config_from(const config::Config& cfg);
 
 struct IndexerStats {
   IndexStats index;
-  std::uint64_t batches = 0;        // batches applied
-  std::uint64_t resets = 0;         // on_reset (publisher restarts)
+  std::uint64_t batches = 0;              // batches applied
+  std::uint64_t resets = 0;               // on_reset (publisher restarts)
   std::uint64_t backend_down_clears = 0;  // forget_backend (health checks saw the engine down)
-  std::uint64_t stale_reports = 0;  // on_stale calls
-  std::uint64_t stale_engines = 0;  // engines stale now
-  std::uint64_t entries = 0;        // (engine block, engine) records
-  std::uint64_t memory_bytes = 0;   // only when stats(true)
+  std::uint64_t stale_reports = 0;        // on_stale calls
+  std::uint64_t stale_engines = 0;        // engines stale now
+  std::uint64_t entries = 0;              // (engine block, engine) records
+  std::uint64_t memory_bytes = 0;         // only when stats(true)
   kv_events::SubscriberStats subscriber;
 };
 
@@ -95,8 +95,8 @@ class PreciseIndexer {
   // The model served by `backend` (seeds block-0 chains). Call when learned from /v1/models.
   void set_model(std::size_t backend, std::string_view model);
 
-  // The backend went down (health checks). A restarted engine comes back with an empty cache, and its
-  // publisher's sequence does not always reveal the restart (docs/adr/0221), so what it held is
+  // The backend went down (health checks). A restarted engine comes back with an empty cache, and
+  // its publisher's sequence does not always reveal the restart (docs/adr/0221), so what it held is
   // forgotten now; events rebuild the entries once it is back.
   void forget_backend(std::size_t backend);
 

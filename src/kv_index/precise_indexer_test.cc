@@ -25,20 +25,14 @@
 #include "sim/block_pool.h"
 #include "sim/server.h"
 #include "testing/raw_http.h"
+#include "testing/wait.h"
 
 namespace kvroute::kv_index {
 namespace {
 
 using namespace std::chrono_literals;
 
-bool wait_until(const std::function<bool()>& pred, std::chrono::milliseconds limit = 5s) {
-  const auto end = std::chrono::steady_clock::now() + limit;
-  while (std::chrono::steady_clock::now() < end) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(2ms);
-  }
-  return pred();
-}
+using testing::wait_until;
 
 // The engine hashes the index holds for `e` in the GPU tier, one per copy, sorted.
 std::vector<std::uint64_t> indexed(const KvBlockIndex& idx, std::size_t e) {

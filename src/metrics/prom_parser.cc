@@ -16,7 +16,8 @@ std::string_view Sample::label(std::string_view key) const {
 namespace {
 
 bool name_char(char c, bool first) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c == ':' || (!first && c >= '0' && c <= '9');
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c == ':' ||
+         (!first && c >= '0' && c <= '9');
 }
 
 bool parse_value(std::string_view s, double& out) {
@@ -85,7 +86,8 @@ bool parse_line(std::string_view line, Sample& s) {
 
 }  // namespace
 
-ParsedExposition parse_exposition(std::string_view text, const std::vector<std::string_view>& wanted) {
+ParsedExposition parse_exposition(std::string_view text,
+                                  const std::vector<std::string_view>& wanted) {
   ParsedExposition out;
   while (!text.empty()) {
     auto nl = text.find('\n');

@@ -25,6 +25,7 @@ struct ParsedExposition {
 };
 
 // Parses `text`; `wanted` (if non-empty) keeps only samples whose name is in it.
-ParsedExposition parse_exposition(std::string_view text, const std::vector<std::string_view>& wanted = {});
+ParsedExposition parse_exposition(std::string_view text,
+                                  const std::vector<std::string_view>& wanted = {});
 
 }  // namespace kvroute::metrics

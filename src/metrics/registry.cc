@@ -5,6 +5,8 @@
 #include <cmath>
 #include <new>
 
+#include "common/mutex.h"
+
 namespace kvroute::metrics {
 
 namespace {
@@ -115,7 +117,7 @@ Family<Cell>::Family(std::string name, std::string help, Type type, std::vector<
 
 template <typename Cell>
 Cell& Family<Cell>::with(const std::vector<std::string>& values) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   auto it = cells_.find(values);
   if (it != cells_.end()) return *it->second;
   std::unique_ptr<Cell> cell;
@@ -148,7 +150,7 @@ void Family<Cell>::render(std::string& out) const {
   out += type_ == Type::kCounter ? " counter\n"
          : type_ == Type::kGauge ? " gauge\n"
                                  : " histogram\n";
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   for (const auto& [values, cell] : cells_) {
     if constexpr (std::is_same_v<Cell, Histogram>) {
       for (std::size_t i = 0; i < bounds_.size(); ++i) {
@@ -193,7 +195,7 @@ template class Family<Histogram>;
 
 CounterFamily& Registry::counter(std::string name, std::string help,
                                  std::vector<std::string> labels) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   counters_.push_back(std::make_unique<CounterFamily>(std::move(name), std::move(help),
                                                       Type::kCounter, std::move(labels)));
   order_.emplace_back(Type::kCounter, counters_.size() - 1);
@@ -201,7 +203,7 @@ CounterFamily& Registry::counter(std::string name, std::string help,
 }
 
 GaugeFamily& Registry::gauge(std::string name, std::string help, std::vector<std::string> labels) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   gauges_.push_back(std::make_unique<GaugeFamily>(std::move(name), std::move(help), Type::kGauge,
                                                   std::move(labels)));
   order_.emplace_back(Type::kGauge, gauges_.size() - 1);
@@ -210,7 +212,7 @@ GaugeFamily& Registry::gauge(std::string name, std::string help, std::vector<std
 
 HistogramFamily& Registry::histogram(std::string name, std::string help, std::vector<double> bounds,
                                      std::vector<std::string> labels) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   histograms_.push_back(std::make_unique<HistogramFamily>(
       std::move(name), std::move(help), Type::kHistogram, std::move(labels), std::move(bounds)));
   order_.emplace_back(Type::kHistogram, histograms_.size() - 1);
@@ -220,7 +222,7 @@ HistogramFamily& Registry::histogram(std::string name, std::string help, std::ve
 std::string Registry::render() const {
   std::string out;
   out.reserve(8192);
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   for (auto [type, i] : order_) {
     switch (type) {
       case Type::kCounter:

@@ -17,10 +17,11 @@
 #include <initializer_list>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include "common/mutex.h"
 
 namespace kvroute::metrics {
 
@@ -104,8 +105,8 @@ class Family {
   Type type_;
   std::vector<std::string> labels_;
   std::vector<double> bounds_;
-  mutable std::mutex mu_;
-  std::map<std::vector<std::string>, std::unique_ptr<Cell>> cells_;  // guarded by mu_
+  mutable Mutex mu_;
+  std::map<std::vector<std::string>, std::unique_ptr<Cell>> cells_ GUARDED_BY(mu_);
 };
 
 using CounterFamily = Family<Counter>;
@@ -122,11 +123,11 @@ class Registry {
   std::string render() const;
 
  private:
-  mutable std::mutex mu_;
-  std::vector<std::unique_ptr<CounterFamily>> counters_;
-  std::vector<std::unique_ptr<GaugeFamily>> gauges_;
-  std::vector<std::unique_ptr<HistogramFamily>> histograms_;
-  std::vector<std::pair<Type, std::size_t>> order_;
+  mutable Mutex mu_;
+  std::vector<std::unique_ptr<CounterFamily>> counters_ GUARDED_BY(mu_);
+  std::vector<std::unique_ptr<GaugeFamily>> gauges_ GUARDED_BY(mu_);
+  std::vector<std::unique_ptr<HistogramFamily>> histograms_ GUARDED_BY(mu_);
+  std::vector<std::pair<Type, std::size_t>> order_ GUARDED_BY(mu_);
 };
 
 // Default latency buckets in seconds (1 ms .. 60 s).

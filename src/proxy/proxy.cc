@@ -779,7 +779,8 @@ Result<std::uint16_t> Proxy::start() {
   im.policy = std::move(*policy);
   im.resolve_cells();
 
-  // The open-file limit bounds client connections and idle upstream ones (proxy/internal/fd_budget.h).
+  // The open-file limit bounds client connections and idle upstream ones
+  // (proxy/internal/fd_budget.h).
   const OpenFileLimit fd_limit = raise_open_file_limit();
   const FdPlan fds = plan_fds(fd_limit.now, im.cfg.threads, im.backends.size(),
                               im.cfg.max_connections, im.cfg.max_idle_per_backend);

@@ -2,16 +2,16 @@
 
 #include <gtest/gtest.h>
 
-#include <boost/asio/steady_timer.hpp>
-#include <boost/asio/use_awaitable.hpp>
-#include <boost/asio/this_coro.hpp>
-
 #include <atomic>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <thread>
 
 #include "http/server.h"
 #include "testing/raw_http.h"
 #include "testing/subprocess.h"
+#include "testing/wait.h"
 
 namespace kvroute::proxy {
 namespace {
@@ -32,7 +32,8 @@ struct FakeEngine {
   std::string name;
   std::atomic<int> hits{0};
   std::atomic<int> streams_cancelled{0};
-  std::atomic<int> mode{0};  // 0 normal, 1 break mid-stream, 2 slow stream, 3 hang, 4 break before head
+  std::atomic<int> mode{
+      0};  // 0 normal, 1 break mid-stream, 2 slow stream, 3 hang, 4 break before head
   std::string last_body;
   std::mutex mu;
   std::unique_ptr<http::Server> server;
@@ -42,7 +43,8 @@ struct FakeEngine {
     http::ServerOptions o;
     o.address = "127.0.0.1";
     o.port = 0;
-    server = std::make_unique<http::Server>(o, [this](Request& r, ResponseWriter& w) { return handle(r, w); });
+    server = std::make_unique<http::Server>(
+        o, [this](Request& r, ResponseWriter& w) { return handle(r, w); });
     port = *server->start();
   }
   ~FakeEngine() { server->stop(0ms); }
@@ -152,8 +154,9 @@ TEST(Proxy, StreamsSseEventsAsTheyArrive) {
   auto port = *p.start();
   // Read just the first event: it must arrive long before the whole stream (~1 s) is done.
   const std::string body = R"({"model":"m1","prompt":"x","stream":true})";
-  std::string req = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: " + std::to_string(body.size()) +
-                    "\r\n\r\n" + body;
+  std::string req =
+      "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: " + std::to_string(body.size()) +
+      "\r\n\r\n" + body;
   auto t0 = std::chrono::steady_clock::now();
   std::string got = testing::send_then_disconnect(port, req, 1, 2000ms);
   while (got.find("data: {\"i\":0}") == std::string::npos &&
@@ -176,11 +179,13 @@ TEST(Proxy, ClientDisconnectCancelsUpstream) {
   Proxy p(base_config({&e}));
   auto port = *p.start();
   const std::string body = R"({"model":"m1","prompt":"x","stream":true})";
-  std::string req = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: " + std::to_string(body.size()) +
-                    "\r\n\r\n" + body;
+  std::string req =
+      "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: " + std::to_string(body.size()) +
+      "\r\n\r\n" + body;
   testing::send_then_disconnect(port, req, 20, 2000ms);
   // The engine notices within a couple of its 200 ms ticks, well before its 5 events are done.
-  for (int i = 0; i < 100 && e.streams_cancelled.load() == 0; ++i) std::this_thread::sleep_for(20ms);
+  EXPECT_TRUE(testing::wait_until([&] { return e.streams_cancelled.load() != 0; },
+                                  std::chrono::milliseconds(2000)));
   EXPECT_EQ(e.streams_cancelled.load(), 1);
 }
 
@@ -193,9 +198,9 @@ TEST(Proxy, RetriesRefusedBackendBeforeFirstByte) {
   Proxy p(cfg);
   auto port = *p.start();
   // Wait for the first health round (it also learns the models), then kill one backend.
-  for (int i = 0; i < 200 && testing::get(port, "/v1/models").body.find("m1") == std::string::npos; ++i) {
-    std::this_thread::sleep_for(10ms);
-  }
+  EXPECT_TRUE(testing::wait_until(
+      [&] { return testing::get(port, "/v1/models").body.find("m1") != std::string::npos; },
+      std::chrono::milliseconds(2000)));
   std::this_thread::sleep_for(50ms);
   flaky.reset();
   for (int i = 0; i < 4; ++i) {
@@ -205,7 +210,8 @@ TEST(Proxy, RetriesRefusedBackendBeforeFirstByte) {
   EXPECT_EQ(good.hits.load(), 4);  // each request reached the good backend exactly once
   auto m = testing::get(port, "/metrics");
   EXPECT_NE(m.body.find("kvroute_retries_total{backend=\"dead\"}"), std::string::npos) << m.body;
-  EXPECT_NE(m.body.find("kvroute_upstream_errors_total{backend=\"dead\",kind=\"connect\"}"), std::string::npos);
+  EXPECT_NE(m.body.find("kvroute_upstream_errors_total{backend=\"dead\",kind=\"connect\"}"),
+            std::string::npos);
 }
 
 TEST(Proxy, NeverResendsAfterTheBackendStartedAnswering) {
@@ -215,7 +221,8 @@ TEST(Proxy, NeverResendsAfterTheBackendStartedAnswering) {
   auto cfg = base_config({&a, &b});
   Proxy p(cfg);
   auto port = *p.start();
-  auto r = testing::post_json(port, "/v1/completions", R"({"model":"m1","prompt":"x","stream":true})");
+  auto r =
+      testing::post_json(port, "/v1/completions", R"({"model":"m1","prompt":"x","stream":true})");
   EXPECT_EQ(r.status, 200);
   EXPECT_EQ(a.hits.load() + b.hits.load(), 1);
   // Mid-stream failure ends with a well-formed SSE error event and [DONE], on an event boundary.
@@ -232,9 +239,9 @@ TEST(Proxy, ErrorPathsGetOpenAiErrors) {
   Proxy p(cfg);
   auto port = *p.start();
   // Wait until the models are learned.
-  for (int i = 0; i < 100 && testing::get(port, "/v1/models").body.find("m1") == std::string::npos; ++i) {
-    std::this_thread::sleep_for(20ms);
-  }
+  EXPECT_TRUE(testing::wait_until(
+      [&] { return testing::get(port, "/v1/models").body.find("m1") != std::string::npos; },
+      std::chrono::milliseconds(2000)));
   struct Case {
     std::string path, body;
     int status;
@@ -282,7 +289,8 @@ TEST(Proxy, UpstreamTimeoutIs504AndNoHealthyBackendIs503) {
   Proxy p2(cfg2);
   auto port2 = *p2.start();
   // The health checker marks it unhealthy; then requests get 503 and /ready says not ready.
-  for (int i = 0; i < 100 && testing::get(port2, "/ready").status != 503; ++i) std::this_thread::sleep_for(20ms);
+  EXPECT_TRUE(testing::wait_until([&] { return testing::get(port2, "/ready").status == 503; },
+                                  std::chrono::milliseconds(2000)));
   EXPECT_EQ(testing::get(port2, "/ready").status, 503);
   auto r2 = testing::post_json(port2, "/v1/completions", R"({"prompt":"x"})");
   EXPECT_EQ(r2.status, 503) << r2.raw;
@@ -295,8 +303,9 @@ TEST(Proxy, GracefulShutdownFinishesInFlightRequests) {
   Proxy p(base_config({&e}));
   auto port = *p.start();
   testing::RawResponse r;
-  std::thread client([&] { r = testing::post_json(port, "/v1/completions", R"({"prompt":"x","stream":true})"); });
-  std::this_thread::sleep_for(200ms);
+  std::thread client(
+      [&] { r = testing::post_json(port, "/v1/completions", R"({"prompt":"x","stream":true})"); });
+  ASSERT_TRUE(testing::wait_until([&] { return e.hits.load() == 1; }));  // the stream has begun
   p.stop(5000ms);
   client.join();
   EXPECT_EQ(r.status, 200);
@@ -309,15 +318,17 @@ TEST(Proxy, MetricsAndModels) {
   FakeEngine a("a"), b("b");
   Proxy p(base_config({&a, &b}));
   auto port = *p.start();
-  for (int i = 0; i < 100 && testing::get(port, "/v1/models").body.find("m1") == std::string::npos; ++i) {
-    std::this_thread::sleep_for(20ms);
-  }
+  EXPECT_TRUE(testing::wait_until(
+      [&] { return testing::get(port, "/v1/models").body.find("m1") != std::string::npos; },
+      std::chrono::milliseconds(2000)));
   auto models = testing::get(port, "/v1/models");
   EXPECT_NE(models.body.find(R"({"id":"m1","object":"model")"), std::string::npos) << models.body;
-  EXPECT_EQ(models.body.find("m1", models.body.find("m1") + 2), std::string::npos);  // union, no duplicates
+  EXPECT_EQ(models.body.find("m1", models.body.find("m1") + 2),
+            std::string::npos);  // union, no duplicates
   testing::post_json(port, "/v1/completions", R"({"model":"m1","prompt":"x"})");
   auto m = testing::get(port, "/metrics");
-  EXPECT_NE(m.body.find("kvroute_requests_total{endpoint=\"/v1/completions\",code=\"200\""), std::string::npos);
+  EXPECT_NE(m.body.find("kvroute_requests_total{endpoint=\"/v1/completions\",code=\"200\""),
+            std::string::npos);
   auto check = testing::run_command("promtool check metrics", m.body);
   EXPECT_EQ(check.exit_code, 0) << check.output;
 }

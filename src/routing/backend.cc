@@ -1,5 +1,7 @@
 #include "routing/backend.h"
 
+#include "common/mutex.h"
+
 namespace kvroute::routing {
 
 std::int64_t steady_ms(std::chrono::steady_clock::time_point t) {
@@ -9,7 +11,7 @@ std::int64_t steady_ms(std::chrono::steady_clock::time_point t) {
 std::int64_t steady_now_ms() { return steady_ms(std::chrono::steady_clock::now()); }
 
 void InflightBlocks::add(std::span<const std::uint64_t> blocks) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   std::int64_t fresh = 0;
   for (auto h : blocks) {
     if (++refs_[h] == 1) ++fresh;
@@ -18,7 +20,7 @@ void InflightBlocks::add(std::span<const std::uint64_t> blocks) {
 }
 
 void InflightBlocks::remove(std::span<const std::uint64_t> blocks) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   std::int64_t gone = 0;
   for (auto h : blocks) {
     auto it = refs_.find(h);
@@ -32,7 +34,7 @@ void InflightBlocks::remove(std::span<const std::uint64_t> blocks) {
 }
 
 std::size_t InflightBlocks::shared_prefix(std::span<const std::uint64_t> blocks) const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   std::size_t lo = 0, hi = blocks.size();  // blocks [0, lo) pinned; [hi, n) not
   while (lo < hi) {
     const std::size_t mid = lo + (hi - lo) / 2;

@@ -17,11 +17,11 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <span>
 #include <string>
 #include <vector>
 
+#include "common/mutex.h"
 #include "http/endpoint.h"
 
 namespace kvroute::routing {
@@ -41,8 +41,8 @@ class InflightBlocks {
   std::size_t shared_prefix(std::span<const std::uint64_t> blocks) const;
 
  private:
-  mutable std::mutex mu_;
-  boost::unordered_flat_map<std::uint64_t, std::uint32_t> refs_;  // guarded by mu_
+  mutable Mutex mu_;
+  boost::unordered_flat_map<std::uint64_t, std::uint32_t> refs_ GUARDED_BY(mu_);
   std::atomic<std::int64_t> unique_{0};
 };
 
@@ -68,7 +68,7 @@ class ModelList {
   // The first set wins (the list is never replaced or freed while the backend lives); false when
   // already set.
   bool set(std::vector<std::string> names) {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     if (owned_) return false;
     owned_ = std::make_unique<const std::vector<std::string>>(std::move(names));
     ptr_.store(owned_.get(), std::memory_order_release);
@@ -76,8 +76,8 @@ class ModelList {
   }
 
  private:
-  std::mutex mu_;
-  std::unique_ptr<const std::vector<std::string>> owned_;
+  Mutex mu_;
+  std::unique_ptr<const std::vector<std::string>> owned_ GUARDED_BY(mu_);
   std::atomic<const std::vector<std::string>*> ptr_{nullptr};
 };
 

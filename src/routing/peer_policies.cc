@@ -16,7 +16,8 @@ SessionRing::SessionRing(std::span<Backend* const> backends, int vnodes) {
   std::sort(ring_.begin(), ring_.end());
 }
 
-Backend* SessionRing::lookup(std::string_view key, std::span<Backend* const> candidates, double c) const {
+Backend* SessionRing::lookup(std::string_view key, std::span<Backend* const> candidates,
+                             double c) const {
   if (candidates.empty() || ring_.empty()) return nullptr;
   double total = 0;
   for (auto* b : candidates) total += b->inflight.load(std::memory_order_relaxed);
@@ -88,7 +89,8 @@ class SglangCacheAware final : public Policy {
     std::uint32_t best_m = 0;
     for (auto* b : c) {
       auto v = m.empty() ? 0u : m[static_cast<std::size_t>(b->index)];
-      if (v > best_m || (v == best_m && best && v > 0 && b->inflight.load() < best->inflight.load())) {
+      if (v > best_m ||
+          (v == best_m && best && v > 0 && b->inflight.load() < best->inflight.load())) {
         best = b;
         best_m = v;
       }
@@ -139,11 +141,14 @@ class DynamoCost final : public Policy {
   }
   void on_routed(RouteRequest& req, Backend& b) override {
     const double bs = std::max<std::uint32_t>(1, req.tokens_per_block);
-    req.charged_tokens = static_cast<std::int64_t>((req.prompt_tokens + req.expected_output_tokens) / bs) + 1;
+    req.charged_tokens =
+        static_cast<std::int64_t>((req.prompt_tokens + req.expected_output_tokens) / bs) + 1;
     b.active_blocks.fetch_add(req.charged_tokens);
     ctx_->prefix.insert(static_cast<std::size_t>(b.index), req.blocks);
   }
-  void on_done(RouteRequest& req, Backend& b, bool) override { b.active_blocks.fetch_sub(req.charged_tokens); }
+  void on_done(RouteRequest& req, Backend& b, bool) override {
+    b.active_blocks.fetch_sub(req.charged_tokens);
+  }
 
  private:
   std::shared_ptr<RoutingContext> ctx_;
@@ -152,10 +157,12 @@ class DynamoCost final : public Policy {
 
 }  // namespace
 
-std::unique_ptr<Policy> make_session_affinity(std::span<Backend* const> backends, double load_bound) {
+std::unique_ptr<Policy> make_session_affinity(std::span<Backend* const> backends,
+                                              double load_bound) {
   return std::make_unique<SessionAffinity>(backends, load_bound);
 }
-std::unique_ptr<Policy> make_sglang_cache_aware(std::shared_ptr<RoutingContext> ctx, double t, int abs, double rel) {
+std::unique_ptr<Policy> make_sglang_cache_aware(std::shared_ptr<RoutingContext> ctx, double t,
+                                                int abs, double rel) {
   return std::make_unique<SglangCacheAware>(std::move(ctx), t, abs, rel);
 }
 std::unique_ptr<Policy> make_dynamo_cost(std::shared_ptr<RoutingContext> ctx, double w) {

@@ -1,14 +1,14 @@
 #include "routing/policy.h"
 
 #include "routing/internal/peer_policies.h"
-#include "routing/scheduler.h"
 #include "routing/internal/simple_policies.h"
+#include "routing/scheduler.h"
 
 namespace kvroute::routing {
 
 std::vector<std::string> policy_names() {
-  return {"round-robin", "random",      "least-inflight", "session-affinity",
-          "sglang-cache-aware", "gie-prefix", "dynamo-cost", "kvroute", "kvroute-approx"};
+  return {"round-robin", "random",      "least-inflight", "session-affinity", "sglang-cache-aware",
+          "gie-prefix",  "dynamo-cost", "kvroute",        "kvroute-approx"};
 }
 
 namespace {
@@ -20,19 +20,23 @@ config::PluginConfig plugin(std::string type, std::string params = "{}") {
   return p;
 }
 
-Result<std::unique_ptr<Policy>> preset(const std::string& name, std::vector<config::PluginConfig> plugins,
-                                       std::vector<double> weights, std::shared_ptr<RoutingContext> ctx) {
+Result<std::unique_ptr<Policy>> preset(const std::string& name,
+                                       std::vector<config::PluginConfig> plugins,
+                                       std::vector<double> weights,
+                                       std::shared_ptr<RoutingContext> ctx) {
   config::Config c;
   config::SchedulingProfile prof;
   prof.name = name;
-  for (std::size_t i = 0; i < plugins.size(); ++i) prof.plugins.push_back({plugins[i].name, weights[i]});
+  for (std::size_t i = 0; i < plugins.size(); ++i)
+    prof.plugins.push_back({plugins[i].name, weights[i]});
   c.plugins = std::move(plugins);
   c.profiles.push_back(std::move(prof));
   return make_configured_scheduler(c, std::move(ctx));
 }
 }  // namespace
 
-Result<std::unique_ptr<Policy>> make_policy(const config::Config& cfg, std::span<Backend* const> backends,
+Result<std::unique_ptr<Policy>> make_policy(const config::Config& cfg,
+                                            std::span<Backend* const> backends,
                                             std::shared_ptr<RoutingContext> ctx) {
   if (!ctx) ctx = std::make_shared<RoutingContext>(backends.size());
   if (!cfg.plugins.empty()) return make_configured_scheduler(cfg, ctx);
@@ -46,8 +50,9 @@ Result<std::unique_ptr<Policy>> make_policy(const config::Config& cfg, std::span
   if (n == "dynamo-cost") return make_dynamo_cost(ctx, 1.0);
   // llm-d's "optimized baseline" weights: prefix 3, queue 2, kv-cache utilization 2.
   if (n == "gie-prefix") {
-    return preset(n, {plugin("prefix-cache-scorer"), plugin("queue-scorer"), plugin("kv-cache-utilization-scorer"),
-                      plugin("max-score-picker")},
+    return preset(n,
+                  {plugin("prefix-cache-scorer"), plugin("queue-scorer"),
+                   plugin("kv-cache-utilization-scorer"), plugin("max-score-picker")},
                   {3, 2, 2, 1}, ctx);
   }
   // kvroute: bounded load first (no hot spots), then the predicted time to first token. With KV

@@ -24,20 +24,20 @@ namespace kvroute::routing {
 
 struct RouteRequest {
   const openai::ParsedRequest* request = nullptr;
-  std::string_view session_key;        // session header, else the OpenAI `user` field
-  std::vector<std::uint32_t> tokens;   // prompt token ids when the router tokenizes
+  std::string_view session_key;       // session header, else the OpenAI `user` field
+  std::vector<std::uint32_t> tokens;  // prompt token ids when the router tokenizes
   // Chained block hashes of the prompt (token blocks with a tokenizer, else character blocks),
   // and how many prompt tokens one block stands for.
   std::vector<std::uint64_t> blocks;
   std::uint32_t tokens_per_block = 16;
-  std::uint32_t prompt_tokens = 0;     // exact with a tokenizer, else estimated (chars / 4)
+  std::uint32_t prompt_tokens = 0;  // exact with a tokenizer, else estimated (chars / 4)
   std::uint32_t expected_output_tokens = 0;
   // A chat request that carries earlier turns of its conversation (an assistant message): the
   // matched prefix is that conversation's own history, which no other request shares.
   bool conversation = false;
   // Filled by the policy at routing time, used by its completion hooks.
-  std::int64_t charged_tokens = 0;     // uncached prefill tokens charged to the backend's queue
-  bool kv_pinned = false;              // `blocks` and expected output are charged to the backend's KV memory
+  std::int64_t charged_tokens = 0;  // uncached prefill tokens charged to the backend's queue
+  bool kv_pinned = false;  // `blocks` and expected output are charged to the backend's KV memory
   bool prefill_done = false;
 };
 
@@ -67,7 +67,8 @@ std::vector<std::string> policy_names();
 struct RoutingContext;
 // Builds the policy named in the config (policy name, or plugins + schedulingProfiles) for
 // `backends`; `ctx` (the shared prefix index) is created when null.
-Result<std::unique_ptr<Policy>> make_policy(const config::Config& cfg, std::span<Backend* const> backends,
+Result<std::unique_ptr<Policy>> make_policy(const config::Config& cfg,
+                                            std::span<Backend* const> backends,
                                             std::shared_ptr<RoutingContext> ctx = nullptr);
 
 }  // namespace kvroute::routing

@@ -44,7 +44,8 @@ void ApproxPrefixIndex::set_capacity(std::size_t b, std::uint64_t blocks) {
 
 bool ApproxPrefixIndex::alive(const Holder& h) const {
   const auto now = static_cast<std::uint32_t>(clock_[h.backend].load(std::memory_order_relaxed));
-  return static_cast<std::uint32_t>(now - h.stamp_lo) < capacity_[h.backend].load(std::memory_order_relaxed);
+  return static_cast<std::uint32_t>(now - h.stamp_lo) <
+         capacity_[h.backend].load(std::memory_order_relaxed);
 }
 
 void ApproxPrefixIndex::insert(std::size_t b, std::span<const std::uint64_t> blocks) {
@@ -53,9 +54,10 @@ void ApproxPrefixIndex::insert(std::size_t b, std::span<const std::uint64_t> blo
   // gets the newest stamp, which keeps "holds block i => holds blocks < i" true as entries expire.
   std::uint64_t first = clock_[b].fetch_add(blocks.size(), std::memory_order_relaxed);
   for (std::size_t i = 0; i < blocks.size(); ++i) {
-    const Holder h{static_cast<std::uint16_t>(b), static_cast<std::uint32_t>(first + blocks.size() - i)};
+    const Holder h{static_cast<std::uint16_t>(b),
+                   static_cast<std::uint32_t>(first + blocks.size() - i)};
     Shard& s = shards_[shard_of(blocks[i])];
-    std::lock_guard lock(s.mu);
+    MutexLock lock(s.mu);
     Entry& e = s.map[blocks[i]];
     bool found = false;
     for (std::uint32_t k = 0; k < e.size();) {
@@ -98,25 +100,27 @@ void ApproxPrefixIndex::clear_backend(std::size_t b) {
 void ApproxPrefixIndex::sweep_some() {
   // One shard per sweep, round robin: dead entries never accumulate past a bounded backlog.
   Shard& s = shards_[sweep_cursor_.fetch_add(1, std::memory_order_relaxed) % kShards];
-  std::lock_guard lock(s.mu);
+  MutexLock lock(s.mu);
+  std::size_t removed = 0;
   boost::unordered::erase_if(s.map, [&](auto& kv) {
     Entry& e = kv.second;
     for (std::uint32_t k = 0; k < e.size();) {
       if (!alive(e.at(k))) {
         e.erase(k);
-        --s.holders;
+        ++removed;
       } else {
         ++k;
       }
     }
     return e.size() == 0;
   });
+  s.holders -= removed;
 }
 
 void ApproxPrefixIndex::holders_of(std::uint64_t block, std::vector<std::uint64_t>& mask) const {
   std::fill(mask.begin(), mask.end(), 0);
   const Shard& s = shards_[shard_of(block)];
-  std::lock_guard lock(s.mu);
+  MutexLock lock(s.mu);
   auto it = s.map.find(block);
   if (it == s.map.end()) return;
   const Entry& e = it->second;
@@ -126,7 +130,8 @@ void ApproxPrefixIndex::holders_of(std::uint64_t block, std::vector<std::uint64_
   }
 }
 
-void ApproxPrefixIndex::match(std::span<const std::uint64_t> blocks, std::vector<std::uint32_t>& out) const {
+void ApproxPrefixIndex::match(std::span<const std::uint64_t> blocks,
+                              std::vector<std::uint32_t>& out) const {
   const std::size_t nb = clock_.size();
   out.assign(nb, 0);
   if (blocks.empty() || nb == 0) return;
@@ -177,8 +182,9 @@ void ApproxPrefixIndex::match(std::span<const std::uint64_t> blocks, std::vector
 std::size_t ApproxPrefixIndex::entries() const {
   std::size_t n = 0;
   for (std::size_t i = 0; i < kShards; ++i) {
-    std::lock_guard lock(shards_[i].mu);
-    n += shards_[i].holders;
+    const Shard& s = shards_[i];
+    MutexLock lock(s.mu);
+    n += s.holders;
   }
   return n;
 }
@@ -186,11 +192,12 @@ std::size_t ApproxPrefixIndex::entries() const {
 std::size_t ApproxPrefixIndex::memory_bytes() const {
   std::size_t bytes = 0;
   for (std::size_t i = 0; i < kShards; ++i) {
-    std::lock_guard lock(shards_[i].mu);
-    const auto& m = shards_[i].map;
+    const Shard& s = shards_[i];
+    MutexLock lock(s.mu);
+    const auto& m = s.map;
     bytes += m.bucket_count() * (sizeof(std::uint64_t) + sizeof(Entry)) + m.bucket_count() / 8;
     // Overflow vectors: their holders plus the vector header and allocator overhead.
-    if (shards_[i].holders > m.size()) bytes += (shards_[i].holders - m.size()) * (sizeof(Holder) + 16);
+    if (s.holders > m.size()) bytes += (s.holders - m.size()) * (sizeof(Holder) + 16);
   }
   return bytes;
 }

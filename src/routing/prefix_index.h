@@ -23,13 +23,13 @@
 #pragma once
 
 #include <atomic>
+#include <boost/unordered/unordered_flat_map.hpp>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <span>
 #include <vector>
 
-#include <boost/unordered/unordered_flat_map.hpp>
+#include "common/mutex.h"
 
 namespace kvroute::routing {
 
@@ -37,7 +37,8 @@ class ApproxPrefixIndex {
  public:
   static constexpr std::size_t kMaxBackends = 1024;
 
-  explicit ApproxPrefixIndex(std::size_t num_backends, std::uint64_t default_capacity_blocks = 1u << 20);
+  explicit ApproxPrefixIndex(std::size_t num_backends,
+                             std::uint64_t default_capacity_blocks = 1u << 20);
 
   // Sets the capacity of backend `b` in blocks.
   void set_capacity(std::size_t b, std::uint64_t blocks);
@@ -51,8 +52,8 @@ class ApproxPrefixIndex {
   // Forgets everything about backend `b` (restart, ejection).
   void clear_backend(std::size_t b);
 
-  std::size_t entries() const;          // live + not yet swept (block, backend) pairs
-  std::size_t memory_bytes() const;     // approximate heap use
+  std::size_t entries() const;       // live + not yet swept (block, backend) pairs
+  std::size_t memory_bytes() const;  // approximate heap use
   std::size_t num_backends() const { return clock_.size(); }
 
  private:
@@ -65,16 +66,19 @@ class ApproxPrefixIndex {
     static constexpr std::uint16_t kEmpty = 0xffff;
     Holder first{kEmpty, 0};
     std::unique_ptr<std::vector<Holder>> more;
-    std::uint32_t size() const { return (first.backend != kEmpty ? 1u : 0u) + (more ? static_cast<std::uint32_t>(more->size()) : 0u); }
+    std::uint32_t size() const {
+      return (first.backend != kEmpty ? 1u : 0u) +
+             (more ? static_cast<std::uint32_t>(more->size()) : 0u);
+    }
     Holder& at(std::uint32_t i) { return i == 0 ? first : (*more)[i - 1]; }
     const Holder& at(std::uint32_t i) const { return i == 0 ? first : (*more)[i - 1]; }
     void push(Holder h);
     void erase(std::uint32_t i);  // swaps in the last holder
   };
   struct alignas(64) Shard {
-    mutable std::mutex mu;
-    boost::unordered_flat_map<std::uint64_t, Entry> map;  // guarded by mu
-    std::size_t holders = 0;                              // guarded by mu
+    mutable Mutex mu;
+    boost::unordered_flat_map<std::uint64_t, Entry> map GUARDED_BY(mu);
+    std::size_t holders GUARDED_BY(mu) = 0;
   };
 
   bool alive(const Holder& h) const;

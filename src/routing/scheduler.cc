@@ -1,13 +1,12 @@
 #include "routing/scheduler.h"
 
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
 #include <cmath>
 #include <random>
-
-#include <fmt/format.h>
-#include <spdlog/spdlog.h>
 
 namespace kvroute::routing {
 
@@ -19,7 +18,8 @@ void compute_prefix_match(RoutingContext& ctx, CycleState& state) {
 
 void charge_prefill(RouteRequest& req, Backend& b, std::uint32_t matched_blocks) {
   const std::int64_t cached = static_cast<std::int64_t>(matched_blocks) * req.tokens_per_block;
-  req.charged_tokens = std::max<std::int64_t>(0, static_cast<std::int64_t>(req.prompt_tokens) - cached);
+  req.charged_tokens =
+      std::max<std::int64_t>(0, static_cast<std::int64_t>(req.prompt_tokens) - cached);
   b.inflight_tokens.fetch_add(req.charged_tokens, std::memory_order_relaxed);
 }
 
@@ -40,7 +40,8 @@ double param(const YAML::Node& p, const char* key, double def) {
 void score_low_is_good(std::span<const double> cost, std::span<double> out) {
   if (cost.empty()) return;
   auto [mn, mx] = std::minmax_element(cost.begin(), cost.end());
-  for (std::size_t i = 0; i < cost.size(); ++i) out[i] = *mx == *mn ? 1.0 : (*mx - cost[i]) / (*mx - *mn);
+  for (std::size_t i = 0; i < cost.size(); ++i)
+    out[i] = *mx == *mn ? 1.0 : (*mx - cost[i]) / (*mx - *mn);
 }
 
 bool load_fresh(const Backend& b) {
@@ -75,14 +76,17 @@ class BoundedLoadFilter final : public Filter {
 // llm-d's prefix-cache-affinity-filter: keep endpoints whose prefix score reaches the threshold.
 class PrefixAffinityFilter final : public Filter {
  public:
-  PrefixAffinityFilter(std::shared_ptr<RoutingContext> ctx, double threshold) : ctx_(std::move(ctx)), t_(threshold) {}
+  PrefixAffinityFilter(std::shared_ptr<RoutingContext> ctx, double threshold)
+      : ctx_(std::move(ctx)), t_(threshold) {}
   std::string_view type() const override { return "prefix-cache-affinity-filter"; }
   void filter(CycleState& s, std::vector<Backend*>& c) override {
     if (s.req->blocks.empty()) return;
     compute_prefix_match(*ctx_, s);
     std::vector<Backend*> keep;
     for (auto* b : c) {
-      if (static_cast<double>(s.matched_blocks[static_cast<std::size_t>(b->index)]) / s.req->blocks.size() >= t_) {
+      if (static_cast<double>(s.matched_blocks[static_cast<std::size_t>(b->index)]) /
+              s.req->blocks.size() >=
+          t_) {
         keep.push_back(b);
       }
     }
@@ -108,7 +112,8 @@ class PrefixCacheScorer final : public Scorer {
     for (std::size_t i = 0; i < c.size(); ++i) {
       const double m = s.matched_blocks[static_cast<std::size_t>(c[i]->index)];
       const double tok = m * s.req->tokens_per_block;
-      out[i] = total == 0 ? 0 : w_ * std::pow(std::min(1.0, tok / scale_), 2) + (1 - w_) * m / total;
+      out[i] =
+          total == 0 ? 0 : w_ * std::pow(std::min(1.0, tok / scale_), 2) + (1 - w_) * m / total;
     }
   }
 
@@ -180,8 +185,9 @@ class LoadAwareScorer final : public Scorer {
 // old one as dead cache that evicts other conversations (docs/adr/0010). Lowest cost scores 1.
 class TtftCostScorer final : public Scorer {
  public:
-  TtftCostScorer(std::shared_ptr<RoutingContext> ctx, double decode_tokens_per_request, double uncached_weight,
-                 double conversation_uncached_weight, double kv_fraction, double kv_weight)
+  TtftCostScorer(std::shared_ptr<RoutingContext> ctx, double decode_tokens_per_request,
+                 double uncached_weight, double conversation_uncached_weight, double kv_fraction,
+                 double kv_weight)
       : ctx_(std::move(ctx)),
         decode_(decode_tokens_per_request),
         uncached_(uncached_weight),
@@ -194,19 +200,22 @@ class TtftCostScorer final : public Scorer {
     std::vector<double> cost(c.size());
     const double uncached_weight = s.req->conversation ? conversation_uncached_ : uncached_;
     for (std::size_t i = 0; i < c.size(); ++i) {
-      const double cached = static_cast<double>(s.matched_blocks[static_cast<std::size_t>(c[i]->index)]) *
-                            s.req->tokens_per_block;
+      const double cached =
+          static_cast<double>(s.matched_blocks[static_cast<std::size_t>(c[i]->index)]) *
+          s.req->tokens_per_block;
       const double own = std::max(0.0, static_cast<double>(s.req->prompt_tokens) - cached);
       double queued = static_cast<double>(c[i]->inflight_tokens.load(std::memory_order_relaxed));
       if (auto l = c[i]->load.load(); l && load_fresh(*c[i])) {
         // The engine's own waiting queue covers other routers' traffic too.
         queued = std::max(queued, l->waiting * s.req->prompt_tokens * 0.5);
       }
-      cost[i] = uncached_weight * own + queued + decode_ * c[i]->inflight.load(std::memory_order_relaxed);
+      cost[i] =
+          uncached_weight * own + queued + decode_ * c[i]->inflight.load(std::memory_order_relaxed);
       // KV memory: a request that does not fit next to the ones in flight waits in the engine's
       // queue until enough of them finish (or preempts one): each token over kvCapacityFraction
       // of the engine's KV capacity costs kvOverflowWeight tokens of prefill.
-      if (const auto cap = c[i]->kv_capacity_tokens.load(std::memory_order_relaxed); cap > 0 && kv_weight_ > 0) {
+      if (const auto cap = c[i]->kv_capacity_tokens.load(std::memory_order_relaxed);
+          cap > 0 && kv_weight_ > 0) {
         const double limit = kv_fraction_ * static_cast<double>(cap);
         const double held =
             static_cast<double>(c[i]->inflight_blocks.unique_blocks()) * s.req->tokens_per_block +
@@ -215,7 +224,8 @@ class TtftCostScorer final : public Scorer {
         // Near the limit only: the part of the prompt that requests in flight there already pin
         // (a shared document or system prompt) takes no new memory.
         if (need > limit) {
-          need -= static_cast<double>(c[i]->inflight_blocks.shared_prefix(s.req->blocks)) * s.req->tokens_per_block;
+          need -= static_cast<double>(c[i]->inflight_blocks.shared_prefix(s.req->blocks)) *
+                  s.req->tokens_per_block;
         }
         cost[i] += kv_weight_ * std::max(0.0, need - limit);
       }
@@ -243,8 +253,8 @@ class MaxScorePicker final : public Picker {
     std::size_t best = start;
     for (std::size_t k = 1; k < c.size(); ++k) {
       std::size_t i = (start + k) % c.size();
-      if (scores[i] > scores[best] + 1e-12 ||
-          (std::fabs(scores[i] - scores[best]) <= 1e-12 && c[i]->inflight.load() < c[best]->inflight.load())) {
+      if (scores[i] > scores[best] + 1e-12 || (std::fabs(scores[i] - scores[best]) <= 1e-12 &&
+                                               c[i]->inflight.load() < c[best]->inflight.load())) {
         best = i;
       }
     }
@@ -266,9 +276,13 @@ class RandomPicker final : public Picker {
 
 }  // namespace
 
-Scheduler::Scheduler(std::string name, std::shared_ptr<RoutingContext> ctx, std::vector<std::unique_ptr<Filter>> filters,
+Scheduler::Scheduler(std::string name, std::shared_ptr<RoutingContext> ctx,
+                     std::vector<std::unique_ptr<Filter>> filters,
                      std::vector<WeightedScorer> scorers, std::unique_ptr<Picker> picker)
-    : name_(std::move(name)), ctx_(std::move(ctx)), filters_(std::move(filters)), scorers_(std::move(scorers)),
+    : name_(std::move(name)),
+      ctx_(std::move(ctx)),
+      filters_(std::move(filters)),
+      scorers_(std::move(scorers)),
       picker_(picker ? std::move(picker) : std::make_unique<MaxScorePicker>()) {}
 
 Decision Scheduler::pick(const RouteRequest& req, std::span<Backend* const> candidates) {
@@ -280,7 +294,8 @@ Decision Scheduler::pick(const RouteRequest& req, std::span<Backend* const> cand
   for (auto& ws : scorers_) {
     std::fill(part.begin(), part.end(), 0.0);
     ws.scorer->score(state, c, part);
-    for (std::size_t i = 0; i < c.size(); ++i) total[i] += ws.weight * std::clamp(part[i], 0.0, 1.0);
+    for (std::size_t i = 0; i < c.size(); ++i)
+      total[i] += ws.weight * std::clamp(part[i], 0.0, 1.0);
   }
   const std::size_t w = picker_->pick(c, total);
   Decision d;
@@ -288,8 +303,10 @@ Decision Scheduler::pick(const RouteRequest& req, std::span<Backend* const> cand
   // Reason: did the winner hold the best prefix among all candidates, was it spilled, or load?
   if (!state.matched && !req.blocks.empty()) compute_prefix_match(*ctx_, state);
   std::uint32_t best_all = 0;
-  for (auto* b : candidates) best_all = std::max(best_all, state.matched_blocks[static_cast<std::size_t>(b->index)]);
-  const std::uint32_t mine = req.blocks.empty() ? 0 : state.matched_blocks[static_cast<std::size_t>(d.backend->index)];
+  for (auto* b : candidates)
+    best_all = std::max(best_all, state.matched_blocks[static_cast<std::size_t>(b->index)]);
+  const std::uint32_t mine =
+      req.blocks.empty() ? 0 : state.matched_blocks[static_cast<std::size_t>(d.backend->index)];
   if (mine > 0 && mine == best_all) {
     d.reason = "prefix-hit";
   } else if (best_all > 0 && mine < best_all) {
@@ -299,9 +316,11 @@ Decision Scheduler::pick(const RouteRequest& req, std::span<Backend* const> cand
   }
   if (spdlog::should_log(spdlog::level::debug)) {
     for (std::size_t i = 0; i < c.size(); ++i) {
-      d.detail += fmt::format("{}{}: matched={}/{} inflight={} queued_tokens={} score={:.3f}", i ? "; " : "", c[i]->name,
-                              req.blocks.empty() ? 0 : state.matched_blocks[static_cast<std::size_t>(c[i]->index)],
-                              req.blocks.size(), c[i]->inflight.load(), c[i]->inflight_tokens.load(), total[i]);
+      d.detail += fmt::format(
+          "{}{}: matched={}/{} inflight={} queued_tokens={} score={:.3f}", i ? "; " : "",
+          c[i]->name,
+          req.blocks.empty() ? 0 : state.matched_blocks[static_cast<std::size_t>(c[i]->index)],
+          req.blocks.size(), c[i]->inflight.load(), c[i]->inflight_tokens.load(), total[i]);
     }
   }
   return d;
@@ -328,14 +347,23 @@ void Scheduler::on_done(RouteRequest& req, Backend& b, bool) {
     req.kv_pinned = false;
   }
   // Generated tokens occupied blocks too: advance the backend's LRU clock.
-  if (req.tokens_per_block > 0) ctx_->prefix.advance(static_cast<std::size_t>(b.index), req.expected_output_tokens / req.tokens_per_block);
+  if (req.tokens_per_block > 0)
+    ctx_->prefix.advance(static_cast<std::size_t>(b.index),
+                         req.expected_output_tokens / req.tokens_per_block);
 }
 
 std::vector<std::string> plugin_types() {
-  return {"bounded-load-filter", "prefix-cache-affinity-filter", "prefix-cache-scorer", "queue-scorer",
-          "kv-cache-utilization-scorer", "active-request-scorer", "load-aware-scorer", "ttft-cost-scorer",
+  return {"bounded-load-filter",
+          "prefix-cache-affinity-filter",
+          "prefix-cache-scorer",
+          "queue-scorer",
+          "kv-cache-utilization-scorer",
+          "active-request-scorer",
+          "load-aware-scorer",
+          "ttft-cost-scorer",
           "precise-prefix-cache-scorer",
-          "max-score-picker", "random-picker"};
+          "max-score-picker",
+          "random-picker"};
 }
 
 namespace {
@@ -348,20 +376,25 @@ Result<YAML::Node> params_of(const config::PluginConfig& pc) {
 }
 }  // namespace
 
-Result<std::unique_ptr<Filter>> make_filter(const config::PluginConfig& pc, std::shared_ptr<RoutingContext> ctx) {
+Result<std::unique_ptr<Filter>> make_filter(const config::PluginConfig& pc,
+                                            std::shared_ptr<RoutingContext> ctx) {
   KVROUTE_TRY(YAML::Node p, params_of(pc));
   try {
-    if (pc.type == "bounded-load-filter") return std::make_unique<BoundedLoadFilter>(param(p, "epsilon", 0.25));
+    if (pc.type == "bounded-load-filter")
+      return std::make_unique<BoundedLoadFilter>(param(p, "epsilon", 0.25));
     if (pc.type == "prefix-cache-affinity-filter") {
-      return std::make_unique<PrefixAffinityFilter>(std::move(ctx), param(p, "affinityThreshold", 0.8));
+      return std::make_unique<PrefixAffinityFilter>(std::move(ctx),
+                                                    param(p, "affinityThreshold", 0.8));
     }
   } catch (const YAML::Exception& e) {
-    return fail(Error::invalid(fmt::format("plugin '{}' (line {}): {}", pc.name, pc.line, e.what())));
+    return fail(
+        Error::invalid(fmt::format("plugin '{}' (line {}): {}", pc.name, pc.line, e.what())));
   }
   return nullptr;
 }
 
-Result<std::unique_ptr<Scorer>> make_scorer(const config::PluginConfig& pc, std::shared_ptr<RoutingContext> ctx) {
+Result<std::unique_ptr<Scorer>> make_scorer(const config::PluginConfig& pc,
+                                            std::shared_ptr<RoutingContext> ctx) {
   for (const auto& ext : ctx->scorer_extensions) {
     KVROUTE_TRY(auto s, ext(pc, ctx));
     if (s) return s;
@@ -375,15 +408,17 @@ Result<std::unique_ptr<Scorer>> make_scorer(const config::PluginConfig& pc, std:
     if (pc.type == "queue-scorer") return std::make_unique<QueueScorer>();
     if (pc.type == "kv-cache-utilization-scorer") return std::make_unique<KvUtilizationScorer>();
     if (pc.type == "active-request-scorer") return std::make_unique<ActiveRequestScorer>();
-    if (pc.type == "load-aware-scorer") return std::make_unique<LoadAwareScorer>(param(p, "threshold", 128));
+    if (pc.type == "load-aware-scorer")
+      return std::make_unique<LoadAwareScorer>(param(p, "threshold", 128));
     if (pc.type == "ttft-cost-scorer") {
-      return std::make_unique<TtftCostScorer>(std::move(ctx), param(p, "decodeTokensPerRequest", 64),
-                                              param(p, "uncachedWeight", 2.0), param(p, "conversationUncachedWeight", 4.0),
-                                              param(p, "kvCapacityFraction", 0.9),
-                                              param(p, "kvOverflowWeight", 4.0));
+      return std::make_unique<TtftCostScorer>(
+          std::move(ctx), param(p, "decodeTokensPerRequest", 64), param(p, "uncachedWeight", 2.0),
+          param(p, "conversationUncachedWeight", 4.0), param(p, "kvCapacityFraction", 0.9),
+          param(p, "kvOverflowWeight", 4.0));
     }
   } catch (const YAML::Exception& e) {
-    return fail(Error::invalid(fmt::format("plugin '{}' (line {}): {}", pc.name, pc.line, e.what())));
+    return fail(
+        Error::invalid(fmt::format("plugin '{}' (line {}): {}", pc.name, pc.line, e.what())));
   }
   return nullptr;
 }
@@ -417,8 +452,8 @@ Result<std::unique_ptr<Policy>> make_configured_scheduler(const config::Config& 
     }
     std::string known;
     for (const auto& t : plugin_types()) known += (known.empty() ? "" : ", ") + t;
-    return fail(Error::invalid(fmt::format("plugin '{}' (line {}): unknown type '{}' (known: {})", pc.name, pc.line,
-                                           pc.type, known)));
+    return fail(Error::invalid(fmt::format("plugin '{}' (line {}): unknown type '{}' (known: {})",
+                                           pc.name, pc.line, pc.type, known)));
   };
   if (cfg.profiles.empty()) {
     // llm-d's loader default: one profile with every plugin, weight 1.
@@ -433,10 +468,11 @@ Result<std::unique_ptr<Policy>> make_configured_scheduler(const config::Config& 
       }
     }
   }
-  if (scorers.empty() && !picker) return fail(Error::invalid("scheduling profile has no scorer and no picker"));
+  if (scorers.empty() && !picker)
+    return fail(Error::invalid("scheduling profile has no scorer and no picker"));
   const std::string name = cfg.profiles.empty() ? "custom" : cfg.profiles.front().name;
-  return std::unique_ptr<Policy>(std::make_unique<Scheduler>(name, std::move(ctx), std::move(filters),
-                                                             std::move(scorers), std::move(picker)));
+  return std::unique_ptr<Policy>(std::make_unique<Scheduler>(
+      name, std::move(ctx), std::move(filters), std::move(scorers), std::move(picker)));
 }
 
 }  // namespace kvroute::routing

@@ -27,8 +27,8 @@ class Scorer;
 
 // Builds a scorer of a type the routing library does not know (e.g. the precise KV-event scorer,
 // which depends on routing); returns nullptr for other types.
-using ScorerFactory = std::function<Result<std::unique_ptr<Scorer>>(const config::PluginConfig&,
-                                                                     std::shared_ptr<struct RoutingContext>)>;
+using ScorerFactory = std::function<Result<std::unique_ptr<Scorer>>(
+    const config::PluginConfig&, std::shared_ptr<struct RoutingContext>)>;
 
 // State shared by the plugins of one router: the approximate prefix index, and scorer types
 // provided by other components (set up before the policy is built).
@@ -45,7 +45,7 @@ struct CycleState {
   const RouteRequest* req = nullptr;
   std::vector<std::uint32_t> matched_blocks;  // by backend index, from the prefix index
   bool matched = false;
-  std::string session_backend;                // set by the session-affinity scorer
+  std::string session_backend;  // set by the session-affinity scorer
 };
 
 class Filter {
@@ -61,7 +61,8 @@ class Scorer {
   virtual ~Scorer() = default;
   virtual std::string_view type() const = 0;
   // out[i] in [0,1] for candidates[i].
-  virtual void score(CycleState& state, std::span<Backend* const> candidates, std::span<double> out) = 0;
+  virtual void score(CycleState& state, std::span<Backend* const> candidates,
+                     std::span<double> out) = 0;
   // After a decision (e.g. speculative index entries).
   virtual void on_routed(const RouteRequest&, const Backend&) {}
 };
@@ -70,7 +71,8 @@ class Picker {
  public:
   virtual ~Picker() = default;
   virtual std::string_view type() const = 0;
-  virtual std::size_t pick(std::span<Backend* const> candidates, std::span<const double> scores) = 0;
+  virtual std::size_t pick(std::span<Backend* const> candidates,
+                           std::span<const double> scores) = 0;
 };
 
 // Fills state.matched_blocks from the prefix index (once per decision).
@@ -83,8 +85,9 @@ struct WeightedScorer {
 
 class Scheduler final : public Policy {
  public:
-  Scheduler(std::string name, std::shared_ptr<RoutingContext> ctx, std::vector<std::unique_ptr<Filter>> filters,
-            std::vector<WeightedScorer> scorers, std::unique_ptr<Picker> picker);
+  Scheduler(std::string name, std::shared_ptr<RoutingContext> ctx,
+            std::vector<std::unique_ptr<Filter>> filters, std::vector<WeightedScorer> scorers,
+            std::unique_ptr<Picker> picker);
   std::string_view name() const override { return name_; }
   Decision pick(const RouteRequest& req, std::span<Backend* const> candidates) override;
   void on_routed(RouteRequest& req, Backend& b) override;
@@ -100,8 +103,10 @@ class Scheduler final : public Policy {
 };
 
 // Builds one plugin from its config entry (type + YAML parameters); errors name the plugin.
-Result<std::unique_ptr<Filter>> make_filter(const config::PluginConfig& pc, std::shared_ptr<RoutingContext> ctx);
-Result<std::unique_ptr<Scorer>> make_scorer(const config::PluginConfig& pc, std::shared_ptr<RoutingContext> ctx);
+Result<std::unique_ptr<Filter>> make_filter(const config::PluginConfig& pc,
+                                            std::shared_ptr<RoutingContext> ctx);
+Result<std::unique_ptr<Scorer>> make_scorer(const config::PluginConfig& pc,
+                                            std::shared_ptr<RoutingContext> ctx);
 Result<std::unique_ptr<Picker>> make_picker(const config::PluginConfig& pc);
 std::vector<std::string> plugin_types();
 

@@ -29,7 +29,9 @@ struct World {
     // 64 prompt families sharing a long prefix, each already routed somewhere.
     for (int g = 0; g < 64; ++g) {
       std::vector<std::uint32_t> toks(static_cast<std::size_t>(tokens));
-      for (int i = 0; i < tokens; ++i) toks[static_cast<std::size_t>(i)] = static_cast<std::uint32_t>(i < tokens / 2 ? i : g * 1000003 + i);
+      for (int i = 0; i < tokens; ++i)
+        toks[static_cast<std::size_t>(i)] =
+            static_cast<std::uint32_t>(i < tokens / 2 ? i : g * 1000003 + i);
       RouteRequest r;
       r.blocks = chained_block_hashes(toks, 16, 1);
       r.prompt_tokens = static_cast<std::uint32_t>(tokens);
@@ -46,7 +48,8 @@ void BM_Decision(benchmark::State& state) {
     auto d = w.policy->pick(w.reqs[i++ % w.reqs.size()], w.ptrs);
     benchmark::DoNotOptimize(d.backend);
   }
-  state.SetLabel(std::to_string(state.range(0)) + " tokens, " + std::to_string(state.range(1)) + " backends");
+  state.SetLabel(std::to_string(state.range(0)) + " tokens, " + std::to_string(state.range(1)) +
+                 " backends");
 }
 BENCHMARK(BM_Decision)->ArgsProduct({{1024, 8192, 32768}, {8, 64, 256}});
 
@@ -60,7 +63,8 @@ void BM_IndexInsert(benchmark::State& state) {
     idx.insert(g % 64, blocks);
   }
   state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()) * 512);  // blocks inserted
-  state.counters["bytes_per_entry"] = static_cast<double>(idx.memory_bytes()) / static_cast<double>(std::max<std::size_t>(1, idx.entries()));
+  state.counters["bytes_per_entry"] = static_cast<double>(idx.memory_bytes()) /
+                                      static_cast<double>(std::max<std::size_t>(1, idx.entries()));
 }
 BENCHMARK(BM_IndexInsert);
 

@@ -1,9 +1,10 @@
 // Load-only policies: round-robin, random, least-inflight.
+#include "routing/internal/simple_policies.h"
+
 #include <atomic>
 #include <random>
 
 #include "routing/policy.h"
-#include "routing/internal/simple_policies.h"
 
 namespace kvroute::routing {
 

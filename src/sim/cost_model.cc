@@ -21,20 +21,18 @@ struct Preset {
 // The measurement runs unfused kernels (no FlashAttention-3 / paged attention); see that document
 // before reading these as vLLM's own step times.
 constexpr std::array<Preset, 2> kPresets{{
-    {"llama-3.1-8b-h100",
-     CostCoefficients{.base_s = 8.311625e-03,
-                      .per_prefill_token_s = 2.268002e-05,
-                      .per_attn_pair_s = 1.678795e-09,
-                      .per_decode_seq_s = 6.259831e-06,
-                      .per_decode_context_token_s = 4.271076e-08,
-                      .free_batch_tokens = 176}},
-    {"llama-3.2-1b-h100",
-     CostCoefficients{.base_s = 2.317089e-03,
-                      .per_prefill_token_s = 3.522558e-06,
-                      .per_attn_pair_s = 4.622379e-10,
-                      .per_decode_seq_s = 1.436393e-06,
-                      .per_decode_context_token_s = 1.053470e-08,
-                      .free_batch_tokens = 160}},
+    {"llama-3.1-8b-h100", CostCoefficients{.base_s = 8.311625e-03,
+                                           .per_prefill_token_s = 2.268002e-05,
+                                           .per_attn_pair_s = 1.678795e-09,
+                                           .per_decode_seq_s = 6.259831e-06,
+                                           .per_decode_context_token_s = 4.271076e-08,
+                                           .free_batch_tokens = 176}},
+    {"llama-3.2-1b-h100", CostCoefficients{.base_s = 2.317089e-03,
+                                           .per_prefill_token_s = 3.522558e-06,
+                                           .per_attn_pair_s = 4.622379e-10,
+                                           .per_decode_seq_s = 1.436393e-06,
+                                           .per_decode_context_token_s = 1.053470e-08,
+                                           .free_batch_tokens = 160}},
 }};
 
 }  // namespace

@@ -100,14 +100,14 @@ TEST_P(CalibrationTable, ReproducesMeasuredSteps) {
   RecordProperty("worst_relative_error", std::to_string(worst));
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Presets, CalibrationTable,
-    ::testing::Values(Case{"llama-3.1-8b-h100", "llama-3.1-8b", 0.11, 0.08},
-                      Case{"llama-3.2-1b-h100", "llama-3.2-1b", 0.17, 0.10}),
-    [](const ::testing::TestParamInfo<Case>& param_info) {
-      return std::string(param_info.param.preset) == "llama-3.1-8b-h100" ? std::string("Llama31_8B")
-                                                                    : std::string("Llama32_1B");
-    });
+INSTANTIATE_TEST_SUITE_P(Presets, CalibrationTable,
+                         ::testing::Values(Case{"llama-3.1-8b-h100", "llama-3.1-8b", 0.11, 0.08},
+                                           Case{"llama-3.2-1b-h100", "llama-3.2-1b", 0.17, 0.10}),
+                         [](const ::testing::TestParamInfo<Case>& param_info) {
+                           return std::string(param_info.param.preset) == "llama-3.1-8b-h100"
+                                      ? std::string("Llama31_8B")
+                                      : std::string("Llama32_1B");
+                         });
 
 TEST(CostModel, PresetNamesAreKnown) {
   const auto names = CostModel::preset_names();

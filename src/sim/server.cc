@@ -1,5 +1,7 @@
 #include "sim/server.h"
 
+#include <fmt/format.h>
+
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -9,9 +11,6 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/use_future.hpp>
-
-#include <fmt/format.h>
-
 #include <chrono>
 #include <unordered_map>
 
@@ -37,17 +36,19 @@ namespace {
 
 // vLLM's error shape: {"error": {"message", "type", "param", "code"}} with Python exception names.
 std::string vllm_error(int status, std::string_view message) {
-  std::string_view type = status == 404 ? "NotFoundError" : status >= 500 ? "InternalServerError" : "BadRequestError";
+  std::string_view type = status == 404   ? "NotFoundError"
+                          : status >= 500 ? "InternalServerError"
+                                          : "BadRequestError";
   return openai::error_body(status, message, type);
 }
 
 std::vector<double> vllm_ttft_buckets() {
-  return {0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
-          20.0, 40.0, 80.0, 160.0, 640.0, 2560.0};
+  return {0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1,  0.25,  0.5,   0.75,
+          1.0,   2.5,   5.0,  7.5,  10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0};
 }
 std::vector<double> vllm_e2e_buckets() {
-  return {0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0,
-          240.0, 480.0, 960.0, 1920.0, 7680.0};
+  return {0.3,  0.5,  0.8,  1.0,  1.5,   2.0,   2.5,   5.0,   10.0,   15.0,  20.0,
+          30.0, 40.0, 50.0, 60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0};
 }
 
 struct Pending {
@@ -85,7 +86,8 @@ struct SimEngineHost {
     auto events = engine->take_events();
     if (events.empty() || !publisher) return;
     kv_events::EventBatch batch;
-    batch.ts = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+    batch.ts =
+        std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
     batch.events = std::move(events);
     publisher->publish(batch);
   }
@@ -107,7 +109,8 @@ struct SimEngineHost {
       publish_events();
       const double d = opts->time_scale > 0 ? r.duration_s / opts->time_scale : 0;
       if (d > 0) {
-        step_timer.expires_after(std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(d)));
+        step_timer.expires_after(
+            std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(d)));
         co_await step_timer.async_wait(kTuple);
         steps_since_yield = 0;
       } else if (++steps_since_yield >= 8) {
@@ -136,32 +139,47 @@ struct SimEngineHost {
     const std::string labels = fmt::format(R"(engine="0",model_name="{}")", opts->model);
     std::string out;
     auto gauge = [&](const char* name, const char* help, double v) {
-      out += fmt::format("# HELP {0} {1}\n# TYPE {0} gauge\n{0}{{{2}}} {3}\n", name, help, labels, metrics::format_value(v));
+      out += fmt::format("# HELP {0} {1}\n# TYPE {0} gauge\n{0}{{{2}}} {3}\n", name, help, labels,
+                         metrics::format_value(v));
     };
     auto counter = [&](const char* name, const char* help, double v) {
-      out += fmt::format("# HELP {0} {1}\n# TYPE {0} counter\n{0}{{{2}}} {3}\n", name, help, labels, metrics::format_value(v));
+      out += fmt::format("# HELP {0} {1}\n# TYPE {0} counter\n{0}{{{2}}} {3}\n", name, help, labels,
+                         metrics::format_value(v));
     };
-    gauge("vllm:num_requests_running", "Number of requests in model execution batches.", s.num_requests_running);
-    gauge("vllm:num_requests_waiting", "Number of requests waiting to be processed.", s.num_requests_waiting);
-    gauge("vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.", s.kv_cache_usage_perc);
-    counter("vllm:prefix_cache_queries_total", "Prefix cache queries, in terms of number of queried tokens.",
+    gauge("vllm:num_requests_running", "Number of requests in model execution batches.",
+          s.num_requests_running);
+    gauge("vllm:num_requests_waiting", "Number of requests waiting to be processed.",
+          s.num_requests_waiting);
+    gauge("vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.",
+          s.kv_cache_usage_perc);
+    counter("vllm:prefix_cache_queries_total",
+            "Prefix cache queries, in terms of number of queried tokens.",
             static_cast<double>(s.prefix_cache_queries_total));
-    counter("vllm:prefix_cache_hits_total", "Prefix cache hits, in terms of number of cached tokens.",
+    counter("vllm:prefix_cache_hits_total",
+            "Prefix cache hits, in terms of number of cached tokens.",
             static_cast<double>(s.prefix_cache_hits_total));
     counter("vllm:num_preemptions_total", "Cumulative number of preemption from the engine.",
             static_cast<double>(s.num_preemptions_total));
-    counter("vllm:prompt_tokens_total", "Number of prefill tokens processed.", static_cast<double>(s.prompt_tokens_total));
-    counter("vllm:prompt_tokens_cached_total", "Number of cached prompt tokens (local prefix cache).",
+    counter("vllm:prompt_tokens_total", "Number of prefill tokens processed.",
+            static_cast<double>(s.prompt_tokens_total));
+    counter("vllm:prompt_tokens_cached_total",
+            "Number of cached prompt tokens (local prefix cache).",
             static_cast<double>(s.prompt_tokens_cached_total));
     counter("vllm:generation_tokens_total", "Number of generation tokens processed.",
             static_cast<double>(s.generation_tokens_total));
-    out += "# HELP vllm:request_success_total Count of successfully processed requests.\n"
-           "# TYPE vllm:request_success_total counter\n";
-    out += fmt::format("vllm:request_success_total{{{},finished_reason=\"length\"}} {}\n", labels, s.request_success_length_total);
-    out += fmt::format("vllm:request_success_total{{{},finished_reason=\"stop\"}} {}\n", labels, s.request_success_stop_total);
-    out += "# HELP vllm:cache_config_info Information of the LLMEngine CacheConfig\n# TYPE vllm:cache_config_info gauge\n";
+    out +=
+        "# HELP vllm:request_success_total Count of successfully processed requests.\n"
+        "# TYPE vllm:request_success_total counter\n";
+    out += fmt::format("vllm:request_success_total{{{},finished_reason=\"length\"}} {}\n", labels,
+                       s.request_success_length_total);
+    out += fmt::format("vllm:request_success_total{{{},finished_reason=\"stop\"}} {}\n", labels,
+                       s.request_success_stop_total);
+    out +=
+        "# HELP vllm:cache_config_info Information of the LLMEngine CacheConfig\n# TYPE "
+        "vllm:cache_config_info gauge\n";
     out += fmt::format(
-        "vllm:cache_config_info{{block_size=\"{}\",cache_dtype=\"auto\",enable_prefix_caching=\"{}\",engine=\"0\","
+        "vllm:cache_config_info{{block_size=\"{}\",cache_dtype=\"auto\",enable_prefix_caching=\"{}"
+        "\",engine=\"0\","
         "num_gpu_blocks=\"{}\",prefix_caching_hash_algo=\"kvroute-xxh3\"}} 1\n",
         cfg.block_size, cfg.enable_prefix_caching ? "True" : "False", cfg.num_gpu_blocks);
     out += reg.render();
@@ -187,13 +205,16 @@ struct SimEngineHost {
     } else if (path == "/reset_prefix_cache" && req.method == "POST") {
       const bool ok = engine->reset_prefix_cache();
       if (ok) publish_events();
-      std::string body = ok ? "" : vllm_error(503, "cannot reset the prefix cache while requests are running");
+      std::string body =
+          ok ? "" : vllm_error(503, "cannot reset the prefix cache while requests are running");
       co_await w.send(ok ? 200 : 503, "application/json", std::move(body), none);
     } else if (path == "/tokenize" && req.method == "POST") {
       co_await tokenize(req, w);
-    } else if ((path == "/v1/completions" || path == "/v1/chat/completions") && req.method == "POST") {
-      co_await generate(req, w, path == "/v1/completions" ? openai::Endpoint::kCompletions
-                                                          : openai::Endpoint::kChatCompletions);
+    } else if ((path == "/v1/completions" || path == "/v1/chat/completions") &&
+               req.method == "POST") {
+      co_await generate(req, w,
+                        path == "/v1/completions" ? openai::Endpoint::kCompletions
+                                                  : openai::Endpoint::kChatCompletions);
     } else {
       std::string body = R"({"detail":"Not Found"})";
       co_await w.send(404, "application/json", std::move(body), none);
@@ -230,15 +251,17 @@ struct SimEngineHost {
   http::Task<void> tokenize(Request& req, ResponseWriter& w) {
     const Headers none;
     const bool chat = req.body.find("\"messages\"") != std::string::npos;
-    auto prompt = read_prompt(chat ? openai::Endpoint::kChatCompletions : openai::Endpoint::kCompletions,
-                              req.body, /*check_model=*/false);
+    auto prompt =
+        read_prompt(chat ? openai::Endpoint::kChatCompletions : openai::Endpoint::kCompletions,
+                    req.body, /*check_model=*/false);
     if (!prompt) {
       co_await refuse(w, prompt.error().status, prompt.error().message);
       co_return;
     }
     const auto& ids = prompt->ids;
-    std::string body = fmt::format(R"({{"count":{},"max_model_len":{},"tokens":[{}],"token_strs":null}})",
-                                   ids.size(), engine->max_model_len(), fmt::join(ids, ","));
+    std::string body =
+        fmt::format(R"({{"count":{},"max_model_len":{},"tokens":[{}],"token_strs":null}})",
+                    ids.size(), engine->max_model_len(), fmt::join(ids, ","));
     co_await w.send(200, "application/json", std::move(body), none);
   }
 
@@ -256,7 +279,8 @@ struct SimEngineHost {
     // Completions default to 16 tokens as in the OpenAI API (configurable); chat requests without
     // max_tokens may run to the context limit, as vLLM allows; 0 reaches the engine's own 400.
     if (parsed->max_tokens) {
-      sr.max_tokens = static_cast<std::uint32_t>(std::min<std::int64_t>(*parsed->max_tokens, 0xffffffffLL));
+      sr.max_tokens =
+          static_cast<std::uint32_t>(std::min<std::int64_t>(*parsed->max_tokens, 0xffffffffLL));
     } else if (kind == openai::Endpoint::kCompletions) {
       sr.max_tokens = opts->default_max_tokens;
     }
@@ -278,15 +302,17 @@ struct SimEngineHost {
     });
 
     const bool chat = kind == openai::Endpoint::kChatCompletions;
-    const std::string req_id = fmt::format("{}-{:016x}{:08x}", chat ? "chatcmpl" : "cmpl", rid, index);
-    const long created = static_cast<long>(
-        std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count());
+    const std::string req_id =
+        fmt::format("{}-{:016x}{:08x}", chat ? "chatcmpl" : "cmpl", rid, index);
+    const long created = static_cast<long>(std::chrono::duration_cast<std::chrono::seconds>(
+                                               std::chrono::system_clock::now().time_since_epoch())
+                                               .count());
     std::string model_json;
     http::append_json_escaped(model_json, opts->model);
-    const std::string head = fmt::format(R"({{"id":"{}","object":"{}","created":{},"model":"{}",)", req_id,
-                                         chat ? (parsed->stream ? "chat.completion.chunk" : "chat.completion")
-                                              : "text_completion",
-                                         created, model_json);
+    const std::string head = fmt::format(
+        R"({{"id":"{}","object":"{}","created":{},"model":"{}",)", req_id,
+        chat ? (parsed->stream ? "chat.completion.chunk" : "chat.completion") : "text_completion",
+        created, model_json);
     std::string text;
     std::uint32_t prompt_tokens = 0, cached = 0, completion = 0;
     const char* finish = "length";
@@ -303,7 +329,8 @@ struct SimEngineHost {
       p->outs.clear();
       std::string chunk;
       for (const auto& o : outs) {
-        if (o.first_token && ttft) ttft->observe(std::chrono::duration<double>(Clock::now() - t0).count());
+        if (o.first_token && ttft)
+          ttft->observe(std::chrono::duration<double>(Clock::now() - t0).count());
         prompt_tokens = o.prompt_tokens;
         cached = o.cached_tokens;
         completion = o.num_output_tokens;
@@ -321,11 +348,21 @@ struct SimEngineHost {
         const std::string fin = o.finished ? fmt::format("\"{}\"", finish) : "null";
         if (chat) {
           if (first) {
-            chunk += http::sse_event(head + R"("choices":[{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}]})");
+            chunk += http::sse_event(
+                head +
+                R"("choices":[{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}]})");
           }
-          chunk += http::sse_event(head + fmt::format(R"("choices":[{{"index":0,"delta":{{"content":"{}"}},"logprobs":null,"finish_reason":{}}}]}})", esc, fin));
+          chunk += http::sse_event(
+              head +
+              fmt::format(
+                  R"("choices":[{{"index":0,"delta":{{"content":"{}"}},"logprobs":null,"finish_reason":{}}}]}})",
+                  esc, fin));
         } else {
-          chunk += http::sse_event(head + fmt::format(R"("choices":[{{"index":0,"text":"{}","logprobs":null,"finish_reason":{},"stop_reason":null}}]}})", esc, fin));
+          chunk += http::sse_event(
+              head +
+              fmt::format(
+                  R"("choices":[{{"index":0,"text":"{}","logprobs":null,"finish_reason":{},"stop_reason":null}}]}})",
+                  esc, fin));
         }
         first = false;
       }
@@ -352,9 +389,13 @@ struct SimEngineHost {
     http::append_json_escaped(esc, text);
     std::string body = head;
     if (chat) {
-      body += fmt::format(R"("choices":[{{"index":0,"message":{{"role":"assistant","content":"{}","tool_calls":[]}},"logprobs":null,"finish_reason":"{}","stop_reason":null}}],)", esc, finish);
+      body += fmt::format(
+          R"("choices":[{{"index":0,"message":{{"role":"assistant","content":"{}","tool_calls":[]}},"logprobs":null,"finish_reason":"{}","stop_reason":null}}],)",
+          esc, finish);
     } else {
-      body += fmt::format(R"("choices":[{{"index":0,"text":"{}","logprobs":null,"finish_reason":"{}","stop_reason":null}}],)", esc, finish);
+      body += fmt::format(
+          R"("choices":[{{"index":0,"text":"{}","logprobs":null,"finish_reason":"{}","stop_reason":null}}],)",
+          esc, finish);
     }
     body += usage;
     body += "}";
@@ -370,7 +411,9 @@ struct SimCluster::Impl {
   bool started = false;
 };
 
-SimCluster::SimCluster(SimOptions options) : impl_(std::make_unique<Impl>()) { impl_->opts = std::move(options); }
+SimCluster::SimCluster(SimOptions options) : impl_(std::make_unique<Impl>()) {
+  impl_->opts = std::move(options);
+}
 SimCluster::~SimCluster() { stop(); }
 const std::vector<EngineEndpoints>& SimCluster::endpoints() const { return impl_->endpoints; }
 
@@ -405,10 +448,16 @@ Status SimCluster::start() {
     auto eng = Engine::create(ec);
     if (!eng) return fail(eng.error());
     h->engine.emplace(std::move(*eng));
-    h->ttft = &h->reg.histogram("vllm:time_to_first_token_seconds", "Histogram of time to first token in seconds.",
-                                vllm_ttft_buckets(), {"engine", "model_name"}).with({"0", o.model});
-    h->e2e = &h->reg.histogram("vllm:e2e_request_latency_seconds", "Histogram of e2e request latency in seconds.",
-                               vllm_e2e_buckets(), {"engine", "model_name"}).with({"0", o.model});
+    h->ttft = &h->reg
+                   .histogram("vllm:time_to_first_token_seconds",
+                              "Histogram of time to first token in seconds.", vllm_ttft_buckets(),
+                              {"engine", "model_name"})
+                   .with({"0", o.model});
+    h->e2e = &h->reg
+                  .histogram("vllm:e2e_request_latency_seconds",
+                             "Histogram of e2e request latency in seconds.", vllm_e2e_buckets(),
+                             {"engine", "model_name"})
+                  .with({"0", o.model});
     http::ServerOptions so;
     so.address = o.host;
     so.port = o.port == 0 ? 0 : static_cast<std::uint16_t>(o.port + i);
@@ -417,7 +466,8 @@ Status SimCluster::start() {
       return openai::error_body(status, message);
     };
     SimEngineHost* hp = h.get();
-    h->server = std::make_unique<http::Server>(so, [hp](Request& r, ResponseWriter& w) { return hp->handle(r, w); });
+    h->server = std::make_unique<http::Server>(
+        so, [hp](Request& r, ResponseWriter& w) { return hp->handle(r, w); });
     auto port = h->server->start();
     if (!port) return fail(port.error());
     h->endpoints.url = fmt::format("http://{}:{}", o.host, *port);
@@ -433,7 +483,8 @@ Status SimCluster::start() {
         pc.attach = kv_events::PublisherConfig::Attach::kBind;
       }
       pc.topic = fmt::format("kv@{}:{}@{}", o.host, *port, o.model);
-      pc.encoding = o.kv_events_map_encoding ? kv_events::Encoding::kMap : kv_events::Encoding::kArray;
+      pc.encoding =
+          o.kv_events_map_encoding ? kv_events::Encoding::kMap : kv_events::Encoding::kArray;
       auto pub = kv_events::ZmqEventPublisher::create(pc, im.hub);
       if (!pub) return fail(pub.error());
       h->publisher = std::move(*pub);
@@ -465,14 +516,17 @@ void SimCluster::stop() {
 
 std::vector<std::uint64_t> SimCluster::cached_block_hashes(int engine) {
   auto* h = impl_->hosts.at(static_cast<std::size_t>(engine)).get();
-  auto fut = net::post(h->server->executor(0),
-                       std::packaged_task<std::vector<std::uint64_t>()>([h] { return h->engine->cached_block_hashes_for_test(); }));
+  auto fut =
+      net::post(h->server->executor(0), std::packaged_task<std::vector<std::uint64_t>()>([h] {
+                  return h->engine->cached_block_hashes_for_test();
+                }));
   return fut.get();
 }
 
 EngineStats SimCluster::stats(int engine) {
   auto* h = impl_->hosts.at(static_cast<std::size_t>(engine)).get();
-  auto fut = net::post(h->server->executor(0), std::packaged_task<EngineStats()>([h] { return h->engine->stats(); }));
+  auto fut = net::post(h->server->executor(0),
+                       std::packaged_task<EngineStats()>([h] { return h->engine->stats(); }));
   return fut.get();
 }
 
@@ -484,7 +538,8 @@ int run_sim(SimOptions options) {
   }
   for (std::size_t i = 0; i < cluster.endpoints().size(); ++i) {
     const auto& e = cluster.endpoints()[i];
-    spdlog::info("engine {}: {}{}{}", i, e.url, e.kv_events.empty() ? "" : " kv-events " + e.kv_events,
+    spdlog::info("engine {}: {}{}{}", i, e.url,
+                 e.kv_events.empty() ? "" : " kv-events " + e.kv_events,
                  e.kv_replay.empty() ? "" : " replay " + e.kv_replay);
   }
   net::io_context signals_ctx;

@@ -31,10 +31,10 @@ struct SimOptions {
   bool kv_events_map_encoding = false;  // v0.26+ map-encoded events
   std::string model = "meta-llama/Llama-3.1-8B-Instruct";
   std::string preset = "llama-3.1-8b-h100";  // cost model; "none": steps take no time
-  std::string tokenizer;                // HF tokenizer dir; empty: the word tokenizer
-  double time_scale = 1.0;              // >1 runs faster than real time
+  std::string tokenizer;                     // HF tokenizer dir; empty: the word tokenizer
+  double time_scale = 1.0;                   // >1 runs faster than real time
   std::uint32_t default_max_tokens = 16;
-  EngineConfig engine;                  // model/cost are filled from the fields above
+  EngineConfig engine;  // model/cost are filled from the fields above
 };
 
 // Engines for tests and tools that drive a cluster in-process: HTTP and KV events on loopback
@@ -42,9 +42,9 @@ struct SimOptions {
 SimOptions loopback_options(int engines, std::string model, std::uint32_t num_gpu_blocks);
 
 struct EngineEndpoints {
-  std::string url;              // http://host:port
-  std::string kv_events;        // tcp://host:port or ""
-  std::string kv_replay;        // tcp://host:port or ""
+  std::string url;        // http://host:port
+  std::string kv_events;  // tcp://host:port or ""
+  std::string kv_replay;  // tcp://host:port or ""
 };
 
 class SimCluster {

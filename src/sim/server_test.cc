@@ -15,7 +15,9 @@ namespace {
 
 using namespace std::chrono_literals;
 
-std::uint16_t port_of(const std::string& url) { return static_cast<std::uint16_t>(std::stoi(url.substr(url.rfind(':') + 1))); }
+std::uint16_t port_of(const std::string& url) {
+  return static_cast<std::uint16_t>(std::stoi(url.substr(url.rfind(':') + 1)));
+}
 
 SimOptions test_options(int engines) { return loopback_options(engines, "sim-model", 64); }
 
@@ -29,7 +31,8 @@ TEST(SimServer, CompletionsReportCachedTokensOnRepeat) {
   SimCluster c(test_options(1));
   ASSERT_TRUE(c.start());
   auto port = port_of(c.endpoints()[0].url);
-  const std::string body = R"({"model":"sim-model","prompt":")" + words(40) + R"(","max_tokens":4})";
+  const std::string body =
+      R"({"model":"sim-model","prompt":")" + words(40) + R"(","max_tokens":4})";
   auto r1 = testing::post_json(port, "/v1/completions", body);
   ASSERT_EQ(r1.status, 200) << r1.raw;
   EXPECT_NE(r1.body.find(R"("object":"text_completion")"), std::string::npos);
@@ -43,8 +46,12 @@ TEST(SimServer, CompletionsReportCachedTokensOnRepeat) {
   EXPECT_EQ(s.prefix_cache_queries_total, 80u);
   EXPECT_EQ(s.prefix_cache_hits_total, 32u);
   auto m = testing::get(port, "/metrics");
-  EXPECT_NE(m.body.find("vllm:prefix_cache_queries_total{engine=\"0\",model_name=\"sim-model\"} 80"), std::string::npos) << m.body;
-  EXPECT_NE(m.body.find("vllm:prefix_cache_hits_total{engine=\"0\",model_name=\"sim-model\"} 32"), std::string::npos);
+  EXPECT_NE(
+      m.body.find("vllm:prefix_cache_queries_total{engine=\"0\",model_name=\"sim-model\"} 80"),
+      std::string::npos)
+      << m.body;
+  EXPECT_NE(m.body.find("vllm:prefix_cache_hits_total{engine=\"0\",model_name=\"sim-model\"} 32"),
+            std::string::npos);
   EXPECT_NE(m.body.find("num_gpu_blocks=\"64\""), std::string::npos);
   // promtool's only complaint may be the colon in vLLM's own names (a lint for recording rules).
   auto check = testing::run_command("promtool check metrics", m.body);
@@ -52,8 +59,10 @@ TEST(SimServer, CompletionsReportCachedTokensOnRepeat) {
   std::size_t pos = 0;
   while (pos < check.output.size()) {
     auto nl = check.output.find('\n', pos);
-    std::string line = check.output.substr(pos, nl == std::string::npos ? std::string::npos : nl - pos);
-    if (!line.empty() && line.find("should not contain ':'") == std::string::npos) other += line + "\n";
+    std::string line =
+        check.output.substr(pos, nl == std::string::npos ? std::string::npos : nl - pos);
+    if (!line.empty() && line.find("should not contain ':'") == std::string::npos)
+      other += line + "\n";
     pos = nl == std::string::npos ? check.output.size() : nl + 1;
   }
   EXPECT_TRUE(check.exit_code == 0 || check.exit_code == 3) << check.output;
@@ -64,11 +73,13 @@ TEST(SimServer, StreamingChatWithUsage) {
   SimCluster c(test_options(1));
   ASSERT_TRUE(c.start());
   auto port = port_of(c.endpoints()[0].url);
-  auto r = testing::post_json(port, "/v1/chat/completions",
-                              R"({"model":"sim-model","messages":[{"role":"user","content":"hi there"}],"max_tokens":3,"stream":true,"stream_options":{"include_usage":true}})");
+  auto r = testing::post_json(
+      port, "/v1/chat/completions",
+      R"({"model":"sim-model","messages":[{"role":"user","content":"hi there"}],"max_tokens":3,"stream":true,"stream_options":{"include_usage":true}})");
   ASSERT_EQ(r.status, 200) << r.raw;
   EXPECT_NE(r.head.find("text/event-stream"), std::string::npos);
-  EXPECT_NE(r.body.find(R"("delta":{"role":"assistant","content":""})"), std::string::npos) << r.body;
+  EXPECT_NE(r.body.find(R"("delta":{"role":"assistant","content":""})"), std::string::npos)
+      << r.body;
   EXPECT_NE(r.body.find(R"("finish_reason":"length")"), std::string::npos) << r.body;
   EXPECT_NE(r.body.find(R"("choices":[],"usage":{"prompt_tokens":)"), std::string::npos) << r.body;
   EXPECT_TRUE(r.body.ends_with("data: [DONE]\n\n"));
@@ -121,13 +132,16 @@ TEST(SimServer, KvEventsReconstructTheCachedBlockSet) {
   auto sub = kv_events::ZmqEventSubscriber::create({.topic_filter = ""}, cb);
   ASSERT_TRUE(sub);
   for (int i = 0; i < 2; ++i) {
-    ASSERT_TRUE((*sub)->add_engine({"e" + std::to_string(i), c.endpoints()[i].kv_events, c.endpoints()[i].kv_replay}));
+    ASSERT_TRUE((*sub)->add_engine(
+        {"e" + std::to_string(i), c.endpoints()[i].kv_events, c.endpoints()[i].kv_replay}));
   }
   std::this_thread::sleep_for(200ms);  // let SUB connect (replay covers the rest)
   for (int k = 0; k < 30; ++k) {
     const int e = k % 2;
-    const std::string body = R"({"prompt":")" + words(20 + (k * 13) % 50, k % 5) + R"(","max_tokens":2})";
-    ASSERT_EQ(testing::post_json(port_of(c.endpoints()[e].url), "/v1/completions", body).status, 200);
+    const std::string body =
+        R"({"prompt":")" + words(20 + (k * 13) % 50, k % 5) + R"(","max_tokens":2})";
+    ASSERT_EQ(testing::post_json(port_of(c.endpoints()[e].url), "/v1/completions", body).status,
+              200);
   }
   for (int i = 0; i < 2; ++i) {
     auto truth = c.cached_block_hashes(i);

@@ -1,15 +1,14 @@
 // File: tokenizer/internal.cc
-#include "tokenizer/internal/util.h"
-
 #include <algorithm>
 
 #include "tokenizer/internal/unicode_tables.h"
+#include "tokenizer/internal/util.h"
 
 namespace kvroute::tokenizer::internal {
 namespace {
 
-// Length of the maximal valid prefix of a UTF-8 sequence at i (Unicode Table 3-7), and whether it is
-// complete. A lone invalid lead byte gives {0, false}.
+// Length of the maximal valid prefix of a UTF-8 sequence at i (Unicode Table 3-7), and whether it
+// is complete. A lone invalid lead byte gives {0, false}.
 struct Probe {
   std::size_t len;
   bool complete;
@@ -54,12 +53,14 @@ Probe probe(std::string_view s, std::size_t i) {
   return {need, true};
 }
 
-// ---- NFC (UAX #15) -------------------------------------------------------------------------------------
-// The normalizer works on the stretches of the text that may change: each starts at the last code point
-// without kNfcUnsafe before a flagged one (a starter that may compose with what follows) and runs up to the
-// next code point without the flag. Such a code point is a starter that composes with nothing before it
-// (gen_unicode_tables.py checks this), so NFC of the whole text is the unflagged text as is plus NFC of each
-// stretch. A stretch is decomposed, put in canonical order and recomposed as the standard describes.
+// ---- NFC (UAX #15)
+// ------------------------------------------------------------------------------------- The
+// normalizer works on the stretches of the text that may change: each starts at the last code point
+// without kNfcUnsafe before a flagged one (a starter that may compose with what follows) and runs
+// up to the next code point without the flag. Such a code point is a starter that composes with
+// nothing before it (gen_unicode_tables.py checks this), so NFC of the whole text is the unflagged
+// text as is plus NFC of each stretch. A stretch is decomposed, put in canonical order and
+// recomposed as the standard describes.
 
 // Hangul syllables decompose and compose algorithmically (Unicode 3.12).
 constexpr std::uint32_t kSBase = 0xAC00;
@@ -76,8 +77,8 @@ constexpr std::uint32_t kSCount = kLCount * kNCount;
 constexpr unsigned char kFirstUnsafeLead = 0xC0 | (unicode::kFirstNfcUnsafe >> 6);
 static_assert(kFirstUnsafeLead == 0xCC);
 
-// The stretch being normalized: code points with their combining class in the top byte, so that ordering
-// and composition read the class once.
+// The stretch being normalized: code points with their combining class in the top byte, so that
+// ordering and composition read the class once.
 constexpr std::uint32_t kCpMask = 0x1FFFFF;
 inline std::uint32_t with_class(std::uint32_t cp) {
   return static_cast<std::uint32_t>(unicode::combining_class(cp)) << 24 | cp;
@@ -123,7 +124,8 @@ void decompose(std::uint32_t cp, std::vector<std::uint32_t>& out) {
     if (s % kTCount != 0) out.push_back(kTBase + s % kTCount);
     return;
   }
-  // Entries are cp << 14 | offset << 2 | (length - 1), sorted; every decomposable code point is below 2^18.
+  // Entries are cp << 14 | offset << 2 | (length - 1), sorted; every decomposable code point is
+  // below 2^18.
   if (cp >= unicode::kDecompositions[0] >> 14 && cp < (1u << 18)) {
     const std::uint32_t* end = unicode::kDecompositions + unicode::kDecompositionCount;
     const std::uint32_t* it = std::upper_bound(unicode::kDecompositions, end, cp << 14 | 0x3FFF);
@@ -139,23 +141,25 @@ void decompose(std::uint32_t cp, std::vector<std::uint32_t>& out) {
 
 // The primary composite of the starter a followed by b, or 0 if there is none.
 std::uint32_t compose_pair(std::uint32_t a, std::uint32_t b) {
-  // L + V -> LV; LV + T -> LVT (T_BASE itself is not a trailing consonant). Unsigned wrap-around makes each
-  // range test one comparison.
+  // L + V -> LV; LV + T -> LVT (T_BASE itself is not a trailing consonant). Unsigned wrap-around
+  // makes each range test one comparison.
   if (a - kLBase < kLCount && b - kVBase < kVCount) {
     return kSBase + ((a - kLBase) * kVCount + (b - kVBase)) * kTCount;
   }
   if (a - kSBase < kSCount && (a - kSBase) % kTCount == 0 && b - kTBase - 1 < kTCount - 1) {
     return a + (b - kTBase);
   }
-  const std::uint64_t key = static_cast<std::uint64_t>(a) << 42 | static_cast<std::uint64_t>(b) << 21;
+  const std::uint64_t key = static_cast<std::uint64_t>(a) << 42 | static_cast<std::uint64_t>(b)
+                                                                      << 21;
   const std::uint64_t* end = unicode::kCompositions + unicode::kCompositionCount;
   const std::uint64_t* it = std::lower_bound(unicode::kCompositions, end, key);
   if (it != end && *it >> 21 == key >> 21) return static_cast<std::uint32_t>(*it & kCpMask);
   return 0;
 }
 
-// Canonical ordering: a stable sort of each run of non-starters by combining class. Runs are short in real
-// text (insertion sort, no allocation); a long adversarial run takes std::stable_sort's O(n log n).
+// Canonical ordering: a stable sort of each run of non-starters by combining class. Runs are short
+// in real text (insertion sort, no allocation); a long adversarial run takes std::stable_sort's O(n
+// log n).
 void canonical_order(std::vector<std::uint32_t>& v) {
   const auto by_class = [](std::uint32_t x, std::uint32_t y) { return class_of(x) < class_of(y); };
   std::size_t i = 0;
@@ -167,8 +171,8 @@ void canonical_order(std::vector<std::uint32_t>& v) {
     std::size_t j = i + 1;
     while (j < v.size() && class_of(v[j]) != 0) ++j;
     if (j - i > 32) {
-      std::stable_sort(v.begin() + static_cast<std::ptrdiff_t>(i), v.begin() + static_cast<std::ptrdiff_t>(j),
-                       by_class);
+      std::stable_sort(v.begin() + static_cast<std::ptrdiff_t>(i),
+                       v.begin() + static_cast<std::ptrdiff_t>(j), by_class);
     } else {
       for (std::size_t k = i + 1; k < j; ++k) {
         const std::uint32_t x = v[k];
@@ -181,8 +185,8 @@ void canonical_order(std::vector<std::uint32_t>& v) {
   }
 }
 
-// Canonical composition in place: each character composes with the last starter unless it is blocked (a
-// character between them has class 0 or a class not below its own).
+// Canonical composition in place: each character composes with the last starter unless it is
+// blocked (a character between them has class 0 or a class not below its own).
 void compose(std::vector<std::uint32_t>& v) {
   constexpr std::size_t kNoStarter = static_cast<std::size_t>(-1);
   std::size_t starter = kNoStarter;
@@ -246,8 +250,8 @@ std::string_view nfc_normalize(std::string_view text, std::string& buf) {
   buf.reserve(text.size() + text.size() / 8 + 16);
   std::size_t done = 0;  // text[0, done) is in buf
   while (unsafe != std::string_view::npos) {
-    // The stretch starts at the unflagged code point before `unsafe` unless that one is already in buf
-    // (only at the start of the text: a stretch ends before an unflagged code point).
+    // The stretch starts at the unflagged code point before `unsafe` unless that one is already in
+    // buf (only at the start of the text: a stretch ends before an unflagged code point).
     std::size_t start = unsafe;
     if (start > done) {
       do {

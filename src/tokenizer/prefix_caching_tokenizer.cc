@@ -29,14 +29,16 @@ std::uint32_t PrefixCachingTokenizer::find_child(std::uint32_t parent, std::stri
   return 0;
 }
 
-Result<std::vector<std::uint32_t>> PrefixCachingTokenizer::encode(std::string_view text, bool add_special_tokens) {
+Result<std::vector<std::uint32_t>> PrefixCachingTokenizer::encode(std::string_view text,
+                                                                  bool add_special_tokens) {
   KVROUTE_TRY(tokenizer_.check_input(text));
   std::vector<Tokenizer::Segment> segments;
   tokenizer_.split_on_added_tokens(text, segments);
   // Boundaries: indices of segments after which the cache may cut.
   std::vector<std::size_t> cuts;
   for (std::size_t i = 0; i < segments.size(); ++i) {
-    if (segments[i].token_id && tokenizer_.is_safe_cut_token(*segments[i].token_id)) cuts.push_back(i);
+    if (segments[i].token_id && tokenizer_.is_safe_cut_token(*segments[i].token_id))
+      cuts.push_back(i);
   }
 
   std::vector<std::uint32_t> ids;
@@ -51,7 +53,7 @@ Result<std::vector<std::uint32_t>> PrefixCachingTokenizer::encode(std::string_vi
   std::uint64_t generation = 0;
   std::size_t matched_cuts = 0;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     generation = generation_;
     std::size_t begin = 0;
     std::vector<std::uint32_t> path;
@@ -98,9 +100,10 @@ Result<std::vector<std::uint32_t>> PrefixCachingTokenizer::encode(std::string_vi
     }
   }
   if (!runs.empty()) {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     std::size_t add = 0;
-    for (const NewRun& r : runs) add += (r.end - r.begin) + 4 * (r.ids_end - r.ids_begin) + kNodeOverhead;
+    for (const NewRun& r : runs)
+      add += (r.end - r.begin) + 4 * (r.ids_end - r.ids_begin) + kNodeOverhead;
     if (stats_.held_bytes + add > options_.max_bytes) {
       nodes_.resize(1);
       children_.clear();
@@ -108,7 +111,8 @@ Result<std::vector<std::uint32_t>> PrefixCachingTokenizer::encode(std::string_vi
       ++generation_;
       ++stats_.resets;
     }
-    // Insert only if the path we matched is still there (no reset in between) and the cache has room.
+    // Insert only if the path we matched is still there (no reset in between) and the cache has
+    // room.
     if (generation == generation_ && add <= options_.max_bytes) {
       for (const NewRun& r : runs) {
         const std::string_view run = text.substr(r.begin, r.end - r.begin);
@@ -139,7 +143,7 @@ Result<std::vector<std::uint32_t>> PrefixCachingTokenizer::encode(std::string_vi
 }
 
 PrefixCacheStats PrefixCachingTokenizer::stats() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   return stats_;
 }
 

@@ -34,24 +34,30 @@ TEST(PrefixCachingTokenizer, MultiTurnChatReusesEarlierTurns) {
   EXPECT_GT(st.reused_tokens, 0u);
 }
 
-// Random texts built from shared pieces and added tokens, including tokens whose match depends on what follows
-// (rstrip, a longer token sharing a prefix) and normalized tokens; tiny cache to force resets.
+// Random texts built from shared pieces and added tokens, including tokens whose match depends on
+// what follows (rstrip, a longer token sharing a prefix) and normalized tokens; tiny cache to force
+// resets.
 TEST(PrefixCachingTokenizer, RandomSharedPrefixesMatchPlainEncode) {
   auto tok = Tokenizer::load(kQwen2Dir);
   ASSERT_TRUE(tok) << tok.error().message;
   PrefixCacheOptions opts;
   opts.max_bytes = 4096;
   PrefixCachingTokenizer cached(*tok, opts);
-  const char* pieces[] = {"<|im_start|>", "<|im_end|>", "<|im_start|>x", "x", "yz", " ", "  ", "\n", "[RS]",
-                          "[LS]", "<think>", "<tool_call>", "hello world", "'s", "12345", "日本語", "<|im_"};
+  const char* pieces[] = {
+      "<|im_start|>", "<|im_end|>", "<|im_start|>x", "x",      "yz",      " ",
+      "  ",           "\n",         "[RS]",          "[LS]",   "<think>", "<tool_call>",
+      "hello world",  "'s",         "12345",         "日本語", "<|im_"};
   std::mt19937_64 rng(42);
   std::vector<std::string> prefixes;
   for (int i = 0; i < 3000; ++i) {
-    std::string s = prefixes.empty() || rng() % 4 == 0 ? std::string() : prefixes[rng() % prefixes.size()];
+    std::string s =
+        prefixes.empty() || rng() % 4 == 0 ? std::string() : prefixes[rng() % prefixes.size()];
     const std::size_t n = 1 + rng() % 8;
     for (std::size_t k = 0; k < n; ++k) s += pieces[rng() % std::size(pieces)];
-    if (prefixes.size() < 64) prefixes.push_back(s);
-    else prefixes[rng() % prefixes.size()] = s;
+    if (prefixes.size() < 64)
+      prefixes.push_back(s);
+    else
+      prefixes[rng() % prefixes.size()] = s;
     auto want = tok->encode(s, true);
     auto got = cached.encode(s, true);
     ASSERT_TRUE(want && got);

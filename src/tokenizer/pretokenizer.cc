@@ -63,7 +63,8 @@ inline Ch at(std::string_view s, std::size_t i) {
     len = 3;
   } else {
     cp = ((b0 & 0x07u) << 18) | ((static_cast<unsigned char>(s[i + 1]) & 0x3Fu) << 12) |
-         ((static_cast<unsigned char>(s[i + 2]) & 0x3Fu) << 6) | (static_cast<unsigned char>(s[i + 3]) & 0x3Fu);
+         ((static_cast<unsigned char>(s[i + 2]) & 0x3Fu) << 6) |
+         (static_cast<unsigned char>(s[i + 3]) & 0x3Fu);
     len = 4;
   }
   return {cp, len, unicode::props(cp)};
@@ -80,8 +81,8 @@ inline std::size_t run_end(std::string_view s, std::size_t i, Pred pred) {
   return i;
 }
 
-// Length of a contraction at i (s[i] == '\''), 0 if none. case_insensitive follows Oniguruma's (?i):
-// Unicode simple case folding, under which U+017F LATIN SMALL LETTER LONG S matches 's'.
+// Length of a contraction at i (s[i] == '\''), 0 if none. case_insensitive follows Oniguruma's
+// (?i): Unicode simple case folding, under which U+017F LATIN SMALL LETTER LONG S matches 's'.
 inline std::size_t contraction(std::string_view s, std::size_t i, bool case_insensitive) {
   const std::size_t n = s.size();
   if (i + 1 >= n) return 0;
@@ -108,12 +109,13 @@ inline std::size_t contraction(std::string_view s, std::size_t i, bool case_inse
       break;
   }
   // U+017F is C5 BF in UTF-8.
-  if (case_insensitive && c1 == 0xC5 && i + 2 < n && static_cast<unsigned char>(s[i + 2]) == 0xBF) return 3;
+  if (case_insensitive && c1 == 0xC5 && i + 2 < n && static_cast<unsigned char>(s[i + 2]) == 0xBF)
+    return 3;
   return 0;
 }
 
-// Shared tail for the whitespace alternatives: `\s+(?!\S)|\s+` given a whitespace run starting at i.
-// Returns the match end.
+// Shared tail for the whitespace alternatives: `\s+(?!\S)|\s+` given a whitespace run starting at
+// i. Returns the match end.
 inline std::size_t whitespace_tail(std::string_view s, std::size_t i) {
   std::size_t j = i;
   std::size_t last_start = i;
@@ -123,13 +125,14 @@ inline std::size_t whitespace_tail(std::string_view s, std::size_t i) {
     last_start = j;
     j += c.len;
   }
-  if (j == s.size()) return j;          // \s+ to the end; (?!\S) holds at the end
+  if (j == s.size()) return j;            // \s+ to the end; (?!\S) holds at the end
   if (last_start > i) return last_start;  // give back the last space so (?!\S) sees a space
-  return j;                              // \s+ : one whitespace character before a non-space
+  return j;                               // \s+ : one whitespace character before a non-space
 }
 
 // Llama 3 (max_digits 3) and Qwen2 (max_digits 1).
-void split_llama_like(std::string_view s, std::uint32_t base, std::size_t max_digits, std::vector<Span>& out) {
+void split_llama_like(std::string_view s, std::uint32_t base, std::size_t max_digits,
+                      std::vector<Span>& out) {
   const std::size_t n = s.size();
   std::size_t i = 0;
   while (i < n) {
@@ -196,7 +199,8 @@ void split_gpt2(std::string_view s, std::uint32_t base, std::vector<Span>& out) 
       if (k != 0) end = i + k;
     }
     if (end == 0) {
-      // ' ?\p{L}+' | ' ?\p{N}+' | ' ?[^\s\p{L}\p{N}]+' : the class of the first non-prefix character decides.
+      // ' ?\p{L}+' | ' ?\p{N}+' | ' ?[^\s\p{L}\p{N}]+' : the class of the first non-prefix
+      // character decides.
       std::size_t p = i;
       Ch c = c0;
       if (c0.cp == ' ' && i + 1 < n) {
@@ -226,7 +230,8 @@ std::optional<SplitPattern> recognize_split_pattern(std::string_view regex) {
   return std::nullopt;
 }
 
-void split_pattern(SplitPattern pattern, std::string_view text, std::uint32_t base, std::vector<Span>& out) {
+void split_pattern(SplitPattern pattern, std::string_view text, std::uint32_t base,
+                   std::vector<Span>& out) {
   switch (pattern) {
     case SplitPattern::kLlama3:
       split_llama_like(text, base, 3, out);

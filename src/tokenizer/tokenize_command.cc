@@ -21,7 +21,8 @@ std::string json_quote(std::string_view s) {
   return out;
 }
 
-Result<std::string> render_chat(const Tokenizer& tok, const TokenizeCommandOptions& o, std::string_view messages) {
+Result<std::string> render_chat(const Tokenizer& tok, const TokenizeCommandOptions& o,
+                                std::string_view messages) {
   simdjson::dom::parser parser;
   simdjson::padded_string padded(messages);
   simdjson::dom::element root;
@@ -32,13 +33,15 @@ Result<std::string> render_chat(const Tokenizer& tok, const TokenizeCommandOptio
   const std::string* source = nullptr;
   if (o.chat_template_name.empty()) {
     source = cfg.default_chat_template();
-  } else if (auto it = cfg.chat_templates.find(o.chat_template_name); it != cfg.chat_templates.end()) {
+  } else if (auto it = cfg.chat_templates.find(o.chat_template_name);
+             it != cfg.chat_templates.end()) {
     source = &it->second;
   }
   if (source == nullptr) {
-    return fail(Error::not_found("no chat template" +
-                                 (o.chat_template_name.empty() ? std::string() : " named '" + o.chat_template_name + "'") +
-                                 " in tokenizer_config.json"));
+    return fail(Error::not_found(
+        "no chat template" +
+        (o.chat_template_name.empty() ? std::string() : " named '" + o.chat_template_name + "'") +
+        " in tokenizer_config.json"));
   }
   KVROUTE_TRY(auto tmpl, chat_template::ChatTemplate::compile(*source));
   std::string context = "{\"messages\":";
@@ -53,7 +56,8 @@ Result<std::string> render_chat(const Tokenizer& tok, const TokenizeCommandOptio
 
 }  // namespace
 
-int run_tokenize_command(const TokenizeCommandOptions& o, std::istream& in, std::ostream& out, std::ostream& err) {
+int run_tokenize_command(const TokenizeCommandOptions& o, std::istream& in, std::ostream& out,
+                         std::ostream& err) {
   LoadOptions lo;
   lo.max_input_bytes = o.max_input_bytes;
   auto tok = Tokenizer::load(o.tokenizer_path, lo);

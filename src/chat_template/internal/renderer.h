@@ -1,10 +1,11 @@
 // File: chat_template/internal/renderer.h
 //
-// The interpreter behind ChatTemplate::render(): a Renderer evaluates a compiled Node tree against a
-// context. Its parts live in files of their own: statements, expressions and tests in renderer.cc,
-// filters in filters.cc, methods of str/dict/list values and global functions in methods.cc, the
-// Python string helpers they share in py_strings.cc. Runtime failures are thrown as RenderError and
-// become Error values at the API boundary (docs/adr/0121-chat-template-internal-exceptions.md).
+// The interpreter behind ChatTemplate::render(): a Renderer evaluates a compiled Node tree against
+// a context. Its parts live in files of their own: statements, expressions and tests in
+// renderer.cc, filters in filters.cc, methods of str/dict/list values and global functions in
+// methods.cc, the Python string helpers they share in py_strings.cc. Runtime failures are thrown as
+// RenderError and become Error values at the API boundary
+// (docs/adr/0121-chat-template-internal-exceptions.md).
 //
 // Thread-safety: a Renderer is made per render() call and used by one thread; the helpers are pure.
 #pragma once
@@ -50,9 +51,11 @@ std::vector<std::string> py_split_ws(std::string_view s, std::int64_t maxsplit);
 std::vector<std::string> py_split(std::string_view s, std::string_view sep, std::int64_t maxsplit);
 std::vector<std::string> py_rsplit(std::string_view s, std::string_view sep, std::int64_t maxsplit);
 std::vector<std::string> py_splitlines(std::string_view s, bool keepends = false);
-std::string py_replace(const std::string& s, const std::string& old, const std::string& repl, std::int64_t count);
+std::string py_replace(const std::string& s, const std::string& old, const std::string& repl,
+                       std::int64_t count);
 // Python slice index normalisation (PySlice_AdjustIndices).
-std::vector<std::size_t> slice_indices(std::int64_t len, const Value* start, const Value* stop, const Value* step, const Node& at);
+std::vector<std::size_t> slice_indices(std::int64_t len, const Value* start, const Value* stop,
+                                       const Value* step, const Node& at);
 std::string escape_ascii_json(const std::string& s);
 Value sorted_keys_copy(const Value& v);
 std::string strftime_utc(const std::string& fmt, long long epoch);

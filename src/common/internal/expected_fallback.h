@@ -1,9 +1,10 @@
 // File: common/internal/expected_fallback.h
 //
-// A minimal stand-in for std::expected, used only where the standard library does not provide it: clang 14
-// (our libFuzzer compiler) cannot compile libstdc++ 12's <expected>, whose guard needs C++20 concepts at
-// level 202002. GCC builds never include this file (common/result.h picks std::expected). It covers the
-// part of std::expected the code base uses: construction from a value or an Unexpected, has_value/bool,
+// A minimal stand-in for std::expected, used only where the standard library does not provide it:
+// clang 14 (our libFuzzer compiler) cannot compile libstdc++ 12's <expected>, whose guard needs
+// C++20 concepts at level 202002. GCC builds never include this file (common/result.h picks
+// std::expected). It covers the part of std::expected the code base uses: construction from a value
+// or an Unexpected, has_value/bool,
 // *, ->, value(), error(), value_or(); Expected<void, E> for Status.
 //
 // Thread-safety: value types with no shared state, as std::expected; not synchronized.
@@ -38,13 +39,11 @@ class Expected {
   using value_type = T;
   using error_type = E;
 
-  Expected()
-    requires std::is_default_constructible_v<T>
-      : v_(std::in_place_index<0>) {}
+  Expected() requires std::is_default_constructible_v<T> : v_(std::in_place_index<0>) {}
   template <typename U = T>
-    requires(std::is_constructible_v<T, U &&> && !std::is_same_v<std::remove_cvref_t<U>, Expected> &&
-             !std::is_same_v<std::remove_cvref_t<U>, std::in_place_t>)
-  Expected(U&& value) : v_(std::in_place_index<0>, std::forward<U>(value)) {}  // NOLINT: implicit like std
+  requires(std::is_constructible_v<T, U&&> && !std::is_same_v<std::remove_cvref_t<U>, Expected> &&
+           !std::is_same_v<std::remove_cvref_t<U>, std::in_place_t>) Expected(U&& value)
+      : v_(std::in_place_index<0>, std::forward<U>(value)) {}  // NOLINT: implicit like std
   template <typename G>
   Expected(const Unexpected<G>& u) : v_(std::in_place_index<1>, u.error()) {}  // NOLINT
   template <typename G>

@@ -29,9 +29,12 @@ class SessionRing {
   std::vector<std::pair<std::uint64_t, int>> ring_;  // (point, backend index), sorted
 };
 
-std::unique_ptr<Policy> make_session_affinity(std::span<Backend* const> backends, double load_bound);
-std::unique_ptr<Policy> make_sglang_cache_aware(std::shared_ptr<RoutingContext> ctx, double cache_threshold,
-                                                int balance_abs, double balance_rel);
-std::unique_ptr<Policy> make_dynamo_cost(std::shared_ptr<RoutingContext> ctx, double overlap_weight);
+std::unique_ptr<Policy> make_session_affinity(std::span<Backend* const> backends,
+                                              double load_bound);
+std::unique_ptr<Policy> make_sglang_cache_aware(std::shared_ptr<RoutingContext> ctx,
+                                                double cache_threshold, int balance_abs,
+                                                double balance_rel);
+std::unique_ptr<Policy> make_dynamo_cost(std::shared_ptr<RoutingContext> ctx,
+                                         double overlap_weight);
 
 }  // namespace kvroute::routing

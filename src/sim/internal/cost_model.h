@@ -22,8 +22,8 @@ struct StepShape {
     std::uint32_t context_tokens = 0;  // tokens already in the KV cache before the chunk
   };
   std::vector<Prefill> prefills;
-  std::uint32_t decode_seqs = 0;             // sequences producing one token each
-  std::uint64_t decode_context_tokens = 0;   // sum of their context lengths
+  std::uint32_t decode_seqs = 0;            // sequences producing one token each
+  std::uint64_t decode_context_tokens = 0;  // sum of their context lengths
 };
 
 // Linear-in-work model:

@@ -1,12 +1,12 @@
 // File: tokenizer/internal/util.h
 //
-// Internals of the tokenizer library shared by its .cc files and tests: flat open-addressing hash maps keyed
-// by byte strings or 64-bit integers (built once, then read-only: concurrent reads are safe), UTF-8 helpers
-// and the NFC normalizer. Not a public API.
+// Internals of the tokenizer library shared by its .cc files and tests: flat open-addressing hash
+// maps keyed by byte strings or 64-bit integers (built once, then read-only: concurrent reads are
+// safe), UTF-8 helpers and the NFC normalizer. Not a public API.
 //
 // Thread-safety: a map is built on one thread, then only read: any number of threads may read it.
-// The UTF-8 helpers are pure. nfc_normalize() is safe from any thread: its scratch is thread-local and
-// its output goes to the caller's buffer.
+// The UTF-8 helpers are pure. nfc_normalize() is safe from any thread: its scratch is thread-local
+// and its output goes to the caller's buffer.
 #pragma once
 
 #include <xxhash.h>
@@ -37,7 +37,8 @@ class StringIdMap {
     for (std::size_t i = h & mask;; i = (i + 1) & mask) {
       Slot& s = slots_[i];
       if (s.len == kEmpty) {
-        s = {h, static_cast<std::uint32_t>(arena_.size()), static_cast<std::uint32_t>(key.size()), value};
+        s = {h, static_cast<std::uint32_t>(arena_.size()), static_cast<std::uint32_t>(key.size()),
+             value};
         arena_.append(key);
         ++count_;
         return;
@@ -166,14 +167,15 @@ inline std::uint32_t decode_utf8_at(std::string_view s, std::size_t i, std::size
     case 3:
       return ((p[0] & 0x0Fu) << 12) | ((p[1] & 0x3Fu) << 6) | (p[2] & 0x3Fu);
     default:
-      return ((p[0] & 0x07u) << 18) | ((p[1] & 0x3Fu) << 12) | ((p[2] & 0x3Fu) << 6) | (p[3] & 0x3Fu);
+      return ((p[0] & 0x07u) << 18) | ((p[1] & 0x3Fu) << 12) | ((p[2] & 0x3Fu) << 6) |
+             (p[3] & 0x3Fu);
   }
 }
 // Rust's String::from_utf8_lossy: each maximal invalid subpart becomes U+FFFD.
 std::string utf8_lossy(std::string_view bytes);
-// Unicode NFC (UAX #15, at the Unicode version of unicode_tables.cc) of valid UTF-8 text. Text without a
-// code point flagged kNfcUnsafe is already NFC and is returned as is, without a copy (most text); otherwise
-// the normalized text is built in `buf` and a view of `buf` is returned.
+// Unicode NFC (UAX #15, at the Unicode version of unicode_tables.cc) of valid UTF-8 text. Text
+// without a code point flagged kNfcUnsafe is already NFC and is returned as is, without a copy
+// (most text); otherwise the normalized text is built in `buf` and a view of `buf` is returned.
 std::string_view nfc_normalize(std::string_view text, std::string& buf);
 
 }  // namespace kvroute::tokenizer::internal
