@@ -11,6 +11,7 @@
 
 #include "common/hash.h"
 #include "kv_index/precise_scorer.h"
+#include "testing/wait.h"
 
 namespace kvroute::kv_index {
 namespace {
@@ -311,7 +312,7 @@ TEST(IndexConcurrency, ReadersRunWhileTheWriterChurns) {
     if (round % 50 == 49) idx.apply(e, batch(AllBlocksCleared{}));
   }
   // On a loaded machine the readers may not have been scheduled yet: wait (bounded) for reads.
-  for (int i = 0; i < 2000 && reads.load() == 0; ++i) std::this_thread::sleep_for(1ms);
+  EXPECT_TRUE(testing::wait_until([&] { return reads.load() > 0; }, 2000ms));
   done = true;
   for (auto& th : readers) th.join();
   EXPECT_EQ(bad.load(), 0u);

@@ -7,6 +7,7 @@
 #include "proxy/proxy.h"
 #include "sim/server.h"
 #include "testing/raw_http.h"
+#include "testing/wait.h"
 
 namespace kvroute::proxy {
 namespace {
@@ -112,6 +113,13 @@ TEST(PreciseRouting, TokenizerPerModelMatchesEachModelsEngines) {
   auto port = p.start();
   ASSERT_TRUE(port) << port.error().message;
   std::this_thread::sleep_for(200ms);  // SUB sockets connect
+  // Blocks the router's index has stored from the engines' KV events so far.
+  const auto stored_blocks = [&] {
+    const std::string key = "kvroute_kv_events{counter=\"blocks_stored\"} ";
+    const std::string m = testing::get(*port, "/metrics").body;
+    const auto at = m.find(key);
+    return at == std::string::npos ? 0.0 : std::stod(m.substr(at + key.size()));
+  };
   for (auto* cl : {llama.get(), tiny.get()}) {
     const std::string model = cl == llama.get() ? "llama" : "tiny";
     // Not alternating: a tie-breaking rotation must not pass this by chance.
@@ -120,13 +128,15 @@ TEST(PreciseRouting, TokenizerPerModelMatchesEachModelsEngines) {
       std::string prompt;
       for (int i = 0; i < 80; ++i) prompt += "w" + std::to_string(k * 1000 + i) + " ";
       const auto& engine = cl->endpoints()[static_cast<std::size_t>(warm_on[k])];
+      const double stored_before = stored_blocks();
       const auto engine_port =
           static_cast<std::uint16_t>(std::stoi(engine.url.substr(engine.url.rfind(':') + 1)));
       auto warm = testing::post_json(
           engine_port, "/v1/completions",
           R"({"model":")" + model + R"(","max_tokens":1,"prompt":")" + prompt + R"("})");
       ASSERT_EQ(warm.status, 200) << warm.raw;
-      std::this_thread::sleep_for(100ms);  // the engine's BlockStored events reach the router
+      // The engine's BlockStored events reach the router.
+      EXPECT_TRUE(testing::wait_until([&] { return stored_blocks() > stored_before; }));
       auto r = testing::post_json(
           *port, "/v1/completions",
           R"({"model":")" + model + R"(","max_tokens":1,"prompt":")" + prompt + R"(and more"})");

@@ -9,6 +9,7 @@
 #include "kv_events/subscriber.h"
 #include "testing/raw_http.h"
 #include "testing/subprocess.h"
+#include "testing/wait.h"
 
 namespace kvroute::sim {
 namespace {
@@ -146,14 +147,12 @@ TEST(SimServer, KvEventsReconstructTheCachedBlockSet) {
   for (int i = 0; i < 2; ++i) {
     auto truth = c.cached_block_hashes(i);
     std::multiset<std::uint64_t> want(truth.begin(), truth.end());
-    bool equal = false;
-    for (int t = 0; t < 100 && !equal; ++t) {
-      {
-        std::lock_guard l(mu);
-        equal = seen["e" + std::to_string(i)] == want;
-      }
-      if (!equal) std::this_thread::sleep_for(20ms);
-    }
+    const bool equal = testing::wait_until(
+        [&] {
+          std::lock_guard l(mu);
+          return seen["e" + std::to_string(i)] == want;
+        },
+        2000ms);
     EXPECT_TRUE(equal) << "engine " << i << " truth " << want.size();
   }
   EXPECT_GT(c.stats(0).num_cached_blocks, 0u);
