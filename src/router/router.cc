@@ -1,0 +1,476 @@
+#include "router/router.h"
+
+#include <simdjson.h>
+
+#include <algorithm>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <set>
+#include <unordered_map>
+
+#include "common/hash.h"
+#include "common/log.h"
+#include "http/client.h"
+#include "kv_index/precise_scorer.h"
+#include "metrics/prom_parser.h"
+#include "routing/scheduler.h"
+
+namespace kvroute::router {
+
+namespace net = boost::asio;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+std::atomic<std::uint64_t> next_router_id{1};
+}  // namespace
+
+struct Router::Impl {
+  // Names this router in thread-local caches (an address could be reused by a later router).
+  const std::uint64_t id = next_router_id.fetch_add(1);
+  config::Config cfg;
+  std::vector<std::unique_ptr<Backend>> owned;
+  std::vector<Backend*> backends;
+  std::unique_ptr<routing::Policy> policy;
+  std::shared_ptr<routing::RoutingContext> routing_ctx;
+  // Models without their own tokenizer; null: character blocks.
+  std::shared_ptr<const prompt::PromptEncoder> encoder;
+  // routing.models: per-model tokenizers (immutable after create, read from every thread).
+  std::unordered_map<std::string, std::shared_ptr<const prompt::PromptEncoder>> model_encoders;
+  std::shared_ptr<kv_index::PreciseIndexer> precise;  // null: no backend publishes KV events
+  std::function<void(const Backend&)> backend_down;
+
+  metrics::GaugeFamily* inflight = nullptr;
+  metrics::GaugeFamily* healthy = nullptr;
+  metrics::CounterFamily* upstream_errors = nullptr;
+  metrics::CounterFamily* decisions = nullptr;
+  metrics::GaugeFamily* precise_gauges = nullptr;
+
+  // Health probes and /metrics scrapes have pools of their own: a probe must not take (and find
+  // dead) the connections requests use, nor leave its own for them.
+  std::unique_ptr<http::ConnectionPool> probe_pool;
+  std::unique_ptr<http::ConnectionPool> scrape_pool;
+
+  metrics::Counter& decision_cell(std::string_view reason) {
+    // Per thread and per router (a test may run several routers on one thread, one after another).
+    struct Entry {
+      std::uint64_t owner;
+      std::string reason;
+      metrics::Counter* cell;
+    };
+    thread_local std::vector<Entry> cache;
+    for (auto& e : cache) {
+      if (e.owner == id && e.reason == reason) return *e.cell;
+    }
+    auto* c = &decisions->with({policy->name(), reason});
+    cache.push_back({id, std::string(reason), c});
+    return *c;
+  }
+
+  void declare_metrics(metrics::Registry& reg) {
+    inflight = &reg.gauge("kvroute_backend_inflight_requests", "Requests in flight per backend.",
+                          {"backend"});
+    healthy = &reg.gauge("kvroute_backend_healthy",
+                         "1 when the backend is healthy and not ejected.", {"backend"});
+    upstream_errors = &reg.counter("kvroute_upstream_errors_total",
+                                   "Upstream failures by backend and kind.", {"backend", "kind"});
+    decisions = &reg.counter("kvroute_routing_decisions_total",
+                             "Routing decisions by policy and reason.", {"policy", "reason"});
+    precise_gauges =
+        &reg.gauge("kvroute_kv_events",
+                   "KV-event index counters (cumulative, read at scrape time).", {"counter"});
+  }
+
+  const prompt::PromptEncoder* encoder_for(const std::string& model) const {
+    if (!model_encoders.empty()) {
+      if (auto it = model_encoders.find(model); it != model_encoders.end()) return it->second.get();
+    }
+    return encoder.get();
+  }
+
+  // An engine's KV capacity in the router's blocks: the approximate index forgets past it, the
+  // TTFT cost counts memory against it.
+  void set_kv_capacity(Backend& b, std::uint64_t blocks) {
+    routing_ctx->prefix.set_capacity(static_cast<std::size_t>(b.index), blocks);
+    b.kv_capacity_tokens.store(static_cast<std::int64_t>(blocks * cfg.block_size),
+                               std::memory_order_relaxed);
+  }
+  void down(const Backend& b) {
+    if (backend_down) backend_down(b);
+  }
+
+  Result<void> load_encoders();
+  Result<void> build();
+  void scrape(Backend& b, std::string_view text);
+  http::Task<void> scrape_loop();
+  http::Task<void> health_loop();
+};
+
+// --- Assignment --------------------------------------------------------------------------------
+
+Assignment::Assignment(Router* r, routing::RouteRequest* rr, Backend* b, routing::Decision d)
+    : r_(r), rr_(rr), b_(b), d_(std::move(d)) {
+  b_->inflight.fetch_add(1);
+  r_->impl_->policy->on_routed(*rr_, *b_);
+}
+
+Assignment::Assignment(Assignment&& o) noexcept
+    : r_(o.r_), rr_(o.rr_), b_(o.b_), d_(std::move(o.d_)), ok_(o.ok_), first_(o.first_) {
+  o.b_ = nullptr;
+}
+
+Assignment& Assignment::operator=(Assignment&& o) noexcept {
+  if (this != &o) {
+    release();
+    r_ = o.r_;
+    rr_ = o.rr_;
+    b_ = o.b_;
+    d_ = std::move(o.d_);
+    ok_ = o.ok_;
+    first_ = o.first_;
+    o.b_ = nullptr;
+  }
+  return *this;
+}
+
+Assignment::~Assignment() { release(); }
+
+void Assignment::first_byte() {
+  if (!b_ || first_) return;
+  first_ = true;
+  r_->impl_->policy->on_first_byte(*rr_, *b_);
+}
+
+void Assignment::release() {
+  if (!b_) return;
+  Backend* b = b_;
+  b_ = nullptr;
+  b->inflight.fetch_sub(1);
+  r_->impl_->policy->on_done(*rr_, *b, ok_);
+}
+
+// --- Router ------------------------------------------------------------------------------------
+
+Router::Router() : impl_(std::make_unique<Impl>()) {}
+Router::~Router() { stop(); }
+
+const config::Config& Router::config() const { return impl_->cfg; }
+std::span<Backend* const> Router::backends() const { return impl_->backends; }
+routing::Policy& Router::policy() { return *impl_->policy; }
+void Router::on_backend_down(std::function<void(const Backend&)> fn) {
+  impl_->backend_down = std::move(fn);
+}
+
+Backend* Router::find_backend(std::string_view host, std::uint16_t port) const {
+  for (auto* b : impl_->backends) {
+    if (b->endpoint.port == port && b->endpoint.host == host) return b;
+  }
+  return nullptr;
+}
+
+Result<void> Router::Impl::load_encoders() {
+  // "word": the simulator's word tokenizer (exact blocks against `kvroute sim` without a
+  // tokenizer). Each directory is loaded once, however many models share it.
+  std::unordered_map<std::string, std::shared_ptr<const prompt::PromptEncoder>> by_path;
+  auto load = [&](const std::string& path) -> Result<std::shared_ptr<const prompt::PromptEncoder>> {
+    if (auto it = by_path.find(path); it != by_path.end()) return it->second;
+    auto enc = prompt::PromptEncoder::load(path == "word" ? "" : path);
+    if (!enc) return fail(Error::invalid("tokenizer " + path + ": " + enc.error().message));
+    by_path.emplace(path, *enc);
+    return std::move(*enc);
+  };
+  if (!cfg.tokenizer.empty()) {
+    KVROUTE_TRY(encoder, load(cfg.tokenizer));
+  }
+  for (const auto& m : cfg.models) {
+    KVROUTE_TRY(auto enc, load(m.tokenizer));
+    model_encoders[m.name] = std::move(enc);
+  }
+  return {};
+}
+
+Result<void> Router::Impl::build() {
+  for (std::size_t i = 0; i < cfg.backends.size(); ++i) {
+    const auto& bc = cfg.backends[i];
+    auto ep = http::parse_http_url(bc.url);
+    if (!ep) return fail(ep.error());
+    auto b = std::make_unique<Backend>(static_cast<int>(i), bc.name, bc.url, *ep);
+    if (!bc.models.empty()) b->models.set(bc.models);
+    backends.push_back(b.get());
+    owned.push_back(std::move(b));
+  }
+  routing_ctx = std::make_shared<routing::RoutingContext>(backends.size());
+  for (std::size_t i = 0; i < cfg.backends.size(); ++i) {
+    if (auto nb = cfg.backends[i].num_gpu_blocks) set_kv_capacity(*backends[i], *nb);
+  }
+  KVROUTE_TRY(load_encoders());
+  auto ic = kv_index::indexer_config_from(cfg);
+  if (!ic.engines.empty()) {
+    auto created = kv_index::PreciseIndexer::create(std::move(ic));
+    if (!created) return fail(created.error());
+    precise = std::shared_ptr<kv_index::PreciseIndexer>(std::move(*created));
+    auto indexer = precise;
+    routing_ctx->scorer_extensions.push_back(
+        [indexer](const config::PluginConfig& pc, std::shared_ptr<routing::RoutingContext> ctx)
+            -> Result<std::unique_ptr<routing::Scorer>> {
+          return kv_index::make_precise_scorer(pc, std::move(ctx), indexer);
+        });
+    routing_ctx->precise_available = true;
+  }
+  auto made = routing::make_policy(cfg, backends, routing_ctx);
+  if (!made) return fail(made.error());
+  policy = std::move(*made);
+  return {};
+}
+
+Result<std::unique_ptr<Router>> Router::create(config::Config cfg, metrics::Registry& reg) {
+  std::unique_ptr<Router> r(new Router());
+  auto& im = *r->impl_;
+  im.cfg = std::move(cfg);
+  if (auto ok = config::resolve(im.cfg); !ok) return fail(ok.error());
+  if (auto ok = config::validate(im.cfg); !ok) return fail(ok.error());
+  im.declare_metrics(reg);
+  KVROUTE_TRY(im.build());
+  return r;
+}
+
+Prepared Router::prepare(openai::Endpoint kind, std::string_view body) const {
+  Prepared p{openai::parse_request(kind, body), {}};
+  if (p.parsed && impl_->policy->uses_prompt()) {
+    p.blocks = prompt::prompt_blocks(*p.parsed, impl_->encoder_for(p.parsed->model),
+                                     impl_->cfg.block_size, hash64(p.parsed->model));
+  }
+  return p;
+}
+
+void Router::route_request(Prepared& p, std::string_view session_header,
+                           routing::RouteRequest& rr) const {
+  const auto& parsed = *p.parsed;
+  rr.request = &parsed;
+  rr.session_key = session_header;
+  if (rr.session_key.empty()) rr.session_key = parsed.user;
+  rr.conversation = openai::continues_conversation(parsed);
+  rr.expected_output_tokens =
+      parsed.max_tokens
+          ? static_cast<std::uint32_t>(std::min<std::int64_t>(*parsed.max_tokens, 1 << 20))
+          : 16;
+  if (impl_->policy->uses_prompt()) {
+    rr.tokens = std::move(p.blocks.tokens);
+    rr.blocks = std::move(p.blocks.blocks);
+    rr.tokens_per_block = p.blocks.tokens_per_block;
+    rr.prompt_tokens = p.blocks.prompt_tokens;
+  }
+}
+
+std::optional<CandidateError> Router::select_candidates(const openai::ParsedRequest& req,
+                                                        std::int64_t now, Candidates& out) const {
+  bool any_serves = false;
+  for (auto* b : impl_->backends) {
+    if (!b->serves(req.model)) continue;
+    any_serves = true;
+    if (b->available(now)) out.push_back(b);
+  }
+  if (!any_serves) {
+    return CandidateError{404, "The model `" + req.model + "` does not exist.", "model"};
+  }
+  if (out.empty())
+    return CandidateError{503, "no healthy backend for model `" + req.model + "`", {}};
+  return std::nullopt;
+}
+
+Assignment Router::pick(routing::RouteRequest& rr, Candidates& candidates) {
+  if (candidates.empty()) return {};
+  routing::Decision d = impl_->policy->pick(rr, {candidates.data(), candidates.size()});
+  Backend* b = d.backend;
+  if (!b) return {};
+  candidates.erase(std::remove(candidates.begin(), candidates.end(), b), candidates.end());
+  impl_->decision_cell(d.reason).inc();
+  if (!d.detail.empty()) spdlog::debug("route -> {} ({}): {}", b->name, d.reason, d.detail);
+  return Assignment(this, &rr, b, std::move(d));
+}
+
+void Router::record_failure(Backend& b, std::string_view kind, std::string_view message,
+                            bool cancelled) {
+  auto& im = *impl_;
+  im.upstream_errors->with({b.name, std::string(kind)}).inc();
+  if (cancelled) return;
+  int n = b.consecutive_failures.fetch_add(1) + 1;
+  if (n >= im.cfg.failure_threshold) {
+    b.ejected_until_ms.store(routing::steady_now_ms() + im.cfg.ejection_time.count());
+    im.down(b);
+    spdlog::warn("backend {} ejected for {} ms after {} consecutive failures (last: {})", b.name,
+                 im.cfg.ejection_time.count(), n, message);
+  }
+}
+
+void Router::update_gauges() {
+  auto& im = *impl_;
+  const auto now = routing::steady_now_ms();
+  for (auto* b : im.backends) {
+    im.healthy->with({b->name}).set(b->available(now) ? 1 : 0);
+    im.inflight->with({b->name}).set(b->inflight.load());
+  }
+  if (!im.precise) return;
+  const auto st = im.precise->stats(false);
+  const std::pair<const char*, std::uint64_t> rows[] = {
+      {"batches", st.batches},
+      {"blocks_stored", st.index.blocks_stored},
+      {"blocks_removed", st.index.blocks_removed},
+      {"unknown_removals", st.index.unknown_removals},
+      {"resets", st.resets},
+      {"backend_down_clears", st.backend_down_clears},
+      {"stale_reports", st.stale_reports},
+      {"stale_engines", st.stale_engines},
+      {"entries", st.entries},
+      {"received_messages", st.subscriber.received},
+      {"malformed_messages", st.subscriber.malformed},
+      {"unknown_events", st.subscriber.unknown_events},
+      {"gaps", st.subscriber.gaps},
+      {"replay_requests", st.subscriber.replay_requests},
+      {"replayed_batches", st.subscriber.replayed},
+      {"replay_failures", st.subscriber.replay_failures},
+  };
+  for (const auto& [name, value] : rows) {
+    im.precise_gauges->with({name}).set(static_cast<double>(value));
+  }
+}
+
+std::vector<std::string> Router::known_models() const {
+  std::set<std::string> all;
+  for (auto* b : impl_->backends) {
+    if (const auto* m = b->models.get()) all.insert(m->begin(), m->end());
+  }
+  return {all.begin(), all.end()};
+}
+
+void Router::Impl::scrape(Backend& b, std::string_view text) {
+  static const std::vector<std::string_view> kWanted = {
+      "vllm:num_requests_waiting",       "vllm:num_requests_running",
+      "vllm:kv_cache_usage_perc",        "vllm:gpu_cache_usage_perc",
+      "vllm:prefix_cache_queries_total", "vllm:prefix_cache_hits_total",
+      "vllm:cache_config_info"};
+  auto parsed = metrics::parse_exposition(text, kWanted);
+  auto load = std::make_shared<routing::EngineLoad>();
+  for (const auto& s : parsed.samples) {
+    if (s.name == "vllm:num_requests_waiting")
+      load->waiting += s.value;
+    else if (s.name == "vllm:num_requests_running")
+      load->running += s.value;
+    else if (s.name == "vllm:kv_cache_usage_perc" || s.name == "vllm:gpu_cache_usage_perc")
+      load->kv_usage = std::max(load->kv_usage, s.value);
+    else if (s.name == "vllm:prefix_cache_queries_total")
+      load->prefix_queries += s.value;
+    else if (s.name == "vllm:prefix_cache_hits_total")
+      load->prefix_hits += s.value;
+    else if (s.name == "vllm:cache_config_info") {
+      auto blocks = s.label("num_gpu_blocks");
+      auto bs = s.label("block_size");
+      load->num_gpu_blocks =
+          static_cast<std::uint32_t>(std::strtoul(std::string(blocks).c_str(), nullptr, 10));
+      load->block_size =
+          static_cast<std::uint32_t>(std::strtoul(std::string(bs).c_str(), nullptr, 10));
+    }
+  }
+  load->scraped_at = Clock::now();
+  // The index forgets what the engine must have evicted: capacity in our blocks.
+  if (load->num_gpu_blocks > 0 && !cfg.backends[static_cast<std::size_t>(b.index)].num_gpu_blocks) {
+    const double ratio =
+        load->block_size ? static_cast<double>(load->block_size) / cfg.block_size : 1.0;
+    set_kv_capacity(b, static_cast<std::uint64_t>(load->num_gpu_blocks * ratio));
+  }
+  b.load.store(std::move(load));
+}
+
+http::Task<void> Router::Impl::scrape_loop() {
+  auto ex = co_await net::this_coro::executor;
+  net::steady_timer timer(ex);
+  auto& p = *scrape_pool;
+  for (;;) {
+    for (auto* b : backends) {
+      if (!b->healthy.load()) continue;
+      auto r = co_await p.get(b->endpoint, "/metrics", cfg.health_timeout, 8u << 20);
+      if (r && r->first == 200) scrape(*b, r->second);
+    }
+    timer.expires_after(cfg.metrics_scrape_interval);
+    auto [ec] = co_await timer.async_wait(http::use_task_tuple);
+    if (ec) co_return;
+  }
+}
+
+http::Task<void> Router::Impl::health_loop() {
+  auto ex = co_await net::this_coro::executor;
+  net::steady_timer timer(ex);
+  auto& p = *probe_pool;
+  for (;;) {
+    for (auto* b : backends) {
+      auto r = co_await p.get(b->endpoint, cfg.health_path, cfg.health_timeout, 64 * 1024);
+      const bool ok = r && r->first == 200;
+      if (ok != b->healthy.load()) {
+        spdlog::warn("backend {} is now {}", b->name, ok ? "healthy" : "unhealthy");
+        if (!ok) {
+          // Down: if it restarts it comes back with an empty cache. Forget what we believe it holds
+          // (the engine's events rebuild the precise entries; our own decisions the approximate
+          // ones).
+          const auto i = static_cast<std::size_t>(b->index);
+          if (precise) precise->forget_backend(i);
+          routing_ctx->prefix.clear_backend(i);
+        }
+      }
+      if (!ok) down(*b);  // its connections died with the engine, or will fail as it does
+      b->healthy.store(ok);
+      // A passing probe ends a passive ejection early (Envoy's default,
+      // successful_active_health_check_uneject_host): an engine that crashed under load and came
+      // back takes traffic within one health interval instead of waiting out the ejection.
+      if (ok && b->ejected_until_ms.load() != 0) {
+        spdlog::info("backend {} passed its health check: ejection ended", b->name);
+        b->ejected_until_ms.store(0);
+        b->consecutive_failures.store(0);
+      }
+      if (ok && !b->models.get()) {
+        auto m = co_await p.get(b->endpoint, "/v1/models", cfg.health_timeout, 1 << 20);
+        if (m && m->first == 200) {
+          simdjson::dom::parser parser;
+          simdjson::dom::element doc;
+          if (!parser.parse(m->second).get(doc)) {
+            std::vector<std::string> names;
+            simdjson::dom::array data;
+            if (!doc["data"].get_array().get(data)) {
+              for (simdjson::dom::element e : data) {
+                std::string_view id;
+                if (!e["id"].get_string().get(id)) names.emplace_back(id);
+              }
+            }
+            if (!names.empty()) {
+              if (precise) precise->set_model(static_cast<std::size_t>(b->index), names.front());
+              b->models.set(std::move(names));
+            }
+          }
+        }
+      }
+    }
+    timer.expires_after(cfg.health_interval);
+    auto [ec] = co_await timer.async_wait(http::use_task_tuple);
+    if (ec) co_return;
+  }
+}
+
+void Router::start_background(http::Executor probe_ex, http::Executor scrape_ex) {
+  auto& im = *impl_;
+  http::ClientOptions probe;
+  probe.connect_timeout = im.cfg.connect_timeout;
+  probe.first_byte_timeout = im.cfg.first_byte_timeout;
+  probe.idle_timeout = im.cfg.idle_timeout;
+  probe.max_idle_per_endpoint = 1;
+  im.probe_pool = std::make_unique<http::ConnectionPool>(probe_ex, probe);
+  im.scrape_pool = std::make_unique<http::ConnectionPool>(scrape_ex, probe);
+  net::co_spawn(probe_ex, im.health_loop(), net::detached);
+  if (im.cfg.metrics_scrape_interval.count() > 0) {
+    net::co_spawn(scrape_ex, im.scrape_loop(), net::detached);
+  }
+}
+
+void Router::stop() {
+  if (impl_ && impl_->precise) impl_->precise->stop();
+}
+
+}  // namespace kvroute::router

@@ -1,0 +1,138 @@
+// File: router/router.h
+//
+// The routing core shared by every front door: `kvroute serve` (the HTTP proxy, proxy/) and
+// `kvroute epp` (the Gateway API endpoint picker, epp/) call the same Router, so a request is
+// parsed, turned into prefix blocks, filtered to candidates, scored and picked by one path, and
+// the same bookkeeping (in-flight counts, prefill charges, speculative index entries) follows it.
+// The Router also owns what the picks read: the backends, the policy, the tokenizers, the precise
+// KV-event indexer, and the background loops that probe engine health and scrape engine /metrics.
+//
+// A request's life through the core:
+//   prepare()            parse the OpenAI body, compute prompt blocks (pure; any thread)
+//   route_request()      the RouteRequest the policy reads (session key, expected output)
+//   select_candidates()  backends that serve the model and are available (else 404 or 503)
+//   pick()               the policy's choice among them; counts the decision, marks it in flight
+//   Assignment           RAII: first_byte() when the engine answers, done on destruction
+//
+// Thread-safety: create() and start_background() from one thread; stop() once. Everything else is
+// safe from any thread at once (the policy and backends are internally synchronized).
+#pragma once
+
+#include <boost/container/small_vector.hpp>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/result.h"
+#include "config/config.h"
+#include "http/task.h"
+#include "metrics/registry.h"
+#include "openai/request.h"
+#include "prompt/prompt.h"
+#include "routing/backend.h"
+#include "routing/policy.h"
+
+namespace kvroute::router {
+
+using routing::Backend;
+using Candidates = boost::container::small_vector<Backend*, 16>;  // no allocation up to 16
+
+// A request parsed and cut into prefix blocks.
+struct Prepared {
+  Expected<openai::ParsedRequest, openai::ParseError> parsed;
+  prompt::PromptBlocks blocks;
+};
+
+// Why no candidate: 404 (no backend serves the model) or 503 (none available).
+struct CandidateError {
+  int status;
+  std::string message;
+  std::string_view param;
+};
+
+class Router;
+
+// One backend chosen for one request: in flight from construction to destruction. Call
+// first_byte() when the engine starts answering and succeeded() once it answered in full.
+class Assignment {
+ public:
+  Assignment() = default;
+  Assignment(Router* r, routing::RouteRequest* rr, Backend* b, routing::Decision d);
+  Assignment(Assignment&& o) noexcept;
+  Assignment& operator=(Assignment&& o) noexcept;
+  ~Assignment();
+
+  Backend* backend() const { return b_; }
+  const routing::Decision& decision() const { return d_; }
+  explicit operator bool() const { return b_ != nullptr; }
+  void first_byte();
+  void succeeded() { ok_ = true; }
+  // Ends the assignment now (as the destructor would).
+  void release();
+
+ private:
+  Router* r_ = nullptr;
+  routing::RouteRequest* rr_ = nullptr;
+  Backend* b_ = nullptr;
+  routing::Decision d_;
+  bool ok_ = false;
+  bool first_ = false;
+};
+
+class Router {
+ public:
+  // Resolves and validates `cfg`, builds the backends, tokenizers, precise indexer and policy,
+  // and declares the core's metrics in `reg` (which must outlive the Router).
+  static Result<std::unique_ptr<Router>> create(config::Config cfg, metrics::Registry& reg);
+  ~Router();
+  Router(const Router&) = delete;
+  Router& operator=(const Router&) = delete;
+
+  const config::Config& config() const;
+  std::span<Backend* const> backends() const;
+  routing::Policy& policy();
+  // The backend listening at host:port (as an endpoint picker names it), or null.
+  Backend* find_backend(std::string_view host, std::uint16_t port) const;
+
+  // Parses `body` and, when the policy reads prompts, computes its blocks. CPU-bound (~10 ms per
+  // MB): callers move large bodies off their network threads.
+  Prepared prepare(openai::Endpoint kind, std::string_view body) const;
+  // The policy's view of a parsed request. `session_header` is the value of the configured
+  // session header (empty when absent: the `user` field is used). `p` must outlive the result.
+  void route_request(Prepared& p, std::string_view session_header,
+                     routing::RouteRequest& out) const;
+  // Fills `out` with the backends that serve the model and are available at `now_ms`.
+  std::optional<CandidateError> select_candidates(const openai::ParsedRequest& req,
+                                                  std::int64_t now_ms, Candidates& out) const;
+  // The policy's pick among `candidates` (the pick is removed from them, so a retry picks among
+  // the rest); an empty Assignment when the policy declines.
+  Assignment pick(routing::RouteRequest& rr, Candidates& candidates);
+
+  // An upstream failure seen by a front door: counted by `kind`; unless `cancelled`, it counts
+  // toward passive ejection.
+  void record_failure(Backend& b, std::string_view kind, std::string_view message, bool cancelled);
+  // Called when a backend is ejected or fails a probe (the proxy drops its idle connections).
+  void on_backend_down(std::function<void(const Backend&)> fn);
+
+  // Starts the health-probe loop on `probe_ex` and the /metrics scrape loop on `scrape_ex` (with
+  // connection pools of their own).
+  void start_background(http::Executor probe_ex, http::Executor scrape_ex);
+  // Refreshes the core's gauges (backend health and in-flight, KV-event counters) before a scrape.
+  void update_gauges();
+  std::vector<std::string> known_models() const;
+  // Stops the background loops' effects and the KV-event subscriptions.
+  void stop();
+
+ private:
+  friend class Assignment;
+  Router();
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace kvroute::router
