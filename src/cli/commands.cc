@@ -4,6 +4,7 @@
 #include <cstdio>
 
 #include "bench/bench_command.h"
+#include "epp/epp_command.h"
 #include "proxy/serve_command.h"
 #include "sim/sim_command.h"
 #include "tokenizer/tokenize_command.h"
@@ -18,6 +19,7 @@ int run(int argc, char** argv) {
   auto* version = app.add_subcommand("version", "Print the version");
   version->callback([] { std::puts("kvroute 0.1.0"); });
   proxy::add_serve_command(app, rc);
+  epp::add_epp_command(app, rc);
   sim::add_sim_command(app, rc);
   bench::add_bench_command(app, rc);
   bench::add_demo_command(app, rc);

@@ -33,12 +33,23 @@ std::string_view error_type(int status) {
 
 std::string error_body(int status, std::string_view message, std::string_view type,
                        std::string_view code) {
+  return error_body_for_param(status, message, {}, type, code);
+}
+
+std::string error_body_for_param(int status, std::string_view message, std::string_view param,
+                                 std::string_view type, std::string_view code) {
   // The message may quote a client's bytes (a path, a header): never echo invalid UTF-8.
   std::string out = R"({"error":{"message":")";
   append_json_escaped_valid_utf8(out, message);
   out += R"(","type":")";
   append_json_escaped_valid_utf8(out, type.empty() ? error_type(status) : type);
-  out += R"(","param":null,"code":)";
+  if (param.empty()) {
+    out += R"(","param":null,"code":)";
+  } else {
+    out += R"(","param":")";
+    append_json_escaped_valid_utf8(out, param);
+    out += R"(","code":)";
+  }
   if (code.empty()) {
     out += std::to_string(status);
   } else {

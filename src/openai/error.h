@@ -19,6 +19,10 @@ namespace kvroute::openai {
 std::string error_body(int status, std::string_view message, std::string_view type = {},
                        std::string_view code = {});
 
+// As error_body, naming the offending request field in "param" (empty: null).
+std::string error_body_for_param(int status, std::string_view message, std::string_view param,
+                                 std::string_view type = {}, std::string_view code = {});
+
 // The OpenAI error type for a status ("invalid_request_error", "not_found_error", ...).
 std::string_view error_type(int status);
 

@@ -163,17 +163,7 @@ struct Proxy::Impl {
 http::Task<void> Proxy::Impl::send_error(ResponseWriter& w, int status, std::string message,
                                          std::string_view param) {
   client_errors->with({std::to_string(status)}).inc();
-  std::string body = openai::error_body(status, message);
-  if (!param.empty()) {
-    // Put the offending parameter in "param" (OpenAI's shape).
-    auto pos = body.find("\"param\":null");
-    if (pos != std::string::npos) {
-      std::string p = "\"param\":\"";
-      http::append_json_escaped(p, param);
-      p += '"';
-      body.replace(pos, 12, p);
-    }
-  }
+  std::string body = openai::error_body_for_param(status, message, param);
   const Headers none;
   co_await w.send(status, "application/json", std::move(body), none);
 }

@@ -1,0 +1,293 @@
+#include "epp/epp.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include <atomic>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <deque>
+
+#include "common/log.h"
+#include "common/mutex.h"
+#include "envoy/service/ext_proc/v3/external_processor.grpc.pb.h"
+#include "epp/internal/health.h"
+#include "epp/internal/processor.h"
+#include "http/server.h"
+#include "openai/error.h"
+
+namespace kvroute::epp {
+
+namespace {
+
+// One ext_proc stream: reads Envoy's messages one at a time through the StreamProcessor and
+// writes its replies in order. gRPC may run OnReadDone and OnWriteDone at once on two threads:
+// the write queue and the end-of-stream flags are under mu_; the processor is touched only by
+// the read side (one read outstanding at a time).
+class ProcessReactor final
+    : public grpc::ServerBidiReactor<pb::ProcessingRequest, pb::ProcessingResponse> {
+ public:
+  ProcessReactor(const EppCore& core, std::atomic<std::size_t>& open)
+      : proc_(core), open_(open) {
+    open_.fetch_add(1);
+    StartRead(&in_);
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      // Envoy half-closed (the request is over) or the stream was cancelled.
+      MutexLock lock(mu_);
+      reads_done_ = true;
+      finish_if_drained_locked();
+      return;
+    }
+    std::vector<pb::ProcessingResponse> replies;
+    const bool more = proc_.on_request(in_, replies);
+    {
+      MutexLock lock(mu_);
+      for (auto& r : replies) queue_.push_back(std::move(r));
+      if (!more) refused_ = true;
+      write_next_locked();
+      if (!more) {
+        // An immediate_response ends the stream once it is written.
+        reads_done_ = true;
+        finish_if_drained_locked();
+        return;
+      }
+    }
+    in_.Clear();
+    StartRead(&in_);
+  }
+
+  void OnWriteDone(bool ok) override {
+    MutexLock lock(mu_);
+    writing_ = false;
+    queue_.pop_front();
+    if (!ok) {
+      // The stream is broken: nothing more will be written.
+      queue_.clear();
+      write_failed_ = true;
+    }
+    write_next_locked();
+    finish_if_drained_locked();
+  }
+
+  void OnDone() override {
+    proc_.on_stream_end();
+    open_.fetch_sub(1);
+    delete this;
+  }
+
+ private:
+  void write_next_locked() REQUIRES(mu_) {
+    if (writing_ || queue_.empty() || write_failed_) return;
+    writing_ = true;
+    // Deque elements keep their address while others are appended.
+    StartWrite(&queue_.front());
+  }
+  void finish_if_drained_locked() REQUIRES(mu_) {
+    if (finished_ || !reads_done_ || writing_ || (!queue_.empty() && !write_failed_)) return;
+    finished_ = true;
+    Finish(grpc::Status::OK);
+  }
+
+  StreamProcessor proc_;
+  std::atomic<std::size_t>& open_;
+  pb::ProcessingRequest in_;
+  Mutex mu_;
+  std::deque<pb::ProcessingResponse> queue_ GUARDED_BY(mu_);
+  bool writing_ GUARDED_BY(mu_) = false;
+  bool reads_done_ GUARDED_BY(mu_) = false;
+  bool refused_ GUARDED_BY(mu_) = false;
+  bool write_failed_ GUARDED_BY(mu_) = false;
+  bool finished_ GUARDED_BY(mu_) = false;
+};
+
+class ExtProcService final : public pb::ExternalProcessor::CallbackService {
+ public:
+  ExtProcService(const EppCore& core, std::atomic<std::size_t>& open) : core_(core), open_(open) {}
+  grpc::ServerBidiReactor<pb::ProcessingRequest, pb::ProcessingResponse>* Process(
+      grpc::CallbackServerContext* /*ctx*/) override {
+    return new ProcessReactor(core_, open_);
+  }
+
+ private:
+  const EppCore& core_;
+  std::atomic<std::size_t>& open_;
+};
+
+Result<BodyMode> parse_body_mode(std::string_view s) {
+  if (s == "auto") return BodyMode::kAuto;
+  if (s == "full-duplex") return BodyMode::kFullDuplex;
+  if (s == "buffered") return BodyMode::kBuffered;
+  return fail(Error::invalid("--body-mode '" + std::string(s) +
+                             "': expected auto, full-duplex or buffered"));
+}
+
+Result<std::unique_ptr<grpc::Server>> build_grpc(const std::string& address, int port,
+                                                 grpc::Service* service, std::size_t max_message,
+                                                 std::uint16_t& bound) {
+  grpc::ServerBuilder builder;
+  int selected = 0;
+  const std::string where = (address.find(':') != std::string::npos ? "[" + address + "]" : address) +
+                            ":" + std::to_string(port);
+  builder.AddListeningPort(where, grpc::InsecureServerCredentials(), &selected);
+  builder.RegisterService(service);
+  builder.SetMaxReceiveMessageSize(static_cast<int>(std::min<std::size_t>(max_message, INT32_MAX)));
+  auto server = builder.BuildAndStart();
+  if (!server || selected == 0) return fail(Error::unavailable("cannot listen on " + where));
+  bound = static_cast<std::uint16_t>(selected);
+  return server;
+}
+
+}  // namespace
+
+struct Epp::Impl {
+  config::Config cfg;
+  EppOptions opts;
+  metrics::Registry reg;
+  std::unique_ptr<router::Router> router;
+  std::unique_ptr<EppMetrics> metrics;
+  EppCore core;
+  std::atomic<std::size_t> open_streams{0};
+  std::atomic<bool> draining{false};
+  std::unique_ptr<ExtProcService> ext_proc;
+  std::unique_ptr<HealthService> health;
+  std::unique_ptr<grpc::Server> grpc_server;
+  std::unique_ptr<grpc::Server> health_server;
+  std::unique_ptr<http::Server> metrics_server;
+  bool stopped = false;
+
+  bool ready() const {
+    if (draining.load()) return false;
+    const auto now = routing::steady_now_ms();
+    for (auto* b : router->backends()) {
+      if (b->available(now)) return true;
+    }
+    return false;
+  }
+  int ready_endpoints() const {
+    const auto now = routing::steady_now_ms();
+    int n = 0;
+    for (auto* b : router->backends()) n += b->available(now) ? 1 : 0;
+    return n;
+  }
+
+  http::Task<void> handle_admin(http::Request& req, http::ResponseWriter& w) {
+    const std::string_view path = req.path();
+    const http::Headers none;
+    if (req.method != "GET" && req.method != "HEAD") {
+      co_await w.send(405, "application/json",
+                      openai::error_body(405, "use GET for " + std::string(path)), none);
+    } else if (path == "/metrics") {
+      router->update_gauges();
+      metrics->ready.with({}).set(ready_endpoints());
+      co_await w.send(200, "text/plain; version=0.0.4; charset=utf-8", reg.render(), none);
+    } else if (path == "/health") {
+      co_await w.send(200, "application/json", R"({"status":"ok"})", none);
+    } else if (path == "/ready") {
+      const bool ok = ready();
+      co_await w.send(ok ? 200 : 503, "application/json",
+                      fmt::format(R"({{"ready":{},"ready_endpoints":{}}})", ok ? "true" : "false",
+                                  ready_endpoints()),
+                      none);
+    } else {
+      co_await w.send(404, "application/json",
+                      openai::error_body(404, "no route for " + std::string(path)), none);
+    }
+  }
+};
+
+Epp::Epp(config::Config cfg, EppOptions opts) : impl_(std::make_unique<Impl>()) {
+  impl_->cfg = std::move(cfg);
+  impl_->opts = std::move(opts);
+}
+
+Epp::~Epp() { stop(std::chrono::milliseconds(0)); }
+
+metrics::Registry& Epp::registry() { return impl_->reg; }
+router::Router& Epp::router() { return *impl_->router; }
+std::size_t Epp::open_streams() const { return impl_->open_streams.load(); }
+
+Result<EppPorts> Epp::start() {
+  auto& im = *impl_;
+  KVROUTE_TRY(const BodyMode mode, parse_body_mode(im.opts.body_mode));
+  KVROUTE_TRY(im.router, router::Router::create(std::move(im.cfg), im.reg));
+  im.cfg = im.router->config();
+  im.metrics = std::make_unique<EppMetrics>(im.reg);
+  im.core.router = im.router.get();
+  im.core.metrics = im.metrics.get();
+  im.core.body_mode = mode;
+  im.core.max_body_bytes = im.opts.max_body_bytes;
+  im.core.debug_headers = im.cfg.debug_headers;
+
+  EppPorts ports;
+  // The metrics listener's thread also runs the router's health probes and metric scrapes.
+  http::ServerOptions so;
+  so.address = im.opts.address;
+  so.port = static_cast<std::uint16_t>(im.opts.metrics_port);
+  so.threads = 1;
+  so.error_body = [](int status, std::string_view message) {
+    return openai::error_body(status, message);
+  };
+  Impl* self = &im;
+  im.metrics_server = std::make_unique<http::Server>(
+      so, [self](http::Request& req, http::ResponseWriter& w) { return self->handle_admin(req, w); });
+  KVROUTE_TRY(ports.metrics, im.metrics_server->start());
+  im.router->start_background(im.metrics_server->executor(0), im.metrics_server->executor(0));
+
+  im.health = std::make_unique<HealthService>([self] { return self->ready(); });
+  KVROUTE_TRY(im.health_server,
+              build_grpc(im.opts.address, im.opts.health_port, im.health.get(), 1 << 20,
+                         ports.health));
+  im.ext_proc = std::make_unique<ExtProcService>(im.core, im.open_streams);
+  // A BUFFERED gateway sends the whole body in one message.
+  KVROUTE_TRY(im.grpc_server, build_grpc(im.opts.address, im.opts.grpc_port, im.ext_proc.get(),
+                                         im.opts.max_body_bytes + (1u << 20), ports.grpc));
+  spdlog::info(
+      "kvroute epp: ext_proc on {}:{}, gRPC health on {}, metrics on {}; {} backends, policy {}, "
+      "body mode {}",
+      im.opts.address, ports.grpc, ports.health, ports.metrics, im.router->backends().size(),
+      im.router->policy().name(), im.opts.body_mode);
+  return ports;
+}
+
+void Epp::drain() {
+  if (!impl_->draining.exchange(true)) spdlog::info("epp draining: readiness is NOT_SERVING");
+}
+
+void Epp::stop(std::chrono::milliseconds grace) {
+  auto& im = *impl_;
+  if (im.stopped) return;
+  im.stopped = true;
+  drain();
+  // Open streams finish within the grace period; gRPC then cancels what remains.
+  if (im.grpc_server) im.grpc_server->Shutdown(std::chrono::system_clock::now() + grace);
+  if (im.health_server) im.health_server->Shutdown(std::chrono::system_clock::now());
+  if (im.metrics_server) im.metrics_server->stop(std::chrono::milliseconds(0));
+  if (im.router) im.router->stop();
+}
+
+int run_epp(config::Config cfg, EppOptions opts) {
+  if (!set_log_level(cfg.log_level)) {
+    spdlog::error("unknown log level '{}'", cfg.log_level);
+    return 2;
+  }
+  const auto grace = cfg.shutdown_grace;
+  Epp epp(std::move(cfg), std::move(opts));
+  auto ports = epp.start();
+  if (!ports) {
+    spdlog::error("{}", ports.error().message);
+    return 1;
+  }
+  boost::asio::io_context signals_ctx;
+  boost::asio::signal_set signals(signals_ctx, SIGINT, SIGTERM);
+  signals.async_wait([&](const boost::system::error_code&, int sig) {
+    spdlog::info("signal {}: draining (grace {} ms)", sig, grace.count());
+  });
+  signals_ctx.run();
+  epp.stop(grace);
+  spdlog::info("kvroute epp stopped");
+  return 0;
+}
+
+}  // namespace kvroute::epp

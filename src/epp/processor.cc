@@ -1,0 +1,387 @@
+#include "epp/internal/processor.h"
+
+#include <algorithm>
+
+#include "common/log.h"
+#include "http/message.h"
+#include "openai/error.h"
+
+namespace kvroute::epp {
+
+namespace core_pb = envoy::config::core::v3;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+double seconds_between(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+// A header in Envoy's form: the value in raw_value only (Envoy rejects both set), overwriting.
+void set_header(pb::HeaderMutation& m, std::string_view key, std::string_view value) {
+  auto* opt = m.add_set_headers();
+  opt->mutable_header()->set_key(std::string(key));
+  opt->mutable_header()->set_raw_value(std::string(value));
+  opt->set_append_action(core_pb::HeaderValueOption::OVERWRITE_IF_EXISTS_OR_ADD);
+}
+
+std::string_view strip_query(std::string_view path) {
+  return path.substr(0, std::min(path.find('?'), path.size()));
+}
+
+}  // namespace
+
+std::string endpoint_address(const http::Endpoint& ep) {
+  if (ep.host.find(':') != std::string::npos) {
+    return "[" + ep.host + "]:" + std::to_string(ep.port);
+  }
+  return ep.host + ":" + std::to_string(ep.port);
+}
+
+std::string LabelCap::operator()(std::string_view v) {
+  MutexLock lock(mu_);
+  auto it = std::lower_bound(seen_.begin(), seen_.end(), v);
+  if (it != seen_.end() && *it == v) return *it;
+  if (seen_.size() >= limit_) return "other";
+  return *seen_.insert(it, std::string(v));
+}
+
+EppMetrics::EppMetrics(metrics::Registry& reg)
+    : requests(reg.counter("llm_d_epp_request_total", "Requests routed, by model.",
+                           {"model_name", "target_model_name"})),
+      errors(reg.counter("llm_d_epp_request_error_total",
+                         "Requests refused by the endpoint picker, by model and status code.",
+                         {"model_name", "target_model_name", "error_code"})),
+      duration(reg.histogram("llm_d_epp_request_duration_seconds",
+                             "From request headers to the end of the response, at the EPP.",
+                             metrics::latency_buckets(), {"model_name", "target_model_name"})),
+      ttft(reg.histogram("llm_d_epp_request_ttft_seconds",
+                         "From the pick to the first response byte, at the EPP.",
+                         metrics::latency_buckets(), {"model_name", "target_model_name"})),
+      running(reg.gauge("llm_d_epp_request_running", "Requests routed and not yet answered.",
+                        {"model_name", "target_model_name"})),
+      scheduler(reg.histogram("llm_d_epp_scheduler_e2e_duration_seconds",
+                              "Time to route one request: parse, prompt blocks, candidates, pick.",
+                              metrics::latency_buckets())),
+      ready(reg.gauge("llm_d_epp_ready_endpoints", "Endpoints healthy and not ejected.")),
+      streams(reg.counter("kvroute_epp_streams_total",
+                          "ext_proc streams by body mode and outcome.", {"mode", "outcome"})) {}
+
+StreamProcessor::StreamProcessor(const EppCore& core) : core_(core), t0_(Clock::now()) {}
+
+StreamProcessor::~StreamProcessor() { on_stream_end(); }
+
+std::string_view StreamProcessor::header(std::string_view name) const {
+  for (const auto& [k, v] : headers_) {
+    if (k == name) return v;
+  }
+  return {};
+}
+
+bool StreamProcessor::on_request(const pb::ProcessingRequest& in,
+                                 std::vector<pb::ProcessingResponse>& out) {
+  if (done_) return false;
+  if (!mode_known_) {
+    mode_known_ = true;
+    switch (core_.body_mode) {
+      case BodyMode::kFullDuplex:
+        full_duplex_ = true;
+        break;
+      case BodyMode::kBuffered:
+        full_duplex_ = false;
+        break;
+      case BodyMode::kAuto:
+        // Envoy names its modes in the first message; without them, llm-d's mode.
+        full_duplex_ = !in.has_protocol_config() ||
+                       in.protocol_config().request_body_mode() ==
+                           envoy::extensions::filters::http::ext_proc::v3::ProcessingMode::
+                               FULL_DUPLEX_STREAMED;
+        break;
+    }
+  }
+  switch (in.request_case()) {
+    case pb::ProcessingRequest::kRequestHeaders:
+      on_request_headers(in, out);
+      break;
+    case pb::ProcessingRequest::kRequestBody:
+      on_request_body(in.request_body(), out);
+      break;
+    case pb::ProcessingRequest::kRequestTrailers:
+      on_request_trailers(out);
+      break;
+    case pb::ProcessingRequest::kResponseHeaders:
+      on_response_headers(in.response_headers(), out);
+      break;
+    case pb::ProcessingRequest::kResponseBody:
+      on_response_body(in.response_body(), out);
+      break;
+    case pb::ProcessingRequest::kResponseTrailers:
+      out.emplace_back().mutable_response_trailers();
+      finish(response_status_ > 0 && response_status_ < 500);
+      break;
+    case pb::ProcessingRequest::REQUEST_NOT_SET:
+      break;
+  }
+  return !done_;
+}
+
+void StreamProcessor::on_request_headers(const pb::ProcessingRequest& in,
+                                         std::vector<pb::ProcessingResponse>& out) {
+  t0_ = Clock::now();
+  const auto& h = in.request_headers();
+  headers_.clear();
+  for (const auto& hv : h.headers().headers()) {
+    std::string key = hv.key();
+    std::transform(key.begin(), key.end(), key.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    headers_.emplace_back(std::move(key), hv.raw_value().empty() ? hv.value() : hv.raw_value());
+  }
+  // The subset hint: a list of "ip:port" (or "ip": every port), or one comma-separated string
+  // (what header-to-metadata filters produce).
+  const auto& fm = in.metadata_context().filter_metadata();
+  if (auto ns = fm.find(std::string(kSubsetNamespace)); ns != fm.end()) {
+    const auto& fields = ns->second.fields();
+    if (auto f = fields.find(std::string(kSubsetKey)); f != fields.end()) {
+      std::vector<std::string> subset;
+      auto add = [&](std::string_view s) {
+        while (!s.empty()) {
+          auto comma = s.find(',');
+          auto item = s.substr(0, comma);
+          while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
+          while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
+          if (!item.empty()) subset.emplace_back(item);
+          if (comma == std::string_view::npos) break;
+          s.remove_prefix(comma + 1);
+        }
+      };
+      if (f->second.has_list_value()) {
+        for (const auto& v : f->second.list_value().values()) add(v.string_value());
+      } else {
+        add(f->second.string_value());
+      }
+      subset_ = std::move(subset);
+    }
+  }
+  if (h.end_of_stream()) {
+    // No body (a GET): route now, on load alone.
+    route(out);
+    return;
+  }
+  if (!full_duplex_) {
+    // Envoy waits for this reply before it sends the body: continue, pick on the body's reply.
+    out.emplace_back().mutable_request_headers()->mutable_response();
+  }
+}
+
+bool StreamProcessor::on_request_body(const pb::HttpBody& body,
+                                      std::vector<pb::ProcessingResponse>& out) {
+  if (request_routed_) {
+    // Only a non-conforming gateway sends body after the end of stream; continue.
+    if (!full_duplex_) out.emplace_back().mutable_request_body()->mutable_response();
+    return true;
+  }
+  if (body_.size() + body.body().size() > core_.max_body_bytes) {
+    refuse(413,
+           "request body exceeds the endpoint picker's limit of " +
+               std::to_string(core_.max_body_bytes) + " bytes",
+           {}, out);
+    return false;
+  }
+  body_ += body.body();
+  if (body.end_of_stream() || body.end_of_stream_without_message()) return route(out);
+  if (!full_duplex_) out.emplace_back().mutable_request_body()->mutable_response();
+  return true;
+}
+
+void StreamProcessor::on_request_trailers(std::vector<pb::ProcessingResponse>& out) {
+  if (!request_routed_) {
+    // The body's end of stream never comes when a client sends trailers: they end the body.
+    trailers_pending_ = true;
+    if (!route(out)) return;
+  }
+  out.emplace_back().mutable_request_trailers();
+}
+
+bool StreamProcessor::route(std::vector<pb::ProcessingResponse>& out) {
+  request_routed_ = true;
+  const auto start = Clock::now();
+  auto& r = *core_.router;
+  const std::string_view path = strip_query(header(":path"));
+  const bool completions = path == "/v1/completions";
+  const bool chat = path == "/v1/chat/completions";
+  const openai::ParsedRequest* parsed = nullptr;
+  if ((completions || chat) && !body_.empty()) {
+    prepared_.emplace(r.prepare(
+        completions ? openai::Endpoint::kCompletions : openai::Endpoint::kChatCompletions, body_));
+    if (!prepared_->parsed) {
+      refuse(400, prepared_->parsed.error().message, prepared_->parsed.error().param, out);
+      return false;
+    }
+    if (prepared_->parsed->model.empty()) {
+      refuse(400, "you must provide a model parameter", "model", out);
+      return false;
+    }
+    r.route_request(*prepared_, header(r.config().session_header), rr_);
+    parsed = &*prepared_->parsed;
+  } else {
+    // Another path, or no body: routed on load, among every backend (the model is unknown).
+    rr_.request = &bodiless_;
+    rr_.session_key = header(r.config().session_header);
+    parsed = &bodiless_;
+  }
+  model_label_ = core_.metrics ? core_.metrics->models(parsed->model) : std::string();
+
+  router::Candidates candidates;
+  if (auto err = r.select_candidates(*parsed, routing::steady_ms(start), candidates)) {
+    refuse(err->status, std::move(err->message), err->param, out);
+    return false;
+  }
+  if (subset_) {
+    auto outside = [&](const router::Backend* b) {
+      const std::string addr = endpoint_address(b->endpoint);
+      for (const auto& s : *subset_) {
+        if (s == addr || s == b->endpoint.host) return false;
+      }
+      return true;
+    };
+    candidates.erase(std::remove_if(candidates.begin(), candidates.end(), outside),
+                     candidates.end());
+    if (candidates.empty()) {
+      refuse(503, "no available endpoint in the gateway's subset hint", {}, out);
+      return false;
+    }
+  }
+  assignment_ = r.pick(rr_, candidates);
+  if (!assignment_) {
+    refuse(503, "no backend could serve the request", {}, out);
+    return false;
+  }
+  routed_at_ = Clock::now();
+  const router::Backend& b = *assignment_.backend();
+  const std::string dest = endpoint_address(b.endpoint);
+  if (core_.metrics) {
+    core_.metrics->scheduler.with({}).observe(seconds_between(start, routed_at_));
+    core_.metrics->requests.with({model_label_, model_label_}).inc();
+    core_.metrics->running.with({model_label_, model_label_}).add(1);
+  }
+  spdlog::debug("epp route {} -> {} ({})", path, dest, assignment_.decision().reason);
+
+  pb::ProcessingResponse picked;
+  pb::CommonResponse* common = nullptr;
+  const bool bodiless = body_.empty() && !trailers_pending_;
+  if (full_duplex_ || bodiless) {
+    common = picked.mutable_request_headers()->mutable_response();
+  } else {
+    common = picked.mutable_request_body()->mutable_response();
+  }
+  // Envoy acts on clear_route_cache only with a header mutation in the same reply.
+  common->set_clear_route_cache(true);
+  auto* mutation = common->mutable_header_mutation();
+  set_header(*mutation, kDestinationHeader, dest);
+  if (full_duplex_ && !bodiless) set_header(*mutation, "content-length", std::to_string(body_.size()));
+  if (core_.debug_headers) set_header(*mutation, "x-kvroute-reason", assignment_.decision().reason);
+  auto& lb = (*picked.mutable_dynamic_metadata()->mutable_fields())[std::string(kLbNamespace)];
+  (*lb.mutable_struct_value()->mutable_fields())[std::string(kDestinationHeader)].set_string_value(
+      dest);
+  out.push_back(std::move(picked));
+
+  if (full_duplex_ && !bodiless) {
+    // The body goes back as it came, in chunks Envoy accepts; end_of_stream on the last unless
+    // trailers follow.
+    const std::size_t n = body_.size();
+    std::size_t off = 0;
+    do {
+      const std::size_t len = std::min(core_.chunk_bytes, n - off);
+      auto* sr = out.emplace_back()
+                     .mutable_request_body()
+                     ->mutable_response()
+                     ->mutable_body_mutation()
+                     ->mutable_streamed_response();
+      sr->set_body(body_.substr(off, len));
+      off += len;
+      sr->set_end_of_stream(off == n && !trailers_pending_);
+    } while (off < n);
+  }
+  std::string().swap(body_);
+  return true;
+}
+
+void StreamProcessor::refuse(int status, std::string message, std::string_view param,
+                             std::vector<pb::ProcessingResponse>& out) {
+  auto* ir = out.emplace_back().mutable_immediate_response();
+  ir->mutable_status()->set_code(static_cast<envoy::type::v3::StatusCode>(status));
+  ir->set_body(openai::error_body_for_param(status, message, param));
+  set_header(*ir->mutable_headers(), "content-type", "application/json");
+  ir->set_details("kvroute_epp_" + std::to_string(status));
+  if (core_.metrics) {
+    core_.metrics->errors.with({model_label_, model_label_, std::to_string(status)}).inc();
+  }
+  spdlog::info("epp {} {} refused: {}", header(":method"), header(":path"), message);
+  done_ = true;
+  assignment_.release();
+}
+
+void StreamProcessor::on_response_headers(const pb::HttpHeaders& h,
+                                          std::vector<pb::ProcessingResponse>& out) {
+  for (const auto& hv : h.headers().headers()) {
+    if (hv.key() == ":status") {
+      const std::string& v = hv.raw_value().empty() ? hv.value() : hv.raw_value();
+      response_status_ = std::atoi(v.c_str());
+    }
+  }
+  out.emplace_back().mutable_response_headers()->mutable_response();
+  if (h.end_of_stream()) finish(response_status_ > 0 && response_status_ < 500);
+}
+
+void StreamProcessor::on_response_body(const pb::HttpBody& body,
+                                       std::vector<pb::ProcessingResponse>& out) {
+  if (!response_started_) {
+    response_started_ = true;
+    assignment_.first_byte();
+    if (core_.metrics && assignment_) {
+      core_.metrics->ttft.with({model_label_, model_label_})
+          .observe(seconds_between(routed_at_, Clock::now()));
+    }
+  }
+  const bool eos = body.end_of_stream() || body.end_of_stream_without_message();
+  if (full_duplex_) {
+    // Echoed at once: an SSE stream reaches the client as the engine writes it.
+    auto* sr = out.emplace_back()
+                   .mutable_response_body()
+                   ->mutable_response()
+                   ->mutable_body_mutation()
+                   ->mutable_streamed_response();
+    sr->set_body(body.body());
+    sr->set_end_of_stream(eos);
+  } else {
+    out.emplace_back().mutable_response_body()->mutable_response();
+  }
+  if (eos) finish(response_status_ > 0 && response_status_ < 500);
+}
+
+void StreamProcessor::finish(bool success) {
+  if (!assignment_) return;
+  router::Backend& b = *assignment_.backend();
+  if (response_status_ >= 500) {
+    core_.router->record_failure(b, "http_" + std::to_string(response_status_),
+                                 "answered " + std::to_string(response_status_), false);
+  } else if (success && b.consecutive_failures.load(std::memory_order_relaxed) != 0) {
+    b.consecutive_failures.store(0);
+  }
+  if (success) assignment_.succeeded();
+  assignment_.release();
+  if (core_.metrics) {
+    core_.metrics->running.with({model_label_, model_label_}).add(-1);
+    core_.metrics->duration.with({model_label_, model_label_})
+        .observe(seconds_between(t0_, Clock::now()));
+  }
+}
+
+void StreamProcessor::on_stream_end() {
+  if (!assignment_) return;
+  // Cancelled or cut before the response ended: not a success, not the engine's failure.
+  assignment_.release();
+  if (core_.metrics) core_.metrics->running.with({model_label_, model_label_}).add(-1);
+}
+
+}  // namespace kvroute::epp

@@ -1,0 +1,75 @@
+#include "router/flags.h"
+
+#include <CLI/CLI.hpp>
+
+namespace kvroute::router {
+
+void add_routing_flags(CLI::App& cmd, RoutingFlags& f) {
+  // Defaults named in the help are those of a default-constructed config::Config, so the help
+  // cannot drift from the code.
+  const config::Config d;
+  cmd.add_option("--config", f.config_file, "YAML config file (docs/config.md); flags override it");
+  cmd.add_option("--backend", f.backends, "Backend URL, repeatable (http://host:port)");
+  cmd.add_option("--kv-events", f.kv_events,
+                 "KV-event PUB endpoint of the n-th --backend, repeatable (tcp://host:port)");
+  cmd.add_option("--kv-events-replay", f.kv_replay,
+                 "Replay endpoint of the n-th --backend, repeatable");
+  cmd.add_option("--policy", f.policy,
+                 "Routing policy: kvroute (cache- and load-aware), round-robin, random, "
+                 "least-inflight, session-affinity, sglang-cache-aware, gie-prefix, dynamo-cost")
+      ->default_str(d.policy);
+  cmd.add_option("--log-level", f.log_level, "trace, debug, info, warn, error, off")
+      ->default_str(d.log_level);
+  cmd.add_option("--session-header", f.session_header, "Header carrying the session key")
+      ->default_str(d.session_header);
+  cmd.add_option(
+         "--tokenizer", f.tokenizer,
+         "HF tokenizer directory for token-block routing, or \"word\" (empty: 64-character blocks)")
+      ->default_str("\"\"");
+  cmd.add_option("--model-tokenizer", f.model_tokenizers,
+                 "MODEL=DIR: the tokenizer of one model (repeatable; others use --tokenizer)");
+  cmd.add_option("--kv-events-template", f.kv_events_template,
+                 "KV-event endpoint of backends without --kv-events, e.g. tcp://{host}:5557")
+      ->default_str("\"\" (none)");
+  cmd.add_option("--kv-events-replay-template", f.kv_replay_template,
+                 "Replay endpoint template, e.g. tcp://{host}:5558")
+      ->default_str("\"\" (none)");
+}
+
+Result<config::Config> routing_config(const RoutingFlags& f) {
+  config::Config cfg;
+  if (!f.config_file.empty()) {
+    KVROUTE_TRY(cfg, config::load_file(f.config_file));
+  }
+  if (!f.policy.empty()) cfg.policy = f.policy;
+  if (!f.log_level.empty()) cfg.log_level = f.log_level;
+  if (!f.session_header.empty()) cfg.session_header = f.session_header;
+  if (!f.tokenizer.empty()) cfg.tokenizer = f.tokenizer;
+  for (const auto& spec : f.model_tokenizers) {
+    const auto eq = spec.rfind('=');
+    if (eq == std::string::npos || eq == 0 || eq + 1 == spec.size()) {
+      return fail(Error::invalid("--model-tokenizer '" + spec + "': expected MODEL=DIR"));
+    }
+    std::erase_if(cfg.models,
+                  [&](const config::ModelConfig& m) { return m.name == spec.substr(0, eq); });
+    cfg.models.push_back({spec.substr(0, eq), spec.substr(eq + 1)});
+  }
+  if (!f.kv_events_template.empty()) cfg.kv_events_template = f.kv_events_template;
+  if (!f.kv_replay_template.empty()) cfg.kv_events_replay_template = f.kv_replay_template;
+  if (f.kv_events.size() > f.backends.size() || f.kv_replay.size() > f.kv_events.size()) {
+    return fail(Error::invalid(
+        "--kv-events and --kv-events-replay pair with --backend by position: give at most one "
+        "each per backend"));
+  }
+  for (std::size_t i = 0; i < f.backends.size(); ++i) {
+    config::BackendConfig b;
+    b.url = f.backends[i];
+    b.name = b.url;
+    if (i < f.kv_events.size()) b.kv_events_endpoint = f.kv_events[i];
+    if (i < f.kv_replay.size()) b.kv_events_replay = f.kv_replay[i];
+    cfg.backends.push_back(std::move(b));
+  }
+  return cfg;
+}
+
+}  // namespace kvroute::router

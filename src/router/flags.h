@@ -1,0 +1,44 @@
+// File: router/flags.h
+//
+// The command-line flags of the routing core, shared by `kvroute serve` and `kvroute epp` so both
+// front doors take the same backends, policy, tokenizers and KV-event endpoints the same way. A
+// flag overrides the --config file's value; each flag's help names its default.
+//
+// Thread-safety: start-up only (CLI parsing).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "common/result.h"
+#include "config/config.h"
+
+namespace CLI {
+class App;
+}
+
+namespace kvroute::router {
+
+struct RoutingFlags {
+  std::string config_file;
+  std::vector<std::string> backends;
+  std::vector<std::string> kv_events;
+  std::vector<std::string> kv_replay;
+  std::string policy;
+  std::string log_level;
+  std::string session_header;
+  std::string tokenizer;
+  std::vector<std::string> model_tokenizers;
+  std::string kv_events_template;
+  std::string kv_replay_template;
+};
+
+// Adds --config, --backend, --kv-events, --kv-events-replay, --policy, --log-level,
+// --session-header, --tokenizer, --model-tokenizer, --kv-events-template and
+// --kv-events-replay-template to `cmd`, writing into `flags` (which must outlive parsing).
+void add_routing_flags(CLI::App& cmd, RoutingFlags& flags);
+
+// Loads --config (when given) and applies the flags over it; errors name the file or the flag.
+Result<config::Config> routing_config(const RoutingFlags& flags);
+
+}  // namespace kvroute::router
