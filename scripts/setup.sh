@@ -14,6 +14,8 @@ PACKAGES=(
   libboost1.81-dev libboost-url1.81-dev libsimdjson-dev libyaml-cpp-dev cppzmq-dev libzmq3-dev
   libxxhash-dev libspdlog-dev libfmt-dev libcli11-dev libgtest-dev libgmock-dev libbenchmark-dev
   libgoogle-perftools-dev libmsgpuck-dev
+  # the endpoint picker (kvroute epp): Envoy ext_proc over gRPC (docs/adr/0240-epp-ext-proc-over-grpc.md)
+  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   # fuzzing, style and static checks (scripts/lint.sh), benchmarks, differential oracles
   clang-14 libclang-rt-14-dev clang-format-14 clang-tidy-14 nginx-light wrk linux-perf valgrind gnuplot-nox python3 python3-msgpack python3-jinja2
   prometheus

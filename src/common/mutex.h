@@ -28,6 +28,22 @@
 #define KVROUTE_THREAD_ANNOTATION(x)
 #endif
 
+// The same names as clang's documentation and abseil (which gRPC's headers bring in) use, with the
+// same meaning: whichever header comes first, these definitions win here, and a later system header's
+// redefinition is not diagnosed.
+#undef CAPABILITY
+#undef SCOPED_CAPABILITY
+#undef GUARDED_BY
+#undef PT_GUARDED_BY
+#undef REQUIRES
+#undef REQUIRES_SHARED
+#undef ACQUIRE
+#undef ACQUIRE_SHARED
+#undef RELEASE
+#undef RELEASE_SHARED
+#undef TRY_ACQUIRE
+#undef EXCLUDES
+#undef NO_THREAD_SAFETY_ANALYSIS
 #define CAPABILITY(x) KVROUTE_THREAD_ANNOTATION(capability(x))
 #define SCOPED_CAPABILITY KVROUTE_THREAD_ANNOTATION(scoped_lockable)
 #define GUARDED_BY(x) KVROUTE_THREAD_ANNOTATION(guarded_by(x))

@@ -145,6 +145,9 @@ struct Epp::Impl {
   config::Config cfg;
   EppOptions opts;
   metrics::Registry reg;
+  // The metrics listener runs the router's probe and scrape loops: it is declared before the
+  // router so that the router's connection pools go first, while the listener's executor lives.
+  std::unique_ptr<http::Server> metrics_server;
   std::unique_ptr<router::Router> router;
   std::unique_ptr<EppMetrics> metrics;
   EppCore core;
@@ -154,7 +157,6 @@ struct Epp::Impl {
   std::unique_ptr<HealthService> health;
   std::unique_ptr<grpc::Server> grpc_server;
   std::unique_ptr<grpc::Server> health_server;
-  std::unique_ptr<http::Server> metrics_server;
   bool stopped = false;
 
   bool ready() const {

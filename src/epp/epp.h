@@ -7,7 +7,7 @@
 // `envoy.lb` dynamic metadata. Three listeners, by the llm-d conventions:
 //   - ext_proc gRPC (9002): envoy.service.ext_proc.v3.ExternalProcessor/Process;
 //   - gRPC health (9003): grpc.health.v1.Health/Check for "liveness", "readiness", "" and the
-//     service names gateways and manifests probe (docs/adr/0024-epp-ext-proc.md);
+//     service names gateways and manifests probe (docs/adr/0240-epp-ext-proc-over-grpc.md);
 //   - HTTP metrics (9090): /metrics (kvroute's names and llm-d's llm_d_epp_*), /health, /ready.
 // Protocol details: epp/internal/processor.h.
 //

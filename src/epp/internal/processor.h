@@ -4,7 +4,7 @@
 // tests drive it message by message: Envoy's ProcessingRequests in, the endpoint picker's
 // ProcessingResponses out. The routing itself is router::Router's, as for `kvroute serve`.
 //
-// The sequences (docs/adr/0024-epp-ext-proc.md; the contract: Envoy's external_processor.proto and
+// The sequences (docs/adr/0240-epp-ext-proc-over-grpc.md; the contract: Envoy's external_processor.proto and
 // the Gateway API Inference Extension's endpoint picker protocol):
 //  - FULL_DUPLEX_STREAMED (llm-d's mode): request headers are held; at the body's end of stream
 //    (or at request trailers) the request is routed, then the headers reply (destination header,

@@ -1,0 +1,398 @@
+// `kvroute epp` over real gRPC, with the test playing Envoy: a stand-in that opens one ext_proc
+// stream per request in FULL_DUPLEX_STREAMED mode (as llm-d's gateways configure it), sends the
+// headers and the body in chunks, forwards the body the picker streams back to the endpoint it
+// named, and passes the engine's response through the picker. Engines are simulated (`kvroute
+// sim` in-process). Also: the gRPC health service, drain, cancels, deadlines, a 10 MB body.
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+
+#include <random>
+#include <thread>
+
+#include "envoy/service/ext_proc/v3/external_processor.grpc.pb.h"
+#include "epp/epp.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "proxy/proxy.h"
+#include "sim/server.h"
+#include "testing/raw_http.h"
+#include "testing/wait.h"
+
+namespace kvroute::epp {
+namespace {
+
+using namespace std::chrono_literals;
+namespace pb = envoy::service::ext_proc::v3;
+namespace mode_pb = envoy::extensions::filters::http::ext_proc::v3;
+
+config::Config engines_config(const sim::SimCluster& sim) {
+  config::Config c;
+  c.address = "127.0.0.1";
+  c.port = 0;
+  c.log_level = "warn";
+  c.policy = "kvroute";
+  c.tokenizer = "word";  // the simulator's tokenizer: the router's blocks are the engines'
+  c.metrics_scrape_interval = 0ms;  // decisions depend on the requests alone
+  for (const auto& e : sim.endpoints()) {
+    config::BackendConfig b;
+    b.url = e.url;
+    b.name = e.url;
+    b.models = {"m"};
+    c.backends.push_back(b);
+  }
+  return c;
+}
+
+EppOptions loopback() {
+  EppOptions o;
+  o.address = "127.0.0.1";
+  o.grpc_port = 0;
+  o.health_port = 0;
+  o.metrics_port = 0;
+  return o;
+}
+
+void add_header(pb::HttpHeaders& h, std::string k, std::string v) {
+  auto* hv = h.mutable_headers()->add_headers();
+  hv->set_key(std::move(k));
+  hv->set_raw_value(std::move(v));
+}
+
+// What the stand-in saw of one request.
+struct Exchange {
+  grpc::Status status;
+  std::string destination;      // x-gateway-destination-endpoint
+  std::string metadata_dest;    // envoy.lb dynamic metadata
+  std::string forwarded_body;   // the body the picker streamed back
+  std::size_t max_chunk = 0;
+  int immediate_status = 0;     // an immediate_response instead of a pick
+  std::string immediate_body;
+  int engine_status = 0;
+  std::string client_body;      // what the client received (the echoed response)
+};
+
+// Envoy's part, for one request.
+class EnvoyStandIn {
+ public:
+  explicit EnvoyStandIn(std::uint16_t grpc_port)
+      : channel_(grpc::CreateChannel("127.0.0.1:" + std::to_string(grpc_port),
+                                     grpc::InsecureChannelCredentials())),
+        stub_(pb::ExternalProcessor::NewStub(channel_)) {}
+
+  Exchange send(const std::string& path, const std::string& body, std::size_t chunk = 4096) {
+    Exchange x;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + 30s);
+    auto stream = stub_->Process(&ctx);
+    pb::ProcessingRequest req;
+    add_header(*req.mutable_request_headers(), ":method", "POST");
+    add_header(*req.mutable_request_headers(), ":path", path);
+    add_header(*req.mutable_request_headers(), "content-type", "application/json");
+    add_header(*req.mutable_request_headers(), "content-length", std::to_string(body.size()));
+    req.mutable_protocol_config()->set_request_body_mode(
+        mode_pb::ProcessingMode::FULL_DUPLEX_STREAMED);
+    req.mutable_protocol_config()->set_response_body_mode(
+        mode_pb::ProcessingMode::FULL_DUPLEX_STREAMED);
+    EXPECT_TRUE(stream->Write(req));
+    // Full duplex: the body follows without waiting for a reply.
+    for (std::size_t off = 0; off < body.size() || off == 0; off += chunk) {
+      pb::ProcessingRequest b;
+      b.mutable_request_body()->set_body(body.substr(off, chunk));
+      b.mutable_request_body()->set_end_of_stream(off + chunk >= body.size());
+      EXPECT_TRUE(stream->Write(b));
+      if (body.empty()) break;
+    }
+    pb::ProcessingResponse resp;
+    if (!stream->Read(&resp)) {
+      stream->WritesDone();
+      x.status = stream->Finish();
+      return x;
+    }
+    if (resp.has_immediate_response()) {
+      x.immediate_status = static_cast<int>(resp.immediate_response().status().code());
+      x.immediate_body = resp.immediate_response().body();
+      stream->WritesDone();
+      x.status = stream->Finish();
+      return x;
+    }
+    EXPECT_TRUE(resp.has_request_headers());
+    for (const auto& o : resp.request_headers().response().header_mutation().set_headers()) {
+      if (o.header().key() == "x-gateway-destination-endpoint") x.destination = o.header().raw_value();
+    }
+    x.metadata_dest = resp.dynamic_metadata()
+                          .fields()
+                          .at("envoy.lb")
+                          .struct_value()
+                          .fields()
+                          .at("x-gateway-destination-endpoint")
+                          .string_value();
+    for (;;) {
+      EXPECT_TRUE(stream->Read(&resp));
+      const auto& sr = resp.request_body().response().body_mutation().streamed_response();
+      x.forwarded_body += sr.body();
+      x.max_chunk = std::max(x.max_chunk, sr.body().size());
+      if (sr.end_of_stream()) break;
+    }
+    // Forward to the endpoint chosen (ORIGINAL_DST on the header), as Envoy's router would.
+    const auto colon = x.destination.rfind(':');
+    const auto port = static_cast<std::uint16_t>(std::stoi(x.destination.substr(colon + 1)));
+    auto r = testing::post_json(port, path, x.forwarded_body);
+    x.engine_status = r.status;
+    pb::ProcessingRequest rh;
+    add_header(*rh.mutable_response_headers(), ":status", std::to_string(r.status));
+    add_header(*rh.mutable_response_headers(), "content-type", "application/json");
+    EXPECT_TRUE(stream->Write(rh));
+    EXPECT_TRUE(stream->Read(&resp));
+    EXPECT_TRUE(resp.has_response_headers());
+    // The response body in two pieces, each echoed.
+    const std::size_t half = r.body.size() / 2;
+    for (int i = 0; i < 2; ++i) {
+      pb::ProcessingRequest rb;
+      rb.mutable_response_body()->set_body(i == 0 ? r.body.substr(0, half) : r.body.substr(half));
+      rb.mutable_response_body()->set_end_of_stream(i == 1);
+      EXPECT_TRUE(stream->Write(rb));
+      EXPECT_TRUE(stream->Read(&resp));
+      x.client_body += resp.response_body().response().body_mutation().streamed_response().body();
+    }
+    stream->WritesDone();
+    EXPECT_FALSE(stream->Read(&resp)) << "the picker closes after the last reply";
+    x.status = stream->Finish();
+    return x;
+  }
+
+  std::shared_ptr<grpc::Channel> channel() { return channel_; }
+  pb::ExternalProcessor::Stub& stub() { return *stub_; }
+
+ private:
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<pb::ExternalProcessor::Stub> stub_;
+};
+
+// Shared-prefix workload: 6 long documents, 5 questions each, in a fixed shuffled order.
+std::vector<std::string> workload() {
+  std::vector<std::string> bodies;
+  for (int d = 0; d < 6; ++d) {
+    std::string doc;
+    for (int w = 0; w < 300; ++w) doc += "d" + std::to_string(d) + "w" + std::to_string(w) + " ";
+    for (int q = 0; q < 5; ++q) {
+      bodies.push_back(R"({"model":"m","max_tokens":2,"prompt":")" + doc + "question " +
+                       std::to_string(q) + R"("})");
+    }
+  }
+  std::mt19937 rng(7);
+  std::shuffle(bodies.begin(), bodies.end(), rng);
+  return bodies;
+}
+
+std::int64_t cached_tokens(const std::string& response) {
+  const std::string key = R"("cached_tokens":)";
+  const auto at = response.find(key);
+  return at == std::string::npos ? -1 : std::stoll(response.substr(at + key.size()));
+}
+
+TEST(Epp, HitRateThroughTheGatewayEqualsServesOnTheSameWorkload) {
+  const auto bodies = workload();
+  std::int64_t epp_cached = 0;
+  std::set<std::string> used;
+  {
+    sim::SimCluster sim(sim::loopback_options(4, "m", 4096));
+    ASSERT_TRUE(sim.start());
+    Epp epp(engines_config(sim), loopback());
+    auto ports = epp.start();
+    ASSERT_TRUE(ports) << ports.error().message;
+    EnvoyStandIn envoy(ports->grpc);
+    for (const auto& b : bodies) {
+      auto x = envoy.send("/v1/completions", b);
+      ASSERT_TRUE(x.status.ok()) << x.status.error_message();
+      ASSERT_EQ(x.engine_status, 200) << x.client_body;
+      EXPECT_EQ(x.destination, x.metadata_dest);
+      EXPECT_EQ(x.forwarded_body, b);
+      used.insert(x.destination);
+      const auto c = cached_tokens(x.client_body);
+      ASSERT_GE(c, 0) << x.client_body;
+      epp_cached += c;
+    }
+    EXPECT_TRUE(testing::wait_until([&] { return epp.open_streams() == 0; }, 5s));
+    for (auto* b : epp.router().backends()) EXPECT_EQ(b->inflight.load(), 0) << b->name;
+    auto m = testing::get(ports->metrics, "/metrics");
+    EXPECT_NE(m.body.find(R"(llm_d_epp_request_total{model_name="m",target_model_name="m"} 30)"),
+              std::string::npos)
+        << m.body;
+    EXPECT_NE(m.body.find("kvroute_routing_decisions_total{policy=\"kvroute\""), std::string::npos);
+    epp.stop(1s);
+  }
+  std::int64_t serve_cached = 0;
+  {
+    sim::SimCluster sim(sim::loopback_options(4, "m", 4096));
+    ASSERT_TRUE(sim.start());
+    proxy::Proxy p(engines_config(sim));
+    auto port = p.start();
+    ASSERT_TRUE(port) << port.error().message;
+    for (const auto& b : bodies) {
+      auto r = testing::post_json(*port, "/v1/completions", b);
+      ASSERT_EQ(r.status, 200) << r.raw;
+      serve_cached += cached_tokens(r.body);
+    }
+    p.stop(1s);
+  }
+  // One routing core: the same decisions, so the same hits. Each document's first request
+  // misses; the rest hit its ~300-token prefix.
+  EXPECT_EQ(epp_cached, serve_cached);
+  EXPECT_GT(epp_cached, 24 * 280);
+  EXPECT_GE(used.size(), 2u) << "load spreads documents over engines";
+}
+
+TEST(Epp, RefusalsAreImmediateResponsesAndTheStreamEndsOk) {
+  sim::SimCluster sim(sim::loopback_options(2, "m", 256));
+  ASSERT_TRUE(sim.start());
+  Epp epp(engines_config(sim), loopback());
+  auto ports = epp.start();
+  ASSERT_TRUE(ports) << ports.error().message;
+  EnvoyStandIn envoy(ports->grpc);
+  auto x = envoy.send("/v1/completions", "{oops");
+  EXPECT_TRUE(x.status.ok()) << x.status.error_message();
+  EXPECT_EQ(x.immediate_status, 400);
+  EXPECT_NE(x.immediate_body.find("invalid_request_error"), std::string::npos) << x.immediate_body;
+  x = envoy.send("/v1/chat/completions", R"({"model":"nope","messages":[{"role":"user","content":"hi"}]})");
+  EXPECT_EQ(x.immediate_status, 404) << x.immediate_body;
+  // The picker keeps serving.
+  x = envoy.send("/v1/chat/completions",
+                 R"({"model":"m","max_tokens":2,"messages":[{"role":"user","content":"hi"}]})");
+  EXPECT_TRUE(x.status.ok());
+  EXPECT_EQ(x.engine_status, 200) << x.client_body;
+  EXPECT_NE(x.client_body.find("chat.completion"), std::string::npos) << x.client_body;
+}
+
+TEST(Epp, TenMegabyteBodyComesBackInChunksOf62000) {
+  sim::SimCluster sim(sim::loopback_options(2, "m", 256));
+  ASSERT_TRUE(sim.start());
+  auto c = engines_config(sim);
+  c.policy = "least-inflight";
+  Epp epp(c, loopback());
+  auto ports = epp.start();
+  ASSERT_TRUE(ports) << ports.error().message;
+  // Sent to the picker only (the stand-in's forward would need an engine that takes 10 MB).
+  EnvoyStandIn envoy(ports->grpc);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + 60s);
+  auto stream = envoy.stub().Process(&ctx);
+  pb::ProcessingRequest req;
+  add_header(*req.mutable_request_headers(), ":method", "POST");
+  add_header(*req.mutable_request_headers(), ":path", "/v1/completions");
+  ASSERT_TRUE(stream->Write(req));
+  const std::string body =
+      R"({"model":"m","max_tokens":1,"prompt":")" + std::string(10u << 20, 'a') + R"("})";
+  for (std::size_t off = 0; off < body.size(); off += 65536) {
+    pb::ProcessingRequest b;
+    b.mutable_request_body()->set_body(body.substr(off, 65536));
+    b.mutable_request_body()->set_end_of_stream(off + 65536 >= body.size());
+    ASSERT_TRUE(stream->Write(b));
+  }
+  pb::ProcessingResponse resp;
+  ASSERT_TRUE(stream->Read(&resp));
+  ASSERT_TRUE(resp.has_request_headers()) << resp.DebugString().substr(0, 500);
+  std::size_t total = 0, chunks = 0, max_chunk = 0;
+  for (;;) {
+    ASSERT_TRUE(stream->Read(&resp));
+    const auto& sr = resp.request_body().response().body_mutation().streamed_response();
+    total += sr.body().size();
+    max_chunk = std::max(max_chunk, sr.body().size());
+    ++chunks;
+    if (sr.end_of_stream()) break;
+  }
+  EXPECT_EQ(total, body.size());
+  EXPECT_EQ(max_chunk, 62000u);
+  EXPECT_EQ(chunks, (body.size() + 61999) / 62000);
+  ctx.TryCancel();  // the client went away before the response
+  stream->Finish();
+  EXPECT_TRUE(testing::wait_until([&] { return epp.open_streams() == 0; }, 5s));
+  for (auto* b : epp.router().backends()) EXPECT_EQ(b->inflight.load(), 0);
+}
+
+TEST(Epp, CancelMidBodyAndStreamsThatNeverEndAreBoundedAndReleased) {
+  sim::SimCluster sim(sim::loopback_options(2, "m", 256));
+  ASSERT_TRUE(sim.start());
+  Epp epp(engines_config(sim), loopback());
+  auto ports = epp.start();
+  ASSERT_TRUE(ports) << ports.error().message;
+  EnvoyStandIn envoy(ports->grpc);
+  {
+    // Cancel mid-body.
+    grpc::ClientContext ctx;
+    auto stream = envoy.stub().Process(&ctx);
+    pb::ProcessingRequest req;
+    add_header(*req.mutable_request_headers(), ":method", "POST");
+    add_header(*req.mutable_request_headers(), ":path", "/v1/completions");
+    ASSERT_TRUE(stream->Write(req));
+    pb::ProcessingRequest b;
+    b.mutable_request_body()->set_body(R"({"model":"m",)");
+    ASSERT_TRUE(stream->Write(b));
+    ASSERT_TRUE(testing::wait_until([&] { return epp.open_streams() == 1; }, 5s));
+    ctx.TryCancel();
+    EXPECT_FALSE(stream->Finish().ok());
+  }
+  {
+    // Routed, then the response never ends: the gateway's deadline bounds it.
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + 500ms);
+    auto stream = envoy.stub().Process(&ctx);
+    pb::ProcessingRequest req;
+    add_header(*req.mutable_request_headers(), ":method", "POST");
+    add_header(*req.mutable_request_headers(), ":path", "/v1/completions");
+    req.mutable_request_headers()->set_end_of_stream(false);
+    ASSERT_TRUE(stream->Write(req));
+    pb::ProcessingRequest b;
+    b.mutable_request_body()->set_body(R"({"model":"m","prompt":"x"})");
+    b.mutable_request_body()->set_end_of_stream(true);
+    ASSERT_TRUE(stream->Write(b));
+    pb::ProcessingResponse resp;
+    ASSERT_TRUE(stream->Read(&resp));
+    EXPECT_TRUE(resp.has_request_headers());
+    int inflight = 0;
+    for (auto* be : epp.router().backends()) inflight += be->inflight.load();
+    EXPECT_EQ(inflight, 1);
+    while (stream->Read(&resp)) {
+    }
+    EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  }
+  EXPECT_TRUE(testing::wait_until([&] { return epp.open_streams() == 0; }, 5s));
+  for (auto* b : epp.router().backends()) EXPECT_EQ(b->inflight.load(), 0);
+}
+
+TEST(Epp, HealthServicesFollowReadinessAndDrain) {
+  sim::SimCluster sim(sim::loopback_options(1, "m", 256));
+  ASSERT_TRUE(sim.start());
+  Epp epp(engines_config(sim), loopback());
+  auto ports = epp.start();
+  ASSERT_TRUE(ports) << ports.error().message;
+  auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string(ports->health),
+                                     grpc::InsecureChannelCredentials());
+  auto health = grpc::health::v1::Health::NewStub(channel);
+  using HS = grpc::health::v1::HealthCheckResponse;
+  auto check = [&](const std::string& service) {
+    grpc::ClientContext ctx;
+    grpc::health::v1::HealthCheckRequest req;
+    req.set_service(service);
+    HS resp;
+    auto st = health->Check(&ctx, req, &resp);
+    EXPECT_TRUE(st.ok()) << st.error_message();
+    return resp.status();
+  };
+  for (const char* s : {"liveness", "readiness", "", "envoy.service.ext_proc.v3.ExternalProcessor",
+                        "inference-extension"}) {
+    EXPECT_EQ(check(s), HS::SERVING) << s;
+  }
+  EXPECT_EQ(check("something-else"), HS::SERVICE_UNKNOWN);
+  EXPECT_EQ(testing::get(ports->metrics, "/ready").status, 200);
+  epp.drain();
+  EXPECT_EQ(check("readiness"), HS::NOT_SERVING);
+  EXPECT_EQ(check("envoy.service.ext_proc.v3.ExternalProcessor"), HS::NOT_SERVING);
+  EXPECT_EQ(check("liveness"), HS::SERVING);
+  EXPECT_EQ(testing::get(ports->metrics, "/ready").status, 503);
+  // Draining still serves streams already coming.
+  EnvoyStandIn envoy(ports->grpc);
+  auto x = envoy.send("/v1/completions", R"({"model":"m","max_tokens":1,"prompt":"hi"})");
+  EXPECT_EQ(x.engine_status, 200);
+}
+
+}  // namespace
+}  // namespace kvroute::epp
