@@ -29,8 +29,8 @@
 #endif
 
 // The same names as clang's documentation and abseil (which gRPC's headers bring in) use, with the
-// same meaning: whichever header comes first, these definitions win here, and a later system header's
-// redefinition is not diagnosed.
+// same meaning: whichever header comes first, these definitions win here, and a later system
+// header's redefinition is not diagnosed.
 #undef CAPABILITY
 #undef SCOPED_CAPABILITY
 #undef GUARDED_BY

@@ -26,8 +26,7 @@ namespace {
 class ProcessReactor final
     : public grpc::ServerBidiReactor<pb::ProcessingRequest, pb::ProcessingResponse> {
  public:
-  ProcessReactor(const EppCore& core, std::atomic<std::size_t>& open)
-      : proc_(core), open_(open) {
+  ProcessReactor(const EppCore& core, std::atomic<std::size_t>& open) : proc_(core), open_(open) {
     open_.fetch_add(1);
     StartRead(&in_);
   }
@@ -128,8 +127,9 @@ Result<std::unique_ptr<grpc::Server>> build_grpc(const std::string& address, int
                                                  std::uint16_t& bound) {
   grpc::ServerBuilder builder;
   int selected = 0;
-  const std::string where = (address.find(':') != std::string::npos ? "[" + address + "]" : address) +
-                            ":" + std::to_string(port);
+  const std::string where =
+      (address.find(':') != std::string::npos ? "[" + address + "]" : address) + ":" +
+      std::to_string(port);
   builder.AddListeningPort(where, grpc::InsecureServerCredentials(), &selected);
   builder.RegisterService(service);
   builder.SetMaxReceiveMessageSize(static_cast<int>(std::min<std::size_t>(max_message, INT32_MAX)));
@@ -233,14 +233,14 @@ Result<EppPorts> Epp::start() {
   };
   Impl* self = &im;
   im.metrics_server = std::make_unique<http::Server>(
-      so, [self](http::Request& req, http::ResponseWriter& w) { return self->handle_admin(req, w); });
+      so,
+      [self](http::Request& req, http::ResponseWriter& w) { return self->handle_admin(req, w); });
   KVROUTE_TRY(ports.metrics, im.metrics_server->start());
   im.router->start_background(im.metrics_server->executor(0), im.metrics_server->executor(0));
 
   im.health = std::make_unique<HealthService>([self] { return self->ready(); });
-  KVROUTE_TRY(im.health_server,
-              build_grpc(im.opts.address, im.opts.health_port, im.health.get(), 1 << 20,
-                         ports.health));
+  KVROUTE_TRY(im.health_server, build_grpc(im.opts.address, im.opts.health_port, im.health.get(),
+                                           1 << 20, ports.health));
   im.ext_proc = std::make_unique<ExtProcService>(im.core, im.open_streams);
   // A BUFFERED gateway sends the whole body in one message.
   KVROUTE_TRY(im.grpc_server, build_grpc(im.opts.address, im.opts.grpc_port, im.ext_proc.get(),

@@ -29,8 +29,8 @@ namespace kvroute::epp {
 
 struct EppOptions {
   std::string address = "0.0.0.0";
-  int grpc_port = 9002;    // 0: the OS picks
-  int health_port = 9003;  // 0: the OS picks
+  int grpc_port = 9002;     // 0: the OS picks
+  int health_port = 9003;   // 0: the OS picks
   int metrics_port = 9090;  // 0: the OS picks
   // "auto" (Envoy's protocol_config, else full duplex), "full-duplex" or "buffered".
   std::string body_mode = "auto";

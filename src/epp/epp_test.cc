@@ -3,6 +3,8 @@
 // headers and the body in chunks, forwards the body the picker streams back to the endpoint it
 // named, and passes the engine's response through the picker. Engines are simulated (`kvroute
 // sim` in-process). Also: the gRPC health service, drain, cancels, deadlines, a 10 MB body.
+#include "epp/epp.h"
+
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
@@ -10,7 +12,6 @@
 #include <thread>
 
 #include "envoy/service/ext_proc/v3/external_processor.grpc.pb.h"
-#include "epp/epp.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "proxy/proxy.h"
 #include "sim/server.h"
@@ -60,14 +61,14 @@ void add_header(pb::HttpHeaders& h, std::string k, std::string v) {
 // What the stand-in saw of one request.
 struct Exchange {
   grpc::Status status;
-  std::string destination;      // x-gateway-destination-endpoint
-  std::string metadata_dest;    // envoy.lb dynamic metadata
-  std::string forwarded_body;   // the body the picker streamed back
+  std::string destination;     // x-gateway-destination-endpoint
+  std::string metadata_dest;   // envoy.lb dynamic metadata
+  std::string forwarded_body;  // the body the picker streamed back
   std::size_t max_chunk = 0;
-  int immediate_status = 0;     // an immediate_response instead of a pick
+  int immediate_status = 0;  // an immediate_response instead of a pick
   std::string immediate_body;
   int engine_status = 0;
-  std::string client_body;      // what the client received (the echoed response)
+  std::string client_body;  // what the client received (the echoed response)
 };
 
 // Envoy's part, for one request.
@@ -116,7 +117,8 @@ class EnvoyStandIn {
     }
     EXPECT_TRUE(resp.has_request_headers());
     for (const auto& o : resp.request_headers().response().header_mutation().set_headers()) {
-      if (o.header().key() == "x-gateway-destination-endpoint") x.destination = o.header().raw_value();
+      if (o.header().key() == "x-gateway-destination-endpoint")
+        x.destination = o.header().raw_value();
     }
     x.metadata_dest = resp.dynamic_metadata()
                           .fields()
@@ -252,7 +254,8 @@ TEST(Epp, RefusalsAreImmediateResponsesAndTheStreamEndsOk) {
   EXPECT_TRUE(x.status.ok()) << x.status.error_message();
   EXPECT_EQ(x.immediate_status, 400);
   EXPECT_NE(x.immediate_body.find("invalid_request_error"), std::string::npos) << x.immediate_body;
-  x = envoy.send("/v1/chat/completions", R"({"model":"nope","messages":[{"role":"user","content":"hi"}]})");
+  x = envoy.send("/v1/chat/completions",
+                 R"({"model":"nope","messages":[{"role":"user","content":"hi"}]})");
   EXPECT_EQ(x.immediate_status, 404) << x.immediate_body;
   // The picker keeps serving.
   x = envoy.send("/v1/chat/completions",

@@ -64,8 +64,8 @@ EppMetrics::EppMetrics(metrics::Registry& reg)
                               "Time to route one request: parse, prompt blocks, candidates, pick.",
                               metrics::latency_buckets())),
       ready(reg.gauge("llm_d_epp_ready_endpoints", "Endpoints healthy and not ejected.")),
-      streams(reg.counter("kvroute_epp_streams_total",
-                          "ext_proc streams by body mode and outcome.", {"mode", "outcome"})) {}
+      streams(reg.counter("kvroute_epp_streams_total", "ext_proc streams by body mode and outcome.",
+                          {"mode", "outcome"})) {}
 
 StreamProcessor::StreamProcessor(const EppCore& core) : core_(core), t0_(Clock::now()) {}
 
@@ -92,10 +92,10 @@ bool StreamProcessor::on_request(const pb::ProcessingRequest& in,
         break;
       case BodyMode::kAuto:
         // Envoy names its modes in the first message; without them, llm-d's mode.
-        full_duplex_ = !in.has_protocol_config() ||
-                       in.protocol_config().request_body_mode() ==
-                           envoy::extensions::filters::http::ext_proc::v3::ProcessingMode::
-                               FULL_DUPLEX_STREAMED;
+        full_duplex_ =
+            !in.has_protocol_config() || in.protocol_config().request_body_mode() ==
+                                             envoy::extensions::filters::http::ext_proc::v3::
+                                                 ProcessingMode::FULL_DUPLEX_STREAMED;
         break;
     }
   }
@@ -278,7 +278,8 @@ bool StreamProcessor::route(std::vector<pb::ProcessingResponse>& out) {
   common->set_clear_route_cache(true);
   auto* mutation = common->mutable_header_mutation();
   set_header(*mutation, kDestinationHeader, dest);
-  if (full_duplex_ && !bodiless) set_header(*mutation, "content-length", std::to_string(body_.size()));
+  if (full_duplex_ && !bodiless)
+    set_header(*mutation, "content-length", std::to_string(body_.size()));
   if (core_.debug_headers) set_header(*mutation, "x-kvroute-reason", assignment_.decision().reason);
   auto& lb = (*picked.mutable_dynamic_metadata()->mutable_fields())[std::string(kLbNamespace)];
   (*lb.mutable_struct_value()->mutable_fields())[std::string(kDestinationHeader)].set_string_value(

@@ -1,8 +1,8 @@
 // The ext_proc state machine, message by message, as Envoy drives it (no gRPC): the sequences of
 // FULL_DUPLEX_STREAMED and BUFFERED, the refusals, the subset hint, trailers, cancels.
-#include <gtest/gtest.h>
-
 #include "epp/internal/processor.h"
+
+#include <gtest/gtest.h>
 
 namespace kvroute::epp {
 namespace {
@@ -32,9 +32,9 @@ class ProcessorTest : public ::testing::Test {
   }
   void SetUp() override { make(); }
 
-  static pb::ProcessingRequest headers(std::vector<std::pair<std::string, std::string>> hs,
-                                       bool eos, mode_pb::ProcessingMode::BodySendMode mode =
-                                                     mode_pb::ProcessingMode::FULL_DUPLEX_STREAMED) {
+  static pb::ProcessingRequest headers(
+      std::vector<std::pair<std::string, std::string>> hs, bool eos,
+      mode_pb::ProcessingMode::BodySendMode mode = mode_pb::ProcessingMode::FULL_DUPLEX_STREAMED) {
     pb::ProcessingRequest r;
     auto* h = r.mutable_request_headers();
     for (auto& [k, v] : hs) {
@@ -47,9 +47,9 @@ class ProcessorTest : public ::testing::Test {
     r.mutable_protocol_config()->set_response_body_mode(mode);
     return r;
   }
-  static pb::ProcessingRequest post(std::string path = "/v1/completions",
-                                    mode_pb::ProcessingMode::BodySendMode mode =
-                                        mode_pb::ProcessingMode::FULL_DUPLEX_STREAMED) {
+  static pb::ProcessingRequest post(
+      std::string path = "/v1/completions",
+      mode_pb::ProcessingMode::BodySendMode mode = mode_pb::ProcessingMode::FULL_DUPLEX_STREAMED) {
     return headers({{":method", "POST"}, {":path", path}, {"content-type", "application/json"}},
                    false, mode);
   }
@@ -93,8 +93,9 @@ class ProcessorTest : public ::testing::Test {
     auto lb = f.find("envoy.lb");
     EXPECT_NE(lb, f.end());
     if (lb != f.end()) {
-      EXPECT_EQ(lb->second.struct_value().fields().at(std::string(kDestinationHeader)).string_value(),
-                header);
+      EXPECT_EQ(
+          lb->second.struct_value().fields().at(std::string(kDestinationHeader)).string_value(),
+          header);
     }
     return header;
   }
@@ -123,7 +124,8 @@ class ProcessorTest : public ::testing::Test {
   EppCore core_;
 };
 
-const std::string kBody = R"({"model":"m","prompt":"Write as if you were a critic: San Francisco"})";
+const std::string kBody =
+    R"({"model":"m","prompt":"Write as if you were a critic: San Francisco"})";
 
 TEST_F(ProcessorTest, FullDuplexHoldsHeadersUntilTheBodyEndsThenPicksAndStreamsItBack) {
   StreamProcessor p(core_);
@@ -246,8 +248,10 @@ TEST_F(ProcessorTest, ClientErrorsAreImmediateOpenAiErrors) {
     EXPECT_TRUE(out.empty());
   }
   EXPECT_EQ(inflight(), 0);
-  EXPECT_NE(reg_.render().find(R"(llm_d_epp_request_error_total{model_name="",target_model_name="",error_code="400"} 3)"),
-            std::string::npos)
+  EXPECT_NE(
+      reg_.render().find(
+          R"(llm_d_epp_request_error_total{model_name="",target_model_name="",error_code="400"} 3)"),
+      std::string::npos)
       << reg_.render();
 }
 
@@ -272,7 +276,8 @@ TEST_F(ProcessorTest, NoAvailableBackendIs503) {
 
 pb::ProcessingRequest with_subset(pb::ProcessingRequest r, std::vector<std::string> items,
                                   bool as_list) {
-  auto& ns = (*r.mutable_metadata_context()->mutable_filter_metadata())[std::string(kSubsetNamespace)];
+  auto& ns =
+      (*r.mutable_metadata_context()->mutable_filter_metadata())[std::string(kSubsetNamespace)];
   auto& v = (*ns.mutable_fields())[std::string(kSubsetKey)];
   if (as_list) {
     for (const auto& i : items) v.mutable_list_value()->add_values()->set_string_value(i);
@@ -290,9 +295,9 @@ TEST_F(ProcessorTest, SubsetHintRestrictsThePick) {
       StreamProcessor p(core_);
       Replies out;
       // ip:port, or a bare ip (every port of that pod).
-      p.on_request(with_subset(post(), {"10.0.0.9:8000", round % 2 ? "10.0.0.2" : "10.0.0.2:8000"},
-                               as_list),
-                   out);
+      p.on_request(
+          with_subset(post(), {"10.0.0.9:8000", round % 2 ? "10.0.0.2" : "10.0.0.2:8000"}, as_list),
+          out);
       ASSERT_TRUE(p.on_request(body(kBody, true), out));
       EXPECT_EQ(destination(out[0].request_headers().response(), out[0]), "10.0.0.2:8000");
     }
@@ -393,8 +398,9 @@ TEST_F(ProcessorTest, CancelAfterThePickReleasesTheBackend) {
     EXPECT_EQ(inflight(), 1);
   }  // destroyed without an end: released too
   EXPECT_EQ(inflight(), 0);
-  EXPECT_NE(reg_.render().find(R"(llm_d_epp_request_running{model_name="m",target_model_name="m"} 0)"),
-            std::string::npos)
+  EXPECT_NE(
+      reg_.render().find(R"(llm_d_epp_request_running{model_name="m",target_model_name="m"} 0)"),
+      std::string::npos)
       << reg_.render();
 }
 
@@ -418,8 +424,8 @@ TEST_F(ProcessorTest, RepeatedPrefixesFollowTheCacheThroughTheSharedCore) {
     StreamProcessor p(core_);
     Replies out;
     p.on_request(post(), out);
-    p.on_request(body(R"({"model":"m","prompt":")" + prefix + "q" + std::to_string(i) + R"("})", true),
-                 out);
+    p.on_request(
+        body(R"({"model":"m","prompt":")" + prefix + "q" + std::to_string(i) + R"("})", true), out);
     const std::string dest = destination(out[0].request_headers().response(), out[0]);
     if (i == 0) first = dest;
     EXPECT_EQ(dest, first) << i;

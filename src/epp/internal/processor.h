@@ -4,8 +4,8 @@
 // tests drive it message by message: Envoy's ProcessingRequests in, the endpoint picker's
 // ProcessingResponses out. The routing itself is router::Router's, as for `kvroute serve`.
 //
-// The sequences (docs/adr/0240-epp-ext-proc-over-grpc.md; the contract: Envoy's external_processor.proto and
-// the Gateway API Inference Extension's endpoint picker protocol):
+// The sequences (docs/adr/0240-epp-ext-proc-over-grpc.md; the contract: Envoy's
+// external_processor.proto and the Gateway API Inference Extension's endpoint picker protocol):
 //  - FULL_DUPLEX_STREAMED (llm-d's mode): request headers are held; at the body's end of stream
 //    (or at request trailers) the request is routed, then the headers reply (destination header,
 //    clear_route_cache, envoy.lb dynamic metadata) and the body back as streamed_response chunks
@@ -58,11 +58,11 @@ class LabelCap {
 // llm-d's EPP metric names (dashboards query them), beside kvroute's own router metrics.
 struct EppMetrics {
   explicit EppMetrics(metrics::Registry& reg);
-  metrics::CounterFamily& requests;    // llm_d_epp_request_total{model_name,target_model_name}
-  metrics::CounterFamily& errors;      // llm_d_epp_request_error_total{...,error_code}
-  metrics::HistogramFamily& duration;  // llm_d_epp_request_duration_seconds{...}
-  metrics::HistogramFamily& ttft;      // llm_d_epp_request_ttft_seconds{...}
-  metrics::GaugeFamily& running;       // llm_d_epp_request_running{...}
+  metrics::CounterFamily& requests;     // llm_d_epp_request_total{model_name,target_model_name}
+  metrics::CounterFamily& errors;       // llm_d_epp_request_error_total{...,error_code}
+  metrics::HistogramFamily& duration;   // llm_d_epp_request_duration_seconds{...}
+  metrics::HistogramFamily& ttft;       // llm_d_epp_request_ttft_seconds{...}
+  metrics::GaugeFamily& running;        // llm_d_epp_request_running{...}
   metrics::HistogramFamily& scheduler;  // llm_d_epp_scheduler_e2e_duration_seconds
   metrics::GaugeFamily& ready;          // llm_d_epp_ready_endpoints
   metrics::CounterFamily& streams;      // kvroute_epp_streams_total{mode,outcome}
@@ -103,7 +103,8 @@ class StreamProcessor {
   const router::Backend* backend() const { return assignment_.backend(); }
 
  private:
-  void on_request_headers(const pb::ProcessingRequest& in, std::vector<pb::ProcessingResponse>& out);
+  void on_request_headers(const pb::ProcessingRequest& in,
+                          std::vector<pb::ProcessingResponse>& out);
   bool on_request_body(const pb::HttpBody& body, std::vector<pb::ProcessingResponse>& out);
   void on_request_trailers(std::vector<pb::ProcessingResponse>& out);
   void on_response_headers(const pb::HttpHeaders& h, std::vector<pb::ProcessingResponse>& out);
