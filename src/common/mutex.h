@@ -27,14 +27,21 @@
 #else
 #define KVROUTE_THREAD_ANNOTATION(x)
 #endif
+// abseil's legacy header (absl/base/internal/thread_annotations.h, which gRPC's headers include)
+// defines GUARDED_BY, PT_GUARDED_BY and NO_THREAD_SAFETY_ANALYSIS through this macro. Ours are
+// token for token the same definitions, so whichever header comes second redefines them
+// identically, which the preprocessor accepts silently.
+#ifndef THREAD_ANNOTATION_ATTRIBUTE__
+#if defined(__clang__)
+#define THREAD_ANNOTATION_ATTRIBUTE__(x) __attribute__((x))
+#else
+#define THREAD_ANNOTATION_ATTRIBUTE__(x)
+#endif
+#endif
 
-// The same names as clang's documentation and abseil (which gRPC's headers bring in) use, with the
-// same meaning: whichever header comes first, these definitions win here, and a later system
-// header's redefinition is not diagnosed.
+// The rest are not in abseil's legacy header; undefined first in case another library defines them.
 #undef CAPABILITY
 #undef SCOPED_CAPABILITY
-#undef GUARDED_BY
-#undef PT_GUARDED_BY
 #undef REQUIRES
 #undef REQUIRES_SHARED
 #undef ACQUIRE
@@ -43,11 +50,10 @@
 #undef RELEASE_SHARED
 #undef TRY_ACQUIRE
 #undef EXCLUDES
-#undef NO_THREAD_SAFETY_ANALYSIS
 #define CAPABILITY(x) KVROUTE_THREAD_ANNOTATION(capability(x))
 #define SCOPED_CAPABILITY KVROUTE_THREAD_ANNOTATION(scoped_lockable)
-#define GUARDED_BY(x) KVROUTE_THREAD_ANNOTATION(guarded_by(x))
-#define PT_GUARDED_BY(x) KVROUTE_THREAD_ANNOTATION(pt_guarded_by(x))
+#define GUARDED_BY(x) THREAD_ANNOTATION_ATTRIBUTE__(guarded_by(x))
+#define PT_GUARDED_BY(x) THREAD_ANNOTATION_ATTRIBUTE__(pt_guarded_by(x))
 #define REQUIRES(...) KVROUTE_THREAD_ANNOTATION(requires_capability(__VA_ARGS__))
 #define REQUIRES_SHARED(...) KVROUTE_THREAD_ANNOTATION(requires_shared_capability(__VA_ARGS__))
 #define ACQUIRE(...) KVROUTE_THREAD_ANNOTATION(acquire_capability(__VA_ARGS__))
@@ -56,7 +62,7 @@
 #define RELEASE_SHARED(...) KVROUTE_THREAD_ANNOTATION(release_shared_capability(__VA_ARGS__))
 #define TRY_ACQUIRE(...) KVROUTE_THREAD_ANNOTATION(try_acquire_capability(__VA_ARGS__))
 #define EXCLUDES(...) KVROUTE_THREAD_ANNOTATION(locks_excluded(__VA_ARGS__))
-#define NO_THREAD_SAFETY_ANALYSIS KVROUTE_THREAD_ANNOTATION(no_thread_safety_analysis)
+#define NO_THREAD_SAFETY_ANALYSIS THREAD_ANNOTATION_ATTRIBUTE__(no_thread_safety_analysis)
 
 namespace kvroute {
 

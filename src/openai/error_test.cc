@@ -37,8 +37,9 @@ TEST(ErrorBody, TypeFollowsTheStatus) {
 
 namespace kvroute::openai {
 TEST(ErrorBody, NamesTheParameter) {
-  EXPECT_EQ(error_body_for_param(400, "bad", "model"),
-            R"({"error":{"message":"bad","type":"invalid_request_error","param":"model","code":400}})");
+  EXPECT_EQ(
+      error_body_for_param(400, "bad", "model"),
+      R"({"error":{"message":"bad","type":"invalid_request_error","param":"model","code":400}})");
   EXPECT_EQ(error_body_for_param(400, "bad", ""), error_body(400, "bad"));
 }
 }  // namespace kvroute::openai

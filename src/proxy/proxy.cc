@@ -27,7 +27,6 @@ using http::Request;
 using http::ResponseWriter;
 using routing::Backend;
 using Clock = std::chrono::steady_clock;
-constexpr auto kTuple = http::use_task_tuple;
 // Request bodies from this size on are parsed and tokenized off the network thread.
 constexpr std::size_t kOffloadBodyBytes = 256 * 1024;
 
