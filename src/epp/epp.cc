@@ -44,7 +44,6 @@ class ProcessReactor final
     {
       MutexLock lock(mu_);
       for (auto& r : replies) queue_.push_back(std::move(r));
-      if (!more) refused_ = true;
       write_next_locked();
       if (!more) {
         // An immediate_response ends the stream once it is written.
@@ -96,7 +95,6 @@ class ProcessReactor final
   std::deque<pb::ProcessingResponse> queue_ GUARDED_BY(mu_);
   bool writing_ GUARDED_BY(mu_) = false;
   bool reads_done_ GUARDED_BY(mu_) = false;
-  bool refused_ GUARDED_BY(mu_) = false;
   bool write_failed_ GUARDED_BY(mu_) = false;
   bool finished_ GUARDED_BY(mu_) = false;
 };
@@ -159,14 +157,7 @@ struct Epp::Impl {
   std::unique_ptr<grpc::Server> health_server;
   bool stopped = false;
 
-  bool ready() const {
-    if (draining.load()) return false;
-    const auto now = routing::steady_now_ms();
-    for (auto* b : router->backends()) {
-      if (b->available(now)) return true;
-    }
-    return false;
-  }
+  bool ready() const { return !draining.load() && ready_endpoints() > 0; }
   int ready_endpoints() const {
     const auto now = routing::steady_now_ms();
     int n = 0;
