@@ -9,7 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_EACH="${1:-20}"
 JOBS="${JOBS:-$(nproc)}"
-TARGETS=(tokenizer_encode_fuzz chat_template_fuzz kv_events_decode_fuzz prom_parser_fuzz http_parser_fuzz)
+TARGETS=(tokenizer_encode_fuzz chat_template_fuzz kv_events_decode_fuzz prom_parser_fuzz http_parser_fuzz
+  epp_processor_fuzz)
 
 cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++-14 \
   -DKVROUTE_FUZZ=ON -DKVROUTE_BENCHMARKS=OFF >/dev/null

@@ -16,6 +16,9 @@ PACKAGES=(
   libgoogle-perftools-dev libmsgpuck-dev
   # the endpoint picker (kvroute epp): Envoy ext_proc over gRPC (docs/adr/0240-epp-ext-proc-over-grpc.md)
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
+  # Kubernetes discovery: TLS to the API server (docs/adr/0021-dynamic-backends-and-discovery.md);
+  # openssl makes the test's certificates
+  libssl-dev openssl
   # fuzzing, style and static checks (scripts/lint.sh), benchmarks, differential oracles
   clang-14 libclang-rt-14-dev clang-format-14 clang-tidy-14 nginx-light wrk linux-perf valgrind gnuplot-nox python3 python3-msgpack python3-jinja2
   prometheus

@@ -162,12 +162,22 @@ constexpr Field kRoutingFields[] = {
     {"kvEventsTemplate", read_scalar<&Config::kv_events_template>},
     {"kvEventsReplayTemplate", read_scalar<&Config::kv_events_replay_template>},
 };
+constexpr Field kDiscoveryFields[] = {
+    {"endpointsFile", read_scalar<&Config::endpoints_file>},
+    {"pollInterval", read_duration<&Config::discovery_poll_interval>},
+    {"maxEndpoints", read_scalar<&Config::max_endpoints>},
+    {"poolName", read_scalar<&Config::pool_name>},
+    {"poolNamespace", read_scalar<&Config::pool_namespace>},
+    {"poolGroup", read_scalar<&Config::pool_group>},
+    {"apiServer", read_scalar<&Config::kube_api_server>},
+    {"kubeconfig", read_scalar<&Config::kubeconfig>},
+};
 constexpr Field kLogFields[] = {
     {"level", read_scalar<&Config::log_level>},
 };
 constexpr Section kSections[] = {
     {"server", kServerFields},   {"upstream", kUpstreamFields}, {"health", kHealthFields},
-    {"routing", kRoutingFields}, {"log", kLogFields},
+    {"routing", kRoutingFields}, {"log", kLogFields},           {"discovery", kDiscoveryFields},
 };
 
 // Checks a section's keys against its rows, then reads every row's field.
@@ -181,12 +191,47 @@ Status read_section(const Reader& r, const YAML::Node& node, const Section& sect
   return {};
 }
 
+Result<std::vector<BackendConfig>> read_backends(const Reader& r, const YAML::Node& bs) {
+  std::vector<BackendConfig> out;
+  if (!bs.IsSequence()) return fail(r.err(bs, "backends", "must be a list"));
+  for (std::size_t i = 0; i < bs.size(); ++i) {
+    auto b = bs[i];
+    const std::string path = fmt::format("backends[{}]", i);
+    BackendConfig bc;
+    if (b.IsScalar()) {
+      bc.url = b.Scalar();
+    } else {
+      KVROUTE_TRY(
+          r.keys(b, path, {"url", "name", "models", "kvEvents", "kvEventsReplay", "numGpuBlocks"}));
+      KVROUTE_TRY(r.scalar(b, "url", path, bc.url));
+      KVROUTE_TRY(r.scalar(b, "name", path, bc.name));
+      KVROUTE_TRY(r.scalar(b, "kvEvents", path, bc.kv_events_endpoint));
+      KVROUTE_TRY(r.scalar(b, "kvEventsReplay", path, bc.kv_events_replay));
+      if (auto nb = b["numGpuBlocks"]) {
+        std::uint32_t v = 0;
+        KVROUTE_TRY(r.scalar(b, "numGpuBlocks", path, v));
+        bc.num_gpu_blocks = v;
+      }
+      if (auto ms = b["models"]) {
+        if (!ms.IsSequence()) return fail(r.err(ms, path + ".models", "must be a list of names"));
+        for (auto m : ms) bc.models.push_back(m.as<std::string>());
+      }
+    }
+    if (bc.url.empty()) return fail(r.err(b, path + ".url", "is required"));
+    if (auto ep = http::parse_http_url(bc.url); !ep)
+      return fail(r.err(b, path + ".url", ep.error().message));
+    if (bc.name.empty()) bc.name = bc.url;
+    out.push_back(std::move(bc));
+  }
+  return out;
+}
+
 Result<Config> parse_root(const YAML::Node& root, const Reader& r) {
   Config c;
   if (!root || root.IsNull()) return c;
   KVROUTE_TRY(r.keys(root, "",
-                     {"server", "upstream", "health", "routing", "backends", "log", "plugins",
-                      "schedulingProfiles", "apiVersion", "kind"}));
+                     {"server", "upstream", "health", "routing", "backends", "discovery", "log",
+                      "plugins", "schedulingProfiles", "apiVersion", "kind"}));
   for (const Section& section : kSections) {
     if (auto node = root[section.name]) KVROUTE_TRY(read_section(r, node, section, c));
   }
@@ -220,36 +265,13 @@ Result<Config> parse_root(const YAML::Node& root, const Reader& r) {
       return fail(r.err(rt["blockSize"], "routing.blockSize", "must be positive"));
   }
   if (auto bs = root["backends"]) {
-    if (!bs.IsSequence()) return fail(r.err(bs, "backends", "must be a list"));
-    for (std::size_t i = 0; i < bs.size(); ++i) {
-      auto b = bs[i];
-      const std::string path = fmt::format("backends[{}]", i);
-      BackendConfig bc;
-      if (b.IsScalar()) {
-        bc.url = b.Scalar();
-      } else {
-        KVROUTE_TRY(r.keys(
-            b, path, {"url", "name", "models", "kvEvents", "kvEventsReplay", "numGpuBlocks"}));
-        KVROUTE_TRY(r.scalar(b, "url", path, bc.url));
-        KVROUTE_TRY(r.scalar(b, "name", path, bc.name));
-        KVROUTE_TRY(r.scalar(b, "kvEvents", path, bc.kv_events_endpoint));
-        KVROUTE_TRY(r.scalar(b, "kvEventsReplay", path, bc.kv_events_replay));
-        if (auto nb = b["numGpuBlocks"]) {
-          std::uint32_t v = 0;
-          KVROUTE_TRY(r.scalar(b, "numGpuBlocks", path, v));
-          bc.num_gpu_blocks = v;
-        }
-        if (auto ms = b["models"]) {
-          if (!ms.IsSequence()) return fail(r.err(ms, path + ".models", "must be a list of names"));
-          for (auto m : ms) bc.models.push_back(m.as<std::string>());
-        }
-      }
-      if (bc.url.empty()) return fail(r.err(b, path + ".url", "is required"));
-      if (auto ep = http::parse_http_url(bc.url); !ep)
-        return fail(r.err(b, path + ".url", ep.error().message));
-      if (bc.name.empty()) bc.name = bc.url;
-      c.backends.push_back(std::move(bc));
-    }
+    KVROUTE_TRY(c.backends, read_backends(r, bs));
+  }
+  if (auto d = root["discovery"]) {
+    if (c.max_endpoints > 4096)
+      return fail(r.err(d["maxEndpoints"], "discovery.maxEndpoints", "must be 0..4096"));
+    if (!c.endpoints_file.empty() && !c.pool_name.empty())
+      return fail(r.err(d, "discovery", "endpointsFile and poolName exclude each other"));
   }
   if (auto ps = root["plugins"]) {
     if (!ps.IsSequence()) return fail(r.err(ps, "plugins", "must be a list"));
@@ -322,6 +344,24 @@ Result<Config> load_yaml(const std::string& text, const std::string& source) {
   }
 }
 
+Result<std::vector<BackendConfig>> load_backends_yaml(const std::string& text,
+                                                      const std::string& source) {
+  Reader r(source);
+  try {
+    YAML::Node root = YAML::Load(text);
+    if (!root || root.IsNull()) return std::vector<BackendConfig>{};
+    if (root.IsMap()) {
+      KVROUTE_TRY(r.keys(root, "", {"backends"}));
+      if (!root["backends"]) return std::vector<BackendConfig>{};
+      return read_backends(r, root["backends"]);
+    }
+    return read_backends(r, root);
+  } catch (const YAML::Exception& e) {
+    return fail(Error::invalid(
+        fmt::format("{}:{}:{}: {}", source, e.mark.line + 1, e.mark.column + 1, e.msg)));
+  }
+}
+
 Result<Config> load_file(const std::string& path) {
   std::ifstream f(path);
   if (!f) return fail(Error::not_found(fmt::format("{}: cannot open the config file", path)));
@@ -340,24 +380,36 @@ std::string expand_template(std::string_view tmpl, const http::Endpoint& ep) {
 }
 }  // namespace
 
-Status resolve(Config& c) {
-  for (auto& b : c.backends) {
-    auto ep = http::parse_http_url(b.url);
-    if (!ep) return fail(Error::invalid("backend " + b.url + ": " + ep.error().message));
-    if (b.kv_events_endpoint.empty() && !c.kv_events_template.empty()) {
-      b.kv_events_endpoint = expand_template(c.kv_events_template, *ep);
-      if (b.kv_events_replay.empty() && !c.kv_events_replay_template.empty()) {
-        b.kv_events_replay = expand_template(c.kv_events_replay_template, *ep);
-      }
+Status resolve_backend(const Config& c, BackendConfig& b) {
+  auto ep = http::parse_http_url(b.url);
+  if (!ep) return fail(Error::invalid("backend " + b.url + ": " + ep.error().message));
+  if (b.name.empty()) b.name = b.url;
+  if (b.kv_events_endpoint.empty() && !c.kv_events_template.empty()) {
+    b.kv_events_endpoint = expand_template(c.kv_events_template, *ep);
+    if (b.kv_events_replay.empty() && !c.kv_events_replay_template.empty()) {
+      b.kv_events_replay = expand_template(c.kv_events_replay_template, *ep);
     }
   }
   return {};
 }
 
+Status resolve(Config& c) {
+  for (auto& b : c.backends) KVROUTE_TRY(resolve_backend(c, b));
+  return {};
+}
+
 Status validate(const Config& c) {
-  if (c.backends.empty()) {
-    return fail(
-        Error::invalid("no backends: give --backend URL or a 'backends' list in the config file"));
+  if (c.backends.empty() && !c.dynamic_discovery()) {
+    return fail(Error::invalid(
+        "no backends: give --backend URL, a 'backends' list in the config file, --endpoints-file "
+        "or --pool-name"));
+  }
+  if (!c.endpoints_file.empty() && !c.pool_name.empty()) {
+    return fail(Error::invalid("--endpoints-file and --pool-name exclude each other"));
+  }
+  if (c.dynamic_discovery() && !c.backends.empty()) {
+    return fail(Error::invalid(
+        "static backends and discovery exclude each other: list them in the endpoints file"));
   }
   std::set<std::string> names;
   for (const auto& b : c.backends) {

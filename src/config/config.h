@@ -89,8 +89,18 @@ struct Config {
   std::uint32_t block_size = 16;
   std::vector<PluginConfig> plugins;
   std::vector<SchedulingProfile> profiles;
-  // backends
+  // backends: the static list, and discovery adding and removing backends while running
+  // (docs/adr/0021). At most one dynamic source: a file of endpoints, or an InferencePool.
   std::vector<BackendConfig> backends;
+  std::string endpoints_file;              // YAML file of `backends`, reloaded when it changes
+  Duration discovery_poll_interval{1000};  // how often the file is checked
+  std::uint32_t max_endpoints = 0;  // backend slots; 0: the static count, or 64 with discovery
+  std::string pool_name;            // InferencePool (inference.networking.k8s.io/v1)
+  std::string pool_namespace;       // "": the pod's own namespace in a cluster, else "default"
+  std::string pool_group = "inference.networking.k8s.io";
+  std::string kube_api_server;  // "": in-cluster (KUBERNETES_SERVICE_HOST), else the kubeconfig's
+  std::string kubeconfig;       // kubeconfig file outside the cluster
+  bool dynamic_discovery() const { return !endpoints_file.empty() || !pool_name.empty(); }
   // logging
   std::string log_level = "info";
 };
@@ -101,6 +111,11 @@ Result<Config> load_file(const std::string& path);
 Result<Config> load_yaml(const std::string& text, const std::string& source);
 // Fills what the config derives: backends' KV-event endpoints from the templates. Idempotent.
 Status resolve(Config& c);
+// The same for one backend found by discovery (the templates of `c`); fills its name too.
+Status resolve_backend(const Config& c, BackendConfig& b);
+// An endpoints file: `backends:` with the config file's backend schema (or the bare list).
+Result<std::vector<BackendConfig>> load_backends_yaml(const std::string& text,
+                                                      const std::string& source);
 // Checks cross-field rules (at least one backend, valid URLs, positive limits).
 Status validate(const Config& c);
 // Parses "250ms", "2s", "1m", "1h" or a bare number of milliseconds.

@@ -161,7 +161,7 @@ struct Epp::Impl {
   int ready_endpoints() const {
     const auto now = routing::steady_now_ms();
     int n = 0;
-    for (auto* b : router->backends()) n += b->available(now) ? 1 : 0;
+    for (auto* b : router->backend_list()) n += b->available(now) ? 1 : 0;
     return n;
   }
 
@@ -239,7 +239,7 @@ Result<EppPorts> Epp::start() {
   spdlog::info(
       "kvroute epp: ext_proc on {}:{}, gRPC health on {}, metrics on {}; {} backends, policy {}, "
       "body mode {}",
-      im.opts.address, ports.grpc, ports.health, ports.metrics, im.router->backends().size(),
+      im.opts.address, ports.grpc, ports.health, ports.metrics, im.router->backend_list().size(),
       im.router->policy().name(), im.opts.body_mode);
   return ports;
 }

@@ -214,7 +214,7 @@ TEST(Epp, HitRateThroughTheGatewayEqualsServesOnTheSameWorkload) {
       epp_cached += c;
     }
     EXPECT_TRUE(testing::wait_until([&] { return epp.open_streams() == 0; }, 5s));
-    for (auto* b : epp.router().backends()) EXPECT_EQ(b->inflight.load(), 0) << b->name;
+    for (auto* b : epp.router().backend_list()) EXPECT_EQ(b->inflight.load(), 0) << b->name;
     auto m = testing::get(ports->metrics, "/metrics");
     EXPECT_NE(m.body.find(R"(llm_d_epp_request_total{model_name="m",target_model_name="m"} 30)"),
               std::string::npos)
@@ -308,7 +308,7 @@ TEST(Epp, TenMegabyteBodyComesBackInChunksOf62000) {
   ctx.TryCancel();  // the client went away before the response
   stream->Finish();
   EXPECT_TRUE(testing::wait_until([&] { return epp.open_streams() == 0; }, 5s));
-  for (auto* b : epp.router().backends()) EXPECT_EQ(b->inflight.load(), 0);
+  for (auto* b : epp.router().backend_list()) EXPECT_EQ(b->inflight.load(), 0);
 }
 
 TEST(Epp, CancelMidBodyAndStreamsThatNeverEndAreBoundedAndReleased) {
@@ -351,14 +351,14 @@ TEST(Epp, CancelMidBodyAndStreamsThatNeverEndAreBoundedAndReleased) {
     ASSERT_TRUE(stream->Read(&resp));
     EXPECT_TRUE(resp.has_request_headers());
     int inflight = 0;
-    for (auto* be : epp.router().backends()) inflight += be->inflight.load();
+    for (auto* be : epp.router().backend_list()) inflight += be->inflight.load();
     EXPECT_EQ(inflight, 1);
     while (stream->Read(&resp)) {
     }
     EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
   }
   EXPECT_TRUE(testing::wait_until([&] { return epp.open_streams() == 0; }, 5s));
-  for (auto* b : epp.router().backends()) EXPECT_EQ(b->inflight.load(), 0);
+  for (auto* b : epp.router().backend_list()) EXPECT_EQ(b->inflight.load(), 0);
 }
 
 TEST(Epp, HealthServicesFollowReadinessAndDrain) {

@@ -156,6 +156,6 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     }
     p.on_stream_end();
   }
-  for (auto* b : f->router->backends()) check(b->inflight.load() == 0);
+  for (auto* b : f->router->backend_list()) check(b->inflight.load() == 0);
   return 0;
 }

@@ -114,7 +114,7 @@ class ProcessorTest : public ::testing::Test {
   }
   int inflight() const {
     int n = 0;
-    for (auto* b : router_->backends()) n += b->inflight.load();
+    for (auto* b : router_->backend_list()) n += b->inflight.load();
     return n;
   }
 
@@ -266,7 +266,7 @@ TEST_F(ProcessorTest, BodiesOverTheLimitAre413) {
 }
 
 TEST_F(ProcessorTest, NoAvailableBackendIs503) {
-  for (auto* b : router_->backends()) b->healthy.store(false);
+  for (auto* b : router_->backend_list()) b->healthy.store(false);
   StreamProcessor p(core_);
   Replies out;
   p.on_request(post(), out);

@@ -38,19 +38,20 @@ Result<std::unique_ptr<PreciseIndexer>> PreciseIndexer::create(IndexerConfig con
   std::unique_ptr<PreciseIndexer> self(new PreciseIndexer(std::move(config)));
   IndexerConfig& cfg = self->cfg_;
   self->index_ = std::make_unique<KvBlockIndex>(cfg.index);
-  self->tracked_.assign(cfg.num_backends, 0);
+  self->tracked_ = std::make_unique<std::atomic<std::uint8_t>[]>(cfg.num_backends);
   for (std::size_t i = 0; i < cfg.engines.size(); ++i) {
     auto& e = cfg.engines[i];
     if (e.backend >= cfg.num_backends) {
       return fail(Error::invalid(fmt::format("kv index: engine '{}' has backend index {} >= {}",
                                              e.endpoint, e.backend, cfg.num_backends)));
     }
-    if (self->tracked_[e.backend]) {
+    if (self->tracked_[e.backend].exchange(1)) {
       return fail(Error::invalid(fmt::format("kv index: backend {} listed twice", e.backend)));
     }
-    self->tracked_[e.backend] = 1;
     if (e.engine_id.empty()) e.engine_id = fmt::format("backend-{}", e.backend);
     if (!e.model.empty()) self->index_->set_engine_model(e.backend, e.model);
+    MutexLock lk(self->mu_);
+    self->engines_.emplace_back(e.engine_id, e.backend);
   }
   PreciseIndexer* p = self.get();
   kv_events::SubscriberCallbacks cb;
@@ -72,12 +73,53 @@ Result<std::unique_ptr<PreciseIndexer>> PreciseIndexer::create(IndexerConfig con
 }
 
 std::size_t PreciseIndexer::backend_of(const std::string& id) const {
-  // Few engines, ids fixed at creation: a linear scan is cheaper than hashing for < ~32 engines and
-  // runs once per batch.
-  for (const auto& e : cfg_.engines) {
-    if (e.engine_id == id) return e.backend;
+  // Few engines: a linear scan is cheaper than hashing for < ~32 engines and runs once per batch.
+  MutexLock lk(mu_);
+  for (const auto& [eid, backend] : engines_) {
+    if (eid == id) return backend;
   }
   return cfg_.num_backends;
+}
+
+Status PreciseIndexer::add_engine(IndexedEngine e) {
+  if (e.backend >= cfg_.num_backends) {
+    return fail(Error::invalid(
+        fmt::format("kv index: backend index {} >= {}", e.backend, cfg_.num_backends)));
+  }
+  if (tracked_[e.backend].exchange(1)) {
+    return fail(Error::invalid(fmt::format("kv index: backend {} tracked already", e.backend)));
+  }
+  {
+    MutexLock lk(mu_);
+    if (e.engine_id.empty()) e.engine_id = fmt::format("backend-{}.{}", e.backend, ++generation_);
+    engines_.emplace_back(e.engine_id, e.backend);
+  }
+  // A reused slot starts empty and fresh.
+  index_->clear_engine(e.backend);
+  index_->clear_stale(e.backend);
+  if (!e.model.empty()) index_->set_engine_model(e.backend, e.model);
+  auto st = sub_->add_engine({e.engine_id, e.endpoint, e.replay_endpoint});
+  if (!st) {
+    MutexLock lk(mu_);
+    std::erase_if(engines_, [&](const auto& p) { return p.second == e.backend; });
+    tracked_[e.backend].store(0);
+    return st;
+  }
+  return {};
+}
+
+void PreciseIndexer::remove_engine(std::size_t backend) {
+  if (backend >= cfg_.num_backends || !tracked_[backend].exchange(0)) return;
+  std::string id;
+  {
+    MutexLock lk(mu_);
+    for (const auto& [eid, b] : engines_) {
+      if (b == backend) id = eid;
+    }
+    std::erase_if(engines_, [&](const auto& p) { return p.second == backend; });
+  }
+  if (!id.empty()) (void)sub_->remove_engine(id);
+  index_->clear_engine(backend);
 }
 
 void PreciseIndexer::on_batch(const std::string& id, const kv_events::EventBatch& batch) {
@@ -124,7 +166,7 @@ void PreciseIndexer::set_model(std::size_t backend, std::string_view model) {
 }
 
 bool PreciseIndexer::is_tracked(std::size_t backend) const {
-  return backend < tracked_.size() && tracked_[backend];
+  return backend < cfg_.num_backends && tracked_[backend].load(std::memory_order_relaxed) != 0;
 }
 
 bool PreciseIndexer::has_precise(std::size_t backend) const {
@@ -144,7 +186,10 @@ IndexerStats PreciseIndexer::stats(bool memory) const {
   s.backend_down_clears = down_clears_.load(std::memory_order_acquire);
   s.stale_reports = stale_reports_.load(std::memory_order_acquire);
   s.index = index_->stats();
-  for (const auto& e : cfg_.engines) s.stale_engines += index_->is_stale(e.backend) ? 1 : 0;
+  {
+    MutexLock lk(mu_);
+    for (const auto& e : engines_) s.stale_engines += index_->is_stale(e.second) ? 1 : 0;
+  }
   s.entries = index_->entries();
   if (memory) s.memory_bytes = index_->memory_bytes();
   if (sub_) s.subscriber = sub_->stats();

@@ -31,6 +31,7 @@
 #include <string>
 #include <vector>
 
+#include "common/mutex.h"
 #include "common/result.h"
 #include "config/config.h"
 #include "kv_events/subscriber.h"
@@ -92,6 +93,13 @@ class PreciseIndexer {
   PreciseIndexer(const PreciseIndexer&) = delete;
   PreciseIndexer& operator=(const PreciseIndexer&) = delete;
 
+  // Subscribes to one more backend's events while running (discovery added it). Errors: bad
+  // endpoint, backend out of range or already tracked.
+  Status add_engine(IndexedEngine e);
+  // Unsubscribes from `backend` and forgets its entries (discovery removed it); when this returns
+  // no callback for it runs any more. No-op when not tracked.
+  void remove_engine(std::size_t backend);
+
   // The model served by `backend` (seeds block-0 chains). Call when learned from /v1/models.
   void set_model(std::size_t backend, std::string_view model);
 
@@ -125,8 +133,12 @@ class PreciseIndexer {
 
   IndexerConfig cfg_;
   std::unique_ptr<KvBlockIndex> index_;
-  std::vector<std::string> ids_;       // by engine position in cfg_.engines
-  std::vector<std::uint8_t> tracked_;  // by backend
+  // Subscriber engine id -> backend, for the engines subscribed now (the subscriber thread reads
+  // it once per batch; discovery writes it).
+  mutable Mutex mu_;
+  std::vector<std::pair<std::string, std::size_t>> engines_ GUARDED_BY(mu_);
+  std::unique_ptr<std::atomic<std::uint8_t>[]> tracked_;  // by backend: 1 while subscribed
+  std::uint64_t generation_ GUARDED_BY(mu_) = 0;          // makes engine ids unique across reuse
   std::unique_ptr<kv_events::ZmqEventSubscriber> sub_;
   std::atomic<std::uint64_t> batches_{0}, resets_{0}, stale_reports_{0}, down_clears_{0};
 };

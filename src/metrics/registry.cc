@@ -140,6 +140,16 @@ Cell& Family<Cell>::with(std::initializer_list<std::string_view> values) {
 }
 
 template <typename Cell>
+void Family<Cell>::remove(std::initializer_list<std::string_view> values) {
+  std::vector<std::string> v(values.begin(), values.end());
+  MutexLock lock(mu_);
+  auto it = cells_.find(v);
+  if (it == cells_.end()) return;
+  retired_.push_back(std::move(it->second));
+  cells_.erase(it);
+}
+
+template <typename Cell>
 void Family<Cell>::render(std::string& out) const {
   out += "# HELP ";
   out += name_;

@@ -97,6 +97,9 @@ class Family {
   // The cell for these label values (created on first use). Requires: values.size() == labels.
   Cell& with(std::initializer_list<std::string_view> values);
   Cell& with(const std::vector<std::string>& values);
+  // Stops exporting the series (a backend that left the pool). The cell stays valid for anyone
+  // holding it; a later with() of the same values starts a new one.
+  void remove(std::initializer_list<std::string_view> values);
   void render(std::string& out) const;
   const std::string& name() const { return name_; }
 
@@ -107,6 +110,7 @@ class Family {
   std::vector<double> bounds_;
   mutable Mutex mu_;
   std::map<std::vector<std::string>, std::unique_ptr<Cell>> cells_ GUARDED_BY(mu_);
+  std::vector<std::unique_ptr<Cell>> retired_ GUARDED_BY(mu_);
 };
 
 using CounterFamily = Family<Counter>;

@@ -37,6 +37,11 @@ double seconds_since(Clock::time_point t) {
 }  // namespace
 
 struct Proxy::Impl {
+  // Names this proxy in thread-local caches (a later proxy, in tests, may reuse the address).
+  const std::uint64_t id = [] {
+    static std::atomic<std::uint64_t> next{1};
+    return next.fetch_add(1);
+  }();
   config::Config cfg;
   metrics::Registry reg;
   // Parses and tokenizes request bodies of kOffloadBodyBytes or more, so that a prompt of many
@@ -46,15 +51,30 @@ struct Proxy::Impl {
   std::vector<std::unique_ptr<http::ConnectionPool>> pools;  // one per worker thread
   // The routing core (router/router.h); destroyed before the server's executors.
   std::unique_ptr<router::Router> router;
-  std::span<Backend* const> backends;
   metrics::CounterFamily* requests = nullptr;
   metrics::HistogramFamily* latency = nullptr;
   metrics::HistogramFamily* ttfb = nullptr;
   metrics::CounterFamily* retries = nullptr;
   metrics::CounterFamily* client_errors = nullptr;
 
-  // Hot cells resolved once: [endpoint][backend] for 200s, [endpoint] for the histograms.
-  std::vector<metrics::Counter*> ok_cells[2];
+  // Hot cells resolved once: [endpoint] for the histograms; the 200 counters per backend are cached
+  // per worker thread (ok_cell), since discovery adds backends while running.
+  metrics::Counter& ok_cell(int slot, const Backend& b) {
+    struct Entry {
+      std::uint64_t owner;
+      const Backend* b;
+      metrics::Counter* cell;
+    };
+    thread_local std::vector<Entry> cache[2];
+    auto& c = cache[slot];
+    const auto i = static_cast<std::size_t>(b.index);
+    if (c.size() <= i) c.resize(i + 1, Entry{0, nullptr, nullptr});
+    if (c[i].owner != id || c[i].b != &b) {
+      const char* eps[2] = {"/v1/completions", "/v1/chat/completions"};
+      c[i] = {id, &b, &requests->with({eps[slot], "200", b.name})};
+    }
+    return *c[i].cell;
+  }
   metrics::Histogram* latency_cells[2] = {nullptr, nullptr};
   metrics::Histogram* ttfb_cells[2] = {nullptr, nullptr};
   static int endpoint_slot(std::string_view label) { return label == "/v1/completions" ? 0 : 1; }
@@ -62,7 +82,6 @@ struct Proxy::Impl {
   void resolve_cells() {
     const char* eps[2] = {"/v1/completions", "/v1/chat/completions"};
     for (int e = 0; e < 2; ++e) {
-      for (auto* b : backends) ok_cells[e].push_back(&requests->with({eps[e], "200", b->name}));
       latency_cells[e] = &latency->with({eps[e]});
       ttfb_cells[e] = &ttfb->with({eps[e]});
     }
@@ -190,7 +209,8 @@ http::Task<void> Proxy::Impl::handle(Request& req, ResponseWriter& w) {
   } else if (path == "/ready" && get) {
     const auto now = routing::steady_now_ms();
     int n = 0;
-    for (auto* b : backends) n += b->available(now) ? 1 : 0;
+    const router::BackendSet members = router->backends();
+    for (auto* b : *members) n += b->available(now) ? 1 : 0;
     std::string body =
         fmt::format(R"({{"ready":{},"healthy_backends":{}}})", n > 0 ? "true" : "false", n);
     co_await w.send(n > 0 ? 200 : 503, "application/json", std::move(body), none);
@@ -393,7 +413,7 @@ void Proxy::Impl::record_outcome(std::string_view label, int status, const Backe
                                  double total_s, double ttfb_s) {
   const int slot = endpoint_slot(label);
   if (status == 200 && !gone) {
-    ok_cells[slot][static_cast<std::size_t>(b.index)]->inc();
+    ok_cell(slot, b).inc();
   } else {
     requests->with({std::string(label), gone ? "499" : std::to_string(status), b.name}).inc();
   }
@@ -422,14 +442,13 @@ Result<std::uint16_t> Proxy::start() {
   auto& im = *impl_;
   KVROUTE_TRY(im.router, router::Router::create(std::move(im.cfg), im.reg));
   im.cfg = im.router->config();  // resolved
-  im.backends = im.router->backends();
   im.declare_metrics();
   im.resolve_cells();
 
   // The open-file limit bounds client connections and idle upstream ones
   // (proxy/internal/fd_budget.h).
   const OpenFileLimit fd_limit = raise_open_file_limit();
-  const FdPlan fds = plan_fds(fd_limit.now, im.cfg.threads, im.backends.size(),
+  const FdPlan fds = plan_fds(fd_limit.now, im.cfg.threads, im.router->capacity(),
                               im.cfg.max_connections, im.cfg.max_idle_per_backend);
   if (fd_limit.now > fd_limit.before) {
     spdlog::info("open-file limit raised from {} to {}", fd_limit.before, fd_limit.now);
@@ -475,7 +494,7 @@ Result<std::uint16_t> Proxy::start() {
   im.router->start_background(im.server->executor(0),
                               im.server->executor(im.server->threads() - 1));
   spdlog::info("kvroute serving on {}:{} with {} backends, policy {}, {} threads", im.cfg.address,
-               *port, im.backends.size(), im.router->policy().name(), im.cfg.threads);
+               *port, im.router->backends()->size(), im.router->policy().name(), im.cfg.threads);
   return *port;
 }
 
@@ -487,7 +506,7 @@ void Proxy::stop(std::chrono::milliseconds grace) {
 }
 
 metrics::Registry& Proxy::registry() { return impl_->reg; }
-std::span<routing::Backend* const> Proxy::backends() const { return impl_->backends; }
+router::BackendSet Proxy::backends() const { return impl_->router->backends(); }
 std::uint16_t Proxy::port() const { return impl_->server ? impl_->server->port() : 0; }
 
 int run_serve(config::Config cfg) {

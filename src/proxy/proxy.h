@@ -17,6 +17,7 @@
 #include "common/result.h"
 #include "config/config.h"
 #include "metrics/registry.h"
+#include "router/router.h"
 #include "routing/backend.h"
 
 namespace kvroute::proxy {
@@ -34,7 +35,7 @@ class Proxy {
   void stop(std::chrono::milliseconds grace);
 
   metrics::Registry& registry();
-  std::span<routing::Backend* const> backends() const;
+  router::BackendSet backends() const;
   std::uint16_t port() const;
 
  private:

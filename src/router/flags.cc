@@ -4,6 +4,23 @@
 
 namespace kvroute::router {
 
+namespace {
+void add_discovery_flags(CLI::App& cmd, RoutingFlags& f) {
+  cmd.add_option("--endpoints-file", f.endpoints_file,
+                 "YAML file of backends (`backends:` as in --config), reloaded when it changes");
+  cmd.add_option("--pool-name", f.pool_name,
+                 "InferencePool whose Ready pods are the backends (Kubernetes discovery)");
+  cmd.add_option("--pool-namespace", f.pool_namespace,
+                 "Namespace of --pool-name (default: the pod's own, else \"default\")");
+  cmd.add_option("--kubeconfig", f.kubeconfig,
+                 "kubeconfig outside the cluster (default: in-cluster service account)");
+  cmd.add_option("--kube-api-server", f.kube_api_server,
+                 "Kubernetes API server URL, overriding the kubeconfig's or in-cluster one");
+  cmd.add_option("--max-endpoints", f.max_endpoints,
+                 "Backend slots with discovery (default 64; the static count without)");
+}
+}  // namespace
+
 void add_routing_flags(CLI::App& cmd, RoutingFlags& f) {
   // Defaults named in the help are those of a default-constructed config::Config, so the help
   // cannot drift from the code.
@@ -34,6 +51,7 @@ void add_routing_flags(CLI::App& cmd, RoutingFlags& f) {
   cmd.add_option("--kv-events-replay-template", f.kv_replay_template,
                  "Replay endpoint template, e.g. tcp://{host}:5558")
       ->default_str("\"\" (none)");
+  add_discovery_flags(cmd, f);
 }
 
 Result<config::Config> routing_config(const RoutingFlags& f) {
@@ -56,6 +74,12 @@ Result<config::Config> routing_config(const RoutingFlags& f) {
   }
   if (!f.kv_events_template.empty()) cfg.kv_events_template = f.kv_events_template;
   if (!f.kv_replay_template.empty()) cfg.kv_events_replay_template = f.kv_replay_template;
+  if (!f.endpoints_file.empty()) cfg.endpoints_file = f.endpoints_file;
+  if (!f.pool_name.empty()) cfg.pool_name = f.pool_name;
+  if (!f.pool_namespace.empty()) cfg.pool_namespace = f.pool_namespace;
+  if (!f.kubeconfig.empty()) cfg.kubeconfig = f.kubeconfig;
+  if (!f.kube_api_server.empty()) cfg.kube_api_server = f.kube_api_server;
+  if (f.max_endpoints != 0) cfg.max_endpoints = f.max_endpoints;
   if (f.kv_events.size() > f.backends.size() || f.kv_replay.size() > f.kv_events.size()) {
     return fail(Error::invalid(
         "--kv-events and --kv-events-replay pair with --backend by position: give at most one "

@@ -7,6 +7,7 @@
 // Thread-safety: start-up only (CLI parsing).
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -31,11 +32,20 @@ struct RoutingFlags {
   std::vector<std::string> model_tokenizers;
   std::string kv_events_template;
   std::string kv_replay_template;
+  // discovery
+  std::string endpoints_file;
+  std::string pool_name;
+  std::string pool_namespace;
+  std::string kubeconfig;
+  std::string kube_api_server;
+  std::uint32_t max_endpoints = 0;
 };
 
 // Adds --config, --backend, --kv-events, --kv-events-replay, --policy, --log-level,
 // --session-header, --tokenizer, --model-tokenizer, --kv-events-template and
-// --kv-events-replay-template to `cmd`, writing into `flags` (which must outlive parsing).
+// --kv-events-replay-template, and discovery's --endpoints-file, --pool-name, --pool-namespace,
+// --kubeconfig, --kube-api-server and --max-endpoints to `cmd`, writing into `flags` (which must
+// outlive parsing).
 void add_routing_flags(CLI::App& cmd, RoutingFlags& flags);
 
 // Loads --config (when given) and applies the flags over it; errors name the file or the flag.

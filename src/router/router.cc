@@ -11,6 +11,7 @@
 
 #include "common/hash.h"
 #include "common/log.h"
+#include "discovery/discovery.h"
 #include "http/client.h"
 #include "kv_index/precise_scorer.h"
 #include "metrics/prom_parser.h"
@@ -29,8 +30,20 @@ struct Router::Impl {
   // Names this router in thread-local caches (an address could be reused by a later router).
   const std::uint64_t id = next_router_id.fetch_add(1);
   config::Config cfg;
-  std::vector<std::unique_ptr<Backend>> owned;
-  std::vector<Backend*> backends;
+  std::size_t capacity = 0;  // backend slots (index structures are sized by it)
+  // Membership (docs/adr/0021). Backends are never freed while the router lives: a reader may
+  // hold a removed one (a snapshot, an Assignment). A slot is reused only once its last occupant
+  // has no request in flight, so late completions never touch the new occupant's entries.
+  mutable Mutex mu;
+  std::vector<std::unique_ptr<Backend>> owned GUARDED_BY(mu);  // every backend ever created
+  struct Slot {
+    Backend* b = nullptr;  // current or last occupant
+    bool live = false;
+    std::optional<std::uint32_t> fixed_blocks;  // configured num_gpu_blocks (not scraped)
+  };
+  std::vector<Slot> slots GUARDED_BY(mu);
+  BackendSet members GUARDED_BY(mu) = std::make_shared<const std::vector<Backend*>>();
+  std::unique_ptr<discovery::Source> discovery;
   std::unique_ptr<routing::Policy> policy;
   std::shared_ptr<routing::RoutingContext> routing_ctx;
   // Models without their own tokenizer; null: character blocks.
@@ -98,6 +111,18 @@ struct Router::Impl {
   void down(const Backend& b) {
     if (backend_down) backend_down(b);
   }
+  BackendSet snapshot() const {
+    MutexLock lk(mu);
+    return members;
+  }
+  std::optional<std::uint32_t> fixed_blocks(const Backend& b) const {
+    MutexLock lk(mu);
+    return slots[static_cast<std::size_t>(b.index)].fixed_blocks;
+  }
+  Status set_backends(std::vector<config::BackendConfig> list);
+  Status add_locked(const config::BackendConfig& bc) REQUIRES(mu);
+  void remove_locked(Backend& b) REQUIRES(mu);
+  void publish_locked() REQUIRES(mu);
 
   Result<void> load_encoders();
   Result<void> build();
@@ -145,8 +170,10 @@ void Assignment::release() {
   if (!b_) return;
   Backend* b = b_;
   b_ = nullptr;
-  b->inflight.fetch_sub(1);
+  // The hooks first: once in-flight reaches 0 a removed backend's slot may be reused, and nothing
+  // of this request may land in the new occupant's entries.
   r_->impl_->policy->on_done(*rr_, *b, ok_);
+  b->inflight.fetch_sub(1);
 }
 
 // --- Router ------------------------------------------------------------------------------------
@@ -155,14 +182,62 @@ Router::Router() : impl_(std::make_unique<Impl>()) {}
 Router::~Router() { stop(); }
 
 const config::Config& Router::config() const { return impl_->cfg; }
-std::span<Backend* const> Router::backends() const { return impl_->backends; }
+BackendSet Router::backends() const { return impl_->snapshot(); }
 routing::Policy& Router::policy() { return *impl_->policy; }
 void Router::on_backend_down(std::function<void(const Backend&)> fn) {
   impl_->backend_down = std::move(fn);
 }
 
+std::size_t Router::capacity() const { return impl_->capacity; }
+
+Status Router::set_backends(std::vector<config::BackendConfig> list) {
+  return impl_->set_backends(std::move(list));
+}
+
+Status Router::Impl::set_backends(std::vector<config::BackendConfig> list) {
+  auto& im = *this;
+  std::set<std::string> wanted;
+  for (auto& bc : list) {
+    KVROUTE_TRY(config::resolve_backend(im.cfg, bc));
+    if (!wanted.insert(bc.url).second) {
+      return fail(Error::invalid("backend " + bc.url + " listed twice"));
+    }
+  }
+  std::vector<Backend*> gone;
+  Status result;
+  {
+    MutexLock lk(im.mu);
+    std::set<std::string> have;
+    for (auto& slot : im.slots) {
+      if (!slot.live) continue;
+      if (wanted.contains(slot.b->url)) {
+        have.insert(slot.b->url);
+      } else {
+        im.remove_locked(*slot.b);
+        gone.push_back(slot.b);
+      }
+    }
+    for (const auto& bc : list) {
+      if (have.contains(bc.url)) continue;
+      if (auto st = im.add_locked(bc); !st) {
+        spdlog::error("discovery: {}", st.error().message);
+        if (result) result = st;
+      } else {
+        spdlog::info("backend {} added ({})", bc.name, bc.url);
+      }
+    }
+    im.publish_locked();
+  }
+  for (auto* b : gone) {
+    spdlog::info("backend {} removed ({} in flight finish there)", b->name, b->inflight.load());
+    im.down(*b);  // front doors drop their idle connections to it
+  }
+  return result;
+}
+
 Backend* Router::find_backend(std::string_view host, std::uint16_t port) const {
-  for (auto* b : impl_->backends) {
+  const BackendSet members = impl_->snapshot();
+  for (auto* b : *members) {
     if (b->endpoint.port == port && b->endpoint.host == host) return b;
   }
   return nullptr;
@@ -189,23 +264,77 @@ Result<void> Router::Impl::load_encoders() {
   return {};
 }
 
+Status Router::Impl::add_locked(const config::BackendConfig& bc) {
+  auto ep = http::parse_http_url(bc.url);
+  if (!ep) return fail(ep.error());
+  // A free slot: never used, or its last occupant removed and idle.
+  std::size_t i = slots.size();
+  for (std::size_t k = 0; k < slots.size(); ++k) {
+    if (!slots[k].live && (!slots[k].b || slots[k].b->inflight.load() == 0)) {
+      i = k;
+      break;
+    }
+  }
+  if (i == slots.size()) {
+    return fail(Error::unavailable(
+        fmt::format("no free backend slot for {} ({} in use or draining; raise maxEndpoints)",
+                    bc.url, capacity)));
+  }
+  auto b = std::make_unique<Backend>(static_cast<int>(i), bc.name, bc.url, *ep);
+  if (!bc.models.empty()) b->models.set(bc.models);
+  Slot& slot = slots[i];
+  const bool reused = slot.b != nullptr;
+  slot.b = b.get();
+  slot.live = true;
+  slot.fixed_blocks = bc.num_gpu_blocks;
+  if (reused && routing_ctx) routing_ctx->prefix.clear_backend(i);
+  if (routing_ctx && bc.num_gpu_blocks) set_kv_capacity(*b, *bc.num_gpu_blocks);
+  if (precise && !bc.kv_events_endpoint.empty()) {
+    kv_index::IndexedEngine e;
+    e.backend = i;
+    e.endpoint = bc.kv_events_endpoint;
+    e.replay_endpoint = bc.kv_events_replay;
+    if (!bc.models.empty()) e.model = bc.models.front();
+    if (auto st = precise->add_engine(std::move(e)); !st) {
+      spdlog::warn("backend {}: KV events not indexed: {}", bc.name, st.error().message);
+    }
+  }
+  owned.push_back(std::move(b));
+  return {};
+}
+
+void Router::Impl::remove_locked(Backend& b) {
+  const auto i = static_cast<std::size_t>(b.index);
+  b.removed.store(true);
+  slots[i].live = false;
+  if (precise) precise->remove_engine(i);
+  routing_ctx->prefix.clear_backend(i);
+  healthy->remove({b.name});
+  inflight->remove({b.name});
+}
+
+void Router::Impl::publish_locked() {
+  auto next = std::make_shared<std::vector<Backend*>>();
+  for (const auto& s : slots) {
+    if (s.live) next->push_back(s.b);
+  }
+  members = std::move(next);
+}
+
 Result<void> Router::Impl::build() {
-  for (std::size_t i = 0; i < cfg.backends.size(); ++i) {
-    const auto& bc = cfg.backends[i];
-    auto ep = http::parse_http_url(bc.url);
-    if (!ep) return fail(ep.error());
-    auto b = std::make_unique<Backend>(static_cast<int>(i), bc.name, bc.url, *ep);
-    if (!bc.models.empty()) b->models.set(bc.models);
-    backends.push_back(b.get());
-    owned.push_back(std::move(b));
-  }
-  routing_ctx = std::make_shared<routing::RoutingContext>(backends.size());
-  for (std::size_t i = 0; i < cfg.backends.size(); ++i) {
-    if (auto nb = cfg.backends[i].num_gpu_blocks) set_kv_capacity(*backends[i], *nb);
-  }
+  capacity = cfg.max_endpoints != 0    ? cfg.max_endpoints
+             : cfg.dynamic_discovery() ? std::max<std::size_t>(64, cfg.backends.size())
+                                       : cfg.backends.size();
+  capacity = std::max<std::size_t>(capacity, 1);
+  routing_ctx = std::make_shared<routing::RoutingContext>(capacity);
   KVROUTE_TRY(load_encoders());
   auto ic = kv_index::indexer_config_from(cfg);
-  if (!ic.engines.empty()) {
+  ic.engines.clear();  // added with their backends below
+  ic.num_backends = capacity;
+  const bool any_events = !cfg.kv_events_template.empty() ||
+                          std::any_of(cfg.backends.begin(), cfg.backends.end(),
+                                      [](const auto& b) { return !b.kv_events_endpoint.empty(); });
+  if (any_events) {
     auto created = kv_index::PreciseIndexer::create(std::move(ic));
     if (!created) return fail(created.error());
     precise = std::shared_ptr<kv_index::PreciseIndexer>(std::move(*created));
@@ -217,9 +346,21 @@ Result<void> Router::Impl::build() {
         });
     routing_ctx->precise_available = true;
   }
-  auto made = routing::make_policy(cfg, backends, routing_ctx);
+  {
+    MutexLock lk(mu);
+    slots.resize(capacity);
+    for (const auto& bc : cfg.backends) KVROUTE_TRY(add_locked(bc));
+    publish_locked();
+  }
+  auto made = routing::make_policy(cfg, *snapshot(), routing_ctx);
   if (!made) return fail(made.error());
   policy = std::move(*made);
+  // Discovery: an endpoints file is read now (errors fail start-up); sources run once started.
+  KVROUTE_TRY(discovery, discovery::make_source(cfg, [this](std::vector<config::BackendConfig> l) {
+                if (auto st = set_backends(std::move(l)); !st) {
+                  spdlog::error("discovery: {}", st.error().message);
+                }
+              }));
   return {};
 }
 
@@ -265,7 +406,8 @@ void Router::route_request(Prepared& p, std::string_view session_header,
 std::optional<CandidateError> Router::select_candidates(const openai::ParsedRequest& req,
                                                         std::int64_t now, Candidates& out) const {
   bool any_serves = false;
-  for (auto* b : impl_->backends) {
+  const BackendSet members = impl_->snapshot();
+  for (auto* b : *members) {
     if (!b->serves(req.model)) continue;
     any_serves = true;
     if (b->available(now)) out.push_back(b);
@@ -306,7 +448,8 @@ void Router::record_failure(Backend& b, std::string_view kind, std::string_view 
 void Router::update_gauges() {
   auto& im = *impl_;
   const auto now = routing::steady_now_ms();
-  for (auto* b : im.backends) {
+  const BackendSet members = im.snapshot();
+  for (auto* b : *members) {
     im.healthy->with({b->name}).set(b->available(now) ? 1 : 0);
     im.inflight->with({b->name}).set(b->inflight.load());
   }
@@ -337,7 +480,8 @@ void Router::update_gauges() {
 
 std::vector<std::string> Router::known_models() const {
   std::set<std::string> all;
-  for (auto* b : impl_->backends) {
+  const BackendSet members = impl_->snapshot();
+  for (auto* b : *members) {
     if (const auto* m = b->models.get()) all.insert(m->begin(), m->end());
   }
   return {all.begin(), all.end()};
@@ -373,7 +517,7 @@ void Router::Impl::scrape(Backend& b, std::string_view text) {
   }
   load->scraped_at = Clock::now();
   // The index forgets what the engine must have evicted: capacity in our blocks.
-  if (load->num_gpu_blocks > 0 && !cfg.backends[static_cast<std::size_t>(b.index)].num_gpu_blocks) {
+  if (load->num_gpu_blocks > 0 && !fixed_blocks(b)) {
     const double ratio =
         load->block_size ? static_cast<double>(load->block_size) / cfg.block_size : 1.0;
     set_kv_capacity(b, static_cast<std::uint64_t>(load->num_gpu_blocks * ratio));
@@ -386,8 +530,9 @@ http::Task<void> Router::Impl::scrape_loop() {
   net::steady_timer timer(ex);
   auto& p = *scrape_pool;
   for (;;) {
-    for (auto* b : backends) {
-      if (!b->healthy.load()) continue;
+    const BackendSet members = snapshot();
+    for (auto* b : *members) {
+      if (!b->healthy.load() || b->removed.load()) continue;
       auto r = co_await p.get(b->endpoint, "/metrics", cfg.health_timeout, 8u << 20);
       if (r && r->first == 200) scrape(*b, r->second);
     }
@@ -402,7 +547,9 @@ http::Task<void> Router::Impl::health_loop() {
   net::steady_timer timer(ex);
   auto& p = *probe_pool;
   for (;;) {
-    for (auto* b : backends) {
+    const BackendSet members = snapshot();
+    for (auto* b : *members) {
+      if (b->removed.load()) continue;
       auto r = co_await p.get(b->endpoint, cfg.health_path, cfg.health_timeout, 64 * 1024);
       const bool ok = r && r->first == 200;
       if (ok != b->healthy.load()) {
@@ -467,10 +614,13 @@ void Router::start_background(http::Executor probe_ex, http::Executor scrape_ex)
   if (im.cfg.metrics_scrape_interval.count() > 0) {
     net::co_spawn(scrape_ex, im.scrape_loop(), net::detached);
   }
+  if (im.discovery) im.discovery->start();
 }
 
 void Router::stop() {
-  if (impl_ && impl_->precise) impl_->precise->stop();
+  if (!impl_) return;
+  if (impl_->discovery) impl_->discovery->stop();
+  if (impl_->precise) impl_->precise->stop();
 }
 
 }  // namespace kvroute::router

@@ -15,7 +15,8 @@
 //   Assignment           RAII: first_byte() when the engine answers, done on destruction
 //
 // Thread-safety: create() and start_background() from one thread; stop() once. Everything else is
-// safe from any thread at once (the policy and backends are internally synchronized).
+// safe from any thread at once (the policy and backends are internally synchronized; the pool is
+// an immutable snapshot replaced under a mutex).
 #pragma once
 
 #include <boost/container/small_vector.hpp>
@@ -41,6 +42,8 @@ namespace kvroute::router {
 
 using routing::Backend;
 using Candidates = boost::container::small_vector<Backend*, 16>;  // no allocation up to 16
+// The backends in the pool at one moment (discovery replaces the set, never edits one).
+using BackendSet = std::shared_ptr<const std::vector<Backend*>>;
 
 // A request parsed and cut into prefix blocks.
 struct Prepared {
@@ -94,7 +97,17 @@ class Router {
   Router& operator=(const Router&) = delete;
 
   const config::Config& config() const;
-  std::span<Backend* const> backends() const;
+  // The pool now. Backends stay valid while the router lives, even once removed.
+  BackendSet backends() const;
+  // The same, copied (safe in a range-for: `for (auto* b : router.backend_list())`).
+  std::vector<Backend*> backend_list() const { return *backends(); }
+  // Backend slots: at most this many backends at once (and removed ones still draining).
+  std::size_t capacity() const;
+  // Replaces the pool (discovery): backends are matched by URL; new ones are added (KV-event
+  // endpoints from the templates), missing ones removed (never available again, requests in flight
+  // finish, their index entries go). Errors when the list is invalid; when slots run out, adds
+  // what fits and reports the rest.
+  Status set_backends(std::vector<config::BackendConfig> list);
   routing::Policy& policy();
   // The backend listening at host:port (as an endpoint picker names it), or null.
   Backend* find_backend(std::string_view host, std::uint16_t port) const;
@@ -120,7 +133,8 @@ class Router {
   void on_backend_down(std::function<void(const Backend&)> fn);
 
   // Starts the health-probe loop on `probe_ex` and the /metrics scrape loop on `scrape_ex` (with
-  // connection pools of their own).
+  // connection pools of their own), and discovery (an endpoints file or an InferencePool) when
+  // configured, which calls set_backends from a thread of its own.
   void start_background(http::Executor probe_ex, http::Executor scrape_ex);
   // Refreshes the core's gauges (backend health and in-flight, KV-event counters) before a scrape.
   void update_gauges();

@@ -57,7 +57,7 @@ bool Backend::serves(std::string_view model) const {
 }
 
 bool Backend::available(std::int64_t now_ms) const {
-  return healthy.load(std::memory_order_relaxed) &&
+  return healthy.load(std::memory_order_relaxed) && !removed.load(std::memory_order_relaxed) &&
          ejected_until_ms.load(std::memory_order_relaxed) <= now_ms;
 }
 

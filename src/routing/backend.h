@@ -2,7 +2,8 @@
 //
 // What the router knows about one engine: its address, health, load the router itself observes
 // (in-flight requests and tokens), what it last scraped from the engine's /metrics, and the models
-// it serves. Backends are created at start-up and never move; fields are atomics or immutable
+// it serves. Backends are created at start-up or by discovery and never move or die while the
+// router lives (a removed one is only marked removed); fields are atomics or immutable
 // snapshots, so the hot path reads them without a mutex, except InflightBlocks (below).
 //
 // Thread-safety: all members are safe to read and write from any thread. Counters and flags are
@@ -21,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "common/hash.h"
 #include "common/mutex.h"
 #include "http/endpoint.h"
 
@@ -83,14 +85,21 @@ class ModelList {
 
 struct Backend {
   Backend(int i, std::string n, std::string u, http::Endpoint e)
-      : index(i), name(std::move(n)), url(std::move(u)), endpoint(std::move(e)) {}
+      : index(i),
+        name(std::move(n)),
+        url(std::move(u)),
+        endpoint(std::move(e)),
+        name_hash(hash64(name)) {}
 
   const int index;
   const std::string name;
   const std::string url;
   const http::Endpoint endpoint;
+  const std::uint64_t name_hash;  // hash64(name): the backend's identity in session hashing
 
   std::atomic<bool> healthy{true};
+  // Discovery removed it: never available again (requests in flight finish; docs/adr/0021).
+  std::atomic<bool> removed{false};
   std::atomic<int> consecutive_failures{0};
   std::atomic<std::int64_t> ejected_until_ms{0};  // steady-clock ms; 0 when not ejected
   std::atomic<int> inflight{0};
@@ -106,7 +115,7 @@ struct Backend {
   std::atomic<std::shared_ptr<const EngineLoad>> load;  // null until scraped
 
   bool serves(std::string_view model) const;
-  // Healthy and not ejected at `now_ms`.
+  // Healthy, not ejected at `now_ms`, not removed.
   bool available(std::int64_t now_ms) const;
 };
 

@@ -7,33 +7,28 @@
 
 namespace kvroute::routing {
 
-SessionRing::SessionRing(std::span<Backend* const> backends, int vnodes) {
-  for (auto* b : backends) {
-    for (int v = 0; v < vnodes; ++v) {
-      ring_.emplace_back(hash64(b->name + "#" + std::to_string(v)), b->index);
-    }
-  }
-  std::sort(ring_.begin(), ring_.end());
-}
-
-Backend* SessionRing::lookup(std::string_view key, std::span<Backend* const> candidates,
-                             double c) const {
-  if (candidates.empty() || ring_.empty()) return nullptr;
+Backend* SessionHash::lookup(std::string_view key, std::span<Backend* const> candidates, double c) {
+  if (candidates.empty()) return nullptr;
   double total = 0;
   for (auto* b : candidates) total += b->inflight.load(std::memory_order_relaxed);
   const double bound = std::ceil(c * (total + 1) / static_cast<double>(candidates.size()));
   const std::uint64_t h = hash64(key, 0x5e55);
-  auto it = std::lower_bound(ring_.begin(), ring_.end(), std::make_pair(h, -1));
-  Backend* fallback = nullptr;
-  for (std::size_t k = 0; k < ring_.size(); ++k, ++it) {
-    if (it == ring_.end()) it = ring_.begin();
-    for (auto* b : candidates) {
-      if (b->index != it->second) continue;
-      if (!fallback) fallback = b;
-      if (b->inflight.load(std::memory_order_relaxed) + 1 <= bound) return b;
+  // Heaviest first; few candidates (an engine pool), so a selection per rank is cheap enough.
+  Backend* best = nullptr;      // heaviest under the bound
+  Backend* heaviest = nullptr;  // heaviest of all: the fallback when every one is at the bound
+  std::uint64_t best_w = 0, heaviest_w = 0;
+  for (auto* b : candidates) {
+    const std::uint64_t w = mix64(h ^ b->name_hash);
+    if (!heaviest || w > heaviest_w) {
+      heaviest = b;
+      heaviest_w = w;
+    }
+    if (b->inflight.load(std::memory_order_relaxed) + 1 <= bound && (!best || w > best_w)) {
+      best = b;
+      best_w = w;
     }
   }
-  return fallback;
+  return best ? best : heaviest;
 }
 
 namespace {
@@ -49,19 +44,18 @@ Backend* least_loaded(std::span<Backend* const> c, std::uint64_t rotate) {
 
 class SessionAffinity final : public Policy {
  public:
-  SessionAffinity(std::span<Backend* const> backends, double c) : ring_(backends), c_(c) {}
+  explicit SessionAffinity(double c) : c_(c) {}
   std::string_view name() const override { return "session-affinity"; }
   bool uses_prompt() const override { return false; }
   Decision pick(const RouteRequest& req, std::span<Backend* const> c) override {
     if (req.session_key.empty()) {
       return {least_loaded(c, next_.fetch_add(1, std::memory_order_relaxed)), "no-session", {}};
     }
-    Backend* b = ring_.lookup(req.session_key, c, c_);
+    Backend* b = SessionHash::lookup(req.session_key, c, c_);
     return {b, "session", {}};
   }
 
  private:
-  SessionRing ring_;
   double c_;
   std::atomic<std::uint64_t> next_{0};
 };
@@ -157,9 +151,8 @@ class DynamoCost final : public Policy {
 
 }  // namespace
 
-std::unique_ptr<Policy> make_session_affinity(std::span<Backend* const> backends,
-                                              double load_bound) {
-  return std::make_unique<SessionAffinity>(backends, load_bound);
+std::unique_ptr<Policy> make_session_affinity(double load_bound) {
+  return std::make_unique<SessionAffinity>(load_bound);
 }
 std::unique_ptr<Policy> make_sglang_cache_aware(std::shared_ptr<RoutingContext> ctx, double t,
                                                 int abs, double rel) {

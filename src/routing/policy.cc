@@ -44,7 +44,7 @@ Result<std::unique_ptr<Policy>> make_policy(const config::Config& cfg,
   if (n == "round-robin") return make_round_robin();
   if (n == "random") return make_random();
   if (n == "least-inflight") return make_least_inflight();
-  if (n == "session-affinity") return make_session_affinity(backends, 1.25);
+  if (n == "session-affinity") return make_session_affinity(1.25);
   // SGLang's CLI defaults: cache_threshold 0.3, balance_abs 64, balance_rel 1.5.
   if (n == "sglang-cache-aware") return make_sglang_cache_aware(ctx, 0.3, 64, 1.5);
   if (n == "dynamo-cost") return make_dynamo_cost(ctx, 1.0);

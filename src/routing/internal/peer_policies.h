@@ -16,21 +16,18 @@
 
 namespace kvroute::routing {
 
-// Consistent hashing with bounded loads (Mirrokni, Thorup, Zadimoghaddam 2018): the session's point
-// on a ring of virtual nodes; walk on past backends whose in-flight count would exceed
-// ceil(c * (total + 1) / n). A session moves only when its backend is overloaded or gone.
-class SessionRing {
+// Consistent hashing with bounded loads (Mirrokni, Thorup, Zadimoghaddam 2018), by rendezvous
+// (highest random weight) hashing: each candidate's weight is a hash of the session key and the
+// backend's name; the heaviest whose in-flight count stays within ceil(c * (total + 1) / n) wins.
+// A session moves only when its backend is overloaded or gone, and when backends come and go
+// (discovery) only the sessions of those backends move. No state: the candidates are the ring.
+class SessionHash {
  public:
-  SessionRing(std::span<Backend* const> backends, int vnodes = 128);
   // The backend for `key` among `candidates` (null when none), honouring the load bound `c`.
-  Backend* lookup(std::string_view key, std::span<Backend* const> candidates, double c) const;
-
- private:
-  std::vector<std::pair<std::uint64_t, int>> ring_;  // (point, backend index), sorted
+  static Backend* lookup(std::string_view key, std::span<Backend* const> candidates, double c);
 };
 
-std::unique_ptr<Policy> make_session_affinity(std::span<Backend* const> backends,
-                                              double load_bound);
+std::unique_ptr<Policy> make_session_affinity(double load_bound);
 std::unique_ptr<Policy> make_sglang_cache_aware(std::shared_ptr<RoutingContext> ctx,
                                                 double cache_threshold, int balance_abs,
                                                 double balance_rel);
