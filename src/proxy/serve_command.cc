@@ -70,6 +70,10 @@ void add_serve_command(CLI::App& app, int& exit_code) {
       exit_code = 2;
       return;
     }
+    if (flags->routing.check) {
+      exit_code = router::check_config(cfg);
+      return;
+    }
     exit_code = run_serve(std::move(cfg));
   });
 }

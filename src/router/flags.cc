@@ -1,6 +1,12 @@
 #include "router/flags.h"
 
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
 #include <CLI/CLI.hpp>
+
+#include "metrics/registry.h"
+#include "router/router.h"
 
 namespace kvroute::router {
 
@@ -16,6 +22,11 @@ void add_discovery_flags(CLI::App& cmd, RoutingFlags& f) {
                  "kubeconfig outside the cluster (default: in-cluster service account)");
   cmd.add_option("--kube-api-server", f.kube_api_server,
                  "Kubernetes API server URL, overriding the kubeconfig's or in-cluster one");
+  cmd.add_option("--pool-group", f.pool_group,
+                 "API group of --pool-name (inference.networking.x-k8s.io: the v1alpha2 pool)")
+      ->default_str(config::Config().pool_group);
+  cmd.add_flag("--check", f.check,
+               "Validate the configuration (flags, --config, tokenizers, discovery) and exit");
   cmd.add_option("--max-endpoints", f.max_endpoints,
                  "Backend slots with discovery (default 64; the static count without)");
 }
@@ -54,6 +65,21 @@ void add_routing_flags(CLI::App& cmd, RoutingFlags& f) {
   add_discovery_flags(cmd, f);
 }
 
+int check_config(const config::Config& cfg) {
+  metrics::Registry reg;
+  auto r = Router::create(cfg, reg);
+  if (!r) {
+    spdlog::error("{}", r.error().message);
+    return 2;
+  }
+  (*r)->stop();
+  fmt::print(
+      "configuration OK: policy {}, {} backend(s) now, {} slot(s){}\n", (*r)->policy().name(),
+      (*r)->backends()->size(), (*r)->capacity(),
+      cfg.pool_name.empty() ? std::string() : fmt::format(", InferencePool {}", cfg.pool_name));
+  return 0;
+}
+
 Result<config::Config> routing_config(const RoutingFlags& f) {
   config::Config cfg;
   if (!f.config_file.empty()) {
@@ -79,6 +105,7 @@ Result<config::Config> routing_config(const RoutingFlags& f) {
   if (!f.pool_namespace.empty()) cfg.pool_namespace = f.pool_namespace;
   if (!f.kubeconfig.empty()) cfg.kubeconfig = f.kubeconfig;
   if (!f.kube_api_server.empty()) cfg.kube_api_server = f.kube_api_server;
+  if (!f.pool_group.empty()) cfg.pool_group = f.pool_group;
   if (f.max_endpoints != 0) cfg.max_endpoints = f.max_endpoints;
   if (f.kv_events.size() > f.backends.size() || f.kv_replay.size() > f.kv_events.size()) {
     return fail(Error::invalid(

@@ -38,7 +38,9 @@ struct RoutingFlags {
   std::string pool_namespace;
   std::string kubeconfig;
   std::string kube_api_server;
+  std::string pool_group;
   std::uint32_t max_endpoints = 0;
+  bool check = false;  // --check: validate and exit
 };
 
 // Adds --config, --backend, --kv-events, --kv-events-replay, --policy, --log-level,
@@ -47,6 +49,11 @@ struct RoutingFlags {
 // --kubeconfig, --kube-api-server and --max-endpoints to `cmd`, writing into `flags` (which must
 // outlive parsing).
 void add_routing_flags(CLI::App& cmd, RoutingFlags& flags);
+
+// --check: builds the routing core from `cfg` (tokenizers, KV-event endpoints, discovery
+// credentials and the endpoints file) without serving, prints the outcome and returns the exit code
+// (0 valid, 2 not).
+int check_config(const config::Config& cfg);
 
 // Loads --config (when given) and applies the flags over it; errors name the file or the flag.
 Result<config::Config> routing_config(const RoutingFlags& flags);
