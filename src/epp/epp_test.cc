@@ -7,6 +7,9 @@
 
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <random>
 #include <thread>
@@ -241,6 +244,169 @@ TEST(Epp, HitRateThroughTheGatewayEqualsServesOnTheSameWorkload) {
   EXPECT_EQ(epp_cached, serve_cached);
   EXPECT_GT(epp_cached, 24 * 280);
   EXPECT_GE(used.size(), 2u) << "load spreads documents over engines";
+}
+
+// The Kubernetes API's part, as small as the hit-rate test needs (the protocol's corners are in
+// tests/e2e/kube_discovery.test.mjs): one InferencePool whose target ports are the simulated
+// engines' ports, one Ready pod on 127.0.0.1, lists, and watches that stay open with no events.
+class FakeApiServer {
+ public:
+  explicit FakeApiServer(std::vector<std::uint16_t> ports) : ports_(std::move(ports)) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_EQ(::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    EXPECT_EQ(::listen(fd_, 16), 0);
+    socklen_t len = sizeof a;
+    ::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len);
+    port_ = ntohs(a.sin_port);
+    accept_ = std::thread([this] { serve(); });
+  }
+  ~FakeApiServer() {
+    stopping_ = true;
+    ::shutdown(fd_, SHUT_RDWR);
+    accept_.join();
+    for (int c : conns_) ::shutdown(c, SHUT_RDWR);
+    for (auto& t : handlers_) t.join();
+    for (int c : conns_) ::close(c);
+    ::close(fd_);
+  }
+  std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
+  int watches() const { return watches_.load(); }
+
+ private:
+  void serve() {
+    for (;;) {
+      const int c = ::accept(fd_, nullptr, nullptr);
+      if (c < 0 || stopping_) {
+        if (c >= 0) ::close(c);
+        return;
+      }
+      conns_.push_back(c);
+      handlers_.emplace_back([this, c] { handle(c); });
+    }
+  }
+  void handle(int c) {
+    std::string req;
+    char buf[4096];
+    while (req.find("\r\n\r\n") == std::string::npos) {
+      const auto n = ::recv(c, buf, sizeof buf, 0);
+      if (n <= 0) return;
+      req.append(buf, static_cast<std::size_t>(n));
+    }
+    const std::string target = req.substr(4, req.find(' ', 4) - 4);
+    std::string body;
+    if (target.find("watch=1") != std::string::npos) {
+      ++watches_;
+      const std::string head =
+          "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n";
+      (void)::send(c, head.data(), head.size(), MSG_NOSIGNAL);
+      while (::recv(c, buf, sizeof buf, 0) > 0) {
+      }  // open until the client or the test ends it
+      return;
+    }
+    if (target.find("/inferencepools/pool") != std::string::npos) {
+      body = R"({"kind":"InferencePool","metadata":{"name":"pool","resourceVersion":"2"},)"
+             R"("spec":{"selector":{"matchLabels":{"app":"sim"}},"targetPorts":[)";
+      for (std::size_t i = 0; i < ports_.size(); ++i) {
+        body += (i ? "," : "") + std::string(R"({"number":)") + std::to_string(ports_[i]) + "}";
+      }
+      body += "]}}";
+    } else if (target.find("/pods?labelSelector=app%3Dsim") != std::string::npos) {
+      body = R"({"kind":"PodList","metadata":{"resourceVersion":"3"},"items":[{"metadata":)"
+             R"({"name":"sim-0","labels":{"app":"sim"}},"status":{"phase":"Running",)"
+             R"("podIP":"127.0.0.1","conditions":[{"type":"Ready","status":"True"}]}}]})";
+    }
+    const std::string resp =
+        (body.empty() ? std::string("HTTP/1.1 404 Not Found\r\n") : "HTTP/1.1 200 OK\r\n") +
+        "content-type: application/json\r\ncontent-length: " + std::to_string(body.size()) +
+        "\r\n\r\n" + body;
+    (void)::send(c, resp.data(), resp.size(), MSG_NOSIGNAL);
+  }
+
+  std::vector<std::uint16_t> ports_;
+  int fd_ = -1;
+  std::uint16_t port_ = 0;
+  std::atomic<bool> stopping_{false};
+  std::atomic<int> watches_{0};
+  std::thread accept_;
+  std::vector<int> conns_;  // the accept thread's until it is joined
+  std::vector<std::thread> handlers_;
+};
+
+// The same comparison with the EPP's engines found through an InferencePool (the fake API server)
+// and the serve side given the same backends in the same order.
+TEST(Epp, HitRateWithEnginesFromAnInferencePoolEqualsServes) {
+  const auto bodies = workload();
+  std::int64_t epp_cached = 0;
+  std::vector<config::BackendConfig> found;
+  {
+    sim::SimCluster sim(sim::loopback_options(4, "m", 4096));
+    ASSERT_TRUE(sim.start());
+    std::vector<std::uint16_t> ports;
+    for (const auto& e : sim.endpoints())
+      ports.push_back(static_cast<std::uint16_t>(std::stoi(e.url.substr(e.url.rfind(':') + 1))));
+    FakeApiServer api(ports);
+    config::Config c = engines_config(sim);
+    c.backends.clear();
+    c.pool_name = "pool";
+    c.pool_namespace = "llm";
+    c.kube_api_server = api.url();
+    Epp epp(c, loopback());
+    auto started = epp.start();
+    ASSERT_TRUE(started) << started.error().message;
+    ASSERT_TRUE(testing::wait_until([&] { return epp.router().backend_list().size() == 4; }, 10s));
+    ASSERT_TRUE(testing::wait_until(
+        [&] {
+          for (auto* b : epp.router().backend_list()) {
+            if (!b->models.get()) return false;  // learned from /v1/models by the health loop
+          }
+          return true;
+        },
+        10s));
+    for (auto* b : epp.router().backend_list()) {
+      config::BackendConfig bc;
+      bc.url = b->url;
+      bc.name = b->name;
+      bc.models = {"m"};
+      found.push_back(bc);
+    }
+    EXPECT_EQ(found[0].name.rfind("sim-0:", 0), 0u) << found[0].name;
+    EnvoyStandIn envoy(started->grpc);
+    for (const auto& b : bodies) {
+      auto x = envoy.send("/v1/completions", b);
+      ASSERT_TRUE(x.status.ok()) << x.status.error_message();
+      ASSERT_EQ(x.engine_status, 200) << x.client_body;
+      epp_cached += cached_tokens(x.client_body);
+    }
+    EXPECT_GE(api.watches(), 2) << "the pool and its pods are watched";
+    epp.stop(1s);
+  }
+  std::int64_t serve_cached = 0;
+  {
+    sim::SimCluster sim(sim::loopback_options(4, "m", 4096));
+    ASSERT_TRUE(sim.start());
+    config::Config c = engines_config(sim);
+    // The same names in the order discovery gave them (the engines are alike and start empty).
+    c.backends.clear();
+    for (std::size_t i = 0; i < found.size(); ++i) {
+      config::BackendConfig bc = found[i];
+      bc.url = sim.endpoints()[i].url;
+      c.backends.push_back(bc);
+    }
+    proxy::Proxy p(c);
+    auto port = p.start();
+    ASSERT_TRUE(port) << port.error().message;
+    for (const auto& b : bodies) {
+      auto r = testing::post_json(*port, "/v1/completions", b);
+      ASSERT_EQ(r.status, 200) << r.raw;
+      serve_cached += cached_tokens(r.body);
+    }
+    p.stop(1s);
+  }
+  EXPECT_EQ(epp_cached, serve_cached);
+  EXPECT_GT(epp_cached, 24 * 280);
 }
 
 TEST(Epp, RefusalsAreImmediateResponsesAndTheStreamEndsOk) {
