@@ -13,6 +13,7 @@
 #include "discovery/internal/kube_http.h"
 #include "discovery/internal/kube_objects.h"
 #include "router/router.h"
+#include "testing/fake_kube_api.h"
 #include "testing/wait.h"
 
 namespace kvroute::discovery {
@@ -314,6 +315,59 @@ TEST_F(DynamicPool, SessionsOfRemainingBackendsStayPut) {
   EXPECT_EQ(elsewhere, 0);
   EXPECT_GT(to_e, 10);  // e takes about a quarter of the others'
   EXPECT_LT(to_e, 80);
+}
+
+// The InferencePool source against a fake API server: list, then watch; pods turning Ready and
+// NotReady and going; a dropped watch resumes from its version (events replayed, no new list);
+// after compaction the watch gets 410 and the source lists again.
+TEST(InferencePoolSource, FollowsPodsThroughWatchDropsAndCompaction) {
+  kvroute::testing::FakeKubeApi api(
+      R"({"kind":"InferencePool","metadata":{"name":"pool","resourceVersion":"3"},)"
+      R"("spec":{"selector":{"matchLabels":{"app":"vllm"}},"targetPorts":[{"number":8000}]}})");
+  api.set_pod("a", "10.0.0.1", true);
+  api.set_pod("b", "10.0.0.2", false);
+  config::Config c;
+  c.pool_name = "pool";
+  c.pool_namespace = "llm";
+  c.kube_api_server = api.url();
+  Mutex mu;
+  std::vector<std::string> current;
+  int updates = 0;
+  auto src = make_source(c, [&](std::vector<config::BackendConfig> l) {
+    std::vector<std::string> names;
+    for (auto& b : l) names.push_back(b.name + "=" + b.url);
+    MutexLock lk(mu);
+    current = names;
+    ++updates;
+  });
+  ASSERT_TRUE(src) << src.error().message;
+  (*src)->start();
+  auto is = [&](std::vector<std::string> want) {
+    return kvroute::testing::wait_until(
+        [&] {
+          MutexLock lk(mu);
+          return current == want;
+        },
+        std::chrono::seconds(10));
+  };
+  EXPECT_TRUE(is({"a=http://10.0.0.1:8000"}));
+  api.set_pod("b", "10.0.0.2", true);
+  EXPECT_TRUE(is({"a=http://10.0.0.1:8000", "b=http://10.0.0.2:8000"}));
+  api.remove_pod("a");
+  EXPECT_TRUE(is({"b=http://10.0.0.2:8000"}));
+  const int lists = api.lists();
+  api.drop_watches();
+  api.set_pod("c", "10.0.0.3", true);  // while the watch is down: replayed on reconnect
+  EXPECT_TRUE(is({"b=http://10.0.0.2:8000", "c=http://10.0.0.3:8000"}));
+  EXPECT_EQ(api.lists(), lists) << "a dropped watch resumes from its version";
+  api.compact();
+  api.drop_watches();
+  api.set_pod("b", "10.0.0.2", false);
+  EXPECT_TRUE(is({"c=http://10.0.0.3:8000"}));
+  EXPECT_GT(api.lists(), lists) << "410 Gone: listed again";
+  (*src)->stop();
+  MutexLock lk(mu);
+  EXPECT_GE(updates, 5);
 }
 
 TEST(EndpointsFile, ReloadedWhenItChangesAndKeptWhenBroken) {

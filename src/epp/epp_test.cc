@@ -7,9 +7,6 @@
 
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <random>
 #include <thread>
@@ -18,6 +15,7 @@
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "proxy/proxy.h"
 #include "sim/server.h"
+#include "testing/fake_kube_api.h"
 #include "testing/raw_http.h"
 #include "testing/wait.h"
 
@@ -246,95 +244,6 @@ TEST(Epp, HitRateThroughTheGatewayEqualsServesOnTheSameWorkload) {
   EXPECT_GE(used.size(), 2u) << "load spreads documents over engines";
 }
 
-// The Kubernetes API's part, as small as the hit-rate test needs (the protocol's corners are in
-// tests/e2e/kube_discovery.test.mjs): one InferencePool whose target ports are the simulated
-// engines' ports, one Ready pod on 127.0.0.1, lists, and watches that stay open with no events.
-class FakeApiServer {
- public:
-  explicit FakeApiServer(std::vector<std::uint16_t> ports) : ports_(std::move(ports)) {
-    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    EXPECT_EQ(::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-    EXPECT_EQ(::listen(fd_, 16), 0);
-    socklen_t len = sizeof a;
-    ::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len);
-    port_ = ntohs(a.sin_port);
-    accept_ = std::thread([this] { serve(); });
-  }
-  ~FakeApiServer() {
-    stopping_ = true;
-    ::shutdown(fd_, SHUT_RDWR);
-    accept_.join();
-    for (int c : conns_) ::shutdown(c, SHUT_RDWR);
-    for (auto& t : handlers_) t.join();
-    for (int c : conns_) ::close(c);
-    ::close(fd_);
-  }
-  std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
-  int watches() const { return watches_.load(); }
-
- private:
-  void serve() {
-    for (;;) {
-      const int c = ::accept(fd_, nullptr, nullptr);
-      if (c < 0 || stopping_) {
-        if (c >= 0) ::close(c);
-        return;
-      }
-      conns_.push_back(c);
-      handlers_.emplace_back([this, c] { handle(c); });
-    }
-  }
-  void handle(int c) {
-    std::string req;
-    char buf[4096];
-    while (req.find("\r\n\r\n") == std::string::npos) {
-      const auto n = ::recv(c, buf, sizeof buf, 0);
-      if (n <= 0) return;
-      req.append(buf, static_cast<std::size_t>(n));
-    }
-    const std::string target = req.substr(4, req.find(' ', 4) - 4);
-    std::string body;
-    if (target.find("watch=1") != std::string::npos) {
-      ++watches_;
-      const std::string head =
-          "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n";
-      (void)::send(c, head.data(), head.size(), MSG_NOSIGNAL);
-      while (::recv(c, buf, sizeof buf, 0) > 0) {
-      }  // open until the client or the test ends it
-      return;
-    }
-    if (target.find("/inferencepools/pool") != std::string::npos) {
-      body = R"({"kind":"InferencePool","metadata":{"name":"pool","resourceVersion":"2"},)"
-             R"("spec":{"selector":{"matchLabels":{"app":"sim"}},"targetPorts":[)";
-      for (std::size_t i = 0; i < ports_.size(); ++i) {
-        body += (i ? "," : "") + std::string(R"({"number":)") + std::to_string(ports_[i]) + "}";
-      }
-      body += "]}}";
-    } else if (target.find("/pods?labelSelector=app%3Dsim") != std::string::npos) {
-      body = R"({"kind":"PodList","metadata":{"resourceVersion":"3"},"items":[{"metadata":)"
-             R"({"name":"sim-0","labels":{"app":"sim"}},"status":{"phase":"Running",)"
-             R"("podIP":"127.0.0.1","conditions":[{"type":"Ready","status":"True"}]}}]})";
-    }
-    const std::string resp =
-        (body.empty() ? std::string("HTTP/1.1 404 Not Found\r\n") : "HTTP/1.1 200 OK\r\n") +
-        "content-type: application/json\r\ncontent-length: " + std::to_string(body.size()) +
-        "\r\n\r\n" + body;
-    (void)::send(c, resp.data(), resp.size(), MSG_NOSIGNAL);
-  }
-
-  std::vector<std::uint16_t> ports_;
-  int fd_ = -1;
-  std::uint16_t port_ = 0;
-  std::atomic<bool> stopping_{false};
-  std::atomic<int> watches_{0};
-  std::thread accept_;
-  std::vector<int> conns_;  // the accept thread's until it is joined
-  std::vector<std::thread> handlers_;
-};
-
 // The same comparison with the EPP's engines found through an InferencePool (the fake API server)
 // and the serve side given the same backends in the same order.
 TEST(Epp, HitRateWithEnginesFromAnInferencePoolEqualsServes) {
@@ -347,7 +256,14 @@ TEST(Epp, HitRateWithEnginesFromAnInferencePoolEqualsServes) {
     std::vector<std::uint16_t> ports;
     for (const auto& e : sim.endpoints())
       ports.push_back(static_cast<std::uint16_t>(std::stoi(e.url.substr(e.url.rfind(':') + 1))));
-    FakeApiServer api(ports);
+    std::string pool = R"({"kind":"InferencePool","metadata":{"name":"pool"},"spec":)"
+                       R"({"selector":{"matchLabels":{"app":"sim"}},"targetPorts":[)";
+    for (std::size_t i = 0; i < ports.size(); ++i) {
+      pool += (i ? "," : "") + std::string(R"({"number":)") + std::to_string(ports[i]) + "}";
+    }
+    pool += "]}}";
+    testing::FakeKubeApi api(pool);
+    api.set_pod("sim-0", "127.0.0.1", true);
     config::Config c = engines_config(sim);
     c.backends.clear();
     c.pool_name = "pool";
