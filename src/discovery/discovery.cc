@@ -1,8 +1,10 @@
 #include "discovery/discovery.h"
 
 #include <fmt/format.h>
+#include <pthread.h>
 #include <spdlog/spdlog.h>
 
+#include <csignal>
 #include <fstream>
 #include <map>
 #include <sstream>
@@ -129,6 +131,17 @@ class FileSource final : public Source {
 // --- Kubernetes InferencePool
 // ----------------------------------------------------------------------
 
+// OpenSSL writes with write(2): to a peer that closed, that raises SIGPIPE, which would end the
+// process unless ignored. Blocked on the discovery threads the write fails with EPIPE instead (the
+// signal, directed at this thread, stays pending and goes with it), whatever the embedding program
+// does with SIGPIPE.
+void block_sigpipe() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+}
+
 constexpr int kWatchSeconds = 300;
 constexpr auto kIoTimeout = 10s;
 constexpr auto kBackoffMin = 200ms;
@@ -145,8 +158,14 @@ class KubeSource final : public Source {
   ~KubeSource() override { stop(); }
 
   void start() override {
-    pool_thread_ = std::thread([this] { pool_loop(); });
-    pods_thread_ = std::thread([this] { pods_loop(); });
+    pool_thread_ = std::thread([this] {
+      block_sigpipe();
+      pool_loop();
+    });
+    pods_thread_ = std::thread([this] {
+      block_sigpipe();
+      pods_loop();
+    });
   }
   void stop() override {
     stop_.stop();
@@ -377,6 +396,15 @@ class KubeSource final : public Source {
             continue;
           }
           Scoped watch{this, std::move(*w)};
+          // The pool thread cuts this watch when the selector changes; cleared on every way out,
+          // before the connection goes.
+          struct Current {
+            KubeSource* self;
+            ~Current() {
+              MutexLock lk(self->mu_);
+              self->pods_conn_ = nullptr;
+            }
+          } current{this};
           {
             MutexLock lk(mu_);
             pods_conn_ = watch.c.get();
@@ -417,10 +445,6 @@ class KubeSource final : public Source {
             publish(spec, pods);
             return true;
           });
-          {
-            MutexLock lk(mu_);
-            pods_conn_ = nullptr;
-          }
           if (!st && !stop_.stopped() && still_current()) {
             spdlog::warn("discovery: pod watch dropped: {}: reconnecting", st.error().message);
             backoff_sleep(backoff);
