@@ -43,7 +43,11 @@ struct Router::Impl {
   };
   std::vector<Slot> slots GUARDED_BY(mu);
   BackendSet members GUARDED_BY(mu) = std::make_shared<const std::vector<Backend*>>();
-  std::atomic<std::uint64_t> members_gen{1};  // bumped (under mu) each time `members` changes
+  std::atomic<std::uint64_t> members_gen{1};
+  // The last list set_backends was given, and whether some of it found no free slot (retried by
+  // resync(), which the health loop calls every interval).
+  std::vector<config::BackendConfig> wanted_list GUARDED_BY(mu);
+  bool pending GUARDED_BY(mu) = false;  // bumped (under mu) each time `members` changes
   std::unique_ptr<discovery::Source> discovery;
   std::unique_ptr<routing::Policy> policy;
   std::shared_ptr<routing::RoutingContext> routing_ctx;
@@ -138,6 +142,7 @@ struct Router::Impl {
     return slots[static_cast<std::size_t>(b.index)].fixed_blocks;
   }
   Status set_backends(std::vector<config::BackendConfig> list);
+  Status resync();
   Status add_locked(const config::BackendConfig& bc) REQUIRES(mu);
   void remove_locked(Backend& b) REQUIRES(mu);
   void publish_locked() REQUIRES(mu);
@@ -245,12 +250,26 @@ Status Router::Impl::set_backends(std::vector<config::BackendConfig> list) {
       }
     }
     im.publish_locked();
+    im.wanted_list = list;
+    im.pending = !result;
   }
   for (auto* b : gone) {
     spdlog::info("backend {} removed ({} in flight finish there)", b->name, b->inflight.load());
     im.down(*b);  // front doors drop their idle connections to it
   }
   return result;
+}
+
+Status Router::resync() { return impl_->resync(); }
+
+Status Router::Impl::resync() {
+  std::vector<config::BackendConfig> list;
+  {
+    MutexLock lk(mu);
+    if (!pending) return {};
+    list = wanted_list;
+  }
+  return set_backends(std::move(list));
 }
 
 Backend* Router::find_backend(std::string_view host, std::uint16_t port) const {
@@ -565,6 +584,8 @@ http::Task<void> Router::Impl::health_loop() {
   net::steady_timer timer(ex);
   auto& p = *probe_pool;
   for (;;) {
+    // Backends that found no free slot (their slot's last requests were draining) get one now.
+    (void)resync();
     const BackendSet members = snapshot();
     for (auto* b : *members) {
       if (b->removed.load()) continue;

@@ -106,8 +106,11 @@ class Router {
   // Replaces the pool (discovery): backends are matched by URL; new ones are added (KV-event
   // endpoints from the templates), missing ones removed (never available again, requests in flight
   // finish, their index entries go). Errors when the list is invalid; when slots run out, adds
-  // what fits and reports the rest.
+  // what fits, reports the rest and retries it (resync).
   Status set_backends(std::vector<config::BackendConfig> list);
+  // Adds what the last set_backends could not (no free slot while removed backends drained); the
+  // health loop calls it every interval. No-op when nothing is pending.
+  Status resync();
   routing::Policy& policy();
   // The backend listening at host:port (as an endpoint picker names it), or null.
   Backend* find_backend(std::string_view host, std::uint16_t port) const;
