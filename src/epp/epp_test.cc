@@ -192,6 +192,20 @@ std::int64_t cached_tokens(const std::string& response) {
   return at == std::string::npos ? -1 : std::stoll(response.substr(at + key.size()));
 }
 
+// Sends `bodies` through `kvroute serve` with `c` and adds up the cached tokens the engines report.
+void serve_cached_tokens(const config::Config& c, const std::vector<std::string>& bodies,
+                         std::int64_t& total) {
+  proxy::Proxy p(c);
+  auto port = p.start();
+  ASSERT_TRUE(port) << port.error().message;
+  for (const auto& b : bodies) {
+    auto r = testing::post_json(*port, "/v1/completions", b);
+    ASSERT_EQ(r.status, 200) << r.raw;
+    total += cached_tokens(r.body);
+  }
+  p.stop(1s);
+}
+
 TEST(Epp, HitRateThroughTheGatewayEqualsServesOnTheSameWorkload) {
   const auto bodies = workload();
   std::int64_t epp_cached = 0;
@@ -227,15 +241,7 @@ TEST(Epp, HitRateThroughTheGatewayEqualsServesOnTheSameWorkload) {
   {
     sim::SimCluster sim(sim::loopback_options(4, "m", 4096));
     ASSERT_TRUE(sim.start());
-    proxy::Proxy p(engines_config(sim));
-    auto port = p.start();
-    ASSERT_TRUE(port) << port.error().message;
-    for (const auto& b : bodies) {
-      auto r = testing::post_json(*port, "/v1/completions", b);
-      ASSERT_EQ(r.status, 200) << r.raw;
-      serve_cached += cached_tokens(r.body);
-    }
-    p.stop(1s);
+    serve_cached_tokens(engines_config(sim), bodies, serve_cached);
   }
   // One routing core: the same decisions, so the same hits. Each document's first request
   // misses; the rest hit its ~300-token prefix.
@@ -311,15 +317,7 @@ TEST(Epp, HitRateWithEnginesFromAnInferencePoolEqualsServes) {
       bc.url = sim.endpoints()[i].url;
       c.backends.push_back(bc);
     }
-    proxy::Proxy p(c);
-    auto port = p.start();
-    ASSERT_TRUE(port) << port.error().message;
-    for (const auto& b : bodies) {
-      auto r = testing::post_json(*port, "/v1/completions", b);
-      ASSERT_EQ(r.status, 200) << r.raw;
-      serve_cached += cached_tokens(r.body);
-    }
-    p.stop(1s);
+    serve_cached_tokens(c, bodies, serve_cached);
   }
   EXPECT_EQ(epp_cached, serve_cached);
   EXPECT_GT(epp_cached, 24 * 280);
