@@ -30,7 +30,8 @@ THIRD_PARTY = {
     "CLI11::CLI11": ("CLI/",),
     "PkgConfig::GRPCPP": ("grpcpp/",),
     "PkgConfig::PROTOBUF": ("google/protobuf/",),
-    "OpenSSL::SSL": ("openssl/",),
+    # libssl's headers and Asio's SSL layer need libssl; every OpenSSL header needs libcrypto.
+    "OpenSSL::SSL": ("openssl/ssl", "boost/asio/ssl"),
     "OpenSSL::Crypto": ("openssl/",),
     # Messages and stubs protoc generates from src/epp/proto (not a kvroute_cc_library).
     "kvroute_epp_proto": ("envoy/", "grpc/health/"),

@@ -43,6 +43,10 @@ Result<CompareTarget> parse_target(std::string_view spec) {
   auto ep = http::parse_http_url(t.url);
   if (!ep)
     return fail(Error::invalid("--target '" + std::string(spec) + "': " + ep.error().message));
+  if (ep->tls) {
+    return fail(Error::invalid("--target '" + std::string(spec) +
+                               "': the load generator speaks plain HTTP (https: use wrk)"));
+  }
   t.name = named ? std::string(spec.substr(0, eq)) : fmt::format("{}:{}", ep->host, ep->port);
   if (t.name.empty())
     return fail(Error::invalid("--target '" + std::string(spec) + "': empty name"));

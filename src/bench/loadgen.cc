@@ -489,6 +489,11 @@ EngineCounters parse_engine_metrics(std::string_view text) {
 
 Result<RunResult> run_load(const Workload& workload, const LoadOptions& options) {
   KVROUTE_TRY(http::Endpoint ep, http::parse_http_url(options.url));
+  if (ep.tls) {
+    return fail(Error::invalid("'" + options.url +
+                               "': the load generator speaks plain HTTP; measure a TLS router with "
+                               "wrk (scripts/bench/tls_vs_nginx.sh)"));
+  }
   for (const auto& u : options.backend_metrics) {
     if (auto e = http::parse_http_url(u); !e)
       return fail(Error::invalid("--backend-metrics " + u + ": " + e.error().message));

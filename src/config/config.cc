@@ -143,6 +143,26 @@ constexpr Field kUpstreamFields[] = {
     {"idleTimeout", read_duration<&Config::idle_timeout>},
     {"maxRetries", read_scalar<&Config::max_retries>},
     {"maxIdlePerBackend", read_scalar<&Config::max_idle_per_backend>},
+    {"caFile", read_scalar<&Config::upstream_ca_file>},
+    {"certFile", read_scalar<&Config::upstream_cert_file>},
+    {"keyFile", read_scalar<&Config::upstream_key_file>},
+    {"insecureSkipVerify", read_scalar<&Config::upstream_insecure_skip_verify>},
+    {"authorization", read_scalar<&Config::upstream_authorization>},
+    {"apiKeyFile", read_scalar<&Config::upstream_api_key_file>},
+};
+constexpr Field kTlsFields[] = {
+    {"certFile", read_scalar<&Config::tls_cert_file>},
+    {"keyFile", read_scalar<&Config::tls_key_file>},
+    {"clientCAFile", read_scalar<&Config::tls_client_ca_file>},
+    {"reloadInterval", read_duration<&Config::tls_reload_interval>},
+};
+constexpr Field kAuthFields[] = {
+    {"apiKeysFile", read_scalar<&Config::api_keys_file>},
+};
+constexpr Field kAdminFields[] = {
+    {"address", read_scalar<&Config::admin_address>},
+    {"port", read_scalar<&Config::admin_port>},
+    {"tokenFile", read_scalar<&Config::admin_token_file>},
 };
 constexpr Field kHealthFields[] = {
     {"interval", read_duration<&Config::health_interval>},
@@ -178,6 +198,7 @@ constexpr Field kLogFields[] = {
 constexpr Section kSections[] = {
     {"server", kServerFields},   {"upstream", kUpstreamFields}, {"health", kHealthFields},
     {"routing", kRoutingFields}, {"log", kLogFields},           {"discovery", kDiscoveryFields},
+    {"tls", kTlsFields},         {"auth", kAuthFields},         {"admin", kAdminFields},
 };
 
 // Checks a section's keys against its rows, then reads every row's field.
@@ -229,9 +250,10 @@ Result<std::vector<BackendConfig>> read_backends(const Reader& r, const YAML::No
 Result<Config> parse_root(const YAML::Node& root, const Reader& r) {
   Config c;
   if (!root || root.IsNull()) return c;
-  KVROUTE_TRY(r.keys(root, "",
-                     {"server", "upstream", "health", "routing", "backends", "discovery", "log",
-                      "plugins", "schedulingProfiles", "apiVersion", "kind"}));
+  KVROUTE_TRY(
+      r.keys(root, "",
+             {"server", "upstream", "health", "routing", "backends", "discovery", "log", "tls",
+              "auth", "admin", "plugins", "schedulingProfiles", "apiVersion", "kind"}));
   for (const Section& section : kSections) {
     if (auto node = root[section.name]) KVROUTE_TRY(read_section(r, node, section, c));
   }
@@ -266,6 +288,15 @@ Result<Config> parse_root(const YAML::Node& root, const Reader& r) {
   }
   if (auto bs = root["backends"]) {
     KVROUTE_TRY(c.backends, read_backends(r, bs));
+  }
+  if (auto u = root["upstream"]; u && u["authorization"]) {
+    const auto& a = c.upstream_authorization;
+    if (a != "forward" && a != "none" && a != "key")
+      return fail(
+          r.err(u["authorization"], "upstream.authorization", "must be forward, none or key"));
+  }
+  if (auto a = root["admin"]; a && a["port"] && (c.admin_port < -1 || c.admin_port > 65535)) {
+    return fail(r.err(a["port"], "admin.port", "must be -1 (off), 0 (any) or a port"));
   }
   if (auto d = root["discovery"]) {
     if (c.max_endpoints > 4096)
@@ -427,6 +458,20 @@ Status validate(const Config& c) {
   if (!c.kv_events_replay_template.empty() && c.kv_events_template.empty()) {
     return fail(Error::invalid("kvEventsReplayTemplate needs kvEventsTemplate"));
   }
+  if (c.tls_cert_file.empty() != c.tls_key_file.empty())
+    return fail(Error::invalid("TLS: give both tls.certFile and tls.keyFile"));
+  if (!c.tls_client_ca_file.empty() && c.tls_cert_file.empty())
+    return fail(Error::invalid("TLS: tls.clientCAFile needs tls.certFile and tls.keyFile"));
+  if (c.upstream_cert_file.empty() != c.upstream_key_file.empty())
+    return fail(Error::invalid("TLS: give both upstream.certFile and upstream.keyFile"));
+  if (const auto mode = c.effective_upstream_authorization();
+      mode != "forward" && mode != "none" && mode != "key") {
+    return fail(Error::invalid("upstream.authorization must be forward, none or key"));
+  } else if (mode == "key" && c.upstream_api_key_file.empty()) {
+    return fail(Error::invalid("upstream.authorization: key needs upstream.apiKeyFile"));
+  }
+  if (c.admin_port < -1 || c.admin_port > 65535)
+    return fail(Error::invalid("admin port must be -1 (off), 0 (any) or a port"));
   if (c.max_body_bytes == 0 || c.max_header_bytes < 1024) {
     return fail(Error::invalid("limits: maxBodyBytes must be > 0 and maxHeaderBytes >= 1024"));
   }

@@ -101,6 +101,32 @@ struct Config {
   std::string kube_api_server;  // "": in-cluster (KUBERNETES_SERVICE_HOST), else the kubeconfig's
   std::string kubeconfig;       // kubeconfig file outside the cluster
   bool dynamic_discovery() const { return !endpoints_file.empty() || !pool_name.empty(); }
+  // security (docs/adr/0022, 0023)
+  std::string tls_cert_file;           // TLS for clients: the certificate chain (PEM)
+  std::string tls_key_file;            // and its key
+  std::string tls_client_ca_file;      // mTLS: clients must present a certificate chaining to it
+  Duration tls_reload_interval{1000};  // how often the files are checked for a rotation
+  std::string upstream_ca_file;        // https engines: the CA ("": the system store)
+  std::string upstream_cert_file;      // client certificate to engines (mTLS)
+  std::string upstream_key_file;
+  bool upstream_insecure_skip_verify = false;  // explicit opt-out of verification
+  std::string api_keys_file;  // clients' API keys, one per line with an optional tenant
+  // What reaches the engines in Authorization: "forward" (the client's), "none", "key" (the
+  // router's own, from upstream_api_key_file). "": forward without API keys, else none (or key
+  // when a key file is set).
+  std::string upstream_authorization;
+  std::string upstream_api_key_file;
+  // The admin listener (/metrics, /health, /ready): off (-1) serves them on the data port; 0: the
+  // OS picks. Its bearer token (a file), when set, guards everything but /health and /ready.
+  std::string admin_address = "0.0.0.0";
+  int admin_port = -1;
+  std::string admin_token_file;
+  // The upstream_authorization mode in effect.
+  std::string effective_upstream_authorization() const {
+    if (!upstream_authorization.empty()) return upstream_authorization;
+    if (!upstream_api_key_file.empty()) return "key";
+    return api_keys_file.empty() ? "forward" : "none";
+  }
   // logging
   std::string log_level = "info";
 };

@@ -42,7 +42,7 @@ TEST(Config, ErrorsNameFileLineAndField) {
   EXPECT_NE(c.error().message.find("cfg.yaml:2:"), std::string::npos) << c.error().message;
   EXPECT_NE(c.error().message.find("server.port"), std::string::npos);
 
-  c = load_yaml("backends:\n  - url: https://x:1\n", "cfg.yaml");
+  c = load_yaml("backends:\n  - url: ftp://x:1\n", "cfg.yaml");
   ASSERT_FALSE(c);
   EXPECT_NE(c.error().message.find("backends[0].url"), std::string::npos) << c.error().message;
 

@@ -7,6 +7,8 @@
 #include <boost/asio/signal_set.hpp>
 #include <deque>
 
+#include "admin/admin.h"
+#include "auth/auth.h"
 #include "common/log.h"
 #include "common/mutex.h"
 #include "envoy/service/ext_proc/v3/external_processor.grpc.pb.h"
@@ -14,6 +16,7 @@
 #include "epp/internal/processor.h"
 #include "http/server.h"
 #include "openai/error.h"
+#include "tls/tls.h"
 
 namespace kvroute::epp {
 
@@ -120,15 +123,16 @@ Result<BodyMode> parse_body_mode(std::string_view s) {
                              "': expected auto, full-duplex or buffered"));
 }
 
-Result<std::unique_ptr<grpc::Server>> build_grpc(const std::string& address, int port,
-                                                 grpc::Service* service, std::size_t max_message,
-                                                 std::uint16_t& bound) {
+Result<std::unique_ptr<grpc::Server>> build_grpc(
+    const std::string& address, int port, grpc::Service* service, std::size_t max_message,
+    std::uint16_t& bound,
+    std::shared_ptr<grpc::ServerCredentials> creds = grpc::InsecureServerCredentials()) {
   grpc::ServerBuilder builder;
   int selected = 0;
   const std::string where =
       (address.find(':') != std::string::npos ? "[" + address + "]" : address) + ":" +
       std::to_string(port);
-  builder.AddListeningPort(where, grpc::InsecureServerCredentials(), &selected);
+  builder.AddListeningPort(where, std::move(creds), &selected);
   builder.RegisterService(service);
   builder.SetMaxReceiveMessageSize(static_cast<int>(std::min<std::size_t>(max_message, INT32_MAX)));
   auto server = builder.BuildAndStart();
@@ -137,15 +141,43 @@ Result<std::unique_ptr<grpc::Server>> build_grpc(const std::string& address, int
   return server;
 }
 
+// TLS for the gateway's ext_proc stream (docs/adr/0022): gRPC's own TLS, with its file watcher
+// reloading rotated certificates (at most every second), and mTLS with a client CA. The files are
+// loaded once through tls:: first, so that a bad file fails start-up with its name.
+Result<std::shared_ptr<grpc::ServerCredentials>> ext_proc_credentials(const config::Config& c) {
+  if (c.tls_cert_file.empty()) return grpc::InsecureServerCredentials();
+  tls::ServerConfig tc;
+  tc.cert_file = c.tls_cert_file;
+  tc.key_file = c.tls_key_file;
+  tc.client_ca_file = c.tls_client_ca_file;
+  KVROUTE_TRY(tls::make_server_context(tc));
+  const auto every = static_cast<unsigned>(std::max<std::int64_t>(
+      1, std::chrono::duration_cast<std::chrono::seconds>(c.tls_reload_interval).count()));
+  auto provider = std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
+      c.tls_key_file, c.tls_cert_file, c.tls_client_ca_file, every);
+  grpc::experimental::TlsServerCredentialsOptions opts(provider);
+  opts.watch_identity_key_cert_pairs();
+  if (!c.tls_client_ca_file.empty()) {
+    opts.watch_root_certs();
+    opts.set_cert_request_type(GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+  } else {
+    opts.set_cert_request_type(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+  }
+  return grpc::experimental::TlsServerCredentials(opts);
+}
+
 }  // namespace
 
 struct Epp::Impl {
   config::Config cfg;
   EppOptions opts;
   metrics::Registry reg;
-  // The metrics listener runs the router's probe and scrape loops: it is declared before the
-  // router so that the router's connection pools go first, while the listener's executor lives.
-  std::unique_ptr<http::Server> metrics_server;
+  // Checks API keys and the admin token (docs/adr/0023).
+  std::unique_ptr<auth::Gate> gate;
+  // The admin listener (/metrics, /health, /ready) runs the router's probe and scrape loops: it is
+  // declared before the router so that the router's connection pools go first, while the
+  // listener's executor lives.
+  std::unique_ptr<admin::AdminServer> admin_server;
   std::unique_ptr<router::Router> router;
   std::unique_ptr<EppMetrics> metrics;
   EppCore core;
@@ -165,28 +197,15 @@ struct Epp::Impl {
     return n;
   }
 
-  http::Task<void> handle_admin(http::Request& req, http::ResponseWriter& w) {
-    const std::string_view path = req.path();
-    const http::Headers none;
-    if (req.method != "GET" && req.method != "HEAD") {
-      co_await w.send(405, "application/json",
-                      openai::error_body(405, "use GET for " + std::string(path)), none);
-    } else if (path == "/metrics") {
-      router->update_gauges();
-      metrics->ready.with({}).set(ready_endpoints());
-      co_await w.send(200, "text/plain; version=0.0.4; charset=utf-8", reg.render(), none);
-    } else if (path == "/health") {
-      co_await w.send(200, "application/json", R"({"status":"ok"})", none);
-    } else if (path == "/ready") {
-      const bool ok = ready();
-      co_await w.send(ok ? 200 : 503, "application/json",
-                      fmt::format(R"({{"ready":{},"ready_endpoints":{}}})", ok ? "true" : "false",
-                                  ready_endpoints()),
-                      none);
-    } else {
-      co_await w.send(404, "application/json",
-                      openai::error_body(404, "no route for " + std::string(path)), none);
-    }
+  std::string render_metrics() {
+    router->update_gauges();
+    metrics->ready.with({}).set(ready_endpoints());
+    return reg.render();
+  }
+  std::pair<bool, std::string> ready_body() const {
+    const bool ok = ready();
+    return {ok, fmt::format(R"({{"ready":{},"ready_endpoints":{}}})", ok ? "true" : "false",
+                            ready_endpoints())};
   }
 };
 
@@ -212,30 +231,44 @@ Result<EppPorts> Epp::start() {
   im.core.body_mode = mode;
   im.core.max_body_bytes = im.opts.max_body_bytes;
   im.core.debug_headers = im.cfg.debug_headers;
+  auth::GateOptions go;
+  go.api_keys_file = im.cfg.api_keys_file;
+  go.admin_token_file = im.cfg.admin_token_file;
+  go.reload_interval = im.cfg.tls_reload_interval;
+  KVROUTE_TRY(im.gate, auth::Gate::create(go, im.reg));
+  im.core.gate = im.gate.get();
+  const std::string upstream_auth = im.cfg.effective_upstream_authorization();
+  if (upstream_auth == "none") im.core.upstream_auth = EppCore::UpstreamAuth::kNone;
+  if (upstream_auth == "key") {
+    im.core.upstream_auth = EppCore::UpstreamAuth::kKey;
+    KVROUTE_TRY(auto key, auth::read_secret_file(im.cfg.upstream_api_key_file));
+    im.core.upstream_authorization = "Bearer " + key;
+  }
+  KVROUTE_TRY(auto ext_proc_creds, ext_proc_credentials(im.cfg));
 
   EppPorts ports;
-  // The metrics listener's thread also runs the router's health probes and metric scrapes.
-  http::ServerOptions so;
-  so.address = im.opts.address;
-  so.port = static_cast<std::uint16_t>(im.opts.metrics_port);
-  so.threads = 1;
-  so.error_body = [](int status, std::string_view message) {
-    return openai::error_body(status, message);
-  };
+  // The admin listener (--admin-address/--admin-port, else --address/--metrics-port); its thread
+  // also runs the router's health probes and metric scrapes.
   Impl* self = &im;
-  im.metrics_server = std::make_unique<http::Server>(
-      so,
-      [self](http::Request& req, http::ResponseWriter& w) { return self->handle_admin(req, w); });
-  KVROUTE_TRY(ports.metrics, im.metrics_server->start());
-  im.router->start_background(im.metrics_server->executor(0), im.metrics_server->executor(0));
+  admin::Options ao;
+  ao.address = im.cfg.admin_port >= 0 ? im.cfg.admin_address : im.opts.address;
+  ao.port =
+      static_cast<std::uint16_t>(im.cfg.admin_port >= 0 ? im.cfg.admin_port : im.opts.metrics_port);
+  admin::Hooks hooks;
+  hooks.metrics = [self] { return self->render_metrics(); };
+  hooks.ready = [self] { return self->ready_body(); };
+  im.admin_server = std::make_unique<admin::AdminServer>(ao, std::move(hooks), *im.gate);
+  KVROUTE_TRY(ports.metrics, im.admin_server->start());
+  im.router->start_background(im.admin_server->executor(), im.admin_server->executor());
 
   im.health = std::make_unique<HealthService>([self] { return self->ready(); });
   KVROUTE_TRY(im.health_server, build_grpc(im.opts.address, im.opts.health_port, im.health.get(),
                                            1 << 20, ports.health));
   im.ext_proc = std::make_unique<ExtProcService>(im.core, im.open_streams);
   // A BUFFERED gateway sends the whole body in one message.
-  KVROUTE_TRY(im.grpc_server, build_grpc(im.opts.address, im.opts.grpc_port, im.ext_proc.get(),
-                                         im.opts.max_body_bytes + (1u << 20), ports.grpc));
+  KVROUTE_TRY(im.grpc_server,
+              build_grpc(im.opts.address, im.opts.grpc_port, im.ext_proc.get(),
+                         im.opts.max_body_bytes + (1u << 20), ports.grpc, ext_proc_creds));
   spdlog::info(
       "kvroute epp: ext_proc on {}:{}, gRPC health on {}, metrics on {}; {} backends, policy {}, "
       "body mode {}",
@@ -256,7 +289,7 @@ void Epp::stop(std::chrono::milliseconds grace) {
   // Open streams finish within the grace period; gRPC then cancels what remains.
   if (im.grpc_server) im.grpc_server->Shutdown(std::chrono::system_clock::now() + grace);
   if (im.health_server) im.health_server->Shutdown(std::chrono::system_clock::now());
-  if (im.metrics_server) im.metrics_server->stop(std::chrono::milliseconds(0));
+  if (im.admin_server) im.admin_server->stop();
   if (im.router) im.router->stop();
 }
 

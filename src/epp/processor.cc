@@ -136,6 +136,12 @@ void StreamProcessor::on_request_headers(const pb::ProcessingRequest& in,
                    [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
     headers_.emplace_back(std::move(key), hv.raw_value().empty() ? hv.value() : hv.raw_value());
   }
+  if (core_.gate != nullptr && core_.gate->checks_api_keys()) {
+    if (auto who = core_.gate->check_client(header("authorization")); !who) {
+      refuse(401, std::string(auth::refusal_message(who.error())), {}, out, "invalid_api_key");
+      return;
+    }
+  }
   // The subset hint: a list of "ip:port" (or "ip": every port), or one comma-separated string
   // (what header-to-metadata filters produce).
   const auto& fm = in.metadata_context().filter_metadata();
@@ -281,6 +287,11 @@ bool StreamProcessor::route(std::vector<pb::ProcessingResponse>& out) {
   if (full_duplex_ && !bodiless)
     set_header(*mutation, "content-length", std::to_string(body_.size()));
   if (core_.debug_headers) set_header(*mutation, "x-kvroute-reason", assignment_.decision().reason);
+  if (core_.upstream_auth == EppCore::UpstreamAuth::kNone) {
+    mutation->add_remove_headers("authorization");
+  } else if (core_.upstream_auth == EppCore::UpstreamAuth::kKey) {
+    set_header(*mutation, "authorization", core_.upstream_authorization);
+  }
   auto& lb = (*picked.mutable_dynamic_metadata()->mutable_fields())[std::string(kLbNamespace)];
   (*lb.mutable_struct_value()->mutable_fields())[std::string(kDestinationHeader)].set_string_value(
       dest);
@@ -308,11 +319,14 @@ bool StreamProcessor::route(std::vector<pb::ProcessingResponse>& out) {
 }
 
 void StreamProcessor::refuse(int status, std::string message, std::string_view param,
-                             std::vector<pb::ProcessingResponse>& out) {
+                             std::vector<pb::ProcessingResponse>& out, std::string_view code) {
   auto* ir = out.emplace_back().mutable_immediate_response();
   ir->mutable_status()->set_code(static_cast<envoy::type::v3::StatusCode>(status));
-  ir->set_body(openai::error_body_for_param(status, message, param));
+  // OpenAI answers a wrong key with type invalid_request_error, code invalid_api_key.
+  ir->set_body(openai::error_body_for_param(status, message, param,
+                                            status == 401 ? "invalid_request_error" : "", code));
   set_header(*ir->mutable_headers(), "content-type", "application/json");
+  if (status == 401) set_header(*ir->mutable_headers(), "www-authenticate", "Bearer");
   ir->set_details("kvroute_epp_" + std::to_string(status));
   if (core_.metrics) {
     core_.metrics->errors.with({model_label_, model_label_, std::to_string(status)}).inc();

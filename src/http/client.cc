@@ -17,6 +17,8 @@
 #include "http/internal/in_buffer.h"
 #include "http/internal/parser.h"
 #include "http/internal/socket_io.h"
+#include "http/internal/stream.h"
+#include "tls/tls.h"
 
 namespace kvroute::http {
 
@@ -102,10 +104,12 @@ constexpr std::size_t kBodyReadSize = 16384;
 constexpr std::size_t kNotArmed = ~std::size_t{0};
 
 struct ConnectionPool::Conn {
-  Conn(Executor ex, std::shared_ptr<Deadlines> d) : socket(ex), deadlines(std::move(d)) {}
+  Conn(Executor ex, std::shared_ptr<Deadlines> d)
+      : stream(Socket(ex)), socket(stream.socket()), deadlines(std::move(d)) {}
   ~Conn() { disarm(*this); }
-  Socket socket;
-  InBuffer in;  // response bytes not yet parsed; empty whenever the connection is idle
+  Stream stream;   // the socket, with TLS on it for https engines
+  Socket& socket;  // stream's
+  InBuffer in;     // response bytes not yet parsed; empty whenever the connection is idle
   std::chrono::steady_clock::time_point idle_since;
   std::shared_ptr<Deadlines> deadlines;
   std::uint64_t deadline = kNoDeadline;
@@ -268,7 +272,7 @@ Task<Expected<std::string_view, UpstreamFailure>> Exchange::read_some() {
       co_return v;
     }
     im.pool->arm(*im.conn, im.idle_timeout);
-    auto [ec, n] = co_await read_more(im.conn->socket, in.prepare(kBodyReadSize), im.conn->drained);
+    auto [ec, n] = co_await im.conn->stream.read_more(in.prepare(kBodyReadSize), im.conn->drained);
     ConnectionPool::disarm(*im.conn);
     if (im.cancelled)
       co_return make_unexpected(UpstreamFailure{UpstreamError::kCancelled, "cancelled"});
@@ -508,6 +512,30 @@ Task<Expected<Exchange, UpstreamFailure>> ConnectionPool::start_with(
       boost::system::error_code ignored;
       conn->socket.set_option(tcp::no_delay(true), ignored);
       enable_inq(conn->socket.native_handle());
+      if (ep.tls) {
+        if (!opts_.tls) {
+          co_return make_unexpected(UpstreamFailure{
+              UpstreamError::kConnect, fmt::format("{}: https needs a TLS client context", key)});
+        }
+        Status prepared;
+        arm(*conn, std::min(opts_.connect_timeout, first_byte_timeout));
+        const auto hec = co_await conn->stream.handshake(
+            opts_.tls, net::ssl::stream_base::client,
+            [&](SSL* ssl) { prepared = tls::prepare_client(ssl, ep.host, opts_.tls_verify); });
+        disarm(*conn);
+        if (!prepared) {
+          co_return make_unexpected(
+              UpstreamFailure{UpstreamError::kConnect,
+                              fmt::format("TLS to {}: {}", key, prepared.error().message)});
+        }
+        if (hec) {
+          std::string why = conn->timed_out ? "timed out" : hec.message();
+          if (const long v = SSL_get_verify_result(conn->stream.ssl()); v != X509_V_OK)
+            why = X509_verify_cert_error_string(v);
+          co_return make_unexpected(UpstreamFailure{
+              UpstreamError::kConnect, fmt::format("TLS handshake with {} failed: {}", key, why)});
+        }
+      }
     } else {
       close_on_cancel(cancel, conn->socket);
     }
@@ -516,8 +544,8 @@ Task<Expected<Exchange, UpstreamFailure>> ConnectionPool::start_with(
                                           net::buffer(body.data(), body.size())};
     GatherBuffers pending(bufs);
     boost::system::error_code wec;
-    if (!write_now(conn->socket.native_handle(), pending, wec)) {
-      auto [ec, n] = co_await write_all(conn->socket, pending);
+    if (!conn->stream.write_now(pending, wec)) {
+      auto [ec, n] = co_await conn->stream.write_all(pending);
       wec = ec;
     }
     auto impl = std::make_unique<Exchange::Impl>();
@@ -541,10 +569,9 @@ Task<Expected<Exchange, UpstreamFailure>> ConnectionPool::start_with(
       // ones are in the middle of it (http/internal/socket_io.h).
       std::tuple<boost::system::error_code, std::size_t> got;
       if (!received && searched == 0) {
-        got = co_await conn->socket.async_read_some(
-            drain_aware(in.prepare(kHeadReadSize), &conn->drained), kTuple);
+        got = co_await conn->stream.read_first(in.prepare(kHeadReadSize), conn->drained);
       } else {
-        got = co_await read_more(conn->socket, in.prepare(kHeadReadSize), conn->drained);
+        got = co_await conn->stream.read_more(in.prepare(kHeadReadSize), conn->drained);
       }
       auto [rec, n] = got;
       if (rec) {

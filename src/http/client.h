@@ -30,6 +30,10 @@
 #include "http/message.h"
 #include "http/task.h"
 
+namespace boost::asio::ssl {
+class context;
+}
+
 namespace kvroute::http {
 
 namespace net = boost::asio;
@@ -41,6 +45,11 @@ struct ClientOptions {
   std::size_t max_idle_per_endpoint = 256;
   std::chrono::milliseconds pool_idle_ttl{60000};
   std::size_t max_response_header_bytes = 64 * 1024;
+  // https engines (docs/adr/0022): the context of every TLS connection (tls::make_client_context:
+  // CA, client certificate); null: an https endpoint fails to connect. Shared by the pools.
+  std::shared_ptr<net::ssl::context> tls;
+  // Verify the engine's chain and its name or address (false only when configured so).
+  bool tls_verify = true;
 };
 
 enum class UpstreamError { kConnect, kReset, kTimeout, kProtocol, kCancelled };

@@ -8,17 +8,21 @@ namespace kvroute::http {
 
 Result<Endpoint> parse_http_url(std::string_view url) {
   std::string_view rest = url;
+  Endpoint ep;
   if (rest.starts_with("https://")) {
-    return fail(Error::invalid(fmt::format("'{}': https upstreams are not supported", url)));
+    ep.tls = true;
+    rest.remove_prefix(8);
+  } else if (rest.starts_with("http://")) {
+    rest.remove_prefix(7);
+  } else if (const auto scheme = rest.find("://"); scheme != std::string_view::npos) {
+    return fail(Error::invalid(fmt::format("'{}': the scheme must be http:// or https://", url)));
   }
-  if (rest.starts_with("http://")) rest.remove_prefix(7);
   if (auto slash = rest.find('/'); slash != std::string_view::npos) {
     if (rest.substr(slash) != "/") {
       return fail(Error::invalid(fmt::format("'{}': a backend URL has no path", url)));
     }
     rest = rest.substr(0, slash);
   }
-  Endpoint ep;
   std::string_view port_str;
   if (rest.starts_with('[')) {
     auto close = rest.find(']');
@@ -34,7 +38,7 @@ Result<Endpoint> parse_http_url(std::string_view url) {
   }
   if (ep.host.empty()) return fail(Error::invalid(fmt::format("'{}': missing host", url)));
   if (port_str.empty()) {
-    ep.port = 80;
+    ep.port = ep.tls ? 443 : 80;
   } else {
     unsigned p = 0;
     auto [ptr, ec] = std::from_chars(port_str.data(), port_str.data() + port_str.size(), p);

@@ -18,11 +18,12 @@ namespace kvroute::http {
 struct Endpoint {
   std::string host;  // numeric address or name
   std::uint16_t port = 0;
+  bool tls = false;  // https: TLS to the engine (docs/adr/0022)
   bool operator==(const Endpoint&) const = default;
 };
 
-// Parses "http://host:port[/]" (https is not supported: a clear error). IPv6 hosts are bracketed
-// ("http://[::1]:8000"); the port defaults to 80.
+// Parses "http://host:port[/]" or "https://host:port[/]". IPv6 hosts are bracketed
+// ("http://[::1]:8000"); the port defaults to 80 (443 for https). No scheme: http.
 Result<Endpoint> parse_http_url(std::string_view url);
 
 }  // namespace kvroute::http

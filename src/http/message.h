@@ -9,6 +9,7 @@
 // thread.
 #pragma once
 
+#include <algorithm>
 #include <boost/container/small_vector.hpp>
 #include <cstddef>
 #include <cstdint>
@@ -43,6 +44,15 @@ class Headers {
   }
   std::size_t size() const { return fields_.size(); }
   bool empty() const { return fields_.empty(); }
+  // Drops the fields whose name satisfies `drop` (their bytes stay in the buffer).
+  template <class Pred>
+  void remove_if(Pred drop) {
+    const std::string_view d(data_);
+    fields_.erase(
+        std::remove_if(fields_.begin(), fields_.end(),
+                       [&](const Field& f) { return drop(d.substr(f.name_off, f.name_len)); }),
+        fields_.end());
+  }
   value_type operator[](std::size_t i) const {
     const Field& f = fields_[i];
     return {std::string_view(data_).substr(f.name_off, f.name_len),

@@ -28,6 +28,7 @@
 #include "http/internal/in_buffer.h"
 #include "http/internal/parser.h"
 #include "http/internal/socket_io.h"
+#include "http/internal/stream.h"
 
 namespace kvroute::http {
 
@@ -98,7 +99,8 @@ struct Server::Impl {
   std::vector<std::unique_ptr<Worker>> workers;
   std::atomic<bool> stopping{false};
   std::atomic<bool> stopped{false};
-  std::atomic<std::uint64_t> evictions{0};  // idle connections closed to make room
+  std::atomic<std::uint64_t> evictions{0};     // idle connections closed to make room
+  std::atomic<std::uint64_t> tls_failures{0};  // TLS handshakes that failed
   std::uint16_t port = 0;
   // Wakes stop() and wait() when a worker finishes a request or closes; what they wait for is in
   // atomics, the mutex only orders a notify after the waiter's test.
@@ -135,7 +137,7 @@ struct Server::Impl {
   void sweep(Worker& w);
   Task<void> session(Worker& w, Socket socket);
   // Reads one request into `req`. False: the connection ends (its error, if any, was answered).
-  Task<bool> read_request(Worker& w, Socket& socket, SessionState& state, InBuffer& in,
+  Task<bool> read_request(Worker& w, Stream& stream, SessionState& state, InBuffer& in,
                           Request& req);
 };
 
@@ -157,9 +159,9 @@ void append_status_line(HeadBuffer& s, int status) {
 class Writer final : public ResponseWriter {
  public:
   // head_only: the answer to a HEAD request, whose headers describe a body that is not sent.
-  Writer(Socket& socket, SessionState& state, const Worker& worker, const ServerOptions& opts,
+  Writer(Stream& stream, SessionState& state, const Worker& worker, const ServerOptions& opts,
          bool keep_alive, bool head_only)
-      : socket_(socket),
+      : stream_(stream),
         state_(state),
         worker_(worker),
         opts_(opts),
@@ -215,7 +217,7 @@ class Writer final : public ResponseWriter {
                                           net::buffer("\r\n", 2)};
     // A handler that writes chunk after chunk without waiting on anything else would hold the
     // worker while the socket takes them: every 16th chunk passes through the scheduler.
-    if (++chunks_ % 16 == 0) co_await net::post(socket_.get_executor(), use_task);
+    if (++chunks_ % 16 == 0) co_await net::post(stream_.socket().get_executor(), use_task);
     GatherBuffers g(bufs);
     if (auto done = try_write(g)) co_return *done;
     co_return co_await finish_write(g);
@@ -259,20 +261,20 @@ class Writer final : public ResponseWriter {
   // trip; http/internal/socket_io.h). Empty: the rest is left in `g` for finish_write.
   std::optional<bool> try_write(GatherBuffers& g) {
     boost::system::error_code ec;
-    if (!write_now(socket_.native_handle(), g, ec)) return std::nullopt;
+    if (!stream_.write_now(g, ec)) return std::nullopt;
     if (ec) failed_ = true;
     return !ec;
   }
 
   Task<bool> finish_write(GatherBuffers g) {
     arm(state_, worker_, opts_.write_timeout);
-    auto [ec, n] = co_await write_all(socket_, g);
+    auto [ec, n] = co_await stream_.write_all(g);
     disarm(state_);
     if (ec) failed_ = true;
     co_return !ec;
   }
 
-  Socket& socket_;
+  Stream& stream_;
   SessionState& state_;
   const Worker& worker_;
   const ServerOptions& opts_;
@@ -314,7 +316,7 @@ std::pair<std::string, std::string_view> error_response(std::string (*error_body
   return {std::move(text), "text/plain"};
 }
 
-Task<void> send_error_and_close(Socket& socket, SessionState& state, const Worker& w, int status,
+Task<void> send_error_and_close(Stream& stream, SessionState& state, const Worker& w, int status,
                                 std::string_view message) {
   auto [body, content_type] = error_response(w.error_body, status, message);
   HeadBuffer head;
@@ -326,28 +328,28 @@ Task<void> send_error_and_close(Socket& socket, SessionState& state, const Worke
   head += "\r\nConnection: close\r\n\r\n"sv;
   std::array<net::const_buffer, 2> bufs{net::buffer(head.view()), net::buffer(body)};
   arm(state, w, std::chrono::seconds(5));
-  co_await write_all(socket, GatherBuffers(bufs));
+  co_await stream.write_all(GatherBuffers(bufs));
   disarm(state);
 }
 
 // A read of a request failed. Reset, or timed out (closed by the sweep: a slowloris gets no
 // answer): nothing to say. The client closed its side mid-request: it may still read a 400.
-Task<void> after_failed_read(Socket& socket, SessionState& state, const Worker& w,
+Task<void> after_failed_read(Stream& stream, SessionState& state, const Worker& w,
                              boost::system::error_code ec) {
   if (ec != net::error::eof || state.timed_out) co_return;
-  co_await send_error_and_close(socket, state, w, 400,
+  co_await send_error_and_close(stream, state, w, 400,
                                 "malformed HTTP request: the client closed its side mid-request");
 }
 
 // The answer to a request the parser refused: 400, 413, 431 or 501, then close.
-Task<void> refuse(Socket& socket, SessionState& state, const Worker& w, const ParseResult& r) {
+Task<void> refuse(Stream& stream, SessionState& state, const Worker& w, const ParseResult& r) {
   const int status = r.status == ParseStatus::kHeadersTooLarge  ? 431
                      : r.status == ParseStatus::kBodyTooLarge   ? 413
                      : r.status == ParseStatus::kNotImplemented ? 501
                                                                 : 400;
   const std::string msg =
       status == 400 ? "malformed HTTP request: " + std::string(r.error) : std::string(r.error);
-  co_await send_error_and_close(socket, state, w, status, msg);
+  co_await send_error_and_close(stream, state, w, status, msg);
 }
 
 constexpr std::size_t kReadSize = 4096;
@@ -424,7 +426,7 @@ Task<void> Server::Impl::accept_loop(Worker& w) {
   }
 }
 
-Task<bool> Server::Impl::read_request(Worker& w, Socket& socket, SessionState& state, InBuffer& in,
+Task<bool> Server::Impl::read_request(Worker& w, Stream& stream, SessionState& state, InBuffer& in,
                                       Request& req) {
   arm(state, w, opts.request_timeout);
   BodyFraming framing;
@@ -434,26 +436,26 @@ Task<bool> Server::Impl::read_request(Worker& w, Socket& socket, SessionState& s
     head = parse_request_head(in.view(), opts.max_header_bytes, req, framing, searched);
     if (head.status != ParseStatus::kIncomplete) break;
     searched = in.size();
-    auto [ec, n] = co_await read_more(socket, in.prepare(kReadSize), state.drained);
+    auto [ec, n] = co_await stream.read_more(in.prepare(kReadSize), state.drained);
     if (ec) {
-      co_await after_failed_read(socket, state, w, ec);
+      co_await after_failed_read(stream, state, w, ec);
       co_return false;
     }
     in.commit(n);
   }
   if (head.status != ParseStatus::kDone) {
-    co_await refuse(socket, state, w, head);
+    co_await refuse(stream, state, w, head);
     co_return false;
   }
   in.consume(head.consumed);
   if (!framing.chunked && framing.length > opts.max_body_bytes) {
     const ParseResult too_large{ParseStatus::kBodyTooLarge, 0, "request body exceeds the limit"};
-    co_await refuse(socket, state, w, too_large);
+    co_await refuse(stream, state, w, too_large);
     co_return false;
   }
   if (framing.expect_continue && (framing.chunked || in.size() < framing.length)) {
     static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
-    auto [ec, n] = co_await write_all(socket, GatherBuffers(net::buffer(kContinue)));
+    auto [ec, n] = co_await stream.write_all(GatherBuffers(net::buffer(kContinue)));
     if (ec) co_return false;
   }
   if (framing.chunked) {
@@ -463,12 +465,12 @@ Task<bool> Server::Impl::read_request(Worker& w, Socket& socket, SessionState& s
       in.consume(body.consumed);
       if (body.status == ParseStatus::kDone) break;
       if (body.status != ParseStatus::kIncomplete) {
-        co_await refuse(socket, state, w, body);
+        co_await refuse(stream, state, w, body);
         co_return false;
       }
-      auto [ec, n] = co_await read_more(socket, in.prepare(kReadSize), state.drained);
+      auto [ec, n] = co_await stream.read_more(in.prepare(kReadSize), state.drained);
       if (ec) {
-        co_await after_failed_read(socket, state, w, ec);
+        co_await after_failed_read(stream, state, w, ec);
         co_return false;
       }
       in.commit(n);
@@ -486,12 +488,12 @@ Task<bool> Server::Impl::read_request(Worker& w, Socket& socket, SessionState& s
       if (filled == req.body.size()) {
         req.body.resize(std::min(len, std::max<std::size_t>(2 * filled, filled + 64 * 1024)));
       }
-      auto [ec, n] = co_await read_more(
-          socket, net::buffer(req.body.data() + filled, req.body.size() - filled), state.drained);
+      auto [ec, n] = co_await stream.read_more(
+          net::buffer(req.body.data() + filled, req.body.size() - filled), state.drained);
       filled += n;
       if (ec) {
         req.body.resize(filled);
-        co_await after_failed_read(socket, state, w, ec);
+        co_await after_failed_read(stream, state, w, ec);
         co_return false;
       }
     }
@@ -514,7 +516,9 @@ bool Server::Impl::evict_idle(Worker& w) {
   return false;
 }
 
-Task<void> Server::Impl::session(Worker& w, Socket socket) {
+Task<void> Server::Impl::session(Worker& w, Socket plain) {
+  Stream stream(std::move(plain));
+  Socket& socket = stream.socket();
   SessionState state;
   state.socket = &socket;
   w.sessions.insert(&state);
@@ -525,7 +529,21 @@ Task<void> Server::Impl::session(Worker& w, Socket socket) {
     const auto peer = socket.remote_endpoint(ec);
     if (!ec) remote = peer.address().to_string();
   }
-  for (;;) {
+  bool open = true;
+  if (opts.tls) {
+    // The handshake has the time of a request's headers (a client that never finishes it is cut
+    // by the sweep).
+    arm(state, w, opts.request_timeout);
+    const auto ec =
+        co_await stream.handshake(opts.tls(), net::ssl::stream_base::server, [](SSL*) {});
+    disarm(state);
+    if (ec) {
+      open = false;
+      tls_failures.fetch_add(1, std::memory_order_relaxed);
+      spdlog::debug("TLS handshake with {} failed: {}", remote, ec.message());
+    }
+  }
+  while (open) {
     if (stopping.load()) break;
     state.busy = false;
     // Idle keep-alive wait for the first byte of the next request. The response was written since
@@ -533,8 +551,7 @@ Task<void> Server::Impl::session(Worker& w, Socket socket) {
     // (http/internal/socket_io.h).
     if (in.size() == 0) {
       arm(state, w, opts.keepalive_timeout);
-      auto [ec, n] = co_await socket.async_read_some(
-          drain_aware(in.prepare(kReadSize), &state.drained), kTuple);
+      auto [ec, n] = co_await stream.read_first(in.prepare(kReadSize), state.drained);
       if (ec) break;
       in.commit(n);
     }
@@ -548,13 +565,13 @@ Task<void> Server::Impl::session(Worker& w, Socket socket) {
     } release_after;
     Request req;
     req.remote_address = remote;
-    const bool complete = co_await read_request(w, socket, state, in, req);
+    const bool complete = co_await read_request(w, stream, state, in, req);
     release_after.bytes = req.body.capacity();
     if (!complete) break;
     req.keep_alive = req.keep_alive && !stopping.load();
 
     w.active.fetch_add(1);
-    Writer writer(socket, state, w, opts, req.keep_alive, req.method == "HEAD");
+    Writer writer(stream, state, w, opts, req.keep_alive, req.method == "HEAD");
     auto watch = std::make_shared<GoneWatch>();
     writer.set_watch(watch);
     // Most requests finish long before a client could be noticed leaving, so the watch (an
@@ -728,6 +745,7 @@ void Server::wait() {
 std::uint16_t Server::port() const { return impl_->port; }
 std::size_t Server::connections() const { return impl_->live(); }
 std::uint64_t Server::idle_evictions() const { return impl_->evictions.load(); }
+std::uint64_t Server::tls_handshake_failures() const { return impl_->tls_failures.load(); }
 std::size_t Server::active_requests() const { return impl_->active(); }
 Executor Server::executor(int i) const {
   return impl_->workers.at(static_cast<std::size_t>(i))->ioc.get_executor();

@@ -30,6 +30,10 @@
 #include "http/message.h"
 #include "http/task.h"
 
+namespace boost::asio::ssl {
+class context;
+}
+
 namespace kvroute::http {
 
 namespace net = boost::asio;
@@ -53,6 +57,10 @@ struct ServerOptions {
   // 500 when a handler produced nothing): a JSON body for `status`. The front doors pass
   // openai::error_body so clients see one error shape; null: the message as text/plain.
   std::string (*error_body)(int status, std::string_view message) = nullptr;
+  // TLS (docs/adr/0022): set, every connection starts with a TLS handshake, with the context this
+  // returns for it (tls::ServerContexts::current(), which reloads rotated certificates). Called on
+  // the connection's worker thread. A handshake must finish within request_timeout.
+  std::function<std::shared_ptr<net::ssl::context>()> tls;
 };
 
 // How a handler answers. All methods return false when the client is gone (then stop writing).
@@ -107,6 +115,8 @@ class Server {
   // Idle keep-alive connections closed to make room for new ones (at max_connections or when the
   // process ran out of descriptors).
   std::uint64_t idle_evictions() const;
+  // TLS handshakes that failed (wrong CA, no client certificate under mTLS, not TLS at all).
+  std::uint64_t tls_handshake_failures() const;
   std::size_t active_requests() const;
   // The executor of worker `i`, for background tasks that belong to that thread.
   Executor executor(int i) const;

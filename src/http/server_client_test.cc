@@ -757,8 +757,14 @@ TEST(ParseHttpUrl, AcceptsHostPortAndRejectsOthers) {
   ASSERT_TRUE(ep);
   EXPECT_EQ(ep->host, "127.0.0.1");
   EXPECT_EQ(ep->port, 8001);
+  EXPECT_FALSE(ep->tls);
   EXPECT_TRUE(parse_http_url("localhost:9/"));
-  EXPECT_FALSE(parse_http_url("https://x:1"));
+  auto tls = parse_http_url("https://engine-0.ns.svc");
+  ASSERT_TRUE(tls);
+  EXPECT_TRUE(tls->tls);
+  EXPECT_EQ(tls->port, 443);
+  EXPECT_EQ(tls->host, "engine-0.ns.svc");
+  EXPECT_FALSE(parse_http_url("ftp://x:1"));
   EXPECT_FALSE(parse_http_url("http://x:99999"));
   EXPECT_FALSE(parse_http_url("http://x:1/v1"));
 }

@@ -9,6 +9,8 @@
 #include <boost/container/small_vector.hpp>
 #include <optional>
 
+#include "admin/admin.h"
+#include "auth/auth.h"
 #include "common/log.h"
 #include "http/client.h"
 #include "http/offload.h"
@@ -18,6 +20,7 @@
 #include "openai/request.h"
 #include "proxy/internal/fd_budget.h"
 #include "router/router.h"
+#include "tls/tls.h"
 
 namespace kvroute::proxy {
 
@@ -56,6 +59,24 @@ struct Proxy::Impl {
   metrics::HistogramFamily* ttfb = nullptr;
   metrics::CounterFamily* retries = nullptr;
   metrics::CounterFamily* client_errors = nullptr;
+  // Security (docs/adr/0022, 0023): API keys and the admin token, TLS for clients, the admin
+  // listener (null: the admin paths are served on the data port), what engines get as
+  // Authorization.
+  std::unique_ptr<auth::Gate> gate;
+  std::shared_ptr<tls::ServerContexts> tls;
+  admin::Hooks admin_hooks;
+  std::unique_ptr<admin::AdminServer> admin;
+  enum class UpstreamAuth { kForward, kNone, kKey } upstream_auth = UpstreamAuth::kForward;
+  std::string upstream_authorization;  // "Bearer <key>" with kKey
+  metrics::Counter* tls_failures = nullptr;
+  std::atomic<std::uint64_t> tls_failures_seen{0};
+  // The Authorization engines get (upstream.authorization).
+  void rewrite_authorization(Headers& h) const {
+    if (upstream_auth == UpstreamAuth::kForward) return;
+    h.remove_if([](std::string_view name) { return http::iequals_lower(name, "authorization"); });
+    if (upstream_auth == UpstreamAuth::kKey)
+      h.emplace_back("Authorization", upstream_authorization);
+  }
 
   // Hot cells resolved once: [endpoint] for the histograms; the 200 counters per backend are cached
   // per worker thread (ok_cell), since discovery adds backends while running.
@@ -168,6 +189,10 @@ struct Proxy::Impl {
   static void pass_response_headers(const Headers& upstream, Headers& out);
 
   http::Task<void> handle(Request& req, ResponseWriter& w);
+  // API keys (when configured): false after answering 401.
+  http::Task<bool> authorized(Request& req, ResponseWriter& w);
+  std::pair<bool, std::string> ready() const;
+  std::string render_metrics();
   http::Task<void> proxy_openai(Request& req, ResponseWriter& w, openai::Endpoint ep,
                                 std::string_view label);
   http::Task<void> send_error(ResponseWriter& w, int status, std::string message,
@@ -186,12 +211,45 @@ http::Task<void> Proxy::Impl::send_error(ResponseWriter& w, int status, std::str
   co_await w.send(status, "application/json", std::move(body), none);
 }
 
+http::Task<bool> Proxy::Impl::authorized(Request& req, ResponseWriter& w) {
+  if (!gate->checks_api_keys()) co_return true;
+  auto who = gate->check_client(req.header("authorization"));
+  if (who) co_return true;
+  client_errors->with({"401"}).inc();
+  std::string body = openai::error_body(401, auth::refusal_message(who.error()),
+                                        "invalid_request_error", "invalid_api_key");
+  const Headers challenge{{"WWW-Authenticate", "Bearer"}};
+  co_await w.send(401, "application/json", std::move(body), challenge);
+  co_return false;
+}
+
+std::pair<bool, std::string> Proxy::Impl::ready() const {
+  const auto now = routing::steady_now_ms();
+  int n = 0;
+  const router::BackendSet members = router->backends();
+  for (auto* b : *members) n += b->available(now) ? 1 : 0;
+  return {n > 0,
+          fmt::format(R"({{"ready":{},"healthy_backends":{}}})", n > 0 ? "true" : "false", n)};
+}
+
+std::string Proxy::Impl::render_metrics() {
+  router->update_gauges();
+  if (tls_failures != nullptr) {
+    // The server counts; the metric catches up at each scrape.
+    const std::uint64_t now = server->tls_handshake_failures();
+    const std::uint64_t before = tls_failures_seen.exchange(now);
+    if (now > before) tls_failures->inc(static_cast<double>(now - before));
+  }
+  return reg.render();
+}
+
 http::Task<void> Proxy::Impl::handle(Request& req, ResponseWriter& w) {
   const std::string_view path = req.path();
   const bool get = req.method == "GET" || req.method == "HEAD";
   const bool post = req.method == "POST";
   const Headers none;
   if (path == "/v1/completions" || path == "/v1/chat/completions") {
+    if (!co_await authorized(req, w)) co_return;
     if (!post) {
       std::string msg = "use POST for " + std::string(path);
       co_await send_error(w, 405, std::move(msg));
@@ -203,22 +261,13 @@ http::Task<void> Proxy::Impl::handle(Request& req, ResponseWriter& w) {
                           path);
     co_return;
   }
-  if (path == "/health" && get) {
-    std::string body = R"({"status":"ok"})";
-    co_await w.send(200, "application/json", std::move(body), none);
-  } else if (path == "/ready" && get) {
-    const auto now = routing::steady_now_ms();
-    int n = 0;
-    const router::BackendSet members = router->backends();
-    for (auto* b : *members) n += b->available(now) ? 1 : 0;
-    std::string body =
-        fmt::format(R"({{"ready":{},"healthy_backends":{}}})", n > 0 ? "true" : "false", n);
-    co_await w.send(n > 0 ? 200 : 503, "application/json", std::move(body), none);
-  } else if (path == "/metrics" && get) {
-    router->update_gauges();
-    std::string body = reg.render();
-    co_await w.send(200, "text/plain; version=0.0.4; charset=utf-8", std::move(body), none);
-  } else if (path == "/v1/models" && get) {
+  // The admin paths, here when there is no admin listener; /health also when there is one (load
+  // balancers and vLLM's clients probe the API port's /health; it tells nothing).
+  if (!admin || path == "/health") {
+    if (co_await admin::handle(admin_hooks, *gate, req, w)) co_return;
+  }
+  if (path == "/v1/models" && get) {
+    if (!co_await authorized(req, w)) co_return;
     std::string body = R"({"object":"list","data":[)";
     bool first = true;
     for (const auto& m : router->known_models()) {
@@ -230,7 +279,7 @@ http::Task<void> Proxy::Impl::handle(Request& req, ResponseWriter& w) {
     }
     body += "]}";
     co_await w.send(200, "application/json", std::move(body), none);
-  } else if (path == "/health" || path == "/ready" || path == "/metrics" || path == "/v1/models") {
+  } else if (path == "/v1/models") {
     std::string msg = "use GET for " + std::string(path);
     co_await send_error(w, 405, std::move(msg));
   } else {
@@ -269,6 +318,7 @@ http::Task<void> Proxy::Impl::proxy_openai(Request& req, ResponseWriter& w, open
     co_return;
   }
 
+  rewrite_authorization(req.headers);
   std::string last_error;
   int last_status = 502;
   bool cut = false;  // the shutdown grace ran out before a response started
@@ -444,6 +494,31 @@ Result<std::uint16_t> Proxy::start() {
   im.cfg = im.router->config();  // resolved
   im.declare_metrics();
   im.resolve_cells();
+  auth::GateOptions go;
+  go.api_keys_file = im.cfg.api_keys_file;
+  go.admin_token_file = im.cfg.admin_token_file;
+  go.reload_interval = im.cfg.tls_reload_interval;
+  KVROUTE_TRY(im.gate, auth::Gate::create(go, im.reg));
+  const std::string mode = im.cfg.effective_upstream_authorization();
+  if (mode == "none") im.upstream_auth = Impl::UpstreamAuth::kNone;
+  if (mode == "key") {
+    im.upstream_auth = Impl::UpstreamAuth::kKey;
+    KVROUTE_TRY(auto key, auth::read_secret_file(im.cfg.upstream_api_key_file));
+    im.upstream_authorization = "Bearer " + key;
+  }
+  if (!im.cfg.tls_cert_file.empty()) {
+    tls::ServerConfig tc;
+    tc.cert_file = im.cfg.tls_cert_file;
+    tc.key_file = im.cfg.tls_key_file;
+    tc.client_ca_file = im.cfg.tls_client_ca_file;
+    tc.reload_interval = im.cfg.tls_reload_interval;
+    KVROUTE_TRY(im.tls, tls::ServerContexts::create(tc));
+    im.tls_failures = &im.reg
+                           .counter("kvroute_tls_handshake_failures_total",
+                                    "Client TLS handshakes that failed (wrong CA, no client "
+                                    "certificate under mTLS, not TLS).")
+                           .with({});
+  }
 
   // The open-file limit bounds client connections and idle upstream ones
   // (proxy/internal/fd_budget.h).
@@ -475,19 +550,29 @@ Result<std::uint16_t> Proxy::start() {
   so.error_body = [](int status, std::string_view message) {
     return openai::error_body(status, message);
   };
+  if (im.tls) so.tls = [t = im.tls] { return t->current(); };
   Impl* self = &im;
+  im.admin_hooks.metrics = [self] { return self->render_metrics(); };
+  im.admin_hooks.ready = [self] { return self->ready(); };
   im.server = std::make_unique<http::Server>(
       so, [self](Request& req, ResponseWriter& w) { return self->handle(req, w); });
-  http::ClientOptions co;
-  co.connect_timeout = im.cfg.connect_timeout;
-  co.first_byte_timeout = im.cfg.first_byte_timeout;
-  co.idle_timeout = im.cfg.idle_timeout;
+  http::ClientOptions co = im.router->client_options();
   co.max_idle_per_endpoint = fds.max_idle_per_backend;
   for (int i = 0; i < im.server->threads(); ++i) {
     im.pools.push_back(std::make_unique<http::ConnectionPool>(im.server->executor(i), co));
   }
   im.flights = std::vector<Impl::FlightList>(static_cast<std::size_t>(im.server->threads()));
   im.router->on_backend_down([self](const Backend& b) { self->drop_idle(b); });
+  if (im.cfg.admin_port >= 0) {
+    admin::Options ao;
+    ao.address = im.cfg.admin_address;
+    ao.port = static_cast<std::uint16_t>(im.cfg.admin_port);
+    im.admin = std::make_unique<admin::AdminServer>(ao, im.admin_hooks, *im.gate);
+    auto ap = im.admin->start();
+    if (!ap) return fail(ap.error());
+    spdlog::info("admin listener on {}:{}{}", ao.address, *ap,
+                 im.gate->checks_admin_token() ? " (bearer token)" : "");
+  }
   auto port = im.server->start();
   if (!port) return fail(port.error());
   // Probes on worker 0's thread, scrapes on the last worker's.
@@ -502,12 +587,14 @@ void Proxy::stop(std::chrono::milliseconds grace) {
   // At the end of the grace period, requests still in flight are cut: a stream ends with an error
   // event and [DONE], a response not yet started gets a 503.
   if (impl_->server) impl_->server->stop(grace, [im = impl_.get()] { im->cut_in_flight(); });
+  if (impl_->admin) impl_->admin->stop();
   if (impl_->router) impl_->router->stop();
 }
 
 metrics::Registry& Proxy::registry() { return impl_->reg; }
 router::BackendSet Proxy::backends() const { return impl_->router->backends(); }
 std::uint16_t Proxy::port() const { return impl_->server ? impl_->server->port() : 0; }
+std::uint16_t Proxy::admin_port() const { return impl_->admin ? impl_->admin->port() : 0; }
 
 int run_serve(config::Config cfg) {
   if (!set_log_level(cfg.log_level)) {

@@ -30,6 +30,35 @@ void add_discovery_flags(CLI::App& cmd, RoutingFlags& f) {
   cmd.add_option("--max-endpoints", f.max_endpoints,
                  "Backend slots with discovery (default 64; the static count without)");
 }
+void add_security_flags(CLI::App& cmd, RoutingFlags& f) {
+  cmd.add_option("--tls-cert", f.tls_cert,
+                 "TLS for clients: certificate chain (PEM), reloaded when it changes");
+  cmd.add_option("--tls-key", f.tls_key, "TLS for clients: the certificate's key (PEM)");
+  cmd.add_option("--tls-client-ca", f.tls_client_ca,
+                 "mTLS: clients must present a certificate from this CA (PEM)");
+  cmd.add_option("--upstream-ca", f.upstream_ca,
+                 "https engines: CA file (default: the system store)");
+  cmd.add_option("--upstream-cert", f.upstream_cert,
+                 "https engines: client certificate (mTLS), with --upstream-key");
+  cmd.add_option("--upstream-key", f.upstream_key, "https engines: the client certificate's key");
+  cmd.add_flag("--upstream-insecure-skip-verify", f.upstream_insecure_skip_verify,
+               "https engines: do not verify their certificates (testing only)");
+  cmd.add_option(
+      "--api-keys-file", f.api_keys_file,
+      "Clients' API keys, one per line with an optional tenant name; reloaded on change");
+  cmd.add_option("--upstream-authorization", f.upstream_authorization,
+                 "Authorization sent to engines: forward, none or key (default: forward without "
+                 "--api-keys-file, else none)");
+  cmd.add_option("--upstream-api-key-file", f.upstream_api_key_file,
+                 "The router's own key for engines (--upstream-authorization key)");
+  cmd.add_option("--admin-address", f.admin_address, "Address of the admin listener")
+      ->default_str(config::Config().admin_address);
+  cmd.add_option("--admin-port", f.admin_port,
+                 "Admin listener port for /metrics, /health and /ready (0: the OS picks); off by "
+                 "default for serve, which then serves them on its data port");
+  cmd.add_option("--admin-token-file", f.admin_token_file,
+                 "Bearer token for the admin listener (all but /health and /ready)");
+}
 }  // namespace
 
 void add_routing_flags(CLI::App& cmd, RoutingFlags& f) {
@@ -63,6 +92,7 @@ void add_routing_flags(CLI::App& cmd, RoutingFlags& f) {
                  "Replay endpoint template, e.g. tcp://{host}:5558")
       ->default_str("\"\" (none)");
   add_discovery_flags(cmd, f);
+  add_security_flags(cmd, f);
 }
 
 int check_config(const config::Config& cfg) {
@@ -107,6 +137,22 @@ Result<config::Config> routing_config(const RoutingFlags& f) {
   if (!f.kube_api_server.empty()) cfg.kube_api_server = f.kube_api_server;
   if (!f.pool_group.empty()) cfg.pool_group = f.pool_group;
   if (f.max_endpoints != 0) cfg.max_endpoints = f.max_endpoints;
+  const auto set = [](std::string& field, const std::string& flag) {
+    if (!flag.empty()) field = flag;
+  };
+  set(cfg.tls_cert_file, f.tls_cert);
+  set(cfg.tls_key_file, f.tls_key);
+  set(cfg.tls_client_ca_file, f.tls_client_ca);
+  set(cfg.upstream_ca_file, f.upstream_ca);
+  set(cfg.upstream_cert_file, f.upstream_cert);
+  set(cfg.upstream_key_file, f.upstream_key);
+  if (f.upstream_insecure_skip_verify) cfg.upstream_insecure_skip_verify = true;
+  set(cfg.api_keys_file, f.api_keys_file);
+  set(cfg.upstream_authorization, f.upstream_authorization);
+  set(cfg.upstream_api_key_file, f.upstream_api_key_file);
+  set(cfg.admin_address, f.admin_address);
+  if (f.admin_port != -2) cfg.admin_port = f.admin_port;
+  set(cfg.admin_token_file, f.admin_token_file);
   if (f.kv_events.size() > f.backends.size() || f.kv_replay.size() > f.kv_events.size()) {
     return fail(Error::invalid(
         "--kv-events and --kv-events-replay pair with --backend by position: give at most one "

@@ -41,12 +41,21 @@ struct RoutingFlags {
   std::string pool_group;
   std::uint32_t max_endpoints = 0;
   bool check = false;  // --check: validate and exit
+  // security
+  std::string tls_cert, tls_key, tls_client_ca;
+  std::string upstream_ca, upstream_cert, upstream_key;
+  bool upstream_insecure_skip_verify = false;
+  std::string api_keys_file, upstream_authorization, upstream_api_key_file;
+  std::string admin_address;
+  int admin_port = -2;  // -2: not given
+  std::string admin_token_file;
 };
 
 // Adds --config, --backend, --kv-events, --kv-events-replay, --policy, --log-level,
 // --session-header, --tokenizer, --model-tokenizer, --kv-events-template and
 // --kv-events-replay-template, and discovery's --endpoints-file, --pool-name, --pool-namespace,
-// --kubeconfig, --kube-api-server and --max-endpoints to `cmd`, writing into `flags` (which must
+// --kubeconfig, --kube-api-server and --max-endpoints, and security's --tls-*, --upstream-*,
+// --api-keys-file and --admin-* to `cmd`, writing into `flags` (which must
 // outlive parsing).
 void add_routing_flags(CLI::App& cmd, RoutingFlags& flags);
 

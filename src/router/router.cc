@@ -16,6 +16,7 @@
 #include "kv_index/precise_scorer.h"
 #include "metrics/prom_parser.h"
 #include "routing/scheduler.h"
+#include "tls/tls.h"
 
 namespace kvroute::router {
 
@@ -30,6 +31,7 @@ struct Router::Impl {
   // Names this router in thread-local caches (an address could be reused by a later router).
   const std::uint64_t id = next_router_id.fetch_add(1);
   config::Config cfg;
+  std::shared_ptr<net::ssl::context> upstream_tls;  // https engines (docs/adr/0022)
   std::size_t capacity = 0;  // backend slots (index structures are sized by it)
   // Membership (docs/adr/0021). Backends are never freed while the router lives: a reader may
   // hold a removed one (a snapshot, an Assignment). A slot is reused only once its last occupant
@@ -408,6 +410,14 @@ Result<std::unique_ptr<Router>> Router::create(config::Config cfg, metrics::Regi
   im.cfg = std::move(cfg);
   if (auto ok = config::resolve(im.cfg); !ok) return fail(ok.error());
   if (auto ok = config::validate(im.cfg); !ok) return fail(ok.error());
+  tls::ClientConfig tc;
+  tc.ca_file = im.cfg.upstream_ca_file;
+  tc.cert_file = im.cfg.upstream_cert_file;
+  tc.key_file = im.cfg.upstream_key_file;
+  tc.insecure_skip_verify = im.cfg.upstream_insecure_skip_verify;
+  KVROUTE_TRY(im.upstream_tls, tls::make_client_context(tc));
+  if (tc.insecure_skip_verify)
+    spdlog::warn("upstream.insecureSkipVerify: https engines' certificates are not verified");
   im.declare_metrics(reg);
   KVROUTE_TRY(im.build());
   return r;
@@ -640,12 +650,21 @@ http::Task<void> Router::Impl::health_loop() {
   }
 }
 
+http::ClientOptions Router::client_options() const {
+  const auto& cfg = impl_->cfg;
+  http::ClientOptions o;
+  o.connect_timeout = cfg.connect_timeout;
+  o.first_byte_timeout = cfg.first_byte_timeout;
+  o.idle_timeout = cfg.idle_timeout;
+  o.max_idle_per_endpoint = cfg.max_idle_per_backend;
+  o.tls = impl_->upstream_tls;
+  o.tls_verify = !cfg.upstream_insecure_skip_verify;
+  return o;
+}
+
 void Router::start_background(http::Executor probe_ex, http::Executor scrape_ex) {
   auto& im = *impl_;
-  http::ClientOptions probe;
-  probe.connect_timeout = im.cfg.connect_timeout;
-  probe.first_byte_timeout = im.cfg.first_byte_timeout;
-  probe.idle_timeout = im.cfg.idle_timeout;
+  http::ClientOptions probe = client_options();
   probe.max_idle_per_endpoint = 1;
   im.probe_pool = std::make_unique<http::ConnectionPool>(probe_ex, probe);
   im.scrape_pool = std::make_unique<http::ConnectionPool>(scrape_ex, probe);

@@ -31,6 +31,7 @@
 
 #include "common/result.h"
 #include "config/config.h"
+#include "http/client.h"
 #include "http/task.h"
 #include "metrics/registry.h"
 #include "openai/request.h"
@@ -139,6 +140,10 @@ class Router {
   // connection pools of their own), and discovery (an endpoints file or an InferencePool) when
   // configured, which calls set_backends from a thread of its own.
   void start_background(http::Executor probe_ex, http::Executor scrape_ex);
+  // Options of every connection to the engines: the config's timeouts and, for https engines,
+  // the TLS client context built from upstream.caFile/certFile/keyFile (docs/adr/0022). The
+  // front door's pools and the router's probes and scrapes use them alike.
+  http::ClientOptions client_options() const;
   // Refreshes the core's gauges (backend health and in-flight, KV-event counters) before a scrape.
   void update_gauges();
   std::vector<std::string> known_models() const;

@@ -27,6 +27,7 @@
 #include <utility>
 #include <vector>
 
+#include "auth/auth.h"
 #include "common/mutex.h"
 #include "envoy/service/ext_proc/v3/external_processor.pb.h"
 #include "metrics/registry.h"
@@ -71,6 +72,13 @@ struct EppMetrics {
 
 struct EppCore {
   router::Router* router = nullptr;
+  // API keys (docs/adr/0023): null or not checking: requests pass. A refusal is an
+  // immediate_response 401 in OpenAI's shape.
+  const auth::Gate* gate = nullptr;
+  // What the engine gets as Authorization (upstream.authorization): forward leaves the header,
+  // none removes it, key sets the router's own ("Bearer <key>").
+  enum class UpstreamAuth { kForward, kNone, kKey } upstream_auth = UpstreamAuth::kForward;
+  std::string upstream_authorization;
   EppMetrics* metrics = nullptr;
   BodyMode body_mode = BodyMode::kAuto;
   std::size_t max_body_bytes = 64u << 20;
@@ -113,7 +121,7 @@ class StreamProcessor {
   // immediate_response (returns false).
   bool route(std::vector<pb::ProcessingResponse>& out);
   void refuse(int status, std::string message, std::string_view param,
-              std::vector<pb::ProcessingResponse>& out);
+              std::vector<pb::ProcessingResponse>& out, std::string_view code = {});
   void finish(bool success);
   std::string_view header(std::string_view name) const;
 
