@@ -7,7 +7,9 @@
 
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
+#include <unistd.h>
 
+#include <filesystem>
 #include <random>
 #include <thread>
 
@@ -15,6 +17,7 @@
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "proxy/proxy.h"
 #include "sim/server.h"
+#include "testing/certs.h"
 #include "testing/fake_kube_api.h"
 #include "testing/raw_http.h"
 #include "testing/wait.h"
@@ -70,15 +73,19 @@ struct Exchange {
   std::string immediate_body;
   int engine_status = 0;
   std::string client_body;  // what the client received (the echoed response)
+  std::string authorization = "(untouched)";  // what the pick did to Authorization
 };
 
 // Envoy's part, for one request.
 class EnvoyStandIn {
  public:
-  explicit EnvoyStandIn(std::uint16_t grpc_port)
-      : channel_(grpc::CreateChannel("127.0.0.1:" + std::to_string(grpc_port),
-                                     grpc::InsecureChannelCredentials())),
+  explicit EnvoyStandIn(
+      std::uint16_t grpc_port,
+      std::shared_ptr<grpc::ChannelCredentials> creds = grpc::InsecureChannelCredentials())
+      : channel_(grpc::CreateChannel("127.0.0.1:" + std::to_string(grpc_port), std::move(creds))),
         stub_(pb::ExternalProcessor::NewStub(channel_)) {}
+  // Request headers the client sent besides the pseudo-headers and content fields.
+  std::vector<std::pair<std::string, std::string>> extra_headers;
 
   Exchange send(const std::string& path, const std::string& body, std::size_t chunk = 4096) {
     Exchange x;
@@ -90,6 +97,7 @@ class EnvoyStandIn {
     add_header(*req.mutable_request_headers(), ":path", path);
     add_header(*req.mutable_request_headers(), "content-type", "application/json");
     add_header(*req.mutable_request_headers(), "content-length", std::to_string(body.size()));
+    for (const auto& [k, v] : extra_headers) add_header(*req.mutable_request_headers(), k, v);
     req.mutable_protocol_config()->set_request_body_mode(
         mode_pb::ProcessingMode::FULL_DUPLEX_STREAMED);
     req.mutable_protocol_config()->set_response_body_mode(
@@ -120,6 +128,10 @@ class EnvoyStandIn {
     for (const auto& o : resp.request_headers().response().header_mutation().set_headers()) {
       if (o.header().key() == "x-gateway-destination-endpoint")
         x.destination = o.header().raw_value();
+      if (o.header().key() == "authorization") x.authorization = o.header().raw_value();
+    }
+    for (const auto& r : resp.request_headers().response().header_mutation().remove_headers()) {
+      if (r == "authorization") x.authorization = "(removed)";
     }
     x.metadata_dest = resp.dynamic_metadata()
                           .fields()
@@ -475,6 +487,67 @@ TEST(Epp, HealthServicesFollowReadinessAndDrain) {
   EnvoyStandIn envoy(ports->grpc);
   auto x = envoy.send("/v1/completions", R"({"model":"m","max_tokens":1,"prompt":"hi"})");
   EXPECT_EQ(x.engine_status, 200);
+}
+
+// The EPP's side of security: ext_proc over TLS (gRPC's, with the test's CA), API keys answered
+// with an immediate 401, the engine's Authorization set to the router's own key, and the admin
+// listener behind its token.
+TEST(Epp, TlsApiKeysAndTheAdminToken) {
+  const std::string dir = (std::filesystem::temp_directory_path() /
+                           ("kvroute_epp_tls_" + std::to_string(::getpid())))
+                              .string();
+  std::filesystem::create_directories(dir);
+  auto ca = testing::TestCa::create("kvroute test CA");
+  const auto leaf = ca.issue("epp", {"IP:127.0.0.1"});
+  testing::write_file(dir + "/tls.crt", leaf.cert_pem);
+  testing::write_file(dir + "/tls.key", leaf.key_pem);
+  testing::write_file(dir + "/keys", "sk-gateway-client team-a\n");
+  testing::write_file(dir + "/engine-key", "engine-secret\n");
+  testing::write_file(dir + "/admin-token", "admin-secret\n");
+
+  sim::SimCluster sim(sim::loopback_options(1, "m", 256));
+  ASSERT_TRUE(sim.start());
+  auto c = engines_config(sim);
+  c.tls_cert_file = dir + "/tls.crt";
+  c.tls_key_file = dir + "/tls.key";
+  c.api_keys_file = dir + "/keys";
+  c.upstream_api_key_file = dir + "/engine-key";
+  c.admin_token_file = dir + "/admin-token";
+  Epp epp(c, loopback());
+  auto ports = epp.start();
+  ASSERT_TRUE(ports) << ports.error().message;
+
+  grpc::SslCredentialsOptions ssl;
+  ssl.pem_root_certs = ca.cert_pem();
+  EnvoyStandIn envoy(ports->grpc, grpc::SslCredentials(ssl));
+  const std::string body = R"({"model":"m","max_tokens":1,"prompt":"hi"})";
+  auto refused = envoy.send("/v1/completions", body);
+  EXPECT_TRUE(refused.status.ok()) << refused.status.error_message();
+  EXPECT_EQ(refused.immediate_status, 401);
+  EXPECT_NE(refused.immediate_body.find(R"("code":"invalid_api_key")"), std::string::npos)
+      << refused.immediate_body;
+  envoy.extra_headers = {{"authorization", "Bearer sk-gateway-client"}};
+  auto ok = envoy.send("/v1/completions", body);
+  EXPECT_TRUE(ok.status.ok()) << ok.status.error_message();
+  EXPECT_EQ(ok.engine_status, 200);
+  EXPECT_EQ(ok.authorization, "Bearer engine-secret");
+
+  // A plaintext client cannot reach the TLS port.
+  EnvoyStandIn plain(ports->grpc);
+  EXPECT_FALSE(plain.channel()->WaitForConnected(std::chrono::system_clock::now() + 500ms));
+
+  EXPECT_EQ(testing::get(ports->metrics, "/metrics").status, 401);
+  EXPECT_EQ(testing::get(ports->metrics, "/health").status, 200);
+  auto m = testing::raw_request(ports->metrics,
+                                "GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                                "admin-secret\r\nConnection: close\r\n\r\n");
+  EXPECT_EQ(m.status, 200);
+  EXPECT_NE(m.body.find(R"(kvroute_auth_refusals_total{listener="api",reason="missing"} 1)"),
+            std::string::npos)
+      << m.body;
+  EXPECT_NE(m.body.find("llm_d_epp_request_error_total"), std::string::npos);
+  epp.stop(1s);
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace
