@@ -72,16 +72,15 @@ struct Exchange {
   int immediate_status = 0;  // an immediate_response instead of a pick
   std::string immediate_body;
   int engine_status = 0;
-  std::string client_body;  // what the client received (the echoed response)
+  std::string client_body;                    // what the client received (the echoed response)
   std::string authorization = "(untouched)";  // what the pick did to Authorization
 };
 
 // Envoy's part, for one request.
 class EnvoyStandIn {
  public:
-  explicit EnvoyStandIn(
-      std::uint16_t grpc_port,
-      std::shared_ptr<grpc::ChannelCredentials> creds = grpc::InsecureChannelCredentials())
+  explicit EnvoyStandIn(std::uint16_t grpc_port, std::shared_ptr<grpc::ChannelCredentials> creds =
+                                                     grpc::InsecureChannelCredentials())
       : channel_(grpc::CreateChannel("127.0.0.1:" + std::to_string(grpc_port), std::move(creds))),
         stub_(pb::ExternalProcessor::NewStub(channel_)) {}
   // Request headers the client sent besides the pseudo-headers and content fields.
@@ -493,9 +492,9 @@ TEST(Epp, HealthServicesFollowReadinessAndDrain) {
 // with an immediate 401, the engine's Authorization set to the router's own key, and the admin
 // listener behind its token.
 TEST(Epp, TlsApiKeysAndTheAdminToken) {
-  const std::string dir = (std::filesystem::temp_directory_path() /
-                           ("kvroute_epp_tls_" + std::to_string(::getpid())))
-                              .string();
+  const std::string dir =
+      (std::filesystem::temp_directory_path() / ("kvroute_epp_tls_" + std::to_string(::getpid())))
+          .string();
   std::filesystem::create_directories(dir);
   auto ca = testing::TestCa::create("kvroute test CA");
   const auto leaf = ca.issue("epp", {"IP:127.0.0.1"});

@@ -569,7 +569,12 @@ Task<Expected<Exchange, UpstreamFailure>> ConnectionPool::start_with(
       // ones are in the middle of it (http/internal/socket_io.h).
       std::tuple<boost::system::error_code, std::size_t> got;
       if (!received && searched == 0) {
-        got = co_await conn->stream.read_first(in.prepare(kHeadReadSize), conn->drained);
+        if (conn->stream.secure()) {
+          got = co_await conn->stream.tls_read_some(in.prepare(kHeadReadSize));
+        } else {
+          got = co_await conn->socket.async_read_some(
+              drain_aware(in.prepare(kHeadReadSize), &conn->drained), kTuple);
+        }
       } else {
         got = co_await conn->stream.read_more(in.prepare(kHeadReadSize), conn->drained);
       }

@@ -551,7 +551,14 @@ Task<void> Server::Impl::session(Worker& w, Socket plain) {
     // (http/internal/socket_io.h).
     if (in.size() == 0) {
       arm(state, w, opts.keepalive_timeout);
-      auto [ec, n] = co_await stream.read_first(in.prepare(kReadSize), state.drained);
+      std::tuple<boost::system::error_code, std::size_t> got;
+      if (stream.secure()) {
+        got = co_await stream.tls_read_some(in.prepare(kReadSize));
+      } else {
+        got = co_await socket.async_read_some(drain_aware(in.prepare(kReadSize), &state.drained),
+                                              kTuple);
+      }
+      auto [ec, n] = got;
       if (ec) break;
       in.commit(n);
     }

@@ -189,7 +189,7 @@ struct Proxy::Impl {
   static void pass_response_headers(const Headers& upstream, Headers& out);
 
   http::Task<void> handle(Request& req, ResponseWriter& w);
-  // API keys (when configured): false after answering 401.
+  // The API key check (call only when keys are configured): false after answering 401.
   http::Task<bool> authorized(Request& req, ResponseWriter& w);
   std::pair<bool, std::string> ready() const;
   std::string render_metrics();
@@ -212,7 +212,6 @@ http::Task<void> Proxy::Impl::send_error(ResponseWriter& w, int status, std::str
 }
 
 http::Task<bool> Proxy::Impl::authorized(Request& req, ResponseWriter& w) {
-  if (!gate->checks_api_keys()) co_return true;
   auto who = gate->check_client(req.header("authorization"));
   if (who) co_return true;
   client_errors->with({"401"}).inc();
@@ -249,7 +248,8 @@ http::Task<void> Proxy::Impl::handle(Request& req, ResponseWriter& w) {
   const bool post = req.method == "POST";
   const Headers none;
   if (path == "/v1/completions" || path == "/v1/chat/completions") {
-    if (!co_await authorized(req, w)) co_return;
+    // The check's coroutine only when keys are configured (none per request otherwise).
+    if (gate->checks_api_keys() && !co_await authorized(req, w)) co_return;
     if (!post) {
       std::string msg = "use POST for " + std::string(path);
       co_await send_error(w, 405, std::move(msg));
@@ -267,7 +267,7 @@ http::Task<void> Proxy::Impl::handle(Request& req, ResponseWriter& w) {
     if (co_await admin::handle(admin_hooks, *gate, req, w)) co_return;
   }
   if (path == "/v1/models" && get) {
-    if (!co_await authorized(req, w)) co_return;
+    if (gate->checks_api_keys() && !co_await authorized(req, w)) co_return;
     std::string body = R"({"object":"list","data":[)";
     bool first = true;
     for (const auto& m : router->known_models()) {

@@ -48,17 +48,25 @@ class Stream {
     co_return ec;
   }
 
-  // The first read of a message: the reactor waits for it without trying first when plain.
-  Task<std::tuple<boost::system::error_code, std::size_t>> read_first(net::mutable_buffer b,
-                                                                      bool& drained) {
-    if (tls_) co_return co_await tls_->async_read_some(b, use_task_tuple);
-    co_return co_await socket_.async_read_some(drain_aware(b, &drained), use_task_tuple);
+  // The first read of a message on a TLS stream (a plain one reads from socket() directly, with
+  // drain_aware(): no coroutine frame on the data path).
+  Task<std::tuple<boost::system::error_code, std::size_t>> tls_read_some(net::mutable_buffer b) {
+    return tls_->async_read_some(b, use_task_tuple);
   }
-  // A read in the middle of a message (socket_io.h's read_more when plain).
+  // A read in the middle of a message. Plain: socket_io.h's read_more, inlined here so that a
+  // plain read costs one coroutine frame as before TLS.
   Task<std::tuple<boost::system::error_code, std::size_t>> read_more(net::mutable_buffer b,
                                                                      bool& drained) {
     if (tls_) co_return co_await tls_->async_read_some(b, use_task_tuple);
-    co_return co_await http::read_more(socket_, b, drained);
+    if (drained) {
+      boost::system::error_code ec;
+      std::size_t n = 0;
+      if (read_now(socket_.native_handle(), b, drained, ec, n)) {
+        co_await boost::asio::post(socket_.get_executor(), use_task);
+        co_return std::tuple{ec, n};
+      }
+    }
+    co_return co_await socket_.async_read_some(drain_aware(b, &drained), use_task_tuple);
   }
   // Writes now when plain and the socket takes it all (socket_io.h's write_now); a TLS stream
   // always writes through write_all. False: the rest is left in `g`.
@@ -66,11 +74,22 @@ class Stream {
     if (tls_) return false;
     return http::write_now(socket_.native_handle(), g, ec);
   }
+  // Writes all of `g` (plain: socket_io.h's write_all loop, inlined; TLS: one record per call).
   Task<std::tuple<boost::system::error_code, std::size_t>> write_all(GatherBuffers g) {
-    if (!tls_) co_return co_await http::write_all(socket_, g);
-    std::string out;
-    for (const auto& b : g) out.append(static_cast<const char*>(b.data()), b.size());
-    co_return co_await net::async_write(*tls_, net::buffer(out), use_task_tuple);
+    if (tls_) {
+      std::string out;
+      for (const auto& b : g) out.append(static_cast<const char*>(b.data()), b.size());
+      co_return co_await net::async_write(*tls_, net::buffer(out), use_task_tuple);
+    }
+    std::size_t total = 0;
+    for (;;) {
+      auto [ec, n] = co_await socket_.async_write_some(g, use_task_tuple);
+      total += n;
+      if (ec) co_return std::tuple{ec, total};
+      if (n == 0)
+        co_return std::tuple{boost::system::error_code(boost::asio::error::broken_pipe), total};
+      if (!g.consume(n)) co_return std::tuple{ec, total};
+    }
   }
 
  private:
