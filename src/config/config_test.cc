@@ -125,6 +125,55 @@ schedulingProfiles:
   EXPECT_NE(bad.error().message.find("pluginRef"), std::string::npos);
 }
 
+TEST(Config, SecuritySections) {
+  auto c = load_yaml(R"(
+backends: [http://a:1, https://engine.ns.svc]
+tls: {certFile: /t/tls.crt, keyFile: /t/tls.key, clientCAFile: /t/ca.crt, reloadInterval: 5s}
+auth: {apiKeysFile: /t/keys}
+admin: {address: 127.0.0.1, port: 9091, tokenFile: /t/token}
+upstream: {caFile: /t/engines-ca.crt, certFile: /t/c.crt, keyFile: /t/c.key, authorization: key,
+           apiKeyFile: /t/engine-key}
+)",
+                     "cfg.yaml");
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_EQ(c->tls_cert_file, "/t/tls.crt");
+  EXPECT_EQ(c->tls_client_ca_file, "/t/ca.crt");
+  EXPECT_EQ(c->tls_reload_interval, std::chrono::seconds(5));
+  EXPECT_EQ(c->api_keys_file, "/t/keys");
+  EXPECT_EQ(c->admin_port, 9091);
+  EXPECT_EQ(c->admin_token_file, "/t/token");
+  EXPECT_EQ(c->upstream_ca_file, "/t/engines-ca.crt");
+  EXPECT_EQ(c->effective_upstream_authorization(), "key");
+  EXPECT_TRUE(validate(*c));
+
+  config::Config d;
+  EXPECT_EQ(d.effective_upstream_authorization(), "forward");
+  d.api_keys_file = "k";
+  EXPECT_EQ(d.effective_upstream_authorization(), "none");
+  d.upstream_api_key_file = "e";
+  EXPECT_EQ(d.effective_upstream_authorization(), "key");
+
+  auto bad = load_yaml("upstream:\n  authorization: sometimes\n", "cfg.yaml");
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.error().message.find("cfg.yaml:2:"), std::string::npos) << bad.error().message;
+  EXPECT_NE(bad.error().message.find("upstream.authorization"), std::string::npos);
+  bad = load_yaml("admin:\n  port: -7\n", "cfg.yaml");
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.error().message.find("admin.port"), std::string::npos);
+  bad = load_yaml("tls:\n  certFile: a\n  keyfile: b\n", "cfg.yaml");
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.error().message.find("keyfile"), std::string::npos) << bad.error().message;
+
+  config::Config half;
+  half.backends.push_back({"http://a:1", "a", {}, {}, {}, {}});
+  half.tls_cert_file = "x";
+  EXPECT_FALSE(validate(half));
+  half.tls_key_file = "y";
+  EXPECT_TRUE(validate(half));
+  half.upstream_authorization = "key";
+  EXPECT_FALSE(validate(half));
+}
+
 TEST(ParseDuration, Units) {
   EXPECT_EQ(*parse_duration("250ms"), Duration(250));
   EXPECT_EQ(*parse_duration("2s"), Duration(2000));
