@@ -189,12 +189,14 @@ struct Proxy::Impl {
   static void pass_response_headers(const Headers& upstream, Headers& out);
 
   http::Task<void> handle(Request& req, ResponseWriter& w);
-  // The API key check (call only when keys are configured): false after answering 401.
-  http::Task<bool> authorized(Request& req, ResponseWriter& w);
+  // The API key check (call only when keys are configured): false after answering 401, else
+  // `who` holds the key's tenant.
+  http::Task<bool> authorized(Request& req, ResponseWriter& w, auth::Principal& who);
   std::pair<bool, std::string> ready() const;
   std::string render_metrics();
+  // `tenant`: the API key's tenant ("" without keys), for the log.
   http::Task<void> proxy_openai(Request& req, ResponseWriter& w, openai::Endpoint ep,
-                                std::string_view label);
+                                std::string_view label, std::string_view tenant);
   http::Task<void> send_error(ResponseWriter& w, int status, std::string message,
                               std::string_view param = {});
   void record_failure(Backend& b, const http::UpstreamFailure& f) {
@@ -211,12 +213,17 @@ http::Task<void> Proxy::Impl::send_error(ResponseWriter& w, int status, std::str
   co_await w.send(status, "application/json", std::move(body), none);
 }
 
-http::Task<bool> Proxy::Impl::authorized(Request& req, ResponseWriter& w) {
-  auto who = gate->check_client(req.header("authorization"));
-  if (who) co_return true;
+http::Task<bool> Proxy::Impl::authorized(Request& req, ResponseWriter& w, auth::Principal& who) {
+  auto checked = gate->check_client(req.header("authorization"));
+  if (checked) {
+    who = std::move(*checked);
+    co_return true;
+  }
+  const auth::Refusal why = checked.error();
   client_errors->with({"401"}).inc();
-  std::string body = openai::error_body(401, auth::refusal_message(who.error()),
-                                        "invalid_request_error", "invalid_api_key");
+  spdlog::info("{} {} 401 reason=api-key-{}", req.method, req.path(), auth::to_string(why));
+  std::string body = openai::error_body(401, auth::refusal_message(why), "invalid_request_error",
+                                        "invalid_api_key");
   const Headers challenge{{"WWW-Authenticate", "Bearer"}};
   co_await w.send(401, "application/json", std::move(body), challenge);
   co_return false;
@@ -249,7 +256,8 @@ http::Task<void> Proxy::Impl::handle(Request& req, ResponseWriter& w) {
   const Headers none;
   if (path == "/v1/completions" || path == "/v1/chat/completions") {
     // The check's coroutine only when keys are configured (none per request otherwise).
-    if (gate->checks_api_keys() && !co_await authorized(req, w)) co_return;
+    auth::Principal who;
+    if (gate->checks_api_keys() && !co_await authorized(req, w, who)) co_return;
     if (!post) {
       std::string msg = "use POST for " + std::string(path);
       co_await send_error(w, 405, std::move(msg));
@@ -258,7 +266,7 @@ http::Task<void> Proxy::Impl::handle(Request& req, ResponseWriter& w) {
     co_await proxy_openai(req, w,
                           path == "/v1/completions" ? openai::Endpoint::kCompletions
                                                     : openai::Endpoint::kChatCompletions,
-                          path);
+                          path, who.tenant);
     co_return;
   }
   // The admin paths, here when there is no admin listener; /health also when there is one (load
@@ -267,7 +275,8 @@ http::Task<void> Proxy::Impl::handle(Request& req, ResponseWriter& w) {
     if (co_await admin::handle(admin_hooks, *gate, req, w)) co_return;
   }
   if (path == "/v1/models" && get) {
-    if (gate->checks_api_keys() && !co_await authorized(req, w)) co_return;
+    auth::Principal who;
+    if (gate->checks_api_keys() && !co_await authorized(req, w, who)) co_return;
     std::string body = R"({"object":"list","data":[)";
     bool first = true;
     for (const auto& m : router->known_models()) {
@@ -289,7 +298,8 @@ http::Task<void> Proxy::Impl::handle(Request& req, ResponseWriter& w) {
 }
 
 http::Task<void> Proxy::Impl::proxy_openai(Request& req, ResponseWriter& w, openai::Endpoint kind,
-                                           std::string_view label) {
+                                           std::string_view label, std::string_view tenant) {
+  const std::string_view tenant_key = tenant.empty() ? "" : " tenant=";
   const auto t0 = Clock::now();
   // Parsing and tokenizing take ~10 ms per megabyte: bigger bodies go to the offload threads.
   auto prepare = [r = router.get(), kind, body = std::string_view(req.body)]() {
@@ -393,9 +403,9 @@ http::Task<void> Proxy::Impl::proxy_openai(Request& req, ResponseWriter& w, open
     }
     a.succeeded();
     record_outcome(label, status, *b, w.client_gone(), seconds_since(t0), ttfb_s);
-    spdlog::info("{} {} {} backend={} reason={} stream={} ttfb_ms={:.1f} total_ms={:.1f}",
+    spdlog::info("{} {} {} backend={} reason={} stream={} ttfb_ms={:.1f} total_ms={:.1f}{}{}",
                  req.method, label, w.client_gone() ? 499 : status, b->name, d.reason, sse,
-                 ttfb_s * 1e3, seconds_since(t0) * 1e3);
+                 ttfb_s * 1e3, seconds_since(t0) * 1e3, tenant_key, tenant);
     co_return;
   }
   if (cut) {
@@ -403,8 +413,8 @@ http::Task<void> Proxy::Impl::proxy_openai(Request& req, ResponseWriter& w, open
     last_error = "the router is shutting down";
   }
   requests->with({std::string(label), std::to_string(last_status), ""}).inc();
-  spdlog::info("{} {} {} error=\"{}\" total_ms={:.1f}", req.method, label, last_status, last_error,
-               seconds_since(t0) * 1e3);
+  spdlog::info("{} {} {} error=\"{}\" total_ms={:.1f}{}{}", req.method, label, last_status,
+               last_error, seconds_since(t0) * 1e3, tenant_key, tenant);
   if (last_error.empty()) last_error = "no backend could serve the request";
   co_await send_error(w, last_status, std::move(last_error));
 }

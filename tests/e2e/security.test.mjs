@@ -28,10 +28,11 @@ before(async () => {
   const sim = await startSim(1);
   const port = await freePort();
   adminPort = await freePort();
-  const proc = run(['serve', '--address', '127.0.0.1', '--port', String(port), '--log-level', 'warn',
+  const proc = run(['serve', '--address', '127.0.0.1', '--port', String(port), '--log-level', 'info',
                     '--backend', `http://127.0.0.1:${sim.port}`, '--tls-cert', crt, '--tls-key', key,
                     '--api-keys-file', path.join(dir, 'keys'), '--admin-address', '127.0.0.1',
-                    '--admin-port', String(adminPort), '--admin-token-file', path.join(dir, 'admin-token')]);
+                    '--admin-port', String(adminPort), '--admin-token-file', path.join(dir, 'admin-token')],
+                   { capture: true });
   await waitReady(`http://127.0.0.1:${adminPort}/ready`, 10000, () => proc.exited);
   router = { port, crt, proc };
 });
@@ -94,4 +95,11 @@ test('metrics live on the admin listener behind its token, not on the API port',
   assert.match(text, /kvroute_auth_refusals_total\{listener="api",reason="invalid"\} 1/);
   assert.match(text, /kvroute_auth_refusals_total\{listener="api",reason="missing"\} 1/);
   assert.ok(!text.includes('sk-e2e'), 'keys never appear in metrics');
+});
+
+test('the log names the tenant and the refusal, never the key', () => {
+  const log = router.proc.log;
+  assert.match(log, /POST \/v1\/chat\/completions 200 .*tenant=team-e2e/);
+  assert.match(log, /401 reason=api-key-invalid/);
+  assert.ok(!log.includes('sk-e2e'), 'keys never appear in the log');
 });
