@@ -1,5 +1,7 @@
 #include "http/server.h"
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -11,6 +13,7 @@
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/error.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <cerrno>
@@ -352,6 +355,35 @@ Task<void> refuse(Stream& stream, SessionState& state, const Worker& w, const Pa
   co_await send_error_and_close(stream, state, w, status, msg);
 }
 
+// Why a TLS handshake failed, in a few words fit for a metric label
+// (ServerOptions::on_tls_failure).
+std::string_view tls_failure_reason(const boost::system::error_code& ec, bool timed_out) {
+  if (timed_out) return "timeout";
+  if (ec.category() == net::error::get_ssl_category()) {
+    const int reason = ERR_GET_REASON(static_cast<unsigned long>(ec.value()));
+    switch (reason) {
+      case SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE:
+        return "no_client_certificate";
+      case SSL_R_CERTIFICATE_VERIFY_FAILED:
+        return "client_certificate_rejected";
+      case SSL_R_WRONG_VERSION_NUMBER:
+      case SSL_R_HTTP_REQUEST:
+      case SSL_R_UNSUPPORTED_PROTOCOL:
+      case SSL_R_NO_SHARED_CIPHER:
+      case SSL_R_UNKNOWN_PROTOCOL:
+      case SSL_R_PACKET_LENGTH_TOO_LONG:
+        return "protocol";
+      default:
+        // Alerts the client sent: OpenSSL numbers them from SSL_AD_REASON_OFFSET.
+        return reason >= SSL_AD_REASON_OFFSET ? "client_alert" : "other";
+    }
+  }
+  if (ec == net::error::eof || ec == net::error::connection_reset ||
+      ec == net::ssl::error::stream_truncated)
+    return "closed";
+  return "other";
+}
+
 constexpr std::size_t kReadSize = 4096;
 // After a request body this large, freed memory goes back to the OS (common/memory.h).
 constexpr std::size_t kLargeBodyBytes = 4 * 1024 * 1024;
@@ -540,7 +572,9 @@ Task<void> Server::Impl::session(Worker& w, Socket plain) {
     if (ec) {
       open = false;
       tls_failures.fetch_add(1, std::memory_order_relaxed);
-      spdlog::debug("TLS handshake with {} failed: {}", remote, ec.message());
+      const std::string_view why = tls_failure_reason(ec, state.timed_out);
+      if (opts.on_tls_failure) opts.on_tls_failure(why);
+      spdlog::debug("TLS handshake with {} failed ({}): {}", remote, why, ec.message());
     }
   }
   while (open) {

@@ -61,6 +61,11 @@ struct ServerOptions {
   // returns for it (tls::ServerContexts::current(), which reloads rotated certificates). Called on
   // the connection's worker thread. A handshake must finish within request_timeout.
   std::function<std::shared_ptr<net::ssl::context>()> tls;
+  // Called on the worker thread for each failed handshake with why, for metrics: "protocol" (not
+  // TLS, or no common version or cipher), "no_client_certificate" and
+  // "client_certificate_rejected" (mTLS), "client_alert" (the client refused ours: unknown CA, a
+  // name mismatch), "timeout", "closed", "other".
+  std::function<void(std::string_view reason)> on_tls_failure;
 };
 
 // How a handler answers. All methods return false when the client is gone (then stop writing).

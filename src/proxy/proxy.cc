@@ -68,8 +68,7 @@ struct Proxy::Impl {
   std::unique_ptr<admin::AdminServer> admin;
   enum class UpstreamAuth { kForward, kNone, kKey } upstream_auth = UpstreamAuth::kForward;
   std::string upstream_authorization;  // "Bearer <key>" with kKey
-  metrics::Counter* tls_failures = nullptr;
-  std::atomic<std::uint64_t> tls_failures_seen{0};
+  metrics::CounterFamily* tls_failures = nullptr;
   // The Authorization engines get (upstream.authorization).
   void rewrite_authorization(Headers& h) const {
     if (upstream_auth == UpstreamAuth::kForward) return;
@@ -240,12 +239,6 @@ std::pair<bool, std::string> Proxy::Impl::ready() const {
 
 std::string Proxy::Impl::render_metrics() {
   router->update_gauges();
-  if (tls_failures != nullptr) {
-    // The server counts; the metric catches up at each scrape.
-    const std::uint64_t now = server->tls_handshake_failures();
-    const std::uint64_t before = tls_failures_seen.exchange(now);
-    if (now > before) tls_failures->inc(static_cast<double>(now - before));
-  }
   return reg.render();
 }
 
@@ -523,11 +516,8 @@ Result<std::uint16_t> Proxy::start() {
     tc.client_ca_file = im.cfg.tls_client_ca_file;
     tc.reload_interval = im.cfg.tls_reload_interval;
     KVROUTE_TRY(im.tls, tls::ServerContexts::create(tc));
-    im.tls_failures = &im.reg
-                           .counter("kvroute_tls_handshake_failures_total",
-                                    "Client TLS handshakes that failed (wrong CA, no client "
-                                    "certificate under mTLS, not TLS).")
-                           .with({});
+    im.tls_failures = &im.reg.counter("kvroute_tls_handshake_failures_total",
+                                      "Client TLS handshakes that failed, by reason.", {"reason"});
   }
 
   // The open-file limit bounds client connections and idle upstream ones
@@ -560,7 +550,12 @@ Result<std::uint16_t> Proxy::start() {
   so.error_body = [](int status, std::string_view message) {
     return openai::error_body(status, message);
   };
-  if (im.tls) so.tls = [t = im.tls] { return t->current(); };
+  if (im.tls) {
+    so.tls = [t = im.tls] { return t->current(); };
+    so.on_tls_failure = [f = im.tls_failures](std::string_view why) {
+      f->with({std::string(why)}).inc();
+    };
+  }
   Impl* self = &im;
   im.admin_hooks.metrics = [self] { return self->render_metrics(); };
   im.admin_hooks.ready = [self] { return self->ready(); };

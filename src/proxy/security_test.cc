@@ -270,7 +270,8 @@ TEST_F(SecurityTest, ClientTlsServesTheApiAndCountsFailedHandshakes) {
   ASSERT_TRUE(testing::wait_until(
       [&] {
         return testing::get(p.admin_port(), "/metrics")
-                   .body.find("kvroute_tls_handshake_failures_total 1") != std::string::npos;
+                   .body.find(R"(kvroute_tls_handshake_failures_total{reason="protocol"} 1)") !=
+               std::string::npos;
       },
       5s));
   p.stop(1s);

@@ -7,13 +7,16 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/use_future.hpp>
 #include <filesystem>
+#include <mutex>
 #include <string>
+#include <vector>
 
 #include "http/client.h"
 #include "http/server.h"
 #include "testing/certs.h"
 #include "testing/raw_http.h"
 #include "testing/tls_client.h"
+#include "testing/wait.h"
 
 namespace kvroute::tls {
 namespace {
@@ -63,6 +66,10 @@ class TlsTest : public ::testing::Test {
     o.port = 0;
     o.threads = 1;
     o.tls = [c = contexts_] { return c->current(); };
+    o.on_tls_failure = [this](std::string_view why) {
+      std::lock_guard l(mu_);
+      reasons_.emplace_back(why);
+    };
     server_ = std::make_unique<http::Server>(
         o, [](http::Request&, http::ResponseWriter& w) -> http::Task<void> {
           co_await w.send(200, "text/plain", "hello", {});
@@ -97,7 +104,22 @@ class TlsTest : public ::testing::Test {
     return o;
   }
 
+  // Why the server's handshakes failed (ServerOptions::on_tls_failure), waited for: the server
+  // notices a failure after the client has given up.
+  std::vector<std::string> reasons(std::size_t at_least) {
+    testing::wait_until(
+        [&] {
+          std::lock_guard l(mu_);
+          return reasons_.size() >= at_least;
+        },
+        std::chrono::seconds(5));
+    std::lock_guard l(mu_);
+    return reasons_;
+  }
+
   TestCa ca_ = TestCa::create("kvroute test CA");
+  std::mutex mu_;
+  std::vector<std::string> reasons_;
   std::string dir_;
   std::shared_ptr<ServerContexts> contexts_;
   std::unique_ptr<http::Server> server_;
@@ -130,6 +152,7 @@ TEST_F(TlsTest, PlainHttpToATlsPortIsCutAndCounted) {
   auto r = testing::raw_request(port, kGet, std::chrono::seconds(5));
   EXPECT_EQ(r.status, 0);
   EXPECT_GE(server_->tls_handshake_failures(), 1u);
+  EXPECT_EQ(reasons(1), std::vector<std::string>{"protocol"});
   // The server goes on serving TLS.
   TlsClient c;
   ASSERT_TRUE(c.connect(port, client_options())) << c.error();
@@ -194,6 +217,8 @@ TEST_F(TlsTest, UpstreamClientVerifiesChainNameAndValidity) {
   ASSERT_FALSE(bad);
   EXPECT_EQ(bad.error().kind, http::UpstreamError::kConnect);
   EXPECT_NE(bad.error().message.find("local issuer"), std::string::npos) << bad.error().message;
+  // The client's alert (unknown CA) is the server's reason.
+  EXPECT_EQ(reasons(1), std::vector<std::string>{"client_alert"});
   // The opt-out accepts it.
   wrong.insecure_skip_verify = true;
   EXPECT_TRUE(client_get(port, wrong));
@@ -248,7 +273,20 @@ TEST_F(TlsTest, MutualTlsAcceptsTheCasClientsAndRefusesOthers) {
   refused = !stranger.connect(port, so);
   if (!refused) refused = stranger.request(kGet).status == 0;
   EXPECT_TRUE(refused);
-  EXPECT_GE(server_->tls_handshake_failures(), 2u);
+  // An expired certificate from the right CA: refused.
+  write_pair("expired",
+             ca_.issue("old-router", {}, std::chrono::hours(-48), std::chrono::hours(-1)));
+  TlsClient expired;
+  auto eo = client_options();
+  eo.cert_file = path("expired.crt");
+  eo.key_file = path("expired.key");
+  refused = !expired.connect(port, eo);
+  if (!refused) refused = expired.request(kGet).status == 0;
+  EXPECT_TRUE(refused);
+  EXPECT_GE(server_->tls_handshake_failures(), 3u);
+  EXPECT_EQ(reasons(3),
+            (std::vector<std::string>{"no_client_certificate", "client_certificate_rejected",
+                                      "client_certificate_rejected"}));
   // A client certificate needs its key.
   ClientConfig half = cc;
   half.key_file.clear();
