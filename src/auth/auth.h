@@ -2,8 +2,8 @@
 //
 // API keys for the router's clients and a bearer token for its admin listener (docs/adr/0023).
 // A key file holds one key per line, optionally followed by a tenant name (flow control and logs
-// use it; a key without one gets "key-" and 8 hex digits of its SHA-256, which say nothing of the
-// key). Blank lines and lines starting with '#' are skipped.
+// use it; a key without one is named after its line, "line-3": nothing derived from the key, which
+// a log reader could test guesses against). Blank lines and lines starting with '#' are skipped.
 //
 // Only SHA-256 digests of the keys are kept. A presented key is hashed and compared with every
 // digest by CRYPTO_memcmp, all of them every time: the time a check takes does not depend on how
@@ -112,6 +112,8 @@ class Gate {
   bool checks_admin_token() const { return !admin_token_.empty(); }
   // The data listener's check (call only when checks_api_keys()).
   Expected<Principal, Refusal> check_client(std::string_view authorization) const;
+  // Counts a refusal the front door decided itself (several Authorization fields: malformed).
+  Expected<Principal, Refusal> refuse_client(Refusal why) const;
   // The admin listener's check; passes when no token is configured.
   Expected<void, Refusal> check_admin(std::string_view authorization) const;
 

@@ -525,6 +525,10 @@ TEST(Epp, TlsApiKeysAndTheAdminToken) {
   EXPECT_EQ(refused.immediate_status, 401);
   EXPECT_NE(refused.immediate_body.find(R"("code":"invalid_api_key")"), std::string::npos)
       << refused.immediate_body;
+  // Two credentials: refused (the engine could read the other one).
+  envoy.extra_headers = {{"authorization", "Bearer sk-gateway-client"},
+                         {"Authorization", "Bearer sk-other"}};
+  EXPECT_EQ(envoy.send("/v1/completions", body).immediate_status, 401);
   envoy.extra_headers = {{"authorization", "Bearer sk-gateway-client"}};
   auto ok = envoy.send("/v1/completions", body);
   EXPECT_TRUE(ok.status.ok()) << ok.status.error_message();
@@ -544,6 +548,8 @@ TEST(Epp, TlsApiKeysAndTheAdminToken) {
   EXPECT_NE(m.body.find(R"(kvroute_auth_refusals_total{listener="api",reason="missing"} 1)"),
             std::string::npos)
       << m.body;
+  EXPECT_NE(m.body.find(R"(kvroute_auth_refusals_total{listener="api",reason="malformed"} 1)"),
+            std::string::npos);
   EXPECT_NE(m.body.find("llm_d_epp_request_error_total"), std::string::npos);
   epp.stop(1s);
   std::filesystem::remove_all(dir);

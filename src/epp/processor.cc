@@ -137,7 +137,12 @@ void StreamProcessor::on_request_headers(const pb::ProcessingRequest& in,
     headers_.emplace_back(std::move(key), hv.raw_value().empty() ? hv.value() : hv.raw_value());
   }
   if (core_.gate != nullptr && core_.gate->checks_api_keys()) {
-    if (auto who = core_.gate->check_client(header("authorization")); !who) {
+    // One credential: with two, the EPP could approve one and the engine read the other.
+    const auto fields = std::count_if(headers_.begin(), headers_.end(),
+                                      [](const auto& kv) { return kv.first == "authorization"; });
+    auto who = fields > 1 ? core_.gate->refuse_client(auth::Refusal::kMalformed)
+                          : core_.gate->check_client(header("authorization"));
+    if (!who) {
       refuse(401, std::string(auth::refusal_message(who.error())), {}, out, "invalid_api_key");
       return;
     }

@@ -214,7 +214,10 @@ struct Exchange::Impl {
   }
   // The body is complete: the connection goes back to the pool when it may be reused.
   void finish() {
-    if (conn && head.keep_alive && conn->in.size() == 0) pool->release(std::move(conn), *slot);
+    // A TLS connection with bytes left in its TLS layer is not idle either.
+    if (conn && head.keep_alive && conn->in.size() == 0 &&
+        (!conn->stream.secure() || SSL_has_pending(conn->stream.ssl()) == 0))
+      pool->release(std::move(conn), *slot);
     close();
   }
 };
@@ -381,15 +384,16 @@ void ConnectionPool::close_idle() {
 
 Task<Expected<Exchange, UpstreamFailure>> ConnectionPool::start(
     const Endpoint& ep, std::string_view method, std::string_view target, const Headers& headers,
-    std::string_view body, CancelToken* cancel, std::string_view client_address) {
+    std::string_view body, CancelToken* cancel, std::string_view client_address, bool client_tls) {
   return start_with(ep, method, target, headers, body, opts_.first_byte_timeout, opts_.idle_timeout,
-                    cancel, client_address);
+                    cancel, client_address, client_tls);
 }
 
 Task<Expected<Exchange, UpstreamFailure>> ConnectionPool::start_with(
     const Endpoint& ep, std::string_view method, std::string_view target, const Headers& headers,
     std::string_view body, std::chrono::milliseconds first_byte_timeout,
-    std::chrono::milliseconds idle_timeout, CancelToken* cancel, std::string_view client_address) {
+    std::chrono::milliseconds idle_timeout, CancelToken* cancel, std::string_view client_address,
+    bool client_tls) {
   struct HookReset {
     CancelToken* t;
     ~HookReset() {
@@ -455,7 +459,8 @@ Task<Expected<Exchange, UpstreamFailure>> ConnectionPool::start_with(
     const bool v6 = client_address.find(':') != std::string_view::npos;
     head += v6 ? "for=\"["sv : "for="sv;
     head += client_address;
-    head += v6 ? "]\";proto=http\r\n"sv : ";proto=http\r\n"sv;
+    head += v6 ? "]\""sv : ""sv;
+    head += client_tls ? ";proto=https\r\n"sv : ";proto=http\r\n"sv;
   }
   head += "Content-Length: "sv;
   head.append_decimal(body.size());
@@ -519,9 +524,13 @@ Task<Expected<Exchange, UpstreamFailure>> ConnectionPool::start_with(
         }
         Status prepared;
         arm(*conn, std::min(opts_.connect_timeout, first_byte_timeout));
-        const auto hec = co_await conn->stream.handshake(
-            opts_.tls, net::ssl::stream_base::client,
-            [&](SSL* ssl) { prepared = tls::prepare_client(ssl, ep.host, opts_.tls_verify); });
+        // Named locals: GCC 12 mishandles some temporaries inside co_await.
+        std::shared_ptr<net::ssl::context> ctx = opts_.tls;
+        const auto prepare = [&](SSL* ssl) {
+          prepared = tls::prepare_client(ssl, ep.host, opts_.tls_verify);
+        };
+        const auto hec =
+            co_await conn->stream.handshake(std::move(ctx), net::ssl::stream_base::client, prepare);
         disarm(*conn);
         if (!prepared) {
           co_return make_unexpected(

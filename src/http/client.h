@@ -109,13 +109,15 @@ class ConnectionPool {
   ConnectionPool& operator=(const ConnectionPool&) = delete;
 
   // Sends `method target` with `headers` and `body` to `ep` and waits for the response head.
-  // `client_address` non-empty: it is appended to X-Forwarded-For and Forwarded (RFC 7239), after
+  // `client_address` non-empty: it is appended to X-Forwarded-For and Forwarded (RFC 7239, with
+  // proto=https when `client_tls`: the client's connection was TLS), after
   // whatever the client sent there (kept, never trusted).
   Task<Expected<Exchange, UpstreamFailure>> start(const Endpoint& ep, std::string_view method,
                                                   std::string_view target, const Headers& headers,
                                                   std::string_view body,
                                                   CancelToken* cancel = nullptr,
-                                                  std::string_view client_address = {});
+                                                  std::string_view client_address = {},
+                                                  bool client_tls = false);
 
   // A one-shot GET returning (status, body), bounded in size and time; for health checks and
   // scrapes.
@@ -139,7 +141,7 @@ class ConnectionPool {
       const Endpoint& ep, std::string_view method, std::string_view target, const Headers& headers,
       std::string_view body, std::chrono::milliseconds first_byte_timeout,
       std::chrono::milliseconds idle_timeout, CancelToken* cancel,
-      std::string_view client_address = {});
+      std::string_view client_address = {}, bool client_tls = false);
   // One per endpoint, made on first use and kept as long as the pool: its idle connections, its
   // resolved addresses and its "host:port".
   struct Slot;

@@ -227,6 +227,7 @@ struct Request {
   std::string body;
   bool keep_alive = true;
   std::string_view remote_address;  // the client's IP address (the connection's peer)
+  bool secure = false;              // the connection is TLS
 
   std::string_view header(std::string_view name) const { return find_header(headers, name); }
   std::string_view path() const;  // target without the query string

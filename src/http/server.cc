@@ -2,6 +2,7 @@
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <poll.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -50,7 +51,22 @@ struct GoneWatch {
   std::function<void()> on_gone;
   bool gone = false;
   bool done = false;
+  // A TLS client that leaves sends close_notify (an encrypted record, like a pipelined request)
+  // before its FIN: bytes are no proof of a pipelined request. Its watch looks for the FIN
+  // (POLLRDHUP) instead, and keeps looking at each sweep after bytes arrived.
+  bool tls = false;
+  bool bytes_seen = false;
+  void mark_gone() {
+    gone = true;
+    if (on_gone) on_gone();
+  }
 };
+
+// Whether the peer shut its sending side (a FIN arrived, read or not), or the socket failed.
+bool peer_closed(int fd) {
+  pollfd p{fd, POLLRDHUP, 0};
+  return ::poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
+}
 }  // namespace
 
 int current_worker() { return t_worker; }
@@ -300,12 +316,14 @@ void start_gone_watch(Socket& socket, const std::shared_ptr<GoneWatch>& watch) {
                           char c;
                           ssize_t n =
                               ::recv(socket.native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
-                          if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
-                            watch->gone = true;
-                            if (watch->on_gone) watch->on_gone();
+                          if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) ||
+                              (watch->tls && n > 0 && peer_closed(socket.native_handle()))) {
+                            watch->mark_gone();
+                          } else if (n > 0 && watch->tls) {
+                            watch->bytes_seen = true;  // the sweep looks for the FIN from now on
                           }
-                          // n > 0: the client pipelined its next request; it is read after this
-                          // one.
+                          // n > 0 (plain): the client pipelined its next request; it is read
+                          // after this one.
                         }));
 }
 
@@ -566,8 +584,11 @@ Task<void> Server::Impl::session(Worker& w, Socket plain) {
     // The handshake has the time of a request's headers (a client that never finishes it is cut
     // by the sweep).
     arm(state, w, opts.request_timeout);
+    // Named locals: GCC 12 mishandles some temporaries inside co_await.
+    std::shared_ptr<net::ssl::context> ctx = opts.tls();
+    const auto no_preparation = [](SSL*) {};
     const auto ec =
-        co_await stream.handshake(opts.tls(), net::ssl::stream_base::server, [](SSL*) {});
+        co_await stream.handshake(std::move(ctx), net::ssl::stream_base::server, no_preparation);
     disarm(state);
     if (ec) {
       open = false;
@@ -606,6 +627,7 @@ Task<void> Server::Impl::session(Worker& w, Socket plain) {
     } release_after;
     Request req;
     req.remote_address = remote;
+    req.secure = stream.secure();
     const bool complete = co_await read_request(w, stream, state, in, req);
     release_after.bytes = req.body.capacity();
     if (!complete) break;
@@ -614,6 +636,7 @@ Task<void> Server::Impl::session(Worker& w, Socket plain) {
     w.active.fetch_add(1);
     Writer writer(stream, state, w, opts, req.keep_alive, req.method == "HEAD");
     auto watch = std::make_shared<GoneWatch>();
+    watch->tls = stream.secure();
     writer.set_watch(watch);
     // Most requests finish long before a client could be noticed leaving, so the watch (an
     // async_wait: one epoll_ctl each time) is armed by the worker's sweep only for requests still
@@ -671,6 +694,9 @@ void Server::Impl::sweep(Worker& w) {
     if (s->watch && !s->watching && w.sweeps >= s->watch_at) {
       s->watching = true;
       start_gone_watch(*s->socket, s->watch);
+    } else if (s->watch && s->watching && s->watch->bytes_seen && !s->watch->gone &&
+               !s->watch->done && peer_closed(s->socket->native_handle())) {
+      s->watch->mark_gone();
     }
   }
   w.sweep->expires_after(w.tick);

@@ -213,7 +213,11 @@ http::Task<void> Proxy::Impl::send_error(ResponseWriter& w, int status, std::str
 }
 
 http::Task<bool> Proxy::Impl::authorized(Request& req, ResponseWriter& w, auth::Principal& who) {
-  auto checked = gate->check_client(req.header("authorization"));
+  // One credential: with two, the router could approve one and an engine read the other.
+  int fields = 0;
+  for (const auto& [k, v] : req.headers) fields += http::iequals_lower(k, "authorization") ? 1 : 0;
+  auto checked = fields > 1 ? gate->refuse_client(auth::Refusal::kMalformed)
+                            : gate->check_client(req.header("authorization"));
   if (checked) {
     who = std::move(*checked);
     co_return true;
@@ -250,7 +254,10 @@ http::Task<void> Proxy::Impl::handle(Request& req, ResponseWriter& w) {
   if (path == "/v1/completions" || path == "/v1/chat/completions") {
     // The check's coroutine only when keys are configured (none per request otherwise).
     auth::Principal who;
-    if (gate->checks_api_keys() && !co_await authorized(req, w, who)) co_return;
+    if (gate->checks_api_keys()) {
+      const bool ok = co_await authorized(req, w, who);
+      if (!ok) co_return;
+    }
     if (!post) {
       std::string msg = "use POST for " + std::string(path);
       co_await send_error(w, 405, std::move(msg));
@@ -269,7 +276,10 @@ http::Task<void> Proxy::Impl::handle(Request& req, ResponseWriter& w) {
   }
   if (path == "/v1/models" && get) {
     auth::Principal who;
-    if (gate->checks_api_keys() && !co_await authorized(req, w, who)) co_return;
+    if (gate->checks_api_keys()) {
+      const bool ok = co_await authorized(req, w, who);
+      if (!ok) co_return;
+    }
     std::string body = R"({"object":"list","data":[)";
     bool first = true;
     for (const auto& m : router->known_models()) {
@@ -293,6 +303,9 @@ http::Task<void> Proxy::Impl::handle(Request& req, ResponseWriter& w) {
 http::Task<void> Proxy::Impl::proxy_openai(Request& req, ResponseWriter& w, openai::Endpoint kind,
                                            std::string_view label, std::string_view tenant) {
   const std::string_view tenant_key = tenant.empty() ? "" : " tenant=";
+  // First: adding a header may move the bytes that views of the headers (the session key) point
+  // into.
+  rewrite_authorization(req.headers);
   const auto t0 = Clock::now();
   // Parsing and tokenizing take ~10 ms per megabyte: bigger bodies go to the offload threads.
   auto prepare = [r = router.get(), kind, body = std::string_view(req.body)]() {
@@ -321,7 +334,6 @@ http::Task<void> Proxy::Impl::proxy_openai(Request& req, ResponseWriter& w, open
     co_return;
   }
 
-  rewrite_authorization(req.headers);
   std::string last_error;
   int last_status = 502;
   bool cut = false;  // the shutdown grace ran out before a response started
@@ -335,7 +347,7 @@ http::Task<void> Proxy::Impl::proxy_openai(Request& req, ResponseWriter& w, open
     w.on_client_gone([&token] { token.cancel(); });
     InFlight flight(in_flight(), &token);
     auto ex = co_await pool().start(b->endpoint, req.method, req.target, req.headers, req.body,
-                                    &token, req.remote_address);
+                                    &token, req.remote_address, req.secure);
     if (!ex) {
       const auto& f = ex.error();
       if (flight.cut) {

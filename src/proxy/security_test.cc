@@ -5,6 +5,9 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
 #include <filesystem>
 #include <mutex>
 #include <string>
@@ -21,6 +24,7 @@ namespace kvroute::proxy {
 namespace {
 
 using namespace std::chrono_literals;
+namespace net = boost::asio;
 using http::Request;
 using http::ResponseWriter;
 
@@ -30,7 +34,8 @@ constexpr std::string_view kBody = R"({"model":"m1","prompt":"hello","max_tokens
 struct Engine {
   std::mutex mu;
   std::string last_authorization = "(none)";
-  int completions = 0;
+  std::string last_forwarded;
+  std::atomic<int> completions{0};
   std::unique_ptr<http::Server> server;
   std::uint16_t port = 0;
   bool tls = false;
@@ -45,6 +50,7 @@ struct Engine {
         o, [this](Request& r, ResponseWriter& w) -> http::Task<void> {
           const http::Headers none;
           std::string body;
+          bool slow = false;
           if (r.path() == "/v1/models") {
             body = R"({"object":"list","data":[{"id":"m1","object":"model"}]})";
           } else if (r.path() == "/v1/completions") {
@@ -52,9 +58,16 @@ struct Engine {
             ++completions;
             const std::string_view a = r.header("authorization");
             last_authorization = a.empty() ? "(none)" : std::string(a);
+            last_forwarded = std::string(r.header("forwarded"));
+            slow = r.body.find("slow") != std::string::npos;
             body = R"({"id":"cmpl-1","object":"text_completion","choices":[]})";
           } else {
             body = "{}";
+          }
+          if (slow) {
+            // A long generation: the client may leave before it ends.
+            net::steady_timer t(co_await net::this_coro::executor, 3s);
+            co_await t.async_wait(http::use_task_tuple);
           }
           co_await w.send(200, "application/json", std::move(body), none);
         });
@@ -67,6 +80,10 @@ struct Engine {
   std::string authorization() {
     std::lock_guard l(mu);
     return last_authorization;
+  }
+  std::string forwarded() {
+    std::lock_guard l(mu);
+    return last_forwarded;
   }
 };
 
@@ -132,6 +149,10 @@ TEST_F(SecurityTest, ApiKeysGuardTheApiAndAreNotPassedOnByDefault) {
       testing::post_json(*port, "/v1/completions", kBody, "Authorization: Basic c2stdGVhbS1h\r\n");
   EXPECT_EQ(basic.status, 401);
   EXPECT_EQ(testing::get(*port, "/v1/models").status, 401);
+  // Two credentials: the router could approve one and the engine read the other.
+  auto twice = testing::post_json(*port, "/v1/completions", kBody,
+                                  bearer("sk-team-a-0123456789") + bearer("sk-other"));
+  EXPECT_EQ(twice.status, 401);
   EXPECT_EQ(engine.completions, 0) << "refused requests never reach an engine";
 
   auto ok = testing::post_json(*port, "/v1/completions", kBody, bearer("sk-team-a-0123456789"));
@@ -147,7 +168,7 @@ TEST_F(SecurityTest, ApiKeysGuardTheApiAndAreNotPassedOnByDefault) {
       << m;
   EXPECT_NE(m.find(R"(kvroute_auth_refusals_total{listener="api",reason="invalid"} 1)"),
             std::string::npos);
-  EXPECT_NE(m.find(R"(kvroute_auth_refusals_total{listener="api",reason="malformed"} 1)"),
+  EXPECT_NE(m.find(R"(kvroute_auth_refusals_total{listener="api",reason="malformed"} 2)"),
             std::string::npos);
   EXPECT_EQ(m.find("sk-team"), std::string::npos) << "keys are never exported";
   p.stop(1s);
@@ -265,6 +286,24 @@ TEST_F(SecurityTest, ClientTlsServesTheApiAndCountsFailedHandshakes) {
   EXPECT_EQ(r.status, 200) << r.raw;
   EXPECT_NE(r.body.find("text_completion"), std::string::npos);
   EXPECT_EQ(client.request(req).status, 200) << "keep-alive over TLS";
+  EXPECT_NE(engine.forwarded().find("for=127.0.0.1;proto=https"), std::string::npos)
+      << engine.forwarded();
+  // A TLS client that leaves mid-request (close_notify, then FIN) is noticed: the engine's request
+  // is cancelled and the router records 499.
+  testing::TlsClient leaving;
+  ASSERT_TRUE(leaving.connect(*port, o)) << leaving.error();
+  const std::string slow_body = R"({"model":"m1","prompt":"slow","max_tokens":1})";
+  ASSERT_TRUE(leaving.send("POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: " +
+                           std::to_string(slow_body.size()) + "\r\n\r\n" + slow_body));
+  ASSERT_TRUE(testing::wait_until([&] { return engine.completions == 3; }, 5s));
+  leaving.close_notify();
+  EXPECT_TRUE(testing::wait_until(
+      [&] {
+        return testing::get(p.admin_port(), "/metrics").body.find(R"(code="499")") !=
+               std::string::npos;
+      },
+      2s))
+      << "the client's departure was not noticed before the engine answered";
   // Plain HTTP to the TLS port fails the handshake and is counted.
   EXPECT_EQ(testing::get(*port, "/health").status, 0);
   ASSERT_TRUE(testing::wait_until(

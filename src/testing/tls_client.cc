@@ -113,6 +113,21 @@ RawResponse TlsClient::request(std::string_view raw) {
   return r;
 }
 
+bool TlsClient::send(std::string_view raw) {
+  return SSL_write(ssl_, raw.data(), static_cast<int>(raw.size())) > 0;
+}
+
+void TlsClient::close_notify() {
+  // Unread bytes (the server's session tickets) would make the kernel reset the connection instead
+  // of closing it: read them off first, so that the server sees close_notify and then a FIN.
+  char buf[4096];
+  while (::recv(fd_, buf, sizeof buf, MSG_DONTWAIT) > 0) {
+  }
+  SSL_shutdown(ssl_);
+  ::close(fd_);
+  fd_ = -1;
+}
+
 std::string TlsClient::peer_common_name() const {
   X509* cert = SSL_get1_peer_certificate(ssl_);
   if (cert == nullptr) return {};

@@ -36,6 +36,10 @@ class TlsClient {
   bool connect(std::uint16_t port, const TlsClientOptions& opts);
   // Sends a request and reads one response (Content-Length framed, or until the peer closes).
   RawResponse request(std::string_view raw);
+  // Sends `raw` without waiting for an answer.
+  bool send(std::string_view raw);
+  // Leaves as TLS clients do: close_notify, then the socket closes (a FIN).
+  void close_notify();
   const std::string& error() const { return error_; }
   // The common name of the certificate the server presented.
   std::string peer_common_name() const;
