@@ -34,6 +34,11 @@ TlsClient::~TlsClient() {
 bool TlsClient::connect(std::uint16_t port, const TlsClientOptions& opts) {
   ERR_clear_error();
   ctx_ = SSL_CTX_new(TLS_client_method());
+  if (opts.max_version != 0) SSL_CTX_set_max_proto_version(ctx_, opts.max_version);
+  if (opts.min_version != 0) {
+    SSL_CTX_set_min_proto_version(ctx_, opts.min_version);
+    SSL_CTX_set_security_level(ctx_, 0);  // old versions need the old ciphers
+  }
   if (!opts.ca_file.empty()) {
     if (SSL_CTX_load_verify_locations(ctx_, opts.ca_file.c_str(), nullptr) != 1) {
       error_ = "CA: " + ssl_errors();
@@ -136,6 +141,8 @@ std::string TlsClient::peer_common_name() const {
   X509_free(cert);
   return cn;
 }
+
+std::string TlsClient::version() const { return SSL_get_version(ssl_); }
 
 std::string TlsClient::alpn() const {
   const unsigned char* p = nullptr;

@@ -23,6 +23,8 @@ struct TlsClientOptions {
   std::string cert_file, key_file;        // client certificate (mTLS)
   std::string verify_host = "127.0.0.1";  // the name or address the certificate must carry
   std::string alpn = "http/1.1";          // offered protocols, comma-separated ("" : none)
+  int max_version = 0;                    // e.g. TLS1_2_VERSION (0: the library's newest)
+  int min_version = 0;                    // e.g. TLS1_1_VERSION (0: the library's default)
 };
 
 class TlsClient {
@@ -44,6 +46,8 @@ class TlsClient {
   // The common name of the certificate the server presented.
   std::string peer_common_name() const;
   std::string alpn() const;
+  // "TLSv1.3", "TLSv1.2"
+  std::string version() const;
 
  private:
   int fd_ = -1;

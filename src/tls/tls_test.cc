@@ -138,6 +138,20 @@ TEST_F(TlsTest, HandshakeWithAlpnAndTheRightCertificate) {
   EXPECT_EQ(r.body, "hello");
   // Keep-alive over TLS: a second request on the same connection.
   EXPECT_EQ(c.request(kGet).status, 200);
+  EXPECT_EQ(c.version(), "TLSv1.3");
+  // TLS 1.2 too; not 1.1.
+  TlsClient v12;
+  auto o12 = client_options();
+  o12.max_version = TLS1_2_VERSION;
+  ASSERT_TRUE(v12.connect(port, o12)) << v12.error();
+  EXPECT_EQ(v12.version(), "TLSv1.2");
+  EXPECT_EQ(v12.alpn(), "http/1.1");
+  EXPECT_EQ(v12.request(kGet).status, 200);
+  TlsClient v11;
+  auto o11 = client_options();
+  o11.min_version = TLS1_VERSION;
+  o11.max_version = TLS1_1_VERSION;
+  EXPECT_FALSE(v11.connect(port, o11));
   // A client that offers only h2 goes on without ALPN and speaks HTTP/1.1.
   TlsClient h2;
   auto o = client_options();
