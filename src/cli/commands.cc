@@ -4,6 +4,7 @@
 #include <cstdio>
 
 #include "bench/bench_command.h"
+#include "doctor/doctor_command.h"
 #include "epp/epp_command.h"
 #include "proxy/serve_command.h"
 #include "sim/sim_command.h"
@@ -23,6 +24,7 @@ int run(int argc, char** argv) {
   sim::add_sim_command(app, rc);
   bench::add_bench_command(app, rc);
   bench::add_demo_command(app, rc);
+  doctor::add_doctor_command(app, rc);
 
   auto tok = std::make_shared<tokenizer::TokenizeCommandOptions>();
   auto* tokenize = app.add_subcommand("tokenize", "Print the token ids vLLM computes for stdin");

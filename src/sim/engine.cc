@@ -194,6 +194,7 @@ void Engine::update_block_hashes(Request& r) {
 std::uint32_t Engine::find_cache_hit(Request& r) {
   hit_blocks_.clear();
   update_block_hashes(r);
+  if (!config_.kv_connector.empty()) return 0;  // the connector bypasses the local cache
   // At least the last token is recomputed (its logits are needed): hit <= num_tokens - 1.
   const std::size_t max_blocks =
       std::min<std::size_t>(r.block_hashes.size(), (r.num_tokens() - 1) / config_.block_size);

@@ -192,6 +192,11 @@ struct SimEngineHost {
     if (path == "/health") {
       std::string empty;
       co_await w.send(200, "application/json", std::move(empty), none);
+    } else if (path == "/version") {
+      std::string body = R"({"version":")";
+      http::append_json_escaped(body, opts->vllm_version);
+      body += "\"}";
+      co_await w.send(200, "application/json", std::move(body), none);
     } else if (path == "/metrics") {
       std::string body = render_metrics();
       co_await w.send(200, "text/plain; version=0.0.4; charset=utf-8", std::move(body), none);

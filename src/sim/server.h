@@ -34,7 +34,8 @@ struct SimOptions {
   std::string tokenizer;                     // HF tokenizer dir; empty: the word tokenizer
   double time_scale = 1.0;                   // >1 runs faster than real time
   std::uint32_t default_max_tokens = 16;
-  EngineConfig engine;  // model/cost are filled from the fields above
+  std::string vllm_version = "0.11.0";  // GET /version
+  EngineConfig engine;                  // model/cost are filled from the fields above
 };
 
 // Engines for tests and tools that drive a cluster in-process: HTTP and KV events on loopback

@@ -40,6 +40,11 @@ void add_sim_command(CLI::App& app, int& exit_code) {
       ->capture_default_str();
   cmd->add_flag("--no-chunked-prefill", *no_chunked, "Disable chunked prefill");
   cmd->add_flag("--no-prefix-caching", *no_prefix, "Disable prefix caching");
+  cmd->add_option("--kv-connector", o->engine.kv_connector,
+                  "Act as if vLLM ran a KV-transfer connector that bypasses the local prefix cache "
+                  "(e.g. NixlConnector): prefix caching reports enabled but finds nothing");
+  cmd->add_option("--vllm-version", o->vllm_version, "Version GET /version reports")
+      ->capture_default_str();
   cmd->add_option("--seed", o->engine.seed, "Output-token seed")->capture_default_str();
   cmd->add_option("--time-scale", o->time_scale, "Run this many times faster than real time")
       ->capture_default_str();

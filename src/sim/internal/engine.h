@@ -45,6 +45,10 @@ struct EngineConfig {
   std::uint32_t max_model_len = 0;
   bool enable_chunked_prefill = true;
   bool enable_prefix_caching = true;
+  // A KV-transfer connector as vLLM's --kv-transfer-config names it (e.g. NixlConnector): set, the
+  // local prefix cache finds nothing although prefix caching reports enabled, the misconfiguration
+  // `kvroute doctor` finds (docs/doctor.md).
+  std::string kv_connector;
   bool emit_kv_events = true;         // record events for take_events() (needs prefix caching)
   std::uint64_t seed = 0;             // output-token generator
   std::uint32_t vocab_size = 128256;  // outputs avoid the top 256 ids (special tokens)

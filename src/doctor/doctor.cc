@@ -1,0 +1,527 @@
+#include "doctor/doctor.h"
+
+#include <fmt/format.h>
+#include <simdjson.h>
+
+#include <algorithm>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/use_future.hpp>
+#include <map>
+#include <random>
+#include <set>
+
+#include "common/json.h"
+#include "http/client.h"
+#include "metrics/prom_parser.h"
+#include "tls/tls.h"
+
+namespace kvroute::doctor {
+
+namespace net = boost::asio;
+
+std::string_view to_string(Severity s) {
+  switch (s) {
+    case Severity::kOk:
+      return "ok";
+    case Severity::kWarn:
+      return "warn";
+    case Severity::kFail:
+      return "fail";
+  }
+  return "fail";
+}
+
+bool Report::failed() const {
+  return std::any_of(findings.begin(), findings.end(),
+                     [](const Finding& f) { return f.severity == Severity::kFail; });
+}
+
+std::vector<const Finding*> Report::of(std::string_view check) const {
+  std::vector<const Finding*> out;
+  for (const auto& f : findings) {
+    if (f.check == check) out.push_back(&f);
+  }
+  return out;
+}
+
+namespace {
+
+using Response = Expected<std::pair<int, std::string>, http::UpstreamFailure>;
+
+// What the doctor learns of one engine.
+struct Engine {
+  std::string url;
+  http::Endpoint ep;
+  bool up = false;
+  std::vector<std::pair<std::string, std::int64_t>> models;  // id, max_model_len (-1: unknown)
+  std::string version;                                       // "" : no /version
+  bool cache_info = false;
+  std::string block_size, prefix_caching, hash_algo;
+  double hits = 0, requests = 0;
+};
+
+struct Counters {
+  double hits = 0, requests = 0;
+};
+
+std::string nonce() {
+  std::random_device rd;
+  return fmt::format("{:08x}{:08x}", rd(), rd());
+}
+
+// A prompt of many blocks, unique to this run.
+std::string probe_prompt(std::string_view tag) {
+  std::string p = fmt::format("kvroute doctor probe {}:", tag);
+  for (int i = 0; i < 300; ++i) p += fmt::format(" w{}", i);
+  return p;
+}
+
+std::string completion_body(std::string_view model, std::string_view prompt) {
+  std::string b = R"({"model":")";
+  append_json_escaped(b, model);
+  b += R"(","prompt":")";
+  append_json_escaped(b, prompt);
+  b += R"(","max_tokens":1,"temperature":0})";
+  return b;
+}
+
+class Doctor {
+ public:
+  Doctor(const Options& o, http::ConnectionPool& pool) : o_(o), pool_(pool) {
+    if (!o.api_key.empty()) auth_.emplace_back("Authorization", "Bearer " + o.api_key);
+  }
+
+  http::Task<Report> run() {
+    for (const auto& url : o_.engines) co_await learn(url);
+    check_engines();
+    for (auto& e : engines_) {
+      if (e.up && e.prefix_caching != "False") co_await check_effective(e);
+    }
+    co_await check_tokenization();
+    if (!o_.router.empty()) co_await check_router();
+    co_return std::move(report_);
+  }
+
+ private:
+  void add(std::string check, std::string target, Severity s, std::string message,
+           std::string fix = {}) {
+    report_.findings.push_back(
+        {std::move(check), std::move(target), s, std::move(message), std::move(fix)});
+  }
+
+  http::Task<Response> call(const http::Endpoint& ep, std::string_view method,
+                            std::string_view target, std::string_view body = {}) {
+    http::Headers headers = auth_;
+    if (!body.empty()) headers.emplace_back("Content-Type", "application/json");
+    auto ex = co_await pool_.start(ep, method, target, headers, body);
+    if (!ex) co_return make_unexpected(ex.error());
+    auto all = co_await ex->read_all(16u << 20);
+    if (!all) co_return make_unexpected(all.error());
+    co_return std::pair<int, std::string>(ex->status(), std::move(*all));
+  }
+
+  static Counters counters_of(std::string_view text, Engine* facts = nullptr) {
+    Counters c;
+    const auto parsed = metrics::parse_exposition(text);
+    for (const auto& s : parsed.samples) {
+      if (s.name == "vllm:prefix_cache_hits_total") c.hits += s.value;
+      if (s.name == "vllm:request_success_total") c.requests += s.value;
+      if (facts != nullptr && s.name == "vllm:cache_config_info") {
+        facts->cache_info = true;
+        facts->block_size = std::string(s.label("block_size"));
+        facts->prefix_caching = std::string(s.label("enable_prefix_caching"));
+        facts->hash_algo = std::string(s.label("prefix_caching_hash_algo"));
+      }
+    }
+    return c;
+  }
+
+  http::Task<std::optional<Counters>> scrape(const Engine& e) {
+    auto r = co_await call(e.ep, "GET", "/metrics");
+    if (!r || r->first != 200) co_return std::nullopt;
+    co_return counters_of(r->second);
+  }
+
+  http::Task<void> learn(const std::string& url) {
+    Engine e;
+    e.url = url;
+    auto ep = http::parse_http_url(url);
+    if (!ep) {
+      add("reachable", url, Severity::kFail, ep.error().message, "give the engine's base URL");
+      engines_.push_back(std::move(e));
+      co_return;
+    }
+    e.ep = *ep;
+    auto health = co_await call(e.ep, "GET", "/health");
+    auto models = co_await call(e.ep, "GET", "/v1/models");
+    if (!health || health->first != 200 || !models || models->first != 200) {
+      const std::string why = !health   ? health.error().message
+                              : !models ? models.error().message
+                                        : fmt::format("GET /health {}, GET /v1/models {}",
+                                                      health->first, models ? models->first : 0);
+      add("reachable", url, Severity::kFail, why,
+          "start the engine or fix its address; the checks below skip it");
+      engines_.push_back(std::move(e));
+      co_return;
+    }
+    simdjson::dom::parser parser;
+    simdjson::dom::element doc;
+    if (parser.parse(models->second).get(doc) == simdjson::SUCCESS) {
+      simdjson::dom::array data;
+      if (doc["data"].get(data) == simdjson::SUCCESS) {
+        for (auto m : data) {
+          std::string_view id;
+          if (m["id"].get(id) != simdjson::SUCCESS) continue;
+          std::int64_t len = -1;
+          if (m["max_model_len"].get(len) != simdjson::SUCCESS) len = -1;
+          e.models.emplace_back(std::string(id), len);
+        }
+      }
+    }
+    if (auto v = co_await call(e.ep, "GET", "/version"); v && v->first == 200) {
+      simdjson::dom::element vd;
+      std::string_view version;
+      if (parser.parse(v->second).get(vd) == simdjson::SUCCESS &&
+          vd["version"].get(version) == simdjson::SUCCESS)
+        e.version = std::string(version);
+    }
+    if (auto m = co_await call(e.ep, "GET", "/metrics"); m && m->first == 200) {
+      const Counters c = counters_of(m->second, &e);
+      e.hits = c.hits;
+      e.requests = c.requests;
+    }
+    e.up = !e.models.empty();
+    if (e.up) {
+      std::string names;
+      for (const auto& [id, len] : e.models) names += (names.empty() ? "" : ", ") + id;
+      add("reachable", url, Severity::kOk, "serves " + names);
+    } else {
+      add("reachable", url, Severity::kFail, "/v1/models lists no model",
+          "check the engine's --served-model-name");
+    }
+    engines_.push_back(std::move(e));
+  }
+
+  void check_engines() {
+    std::map<std::string, std::vector<std::string>> block_sizes, algos, versions;
+    for (const auto& e : engines_) {
+      if (!e.up) continue;
+      if (!e.cache_info) {
+        add("prefix-caching", e.url, Severity::kWarn,
+            "no vllm:cache_config_info in /metrics: cannot tell whether prefix caching is on",
+            "expose the engine's /metrics (vLLM serves it on its API port)");
+      } else if (e.prefix_caching == "False") {
+        add("prefix-caching", e.url, Severity::kFail,
+            "prefix caching is disabled (vllm:cache_config_info enable_prefix_caching=\"False\"): "
+            "every prompt is computed from scratch, whatever the router does",
+            "remove --no-enable-prefix-caching from the engine's arguments");
+      } else {
+        add("prefix-caching", e.url, Severity::kOk, "enabled (vllm:cache_config_info)");
+        block_sizes[e.block_size].push_back(e.url);
+        algos[e.hash_algo].push_back(e.url);
+      }
+      versions[e.version.empty() ? "(no /version)" : e.version].push_back(e.url);
+    }
+    const auto listing = [](const std::map<std::string, std::vector<std::string>>& m) {
+      std::string out;
+      for (const auto& [k, urls] : m) {
+        out += (out.empty() ? "" : "; ") + k + ": ";
+        for (std::size_t i = 0; i < urls.size(); ++i) out += (i ? ", " : "") + urls[i];
+      }
+      return out;
+    };
+    if (block_sizes.size() > 1) {
+      add("block-size", "engines", Severity::kFail,
+          "engines use different KV block sizes (" + listing(block_sizes) +
+              "): one prefix index cannot describe them",
+          "give every engine the same --block-size, and the router the same routing.blockSize");
+    } else if (block_sizes.size() == 1) {
+      const std::string bs = block_sizes.begin()->first;
+      if (bs != std::to_string(o_.block_size)) {
+        add("block-size", "engines", Severity::kFail,
+            fmt::format("engines use {}-token blocks, the router {}: its hashes match none of the "
+                        "engines' blocks",
+                        bs, o_.block_size),
+            fmt::format("set the router's routing.blockSize: {} (and doctor's --block-size)", bs));
+      } else {
+        add("block-size", "engines", Severity::kOk, bs + "-token blocks everywhere");
+      }
+    }
+    if (algos.size() > 1) {
+      add("hash-algorithm", "engines", Severity::kWarn,
+          "engines hash blocks differently (" + listing(algos) +
+              "): their KV events name the same prefix differently",
+          "give every engine the same --prefix-caching-hash-algo (and PYTHONHASHSEED)");
+    }
+    if (versions.size() > 1) {
+      add("version", "engines", Severity::kWarn,
+          "engines run different versions (" + listing(versions) + ")",
+          "roll the deployment to one version: metrics, events and hashing change between "
+          "releases");
+    } else if (versions.size() == 1) {
+      add("version", "engines", Severity::kOk, "one version: " + versions.begin()->first);
+    }
+  }
+
+  // A repeated prompt sent straight to the engine must find its blocks cached.
+  http::Task<void> check_effective(Engine& e) {
+    if (e.models.empty()) co_return;
+    const std::string body = completion_body(e.models.front().first, probe_prompt(nonce()));
+    auto first = co_await call(e.ep, "POST", "/v1/completions", body);
+    if (!first || first->first != 200) {
+      add("prefix-caching-effective", e.url, Severity::kWarn,
+          "a probe completion failed: " +
+              (first ? fmt::format("HTTP {}", first->first) : first.error().message),
+          "check the engine's logs");
+      co_return;
+    }
+    const auto before = co_await scrape(e);
+    auto second = co_await call(e.ep, "POST", "/v1/completions", body);
+    const auto after = co_await scrape(e);
+    std::int64_t cached = -1;
+    if (second && second->first == 200) {
+      simdjson::dom::parser parser;
+      simdjson::dom::element doc;
+      if (parser.parse(second->second).get(doc) == simdjson::SUCCESS)
+        if (doc["usage"]["prompt_tokens_details"]["cached_tokens"].get(cached) != simdjson::SUCCESS)
+          cached = -1;
+    }
+    const double hits = before && after ? after->hits - before->hits : -1;
+    if (hits > 0 || cached > 0) {
+      add("prefix-caching-effective", e.url, Severity::kOk,
+          fmt::format("a repeated prompt found {} cached tokens", hits > 0 ? hits : cached));
+    } else if (hits < 0 && cached < 0) {
+      add("prefix-caching-effective", e.url, Severity::kWarn,
+          "cannot tell: no vllm:prefix_cache_hits_total and no usage.prompt_tokens_details",
+          "expose /metrics or start vLLM with --enable-prompt-tokens-details");
+    } else {
+      add("prefix-caching-effective", e.url, Severity::kFail,
+          "prefix caching reports enabled, but the same prompt sent twice found nothing cached "
+          "(vllm:prefix_cache_hits_total did not move): a KV-transfer connector "
+          "(--kv-transfer-config) that bypasses the local prefix cache does this, as does a KV "
+          "cache too small for one prompt",
+          "remove the connector, or configure it to keep the local cache (e.g. a MultiConnector "
+          "with the local cache first); then run the doctor again");
+    }
+  }
+
+  // Engines that serve one model name must be the same model: same length limit, same token ids.
+  http::Task<void> check_tokenization() {
+    std::map<std::string, std::vector<Engine*>> by_model;
+    for (auto& e : engines_) {
+      for (const auto& [id, len] : e.models) by_model[id].push_back(&e);
+    }
+    for (const auto& [model, engines] : by_model) {
+      if (engines.size() < 2) continue;
+      std::string body = R"({"model":")";
+      append_json_escaped(body, model);
+      body += R"(","prompt":"The kvroute doctor compares tokenizers: héllo wörld 12345."})";
+      std::map<std::string, std::vector<std::string>> seen;  // token ids -> engines
+      std::set<std::int64_t> lens;
+      for (Engine* e : engines) {
+        for (const auto& [id, len] : e->models) {
+          if (id == model) lens.insert(len);
+        }
+        auto r = co_await call(e->ep, "POST", "/tokenize", body);
+        if (!r || r->first != 200) continue;  // older engines: nothing to compare
+        simdjson::dom::parser parser;
+        simdjson::dom::element doc;
+        simdjson::dom::array tokens;
+        if (parser.parse(r->second).get(doc) != simdjson::SUCCESS ||
+            doc["tokens"].get(tokens) != simdjson::SUCCESS)
+          continue;
+        std::string ids;
+        for (auto t : tokens) {
+          std::int64_t v = 0;
+          if (t.get(v) == simdjson::SUCCESS) ids += std::to_string(v) + ",";
+        }
+        seen[ids].push_back(e->url);
+      }
+      if (seen.size() > 1 || lens.size() > 1) {
+        add("same-model", model, Severity::kFail,
+            fmt::format("engines serving '{}' are not the same model: {}", model,
+                        seen.size() > 1 ? "they tokenize the same text differently"
+                                        : "their max_model_len differ"),
+            "serve one model per name (--served-model-name); the router's cache picture and "
+            "tokenizer assume one");
+      } else if (!seen.empty()) {
+        add("same-model", model, Severity::kOk,
+            fmt::format("{} engines tokenize alike", seen.begin()->second.size()));
+      }
+    }
+  }
+
+  // Which engine served the last request: the one whose vllm:request_success_total moved.
+  http::Task<int> served_by(std::vector<Counters>& last) {
+    int who = -1;
+    int moved = 0;
+    for (std::size_t i = 0; i < engines_.size(); ++i) {
+      if (!engines_[i].up) continue;
+      auto c = co_await scrape(engines_[i]);
+      if (!c) continue;
+      if (c->requests > last[i].requests) {
+        who = static_cast<int>(i);
+        ++moved;
+      }
+      last[i] = *c;
+    }
+    co_return moved == 1 ? who : -1;
+  }
+
+  http::Task<void> check_router() {
+    auto ep = http::parse_http_url(o_.router);
+    if (!ep) {
+      add("router", o_.router, Severity::kFail, ep.error().message);
+      co_return;
+    }
+    std::string model;
+    for (const auto& e : engines_) {
+      if (e.up && !e.models.empty()) {
+        model = e.models.front().first;
+        break;
+      }
+    }
+    if (model.empty()) {
+      add("router", o_.router, Severity::kWarn, "no engine answered: router checks skipped");
+      co_return;
+    }
+    std::vector<Counters> last(engines_.size());
+    for (std::size_t i = 0; i < engines_.size(); ++i) {
+      if (!engines_[i].up) continue;
+      auto c = co_await scrape(engines_[i]);
+      if (c) last[i] = *c;
+    }
+    // A session (a conversation: each turn's prompt extends the last, with the session header)
+    // must stay on one engine, whether the router follows the header or the shared prefix.
+    const std::string session = "kvroute-doctor-" + nonce();
+    std::string conversation = probe_prompt(session);
+    std::set<int> where;
+    int unknown = 0;
+    for (int i = 0; i < 4; ++i) {
+      http::Headers headers = auth_;
+      headers.emplace_back("Content-Type", "application/json");
+      headers.emplace_back(o_.session_header, session);
+      conversation += fmt::format(" user turn {}: tell me more. assistant: more.", i);
+      const std::string body = completion_body(model, conversation);
+      auto ex = co_await pool_.start(*ep, "POST", "/v1/completions", headers, body);
+      if (!ex || ex->status() != 200) {
+        add("router", o_.router, Severity::kFail,
+            ex ? fmt::format("a completion through the router answered {}", ex->status())
+               : "the router is unreachable: " + ex.error().message,
+            "check the router's address, API key and logs");
+        co_return;
+      }
+      (void)co_await ex->read_all(1u << 20);
+      const int who = co_await served_by(last);
+      if (who < 0) {
+        ++unknown;
+      } else {
+        where.insert(who);
+      }
+    }
+    if (where.size() > 1) {
+      add("session-stickiness", o_.router, Severity::kFail,
+          fmt::format("4 requests of one session ({}: {}) went to {} engines", o_.session_header,
+                      session, where.size()),
+          "route sessions with affinity: kvroute's default policy or session-affinity, and the "
+          "clients' session header in routing.sessionHeader");
+    } else if (unknown > 0) {
+      add("session-stickiness", o_.router, Severity::kWarn,
+          "could not tell which engine served each request (other traffic, or engines outside "
+          "the list)",
+          "run the doctor on a quiet deployment, listing every engine behind the router");
+    } else {
+      add("session-stickiness", o_.router, Severity::kOk, "a session stayed on one engine");
+    }
+    // A repeated prompt must go back to the engine that holds it.
+    const std::string body = completion_body(model, probe_prompt(nonce()));
+    int served[2] = {-2, -2};
+    for (int i = 0; i < 2; ++i) {
+      auto r = co_await call(*ep, "POST", "/v1/completions", body);
+      if (!r || r->first != 200) co_return;
+      served[i] = co_await served_by(last);
+    }
+    const int first = served[0];
+    const int second = served[1];
+    if (first >= 0 && second >= 0 && first != second) {
+      add("prefix-routing", o_.router, Severity::kFail,
+          fmt::format("the same prompt went to {} and then to {}: the router does not route by "
+                      "prefix",
+                      engines_[static_cast<std::size_t>(first)].url,
+                      engines_[static_cast<std::size_t>(second)].url),
+          "use a cache-aware policy (kvroute, the default)");
+    } else if (first >= 0 && second == first) {
+      add("prefix-routing", o_.router, Severity::kOk, "a repeated prompt returned to its engine");
+    }
+  }
+
+  const Options& o_;
+  http::ConnectionPool& pool_;
+  http::Headers auth_;
+  std::vector<Engine> engines_;
+  Report report_;
+};
+
+}  // namespace
+
+Report diagnose(const Options& options) {
+  net::io_context ioc;
+  http::ClientOptions co;
+  co.connect_timeout = std::min(options.timeout, std::chrono::milliseconds(5000));
+  co.first_byte_timeout = options.timeout;
+  co.idle_timeout = options.timeout;
+  if (auto ctx = tls::make_client_context({})) co.tls = *ctx;
+  http::ConnectionPool pool(ioc.get_executor(), co);
+  Doctor doctor(options, pool);
+  auto body = [&]() -> http::Task<Report> {
+    Report r = co_await doctor.run();
+    pool.close_idle();
+    co_return r;
+  };
+  auto fut = net::co_spawn(ioc, body(), net::use_future);
+  ioc.run();
+  return fut.get();
+}
+
+std::string to_text(const Report& report) {
+  std::string out;
+  for (const auto& f : report.findings) {
+    out += fmt::format("[{:4}] {:<26} {}\n       {}\n", to_string(f.severity), f.check, f.target,
+                       f.message);
+    if (!f.fix.empty()) out += fmt::format("       fix: {}\n", f.fix);
+  }
+  const auto count = [&](Severity s) {
+    return std::count_if(report.findings.begin(), report.findings.end(),
+                         [s](const Finding& f) { return f.severity == s; });
+  };
+  out += fmt::format("{} ok, {} warnings, {} failures\n", count(Severity::kOk),
+                     count(Severity::kWarn), count(Severity::kFail));
+  return out;
+}
+
+std::string to_json(const Report& report) {
+  std::string out = R"({"failed":)";
+  out += report.failed() ? "true" : "false";
+  out += R"(,"findings":[)";
+  bool first = true;
+  for (const auto& f : report.findings) {
+    if (!first) out += ',';
+    first = false;
+    out += R"({"check":")";
+    append_json_escaped_valid_utf8(out, f.check);
+    out += R"(","target":")";
+    append_json_escaped_valid_utf8(out, f.target);
+    out += R"(","severity":")";
+    out += to_string(f.severity);
+    out += R"(","message":")";
+    append_json_escaped_valid_utf8(out, f.message);
+    out += R"(","fix":")";
+    append_json_escaped_valid_utf8(out, f.fix);
+    out += R"("})";
+  }
+  out += "]}\n";
+  return out;
+}
+
+}  // namespace kvroute::doctor
