@@ -33,7 +33,15 @@ struct CommonFlags {
   std::uint64_t capacity_blocks = 0;
   std::uint32_t block_size = 0;  // 0: the engines' block size, else 16
   bool quiet = false;
+  bool no_plots = false;  // no plots beside --json
 };
+
+// Where plots go by default: beside the JSON results ("out/run.json" -> "out/run-plots/").
+std::string plots_beside(const std::string& json_path) {
+  if (json_path.empty()) return {};
+  std::filesystem::path p(json_path);
+  return (p.parent_path() / (p.stem().string() + "-plots")).string();
+}
 
 void add_common_flags(CLI::App* cmd, CommonFlags& f) {
   auto& w = f.wl;
@@ -95,7 +103,10 @@ void add_common_flags(CLI::App* cmd, CommonFlags& f) {
       "Pooled KV capacity for the LRU bound (default: sum of the engines' num_gpu_blocks)");
   cmd->add_option("--block-size", f.block_size,
                   "Tokens per KV block for the bounds (default: the engines', else 16)");
-  cmd->add_option("--json", f.json_path, "Write the results as JSON to FILE");
+  cmd->add_option("--json", f.json_path,
+                  "Write the results as JSON to FILE, and PNG plots (gnuplot) into FILE's stem + "
+                  "\"-plots/\" beside it");
+  cmd->add_flag("--no-plots", f.no_plots, "No plots beside --json");
   cmd->add_option("--records", f.records_path,
                   "Write every request (TTFT, cached tokens, backend, ...) as CSV to FILE");
   cmd->add_flag("--quiet", f.quiet, "No progress bar");
@@ -158,6 +169,16 @@ int run_bench(CommonFlags& f, const std::vector<std::string>& metrics_urls,
   if (!f.json_path.empty() && !write_file(f.json_path, summaries_json({s}))) {
     fmt::print(stderr, "kvroute bench: cannot write {}\n", f.json_path);
     return 2;
+  }
+  if (!f.json_path.empty() && !f.no_plots) {
+    // TTFT CDF, hit rate against the bounds, and load per engine over time, beside the JSON.
+    const std::vector<PlotInput> in{{s, &*run}};
+    auto pngs = write_plots(plots_beside(f.json_path), in);
+    if (!pngs) {
+      fmt::print(stderr, "kvroute bench: plots: {}\n", pngs.error().message);
+    } else {
+      for (const auto& p : *pngs) fmt::print(stderr, "wrote {}\n", p);
+    }
   }
   if (s.completed == 0) {
     fmt::print(stderr, "kvroute bench: no request completed\n");
@@ -342,7 +363,8 @@ void add_bench_command(CLI::App& app, int& exit_code) {
       ->capture_default_str();
   cmp->add_option("--num-gpu-blocks", sim->engine.num_gpu_blocks, "KV blocks per engine")
       ->capture_default_str();
-  cmp->add_option("--plots", *plots, "Write PNG plots (gnuplot) into DIR");
+  cmp->add_option("--plots", *plots,
+                  "Write PNG plots (gnuplot) into DIR (default with --json: beside it)");
   auto targets = std::make_shared<std::vector<std::string>>();
   auto engine_urls = std::make_shared<std::vector<std::string>>();
   auto no_reset = std::make_shared<bool>(false);
@@ -425,7 +447,9 @@ void add_bench_command(CLI::App& app, int& exit_code) {
     };
     if (!fractions->empty()) {
       if (!cf->records_path.empty()) std::filesystem::remove(cf->records_path);
-      exit_code = run_fractions(cf->wl, *wl, co, *fractions, *saturation, cf->json_path, *plots,
+      const std::string plots_dir =
+          !plots->empty() || cf->no_plots ? *plots : plots_beside(cf->json_path);
+      exit_code = run_fractions(cf->wl, *wl, co, *fractions, *saturation, cf->json_path, plots_dir,
                                 cf->records_path);
       return;
     }
@@ -444,7 +468,9 @@ void add_bench_command(CLI::App& app, int& exit_code) {
             : fmt::format(R"("workload":"{}","engines":{},"targets":{})", cf->wl.name,
                           engine_urls->size(), co.targets.size());
     if (!cf->records_path.empty()) std::filesystem::remove(cf->records_path);
-    exit_code = print_compare(*runs, cf->json_path, *plots, extra, cf->records_path);
+    const std::string plots_dir =
+        !plots->empty() || cf->no_plots ? *plots : plots_beside(cf->json_path);
+    exit_code = print_compare(*runs, cf->json_path, plots_dir, extra, cf->records_path);
   });
 
   cmd->callback([cmd, cmp, f, metrics, checks, check, min_hit, max_ttft, max_imb, max_err, o_hit,

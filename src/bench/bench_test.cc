@@ -689,6 +689,23 @@ TEST(Check, ThresholdsAndExitCodes) {
   EXPECT_EQ(failing, 1) << err;
   EXPECT_EQ(bad_url, 2);
   EXPECT_NE(err.find("CHECK FAILED: hit rate"), std::string::npos) << err;
+
+  // --json writes the plots beside the results unless --no-plots.
+  const auto dir = std::filesystem::temp_directory_path() / "kvroute_bench_json_plots_test";
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  ::testing::internal::CaptureStderr();
+  const int with_plots = run_cli(with({"--json", (dir / "run.json").string()}));
+  const int without = run_cli(with({"--json", (dir / "bare.json").string(), "--no-plots"}));
+  const std::string plot_log = testing::internal::GetCapturedStderr();
+  EXPECT_EQ(with_plots, 0) << plot_log;
+  EXPECT_EQ(without, 0) << plot_log;
+  EXPECT_TRUE(std::filesystem::exists(dir / "run.json"));
+  EXPECT_TRUE(std::filesystem::exists(dir / "run-plots" / "ttft_cdf.png")) << plot_log;
+  EXPECT_TRUE(std::filesystem::exists(dir / "run-plots" / "hit_rate.png")) << plot_log;
+  EXPECT_TRUE(std::filesystem::exists(dir / "bare.json"));
+  EXPECT_FALSE(std::filesystem::exists(dir / "bare-plots"));
+  std::filesystem::remove_all(dir);
   cluster.stop();
 }
 
