@@ -6,13 +6,20 @@
 #include <algorithm>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_future.hpp>
+#include <cmath>
+#include <ctime>
+#include <iterator>
 #include <map>
 #include <random>
 #include <set>
 
 #include "common/json.h"
+#include "common/mutex.h"
 #include "http/client.h"
+#include "kv_events/subscriber.h"
 #include "metrics/prom_parser.h"
 #include "tls/tls.h"
 
@@ -56,6 +63,7 @@ struct Engine {
   bool up = false;
   std::vector<std::pair<std::string, std::int64_t>> models;  // id, max_model_len (-1: unknown)
   std::string version;                                       // "" : no /version
+  std::optional<std::int64_t> clock_skew_s;                  // Date header - local clock
   bool cache_info = false;
   std::string block_size, prefix_caching, hash_algo;
   double hits = 0, requests = 0;
@@ -99,6 +107,7 @@ class Doctor {
       if (e.up && e.prefix_caching != "False") co_await check_effective(e);
     }
     co_await check_tokenization();
+    co_await check_kv_events();
     if (!o_.router.empty()) co_await check_router();
     co_return std::move(report_);
   }
@@ -110,12 +119,25 @@ class Doctor {
         {std::move(check), std::move(target), s, std::move(message), std::move(fix)});
   }
 
+  // `clock_of`: records the answer's Date header against the local clock.
   http::Task<Response> call(const http::Endpoint& ep, std::string_view method,
-                            std::string_view target, std::string_view body = {}) {
+                            std::string_view target, std::string_view body = {},
+                            Engine* clock_of = nullptr) {
     http::Headers headers = auth_;
     if (!body.empty()) headers.emplace_back("Content-Type", "application/json");
     auto ex = co_await pool_.start(ep, method, target, headers, body);
     if (!ex) co_return make_unexpected(ex.error());
+    if (clock_of != nullptr) {
+      const std::string date(http::find_header(ex->headers(), "date"));
+      std::tm tm{};
+      if (!date.empty() && ::strptime(date.c_str(), "%a, %d %b %Y %H:%M:%S GMT", &tm) != nullptr) {
+        const std::int64_t theirs = ::timegm(&tm);
+        const std::int64_t ours = std::chrono::duration_cast<std::chrono::seconds>(
+                                      std::chrono::system_clock::now().time_since_epoch())
+                                      .count();
+        clock_of->clock_skew_s = theirs - ours;
+      }
+    }
     auto all = co_await ex->read_all(16u << 20);
     if (!all) co_return make_unexpected(all.error());
     co_return std::pair<int, std::string>(ex->status(), std::move(*all));
@@ -153,7 +175,7 @@ class Doctor {
       co_return;
     }
     e.ep = *ep;
-    auto health = co_await call(e.ep, "GET", "/health");
+    auto health = co_await call(e.ep, "GET", "/health", {}, &e);
     auto models = co_await call(e.ep, "GET", "/v1/models");
     if (!health || health->first != 200 || !models || models->first != 200) {
       const std::string why = !health   ? health.error().message
@@ -222,6 +244,15 @@ class Doctor {
         algos[e.hash_algo].push_back(e.url);
       }
       versions[e.version.empty() ? "(no /version)" : e.version].push_back(e.url);
+      if (e.clock_skew_s && std::abs(*e.clock_skew_s) > 5) {
+        add("clock", e.url, Severity::kWarn,
+            fmt::format("the engine's clock is {} s {} this machine's (its Date header)",
+                        std::abs(*e.clock_skew_s), *e.clock_skew_s > 0 ? "ahead of" : "behind"),
+            "run NTP (chrony) on the nodes: latency, TTFT and KV-event timestamps compared across "
+            "machines are wrong by as much");
+      } else if (e.clock_skew_s) {
+        add("clock", e.url, Severity::kOk, "within 5 s of this machine's");
+      }
     }
     const auto listing = [](const std::map<std::string, std::vector<std::string>>& m) {
       std::string out;
@@ -349,6 +380,97 @@ class Doctor {
         add("same-model", model, Severity::kOk,
             fmt::format("{} engines tokenize alike", seen.begin()->second.size()));
       }
+    }
+  }
+
+  // With KV-event endpoints: the same new prompt sent to each engine must come back as BlockStored
+  // events from it (else the events are silent), and its first block must hash alike everywhere
+  // (else PYTHONHASHSEED or the hash algorithm differ, and one prefix has several names).
+  http::Task<void> check_kv_events() {
+    std::vector<std::pair<Engine*, std::string>> with;  // engine, endpoint
+    for (std::size_t i = 0; i < engines_.size() && i < o_.kv_events.size(); ++i) {
+      if (engines_[i].up && !o_.kv_events[i].empty() && !engines_[i].models.empty())
+        with.emplace_back(&engines_[i], o_.kv_events[i]);
+    }
+    if (with.empty()) co_return;
+    struct Seen {
+      Mutex mu;
+      std::map<std::string, std::set<std::uint64_t>> roots GUARDED_BY(mu);  // first-block hashes
+      std::map<std::string, int> batches GUARDED_BY(mu);
+    };
+    auto seen = std::make_shared<Seen>();
+    kv_events::SubscriberCallbacks cb;
+    cb.on_batch = [seen](const std::string& id, std::uint64_t, const kv_events::EventBatch& b) {
+      MutexLock lock(seen->mu);
+      ++seen->batches[id];
+      for (const auto& ev : b.events) {
+        if (const auto* st = std::get_if<kv_events::BlockStored>(&ev)) {
+          if (!st->parent_block_hash && !st->block_hashes.empty())
+            seen->roots[id].insert(st->block_hashes.front());
+        }
+      }
+    };
+    auto sub = kv_events::ZmqEventSubscriber::create({}, cb);
+    if (!sub) {
+      add("kv-events", "engines", Severity::kWarn, sub.error().message);
+      co_return;
+    }
+    for (const auto& [e, endpoint] : with) {
+      if (auto ok = (*sub)->add_engine({e->url, endpoint, ""}); !ok)
+        add("kv-events", e->url, Severity::kFail, ok.error().message, "fix the endpoint");
+    }
+    // A SUB socket receives only what is published after it connected.
+    net::steady_timer t(co_await net::this_coro::executor, std::chrono::milliseconds(500));
+    co_await t.async_wait(http::use_task_tuple);
+    const std::string prompt = probe_prompt("kv-" + nonce());
+    std::map<std::string, std::set<std::uint64_t>> roots;
+    for (const auto& [e, endpoint] : with) {
+      {
+        MutexLock lock(seen->mu);
+        seen->roots[e->url].clear();
+        seen->batches[e->url] = 0;
+      }
+      auto r = co_await call(e->ep, "POST", "/v1/completions",
+                             completion_body(e->models.front().first, prompt));
+      bool arrived = false;
+      for (int i = 0; i < 30 && !arrived; ++i) {
+        net::steady_timer wait(co_await net::this_coro::executor, std::chrono::milliseconds(100));
+        co_await wait.async_wait(http::use_task_tuple);
+        MutexLock lock(seen->mu);
+        arrived = !seen->roots[e->url].empty();
+        if (arrived) roots[e->url] = seen->roots[e->url];
+      }
+      if (!r || r->first != 200) {
+        add("kv-events", e->url, Severity::kWarn,
+            "the probe completion failed; events not checked");
+      } else if (!arrived) {
+        add("kv-events", e->url, Severity::kFail,
+            "KV events are configured (" + endpoint +
+                ") but none arrived within 3 s of storing a new prompt",
+            "check the engine's --kv-events-config (enable_kv_cache_events, publisher zmq, the "
+            "endpoint bound on this address and port) and the router's --kv-events");
+      } else {
+        add("kv-events", e->url, Severity::kOk, "BlockStored events arrive from " + endpoint);
+      }
+    }
+    (*sub)->stop();
+    if (roots.size() < 2) co_return;
+    // The probe's first block is in every engine's set when they hash alike.
+    std::set<std::uint64_t> common = roots.begin()->second;
+    for (const auto& [url, set] : roots) {
+      std::set<std::uint64_t> both;
+      std::set_intersection(common.begin(), common.end(), set.begin(), set.end(),
+                            std::inserter(both, both.begin()));
+      common = std::move(both);
+    }
+    if (common.empty()) {
+      add("hash-seed", "engines", Severity::kFail,
+          "the same prompt's first block has a different hash on each engine: their KV events "
+          "name one prefix differently, so the router's precise index cannot match them",
+          "give every engine the same PYTHONHASHSEED (and --prefix-caching-hash-algo)");
+    } else {
+      add("hash-seed", "engines", Severity::kOk,
+          fmt::format("{} engines hash one prompt alike", roots.size()));
     }
   }
 

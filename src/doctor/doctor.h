@@ -5,7 +5,9 @@
 // (vllm:cache_config_info) and effective (a repeated prompt must find cached blocks: a KV-transfer
 // connector that bypasses the local cache shows up here), the same block size and hash algorithm
 // everywhere and as the router's, the same version, and engines that serve one model name but
-// tokenize differently (different models or tokenizers under one name). Through the router: a
+// tokenize differently (different models or tokenizers under one name), clocks (the Date header);
+// with their KV-event endpoints, that events arrive and that every engine hashes one prompt alike
+// (PYTHONHASHSEED, the hash algorithm). Through the router: a
 // session stays on one engine, and a repeated prompt returns to the engine that holds it (which
 // engine served a request is read from the engines' own request counters).
 //
@@ -32,7 +34,10 @@ struct Finding {
 
 struct Options {
   std::vector<std::string> engines;  // engine base URLs
-  std::string router;                // optional router base URL
+  // The engines' KV-event PUB endpoints, by position (like serve's --kv-events; "" for none): they
+  // must publish when a prompt is stored, and hash one prompt alike.
+  std::vector<std::string> kv_events;
+  std::string router;  // optional router base URL
   std::string session_header = "x-session-id";
   std::string api_key;            // sent as Bearer to the router and the engines
   std::uint32_t block_size = 16;  // the router's routing.blockSize

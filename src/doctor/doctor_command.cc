@@ -21,6 +21,9 @@ void add_doctor_command(CLI::App& app, int& exit_code) {
   auto timeout_s = std::make_shared<double>(10.0);
   cmd->add_option("engines", o->engines, "Engine base URLs (http://host:port)")->required();
   cmd->add_option("--router", o->router, "The router's base URL: also check routing through it");
+  cmd->add_option("--kv-events", o->kv_events,
+                  "KV-event endpoint of the engine in the same position (tcp://host:port; "
+                  "repeatable): events must arrive and hash alike");
   cmd->add_option("--session-header", o->session_header, "The router's session header")
       ->capture_default_str();
   cmd->add_option("--api-key-file", *api_key_file,

@@ -114,6 +114,57 @@ TEST(Doctor, VersionsAndModelsUnderOneName) {
   EXPECT_EQ(severity_of(r, "same-model", "m"), Severity::kFail);
 }
 
+// An engine that publishes KV events (on an OS-picked port) with `tweak` applied.
+std::unique_ptr<sim::SimCluster> publishing(
+    const std::function<void(sim::SimOptions&)>& tweak = {}) {
+  auto o = sim::loopback_options(1, "m", 512);
+  if (tweak) tweak(o);
+  auto c = std::make_unique<sim::SimCluster>(o);
+  EXPECT_TRUE(c->start());
+  return c;
+}
+
+TEST(Doctor, KvEventsArriveAndHashAlike) {
+  auto a = publishing();
+  auto b = publishing();
+  auto o = options_for({a.get(), b.get()});
+  o.kv_events = {a->endpoints().front().kv_events, b->endpoints().front().kv_events};
+  auto r = diagnose(o);
+  EXPECT_EQ(severity_of(r, "kv-events"), Severity::kOk) << to_text(r);
+  EXPECT_EQ(severity_of(r, "hash-seed"), Severity::kOk) << to_text(r);
+  EXPECT_FALSE(r.failed()) << to_text(r);
+}
+
+// Engines started with different PYTHONHASHSEED values name one prefix differently.
+TEST(Doctor, HashSeedsThatDiffer) {
+  auto a = publishing();
+  auto b = publishing([](sim::SimOptions& o) { o.engine.hash_seed = 42; });
+  auto o = options_for({a.get(), b.get()});
+  o.kv_events = {a->endpoints().front().kv_events, b->endpoints().front().kv_events};
+  const auto r = diagnose(o);
+  EXPECT_EQ(severity_of(r, "kv-events"), Severity::kOk) << to_text(r);
+  EXPECT_EQ(severity_of(r, "hash-seed"), Severity::kFail) << to_text(r);
+}
+
+// KV events configured (the router is told an endpoint) but the engine publishes nothing there.
+TEST(Doctor, KvEventsConfiguredButSilent) {
+  auto quiet = engine();  // no KV events
+  auto o = options_for({quiet.get()});
+  o.kv_events = {"tcp://127.0.0.1:1"};
+  const auto r = diagnose(o);
+  EXPECT_EQ(severity_of(r, "kv-events", quiet->endpoints().front().url), Severity::kFail)
+      << to_text(r);
+}
+
+TEST(Doctor, ClockSkew) {
+  auto a = engine();
+  auto late = engine([](sim::SimOptions& o) { o.clock_skew_s = -120; });
+  const auto r = diagnose(options_for({a.get(), late.get()}));
+  EXPECT_EQ(severity_of(r, "clock", a->endpoints().front().url), Severity::kOk);
+  EXPECT_EQ(severity_of(r, "clock", late->endpoints().front().url), Severity::kWarn);
+  EXPECT_NE(r.of("clock").back()->message.find("behind"), std::string::npos) << to_text(r);
+}
+
 TEST(Doctor, UnreachableEnginesAreNamed) {
   auto a = engine();
   auto o = options_for({a.get()});

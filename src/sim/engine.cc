@@ -63,7 +63,9 @@ struct Engine::Request {
 
 Engine::Engine(EngineConfig config)
     : config_(std::move(config)),
-      hash_seed_(hash64(config_.model)),
+      hash_seed_(config_.hash_seed == 0
+                     ? hash64(config_.model)
+                     : hash64(config_.model + "#" + std::to_string(config_.hash_seed))),
       sample_vocab_(config_.vocab_size > 2 * kSpecialTokens ? config_.vocab_size - kSpecialTokens
                                                             : config_.vocab_size),
       pool_(config_.num_gpu_blocks, config_.enable_prefix_caching, config_.emit_kv_events) {}

@@ -12,6 +12,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/use_future.hpp>
 #include <chrono>
+#include <ctime>
 #include <unordered_map>
 
 #include "common/log.h"
@@ -190,8 +191,18 @@ struct SimEngineHost {
     const Headers none;
     const std::string_view path = req.path();
     if (path == "/health") {
+      // The Date header uvicorn sends with every vLLM response (RFC 9110 IMF-fixdate).
+      const auto now =
+          std::chrono::system_clock::now() +
+          std::chrono::milliseconds(static_cast<std::int64_t>(opts->clock_skew_s * 1e3));
+      const std::time_t t = std::chrono::system_clock::to_time_t(now);
+      std::tm tm{};
+      ::gmtime_r(&t, &tm);
+      char date[64];
+      std::strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+      const Headers dated{{"Date", date}};
       std::string empty;
-      co_await w.send(200, "application/json", std::move(empty), none);
+      co_await w.send(200, "application/json", std::move(empty), dated);
     } else if (path == "/version") {
       std::string body = R"({"version":")";
       http::append_json_escaped(body, opts->vllm_version);

@@ -35,6 +35,7 @@ struct SimOptions {
   double time_scale = 1.0;                   // >1 runs faster than real time
   std::uint32_t default_max_tokens = 16;
   std::string vllm_version = "0.11.0";  // GET /version
+  double clock_skew_s = 0;              // the Date header of /health is this far off (doctor tests)
   EngineConfig engine;                  // model/cost are filled from the fields above
 };
 

@@ -45,6 +45,11 @@ void add_sim_command(CLI::App& app, int& exit_code) {
                   "(e.g. NixlConnector): prefix caching reports enabled but finds nothing");
   cmd->add_option("--vllm-version", o->vllm_version, "Version GET /version reports")
       ->capture_default_str();
+  cmd->add_option("--hash-seed", o->engine.hash_seed,
+                  "Block-hash root as a different PYTHONHASHSEED gives (0: the model's)")
+      ->capture_default_str();
+  cmd->add_option("--clock-skew", o->clock_skew_s, "Seconds the engine's Date header is off")
+      ->capture_default_str();
   cmd->add_option("--seed", o->engine.seed, "Output-token seed")->capture_default_str();
   cmd->add_option("--time-scale", o->time_scale, "Run this many times faster than real time")
       ->capture_default_str();

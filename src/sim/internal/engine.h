@@ -49,6 +49,9 @@ struct EngineConfig {
   // local prefix cache finds nothing although prefix caching reports enabled, the misconfiguration
   // `kvroute doctor` finds (docs/doctor.md).
   std::string kv_connector;
+  // 0: blocks hash from hash64(model) as every engine of the model does; else a different root, as
+  // vLLM engines with different PYTHONHASHSEED values have (`kvroute doctor` finds it).
+  std::uint64_t hash_seed = 0;
   bool emit_kv_events = true;         // record events for take_events() (needs prefix caching)
   std::uint64_t seed = 0;             // output-token generator
   std::uint32_t vocab_size = 128256;  // outputs avoid the top 256 ids (special tokens)
