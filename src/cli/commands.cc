@@ -9,6 +9,7 @@
 #include "proxy/serve_command.h"
 #include "sim/sim_command.h"
 #include "tokenizer/tokenize_command.h"
+#include "top/top_command.h"
 
 namespace kvroute::cli {
 
@@ -25,6 +26,7 @@ int run(int argc, char** argv) {
   bench::add_bench_command(app, rc);
   bench::add_demo_command(app, rc);
   doctor::add_doctor_command(app, rc);
+  top::add_top_command(app, rc);
 
   auto tok = std::make_shared<tokenizer::TokenizeCommandOptions>();
   auto* tokenize = app.add_subcommand("tokenize", "Print the token ids vLLM computes for stdin");
