@@ -155,12 +155,9 @@ std::string render(const Options& o, const Snapshot& before, const Snapshot& now
       continue;
     }
     const auto& b = before.routers.count(url) ? before.routers.at(url) : Snapshot::Router{};
-    const double total = [&] {
-      double n = 0;
-      for (const auto& [k, v] : r.decisions)
-        n += v - (b.decisions.count(k) ? b.decisions.at(k) : 0);
-      return n;
-    }();
+    double total = 0;
+    for (const auto& [k, v] : r.decisions)
+      total += v - (b.decisions.count(k) ? b.decisions.at(k) : 0);
     std::string reasons;
     for (const auto& [k, v] : r.decisions) {
       const double d = v - (b.decisions.count(k) ? b.decisions.at(k) : 0);
