@@ -24,15 +24,16 @@ PACKAGES=(
   # fuzzing, style and static checks (scripts/lint.sh), benchmarks, differential oracles
   clang-14 libclang-rt-14-dev clang-format-14 clang-tidy-14 nginx-light wrk linux-perf valgrind gnuplot-nox python3 python3-msgpack python3-jinja2 python3-yaml
   prometheus
-  # kvroute top's terminal test (tests/top_check.py)
-  tmux
+  # kvroute top's terminal test (tests/top_check.py); the status page's browser test
+  # (tests/status_page_check.py)
+  tmux chromium
 )
 command -v npm >/dev/null 2>&1 || PACKAGES+=(nodejs npm)
 IMAGE="${KVROUTE_SETUP_IMAGE:-0}"
 if [ "$IMAGE" = 1 ]; then
   # Tests, lint, fuzzing, benchmarks and oracles only: not in the image's build stage.
   TEST_ONLY=(clang-14 libclang-rt-14-dev clang-format-14 clang-tidy-14 nginx-light wrk linux-perf
-    valgrind gnuplot-nox python3 python3-msgpack python3-jinja2 python3-yaml prometheus tmux openssl nodejs
+    valgrind gnuplot-nox python3 python3-msgpack python3-jinja2 python3-yaml prometheus tmux chromium openssl nodejs
     npm git)
   kept=()
   for p in "${PACKAGES[@]}"; do [[ " ${TEST_ONLY[*]} " == *" $p "* ]] || kept+=("$p"); done

@@ -6,7 +6,8 @@ namespace kvroute::admin {
 
 namespace {
 bool is_admin_path(std::string_view p) {
-  return p == "/metrics" || p == "/health" || p == "/ready";
+  return p == "/metrics" || p == "/health" || p == "/ready" || p == "/status" ||
+         p == "/status.json";
 }
 }  // namespace
 
@@ -33,6 +34,21 @@ http::Task<bool> handle(const Hooks& hooks, const auth::Gate& gate, http::Reques
   if (path == "/metrics") {
     std::string body = hooks.metrics();
     co_await w.send(200, "text/plain; version=0.0.4; charset=utf-8", std::move(body), none);
+  } else if (path == "/status" || path == "/status.json") {
+    if (!hooks.status) {
+      std::string body = openai::error_body(404, "no status page here");
+      co_await w.send(404, "application/json", std::move(body), none);
+    } else if (path == "/status") {
+      std::string body(kStatusPage);
+      const http::Headers page{{"Cache-Control", "no-store"},
+                               {"Content-Security-Policy",
+                                "default-src 'none'; script-src 'unsafe-inline'; style-src "
+                                "'unsafe-inline'; connect-src 'self'; img-src 'self' data:"}};
+      co_await w.send(200, "text/html; charset=utf-8", std::move(body), page);
+    } else {
+      std::string body = hooks.status();
+      co_await w.send(200, "application/json", std::move(body), none);
+    }
   } else if (path == "/health") {
     std::string body = R"({"status":"ok"})";
     co_await w.send(200, "application/json", std::move(body), none);

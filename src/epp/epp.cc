@@ -257,6 +257,7 @@ Result<EppPorts> Epp::start() {
   admin::Hooks hooks;
   hooks.metrics = [self] { return self->render_metrics(); };
   hooks.ready = [self] { return self->ready_body(); };
+  hooks.status = [self] { return self->router->status_json(); };
   im.admin_server = std::make_unique<admin::AdminServer>(ao, std::move(hooks), *im.gate);
   KVROUTE_TRY(ports.metrics, im.admin_server->start());
   im.router->start_background(im.admin_server->executor(), im.admin_server->executor());

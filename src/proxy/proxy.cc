@@ -571,6 +571,7 @@ Result<std::uint16_t> Proxy::start() {
   Impl* self = &im;
   im.admin_hooks.metrics = [self] { return self->render_metrics(); };
   im.admin_hooks.ready = [self] { return self->ready(); };
+  im.admin_hooks.status = [self] { return self->router->status_json(); };
   im.server = std::make_unique<http::Server>(
       so, [self](Request& req, ResponseWriter& w) { return self->handle(req, w); });
   http::ClientOptions co = im.router->client_options();

@@ -10,6 +10,7 @@
 #include <unordered_map>
 
 #include "common/hash.h"
+#include "common/json.h"
 #include "common/log.h"
 #include "discovery/discovery.h"
 #include "http/client.h"
@@ -70,6 +71,37 @@ struct Router::Impl {
   // dead) the connections requests use, nor leave its own for them.
   std::unique_ptr<http::ConnectionPool> probe_pool;
   std::unique_ptr<http::ConnectionPool> scrape_pool;
+
+  // Recent decisions for the status page: one in 16, written only when the lock is free (a
+  // request never waits for the page).
+  struct Recent {
+    std::int64_t at_ms = 0;
+    const Backend* backend = nullptr;  // never freed while the router lives
+    std::string reason, detail, model;
+    std::size_t prompt_blocks = 0;
+  };
+  mutable Mutex recent_mu;
+  std::vector<Recent> recent GUARDED_BY(recent_mu);
+  std::size_t recent_next GUARDED_BY(recent_mu) = 0;
+  static constexpr std::size_t kRecent = 64;
+  void remember(const routing::RouteRequest& rr, const routing::Decision& d) {
+    thread_local unsigned n = 0;
+    if ((++n & 15) != 1) return;
+    if (!recent_mu.try_lock()) return;
+    Recent r{routing::steady_now_ms(),
+             d.backend,
+             d.reason,
+             d.detail,
+             rr.request != nullptr ? rr.request->model : std::string(),
+             rr.blocks.size()};
+    if (recent.size() < kRecent) {
+      recent.push_back(std::move(r));
+    } else {
+      recent[recent_next] = std::move(r);
+    }
+    recent_next = (recent_next + 1) % kRecent;
+    recent_mu.unlock();
+  }
 
   metrics::Counter& decision_cell(std::string_view reason) {
     // Per thread and per router (a test may run several routers on one thread, one after another).
@@ -474,6 +506,7 @@ Assignment Router::pick(routing::RouteRequest& rr, Candidates& candidates) {
   if (!b) return {};
   candidates.erase(std::remove(candidates.begin(), candidates.end(), b), candidates.end());
   impl_->decision_cell(d.reason).inc();
+  impl_->remember(rr, d);
   if (!d.detail.empty()) spdlog::debug("route -> {} ({}): {}", b->name, d.reason, d.detail);
   return Assignment(this, &rr, b, std::move(d));
 }
@@ -490,6 +523,54 @@ void Router::record_failure(Backend& b, std::string_view kind, std::string_view 
     spdlog::warn("backend {} ejected for {} ms after {} consecutive failures (last: {})", b.name,
                  im.cfg.ejection_time.count(), n, message);
   }
+}
+
+std::string Router::status_json() const {
+  auto& im = *impl_;
+  const auto now = routing::steady_now_ms();
+  std::string out = R"({"policy":")";
+  append_json_escaped(out, im.policy->name());
+  out += R"(","backends":[)";
+  bool first = true;
+  for (const Backend* b : *im.snapshot()) {
+    if (!first) out += ',';
+    first = false;
+    out += R"({"name":")";
+    append_json_escaped(out, b->name);
+    out += fmt::format(R"(","healthy":{},"inflight":{})", b->available(now) ? "true" : "false",
+                       b->inflight.load(std::memory_order_relaxed));
+    if (auto load = b->load.load()) {
+      out += fmt::format(
+          R"(,"waiting":{},"running":{},"kv_usage":{},"prefix_queries":{},"prefix_hits":{},)"
+          R"("scraped_ms_ago":{})",
+          load->waiting, load->running, load->kv_usage, load->prefix_queries, load->prefix_hits,
+          std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                                load->scraped_at)
+              .count());
+    }
+    out += '}';
+  }
+  out += R"(],"decisions":[)";
+  {
+    MutexLock lock(im.recent_mu);
+    // Newest first.
+    for (std::size_t i = 0; i < im.recent.size(); ++i) {
+      const std::size_t at = (im.recent_next + im.recent.size() - 1 - i) % im.recent.size();
+      const auto& r = im.recent[at];
+      if (i > 0) out += ',';
+      out += fmt::format(R"({{"ms_ago":{},"backend":")", now - r.at_ms);
+      append_json_escaped(out, r.backend != nullptr ? r.backend->name : "");
+      out += R"(","reason":")";
+      append_json_escaped(out, r.reason);
+      out += R"(","model":")";
+      append_json_escaped(out, r.model);
+      out += fmt::format(R"(","prompt_blocks":{},"scores":")", r.prompt_blocks);
+      append_json_escaped(out, r.detail);
+      out += "\"}";
+    }
+  }
+  out += "]}";
+  return out;
 }
 
 void Router::update_gauges() {
