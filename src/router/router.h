@@ -148,7 +148,7 @@ class Router {
   void update_gauges();
   // The status page's data (admin/admin.h, /status.json): every backend with its health, requests
   // in flight, and the load the router last scraped from it (waiting, running, KV usage, prefix
-  // cache queries and hits, cumulative); the policy; and recent routing decisions (one in 16 is
+  // cache queries and hits, cumulative); the policy; and recent routing decisions (one in 64 is
   // kept, the last 64 of those) with their reasons and scores.
   std::string status_json() const;
   std::vector<std::string> known_models() const;
