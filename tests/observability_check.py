@@ -3,7 +3,10 @@
 
 1. promtool checks the alert rules and runs their unit tests (kvroute-alerts_test.yaml).
 2. The dashboards are well-formed: stable uids, a Prometheus datasource input and variable, the
-   namespace/pod/model variables, every query on the datasource variable, rates over $__rate_interval.
+   namespace/pod/model variables, every query on the datasource variable, rates over $__rate_interval;
+   and they conform to Grafana's published dashboard schema (npm @grafana/schema): each, without its
+   export-only __inputs, is type-checked by the TypeScript compiler as a Dashboard object literal
+   (unknown fields and wrong types are errors).
 3. Debian's Prometheus scrapes a live `kvroute serve` (its admin port) and two simulated vLLM engines
    publishing KV events, while a bounded load of shared-prefix requests runs through the router;
    then every dashboard query and every alert expression (its comparisons removed: the signal, not the
@@ -104,6 +107,27 @@ def check_dashboards(src):
     return out
 
 
+def check_schema(src, dashboards, work):
+    npm = os.path.join(os.path.abspath(src), "tools/npm/node_modules")
+    lines = ["import type { Dashboard } from '@grafana/schema';"]
+    for i, (name, d) in enumerate(sorted(dashboards.items())):
+        d = dict(d)
+        d.pop("__inputs", None)
+        lines.append(f"// {name}\nexport const d{i}: Dashboard = {json.dumps(d, indent=1)};")
+    with open(os.path.join(work, "dashboards.ts"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    config = {"compilerOptions": {
+        "strict": True, "noEmit": True, "module": "esnext", "moduleResolution": "bundler", "target": "es2022",
+        "skipLibCheck": True, "baseUrl": ".",
+        "paths": {"@grafana/schema": [os.path.join(npm, "@grafana/schema/dist/types/index")]}},
+        "files": ["dashboards.ts"]}
+    with open(os.path.join(work, "tsconfig.json"), "w") as f:
+        json.dump(config, f)
+    r = subprocess.run(["node", os.path.join(npm, "typescript/bin/tsc"), "-p", os.path.join(work, "tsconfig.json")],
+                       capture_output=True, text=True, timeout=120)
+    check(r.returncode == 0, "the dashboards do not match Grafana's schema (@grafana/schema):\n" + r.stdout + r.stderr)
+
+
 def signal(expr):
     """An alert's expression without its thresholds: what it watches."""
     return re.sub(r"\s*(==|!=|>=|<=|>|<)\s*[0-9.e+-]+", "", expr)
@@ -122,6 +146,7 @@ def main():
     work = tempfile.mkdtemp(prefix="kvroute-observability-")
     procs = []
     try:
+        check_schema(src, dashboards, work)
         engines = free_port(2)
         kv = free_port(4)
         router, admin, prom = free_port(), free_port(), free_port()
