@@ -514,6 +514,8 @@ class Doctor {
       auto c = co_await scrape(engines_[i]);
       if (c) last[i] = *c;
     }
+    const std::vector<Counters> at_start = last;
+    const auto predicted_before = co_await router_prediction();
     // A session (a conversation: each turn's prompt extends the last, with the session header)
     // must stay on one engine, whether the router follows the header or the shared prefix.
     const std::string session = "kvroute-doctor-" + nonce();
@@ -576,6 +578,47 @@ class Doctor {
     } else if (first >= 0 && second == first) {
       add("prefix-routing", o_.router, Severity::kOk, "a repeated prompt returned to its engine");
     }
+    // Over the probes above: the router's predicted cached tokens against the engines' hits.
+    const auto predicted_after = co_await router_prediction();
+    double found = 0;
+    for (std::size_t i = 0; i < engines_.size(); ++i) found += last[i].hits - at_start[i].hits;
+    if (!predicted_before || !predicted_after) {
+      add("predicted-hits", o_.router, Severity::kWarn,
+          "no kvroute_predicted_cached_tokens_total at the router's /metrics",
+          "give --router-metrics (the admin port), or the router is not kvroute");
+      co_return;
+    }
+    const double predicted = *predicted_after - *predicted_before;
+    if (found > 0 && predicted <= 0) {
+      add("predicted-hits", o_.router, Severity::kFail,
+          fmt::format("the engines found {} cached tokens over the probes, the router predicted "
+                      "none: its picture of the caches does not match the engines' blocks",
+                      found),
+          "give the router the engines' tokenizer and block size (routing.tokenizer, "
+          "routing.blockSize), or KV events for precise routing");
+    } else if (predicted > 0 && found <= 0) {
+      add("predicted-hits", o_.router, Severity::kFail,
+          fmt::format("the router predicted {} cached tokens over the probes, the engines found "
+                      "none: it routes for hits that do not happen",
+                      predicted),
+          "check the engines' prefix caching (above) and evictions the router cannot see");
+    } else {
+      add("predicted-hits", o_.router, Severity::kOk,
+          fmt::format("router predicted {} cached tokens, engines found {}", predicted, found));
+    }
+  }
+
+  // The router's kvroute_predicted_cached_tokens_total (none: not kvroute, or metrics elsewhere).
+  http::Task<std::optional<double>> router_prediction() {
+    auto ep = http::parse_http_url(o_.router_metrics.empty() ? o_.router : o_.router_metrics);
+    if (!ep) co_return std::nullopt;
+    auto r = co_await call(*ep, "GET", "/metrics");
+    if (!r || r->first != 200) co_return std::nullopt;
+    std::optional<double> v;
+    for (const auto& smp : metrics::parse_exposition(r->second).samples) {
+      if (smp.name == "kvroute_predicted_cached_tokens_total") v = v.value_or(0) + smp.value;
+    }
+    co_return v;
   }
 
   const Options& o_;

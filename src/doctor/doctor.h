@@ -8,8 +8,9 @@
 // tokenize differently (different models or tokenizers under one name), clocks (the Date header);
 // with their KV-event endpoints, that events arrive and that every engine hashes one prompt alike
 // (PYTHONHASHSEED, the hash algorithm). Through the router: a
-// session stays on one engine, and a repeated prompt returns to the engine that holds it (which
-// engine served a request is read from the engines' own request counters).
+// session stays on one engine, a repeated prompt returns to the engine that holds it (which engine
+// served a request is read from the engines' own request counters), and the router's predicted
+// cached tokens agree with what the engines found over those probes.
 //
 // Thread-safety: diagnose() runs everything on a private io_context in the calling thread.
 #pragma once
@@ -37,7 +38,8 @@ struct Options {
   // The engines' KV-event PUB endpoints, by position (like serve's --kv-events; "" for none): they
   // must publish when a prompt is stored, and hash one prompt alike.
   std::vector<std::string> kv_events;
-  std::string router;  // optional router base URL
+  std::string router;          // optional router base URL
+  std::string router_metrics;  // where the router serves /metrics ("": the router URL)
   std::string session_header = "x-session-id";
   std::string api_key;            // sent as Bearer to the router and the engines
   std::uint32_t block_size = 16;  // the router's routing.blockSize

@@ -21,6 +21,8 @@ void add_doctor_command(CLI::App& app, int& exit_code) {
   auto timeout_s = std::make_shared<double>(10.0);
   cmd->add_option("engines", o->engines, "Engine base URLs (http://host:port)")->required();
   cmd->add_option("--router", o->router, "The router's base URL: also check routing through it");
+  cmd->add_option("--router-metrics", o->router_metrics,
+                  "Where the router serves /metrics, when not on --router (its admin port)");
   cmd->add_option("--kv-events", o->kv_events,
                   "KV-event endpoint of the engine in the same position (tcp://host:port; "
                   "repeatable): events must arrive and hash alike");

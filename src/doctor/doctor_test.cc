@@ -202,8 +202,42 @@ TEST(Doctor, SessionStickinessAndPrefixRoutingThroughTheRouter) {
     const Severity want = policy == "kvroute" ? Severity::kOk : Severity::kFail;
     EXPECT_EQ(severity_of(r, "session-stickiness"), want) << policy << "\n" << to_text(r);
     EXPECT_EQ(severity_of(r, "prefix-routing"), want) << policy << "\n" << to_text(r);
+    // kvroute predicts the hits the engines find; round-robin predicts none while they find some.
+    EXPECT_EQ(severity_of(r, "predicted-hits"), want) << policy << "\n" << to_text(r);
     p.stop(1s);
   }
+}
+
+// The router predicts hits that the engines never find: their connector bypasses the local cache.
+TEST(Doctor, PredictedHitsTheEnginesDoNotFind) {
+  auto a = engine([](sim::SimOptions& o) { o.engine.kv_connector = "LMCacheConnectorV1"; });
+  auto b = engine([](sim::SimOptions& o) { o.engine.kv_connector = "LMCacheConnectorV1"; });
+  config::Config c;
+  c.address = "127.0.0.1";
+  c.port = 0;
+  c.log_level = "warn";
+  c.admin_port = 0;
+  c.admin_address = "127.0.0.1";
+  for (auto* e : {a.get(), b.get()}) {
+    config::BackendConfig bc;
+    bc.url = e->endpoints().front().url;
+    bc.name = bc.url;
+    bc.models = {"m"};
+    c.backends.push_back(bc);
+  }
+  proxy::Proxy p(c);
+  auto port = p.start();
+  ASSERT_TRUE(port) << port.error().message;
+  auto o = options_for({a.get(), b.get()});
+  o.router = "http://127.0.0.1:" + std::to_string(*port);
+  // The metrics live on the admin port: without --router-metrics the doctor says so.
+  auto r = diagnose(o);
+  EXPECT_EQ(severity_of(r, "predicted-hits"), Severity::kWarn) << to_text(r);
+  o.router_metrics = "http://127.0.0.1:" + std::to_string(p.admin_port());
+  r = diagnose(o);
+  EXPECT_EQ(severity_of(r, "predicted-hits"), Severity::kFail) << to_text(r);
+  EXPECT_NE(r.of("predicted-hits").front()->message.find("found none"), std::string::npos);
+  p.stop(1s);
 }
 
 }  // namespace

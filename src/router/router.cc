@@ -65,6 +65,8 @@ struct Router::Impl {
   metrics::GaugeFamily* healthy = nullptr;
   metrics::CounterFamily* upstream_errors = nullptr;
   metrics::CounterFamily* decisions = nullptr;
+  metrics::Counter* prompt_tokens = nullptr;     // routed by prefix-aware policies
+  metrics::Counter* predicted_tokens = nullptr;  // of those, predicted cached on the chosen engine
   metrics::GaugeFamily* precise_gauges = nullptr;
 
   // Health probes and /metrics scrapes have pools of their own: a probe must not take (and find
@@ -86,8 +88,6 @@ struct Router::Impl {
   std::size_t recent_next GUARDED_BY(recent_mu) = 0;
   static constexpr std::size_t kRecent = 64;
   void remember(const routing::RouteRequest& rr, const routing::Decision& d) {
-    thread_local unsigned n = 0;
-    if ((++n & 63) != 1) return;
     if (!recent_mu.try_lock()) return;
     Recent r{routing::steady_now_ms(),
              d.backend,
@@ -127,6 +127,14 @@ struct Router::Impl {
                          "1 when the backend is healthy and not ejected.", {"backend"});
     upstream_errors = &reg.counter("kvroute_upstream_errors_total",
                                    "Upstream failures by backend and kind.", {"backend", "kind"});
+    prompt_tokens = &reg.counter("kvroute_prompt_tokens_total",
+                                 "Prompt tokens routed (exact with a tokenizer, else estimated) by "
+                                 "prefix-aware policies.")
+                         .with({});
+    predicted_tokens = &reg.counter("kvroute_predicted_cached_tokens_total",
+                                    "Prompt tokens the policy predicted cached on the engine it "
+                                    "chose (compare vllm:prefix_cache_hits_total).")
+                            .with({});
     decisions = &reg.counter("kvroute_routing_decisions_total",
                              "Routing decisions by policy and reason.", {"policy", "reason"});
     precise_gauges =
@@ -502,12 +510,19 @@ std::optional<CandidateError> Router::select_candidates(const openai::ParsedRequ
 
 Assignment Router::pick(routing::RouteRequest& rr, Candidates& candidates) {
   if (candidates.empty()) return {};
+  // One decision in 64 is kept for the status page, with its scores.
+  thread_local unsigned sampled = 0;
+  rr.want_detail = (++sampled & 63) == 1;
   routing::Decision d = impl_->policy->pick(rr, {candidates.data(), candidates.size()});
   Backend* b = d.backend;
   if (!b) return {};
   candidates.erase(std::remove(candidates.begin(), candidates.end(), b), candidates.end());
   impl_->decision_cell(d.reason).inc();
-  impl_->remember(rr, d);
+  if (rr.want_detail) impl_->remember(rr, d);
+  if (impl_->policy->uses_prompt()) {
+    impl_->prompt_tokens->inc(rr.prompt_tokens);
+    impl_->predicted_tokens->inc(static_cast<double>(d.predicted_blocks) * rr.tokens_per_block);
+  }
   if (!d.detail.empty()) spdlog::debug("route -> {} ({}): {}", b->name, d.reason, d.detail);
   return Assignment(this, &rr, b, std::move(d));
 }

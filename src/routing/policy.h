@@ -35,6 +35,9 @@ struct RouteRequest {
   // A chat request that carries earlier turns of its conversation (an assistant message): the
   // matched prefix is that conversation's own history, which no other request shares.
   bool conversation = false;
+  // The caller wants the decision's detail (scores per candidate) even without debug logging:
+  // the router's sample for the status page.
+  bool want_detail = false;
   // Filled by the policy at routing time, used by its completion hooks.
   std::int64_t charged_tokens = 0;  // uncached prefill tokens charged to the backend's queue
   bool kv_pinned = false;  // `blocks` and expected output are charged to the backend's KV memory
@@ -44,7 +47,10 @@ struct RouteRequest {
 struct Decision {
   Backend* backend = nullptr;
   std::string reason;  // a short label: "round-robin", "prefix-hit", "session", "least-loaded", ...
-  std::string detail;  // optional: scores per backend for the debug log
+  std::string detail;  // optional: scores per backend for the debug log and the status page
+  // Prompt blocks the policy believes the chosen backend holds (0 for policies that do not
+  // predict): the router's predicted hits, exported beside the engines' own.
+  std::uint32_t predicted_blocks = 0;
 };
 
 class Policy {

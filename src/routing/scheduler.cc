@@ -307,6 +307,7 @@ Decision Scheduler::pick(const RouteRequest& req, std::span<Backend* const> cand
     best_all = std::max(best_all, state.matched_blocks[static_cast<std::size_t>(b->index)]);
   const std::uint32_t mine =
       req.blocks.empty() ? 0 : state.matched_blocks[static_cast<std::size_t>(d.backend->index)];
+  d.predicted_blocks = mine;
   if (mine > 0 && mine == best_all) {
     d.reason = "prefix-hit";
   } else if (best_all > 0 && mine < best_all) {
@@ -314,7 +315,7 @@ Decision Scheduler::pick(const RouteRequest& req, std::span<Backend* const> cand
   } else {
     d.reason = "load-balance";
   }
-  if (spdlog::should_log(spdlog::level::debug)) {
+  if (req.want_detail || spdlog::should_log(spdlog::level::debug)) {
     for (std::size_t i = 0; i < c.size(); ++i) {
       d.detail += fmt::format(
           "{}{}: matched={}/{} inflight={} queued_tokens={} score={:.3f}", i ? "; " : "",
