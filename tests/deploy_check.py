@@ -202,6 +202,14 @@ def check_overlay(name, docs, images, binary, src):
             for ep in sm["spec"]["endpoints"]:
                 check(any(p["name"] == ep["port"] for s in svcs for p in s["spec"]["ports"]),
                       f"{where}: ServiceMonitor {sm['metadata']['name']} scrapes unknown port {ep['port']}")
+    # PodMonitors select the pool's engines, on a port they declare.
+    for pm in (d for d in docs if d["kind"] == "PodMonitor"):
+        sel = pm["spec"]["selector"]["matchLabels"]
+        pods = [d for d in deps if all(d["spec"]["template"]["metadata"]["labels"].get(k) == v for k, v in sel.items())]
+        if check(pods, f"{where}: PodMonitor {pm['metadata']['name']} selects no pods"):
+            for ep in pm["spec"]["podMetricsEndpoints"]:
+                check(all(any(p.get("name") == ep["port"] for c in containers(d) for p in c.get("ports", [])) for d in pods),
+                      f"{where}: PodMonitor {pm['metadata']['name']} scrapes unknown port {ep['port']}")
     # kvroute accepts the arguments and the config, as mounted.
     cm = by.get(("ConfigMap", "kvroute-config"))
     with tempfile.TemporaryDirectory() as tmp:

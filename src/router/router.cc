@@ -65,7 +65,9 @@ struct Router::Impl {
   metrics::GaugeFamily* healthy = nullptr;
   metrics::CounterFamily* upstream_errors = nullptr;
   metrics::CounterFamily* decisions = nullptr;
-  metrics::Counter* prompt_tokens = nullptr;     // routed by prefix-aware policies
+  metrics::Counter* prompt_tokens = nullptr;       // routed by prefix-aware policies
+  metrics::Histogram* decision_seconds = nullptr;  // sampled: one decision in 64
+  metrics::Gauge* index_entries = nullptr;  // the approximate prefix index's (block, backend) pairs
   metrics::Counter* predicted_tokens = nullptr;  // of those, predicted cached on the chosen engine
   metrics::GaugeFamily* precise_gauges = nullptr;
 
@@ -135,6 +137,15 @@ struct Router::Impl {
                                     "Prompt tokens the policy predicted cached on the engine it "
                                     "chose (compare vllm:prefix_cache_hits_total).")
                             .with({});
+    decision_seconds =
+        &reg.histogram("kvroute_routing_decision_duration_seconds",
+                       "Time the policy took to pick an engine (one decision in 64 is timed).",
+                       {0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+                        0.01, 0.025, 0.05})
+             .with({});
+    index_entries = &reg.gauge("kvroute_prefix_index_entries",
+                               "(block, engine) pairs in the approximate prefix index.")
+                         .with({});
     decisions = &reg.counter("kvroute_routing_decisions_total",
                              "Routing decisions by policy and reason.", {"policy", "reason"});
     precise_gauges =
@@ -513,7 +524,15 @@ Assignment Router::pick(routing::RouteRequest& rr, Candidates& candidates) {
   // One decision in 64 is kept for the status page, with its scores.
   thread_local unsigned sampled = 0;
   rr.want_detail = (++sampled & 63) == 1;
+  // Another one in 64 is timed (not the detailed one: formatting its scores would be timed too).
+  const bool timed = (sampled & 63) == 33;
+  const auto t0 =
+      timed ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
   routing::Decision d = impl_->policy->pick(rr, {candidates.data(), candidates.size()});
+  if (timed) {
+    impl_->decision_seconds->observe(
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
   Backend* b = d.backend;
   if (!b) return {};
   candidates.erase(std::remove(candidates.begin(), candidates.end(), b), candidates.end());
@@ -597,6 +616,7 @@ void Router::update_gauges() {
     im.healthy->with({b->name}).set(b->available(now) ? 1 : 0);
     im.inflight->with({b->name}).set(b->inflight.load());
   }
+  if (im.routing_ctx) im.index_entries->set(static_cast<double>(im.routing_ctx->prefix.entries()));
   if (!im.precise) return;
   const auto st = im.precise->stats(false);
   const std::pair<const char*, std::uint64_t> rows[] = {
