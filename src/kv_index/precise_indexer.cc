@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <chrono>
 #include <variant>
 
 namespace kvroute::kv_index {
@@ -133,6 +134,11 @@ void PreciseIndexer::on_batch(const std::string& id, const kv_events::EventBatch
       break;
     }
   }
+  if (batch.ts > 0) {
+    const double now =
+        std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+    last_lag_s_.store(now - batch.ts, std::memory_order_relaxed);
+  }
   // Counters are published after the effect they count (release, read with acquire in stats()),
   // so whoever sees a count also sees the index state it stands for.
   batches_.fetch_add(1, std::memory_order_release);
@@ -191,6 +197,7 @@ IndexerStats PreciseIndexer::stats(bool memory) const {
     for (const auto& e : engines_) s.stale_engines += index_->is_stale(e.second) ? 1 : 0;
   }
   s.entries = index_->entries();
+  s.last_lag_s = last_lag_s_.load(std::memory_order_relaxed);
   if (memory) s.memory_bytes = index_->memory_bytes();
   if (sub_) s.subscriber = sub_->stats();
   return s;

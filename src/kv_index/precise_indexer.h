@@ -79,7 +79,10 @@ struct IndexerStats {
   std::uint64_t stale_reports = 0;        // on_stale calls
   std::uint64_t stale_engines = 0;        // engines stale now
   std::uint64_t entries = 0;              // (engine block, engine) records
-  std::uint64_t memory_bytes = 0;         // only when stats(true)
+  // The last batch's age when it was applied: this machine's clock minus the engine's timestamp
+  // (KV-event lag; clock skew between the machines adds to it).
+  double last_lag_s = 0;
+  std::uint64_t memory_bytes = 0;  // only when stats(true)
   kv_events::SubscriberStats subscriber;
 };
 
@@ -140,6 +143,7 @@ class PreciseIndexer {
   std::unique_ptr<std::atomic<std::uint8_t>[]> tracked_;  // by backend: 1 while subscribed
   std::uint64_t generation_ GUARDED_BY(mu_) = 0;          // makes engine ids unique across reuse
   std::unique_ptr<kv_events::ZmqEventSubscriber> sub_;
+  std::atomic<double> last_lag_s_{0};
   std::atomic<std::uint64_t> batches_{0}, resets_{0}, stale_reports_{0}, down_clears_{0};
 };
 

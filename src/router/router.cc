@@ -67,7 +67,9 @@ struct Router::Impl {
   metrics::CounterFamily* decisions = nullptr;
   metrics::Counter* prompt_tokens = nullptr;       // routed by prefix-aware policies
   metrics::Histogram* decision_seconds = nullptr;  // sampled: one decision in 64
-  metrics::Gauge* index_entries = nullptr;  // the approximate prefix index's (block, backend) pairs
+  metrics::Gauge* index_entries = nullptr;
+  metrics::Gauge* kv_event_lag = nullptr;  // the last KV-event batch's age when applied  // the
+                                           // approximate prefix index's (block, backend) pairs
   metrics::Counter* predicted_tokens = nullptr;  // of those, predicted cached on the chosen engine
   metrics::GaugeFamily* precise_gauges = nullptr;
 
@@ -143,6 +145,10 @@ struct Router::Impl {
                        {0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
                         0.01, 0.025, 0.05})
              .with({});
+    kv_event_lag = &reg.gauge("kvroute_kv_event_lag_seconds",
+                              "Age of the last KV-event batch when the router applied it (its "
+                              "clock minus the engine's timestamp).")
+                        .with({});
     index_entries = &reg.gauge("kvroute_prefix_index_entries",
                                "(block, engine) pairs in the approximate prefix index.")
                          .with({});
@@ -619,6 +625,7 @@ void Router::update_gauges() {
   if (im.routing_ctx) im.index_entries->set(static_cast<double>(im.routing_ctx->prefix.entries()));
   if (!im.precise) return;
   const auto st = im.precise->stats(false);
+  im.kv_event_lag->set(st.last_lag_s);
   const std::pair<const char*, std::uint64_t> rows[] = {
       {"batches", st.batches},
       {"blocks_stored", st.index.blocks_stored},
