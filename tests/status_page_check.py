@@ -25,13 +25,16 @@ import urllib.request
 problems = []
 
 
+_taken = set()  # ports handed out already: chosen before the processes bind them
+
+
 def free_port(consecutive=1):
     for _ in range(50):
         s = socket.socket()
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
         s.close()
-        ok = True
+        ok = not any(port + i in _taken for i in range(consecutive))
         for i in range(1, consecutive):
             t = socket.socket()
             try:
@@ -39,7 +42,8 @@ def free_port(consecutive=1):
             except OSError:
                 ok = False
             t.close()
-        if ok:
+        if ok and port + consecutive < 65535:
+            _taken.update(port + i for i in range(consecutive))
             return port
     raise RuntimeError("no free ports")
 

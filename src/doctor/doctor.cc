@@ -270,9 +270,9 @@ class Doctor {
     } else if (block_sizes.size() == 1) {
       const std::string bs = block_sizes.begin()->first;
       if (bs != std::to_string(o_.block_size)) {
-        add("block-size", "engines", Severity::kFail,
-            fmt::format("engines use {}-token blocks, the router {}: its hashes match none of the "
-                        "engines' blocks",
+        add("block-size", "engines", Severity::kWarn,
+            fmt::format("engines use {}-token blocks, the router (--block-size) {}: with a "
+                        "tokenizer or KV events its block hashes match none of the engines' blocks",
                         bs, o_.block_size),
             fmt::format("set the router's routing.blockSize: {} (and doctor's --block-size)", bs));
       } else {
@@ -318,11 +318,15 @@ class Doctor {
         if (doc["usage"]["prompt_tokens_details"]["cached_tokens"].get(cached) != simdjson::SUCCESS)
           cached = -1;
     }
-    const double hits = before && after ? after->hits - before->hits : -1;
-    if (hits > 0 || cached > 0) {
+    // The request's own cached tokens when the engine reports them (other traffic moves the
+    // engine-wide counter); else the counter.
+    const double hits = cached >= 0       ? static_cast<double>(cached)
+                        : before && after ? after->hits - before->hits
+                                          : -1;
+    if (hits > 0) {
       add("prefix-caching-effective", e.url, Severity::kOk,
-          fmt::format("a repeated prompt found {} cached tokens", hits > 0 ? hits : cached));
-    } else if (hits < 0 && cached < 0) {
+          fmt::format("a repeated prompt found {} cached tokens", hits));
+    } else if (hits < 0) {
       add("prefix-caching-effective", e.url, Severity::kWarn,
           "cannot tell: no vllm:prefix_cache_hits_total and no usage.prompt_tokens_details",
           "expose /metrics or start vLLM with --enable-prompt-tokens-details");
@@ -419,58 +423,83 @@ class Doctor {
       if (auto ok = (*sub)->add_engine({e->url, endpoint, ""}); !ok)
         add("kv-events", e->url, Severity::kFail, ok.error().message, "fix the endpoint");
     }
-    // A SUB socket receives only what is published after it connected.
-    net::steady_timer t(co_await net::this_coro::executor, std::chrono::milliseconds(500));
-    co_await t.async_wait(http::use_task_tuple);
-    const std::string prompt = probe_prompt("kv-" + nonce());
-    std::map<std::string, std::set<std::uint64_t>> roots;
+    // Phase 1, per engine: a new prompt must produce events. A SUB socket receives only what is
+    // published after it connected, so up to three prompts are sent, a second apart.
+    std::vector<std::pair<Engine*, std::string>> publishing;
     for (const auto& [e, endpoint] : with) {
-      {
-        MutexLock lock(seen->mu);
-        seen->roots[e->url].clear();
-        seen->batches[e->url] = 0;
-      }
-      auto r = co_await call(e->ep, "POST", "/v1/completions",
-                             completion_body(e->models.front().first, prompt));
       bool arrived = false;
-      for (int i = 0; i < 30 && !arrived; ++i) {
-        net::steady_timer wait(co_await net::this_coro::executor, std::chrono::milliseconds(100));
-        co_await wait.async_wait(http::use_task_tuple);
-        MutexLock lock(seen->mu);
-        arrived = !seen->roots[e->url].empty();
-        if (arrived) roots[e->url] = seen->roots[e->url];
+      bool answered = false;
+      for (int attempt = 0; attempt < 3 && !arrived; ++attempt) {
+        const std::string warm =
+            completion_body(e->models.front().first, probe_prompt("kv-warm-" + nonce()));
+        auto r = co_await call(e->ep, "POST", "/v1/completions", warm);
+        answered = answered || (r && r->first == 200);
+        for (int i = 0; i < 10 && !arrived; ++i) {
+          net::steady_timer wait(co_await net::this_coro::executor, std::chrono::milliseconds(100));
+          co_await wait.async_wait(http::use_task_tuple);
+          MutexLock lock(seen->mu);
+          arrived = seen->batches[e->url] > 0;
+        }
       }
-      if (!r || r->first != 200) {
+      if (!answered) {
         add("kv-events", e->url, Severity::kWarn,
-            "the probe completion failed; events not checked");
+            "the probe completions failed; events not checked");
       } else if (!arrived) {
         add("kv-events", e->url, Severity::kFail,
             "KV events are configured (" + endpoint +
-                ") but none arrived within 3 s of storing a new prompt",
+                ") but none arrived within 3 s of storing three new prompts",
             "check the engine's --kv-events-config (enable_kv_cache_events, publisher zmq, the "
             "endpoint bound on this address and port) and the router's --kv-events");
       } else {
         add("kv-events", e->url, Severity::kOk, "BlockStored events arrive from " + endpoint);
+        publishing.emplace_back(e, endpoint);
+      }
+    }
+    // Phase 2: one new prompt per model on every publishing engine of that model; its first block
+    // must hash alike on all of them (engines of different models hash differently by design).
+    std::map<std::string, std::vector<Engine*>> by_model;
+    for (const auto& [e, endpoint] : publishing) by_model[e->models.front().first].push_back(e);
+    std::map<std::string, std::map<std::string, std::set<std::uint64_t>>> roots;  // model, url
+    for (const auto& [model, engines] : by_model) {
+      if (engines.size() < 2) continue;
+      const std::string shared = completion_body(model, probe_prompt("kv-" + nonce()));
+      for (Engine* e : engines) {
+        {
+          MutexLock lock(seen->mu);
+          seen->roots[e->url].clear();
+        }
+        auto r = co_await call(e->ep, "POST", "/v1/completions", shared);
+        bool arrived = false;
+        for (int i = 0; i < 30 && r && !arrived; ++i) {
+          net::steady_timer wait(co_await net::this_coro::executor, std::chrono::milliseconds(100));
+          co_await wait.async_wait(http::use_task_tuple);
+          MutexLock lock(seen->mu);
+          arrived = !seen->roots[e->url].empty();
+          if (arrived) roots[model][e->url] = seen->roots[e->url];
+        }
       }
     }
     (*sub)->stop();
-    if (roots.size() < 2) co_return;
-    // The probe's first block is in every engine's set when they hash alike.
-    std::set<std::uint64_t> common = roots.begin()->second;
-    for (const auto& [url, set] : roots) {
-      std::set<std::uint64_t> both;
-      std::set_intersection(common.begin(), common.end(), set.begin(), set.end(),
-                            std::inserter(both, both.begin()));
-      common = std::move(both);
-    }
-    if (common.empty()) {
-      add("hash-seed", "engines", Severity::kFail,
-          "the same prompt's first block has a different hash on each engine: their KV events "
-          "name one prefix differently, so the router's precise index cannot match them",
-          "give every engine the same PYTHONHASHSEED (and --prefix-caching-hash-algo)");
-    } else {
-      add("hash-seed", "engines", Severity::kOk,
-          fmt::format("{} engines hash one prompt alike", roots.size()));
+    for (const auto& [model, per_engine] : roots) {
+      if (per_engine.size() < 2) continue;
+      // The probe's first block is in every engine's set when they hash alike.
+      std::set<std::uint64_t> common = per_engine.begin()->second;
+      for (const auto& [url, set] : per_engine) {
+        std::set<std::uint64_t> both;
+        std::set_intersection(common.begin(), common.end(), set.begin(), set.end(),
+                              std::inserter(both, both.begin()));
+        common = std::move(both);
+      }
+      if (common.empty()) {
+        add("hash-seed", model, Severity::kFail,
+            "the same prompt's first block has a different hash on each engine serving '" + model +
+                "': their KV events name one prefix differently, so the router's precise index "
+                "cannot match them",
+            "give every engine the same PYTHONHASHSEED (and --prefix-caching-hash-algo)");
+      } else {
+        add("hash-seed", model, Severity::kOk,
+            fmt::format("{} engines serving '{}' hash one prompt alike", per_engine.size(), model));
+      }
     }
   }
 
@@ -588,8 +617,14 @@ class Doctor {
           "give --router-metrics (the admin port), or the router is not kvroute");
       co_return;
     }
-    const double predicted = *predicted_after - *predicted_before;
-    if (found > 0 && predicted <= 0) {
+    const double predicted = predicted_after->first - predicted_before->first;
+    const double routed = predicted_after->second - predicted_before->second;
+    if (routed <= 0) {
+      add("predicted-hits", o_.router, Severity::kWarn,
+          "the router's policy predicts no hits (it routes without looking at the prompt: "
+          "round-robin, session-affinity, least-inflight)",
+          "a cache-aware policy (kvroute, the default) predicts and routes for hits");
+    } else if (found > 0 && predicted <= 0) {
       add("predicted-hits", o_.router, Severity::kFail,
           fmt::format("the engines found {} cached tokens over the probes, the router predicted "
                       "none: its picture of the caches does not match the engines' blocks",
@@ -608,15 +643,23 @@ class Doctor {
     }
   }
 
-  // The router's kvroute_predicted_cached_tokens_total (none: not kvroute, or metrics elsewhere).
-  http::Task<std::optional<double>> router_prediction() {
+  // The router's kvroute_predicted_cached_tokens_total and kvroute_prompt_tokens_total (none: not
+  // kvroute, or its metrics are elsewhere). One router: behind a Service of several replicas the
+  // probes spread over them; give one pod's address.
+  http::Task<std::optional<std::pair<double, double>>> router_prediction() {
     auto ep = http::parse_http_url(o_.router_metrics.empty() ? o_.router : o_.router_metrics);
     if (!ep) co_return std::nullopt;
     auto r = co_await call(*ep, "GET", "/metrics");
     if (!r || r->first != 200) co_return std::nullopt;
-    std::optional<double> v;
+    std::optional<std::pair<double, double>> v;
     for (const auto& smp : metrics::parse_exposition(r->second).samples) {
-      if (smp.name == "kvroute_predicted_cached_tokens_total") v = v.value_or(0) + smp.value;
+      if (smp.name == "kvroute_predicted_cached_tokens_total") {
+        if (!v) v.emplace(0, 0);
+        v->first += smp.value;
+      } else if (smp.name == "kvroute_prompt_tokens_total") {
+        if (!v) v.emplace(0, 0);
+        v->second += smp.value;
+      }
     }
     co_return v;
   }

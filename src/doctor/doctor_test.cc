@@ -96,10 +96,10 @@ TEST(Doctor, BlockSizesThatDifferFromEachOtherOrFromTheRouter) {
   // Engines agree, the router does not.
   auto c32 = engine([](sim::SimOptions& o) { o.engine.block_size = 32; });
   r = diagnose(options_for({b32.get(), c32.get()}));
-  EXPECT_EQ(severity_of(r, "block-size"), Severity::kFail);
+  EXPECT_EQ(severity_of(r, "block-size"), Severity::kWarn);
   EXPECT_NE(r.of("block-size").front()->fix.find("routing.blockSize: 32"), std::string::npos);
   auto o = options_for({b32.get(), c32.get()});
-  o.block_size = 32;
+  o.block_size = 32;  // the router's, given to the doctor
   EXPECT_EQ(severity_of(diagnose(o), "block-size"), Severity::kOk);
 }
 
@@ -202,8 +202,11 @@ TEST(Doctor, SessionStickinessAndPrefixRoutingThroughTheRouter) {
     const Severity want = policy == "kvroute" ? Severity::kOk : Severity::kFail;
     EXPECT_EQ(severity_of(r, "session-stickiness"), want) << policy << "\n" << to_text(r);
     EXPECT_EQ(severity_of(r, "prefix-routing"), want) << policy << "\n" << to_text(r);
-    // kvroute predicts the hits the engines find; round-robin predicts none while they find some.
-    EXPECT_EQ(severity_of(r, "predicted-hits"), want) << policy << "\n" << to_text(r);
+    // kvroute predicts the hits the engines find; round-robin does not predict (a warning).
+    EXPECT_EQ(severity_of(r, "predicted-hits"),
+              policy == "kvroute" ? Severity::kOk : Severity::kWarn)
+        << policy << "\n"
+        << to_text(r);
     p.stop(1s);
   }
 }

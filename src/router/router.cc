@@ -6,6 +6,7 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <cmath>
 #include <set>
 #include <unordered_map>
 
@@ -573,7 +574,8 @@ std::string Router::status_json() const {
   append_json_escaped(out, im.policy->name());
   out += R"(","backends":[)";
   bool first = true;
-  for (const Backend* b : *im.snapshot()) {
+  const BackendSet members = im.snapshot();  // named: the loop must not outlive the snapshot
+  for (const Backend* b : *members) {
     if (!first) out += ',';
     first = false;
     out += R"({"name":")";
@@ -581,10 +583,13 @@ std::string Router::status_json() const {
     out += fmt::format(R"(","healthy":{},"inflight":{})", b->available(now) ? "true" : "false",
                        b->inflight.load(std::memory_order_relaxed));
     if (auto load = b->load.load()) {
+      // JSON has no NaN or infinity: an engine that reports one shows 0.
+      const auto num = [](double v) { return std::isfinite(v) ? v : 0.0; };
       out += fmt::format(
           R"(,"waiting":{},"running":{},"kv_usage":{},"prefix_queries":{},"prefix_hits":{},)"
           R"("scraped_ms_ago":{})",
-          load->waiting, load->running, load->kv_usage, load->prefix_queries, load->prefix_hits,
+          num(load->waiting), num(load->running), num(load->kv_usage), num(load->prefix_queries),
+          num(load->prefix_hits),
           std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
                                                                 load->scraped_at)
               .count());

@@ -90,8 +90,8 @@ class SglangCacheAware final : public Policy {
       }
     }
     const double rate = req.blocks.empty() ? 0 : static_cast<double>(best_m) / req.blocks.size();
-    if (best && rate > threshold_) return {best, "prefix-hit", {}};
-    return {least_loaded(c, rot), "load-balance", {}};
+    if (best && rate > threshold_) return {best, "prefix-hit", {}, best_m};
+    return {least_loaded(c, rot), "load-balance", {}, 0};
   }
   void on_routed(RouteRequest& req, Backend& b) override {
     ctx_->prefix.insert(static_cast<std::size_t>(b.index), req.blocks);
@@ -131,7 +131,7 @@ class DynamoCost final : public Policy {
         best_m = mb;
       }
     }
-    return {best, best_m > 0 ? "prefix-hit" : "load-balance", {}};
+    return {best, best_m > 0 ? "prefix-hit" : "load-balance", {}, best_m};
   }
   void on_routed(RouteRequest& req, Backend& b) override {
     const double bs = std::max<std::uint32_t>(1, req.tokens_per_block);

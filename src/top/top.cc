@@ -225,11 +225,19 @@ bool wait_for_quit(std::chrono::milliseconds d) {
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
         end - std::chrono::steady_clock::now());
     if (left.count() <= 0) return false;
+    // Once stdin is at its end (/dev/null, a closed pipe) only the interval is waited for.
+    static bool stdin_done = false;
     pollfd p{STDIN_FILENO, POLLIN, 0};
-    if (::poll(&p, 1, static_cast<int>(left.count())) > 0 && (p.revents & POLLIN) != 0) {
+    const int timeout = static_cast<int>(left.count());
+    if (stdin_done) {
+      ::poll(nullptr, 0, timeout);
+      continue;
+    }
+    if (::poll(&p, 1, timeout) > 0 && (p.revents & (POLLIN | POLLHUP)) != 0) {
       char c = 0;
-      if (::read(STDIN_FILENO, &c, 1) == 1 && (c == 'q' || c == 'Q')) return true;
-      if ((p.revents & POLLHUP) != 0) ::usleep(10000);
+      const ssize_t n = ::read(STDIN_FILENO, &c, 1);
+      if (n <= 0) stdin_done = true;
+      if (n == 1 && (c == 'q' || c == 'Q')) return true;
     }
   }
   return true;
