@@ -545,7 +545,8 @@ Assignment Router::pick(routing::RouteRequest& rr, Candidates& candidates) {
   candidates.erase(std::remove(candidates.begin(), candidates.end(), b), candidates.end());
   impl_->decision_cell(d.reason).inc();
   if (rr.want_detail) impl_->remember(rr, d);
-  if (impl_->policy->uses_prompt()) {
+  if (impl_->policy->uses_prompt() && !rr.prediction_counted) {
+    rr.prediction_counted = true;
     impl_->prompt_tokens->inc(rr.prompt_tokens);
     impl_->predicted_tokens->inc(static_cast<double>(d.predicted_blocks) * rr.tokens_per_block);
   }

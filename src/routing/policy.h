@@ -38,6 +38,8 @@ struct RouteRequest {
   // The caller wants the decision's detail (scores per candidate) even without debug logging:
   // the router's sample for the status page.
   bool want_detail = false;
+  // The router counted this request's prompt and predicted tokens (a retry picks again: once).
+  bool prediction_counted = false;
   // Filled by the policy at routing time, used by its completion hooks.
   std::int64_t charged_tokens = 0;  // uncached prefill tokens charged to the backend's queue
   bool kv_pinned = false;  // `blocks` and expected output are charged to the backend's KV memory
