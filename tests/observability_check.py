@@ -19,16 +19,18 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import urllib.parse
-import urllib.request
 
 import yaml
+
+import livetest
+from livetest import free_port
+from livetest import get as http
 
 problems = []
 
@@ -39,44 +41,9 @@ def check(ok, message):
     return ok
 
 
-_taken = set()  # ports handed out already: chosen before the processes bind them
-
-
-def free_port(consecutive=1):
-    for _ in range(50):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-        s.close()
-        ok = not any(port + i in _taken for i in range(consecutive))
-        for i in range(1, consecutive):
-            t = socket.socket()
-            try:
-                t.bind(("127.0.0.1", port + i))
-            except OSError:
-                ok = False
-            t.close()
-        if ok and port + consecutive < 65535:
-            _taken.update(port + i for i in range(consecutive))
-            return port
-    raise RuntimeError("no free ports")
-
-
-def http(url, body=None, headers=None, timeout=10):
-    req = urllib.request.Request(url, data=body, headers=headers or {})
-    with urllib.request.urlopen(req, timeout=timeout) as r:
-        return r.status, r.read().decode()
-
-
 def wait_for(pred, seconds, what):
-    end = time.time() + seconds
-    while time.time() < end:
-        try:
-            if pred():
-                return True
-        except Exception:
-            pass
-        time.sleep(0.2)
+    if livetest.wait_for(pred, seconds, poll=0.2):
+        return True
     problems.append(f"timed out waiting for {what}")
     return False
 

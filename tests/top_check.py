@@ -12,55 +12,14 @@ Usage: top_check.py KVROUTE_BINARY. Loopback only, OS-chosen ports, every wait b
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
+
+from livetest import free_port, get, wait_for
 
 problems = []
-
-
-_taken = set()  # ports handed out already: chosen before the processes bind them
-
-
-def free_port(consecutive=1):
-    for _ in range(50):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-        s.close()
-        ok = not any(port + i in _taken for i in range(consecutive))
-        for i in range(1, consecutive):
-            t = socket.socket()
-            try:
-                t.bind(("127.0.0.1", port + i))
-            except OSError:
-                ok = False
-            t.close()
-        if ok and port + consecutive < 65535:
-            _taken.update(port + i for i in range(consecutive))
-            return port
-    raise RuntimeError("no free ports")
-
-
-def get(url, body=None):
-    req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"} if body else {})
-    with urllib.request.urlopen(req, timeout=10) as r:
-        return r.status, r.read().decode()
-
-
-def wait_for(pred, seconds):
-    end = time.time() + seconds
-    while time.time() < end:
-        try:
-            if pred():
-                return True
-        except Exception:
-            pass
-        time.sleep(0.1)
-    return False
 
 
 def main():
