@@ -34,6 +34,8 @@ struct CommonFlags {
   std::uint32_t block_size = 0;  // 0: the engines' block size, else 16
   bool quiet = false;
   bool no_plots = false;  // no plots beside --json
+  CLI::Option* output_len_opt = nullptr;
+  CLI::Option* concurrency_opt = nullptr;
 };
 
 // Where plots go by default: beside the JSON results ("out/run.json" -> "out/run-plots/").
@@ -50,9 +52,11 @@ void add_common_flags(CLI::App* cmd, CommonFlags& f) {
       ->capture_default_str();
   cmd->add_option("--seed", w.seed, "Seed of the workload and of the arrival process")
       ->capture_default_str();
-  cmd->add_option("--output-len", w.output_len,
-                  "Output tokens per request (max_tokens, ignore_eos)")
-      ->capture_default_str();
+  f.output_len_opt =
+      cmd->add_option("--output-len", w.output_len,
+                      "Output tokens per request (max_tokens, ignore_eos); mooncake: "
+                      "the trace's output_length unless this is given")
+          ->capture_default_str();
   cmd->add_option("--sp-groups", w.sp_groups, "shared-prefix: groups")->capture_default_str();
   cmd->add_option("--sp-prompts-per-group", w.sp_prompts_per_group,
                   "shared-prefix: prompts per group")
@@ -79,17 +83,24 @@ void add_common_flags(CLI::App* cmd, CommonFlags& f) {
       ->capture_default_str();
   cmd->add_option("--trace", w.trace_path,
                   "mooncake: trace JSONL (timestamp, input_length, output_length, hash_ids)");
-  cmd->add_option("--trace-block", w.trace_block, "mooncake: tokens per hash id")
+  cmd->add_option("--trace-block", w.trace_block,
+                  "mooncake: tokens per hash id (the bounds still use --block-size, default the "
+                  "engines')")
       ->capture_default_str();
   cmd->add_option("--trace-limit", w.trace_limit,
                   "mooncake: replay only the first N lines (0: all)");
-  cmd->add_option("--speed", l.speed, "mooncake: replay this many times faster than the trace")
+  cmd->add_option("--speed", l.speed,
+                  "mooncake: open loop on the trace's timestamps, this many times faster (unless "
+                  "--rate or --concurrency is given)")
       ->capture_default_str();
   cmd->add_option("--rate", l.rate,
-                  "Open loop: sessions started per second (Poisson); 0: closed loop")
+                  "Open loop: sessions started per second (Poisson); 0: closed loop. mooncake: "
+                  "replaces the trace's timestamps")
       ->capture_default_str();
-  cmd->add_option("--concurrency", l.concurrency,
-                  "Closed loop: concurrent users (default 16 without --rate)");
+  f.concurrency_opt = cmd->add_option(
+      "--concurrency", l.concurrency,
+      "Closed loop: concurrent users (default 16 without --rate). mooncake: only when given, "
+      "then the trace's requests go in order, its timestamps ignored");
   cmd->add_option("--requests", l.max_requests,
                   "Stop after this many requests (0: the whole workload)")
       ->capture_default_str();
@@ -102,7 +113,8 @@ void add_common_flags(CLI::App* cmd, CommonFlags& f) {
       "--capacity-blocks", f.capacity_blocks,
       "Pooled KV capacity for the LRU bound (default: sum of the engines' num_gpu_blocks)");
   cmd->add_option("--block-size", f.block_size,
-                  "Tokens per KV block for the bounds (default: the engines', else 16)");
+                  "Tokens per KV block for the bounds (default: the engines', else 16); the pooled "
+                  "capacity is the engines' KV memory in tokens over this");
   cmd->add_option("--json", f.json_path,
                   "Write the results as JSON to FILE, and PNG plots (gnuplot) into FILE's stem + "
                   "\"-plots/\" beside it");
@@ -128,6 +140,24 @@ bool finish_common(CommonFlags& f) {
   f.wl.mt_think_s = static_cast<double>(t->count()) / 1000.0;
   f.load.seed = f.wl.seed;
   f.load.progress = !f.quiet;
+  if (f.wl.name == "mooncake") {
+    // A trace replays its own arrival times and output lengths unless told otherwise: say which.
+    if (f.output_len_opt != nullptr && f.output_len_opt->count() > 0)
+      f.wl.trace_output_len = f.wl.output_len;
+    const bool closed = f.load.rate <= 0 && f.concurrency_opt != nullptr &&
+                        f.concurrency_opt->count() > 0 && f.load.concurrency > 0;
+    f.load.use_timestamps = f.load.rate <= 0 && !closed;
+    const std::string arrivals =
+        f.load.rate > 0
+            ? fmt::format("open loop, Poisson at {} requests/s (timestamps ignored)", f.load.rate)
+        : closed ? fmt::format("closed loop, {} users, in trace order (timestamps ignored)",
+                               f.load.concurrency)
+                 : fmt::format("open loop on the trace's timestamps at {}x speed", f.load.speed);
+    fmt::print(stderr, "mooncake replay: {}; output lengths {}\n", arrivals,
+               f.wl.trace_output_len > 0
+                   ? fmt::format("{} tokens (--output-len)", f.wl.trace_output_len)
+                   : std::string("from the trace"));
+  }
   if (f.load.rate <= 0 && f.load.concurrency <= 0) f.load.concurrency = 16;
   return true;
 }
@@ -162,7 +192,8 @@ int run_bench(CommonFlags& f, const std::vector<std::string>& metrics_urls,
   so.capacity_blocks = f.capacity_blocks;
   const Summary s = summarize(f.load.url, *wl, *run, so);
   std::fputs(text_report(s).c_str(), stdout);
-  if (!f.records_path.empty() && !write_file(f.records_path, records_csv(f.load.url, *run, true))) {
+  if (!f.records_path.empty() &&
+      !write_file(f.records_path, records_csv(f.load.url, *run, true, &s))) {
     fmt::print(stderr, "kvroute bench: cannot write {}\n", f.records_path);
     return 2;
   }
@@ -193,9 +224,41 @@ int run_bench(CommonFlags& f, const std::vector<std::string>& metrics_urls,
   return 0;
 }
 
+// Rows printed (and the JSON rewritten) as each policy completes, so that a long comparison shows
+// its results as they come, on a terminal or not. Only for single runs: pooled repeats are known
+// at the end.
+struct RowStream {
+  bool enabled = false;
+  std::vector<Summary> rows;
+  std::string json_path;
+  std::string extra_json;
+
+  void reset(std::string json, std::string extra) {
+    rows.clear();
+    json_path = std::move(json);
+    extra_json = std::move(extra);
+  }
+  void add(const Summary& s) {
+    if (!enabled) return;
+    const bool oracle = s.bounds.engines > 0;
+    if (rows.empty()) std::fputs(markdown_header(oracle).c_str(), stdout);
+    std::fputs(markdown_row(s, oracle).c_str(), stdout);
+    std::fflush(stdout);
+    rows.push_back(s);
+    if (!json_path.empty()) {
+      // Complete once the last policy's row is in; the final write replaces this one.
+      const std::string extra =
+          extra_json + (extra_json.empty() ? "" : ",") + R"("complete":false)";
+      if (!write_file(json_path, summaries_json(rows, extra)))
+        fmt::print(stderr, "cannot write {}\n", json_path);
+    }
+  }
+};
+
 int print_compare(const std::vector<CompareRun>& runs, const std::string& json_path,
                   const std::string& plots_dir, const std::string& extra_json,
-                  const std::string& records_path = {}, const std::string& label_suffix = {}) {
+                  const std::string& records_path = {}, const std::string& label_suffix = {},
+                  bool rows_printed = false) {
   std::vector<Summary> sums;
   int rc = 0;
   for (const auto& r : runs) {
@@ -206,7 +269,13 @@ int print_compare(const std::vector<CompareRun>& runs, const std::string& json_p
     }
     sums.push_back(r.summary);
   }
-  std::fputs(markdown_table(sums).c_str(), stdout);
+  if (!rows_printed) std::fputs(markdown_table(sums).c_str(), stdout);
+  for (const auto& sum : sums) {
+    if (const auto line = hit_loss_line(sum); !line.empty()) fmt::print("{}\n", line);
+  }
+  for (const auto& sum : sums) {
+    for (const auto& w : sum.warnings) fmt::print("warning ({}): {}\n", sum.label, w);
+  }
   if (!sums.empty() && sums[0].repeats > 1) {
     fmt::print(
         "(each row: {} runs, policies interleaved; latency percentiles are the median of the "
@@ -222,7 +291,7 @@ int print_compare(const std::vector<CompareRun>& runs, const std::string& json_p
     bool header = fresh;
     for (const auto& r : runs) {
       if (!r.error.empty()) continue;
-      out << records_csv(r.policy + label_suffix, r.run, header);
+      out << records_csv(r.policy + label_suffix, r.run, header, &r.summary);
       header = false;
     }
     if (!out) {
@@ -253,7 +322,8 @@ int print_compare(const std::vector<CompareRun>& runs, const std::string& json_p
 // loop).
 int run_fractions(const WorkloadOptions& wopts, const Workload& wl, CompareOptions co,
                   const std::string& list, int saturation, const std::string& json_path,
-                  const std::string& plots_dir, const std::string& records_path) {
+                  const std::string& plots_dir, const std::string& records_path,
+                  RowStream& stream) {
   std::vector<double> fs;
   for (const auto& item : split_list(list)) {
     char* end = nullptr;
@@ -287,11 +357,6 @@ int run_fractions(const WorkloadOptions& wopts, const Workload& wl, CompareOptio
     fmt::print("### {:.0f}% of capacity: {:.1f} req/s offered ({:.2f} sessions/s)\n\n", f * 100,
                *capacity * f, co.load.rate);
     std::fflush(stdout);
-    auto runs = run_compare(wl, co);
-    if (!runs) {
-      fmt::print(stderr, "kvroute bench compare: {}\n", runs.error().message);
-      return 2;
-    }
     const std::string suffix = fmt::format("-{:.0f}", f * 100);
     std::string jp = json_path;
     if (!jp.empty()) {
@@ -302,8 +367,14 @@ int run_fractions(const WorkloadOptions& wopts, const Workload& wl, CompareOptio
     const std::string extra =
         fmt::format(R"("workload":"{}","load_fraction":{},"capacity_rps":{:.2f},"rate":{:.4f})",
                     wopts.name, f, *capacity, co.load.rate);
+    stream.reset(jp, extra);
+    auto runs = run_compare(wl, co);
+    if (!runs) {
+      fmt::print(stderr, "kvroute bench compare: {}\n", runs.error().message);
+      return 2;
+    }
     rc = std::max(rc, print_compare(*runs, jp, plots_dir.empty() ? plots_dir : plots_dir + suffix,
-                                    extra, records_path, fmt::format("@{}", f)));
+                                    extra, records_path, fmt::format("@{}", f), stream.enabled));
     fmt::print("\n");
   }
   return rc;
@@ -361,7 +432,11 @@ void add_bench_command(CLI::App& app, int& exit_code) {
   cmp->add_option("--time-scale", sim->time_scale,
                   "Run the engines this many times faster than real time")
       ->capture_default_str();
-  cmp->add_option("--num-gpu-blocks", sim->engine.num_gpu_blocks, "KV blocks per engine")
+  cmp->add_option("--num-gpu-blocks", sim->engine.num_gpu_blocks,
+                  "KV blocks per engine, each of --engine-block-size tokens")
+      ->capture_default_str();
+  cmp->add_option("--engine-block-size", sim->engine.block_size,
+                  "Tokens per KV block of the simulated engines (vLLM's --block-size)")
       ->capture_default_str();
   cmp->add_option("--plots", *plots,
                   "Write PNG plots (gnuplot) into DIR (default with --json: beside it)");
@@ -442,35 +517,40 @@ void add_bench_command(CLI::App& app, int& exit_code) {
     co.load = cf->load;
     co.summary.block_size = cf->block_size;
     co.summary.capacity_blocks = cf->capacity_blocks;
-    co.on_done = [](const std::string& p, const Summary& s, double secs) {
+    auto stream = std::make_shared<RowStream>();
+    stream->enabled = co.repeat == 1;
+    co.on_done = [stream](const std::string& p, const Summary& s, double secs) {
       fmt::print(stderr, "{:<20} done in {:.1f} s ({} requests)\n", p, secs, s.completed);
+      stream->add(s);
     };
     if (!fractions->empty()) {
       if (!cf->records_path.empty()) std::filesystem::remove(cf->records_path);
       const std::string plots_dir =
           !plots->empty() || cf->no_plots ? *plots : plots_beside(cf->json_path);
       exit_code = run_fractions(cf->wl, *wl, co, *fractions, *saturation, cf->json_path, plots_dir,
-                                cf->records_path);
+                                cf->records_path, *stream);
       return;
     }
+    const std::string extra =
+        co.targets.empty()
+            ? fmt::format(
+                  R"("workload":"{}","engines":{},"preset":"{}","time_scale":{},"num_gpu_blocks":{},"engine_block_size":{})",
+                  cf->wl.name, sim->engines, sim->preset, sim->time_scale,
+                  sim->engine.num_gpu_blocks, sim->engine.block_size)
+            : fmt::format(R"("workload":"{}","engines":{},"targets":{})", cf->wl.name,
+                          engine_urls->size(), co.targets.size());
+    stream->reset(cf->json_path, extra);
     auto runs = run_compare(*wl, co);
     if (!runs) {
       fmt::print(stderr, "kvroute bench compare: {}\n", runs.error().message);
       exit_code = 2;
       return;
     }
-    const std::string extra =
-        co.targets.empty()
-            ? fmt::format(
-                  R"("workload":"{}","engines":{},"preset":"{}","time_scale":{},"num_gpu_blocks":{})",
-                  cf->wl.name, sim->engines, sim->preset, sim->time_scale,
-                  sim->engine.num_gpu_blocks)
-            : fmt::format(R"("workload":"{}","engines":{},"targets":{})", cf->wl.name,
-                          engine_urls->size(), co.targets.size());
     if (!cf->records_path.empty()) std::filesystem::remove(cf->records_path);
     const std::string plots_dir =
         !plots->empty() || cf->no_plots ? *plots : plots_beside(cf->json_path);
-    exit_code = print_compare(*runs, cf->json_path, plots_dir, extra, cf->records_path);
+    exit_code = print_compare(*runs, cf->json_path, plots_dir, extra, cf->records_path, {},
+                              stream->enabled);
   });
 
   cmd->callback([cmd, cmp, f, metrics, checks, check, min_hit, max_ttft, max_imb, max_err, o_hit,

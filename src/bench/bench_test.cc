@@ -222,6 +222,131 @@ TEST(Bounds, HandMadeSequencesExact) {
   EXPECT_EQ(empty.result().lru_hit_rate(), 0);
 }
 
+TEST(Bounds, OutputsTakeBlocksAndEvictFirst) {
+  // Block size 4, 4 blocks pooled. Request A: 3 prompt blocks (12 tokens) + 8 output tokens fill
+  // the output blocks 12..19 and 20..: (12 + 8) / 4 - 12 / 4 = 2 blocks.
+  BoundsCalculator bc(4, 4);
+  const std::vector<std::uint64_t> a{1, 2, 3}, b{7};
+  bc.add(a, 12, 8);  // cached: outputs (2, oldest) then 3 2 1: 5 blocks, one output evicted
+  bc.add(a, 13, 0);  // 3 blocks hit in both (the outputs went first)
+  bc.add(b, 5, 8);   // 1 prompt block; (5 + 8) / 4 - 5 / 4 = 2 output blocks
+  bc.add(a, 13, 0);  // without outputs: 7 1 2 3 fit: 3 blocks; with outputs: 7, its 2 outputs
+                     // and A's block 1 survive: 1 block
+  const auto& r = bc.result();
+  EXPECT_EQ(r.lru_hit_tokens, 12u + 12u);
+  EXPECT_EQ(r.lru_output_hit_tokens, 12u + 4u);
+  EXPECT_LE(r.lru_output_hit_tokens, r.lru_hit_tokens);
+}
+
+TEST(Bounds, LoadCappedOracleFollowsPrefixesWithinTheCap) {
+  // Two engines of 8 blocks each (16 pooled), cap 1.5x the mean.
+  BoundsCalculator bc(4, 16, 2, 1.5);
+  const std::vector<std::uint64_t> x{1, 2, 3}, y{4, 5, 6};
+  bc.add(x, 13);  // engine 0 (both empty, fewest requests: the first)
+  bc.add(y, 13);  // engine 0 would exceed floor(1.5 * 2 / 2) = 1: engine 1
+  bc.add(x, 13);  // engine 0 holds x: 3 blocks, within floor(1.5 * 3 / 2) = 2
+  bc.add(x, 13);  // engine 0 has 2, limit floor(1.5 * 4 / 2) = 3: x again, 3 blocks
+  bc.add(x, 13);  // engine 0 at 3, limit floor(1.5 * 5 / 2) = 3: forced to engine 1, no hit
+  const auto& r = bc.result();
+  EXPECT_EQ(r.oracle_hit_tokens, 12u + 12u);
+  EXPECT_DOUBLE_EQ(r.oracle_imbalance, 3.0 * 2 / 5);
+  EXPECT_EQ(r.engines, 2u);
+  // The pooled cache holds both: every repeat of x hits.
+  EXPECT_EQ(r.lru_hit_tokens, 3u * 12u);
+  EXPECT_LE(r.oracle_hit_rate(), r.infinite_hit_rate());
+}
+
+TEST(Workload, MooncakeConversationsFromSharedHashIds) {
+  // 0: a conversation's first turn (2 full blocks of 4 tokens + a partial one); 1: its next turn
+  // (starts with 0's full blocks); 2: unrelated; 3: continues 1 (1 has 3 full blocks); 4 shares
+  // only 0's first block: a shared system prompt, not a continuation.
+  std::vector<TraceRecord> recs(5);
+  recs[0] = {0, 10, 1, {1, 2, 3}};
+  recs[1] = {1, 12, 1, {1, 2, 4}};
+  recs[2] = {2, 8, 1, {9, 10}};
+  recs[3] = {3, 20, 1, {1, 2, 4, 5, 6}};
+  recs[4] = {4, 8, 1, {1, 11}};
+  const auto root = mooncake_conversations(recs, 4);
+  EXPECT_EQ(root, (std::vector<std::size_t>{0, 0, 2, 0, 4}));
+  const Workload w = mooncake_workload(recs, 4);
+  EXPECT_EQ(w.sessions[3].id, w.sessions[0].id);
+  EXPECT_NE(w.sessions[4].id, w.sessions[0].id);
+  EXPECT_EQ(w.sessions[1].turns[0].max_tokens, 1u);
+  const Workload fixed = mooncake_workload(recs, 4, 7);  // --output-len replaces the trace's
+  EXPECT_EQ(fixed.sessions[1].turns[0].max_tokens, 7u);
+}
+
+TEST(Report, CapacityInTokensAndCountersExactAndDisagreementWarned) {
+  WorkloadOptions wo;
+  wo.name = "shared-prefix";
+  wo.sp_groups = 1;
+  wo.sp_prompts_per_group = 2;
+  wo.sp_system_len = 64;
+  wo.sp_question_len = 16;
+  auto wl = make_workload(wo);
+  ASSERT_TRUE(wl);
+  RunResult r;
+  r.wall_s = 1;
+  for (std::size_t i = 0; i < wl->sessions.size(); ++i) {
+    RequestRecord rec;
+    rec.session = i;
+    rec.ttft_s = rec.e2e_s = 0.01;
+    rec.usage = true;
+    rec.prompt_tokens = 80;
+    rec.cached_tokens = i == 0 ? 0 : 64;
+    rec.backend = "engine-0";
+    rec.predicted_tokens = i == 0 ? 0 : 80;
+    r.records.push_back(rec);
+  }
+  // Two engines of 3200 blocks of 16 tokens; the queries were counted twice over.
+  r.engines = {{"e0", true, "", 144794123, 64, 2, 3200, 16}, {"e1", true, "", 0, 0, 0, 3200, 16}};
+  SummaryOptions so;
+  so.block_size = 512;  // the bounds' blocks: the capacity is 102400 tokens = 200 blocks
+  const Summary s = summarize("p", *wl, r, so);
+  EXPECT_EQ(s.bounds.capacity_blocks, 200u);
+  EXPECT_EQ(s.bounds.engines, 2u);
+  const std::string j = summary_json(s);
+  EXPECT_NE(j.find("\"engine_queries\":144794123"), std::string::npos) << j;
+  ASSERT_EQ(s.warnings.size(), 1u);
+  EXPECT_NE(s.warnings[0].find("disagree"), std::string::npos);
+  // The second request was predicted to find 80 tokens and found 64.
+  EXPECT_TRUE(s.loss.known);
+  EXPECT_EQ(s.loss.overpredicted_tokens, 16u);
+  const std::string csv = records_csv("p", r, true, &s);
+  EXPECT_NE(csv.find("reason,predicted_tokens,best_engine,best_tokens,chosen_tokens"),
+            std::string::npos);
+}
+
+TEST(Report, HitLossCountsRequestsRoutedPastALongerPrefix) {
+  WorkloadOptions wo;
+  wo.name = "shared-prefix";
+  wo.sp_groups = 1;
+  wo.sp_prompts_per_group = 3;
+  wo.sp_system_len = 64;
+  wo.sp_question_len = 16;
+  auto wl = make_workload(wo);
+  ASSERT_TRUE(wl);
+  RunResult r;
+  r.wall_s = 1;
+  // Same group prompt: the first on engine-a, the second on engine-a (hit), the third on engine-b
+  // although engine-a held the 64-token system prompt.
+  const char* backends[] = {"engine-a", "engine-a", "engine-b"};
+  for (std::size_t i = 0; i < 3; ++i) {
+    RequestRecord rec;
+    rec.session = i;
+    rec.ttft_s = rec.e2e_s = 0.01;
+    rec.backend = backends[i];
+    r.records.push_back(rec);
+  }
+  const Summary s = summarize("p", *wl, r);
+  ASSERT_TRUE(s.loss.known);
+  EXPECT_EQ(s.loss.spilled_requests, 1u);
+  EXPECT_EQ(s.loss.spill_tokens, 64u);
+  EXPECT_EQ(s.loss.best_engine[2], 0);  // engine-a: the first name in order
+  EXPECT_EQ(s.loss.chosen_tokens[1], 64u);
+  EXPECT_EQ(s.loss.chosen_tokens[2], 0u);
+}
+
 TEST(Report, PooledRunsSumCountersAndBoundsAndPoolLatencies) {
   WorkloadOptions wo;
   wo.name = "shared-prefix";

@@ -199,6 +199,12 @@ struct Runner {
       f.exchange = &ex;
       records[idx].status = ex.status();
       records[idx].backend = std::string(http::find_header(ex.headers(), "x-kvroute-backend"));
+      records[idx].reason = std::string(http::find_header(ex.headers(), "x-kvroute-reason"));
+      if (auto p = http::find_header(ex.headers(), "x-kvroute-predicted-tokens"); !p.empty()) {
+        std::int64_t v = 0;
+        if (std::from_chars(p.data(), p.data() + p.size(), v).ec == std::errc{})
+          records[idx].predicted_tokens = v;
+      }
       if (ex.status() != 200) {
         const std::size_t limit = 64 * 1024;
         auto all = co_await ex.read_all(limit);
@@ -293,26 +299,38 @@ struct Runner {
     stop_everything();
   }
 
-  http::Task<void> progress() {
+  // On a terminal: a bar redrawn 5 times a second. Elsewhere (CI logs, pipes): one line every
+  // `progress_every`, so a long run is never silent.
+  http::Task<void> progress(bool tty) {
     net::steady_timer t(ioc);
     const std::size_t total = max_requests;
+    auto next_line = Clock::now() + opts.progress_every;
     while (live > 0) {
       const double el = seconds_between(t0, Clock::now());
-      const int width = 30;
-      const int fill =
-          total == 0 ? 0
-                     : static_cast<int>(static_cast<double>(width) * static_cast<double>(finished) /
-                                        static_cast<double>(total));
-      std::string bar(static_cast<std::size_t>(std::clamp(fill, 0, width)), '#');
-      bar.resize(width, '.');
-      fmt::print(stderr, "\r{}[{}] {}/{} requests  {:.1f}s  errors {}   ", opts.progress_label, bar,
-                 finished, total, el, errors);
-      std::fflush(stderr);
+      if (tty) {
+        const int width = 30;
+        const int fill = total == 0 ? 0
+                                    : static_cast<int>(static_cast<double>(width) *
+                                                       static_cast<double>(finished) /
+                                                       static_cast<double>(total));
+        std::string bar(static_cast<std::size_t>(std::clamp(fill, 0, width)), '#');
+        bar.resize(width, '.');
+        fmt::print(stderr, "\r{}[{}] {}/{} requests  {:.1f}s  errors {}   ", opts.progress_label,
+                   bar, finished, total, el, errors);
+        std::fflush(stderr);
+      } else if (Clock::now() >= next_line) {
+        next_line += opts.progress_every;
+        fmt::print(stderr, "{}{}/{} requests in {:.0f} s, errors {}\n", opts.progress_label,
+                   finished, total, el, errors);
+        std::fflush(stderr);
+      }
       t.expires_after(std::chrono::milliseconds(200));
       co_await t.async_wait(kTuple);
     }
-    fmt::print(stderr, "\r{}\r", std::string(90, ' '));
-    std::fflush(stderr);
+    if (tty) {
+      fmt::print(stderr, "\r{}\r", std::string(90, ' '));
+      std::fflush(stderr);
+    }
   }
 
   http::Task<EngineCounters> scrape(const std::string& url) {
@@ -404,7 +422,7 @@ struct Runner {
         net::co_spawn(ioc, closed_user(), net::detached);
       }
     }
-    if (opts.progress && isatty(STDERR_FILENO) == 1) net::co_spawn(ioc, progress(), net::detached);
+    if (opts.progress) net::co_spawn(ioc, progress(isatty(STDERR_FILENO) == 1), net::detached);
     session_done();
     if (live > 0) {
       done_timer.expires_at(Clock::time_point::max());

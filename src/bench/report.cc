@@ -17,6 +17,7 @@
 #include <numeric>
 #include <set>
 
+#include "common/hash.h"
 #include "http/message.h"
 
 extern char** environ;
@@ -34,6 +35,8 @@ std::string jstr(std::string_view s) {
 
 std::string jnum(double v) {
   if (!std::isfinite(v)) return "null";
+  // Counters (token and request counts) exactly, not as 1.44794e+08.
+  if (v == std::floor(v) && std::fabs(v) < 9.0e15) return fmt::format("{:.0f}", v);
   return fmt::format("{:.6g}", v);
 }
 
@@ -48,6 +51,12 @@ std::string fmt_latency(double s, std::size_t n) {
   const double ms = s * 1000.0;
   if (ms >= 10.0) return fmt::format("{:.0f} ms", ms);
   return fmt::format("{:.1f} ms", ms);
+}
+
+// achieved / reference; 0 without a reference (no oracle), 1 when the reference is 0.
+double fraction_of(double achieved, double reference, std::uint32_t have) {
+  if (have == 0) return 0;
+  return reference > 0 ? achieved / reference : (achieved > 0 ? 0 : 1);
 }
 
 std::string fmt_pct(double v) { return fmt::format("{:.1f}%", v * 100.0); }
@@ -129,7 +138,7 @@ Summary summarize(const std::string& label, const Workload& wl, const RunResult&
                                                       static_cast<double>(s.usage_prompt_tokens);
 
   // Engines' counters.
-  double engine_requests = 0, engine_blocks = 0, engine_block_size = 0;
+  double engine_requests = 0, engine_blocks = 0, engine_block_size = 0, engine_block_tokens = 0;
   s.engine_counters = !run.engines.empty();
   for (const auto& e : run.engines) {
     if (!e.ok) s.engine_counters = false;
@@ -137,27 +146,97 @@ Summary summarize(const std::string& label, const Workload& wl, const RunResult&
     s.engine_hits += e.hits;
     engine_requests += e.requests;
     engine_blocks += e.num_gpu_blocks;
+    engine_block_tokens += e.num_gpu_blocks * (e.block_size > 0 ? e.block_size : 16);
     if (e.block_size > 0) engine_block_size = e.block_size;
   }
   if (s.engine_counters && s.engine_queries > 0)
     s.engine_hit_rate = s.engine_hits / s.engine_queries;
   s.hit_rate = s.engine_counters ? s.engine_hit_rate : s.usage_hit_rate;
+  // The engines count a lookup each time the scheduler tries a request: one that waits for memory
+  // (a backlog) is looked up again, so their counters can differ from what the responses report.
+  if (s.engine_counters && s.usage_prompt_tokens > 0 && s.engine_queries > 0 &&
+      (std::fabs(s.engine_hit_rate - s.usage_hit_rate) > 0.02 ||
+       s.engine_queries > 1.02 * static_cast<double>(s.usage_prompt_tokens))) {
+    s.warnings.push_back(fmt::format(
+        "the engines' prefix-cache counters ({} of {:.0f} queried tokens) and the responses' "
+        "cached_tokens ({} of {} prompt tokens) disagree: engines looked requests up more than "
+        "once (retried under a backlog) or counted requests the load generator did not finish; "
+        "hit rate uses the engines' counters",
+        fmt_pct(s.engine_hit_rate), s.engine_queries, fmt_pct(s.usage_hit_rate),
+        s.usage_prompt_tokens));
+  }
 
-  // Bounds over the completed requests, in the order they were sent.
+  // Bounds over the completed requests, in the order they were sent. The pooled capacity is the
+  // engines' KV memory in tokens, counted in blocks of the bounds' block size (which may differ
+  // from the engines', e.g. a Mooncake trace's 512-token hash blocks).
   const std::uint32_t bs = opts.block_size > 0     ? opts.block_size
                            : engine_block_size > 0 ? static_cast<std::uint32_t>(engine_block_size)
                                                    : 16;
-  const std::uint64_t cap =
-      opts.capacity_blocks > 0 ? opts.capacity_blocks : static_cast<std::uint64_t>(engine_blocks);
-  BoundsCalculator bc(bs, cap);
+  const std::uint64_t cap = opts.capacity_blocks > 0
+                                ? opts.capacity_blocks
+                                : static_cast<std::uint64_t>(engine_block_tokens / bs);
+  (void)engine_blocks;
+  const auto engines =
+      static_cast<std::uint32_t>(opts.engines > 0 ? opts.engines : run.engines.size());
+  BoundsCalculator bc(bs, cap, engines, opts.oracle_load_cap);
+  // The per-engine replay of where the hits went (HitLoss), when the records name engines.
+  std::map<std::string, int> engine_of;
   for (const auto& r : run.records) {
+    if (r.outcome == Outcome::kOk && !r.backend.empty()) engine_of.emplace(r.backend, 0);
+  }
+  int next_engine = 0;
+  for (auto& [name, idx] : engine_of) idx = next_engine++;
+  HitLoss& loss = s.loss;
+  loss.known = !engine_of.empty();
+  std::vector<LruBlocks> shadow;
+  if (loss.known) {
+    const std::uint64_t per = cap == 0 ? 0 : std::max<std::uint64_t>(1, cap / engine_of.size());
+    shadow.assign(engine_of.size(), LruBlocks(per));
+    loss.best_tokens.assign(run.records.size(), 0);
+    loss.chosen_tokens.assign(run.records.size(), 0);
+    loss.best_engine.assign(run.records.size(), -1);
+  }
+  std::uint64_t output_id = 0;
+  for (std::size_t i = 0; i < run.records.size(); ++i) {
+    const auto& r = run.records[i];
     if (r.outcome != Outcome::kOk) continue;
     const auto tokens = predicted_tokens(wl.sessions[r.session].turns[r.turn], opts.vocab_size);
-    bc.add_tokens(tokens);
+    bc.add_tokens(tokens, r.output_tokens);
+    if (!loss.known || r.backend.empty()) continue;
+    const auto hashes = chained_block_hashes(tokens, bs, 0);
+    const std::size_t max_blocks =
+        tokens.empty() ? 0 : std::min<std::size_t>(hashes.size(), (tokens.size() - 1) / bs);
+    std::size_t best = 0;
+    for (std::size_t e = 0; e < shadow.size(); ++e) {
+      const std::size_t h = shadow[e].prefix_hits(hashes, max_blocks);
+      if (h > best) {
+        best = h;
+        loss.best_engine[i] = static_cast<int>(e);
+      }
+    }
+    const auto chosen = static_cast<std::size_t>(engine_of[r.backend]);
+    const std::size_t mine = shadow[chosen].prefix_hits(hashes, max_blocks);
+    loss.best_tokens[i] = static_cast<std::uint32_t>(best * bs);
+    loss.chosen_tokens[i] = static_cast<std::uint32_t>(mine * bs);
+    loss.shadow_hit_tokens += mine * bs;
+    if (mine < best) {
+      loss.spill_tokens += (best - mine) * bs;
+      ++loss.spilled_requests;
+    }
+    if (r.predicted_tokens >= 0 && r.usage) {
+      const auto predicted = static_cast<std::uint64_t>(r.predicted_tokens);
+      if (predicted > r.cached_tokens) loss.overpredicted_tokens += predicted - r.cached_tokens;
+      if (predicted < r.cached_tokens) loss.underpredicted_tokens += r.cached_tokens - predicted;
+    }
+    const std::uint64_t out_blocks = (tokens.size() + r.output_tokens) / bs - tokens.size() / bs;
+    for (std::uint64_t k = 0; k < out_blocks; ++k)
+      shadow[chosen].touch(~std::uint64_t{0} - output_id++);
+    for (std::size_t k = hashes.size(); k-- > 0;) shadow[chosen].touch(hashes[k]);
   }
   s.bounds = bc.result();
   const double bound = s.bounds.lru_hit_rate();
   s.fraction_of_bound = bound > 0 ? s.hit_rate / bound : (s.hit_rate > 0 ? 0 : 1);
+  s.fraction_of_oracle = fraction_of(s.hit_rate, s.bounds.oracle_hit_rate(), s.bounds.engines);
 
   // Load per backend.
   if (s.engine_counters && engine_requests > 0) {
@@ -217,6 +296,7 @@ Summary summarize_pooled(const std::string& label, const Workload& wl,
   if (runs.size() == 1) return summarize(label, wl, runs[0], opts);
   Summary s = summarize(label, wl, pool_runs(runs), opts);
   BoundsResult b;
+  HitLoss loss;
   std::vector<Percentiles> ttft, e2e;
   for (const auto& r : runs) {
     const Summary single = summarize(label, wl, r, opts);
@@ -227,9 +307,35 @@ Summary summarize_pooled(const std::string& label, const Workload& wl,
     b.query_tokens += one.query_tokens;
     b.infinite_hit_tokens += one.infinite_hit_tokens;
     b.lru_hit_tokens += one.lru_hit_tokens;
+    b.lru_output_hit_tokens += one.lru_output_hit_tokens;
+    b.oracle_hit_tokens += one.oracle_hit_tokens;
     b.capacity_blocks = one.capacity_blocks;
+    b.block_size = one.block_size;
+    b.engines = one.engines;
+    b.load_cap = one.load_cap;
+    b.oracle_imbalance = std::max(b.oracle_imbalance, one.oracle_imbalance);
+    // Each run replays from cold caches.
+    HitLoss& l = loss;
+    l.known = l.known || single.loss.known;
+    l.spill_tokens += single.loss.spill_tokens;
+    l.spilled_requests += single.loss.spilled_requests;
+    l.overpredicted_tokens += single.loss.overpredicted_tokens;
+    l.underpredicted_tokens += single.loss.underpredicted_tokens;
+    l.shadow_hit_tokens += single.loss.shadow_hit_tokens;
+    const std::size_t n = r.records.size();
+    auto append = [n](auto& to, const auto& from, auto none) {
+      if (from.size() == n) {
+        to.insert(to.end(), from.begin(), from.end());
+      } else {
+        to.insert(to.end(), n, none);
+      }
+    };
+    append(l.best_tokens, single.loss.best_tokens, std::uint32_t{0});
+    append(l.chosen_tokens, single.loss.chosen_tokens, std::uint32_t{0});
+    append(l.best_engine, single.loss.best_engine, -1);
   }
   s.bounds = b;
+  s.loss = std::move(loss);
   // Latency percentiles: the median over the runs of each run's percentile, so that one run hit by
   // the machine's noise (a shared VM stalls for tens of ms at times) does not set the tail.
   auto median_of = [](const std::vector<Percentiles>& v, double Percentiles::*field) {
@@ -245,6 +351,7 @@ Summary summarize_pooled(const std::string& label, const Workload& wl,
   }
   const double bound = b.lru_hit_rate();
   s.fraction_of_bound = bound > 0 ? s.hit_rate / bound : (s.hit_rate > 0 ? 0 : 1);
+  s.fraction_of_oracle = fraction_of(s.hit_rate, s.bounds.oracle_hit_rate(), s.bounds.engines);
   s.repeats = static_cast<int>(runs.size());
   return s;
 }
@@ -266,9 +373,18 @@ std::string summary_json(const Summary& s) {
       s.engine_counters ? "true" : "false", jnum(s.engine_hit_rate), jnum(s.engine_queries),
       jnum(s.engine_hits));
   b += fmt::format(
-      R"("bounds":{{"requests":{},"query_tokens":{},"capacity_blocks":{},"infinite_hit_rate":{},"pooled_lru_hit_rate":{}}},)",
-      s.bounds.requests, s.bounds.query_tokens, s.bounds.capacity_blocks,
-      jnum(s.bounds.infinite_hit_rate()), jnum(s.bounds.lru_hit_rate()));
+      R"("bounds":{{"requests":{},"query_tokens":{},"block_size":{},"capacity_blocks":{},"infinite_hit_rate":{},"pooled_lru_hit_rate":{},"pooled_lru_outputs_hit_rate":{},"oracle":{{"engines":{},"load_cap":{},"hit_rate":{},"imbalance":{}}}}},)",
+      s.bounds.requests, s.bounds.query_tokens, s.bounds.block_size, s.bounds.capacity_blocks,
+      jnum(s.bounds.infinite_hit_rate()), jnum(s.bounds.lru_hit_rate()),
+      jnum(s.bounds.lru_output_hit_rate()), s.bounds.engines, jnum(s.bounds.load_cap),
+      jnum(s.bounds.oracle_hit_rate()), jnum(s.bounds.oracle_imbalance));
+  b += fmt::format(R"("fraction_of_oracle":{},)", jnum(s.fraction_of_oracle));
+  if (s.loss.known) {
+    b += fmt::format(
+        R"("hit_loss":{{"replay_hit_tokens":{},"spilled_requests":{},"spill_tokens":{},"overpredicted_tokens":{},"underpredicted_tokens":{}}},)",
+        s.loss.shadow_hit_tokens, s.loss.spilled_requests, s.loss.spill_tokens,
+        s.loss.overpredicted_tokens, s.loss.underpredicted_tokens);
+  }
   b += fmt::format(R"("fraction_of_bound":{},"imbalance":{},"repeats":{},"backends":[)",
                    jnum(s.fraction_of_bound), jnum(s.imbalance), s.repeats);
   for (std::size_t i = 0; i < s.backends.size(); ++i) {
@@ -277,6 +393,8 @@ std::string summary_json(const Summary& s) {
   }
   b += "],\"errors\":[";
   for (std::size_t i = 0; i < s.errors.size(); ++i) b += (i ? "," : "") + jstr(s.errors[i]);
+  b += "],\"warnings\":[";
+  for (std::size_t i = 0; i < s.warnings.size(); ++i) b += (i ? "," : "") + jstr(s.warnings[i]);
   b += "]}";
   return b;
 }
@@ -290,20 +408,56 @@ std::string summaries_json(const std::vector<Summary>& runs, const std::string& 
   return b;
 }
 
-std::string markdown_table(const std::vector<Summary>& runs) {
-  std::string t =
-      "| policy | hit rate | bound | of bound | TTFT p50 | TTFT p99 | e2e p50 | imbalance | req/s "
-      "| ok/sent |\n"
-      "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
-  for (const auto& s : runs) {
-    t += fmt::format("| {} | {} | {} | {} | {} | {} | {} | {} | {:.1f} | {}/{} |\n", s.label,
-                     fmt_pct(s.hit_rate), fmt_pct(s.bounds.lru_hit_rate()),
-                     fmt_pct(s.fraction_of_bound), fmt_latency(s.ttft.p50, s.ttft.n),
-                     fmt_latency(s.ttft.p99, s.ttft.n), fmt_latency(s.e2e.p50, s.e2e.n),
-                     s.imbalance > 0 ? fmt::format("{:.2f}", s.imbalance) : std::string("-"),
-                     s.request_throughput, s.completed, s.sent);
+std::string markdown_header(bool oracle) {
+  // "bound" is the pooled LRU (ADR 0201); "+out" the same with outputs taking blocks; "oracle" the
+  // load-capped longest-prefix oracle (ADR 0024), shown when the engines are known.
+  return oracle ? "| policy | hit rate | bound | of bound | bound +out | oracle | of oracle "
+                  "| TTFT p50 | TTFT p99 | e2e p50 | imbalance | req/s | ok/sent |\n"
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+                : "| policy | hit rate | bound | of bound | TTFT p50 | TTFT p99 | e2e p50 "
+                  "| imbalance | req/s | ok/sent |\n"
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+}
+
+std::string markdown_row(const Summary& s, bool oracle) {
+  std::string t = fmt::format("| {} | {} | {} | {} ", s.label, fmt_pct(s.hit_rate),
+                              fmt_pct(s.bounds.lru_hit_rate()), fmt_pct(s.fraction_of_bound));
+  if (oracle) {
+    t += fmt::format("| {} | {} | {} ", fmt_pct(s.bounds.lru_output_hit_rate()),
+                     fmt_pct(s.bounds.oracle_hit_rate()), fmt_pct(s.fraction_of_oracle));
   }
+  t += fmt::format("| {} | {} | {} | {} | {:.1f} | {}/{} |\n", fmt_latency(s.ttft.p50, s.ttft.n),
+                   fmt_latency(s.ttft.p99, s.ttft.n), fmt_latency(s.e2e.p50, s.e2e.n),
+                   s.imbalance > 0 ? fmt::format("{:.2f}", s.imbalance) : std::string("-"),
+                   s.request_throughput, s.completed, s.sent);
   return t;
+}
+
+bool has_oracle(const std::vector<Summary>& runs) {
+  for (const auto& s : runs) {
+    if (s.bounds.engines > 0) return true;
+  }
+  return false;
+}
+
+std::string markdown_table(const std::vector<Summary>& runs) {
+  const bool oracle = has_oracle(runs);
+  std::string t = markdown_header(oracle);
+  for (const auto& s : runs) t += markdown_row(s, oracle);
+  return t;
+}
+
+std::string hit_loss_line(const Summary& s) {
+  if (!s.loss.known || s.usage_prompt_tokens == 0) return {};
+  const double q = static_cast<double>(s.usage_prompt_tokens);
+  return fmt::format(
+      "where the hits went ({}): a per-engine LRU replay of its routing holds {}; {} requests "
+      "went past an engine with a longer prefix ({} of prompt tokens); the router predicted {} "
+      "more than the engines reported and {} less",
+      s.label, fmt_pct(static_cast<double>(s.loss.shadow_hit_tokens) / q), s.loss.spilled_requests,
+      fmt_pct(static_cast<double>(s.loss.spill_tokens) / q),
+      fmt_pct(static_cast<double>(s.loss.overpredicted_tokens) / q),
+      fmt_pct(static_cast<double>(s.loss.underpredicted_tokens) / q));
 }
 
 std::string text_report(const Summary& s) {
@@ -330,12 +484,22 @@ std::string text_report(const Summary& s) {
       s.bounds.capacity_blocks ? fmt::format("{}", s.bounds.capacity_blocks)
                                : std::string("unbounded"),
       fmt_pct(s.bounds.lru_hit_rate()), fmt_pct(s.fraction_of_bound));
+  if (s.bounds.engines > 0) {
+    t += fmt::format(
+        "        pooled LRU with outputs taking blocks {}; longest-prefix oracle over {} engines "
+        "capped at {:.2f}x mean load {} (its imbalance {:.2f}); achieved {} of the oracle\n",
+        fmt_pct(s.bounds.lru_output_hit_rate()), s.bounds.engines, s.bounds.load_cap,
+        fmt_pct(s.bounds.oracle_hit_rate()), s.bounds.oracle_imbalance,
+        fmt_pct(s.fraction_of_oracle));
+  }
   if (!s.backends.empty()) {
     t += fmt::format("load imbalance (max/mean requests per backend): {:.2f} —", s.imbalance);
     for (const auto& b : s.backends) t += fmt::format(" {}={}", b.name, b.requests);
     t += "\n";
   }
+  if (s.loss.known) t += hit_loss_line(s) + "\n";
   for (const auto& e : s.errors) t += "error: " + e + "\n";
+  for (const auto& w : s.warnings) t += "warning: " + w + "\n";
   return t;
 }
 
@@ -402,11 +566,11 @@ Result<std::vector<std::string>> write_plots(const std::string& dir,
   };
   std::vector<std::string> pngs;
   // Hit rate bars.
-  std::string hit = "# label achieved pooled_lru infinite\n";
+  std::string hit = "# label achieved pooled_lru infinite oracle\n";
   for (const auto& r : runs) {
-    hit +=
-        fmt::format("\"{}\" {:.6f} {:.6f} {:.6f}\n", sanitize(r.summary.label), r.summary.hit_rate,
-                    r.summary.bounds.lru_hit_rate(), r.summary.bounds.infinite_hit_rate());
+    hit += fmt::format("\"{}\" {:.6f} {:.6f} {:.6f} {:.6f}\n", sanitize(r.summary.label),
+                       r.summary.hit_rate, r.summary.bounds.lru_hit_rate(),
+                       r.summary.bounds.infinite_hit_rate(), r.summary.bounds.oracle_hit_rate());
   }
   if (auto st = write("hit_rate.dat", hit); !st) return fail(st.error());
   std::string body;
@@ -416,7 +580,7 @@ Result<std::vector<std::string>> write_plots(const std::string& dir,
       "border -1\n"
       "set yrange [0:1.05]\nset ylabel 'hit rate (tokens)'\nset key top left\nset grid ytics\n"
       "plot 'hit_rate.dat' using 2:xtic(1) title 'achieved', '' using 3 title 'pooled-LRU bound', "
-      "'' using 4 title 'infinite-cache bound'\n";
+      "'' using 4 title 'infinite-cache bound', '' using 5 title 'load-capped prefix oracle'\n";
   pngs.push_back((fs::path(dir) / "hit_rate.png").string());
   // TTFT CDF.
   std::string plot_cmd;
@@ -518,17 +682,30 @@ Result<std::vector<std::string>> write_plots(const std::string& dir,
       Error::internal("gnuplot failed; see " + (fs::path(abs_dir) / "gnuplot.log").string()));
 }
 
-std::string records_csv(const std::string& label, const RunResult& run, bool header) {
+std::string records_csv(const std::string& label, const RunResult& run, bool header,
+                        const Summary* summary) {
   std::string out;
   if (header) {
     out +=
         "label,session,turn,start_s,ttft_s,e2e_s,prompt_tokens,cached_tokens,output_tokens,backend,"
-        "status,outcome\n";
+        "status,outcome,reason,predicted_tokens,best_engine,best_tokens,chosen_tokens\n";
   }
-  for (const auto& r : run.records) {
-    fmt::format_to(std::back_inserter(out), "{},{},{},{:.6f},{:.6f},{:.6f},{},{},{},{},{},{}\n",
+  const HitLoss* loss = summary != nullptr && summary->loss.known &&
+                                summary->loss.best_tokens.size() == run.records.size()
+                            ? &summary->loss
+                            : nullptr;
+  for (std::size_t i = 0; i < run.records.size(); ++i) {
+    const auto& r = run.records[i];
+    fmt::format_to(std::back_inserter(out), "{},{},{},{:.6f},{:.6f},{:.6f},{},{},{},{},{},{},{},{}",
                    label, r.session, r.turn, r.start_s, r.ttft_s, r.e2e_s, r.prompt_tokens,
-                   r.cached_tokens, r.output_tokens, r.backend, r.status, to_string(r.outcome));
+                   r.cached_tokens, r.output_tokens, r.backend, r.status, to_string(r.outcome),
+                   r.reason, r.predicted_tokens);
+    if (loss != nullptr) {
+      fmt::format_to(std::back_inserter(out), ",{},{},{}\n", loss->best_engine[i],
+                     loss->best_tokens[i], loss->chosen_tokens[i]);
+    } else {
+      out += ",,,\n";
+    }
   }
   return out;
 }

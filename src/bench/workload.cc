@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <unordered_map>
 
 #include "common/hash.h"
 #include "http/message.h"
@@ -278,11 +279,41 @@ Result<std::vector<TraceRecord>> parse_mooncake(std::string_view jsonl, std::siz
   return out;
 }
 
-Workload mooncake_workload(const std::vector<TraceRecord>& records, std::uint32_t block_tokens) {
+std::vector<std::size_t> mooncake_conversations(const std::vector<TraceRecord>& records,
+                                                std::uint32_t block_tokens) {
+  const std::uint32_t bt = std::max<std::uint32_t>(1, block_tokens);
+  // Chained hash of a record's first k hash ids -> the latest record with exactly k full blocks.
+  std::unordered_map<std::uint64_t, std::size_t> by_prefix;
+  std::vector<std::size_t> root(records.size());
+  std::vector<std::uint64_t> chain;
+  for (std::size_t j = 0; j < records.size(); ++j) {
+    const auto& ids = records[j].hash_ids;
+    chain.resize(ids.size());
+    std::uint64_t h = 0x9e3779b97f4a7c15ULL;
+    for (std::size_t k = 0; k < ids.size(); ++k) {
+      h = mix64(h ^ mix64(ids[k] + 0x632be59bd9b4e019ULL * (k + 1)));
+      chain[k] = h;
+    }
+    root[j] = j;
+    for (std::size_t k = ids.size() > 0 ? ids.size() - 1 : 0; k >= 1; --k) {
+      if (auto it = by_prefix.find(chain[k - 1]); it != by_prefix.end()) {
+        root[j] = root[it->second];
+        break;
+      }
+    }
+    const std::size_t full = std::min<std::size_t>(ids.size(), records[j].input_length / bt);
+    if (full >= 1) by_prefix[chain[full - 1]] = j;
+  }
+  return root;
+}
+
+Workload mooncake_workload(const std::vector<TraceRecord>& records, std::uint32_t block_tokens,
+                           std::uint32_t output_len) {
   Workload w;
   w.name = "mooncake";
   w.timestamps = true;
   const std::uint32_t bt = std::max<std::uint32_t>(1, block_tokens);
+  const auto root = mooncake_conversations(records, bt);
   std::size_t n = 0;
   for (const auto& r : records) {
     Item it;
@@ -295,12 +326,13 @@ Workload mooncake_workload(const std::vector<TraceRecord>& records, std::uint32_
     }
     // More tokens than hash ids cover: a unique tail.
     if (left > 0) it.prompt.push_back({stream_id("mooncake-tail", 0, n), 0, left});
-    it.max_tokens = std::max<std::uint32_t>(1, r.output_length);
+    it.max_tokens = std::max<std::uint32_t>(1, output_len > 0 ? output_len : r.output_length);
     Session s;
-    s.id = fmt::format("mc-{}", n++);
+    s.id = fmt::format("mc-{}", root[n]);
     s.at_s = static_cast<double>(r.timestamp_ms) / 1000.0;
     s.turns.push_back(std::move(it));
     w.sessions.push_back(std::move(s));
+    ++n;
   }
   return w;
 }
@@ -320,7 +352,7 @@ Result<Workload> make_workload(const WorkloadOptions& o) {
     while ((got = std::fread(buf, 1, sizeof buf, f)) > 0) text.append(buf, got);
     std::fclose(f);
     KVROUTE_TRY(auto recs, parse_mooncake(text, o.trace_limit));
-    return mooncake_workload(recs, o.trace_block);
+    return mooncake_workload(recs, o.trace_block, o.trace_output_len);
   }
   std::string known;
   for (const auto& n : workload_names()) known += (known.empty() ? "" : ", ") + n;

@@ -380,6 +380,11 @@ http::Task<void> Proxy::Impl::proxy_openai(Request& req, ResponseWriter& w, open
     if (cfg.debug_headers) {
       extra.emplace_back("x-kvroute-backend", b->name);
       extra.emplace_back("x-kvroute-reason", d.reason);
+      // What the router believed the engine held of this prompt (bench records compare it with
+      // the engine's cached_tokens).
+      extra.emplace_back(
+          "x-kvroute-predicted-tokens",
+          std::to_string(static_cast<std::uint64_t>(d.predicted_blocks) * rr.tokens_per_block));
     }
     std::string_view content_type = http::find_header(ex->headers(), "content-type");  // ex's
     if (content_type.empty()) content_type = "application/json";

@@ -1,5 +1,6 @@
 #include "routing/prefix_index.h"
 
+#include <algorithm>
 #include <bit>
 
 namespace kvroute::routing {
@@ -48,14 +49,17 @@ bool ApproxPrefixIndex::alive(const Holder& h) const {
          capacity_[h.backend].load(std::memory_order_relaxed);
 }
 
-void ApproxPrefixIndex::insert(std::size_t b, std::span<const std::uint64_t> blocks) {
+void ApproxPrefixIndex::insert(std::size_t b, std::span<const std::uint64_t> blocks,
+                               std::size_t held) {
   if (blocks.empty() || b >= clock_.size()) return;
+  held = std::min(held, blocks.size());
   // vLLM frees a request's blocks tail first, so its LRU evicts the tail before the head: block 0
   // gets the newest stamp, which keeps "holds block i => holds blocks < i" true as entries expire.
-  std::uint64_t first = clock_[b].fetch_add(blocks.size(), std::memory_order_relaxed);
+  // The held prefix is touched (the newest stamp), the rest allocated one clock tick each.
+  const std::uint64_t first = clock_[b].fetch_add(blocks.size() - held, std::memory_order_relaxed);
   for (std::size_t i = 0; i < blocks.size(); ++i) {
     const Holder h{static_cast<std::uint16_t>(b),
-                   static_cast<std::uint32_t>(first + blocks.size() - i)};
+                   static_cast<std::uint32_t>(first + blocks.size() - std::max(i, held))};
     Shard& s = shards_[shard_of(blocks[i])];
     MutexLock lock(s.mu);
     Entry& e = s.map[blocks[i]];

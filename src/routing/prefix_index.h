@@ -6,11 +6,14 @@
 // prefix up to i.
 //
 // Forgetting: each backend has a capacity in blocks (vllm:cache_config_info num_gpu_blocks, or
-// configured) and a logical clock that advances by one per block the router sends it (prompt
-// blocks, then output blocks at completion). An entry stamped at clock s is alive while
+// configured) and a logical clock that advances by one per block the engine must allocate for what
+// the router sends it (prompt blocks it did not hold, then output blocks at completion); a block
+// it already held is touched, not allocated. An entry stamped at clock s is alive while
 // clock - s < capacity: the engine's LRU must have evicted anything older than its last `capacity`
-// block allocations. Dead entries are dropped lazily when touched and by an incremental sweep, so
-// memory stays bounded without any global pass or global lock.
+// block allocations. (Counting every prompt block instead, hits included, ages a hot prefix's
+// neighbours once per request that reuses it: ADR 0024 measured that as the index forgetting
+// prefixes the engines still held.) Dead entries are dropped lazily when touched and by an
+// incremental sweep, so memory stays bounded without any global pass or global lock.
 //
 // Concurrency: the table is split into 64 shards, each with its own mutex; a lookup or insert
 // takes one shard lock per block it touches, never a global one. Thread-safe.
@@ -42,8 +45,9 @@ class ApproxPrefixIndex {
 
   // Sets the capacity of backend `b` in blocks.
   void set_capacity(std::size_t b, std::uint64_t blocks);
-  // Records that `blocks` (in prefix order) were sent to backend `b`.
-  void insert(std::size_t b, std::span<const std::uint64_t> blocks);
+  // Records that `blocks` (in prefix order) were sent to backend `b`, of which the first `held`
+  // were alive there (match()'s answer for b): only the others advance b's clock.
+  void insert(std::size_t b, std::span<const std::uint64_t> blocks, std::size_t held = 0);
   // Advances b's clock by `n` blocks it allocated without a known hash (generated tokens).
   void advance(std::size_t b, std::uint64_t n);
   // Longest alive prefix run (in blocks, from block 0) for each backend; out.size() == backends.

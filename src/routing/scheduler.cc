@@ -52,16 +52,19 @@ bool load_fresh(const Backend& b) {
 // --- filters ---------------------------------------------------------------------------------
 
 // Hot-spot protection (consistent hashing with bounded loads, Mirrokni et al. 2018): a backend may
-// take a new request only while its in-flight count stays within (1+epsilon) of the mean.
+// take a new request only while its in-flight count stays within (1+epsilon) of the mean, or below
+// `minInflight`: with a few requests in flight the mean is noise (two requests for one prefix
+// arriving together would otherwise push the second off the engine that holds it; ADR 0024).
 class BoundedLoadFilter final : public Filter {
  public:
-  explicit BoundedLoadFilter(double eps) : eps_(eps) {}
+  BoundedLoadFilter(double eps, double min_inflight) : eps_(eps), min_(min_inflight) {}
   std::string_view type() const override { return "bounded-load-filter"; }
   void filter(CycleState&, std::vector<Backend*>& c) override {
     if (c.size() <= 1) return;
     double total = 0;
     for (auto* b : c) total += b->inflight.load(std::memory_order_relaxed);
-    const double bound = std::ceil((1 + eps_) * (total + 1) / static_cast<double>(c.size()));
+    const double bound =
+        std::max(min_, std::ceil((1 + eps_) * (total + 1) / static_cast<double>(c.size())));
     std::vector<Backend*> keep;
     for (auto* b : c) {
       if (b->inflight.load(std::memory_order_relaxed) + 1 <= bound) keep.push_back(b);
@@ -71,6 +74,7 @@ class BoundedLoadFilter final : public Filter {
 
  private:
   double eps_;
+  double min_;
 };
 
 // llm-d's prefix-cache-affinity-filter: keep endpoints whose prefix score reaches the threshold.
@@ -330,11 +334,12 @@ Decision Scheduler::pick(const RouteRequest& req, std::span<Backend* const> cand
 void Scheduler::on_routed(RouteRequest& req, Backend& b) {
   std::vector<std::uint32_t> m;
   ctx_->prefix.match(req.blocks, m);
-  charge_prefill(req, b, m.empty() ? 0 : m[static_cast<std::size_t>(b.index)]);
+  const std::uint32_t held = m.empty() ? 0 : m[static_cast<std::size_t>(b.index)];
+  charge_prefill(req, b, held);
   b.inflight_output_tokens.fetch_add(req.expected_output_tokens, std::memory_order_relaxed);
   b.inflight_blocks.add(req.blocks);
   req.kv_pinned = true;
-  ctx_->prefix.insert(static_cast<std::size_t>(b.index), req.blocks);
+  ctx_->prefix.insert(static_cast<std::size_t>(b.index), req.blocks, held);
   for (auto& ws : scorers_) ws.scorer->on_routed(req, b);
 }
 
@@ -382,7 +387,8 @@ Result<std::unique_ptr<Filter>> make_filter(const config::PluginConfig& pc,
   KVROUTE_TRY(YAML::Node p, params_of(pc));
   try {
     if (pc.type == "bounded-load-filter")
-      return std::make_unique<BoundedLoadFilter>(param(p, "epsilon", 0.25));
+      return std::make_unique<BoundedLoadFilter>(param(p, "epsilon", 0.25),
+                                                 param(p, "minInflight", 0));
     if (pc.type == "prefix-cache-affinity-filter") {
       return std::make_unique<PrefixAffinityFilter>(std::move(ctx),
                                                     param(p, "affinityThreshold", 0.8));

@@ -79,6 +79,32 @@ TEST(ApproxPrefixIndex, ForgetsWhatTheEngineMustHaveEvicted) {
   EXPECT_EQ(m[0], 4u);
 }
 
+// A block the engine already held is touched, not allocated: re-sending a hot prefix must not age
+// everything else on that engine (ADR 0024).
+TEST(ApproxPrefixIndex, HeldBlocksDoNotAgeOthers) {
+  ApproxPrefixIndex idx(1);
+  idx.set_capacity(0, 10);
+  const auto hot = blocks_of(1, 4);
+  const auto cold = blocks_of(2, 4);
+  idx.insert(0, cold);  // clock 4
+  idx.insert(0, hot);   // clock 8
+  std::vector<std::uint32_t> m;
+  for (int i = 0; i < 20; ++i) {
+    idx.match(hot, m);
+    ASSERT_EQ(m[0], 4u);
+    idx.insert(0, hot, m[0]);  // all held: the clock stays
+  }
+  idx.match(cold, m);
+  EXPECT_EQ(m[0], 4u);  // an engine with 10 blocks still holds both
+  // One new block after the held prefix allocates one: 9 allocations, cold's tail (stamp 1) lives.
+  idx.insert(0, blocks_of(1, 5), 4);
+  idx.match(cold, m);
+  EXPECT_EQ(m[0], 4u);
+  idx.advance(0, 2);  // 11: the tail's 10th allocation has come
+  idx.match(cold, m);
+  EXPECT_EQ(m[0], 3u);
+}
+
 TEST(ApproxPrefixIndex, MemoryPerEntryUnder64BytesAndBounded) {
   ApproxPrefixIndex idx(64);
   for (int b = 0; b < 64; ++b) idx.set_capacity(static_cast<std::size_t>(b), 20000);

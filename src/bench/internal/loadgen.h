@@ -42,7 +42,8 @@ struct LoadOptions {
   bool reset_prefix_cache =
       false;  // POST /reset_prefix_cache to each backend_metrics URL before the run
   std::string session_header = "x-session-id";
-  bool progress = true;        // progress bar on stderr (only when it is a terminal)
+  bool progress = true;  // progress on stderr: a bar on a terminal, else a line per progress_every
+  std::chrono::milliseconds progress_every{10000};
   std::string progress_label;  // shown before the bar
 };
 
@@ -58,9 +59,11 @@ struct RequestRecord {
   std::vector<float> itl_s;  // between consecutive text events
   std::uint32_t prompt_tokens = 0;
   std::uint32_t cached_tokens = 0;
-  std::uint32_t output_tokens = 0;  // usage.completion_tokens, else the text events
-  bool usage = false;               // a usage object was received
-  std::string backend;              // x-kvroute-backend, if any
+  std::uint32_t output_tokens = 0;     // usage.completion_tokens, else the text events
+  bool usage = false;                  // a usage object was received
+  std::string backend;                 // x-kvroute-backend, if any
+  std::string reason;                  // x-kvroute-reason, if any
+  std::int64_t predicted_tokens = -1;  // x-kvroute-predicted-tokens (-1: none)
   int status = 0;
   Outcome outcome = Outcome::kOk;
   std::string error;

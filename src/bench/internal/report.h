@@ -33,6 +33,27 @@ struct BackendLoad {
   std::uint64_t requests = 0;
 };
 
+// Where the hits went (docs/adr/0024): the requests replayed in the order they were sent, each on
+// the engine that served it, against one LRU cache per engine (outputs taking blocks, no
+// concurrency): what each engine would have held, beside what the router predicted and what the
+// engine reported.
+struct HitLoss {
+  bool known = false;  // the records name their engines (x-kvroute-backend)
+  // Tokens the best engine would have held beyond the chosen one's, summed over the requests
+  // routed elsewhere ("spills"), and how many requests that was.
+  std::uint64_t spill_tokens = 0;
+  std::size_t spilled_requests = 0;
+  // The router predicted more cached tokens than the engine reported (evictions the index did not
+  // foresee, or a prefix still being computed by a concurrent request), and less (the index had
+  // forgotten what the engine still held).
+  std::uint64_t overpredicted_tokens = 0;
+  std::uint64_t underpredicted_tokens = 0;
+  std::uint64_t shadow_hit_tokens = 0;     // the per-engine LRU replay's hits on the chosen engines
+  std::vector<std::uint32_t> best_tokens;  // per record: the most any engine would have held
+  std::vector<std::uint32_t> chosen_tokens;  // per record: what the chosen engine would have held
+  std::vector<int> best_engine;              // per record: which engine (-1: none held any)
+};
+
 struct Summary {
   std::string label;  // policy name or URL
   std::string workload;
@@ -49,17 +70,24 @@ struct Summary {
   double engine_hit_rate = 0;
   double hit_rate = 0;  // engines' counters when available, else usage
   BoundsResult bounds;
-  double fraction_of_bound = 0;  // hit_rate / pooled-LRU bound (1 when the bound is 0)
+  double fraction_of_bound = 0;   // hit_rate / pooled-LRU bound (1 when the bound is 0)
+  double fraction_of_oracle = 0;  // hit_rate / load-capped longest-prefix oracle (0: none)
   // Load.
   std::vector<BackendLoad> backends;  // engines' request_success deltas, else x-kvroute-backend
   double imbalance = 0;               // max / mean requests per backend (0: unknown)
   std::vector<std::string> errors;    // a few distinct error messages
-  int repeats = 1;                    // runs pooled into this summary
+  std::vector<std::string> warnings;  // e.g. the engines' counters and usage disagree
+  HitLoss loss;
+  int repeats = 1;  // runs pooled into this summary
 };
 
 struct SummaryOptions {
-  std::uint32_t block_size = 16;      // for the bounds (else the engines' block_size)
-  std::uint64_t capacity_blocks = 0;  // pooled capacity (0: sum of the engines' num_gpu_blocks)
+  std::uint32_t block_size = 16;  // for the bounds (else the engines' block_size)
+  // Pooled capacity in blocks of `block_size` (0: the engines' num_gpu_blocks x their block size,
+  // in tokens, over block_size).
+  std::uint64_t capacity_blocks = 0;
+  std::uint32_t engines = 0;     // of the oracle (0: the engines scraped)
+  double oracle_load_cap = 1.1;  // the oracle's max/mean requests per engine
   std::uint32_t vocab_size = 128256;
 };
 
@@ -78,12 +106,21 @@ Summary summarize_pooled(const std::string& label, const Workload& wl,
 std::string summary_json(const Summary& s);
 // {"runs":[...]} for several.
 std::string summaries_json(const std::vector<Summary>& runs, const std::string& extra_fields = {});
-// A Markdown table, one row per run.
+// A Markdown table, one row per run; with `oracle` columns when any run knows its engines.
 std::string markdown_table(const std::vector<Summary>& runs);
+// Its parts, for printing rows as runs complete.
+bool has_oracle(const std::vector<Summary>& runs);
+std::string markdown_header(bool oracle);
+std::string markdown_row(const Summary& s, bool oracle);
 // Per-request records as CSV rows (header first when `header`): label, session, turn, start_s,
-// ttft_s, e2e_s, prompt_tokens, cached_tokens, output_tokens, backend, status, outcome. For
-// analysis outside kvroute.
-std::string records_csv(const std::string& label, const RunResult& run, bool header);
+// ttft_s, e2e_s, prompt_tokens, cached_tokens, output_tokens, backend, status, outcome, reason,
+// predicted_tokens, best_engine, best_tokens, chosen_tokens. For analysis outside kvroute.
+// With `summary` (of this run), also reason, predicted_tokens and the replay's best_engine,
+// best_tokens and chosen_tokens (HitLoss).
+std::string records_csv(const std::string& label, const RunResult& run, bool header,
+                        const Summary* summary = nullptr);
+// One line on HitLoss (empty when unknown).
+std::string hit_loss_line(const Summary& s);
 // Human-readable lines for one run (`kvroute bench`).
 std::string text_report(const Summary& s);
 

@@ -13,7 +13,10 @@
 //  - long-doc-qa: D long documents, Q questions per document; prompt = document + question.
 //  - mooncake: replay of a Mooncake trace (JSONL: timestamp ms, input_length, output_length,
 //    hash_ids of 512-token blocks); each hash id maps to 512 deterministic words, so equal ids give
-//    equal prefixes.
+//    equal prefixes. Traces carry no session ids: a request whose hash ids start with all the full
+//    blocks of an earlier request continues that request's conversation (the latest such, the
+//    longest match) and gets its session id, so session affinity sees the trace's conversations.
+//    Every request stays its own Session (arrival at its own timestamp).
 //  - mix: shared-prefix and multi-turn sessions interleaved.
 //
 // Text is rendered lazily (a request's prompt is only materialized when it is sent or its tokens
@@ -90,8 +93,9 @@ struct WorkloadOptions {
   std::uint32_t ld_question_len = 32;
   // mooncake
   std::string trace_path;
-  std::uint32_t trace_block = 512;  // tokens per hash id
-  std::size_t trace_limit = 0;      // first N lines only (0: all)
+  std::uint32_t trace_block = 512;     // tokens per hash id
+  std::size_t trace_limit = 0;         // first N lines only (0: all)
+  std::uint32_t trace_output_len = 0;  // > 0: replaces every record's output_length
 };
 
 std::vector<std::string> workload_names();
@@ -111,7 +115,14 @@ struct TraceRecord {
   std::vector<std::uint64_t> hash_ids;
 };
 Result<std::vector<TraceRecord>> parse_mooncake(std::string_view jsonl, std::size_t limit = 0);
-Workload mooncake_workload(const std::vector<TraceRecord>& records, std::uint32_t block_tokens);
+// `output_len` > 0 replaces the records' output lengths.
+Workload mooncake_workload(const std::vector<TraceRecord>& records, std::uint32_t block_tokens,
+                           std::uint32_t output_len = 0);
+// For each record, the index of the first record of its conversation (itself when it starts one):
+// record j continues the latest earlier record i whose full blocks (input_length / block_tokens
+// hash ids, at least one) are a proper prefix of j's hash ids, the longest such prefix winning.
+std::vector<std::size_t> mooncake_conversations(const std::vector<TraceRecord>& records,
+                                                std::uint32_t block_tokens);
 
 // The word stream: word `index` of stream `stream` (lowercase letters, no spaces).
 std::string synth_word(std::uint64_t stream, std::uint32_t index);
