@@ -55,17 +55,21 @@ Result<std::unique_ptr<Policy>> make_policy(const config::Config& cfg,
                    plugin("kv-cache-utilization-scorer"), plugin("max-score-picker")},
                   {3, 2, 2, 1}, ctx);
   }
-  // kvroute: bounded load first (no hot spots), then the predicted time to first token. With KV
-  // events configured the precise index supplies the matches (weight 0: it only exports them to
-  // the cost scorer); "kvroute-approx" forces the router's own approximate index.
+  // kvroute: a bounded share of recent requests first (no hot spots; conversations stay where
+  // their history is), then the predicted time to first token with uncached prefill weighed as
+  // the capacity it burns (ADR 0024). With KV events configured the precise index supplies the
+  // matches (weight 0: it only exports them to the cost scorer); "kvroute-approx" forces the
+  // router's own approximate index.
   if (n == "kvroute" || n == "kvroute-approx") {
-    std::vector<config::PluginConfig> plugins{plugin("bounded-load-filter", "{epsilon: 1.0}")};
+    std::vector<config::PluginConfig> plugins{
+        plugin("load-share-filter", "{maxShare: 1.25, slack: 16, window: 1000}")};
     std::vector<double> weights{1};
     if (n == "kvroute" && ctx->precise_available) {
       plugins.push_back(plugin("precise-prefix-cache-scorer"));
       weights.push_back(0);
     }
-    plugins.push_back(plugin("ttft-cost-scorer"));
+    plugins.push_back(
+        plugin("ttft-cost-scorer", "{uncachedWeight: 6, conversationUncachedWeight: 8}"));
     plugins.push_back(plugin("max-score-picker"));
     weights.push_back(1);
     weights.push_back(1);

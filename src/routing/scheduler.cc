@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <mutex>
 #include <random>
 
 namespace kvroute::routing {
@@ -75,6 +76,61 @@ class BoundedLoadFilter final : public Filter {
  private:
   double eps_;
   double min_;
+};
+
+// Share of recent requests (ADR 0024): a backend may take a new request only while its share of
+// the last ~`window` requests routed (exponentially decayed counts) stays within `maxShare` of the
+// mean, as the load-capped longest-prefix oracle of `kvroute bench` is held to; the first requests
+// may go anywhere that has had none. A conversation's follow-up turn is exempt by default: its
+// history lives on one engine, and balance comes from where new conversations start.
+class LoadShareFilter final : public Filter {
+ public:
+  LoadShareFilter(double max_share, double slack, double window, bool exempt_conversations)
+      : max_share_(max_share),
+        slack_(slack),
+        decay_(window > 1 ? 1 - 1 / window : 0),
+        exempt_(exempt_conversations) {}
+  std::string_view type() const override { return "load-share-filter"; }
+  void filter(CycleState& s, std::vector<Backend*>& c) override {
+    if (c.size() <= 1 || (exempt_ && s.req->conversation)) return;
+    std::lock_guard lock(mu_);
+    const double next = decay_ > 0 ? inc_ / decay_ : 1;
+    double sum = 0;
+    for (auto* b : c) sum += share_of(b->index);
+    const double mean = (sum + next) / static_cast<double>(c.size());
+    const double bound = std::max({next, max_share_ * mean, mean + slack_ * next});
+    std::vector<Backend*> keep;
+    for (auto* b : c) {
+      if (share_of(b->index) + next <= bound * (1 + 1e-9)) keep.push_back(b);
+    }
+    if (!keep.empty()) c.swap(keep);
+  }
+  void on_routed(const RouteRequest&, const Backend& b) override {
+    if (b.index < 0) return;
+    std::lock_guard lock(mu_);
+    const auto i = static_cast<std::size_t>(b.index);
+    if (share_.size() <= i) share_.resize(i + 1, 0.0);
+    // Decay by growing the increment instead of shrinking every count; rescale before overflow.
+    if (decay_ > 0) inc_ /= decay_;
+    share_[i] += inc_;
+    if (inc_ > 1e200) {
+      for (auto& v : share_) v /= inc_;
+      inc_ = 1;
+    }
+  }
+
+ private:
+  double share_of(int index) const {
+    const auto i = static_cast<std::size_t>(index);
+    return index >= 0 && i < share_.size() ? share_[i] : 0.0;
+  }
+  double max_share_;
+  double slack_;
+  double decay_;
+  bool exempt_;
+  std::mutex mu_;
+  std::vector<double> share_;  // by backend index, in units of inc_ at routing time
+  double inc_ = 1;
 };
 
 // llm-d's prefix-cache-affinity-filter: keep endpoints whose prefix score reaches the threshold.
@@ -340,6 +396,7 @@ void Scheduler::on_routed(RouteRequest& req, Backend& b) {
   b.inflight_blocks.add(req.blocks);
   req.kv_pinned = true;
   ctx_->prefix.insert(static_cast<std::size_t>(b.index), req.blocks, held);
+  for (auto& f : filters_) f->on_routed(req, b);
   for (auto& ws : scorers_) ws.scorer->on_routed(req, b);
 }
 
@@ -359,17 +416,10 @@ void Scheduler::on_done(RouteRequest& req, Backend& b, bool) {
 }
 
 std::vector<std::string> plugin_types() {
-  return {"bounded-load-filter",
-          "prefix-cache-affinity-filter",
-          "prefix-cache-scorer",
-          "queue-scorer",
-          "kv-cache-utilization-scorer",
-          "active-request-scorer",
-          "load-aware-scorer",
-          "ttft-cost-scorer",
-          "precise-prefix-cache-scorer",
-          "max-score-picker",
-          "random-picker"};
+  return {"bounded-load-filter",         "load-share-filter", "prefix-cache-affinity-filter",
+          "prefix-cache-scorer",         "queue-scorer",      "kv-cache-utilization-scorer",
+          "active-request-scorer",       "load-aware-scorer", "ttft-cost-scorer",
+          "precise-prefix-cache-scorer", "max-score-picker",  "random-picker"};
 }
 
 namespace {
@@ -389,6 +439,17 @@ Result<std::unique_ptr<Filter>> make_filter(const config::PluginConfig& pc,
     if (pc.type == "bounded-load-filter")
       return std::make_unique<BoundedLoadFilter>(param(p, "epsilon", 0.25),
                                                  param(p, "minInflight", 0));
+    if (pc.type == "load-share-filter") {
+      const double share = param(p, "maxShare", 1.1), slack = param(p, "slack", 8),
+                   window = param(p, "window", 1000);
+      if (!(share >= 1) || !(slack >= 0) || !(window >= 1)) {
+        return fail(Error::invalid(fmt::format(
+            "plugin '{}': maxShare must be >= 1, slack >= 0 and window >= 1 (got {}, {}, {})",
+            pc.name, share, slack, window)));
+      }
+      auto ex = p["exemptConversations"];
+      return std::make_unique<LoadShareFilter>(share, slack, window, ex ? ex.as<bool>() : true);
+    }
     if (pc.type == "prefix-cache-affinity-filter") {
       return std::make_unique<PrefixAffinityFilter>(std::move(ctx),
                                                     param(p, "affinityThreshold", 0.8));

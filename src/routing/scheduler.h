@@ -54,6 +54,8 @@ class Filter {
   virtual std::string_view type() const = 0;
   // Removes candidates; must leave at least one when given at least one.
   virtual void filter(CycleState& state, std::vector<Backend*>& candidates) = 0;
+  // After a decision (e.g. the load-share filter's counts).
+  virtual void on_routed(const RouteRequest&, const Backend&) {}
 };
 
 class Scorer {
