@@ -276,14 +276,21 @@ TEST(Workload, MooncakeConversationsFromSharedHashIds) {
   EXPECT_EQ(fixed.sessions[1].turns[0].max_tokens, 7u);
 }
 
-TEST(Report, CapacityInTokensAndCountersExactAndDisagreementWarned) {
+// One shared-prefix group: `prompts` prompts of a 64-token system prompt and a question.
+Result<Workload> one_group_of(std::uint32_t prompts, std::uint32_t question_len = 16,
+                              std::uint32_t output_len = WorkloadOptions{}.output_len) {
   WorkloadOptions wo;
   wo.name = "shared-prefix";
   wo.sp_groups = 1;
-  wo.sp_prompts_per_group = 2;
+  wo.sp_prompts_per_group = prompts;
   wo.sp_system_len = 64;
-  wo.sp_question_len = 16;
-  auto wl = make_workload(wo);
+  wo.sp_question_len = question_len;
+  wo.output_len = output_len;
+  return make_workload(wo);
+}
+
+TEST(Report, CapacityInTokensAndCountersExactAndDisagreementWarned) {
+  auto wl = one_group_of(2);
   ASSERT_TRUE(wl);
   RunResult r;
   r.wall_s = 1;
@@ -318,13 +325,7 @@ TEST(Report, CapacityInTokensAndCountersExactAndDisagreementWarned) {
 }
 
 TEST(Report, HitLossCountsRequestsRoutedPastALongerPrefix) {
-  WorkloadOptions wo;
-  wo.name = "shared-prefix";
-  wo.sp_groups = 1;
-  wo.sp_prompts_per_group = 3;
-  wo.sp_system_len = 64;
-  wo.sp_question_len = 16;
-  auto wl = make_workload(wo);
+  auto wl = one_group_of(3);
   ASSERT_TRUE(wl);
   RunResult r;
   r.wall_s = 1;
@@ -348,13 +349,7 @@ TEST(Report, HitLossCountsRequestsRoutedPastALongerPrefix) {
 }
 
 TEST(Report, PooledRunsSumCountersAndBoundsAndPoolLatencies) {
-  WorkloadOptions wo;
-  wo.name = "shared-prefix";
-  wo.sp_groups = 1;
-  wo.sp_prompts_per_group = 4;
-  wo.sp_system_len = 64;
-  wo.sp_question_len = 16;
-  auto wl = make_workload(wo);
+  auto wl = one_group_of(4);
   ASSERT_TRUE(wl);
   auto make_run = [&](double ttft_base, double hits) {
     RunResult r;
@@ -548,18 +543,6 @@ void write_prefix_only_config(const std::filesystem::path& file) {
        "      - {pluginRef: max-score-picker}\n";
 }
 
-// One group of 8 prompts sharing a 64-token system prompt.
-Result<Workload> one_group_of_eight() {
-  WorkloadOptions wo;
-  wo.name = "shared-prefix";
-  wo.sp_groups = 1;
-  wo.sp_prompts_per_group = 8;
-  wo.sp_system_len = 64;
-  wo.sp_question_len = 8;
-  wo.output_len = 2;
-  return make_workload(wo);
-}
-
 // In-process comparison on 2 fast engines, no KV events, one user (requests strictly in order).
 CompareOptions one_user_on_two_engines() {
   CompareOptions co;
@@ -590,7 +573,7 @@ TEST(Compare, PolicyFromAConfigFile) {
     std::ofstream g(dir / "empty.yaml");
     g << "backends: []\n";
   }
-  auto wl = one_group_of_eight();
+  auto wl = one_group_of(8, 8, 2);
   ASSERT_TRUE(wl);
   CompareOptions co = one_user_on_two_engines();
   co.policies = {"round-robin", "sticky", "empty", "missing"};
@@ -614,7 +597,7 @@ TEST(Compare, SimultaneousPoliciesRunTogetherEachOnItsOwnEngines) {
   const auto dir = std::filesystem::temp_directory_path() / "kvroute_simultaneous_test";
   std::filesystem::create_directories(dir);
   write_prefix_only_config(dir / "sticky.yaml");
-  auto wl = one_group_of_eight();
+  auto wl = one_group_of(8, 8, 2);
   ASSERT_TRUE(wl);
   CompareOptions co = one_user_on_two_engines();
   co.policies = {"round-robin", "no-such-policy", "sticky"};

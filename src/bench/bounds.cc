@@ -44,6 +44,21 @@ void LruBlocks::touch(std::uint64_t h) {
   }
 }
 
+void LruBlocks::admit(std::span<const std::uint64_t> hashes, std::uint64_t output_blocks) {
+  for (std::uint64_t i = 0; i < output_blocks; ++i) touch(kOutputIdBase - next_output_id_++);
+  for (std::size_t i = hashes.size(); i-- > 0;) touch(hashes[i]);
+}
+
+std::size_t max_hit_blocks(std::size_t num_hashes, std::uint64_t num_tokens,
+                           std::uint32_t block_size) {
+  return num_tokens == 0 ? 0 : std::min<std::size_t>(num_hashes, (num_tokens - 1) / block_size);
+}
+
+std::uint64_t output_blocks(std::uint64_t num_tokens, std::uint64_t output_tokens,
+                            std::uint32_t block_size) {
+  return (num_tokens + output_tokens) / block_size - num_tokens / block_size;
+}
+
 BoundsCalculator::BoundsCalculator(std::uint32_t block_size, std::uint64_t capacity_blocks,
                                    std::uint32_t engines, double load_cap)
     : block_size_(block_size == 0 ? 16 : block_size),
@@ -66,21 +81,12 @@ void BoundsCalculator::add_tokens(std::span<const std::uint32_t> tokens,
   add(hashes, tokens.size(), output_tokens);
 }
 
-void BoundsCalculator::fill(LruBlocks& c, std::span<const std::uint64_t> hashes,
-                            std::uint64_t output_blocks) {
-  for (std::uint64_t i = 0; i < output_blocks; ++i) c.touch(kOutputIdBase - next_output_id_++);
-  for (std::size_t i = hashes.size(); i-- > 0;) c.touch(hashes[i]);
-}
-
 void BoundsCalculator::add(std::span<const std::uint64_t> hashes, std::uint64_t num_tokens,
                            std::uint64_t output_tokens) {
   ++r_.requests;
   r_.query_tokens += num_tokens;
-  const std::size_t max_blocks =
-      num_tokens == 0 ? 0 : std::min<std::size_t>(hashes.size(), (num_tokens - 1) / block_size_);
-  // Blocks that generated tokens fill: the prompt's partial last block and the ones after it.
-  const std::uint64_t output_blocks =
-      (num_tokens + output_tokens) / block_size_ - num_tokens / block_size_;
+  const std::size_t max_blocks = max_hit_blocks(hashes.size(), num_tokens, block_size_);
+  const std::uint64_t out_blocks = output_blocks(num_tokens, output_tokens, block_size_);
 
   std::size_t inf = 0;
   while (inf < max_blocks && seen_.contains(hashes[inf])) ++inf;
@@ -88,9 +94,9 @@ void BoundsCalculator::add(std::span<const std::uint64_t> hashes, std::uint64_t 
   for (std::uint64_t h : hashes) seen_.insert(h);
 
   r_.lru_hit_tokens += pooled_.prefix_hits(hashes, max_blocks) * block_size_;
-  fill(pooled_, hashes, 0);
+  pooled_.admit(hashes, 0);
   r_.lru_output_hit_tokens += pooled_out_.prefix_hits(hashes, max_blocks) * block_size_;
-  fill(pooled_out_, hashes, output_blocks);
+  pooled_out_.admit(hashes, out_blocks);
 
   if (!engines_.empty()) {
     // Engines that may take one more request within load_cap x the mean (after this one).
@@ -114,7 +120,7 @@ void BoundsCalculator::add(std::span<const std::uint64_t> hashes, std::uint64_t 
       best_hits = engines_[best].prefix_hits(hashes, max_blocks);
     }
     r_.oracle_hit_tokens += best_hits * block_size_;
-    fill(engines_[best], hashes, output_blocks);
+    engines_[best].admit(hashes, out_blocks);
     ++assigned_[best];
     total += 1;
     for (auto a : assigned_) most = std::max(most, a);

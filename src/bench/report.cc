@@ -196,16 +196,14 @@ Summary summarize(const std::string& label, const Workload& wl, const RunResult&
     loss.chosen_tokens.assign(run.records.size(), 0);
     loss.best_engine.assign(run.records.size(), -1);
   }
-  std::uint64_t output_id = 0;
   for (std::size_t i = 0; i < run.records.size(); ++i) {
     const auto& r = run.records[i];
     if (r.outcome != Outcome::kOk) continue;
     const auto tokens = predicted_tokens(wl.sessions[r.session].turns[r.turn], opts.vocab_size);
-    bc.add_tokens(tokens, r.output_tokens);
-    if (!loss.known || r.backend.empty()) continue;
     const auto hashes = chained_block_hashes(tokens, bs, 0);
-    const std::size_t max_blocks =
-        tokens.empty() ? 0 : std::min<std::size_t>(hashes.size(), (tokens.size() - 1) / bs);
+    bc.add(hashes, tokens.size(), r.output_tokens);
+    if (!loss.known || r.backend.empty()) continue;
+    const std::size_t max_blocks = max_hit_blocks(hashes.size(), tokens.size(), bs);
     std::size_t best = 0;
     for (std::size_t e = 0; e < shadow.size(); ++e) {
       const std::size_t h = shadow[e].prefix_hits(hashes, max_blocks);
@@ -228,10 +226,7 @@ Summary summarize(const std::string& label, const Workload& wl, const RunResult&
       if (predicted > r.cached_tokens) loss.overpredicted_tokens += predicted - r.cached_tokens;
       if (predicted < r.cached_tokens) loss.underpredicted_tokens += r.cached_tokens - predicted;
     }
-    const std::uint64_t out_blocks = (tokens.size() + r.output_tokens) / bs - tokens.size() / bs;
-    for (std::uint64_t k = 0; k < out_blocks; ++k)
-      shadow[chosen].touch(~std::uint64_t{0} - output_id++);
-    for (std::size_t k = hashes.size(); k-- > 0;) shadow[chosen].touch(hashes[k]);
+    shadow[chosen].admit(hashes, output_blocks(tokens.size(), r.output_tokens, bs));
   }
   s.bounds = bc.result();
   const double bound = s.bounds.lru_hit_rate();

@@ -33,13 +33,6 @@ Backend* SessionHash::lookup(std::string_view key, std::span<Backend* const> can
 
 namespace {
 
-// Leading blocks of the request that backend b holds per the approximate index.
-std::size_t held_by(const RouteRequest& req, const Backend& b, const RoutingContext& ctx) {
-  std::vector<std::uint32_t> m;
-  ctx.prefix.match(req.blocks, m);
-  return m.empty() ? 0 : m[static_cast<std::size_t>(b.index)];
-}
-
 Backend* least_loaded(std::span<Backend* const> c, std::uint64_t rotate) {
   Backend* best = nullptr;
   for (std::size_t k = 0; k < c.size(); ++k) {
@@ -102,7 +95,8 @@ class SglangCacheAware final : public Policy {
   }
   void on_routed(RouteRequest& req, Backend& b) override {
     // A radix tree grows by the tokens it did not hold: only those age the others.
-    ctx_->prefix.insert(static_cast<std::size_t>(b.index), req.blocks, held_by(req, b, *ctx_));
+    const auto i = static_cast<std::size_t>(b.index);
+    ctx_->prefix.insert(i, req.blocks, ctx_->prefix.held(i, req.blocks));
   }
 
  private:
@@ -146,7 +140,8 @@ class DynamoCost final : public Policy {
     req.charged_tokens =
         static_cast<std::int64_t>((req.prompt_tokens + req.expected_output_tokens) / bs) + 1;
     b.active_blocks.fetch_add(req.charged_tokens);
-    ctx_->prefix.insert(static_cast<std::size_t>(b.index), req.blocks, held_by(req, b, *ctx_));
+    const auto i = static_cast<std::size_t>(b.index);
+    ctx_->prefix.insert(i, req.blocks, ctx_->prefix.held(i, req.blocks));
   }
   void on_done(RouteRequest& req, Backend& b, bool) override {
     b.active_blocks.fetch_sub(req.charged_tokens);

@@ -134,6 +134,12 @@ void ApproxPrefixIndex::holders_of(std::uint64_t block, std::vector<std::uint64_
   }
 }
 
+std::uint32_t ApproxPrefixIndex::held(std::size_t b, std::span<const std::uint64_t> blocks) const {
+  std::vector<std::uint32_t> m;
+  match(blocks, m);
+  return b < m.size() ? m[b] : 0;
+}
+
 void ApproxPrefixIndex::match(std::span<const std::uint64_t> blocks,
                               std::vector<std::uint32_t>& out) const {
   const std::size_t nb = clock_.size();

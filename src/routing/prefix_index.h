@@ -53,6 +53,8 @@ class ApproxPrefixIndex {
   // Longest alive prefix run (in blocks, from block 0) for each backend; out.size() == backends.
   // Assumes chained hashes: if b holds block i it holds blocks < i (binary search over depth).
   void match(std::span<const std::uint64_t> blocks, std::vector<std::uint32_t>& out) const;
+  // match()'s answer for backend `b` alone (0 for an unknown b): what insert() takes as `held`.
+  std::uint32_t held(std::size_t b, std::span<const std::uint64_t> blocks) const;
   // Forgets everything about backend `b` (restart, ejection).
   void clear_backend(std::size_t b);
 

@@ -388,14 +388,13 @@ Decision Scheduler::pick(const RouteRequest& req, std::span<Backend* const> cand
 }
 
 void Scheduler::on_routed(RouteRequest& req, Backend& b) {
-  std::vector<std::uint32_t> m;
-  ctx_->prefix.match(req.blocks, m);
-  const std::uint32_t held = m.empty() ? 0 : m[static_cast<std::size_t>(b.index)];
+  const auto i = static_cast<std::size_t>(b.index);
+  const std::uint32_t held = ctx_->prefix.held(i, req.blocks);
   charge_prefill(req, b, held);
   b.inflight_output_tokens.fetch_add(req.expected_output_tokens, std::memory_order_relaxed);
   b.inflight_blocks.add(req.blocks);
   req.kv_pinned = true;
-  ctx_->prefix.insert(static_cast<std::size_t>(b.index), req.blocks, held);
+  ctx_->prefix.insert(i, req.blocks, held);
   for (auto& f : filters_) f->on_routed(req, b);
   for (auto& ws : scorers_) ws.scorer->on_routed(req, b);
 }

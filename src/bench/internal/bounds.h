@@ -61,13 +61,25 @@ class LruBlocks {
   std::size_t prefix_hits(std::span<const std::uint64_t> hashes, std::size_t max_blocks) const;
   // Makes `h` the most recently used, evicting the least recently used beyond capacity.
   void touch(std::uint64_t h);
+  // Caches a request's blocks: `output_blocks` generated ones first (ids no prompt block has,
+  // so they are evicted first and never hit), then the prompt's, tail first.
+  void admit(std::span<const std::uint64_t> hashes, std::uint64_t output_blocks);
   std::size_t size() const { return lru_.size(); }
 
  private:
   std::uint64_t capacity_;
+  std::uint64_t next_output_id_ = 0;
   std::list<std::uint64_t> lru_;  // front: most recently used
   std::unordered_map<std::uint64_t, std::list<std::uint64_t>::iterator> pos_;
 };
+
+// vLLM's counting: of a prompt's `num_hashes` full blocks, at most (num_tokens - 1) / block_size
+// can hit (at least one token is recomputed).
+std::size_t max_hit_blocks(std::size_t num_hashes, std::uint64_t num_tokens,
+                           std::uint32_t block_size);
+// Blocks a request's generated tokens fill: the prompt's partial last block and the ones after it.
+std::uint64_t output_blocks(std::uint64_t num_tokens, std::uint64_t output_tokens,
+                            std::uint32_t block_size);
 
 class BoundsCalculator {
  public:
@@ -84,9 +96,6 @@ class BoundsCalculator {
   const BoundsResult& result() const { return r_; }
 
  private:
-  // Caches a request's blocks: its outputs first (evicted first), then the prompt tail first.
-  void fill(LruBlocks& c, std::span<const std::uint64_t> hashes, std::uint64_t output_blocks);
-
   std::uint32_t block_size_;
   BoundsResult r_;
   std::unordered_set<std::uint64_t> seen_;
@@ -94,7 +103,6 @@ class BoundsCalculator {
   LruBlocks pooled_out_;
   std::vector<LruBlocks> engines_;
   std::vector<std::uint64_t> assigned_;
-  std::uint64_t next_output_id_ = 0;
 };
 
 // p in [0, 100]; `sorted` ascending; 0 for an empty input.
