@@ -185,7 +185,7 @@ TEST(Proxy, ClientDisconnectCancelsUpstream) {
   testing::send_then_disconnect(port, req, 20, 2000ms);
   // The engine notices within a couple of its 200 ms ticks, well before its 5 events are done.
   EXPECT_TRUE(testing::wait_until([&] { return e.streams_cancelled.load() != 0; },
-                                  std::chrono::milliseconds(2000)));
+                                  std::chrono::seconds(10)));
   EXPECT_EQ(e.streams_cancelled.load(), 1);
 }
 
@@ -200,7 +200,7 @@ TEST(Proxy, RetriesRefusedBackendBeforeFirstByte) {
   // Wait for the first health round (it also learns the models), then kill one backend.
   EXPECT_TRUE(testing::wait_until(
       [&] { return testing::get(port, "/v1/models").body.find("m1") != std::string::npos; },
-      std::chrono::milliseconds(2000)));
+      std::chrono::seconds(10)));
   std::this_thread::sleep_for(50ms);
   flaky.reset();
   for (int i = 0; i < 4; ++i) {
@@ -241,7 +241,7 @@ TEST(Proxy, ErrorPathsGetOpenAiErrors) {
   // Wait until the models are learned.
   EXPECT_TRUE(testing::wait_until(
       [&] { return testing::get(port, "/v1/models").body.find("m1") != std::string::npos; },
-      std::chrono::milliseconds(2000)));
+      std::chrono::seconds(10)));
   struct Case {
     std::string path, body;
     int status;
@@ -290,7 +290,7 @@ TEST(Proxy, UpstreamTimeoutIs504AndNoHealthyBackendIs503) {
   auto port2 = *p2.start();
   // The health checker marks it unhealthy; then requests get 503 and /ready says not ready.
   EXPECT_TRUE(testing::wait_until([&] { return testing::get(port2, "/ready").status == 503; },
-                                  std::chrono::milliseconds(2000)));
+                                  std::chrono::seconds(10)));
   EXPECT_EQ(testing::get(port2, "/ready").status, 503);
   auto r2 = testing::post_json(port2, "/v1/completions", R"({"prompt":"x"})");
   EXPECT_EQ(r2.status, 503) << r2.raw;
@@ -320,7 +320,7 @@ TEST(Proxy, MetricsAndModels) {
   auto port = *p.start();
   EXPECT_TRUE(testing::wait_until(
       [&] { return testing::get(port, "/v1/models").body.find("m1") != std::string::npos; },
-      std::chrono::milliseconds(2000)));
+      std::chrono::seconds(10)));
   auto models = testing::get(port, "/v1/models");
   EXPECT_NE(models.body.find(R"({"id":"m1","object":"model")"), std::string::npos) << models.body;
   EXPECT_EQ(models.body.find("m1", models.body.find("m1") + 2),

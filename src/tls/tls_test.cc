@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/use_future.hpp>
@@ -165,8 +166,8 @@ TEST_F(TlsTest, PlainHttpToATlsPortIsCutAndCounted) {
   const auto port = start(server_config());
   auto r = testing::raw_request(port, kGet, std::chrono::seconds(5));
   EXPECT_EQ(r.status, 0);
-  EXPECT_GE(server_->tls_handshake_failures(), 1u);
   EXPECT_EQ(reasons(1), std::vector<std::string>{"protocol"});
+  EXPECT_GE(server_->tls_handshake_failures(), 1u);
   // The server goes on serving TLS.
   TlsClient c;
   ASSERT_TRUE(c.connect(port, client_options())) << c.error();
@@ -297,10 +298,14 @@ TEST_F(TlsTest, MutualTlsAcceptsTheCasClientsAndRefusesOthers) {
   refused = !expired.connect(port, eo);
   if (!refused) refused = expired.request(kGet).status == 0;
   EXPECT_TRUE(refused);
-  EXPECT_GE(server_->tls_handshake_failures(), 3u);
-  EXPECT_EQ(reasons(3),
-            (std::vector<std::string>{"no_client_certificate", "client_certificate_rejected",
-                                      "client_certificate_rejected"}));
+  // The client reads the server's alert before the server's coroutine records the failure, and
+  // the three records may land in any order: wait for all three, compare them as a set.
+  auto why = reasons(3);
+  std::sort(why.begin(), why.end());
+  EXPECT_EQ(why,
+            (std::vector<std::string>{"client_certificate_rejected", "client_certificate_rejected",
+                                      "no_client_certificate"}));
+  EXPECT_EQ(server_->tls_handshake_failures(), 3u);
   // A client certificate needs its key.
   ClientConfig half = cc;
   half.key_file.clear();

@@ -183,7 +183,8 @@ discovery:
   // A wrong token: the API server refuses, the router keeps running and reports no endpoints.
   const bad = run(['epp', '--address', '127.0.0.1', '--grpc-port', '0', '--grpc-health-port', '0', '--metrics-port', String(await freePort()),
                    '--pool-name', 'pool', '--kubeconfig', kubeconfig(apiPort, tls.cert, 'wrong'), '--log-level', 'warn'], { capture: true });
-  await sleep(1000);
+  // Bounded wait: under sanitizers on two busy cores start-up and the TLS handshake can take seconds.
+  await eventually(() => /HTTP 401/.test(bad.log), true, 20000);
   assert.equal(bad.exited, false);
   assert.match(bad.log, /HTTP 401/);
 });
