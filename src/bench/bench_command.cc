@@ -255,10 +255,12 @@ struct RowStream {
   }
 };
 
+}  // namespace
+
 int print_compare(const std::vector<CompareRun>& runs, const std::string& json_path,
                   const std::string& plots_dir, const std::string& extra_json,
-                  const std::string& records_path = {}, const std::string& label_suffix = {},
-                  bool rows_printed = false) {
+                  const std::string& records_path, const std::string& label_suffix,
+                  bool rows_printed) {
   std::vector<Summary> sums;
   int rc = 0;
   for (const auto& r : runs) {
@@ -317,6 +319,8 @@ int print_compare(const std::vector<CompareRun>& runs, const std::string& json_p
   }
   return rc;
 }
+
+namespace {
 
 // `bench compare --load-fractions`: measures capacity, then one comparison per fraction (open
 // loop).

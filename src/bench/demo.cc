@@ -142,19 +142,10 @@ int run_demo(const DemoOptions& d) {
     fmt::print(stderr, "demo: {}\n", runs.error().message);
     return 2;
   }
+  const int rc = print_compare(*runs, "", "", "");
   std::vector<Summary> sums;
-  int rc = 0;
   for (const auto& r : *runs) {
-    if (!r.error.empty()) {
-      fmt::print(stderr, "policy {}: {}\n", r.policy, r.error);
-      rc = 2;
-      continue;
-    }
-    sums.push_back(r.summary);
-  }
-  std::fputs(markdown_table(sums).c_str(), stdout);
-  for (const auto& s : sums) {
-    for (const auto& warning : s.warnings) fmt::print("warning ({}): {}\n", s.label, warning);
+    if (r.error.empty()) sums.push_back(r.summary);
   }
   fmt::print("\n{}\n", demo_verdict(sums, "kvroute", kDemoBalanced));
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -83,6 +83,15 @@ Result<double> measure_capacity(const Workload& saturating_workload, const Compa
 // workload (a session of k turns brings k requests).
 double session_rate_for(const Workload& workload, double capacity_rps, double fraction);
 
+// Prints a comparison to stdout: the table (unless `rows_printed`), where each policy's hits went,
+// its warnings; a policy that could not run is named on stderr (exit code 2). Non-empty paths:
+// the JSON summaries, the per-request records CSV (appended, labels + `label_suffix`) and plots.
+// Returns the exit code (bench_command.cc).
+int print_compare(const std::vector<CompareRun>& runs, const std::string& json_path,
+                  const std::string& plots_dir, const std::string& extra_json,
+                  const std::string& records_path = {}, const std::string& label_suffix = {},
+                  bool rows_printed = false);
+
 // Splits "a,b,c" (spaces trimmed, empties dropped).
 std::vector<std::string> split_list(std::string_view s);
 
