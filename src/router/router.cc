@@ -220,11 +220,19 @@ struct Router::Impl {
 Assignment::Assignment(Router* r, routing::RouteRequest* rr, Backend* b, routing::Decision d)
     : r_(r), rr_(rr), b_(b), d_(std::move(d)) {
   b_->inflight.fetch_add(1);
+  epoch_ = b_->scrape_epoch.load();
+  b_->unstarted_since_scrape.fetch_add(1);
   r_->impl_->policy->on_routed(*rr_, *b_);
 }
 
 Assignment::Assignment(Assignment&& o) noexcept
-    : r_(o.r_), rr_(o.rr_), b_(o.b_), d_(std::move(o.d_)), ok_(o.ok_), first_(o.first_) {
+    : r_(o.r_),
+      rr_(o.rr_),
+      b_(o.b_),
+      d_(std::move(o.d_)),
+      ok_(o.ok_),
+      first_(o.first_),
+      epoch_(o.epoch_) {
   o.b_ = nullptr;
 }
 
@@ -237,6 +245,7 @@ Assignment& Assignment::operator=(Assignment&& o) noexcept {
     d_ = std::move(o.d_);
     ok_ = o.ok_;
     first_ = o.first_;
+    epoch_ = o.epoch_;
     o.b_ = nullptr;
   }
   return *this;
@@ -247,7 +256,12 @@ Assignment::~Assignment() { release(); }
 void Assignment::first_byte() {
   if (!b_ || first_) return;
   first_ = true;
+  started(*b_);
   r_->impl_->policy->on_first_byte(*rr_, *b_);
+}
+
+void Assignment::started(Backend& b) const {
+  if (b.scrape_epoch.load() == epoch_) b.unstarted_since_scrape.fetch_sub(1);
 }
 
 void Assignment::release() {
@@ -257,6 +271,7 @@ void Assignment::release() {
   // The hooks first: once in-flight reaches 0 a removed backend's slot may be reused, and nothing
   // of this request may land in the new occupant's entries.
   r_->impl_->policy->on_done(*rr_, *b, ok_);
+  if (!first_) started(*b);
   b->inflight.fetch_sub(1);
 }
 
@@ -700,6 +715,9 @@ void Router::Impl::scrape(Backend& b, std::string_view text) {
     set_kv_capacity(b, static_cast<std::uint64_t>(load->num_gpu_blocks * ratio));
   }
   b.load.store(std::move(load));
+  // What the router dispatched before now is in these figures or started already (Backend).
+  b.unstarted_since_scrape.store(0);
+  b.scrape_epoch.fetch_add(1);
 }
 
 http::Task<void> Router::Impl::scrape_loop() {

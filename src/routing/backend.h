@@ -113,6 +113,13 @@ struct Backend {
   std::atomic<std::int64_t> kv_capacity_tokens{0};
   ModelList models;
   std::atomic<std::shared_ptr<const EngineLoad>> load;  // null until scraped
+  // Flow control's view between scrapes (flow/saturation.h): requests this router dispatched
+  // since the last scrape that have not started (no first byte). The scrape zeroes the count and
+  // then advances the epoch; a request only takes itself off the count of its own epoch. Races
+  // with a scrape leave the count off by the few requests in flight across it, until the next
+  // scrape (readers clamp at 0).
+  std::atomic<std::uint32_t> scrape_epoch{0};
+  std::atomic<int> unstarted_since_scrape{0};
 
   bool serves(std::string_view model) const;
   // Healthy, not ejected at `now_ms`, not removed.
