@@ -247,13 +247,73 @@ Result<std::vector<BackendConfig>> read_backends(const Reader& r, const YAML::No
   return out;
 }
 
+Status read_flow_control(const Reader& r, const YAML::Node& n, FlowControlConfig& f) {
+  const std::string path = "flowControl";
+  KVROUTE_TRY(r.keys(n, path,
+                     {"enabled", "saturationDetector", "defaultRequestTTL", "maxRequests",
+                      "maxBytes", "bandMaxRequests", "bandMaxBytes", "fairness", "shedSheddable",
+                      "objectiveHeader", "fairnessHeader", "objectives"}));
+  KVROUTE_TRY(r.scalar(n, "enabled", path, f.enabled));
+  KVROUTE_TRY(r.duration(n, "defaultRequestTTL", path, f.default_request_ttl));
+  KVROUTE_TRY(r.scalar(n, "maxRequests", path, f.max_requests));
+  KVROUTE_TRY(r.scalar(n, "maxBytes", path, f.max_bytes));
+  KVROUTE_TRY(r.scalar(n, "bandMaxRequests", path, f.band_max_requests));
+  KVROUTE_TRY(r.scalar(n, "bandMaxBytes", path, f.band_max_bytes));
+  KVROUTE_TRY(r.scalar(n, "fairness", path, f.fairness));
+  KVROUTE_TRY(r.scalar(n, "shedSheddable", path, f.shed_sheddable));
+  KVROUTE_TRY(r.scalar(n, "objectiveHeader", path, f.objective_header));
+  KVROUTE_TRY(r.scalar(n, "fairnessHeader", path, f.fairness_header));
+  if (f.fairness != "round-robin" && f.fairness != "vtc" && f.fairness != "global-strict")
+    return fail(
+        r.err(n["fairness"], path + ".fairness", "must be round-robin, vtc or global-strict"));
+  if (f.band_max_requests == 0)
+    return fail(r.err(n["bandMaxRequests"], path + ".bandMaxRequests", "must be positive"));
+  if (auto sd = n["saturationDetector"]) {
+    const std::string sp = path + ".saturationDetector";
+    KVROUTE_TRY(r.keys(sd, sp,
+                       {"queueDepthThreshold", "kvCacheUtilThreshold", "metricsStalenessThreshold",
+                        "headroom", "maxConcurrency"}));
+    KVROUTE_TRY(r.scalar(sd, "queueDepthThreshold", sp, f.queue_depth_threshold));
+    KVROUTE_TRY(r.scalar(sd, "kvCacheUtilThreshold", sp, f.kv_cache_util_threshold));
+    KVROUTE_TRY(r.duration(sd, "metricsStalenessThreshold", sp, f.metrics_staleness));
+    KVROUTE_TRY(r.scalar(sd, "headroom", sp, f.headroom));
+    KVROUTE_TRY(r.scalar(sd, "maxConcurrency", sp, f.max_concurrency));
+    if (!(f.queue_depth_threshold > 0))
+      return fail(
+          r.err(sd["queueDepthThreshold"], sp + ".queueDepthThreshold", "must be positive"));
+    if (!(f.kv_cache_util_threshold > 0 && f.kv_cache_util_threshold <= 1))
+      return fail(
+          r.err(sd["kvCacheUtilThreshold"], sp + ".kvCacheUtilThreshold", "must be in (0, 1]"));
+    if (f.headroom < 0) return fail(r.err(sd["headroom"], sp + ".headroom", "must be >= 0"));
+    if (f.max_concurrency < 0)
+      return fail(r.err(sd["maxConcurrency"], sp + ".maxConcurrency", "must be >= 0"));
+  }
+  if (auto os = n["objectives"]) {
+    if (!os.IsSequence())
+      return fail(r.err(os, path + ".objectives", "must be a list of {name, priority}"));
+    std::set<std::string> seen;
+    for (std::size_t i = 0; i < os.size(); ++i) {
+      const std::string op = fmt::format("{}.objectives[{}]", path, i);
+      KVROUTE_TRY(r.keys(os[i], op, {"name", "priority"}));
+      ObjectivePriority o;
+      KVROUTE_TRY(r.scalar(os[i], "name", op, o.name));
+      KVROUTE_TRY(r.scalar(os[i], "priority", op, o.priority));
+      if (o.name.empty()) return fail(r.err(os[i], op + ".name", "is required"));
+      if (!seen.insert(o.name).second)
+        return fail(r.err(os[i]["name"], op + ".name", "duplicate objective '" + o.name + "'"));
+      f.objectives.push_back(std::move(o));
+    }
+  }
+  return {};
+}
+
 Result<Config> parse_root(const YAML::Node& root, const Reader& r) {
   Config c;
   if (!root || root.IsNull()) return c;
-  KVROUTE_TRY(
-      r.keys(root, "",
-             {"server", "upstream", "health", "routing", "backends", "discovery", "log", "tls",
-              "auth", "admin", "plugins", "schedulingProfiles", "apiVersion", "kind"}));
+  KVROUTE_TRY(r.keys(
+      root, "",
+      {"server", "upstream", "health", "routing", "backends", "discovery", "log", "tls", "auth",
+       "admin", "plugins", "schedulingProfiles", "flowControl", "apiVersion", "kind"}));
   for (const Section& section : kSections) {
     if (auto node = root[section.name]) KVROUTE_TRY(read_section(r, node, section, c));
   }
@@ -289,6 +349,7 @@ Result<Config> parse_root(const YAML::Node& root, const Reader& r) {
   if (auto bs = root["backends"]) {
     KVROUTE_TRY(c.backends, read_backends(r, bs));
   }
+  if (auto fc = root["flowControl"]) KVROUTE_TRY(read_flow_control(r, fc, c.flow_control));
   if (auto u = root["upstream"]; u && u["authorization"]) {
     const auto& a = c.upstream_authorization;
     if (a != "forward" && a != "none" && a != "key")
