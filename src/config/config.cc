@@ -510,6 +510,15 @@ Status validate(const Config& c) {
       return fail(Error::invalid("duplicate backend name '" + b.name + "'"));
   }
   if (c.threads < 1) return fail(Error::invalid("threads must be at least 1"));
+  if (c.flow_control.enabled) {
+    // Saturation reads the scraped metrics and counts stale ones as full: without scrapes, or
+    // with scrapes rarer than the staleness threshold, every request would queue.
+    if (c.metrics_scrape_interval.count() <= 0 ||
+        c.flow_control.metrics_staleness <= c.metrics_scrape_interval)
+      return fail(
+          Error::invalid("flowControl needs health.metricsScrapeInterval > 0 and below "
+                         "flowControl.saturationDetector.metricsStalenessThreshold"));
+  }
   for (const auto* t : {&c.kv_events_template, &c.kv_events_replay_template}) {
     if (!t->empty() && t->rfind("tcp://", 0) != 0 && t->rfind("ipc://", 0) != 0) {
       return fail(Error::invalid("KV-event endpoint template '" + *t +

@@ -33,6 +33,8 @@ struct Router::Impl {
   // Names this router in thread-local caches (an address could be reused by a later router).
   const std::uint64_t id = next_router_id.fetch_add(1);
   config::Config cfg;
+  flow::SaturationOptions saturation;
+  std::unique_ptr<flow::FlowController> flow;       // flowControl.enabled
   std::shared_ptr<net::ssl::context> upstream_tls;  // https engines (docs/adr/0022)
   std::size_t capacity = 0;  // backend slots (index structures are sized by it)
   // Membership (docs/adr/0021). Backends are never freed while the router lives: a reader may
@@ -66,6 +68,10 @@ struct Router::Impl {
   metrics::GaugeFamily* healthy = nullptr;
   metrics::CounterFamily* upstream_errors = nullptr;
   metrics::CounterFamily* decisions = nullptr;
+  // Flow control (declared only when enabled).
+  metrics::CounterFamily* flow_requests = nullptr;         // {priority, outcome}
+  metrics::HistogramFamily* flow_queue_seconds = nullptr;  // {priority}
+  metrics::Gauge* flow_queue_size = nullptr;
   metrics::Counter* prompt_tokens = nullptr;       // routed by prefix-aware policies
   metrics::Histogram* decision_seconds = nullptr;  // sampled: one decision in 64
   metrics::Gauge* index_entries = nullptr;
@@ -153,6 +159,21 @@ struct Router::Impl {
     index_entries = &reg.gauge("kvroute_prefix_index_entries",
                                "(block, engine) pairs in the approximate prefix index.")
                          .with({});
+    if (cfg.flow_control.enabled) {
+      flow_requests =
+          &reg.counter("kvroute_flow_control_requests_total",
+                       "Requests through flow control by priority band and outcome (dispatched, "
+                       "rejected-saturated, rejected-capacity, rejected-ttl-expired, "
+                       "rejected-context-cancelled, rejected-shutting-down).",
+                       {"priority", "outcome"});
+      flow_queue_seconds = &reg.histogram(
+          "kvroute_flow_control_request_queue_duration_seconds",
+          "Time requests waited in the router's queue (queued requests only), by priority band.",
+          {0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60}, {"priority"});
+      flow_queue_size =
+          &reg.gauge("kvroute_flow_control_queue_size", "Requests waiting in the router's queue.")
+               .with({});
+    }
     decisions = &reg.counter("kvroute_routing_decisions_total",
                              "Routing decisions by policy and reason.", {"policy", "reason"});
     precise_gauges =
@@ -258,6 +279,7 @@ void Assignment::first_byte() {
   first_ = true;
   started(*b_);
   r_->impl_->policy->on_first_byte(*rr_, *b_);
+  if (r_->impl_->flow) r_->impl_->flow->wake();
 }
 
 void Assignment::started(Backend& b) const {
@@ -273,6 +295,7 @@ void Assignment::release() {
   r_->impl_->policy->on_done(*rr_, *b, ok_);
   if (!first_) started(*b);
   b->inflight.fetch_sub(1);
+  if (r_->impl_->flow) r_->impl_->flow->wake();
 }
 
 // --- Router ------------------------------------------------------------------------------------
@@ -494,7 +517,50 @@ Result<std::unique_ptr<Router>> Router::create(config::Config cfg, metrics::Regi
     spdlog::warn("upstream.insecureSkipVerify: https engines' certificates are not verified");
   im.declare_metrics(reg);
   KVROUTE_TRY(im.build());
+  if (const auto& fc = im.cfg.flow_control; fc.enabled) {
+    im.saturation.queue_depth_threshold = fc.queue_depth_threshold;
+    im.saturation.kv_cache_util_threshold = fc.kv_cache_util_threshold;
+    im.saturation.metrics_staleness = fc.metrics_staleness;
+    im.saturation.headroom = fc.headroom;
+    im.saturation.max_concurrency = fc.max_concurrency;
+    flow::FlowOptions o;
+    o.default_band.max_requests = fc.band_max_requests;
+    o.default_band.max_bytes = fc.band_max_bytes;
+    o.default_band.fairness = fc.fairness == "vtc"             ? flow::Fairness::kVtc
+                              : fc.fairness == "global-strict" ? flow::Fairness::kGlobalStrict
+                                                               : flow::Fairness::kRoundRobin;
+    o.max_requests = fc.max_requests;
+    o.max_bytes = fc.max_bytes;
+    o.default_ttl = fc.default_request_ttl;
+    o.shed_sheddable = fc.shed_sheddable;
+    im.flow = std::make_unique<flow::FlowController>(std::move(o));
+  }
   return r;
+}
+
+flow::FlowController* Router::flow_control() const { return impl_->flow.get(); }
+
+int Router::priority_of(std::string_view objective) const {
+  if (objective.empty()) return 0;
+  for (const auto& o : impl_->cfg.flow_control.objectives)
+    if (o.name == objective) return o.priority;
+  return 0;
+}
+
+bool Router::has_room(const Backend& b, std::int64_t now_ms) const {
+  return flow::judge(impl_->saturation, flow::snapshot(b), now_ms) == flow::Room::kRoom;
+}
+
+Assignment Router::pick_with_room(routing::RouteRequest& rr, Candidates& candidates,
+                                  std::int64_t now_ms) {
+  Candidates roomy;
+  for (auto* b : candidates)
+    if (has_room(*b, now_ms)) roomy.push_back(b);
+  Assignment a = pick(rr, roomy);
+  if (a)
+    candidates.erase(std::remove(candidates.begin(), candidates.end(), a.backend()),
+                     candidates.end());
+  return a;
 }
 
 Prepared Router::prepare(openai::Endpoint kind, std::string_view body) const {
@@ -635,8 +701,18 @@ std::string Router::status_json() const {
   return out;
 }
 
+void Router::record_admission(int priority, const flow::Admission& a) {
+  auto& im = *impl_;
+  if (!im.flow_requests) return;
+  const std::string band = std::to_string(priority);
+  im.flow_requests->with({band, std::string(flow::to_string(a.outcome))}).inc();
+  if (a.queued)
+    im.flow_queue_seconds->with({band}).observe(static_cast<double>(a.queued_ms) / 1000.0);
+}
+
 void Router::update_gauges() {
   auto& im = *impl_;
+  if (im.flow) im.flow_queue_size->set(static_cast<double>(im.flow->queued()));
   const auto now = routing::steady_now_ms();
   const BackendSet members = im.snapshot();
   for (auto* b : *members) {
@@ -718,6 +794,7 @@ void Router::Impl::scrape(Backend& b, std::string_view text) {
   // What the router dispatched before now is in these figures or started already (Backend).
   b.unstarted_since_scrape.store(0);
   b.scrape_epoch.fetch_add(1);
+  if (flow) flow->wake();
 }
 
 http::Task<void> Router::Impl::scrape_loop() {
@@ -825,6 +902,7 @@ void Router::start_background(http::Executor probe_ex, http::Executor scrape_ex)
 
 void Router::stop() {
   if (!impl_) return;
+  if (impl_->flow) impl_->flow->stop();
   if (impl_->discovery) impl_->discovery->stop();
   if (impl_->precise) impl_->precise->stop();
 }

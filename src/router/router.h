@@ -31,6 +31,8 @@
 
 #include "common/result.h"
 #include "config/config.h"
+#include "flow/controller.h"
+#include "flow/saturation.h"
 #include "http/client.h"
 #include "http/task.h"
 #include "metrics/registry.h"
@@ -132,6 +134,19 @@ class Router {
   // The policy's pick among `candidates` (the pick is removed from them, so a retry picks among
   // the rest); an empty Assignment when the policy declines.
   Assignment pick(routing::RouteRequest& rr, Candidates& candidates);
+
+  // Flow control (issue 18; null when flowControl.enabled is false): the front doors admit each
+  // request through it after select_candidates.
+  flow::FlowController* flow_control() const;
+  // The band of a request whose objective header is `objective` (0 when none or unknown).
+  int priority_of(std::string_view objective) const;
+  // Counts how flow control answered a request of band `priority` (metrics).
+  void record_admission(int priority, const flow::Admission& a);
+  // Whether `b` has room for one more request now (flow/saturation.h).
+  bool has_room(const Backend& b, std::int64_t now_ms) const;
+  // pick() among the candidates with room; an empty Assignment when none has room (or the policy
+  // declines). The candidates keep the ones without room.
+  Assignment pick_with_room(routing::RouteRequest& rr, Candidates& candidates, std::int64_t now_ms);
 
   // An upstream failure seen by a front door: counted by `kind`; unless `cancelled`, it counts
   // toward passive ejection.
