@@ -13,7 +13,7 @@ EngineSnapshot snapshot(const routing::Backend& b) {
     e.running = load->running;
     e.kv_usage = load->kv_usage;
   }
-  e.unstarted_since_scrape = std::max(0, b.unstarted_since_scrape.load(std::memory_order_relaxed));
+  e.unstarted_since_scrape = std::max(0, b.unstarted_since_scrape());
   e.inflight = b.inflight.load(std::memory_order_relaxed);
   return e;
 }

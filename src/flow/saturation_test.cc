@@ -76,7 +76,7 @@ TEST(Saturation, SnapshotReadsTheBackend) {
   load->kv_usage = 0.5;
   load->scraped_at = std::chrono::steady_clock::now();
   b.load.store(load);
-  b.unstarted_since_scrape.store(-1);  // a race with a scrape: clamped
+  b.unstarted_by_parity[0].store(-1);  // a race with a scrape: clamped
   b.inflight.store(7);
   const auto s = snapshot(b);
   EXPECT_TRUE(s.scraped);

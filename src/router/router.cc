@@ -231,7 +231,8 @@ struct Router::Impl {
 
   Result<void> load_encoders();
   Result<void> build();
-  void scrape(Backend& b, std::string_view text);
+  // `sent_epoch`: the backend's dispatch epoch before the scrape's request went out.
+  void scrape(Backend& b, std::string_view text, std::uint32_t sent_epoch);
   http::Task<void> scrape_loop();
   http::Task<void> health_loop();
 };
@@ -241,8 +242,8 @@ struct Router::Impl {
 Assignment::Assignment(Router* r, routing::RouteRequest* rr, Backend* b, routing::Decision d)
     : r_(r), rr_(rr), b_(b), d_(std::move(d)) {
   b_->inflight.fetch_add(1);
-  epoch_ = b_->scrape_epoch.load();
-  b_->unstarted_since_scrape.fetch_add(1);
+  epoch_ = b_->dispatch_epoch.load();
+  b_->unstarted_by_parity[epoch_ & 1].fetch_add(1);
   r_->impl_->policy->on_routed(*rr_, *b_);
 }
 
@@ -283,7 +284,7 @@ void Assignment::first_byte() {
 }
 
 void Assignment::started(Backend& b) const {
-  if (b.scrape_epoch.load() == epoch_) b.unstarted_since_scrape.fetch_sub(1);
+  if (epoch_ > b.settled_epoch.load()) b.unstarted_by_parity[epoch_ & 1].fetch_sub(1);
 }
 
 void Assignment::release() {
@@ -755,7 +756,7 @@ std::vector<std::string> Router::known_models() const {
   return {all.begin(), all.end()};
 }
 
-void Router::Impl::scrape(Backend& b, std::string_view text) {
+void Router::Impl::scrape(Backend& b, std::string_view text, std::uint32_t sent_epoch) {
   static const std::vector<std::string_view> kWanted = {
       "vllm:num_requests_waiting",       "vllm:num_requests_running",
       "vllm:kv_cache_usage_perc",        "vllm:gpu_cache_usage_perc",
@@ -791,9 +792,10 @@ void Router::Impl::scrape(Backend& b, std::string_view text) {
     set_kv_capacity(b, static_cast<std::uint64_t>(load->num_gpu_blocks * ratio));
   }
   b.load.store(std::move(load));
-  // What the router dispatched before now is in these figures or started already (Backend).
-  b.unstarted_since_scrape.store(0);
-  b.scrape_epoch.fetch_add(1);
+  // What the router dispatched before the request went out is in these figures or started
+  // (Backend::dispatch_epoch).
+  b.unstarted_by_parity[sent_epoch & 1].store(0);
+  b.settled_epoch.store(sent_epoch);
   if (flow) flow->wake();
 }
 
@@ -805,8 +807,9 @@ http::Task<void> Router::Impl::scrape_loop() {
     const BackendSet members = snapshot();
     for (auto* b : *members) {
       if (!b->healthy.load() || b->removed.load()) continue;
+      const std::uint32_t sent_epoch = b->dispatch_epoch.fetch_add(1);
       auto r = co_await p.get(b->endpoint, "/metrics", cfg.health_timeout, 8u << 20);
-      if (r && r->first == 200) scrape(*b, r->second);
+      if (r && r->first == 200) scrape(*b, r->second, sent_epoch);
     }
     timer.expires_after(cfg.metrics_scrape_interval);
     auto [ec] = co_await timer.async_wait(http::use_task_tuple);

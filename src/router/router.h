@@ -88,8 +88,8 @@ class Assignment {
   routing::Decision d_;
   bool ok_ = false;
   bool first_ = false;
-  std::uint32_t epoch_ = 0;  // Backend::scrape_epoch at dispatch
-  // Takes this request off the backend's unstarted_since_scrape (if of the same epoch).
+  std::uint32_t epoch_ = 0;  // Backend::dispatch_epoch at dispatch
+  // Takes this request off the backend's unstarted count (unless its epoch is settled).
   void started(Backend& b) const;
 };
 
