@@ -458,9 +458,17 @@ http::Task<void> Proxy::Impl::proxy_openai(Request& req, ResponseWriter& w, open
   std::string last_error;
   int last_status = 502;
   bool cut = false;  // the shutdown grace ran out before a response started
-  for (int attempt = 0; attempt <= cfg.max_retries && (admitted || !candidates.empty());
+  bool use_admitted = static_cast<bool>(admitted);
+  for (int attempt = 0; attempt <= cfg.max_retries && (use_admitted || !candidates.empty());
        ++attempt) {
-    router::Assignment a = admitted ? std::move(admitted) : router->pick(rr, candidates);
+    router::Assignment a;
+    if (use_admitted) {
+      a = std::move(admitted);
+      admitted = router::Assignment();
+      use_admitted = false;
+    } else {
+      a = router->pick(rr, candidates);
+    }
     if (!a) break;
     Backend* b = a.backend();
     const routing::Decision& d = a.decision();
