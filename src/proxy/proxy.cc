@@ -16,6 +16,7 @@
 #include "admin/admin.h"
 #include "auth/auth.h"
 #include "common/log.h"
+#include "flow/controller.h"
 #include "http/client.h"
 #include "http/offload.h"
 #include "http/server.h"
