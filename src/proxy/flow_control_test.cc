@@ -188,5 +188,31 @@ TEST(FlowControl, AQueuedRequestWhoseClientLeavesLeavesTheQueue) {
   p.stop(1000ms);
 }
 
+TEST(FlowControl, ShutdownAnswersQueuedRequestsWith503) {
+  sim::SimCluster sim(one_slot_engine());
+  ASSERT_TRUE(sim.start());
+  Proxy p(flow_config(sim));
+  auto port = p.start();
+  ASSERT_TRUE(port) << port.error().message;
+  ASSERT_TRUE(testing::wait_until(
+      [&] { return testing::post_json(*port, "/v1/completions", body(100, 2)).status == 200; },
+      5s));
+  std::vector<testing::RawResponse> responses(3);
+  std::vector<std::thread> clients;
+  for (int i = 0; i < 3; ++i) {
+    clients.emplace_back(
+        [&, i] { responses[i] = testing::post_json(*port, "/v1/completions", body(i, 400)); });
+    std::this_thread::sleep_for(30ms);
+  }
+  ASSERT_TRUE(testing::wait_until(
+      [&] { return metric(*port, "kvroute_flow_control_queue_size") == 1; }, 2s));
+  p.stop(100ms);  // the grace ends long before the engine could start the queued one
+  for (auto& t : clients) t.join();
+  EXPECT_EQ(responses[2].status, 503) << responses[2].raw;
+  EXPECT_EQ(header(responses[2], "x-kvroute-dropped-reason"), "rejected-shutting-down")
+      << responses[2].head;
+  EXPECT_NE(responses[2].body.find("shutting down"), std::string::npos) << responses[2].body;
+}
+
 }  // namespace
 }  // namespace kvroute::proxy

@@ -171,6 +171,9 @@ struct Proxy::Impl {
     return flights[static_cast<std::size_t>(std::max(0, http::current_worker()))].head;
   }
   void cut_in_flight() {
+    // Requests still waiting in flow control's queue get their 503 now (their coroutines resume
+    // on their workers, which run for one more second).
+    if (auto* fc = router->flow_control()) fc->stop();
     for (std::size_t i = 0; i < flights.size(); ++i) {
       net::post(server->executor(static_cast<int>(i)), [this, i] {
         for (InFlight* f = flights[i].head; f; f = f->next) {
