@@ -252,7 +252,7 @@ Status read_flow_control(const Reader& r, const YAML::Node& n, FlowControlConfig
   KVROUTE_TRY(r.keys(n, path,
                      {"enabled", "saturationDetector", "defaultRequestTTL", "maxRequests",
                       "maxBytes", "bandMaxRequests", "bandMaxBytes", "fairness", "shedSheddable",
-                      "objectiveHeader", "fairnessHeader", "objectives"}));
+                      "objectiveHeader", "fairnessHeader", "objectives", "rateLimits"}));
   KVROUTE_TRY(r.scalar(n, "enabled", path, f.enabled));
   KVROUTE_TRY(r.duration(n, "defaultRequestTTL", path, f.default_request_ttl));
   KVROUTE_TRY(r.scalar(n, "maxRequests", path, f.max_requests));
@@ -287,6 +287,37 @@ Status read_flow_control(const Reader& r, const YAML::Node& n, FlowControlConfig
     if (f.headroom < 0) return fail(r.err(sd["headroom"], sp + ".headroom", "must be >= 0"));
     if (f.max_concurrency < 0)
       return fail(r.err(sd["maxConcurrency"], sp + ".maxConcurrency", "must be >= 0"));
+  }
+  auto read_limit = [&](const YAML::Node& m, const std::string& lp, bool named,
+                        TenantRateLimit& out) -> Status {
+    if (named) {
+      KVROUTE_TRY(r.keys(m, lp, {"name", "requestsPerSecond", "tokensPerSecond", "burst"}));
+      KVROUTE_TRY(r.scalar(m, "name", lp, out.name));
+      if (out.name.empty()) return fail(r.err(m, lp + ".name", "is required"));
+    } else {
+      KVROUTE_TRY(r.keys(m, lp, {"requestsPerSecond", "tokensPerSecond", "burst"}));
+    }
+    KVROUTE_TRY(r.scalar(m, "requestsPerSecond", lp, out.requests_per_second));
+    KVROUTE_TRY(r.scalar(m, "tokensPerSecond", lp, out.tokens_per_second));
+    KVROUTE_TRY(r.duration(m, "burst", lp, out.burst));
+    if (out.requests_per_second < 0 || out.tokens_per_second < 0)
+      return fail(r.err(m, lp, "rates must be >= 0"));
+    if (out.burst.count() <= 0) return fail(r.err(m["burst"], lp + ".burst", "must be positive"));
+    return {};
+  };
+  if (auto rl = n["rateLimits"]) {
+    const std::string rp = path + ".rateLimits";
+    KVROUTE_TRY(r.keys(rl, rp, {"default", "tenants"}));
+    if (auto d = rl["default"])
+      KVROUTE_TRY(read_limit(d, rp + ".default", false, f.default_rate_limit));
+    if (auto ts = rl["tenants"]) {
+      if (!ts.IsSequence()) return fail(r.err(ts, rp + ".tenants", "must be a list"));
+      for (std::size_t i = 0; i < ts.size(); ++i) {
+        TenantRateLimit t;
+        KVROUTE_TRY(read_limit(ts[i], fmt::format("{}.tenants[{}]", rp, i), true, t));
+        f.tenant_rate_limits.push_back(std::move(t));
+      }
+    }
   }
   if (auto os = n["objectives"]) {
     if (!os.IsSequence())

@@ -58,6 +58,12 @@ struct ObjectivePriority {
   std::string name;  // the objective header's value
   int priority = 0;  // higher dispatches first; negative is sheddable
 };
+struct TenantRateLimit {
+  std::string name;                // the tenant (fairness id); empty for the default
+  double requests_per_second = 0;  // 0: unlimited
+  double tokens_per_second = 0;    // prompt + expected output tokens; 0: unlimited
+  Duration burst{1000};            // the buckets hold this long of their rates
+};
 struct FlowControlConfig {
   bool enabled = false;
   // saturationDetector
@@ -78,6 +84,9 @@ struct FlowControlConfig {
   std::string objective_header = "x-gateway-inference-objective";
   std::string fairness_header = "x-gateway-inference-fairness-id";
   std::vector<ObjectivePriority> objectives;
+  // rateLimits: token buckets per tenant, 429 with Retry-After.
+  TenantRateLimit default_rate_limit;
+  std::vector<TenantRateLimit> tenant_rate_limits;
 };
 
 struct Config {

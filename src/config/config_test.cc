@@ -185,6 +185,10 @@ TEST(Config, FlowControl) {
   objectives:
     - {name: critical, priority: 100}
     - {name: batch, priority: -1}
+  rateLimits:
+    default: {requestsPerSecond: 5}
+    tenants:
+      - {name: acme, tokensPerSecond: 50000, burst: 2s}
 )",
                      "cfg.yaml");
   ASSERT_TRUE(c) << c.error().message;
@@ -200,13 +204,20 @@ TEST(Config, FlowControl) {
   ASSERT_EQ(f.objectives.size(), 2u);
   EXPECT_EQ(f.objectives[1].name, "batch");
   EXPECT_EQ(f.objectives[1].priority, -1);
+  EXPECT_EQ(f.default_rate_limit.requests_per_second, 5);
+  ASSERT_EQ(f.tenant_rate_limits.size(), 1u);
+  EXPECT_EQ(f.tenant_rate_limits[0].name, "acme");
+  EXPECT_EQ(f.tenant_rate_limits[0].tokens_per_second, 50000);
+  EXPECT_EQ(f.tenant_rate_limits[0].burst, Duration(2000));
   EXPECT_FALSE(Config{}.flow_control.enabled);
 
   for (const char* bad :
        {"flowControl: {fairness: lottery}\n",
         "flowControl: {saturationDetector: {kvCacheUtilThreshold: 2}}\n",
         "flowControl: {saturationDetector: {queueDepth: 2}}\n",
-        "flowControl: {objectives: [{name: a, priority: 1}, {name: a, priority: 2}]}\n"}) {
+        "flowControl: {objectives: [{name: a, priority: 1}, {name: a, priority: 2}]}\n",
+        "flowControl: {rateLimits: {tenants: [{requestsPerSecond: 1}]}}\n",
+        "flowControl: {rateLimits: {default: {requestsPerSecond: -1}}}\n"}) {
     auto e = load_yaml(bad, "cfg.yaml");
     ASSERT_FALSE(e) << bad;
     EXPECT_NE(e.error().message.find("cfg.yaml:1:"), std::string::npos) << e.error().message;

@@ -343,6 +343,8 @@ bool StreamProcessor::complete(const flow::Admission& a, std::vector<pb::Process
                ? "the engines are saturated and this request's priority is sheddable; retry later"
            : a.outcome == flow::Outcome::kRejectedCapacity
                ? "the router's queue for this priority is full; retry later"
+           : a.outcome == flow::Outcome::kRateLimited
+               ? "rate limit reached for this tenant; retry later"
            : a.outcome == flow::Outcome::kExpired
                ? "the request waited in the router's queue past its deadline"
                : "the router is shutting down",

@@ -20,6 +20,8 @@ std::string_view to_string(Outcome o) {
       return "rejected-context-cancelled";
     case Outcome::kShuttingDown:
       return "rejected-shutting-down";
+    case Outcome::kRateLimited:
+      return "rejected-rate-limited";
   }
   return "unknown";
 }
@@ -30,6 +32,7 @@ int http_status(Outcome o) {
       return 200;
     case Outcome::kRejectedSaturated:
     case Outcome::kRejectedCapacity:
+    case Outcome::kRateLimited:
       return 429;
     case Outcome::kCancelled:
       return 499;
@@ -42,6 +45,7 @@ int http_status(Outcome o) {
 
 FlowController::FlowController(FlowOptions options)
     : options_(std::move(options)),
+      limiter_(options_.tenant_limits, options_.default_limit),
       queues_(options_.bands, options_.default_band, options_.vtc, options_.max_requests,
               options_.max_bytes) {
   thread_ = std::thread([this] { run(); });
@@ -51,6 +55,13 @@ FlowController::~FlowController() { stop(); }
 
 Admission FlowController::admit(Ticket& t, std::int64_t now_ms) {
   Admission a;
+  if (limiter_.enabled()) {
+    if (const int wait = limiter_.take(t.fairness_id, t.input_tokens + t.output_tokens, now_ms)) {
+      a.outcome = Outcome::kRateLimited;
+      a.retry_after_s = wait;
+      return a;
+    }
+  }
   {
     MutexLock lock(mu_);
     if (stopping_) {

@@ -29,6 +29,7 @@
 
 #include "common/mutex.h"
 #include "flow/queues.h"
+#include "flow/rate_limit.h"
 
 namespace kvroute::flow {
 
@@ -39,6 +40,7 @@ enum class Outcome {
   kExpired,            // waited past its deadline: 503
   kCancelled,          // the client left while queued
   kShuttingDown,       // 503
+  kRateLimited,        // the tenant's token bucket is empty: 429 with Retry-After
 };
 std::string_view to_string(Outcome o);
 int http_status(Outcome o);  // 200 for dispatched; 499 for cancelled
@@ -59,6 +61,9 @@ struct FlowOptions {
   std::chrono::milliseconds default_ttl{60000};  // queue-wait deadline (0: none)
   bool shed_sheddable = true;  // negative priority: 429 under saturation instead of queueing
   std::chrono::milliseconds tick{20};  // dispatch cycles at least this often while queued
+  // Token buckets by tenant (the ticket's fairness id); `default_limit` for the others.
+  std::unordered_map<std::string, RateLimit> tenant_limits;
+  RateLimit default_limit;
 };
 
 class FlowController;
@@ -98,6 +103,7 @@ class FlowController {
   static void answer(Answers& answers);
 
   const FlowOptions options_;
+  RateLimiter limiter_;
   mutable Mutex mu_;
   Queues queues_ GUARDED_BY(mu_);
   bool stopping_ GUARDED_BY(mu_) = false;

@@ -176,6 +176,21 @@ TEST(FlowController, StopAnswersEveryQueuedTicket) {
   fc.reset();  // a second stop is a no-op
 }
 
+TEST(FlowController, TenantRateLimitsRefuseBeforeQueueing) {
+  Harness h;
+  h.slots = 100;
+  FlowOptions o;
+  o.tenant_limits["heavy"] = RateLimit{1, 0, 1};  // one request per second, no more at once
+  FlowController fc(o);
+  EXPECT_EQ(fc.admit(h.make("a", 0, "heavy"), now()).outcome, Outcome::kDispatched);
+  const auto limited = fc.admit(h.make("b", 0, "heavy"), now());
+  EXPECT_EQ(limited.outcome, Outcome::kRateLimited);
+  EXPECT_EQ(http_status(limited.outcome), 429);
+  EXPECT_EQ(limited.retry_after_s, 1);
+  EXPECT_EQ(fc.admit(h.make("c", 0, "light"), now()).outcome, Outcome::kDispatched);
+  EXPECT_EQ(h.slots.load(), 98);  // the refused one took no place
+}
+
 TEST(FlowController, FairnessBetweenTenantsInsideABand) {
   Harness h;
   FlowController fc(FlowOptions{});  // round-robin

@@ -142,6 +142,32 @@ TEST(FlowControl, ALightTenantIsNotStuckBehindAHeavyTenantsBurst) {
   p.stop(1000ms);
 }
 
+TEST(FlowControl, TenantRateLimitIs429WithRetryAfter) {
+  sim::SimCluster sim(sim::loopback_options(1, "m", 256));
+  ASSERT_TRUE(sim.start());
+  auto c = flow_config(sim);
+  c.flow_control.tenant_rate_limits = {{"acme", 1, 0, std::chrono::milliseconds(1000)}};
+  Proxy p(c);
+  auto port = p.start();
+  ASSERT_TRUE(port) << port.error().message;
+  ASSERT_TRUE(testing::wait_until(
+      [&] { return testing::post_json(*port, "/v1/completions", body(100, 2)).status == 200; },
+      5s));
+  const std::string acme = "x-gateway-inference-fairness-id: acme\r\n";
+  EXPECT_EQ(testing::post_json(*port, "/v1/completions", body(1, 2), acme).status, 200);
+  auto limited = testing::post_json(*port, "/v1/completions", body(2, 2), acme);
+  EXPECT_EQ(limited.status, 429) << limited.raw;
+  EXPECT_EQ(header(limited, "Retry-After"), "1") << limited.head;
+  EXPECT_EQ(header(limited, "x-kvroute-dropped-reason"), "rejected-rate-limited");
+  EXPECT_NE(limited.body.find("rate limit"), std::string::npos) << limited.body;
+  // Another tenant is not limited.
+  EXPECT_EQ(testing::post_json(*port, "/v1/completions", body(3, 2),
+                               "x-gateway-inference-fairness-id: other\r\n")
+                .status,
+            200);
+  p.stop(1000ms);
+}
+
 double metric(std::uint16_t port, const std::string& series) {
   // The sample's line (not the # HELP line, which names the series too).
   const auto m = "\n" + testing::get(port, "/metrics").body;

@@ -360,6 +360,8 @@ std::string refusal_message(const flow::Admission& a) {
                          a.queued_ms);
     case flow::Outcome::kShuttingDown:
       return "the router is shutting down";
+    case flow::Outcome::kRateLimited:
+      return fmt::format("rate limit reached for this tenant; retry in {} s", a.retry_after_s);
     default:
       return "the request was not admitted";
   }

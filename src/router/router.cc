@@ -534,6 +534,12 @@ Result<std::unique_ptr<Router>> Router::create(config::Config cfg, metrics::Regi
     o.max_bytes = fc.max_bytes;
     o.default_ttl = fc.default_request_ttl;
     o.shed_sheddable = fc.shed_sheddable;
+    const auto limit = [](const config::TenantRateLimit& t) {
+      return flow::RateLimit{t.requests_per_second, t.tokens_per_second,
+                             static_cast<double>(t.burst.count()) / 1000.0};
+    };
+    o.default_limit = limit(fc.default_rate_limit);
+    for (const auto& t : fc.tenant_rate_limits) o.tenant_limits[t.name] = limit(t);
     im.flow = std::make_unique<flow::FlowController>(std::move(o));
   }
   return r;
