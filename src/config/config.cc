@@ -249,10 +249,11 @@ Result<std::vector<BackendConfig>> read_backends(const Reader& r, const YAML::No
 
 Status read_flow_control(const Reader& r, const YAML::Node& n, FlowControlConfig& f) {
   const std::string path = "flowControl";
-  KVROUTE_TRY(r.keys(n, path,
-                     {"enabled", "saturationDetector", "defaultRequestTTL", "maxRequests",
-                      "maxBytes", "bandMaxRequests", "bandMaxBytes", "fairness", "shedSheddable",
-                      "objectiveHeader", "fairnessHeader", "objectives", "rateLimits"}));
+  KVROUTE_TRY(
+      r.keys(n, path,
+             {"enabled", "saturationDetector", "defaultRequestTTL", "maxRequests", "maxBytes",
+              "bandMaxRequests", "bandMaxBytes", "fairness", "shedSheddable", "objectiveHeader",
+              "fairnessHeader", "objectives", "tenants", "models", "rateLimits"}));
   KVROUTE_TRY(r.scalar(n, "enabled", path, f.enabled));
   KVROUTE_TRY(r.duration(n, "defaultRequestTTL", path, f.default_request_ttl));
   KVROUTE_TRY(r.scalar(n, "maxRequests", path, f.max_requests));
@@ -319,22 +320,28 @@ Status read_flow_control(const Reader& r, const YAML::Node& n, FlowControlConfig
       }
     }
   }
-  if (auto os = n["objectives"]) {
-    if (!os.IsSequence())
-      return fail(r.err(os, path + ".objectives", "must be a list of {name, priority}"));
+  auto read_priorities = [&](const char* key, std::vector<ObjectivePriority>& out) -> Status {
+    auto os = n[key];
+    if (!os) return {};
+    const std::string lp = path + "." + key;
+    if (!os.IsSequence()) return fail(r.err(os, lp, "must be a list of {name, priority}"));
     std::set<std::string> seen;
     for (std::size_t i = 0; i < os.size(); ++i) {
-      const std::string op = fmt::format("{}.objectives[{}]", path, i);
+      const std::string op = fmt::format("{}[{}]", lp, i);
       KVROUTE_TRY(r.keys(os[i], op, {"name", "priority"}));
       ObjectivePriority o;
       KVROUTE_TRY(r.scalar(os[i], "name", op, o.name));
       KVROUTE_TRY(r.scalar(os[i], "priority", op, o.priority));
       if (o.name.empty()) return fail(r.err(os[i], op + ".name", "is required"));
       if (!seen.insert(o.name).second)
-        return fail(r.err(os[i]["name"], op + ".name", "duplicate objective '" + o.name + "'"));
-      f.objectives.push_back(std::move(o));
+        return fail(r.err(os[i]["name"], op + ".name", "duplicate name '" + o.name + "'"));
+      out.push_back(std::move(o));
     }
-  }
+    return {};
+  };
+  KVROUTE_TRY(read_priorities("objectives", f.objectives));
+  KVROUTE_TRY(read_priorities("tenants", f.tenant_priorities));
+  KVROUTE_TRY(read_priorities("models", f.model_priorities));
   return {};
 }
 

@@ -84,6 +84,9 @@ struct FlowControlConfig {
   std::string objective_header = "x-gateway-inference-objective";
   std::string fairness_header = "x-gateway-inference-fairness-id";
   std::vector<ObjectivePriority> objectives;
+  // Bands of requests without a listed objective: by API-key tenant, then by model.
+  std::vector<ObjectivePriority> tenant_priorities;
+  std::vector<ObjectivePriority> model_priorities;
   // rateLimits: token buckets per tenant, 429 with Retry-After.
   TenantRateLimit default_rate_limit;
   std::vector<TenantRateLimit> tenant_rate_limits;

@@ -185,6 +185,8 @@ TEST(Config, FlowControl) {
   objectives:
     - {name: critical, priority: 100}
     - {name: batch, priority: -1}
+  tenants: [{name: acme, priority: 50}]
+  models: [{name: llama-batch, priority: -5}]
   rateLimits:
     default: {requestsPerSecond: 5}
     tenants:
@@ -204,6 +206,10 @@ TEST(Config, FlowControl) {
   ASSERT_EQ(f.objectives.size(), 2u);
   EXPECT_EQ(f.objectives[1].name, "batch");
   EXPECT_EQ(f.objectives[1].priority, -1);
+  ASSERT_EQ(f.tenant_priorities.size(), 1u);
+  EXPECT_EQ(f.tenant_priorities[0].priority, 50);
+  ASSERT_EQ(f.model_priorities.size(), 1u);
+  EXPECT_EQ(f.model_priorities[0].name, "llama-batch");
   EXPECT_EQ(f.default_rate_limit.requests_per_second, 5);
   ASSERT_EQ(f.tenant_rate_limits.size(), 1u);
   EXPECT_EQ(f.tenant_rate_limits[0].name, "acme");

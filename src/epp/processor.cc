@@ -301,7 +301,7 @@ bool StreamProcessor::admit(std::vector<pb::ProcessingResponse>& out, Clock::tim
     p->notify = admission_handler_;
   }
   auto& t = p->ticket;
-  t.priority = r.priority_of(header(fcfg.objective_header));
+  t.priority = r.priority_of(header(fcfg.objective_header), tenant_, parsed_->model);
   const std::string_view fid = header(fcfg.fairness_header);
   t.fairness_id = std::string(!fid.empty()       ? fid
                               : !tenant_.empty() ? std::string_view(tenant_)
@@ -349,6 +349,10 @@ bool StreamProcessor::complete(const flow::Admission& a, std::vector<pb::Process
                ? "the request waited in the router's queue past its deadline"
                : "the router is shutting down",
            {}, out);
+    // As serve: when to retry, and why (llm-d's x-llm-d-request-dropped-reason names too).
+    auto& hs = *out.back().mutable_immediate_response()->mutable_headers();
+    set_header(hs, "retry-after", std::to_string(std::max(1, a.retry_after_s)));
+    set_header(hs, "x-kvroute-dropped-reason", std::string(flow::to_string(a.outcome)));
     return false;
   }
   const bool ok = emit_pick(out, route_start_);

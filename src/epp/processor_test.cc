@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <condition_variable>
+#include <map>
 #include <mutex>
 #include <optional>
 
@@ -541,6 +542,11 @@ TEST_F(FlowProcessorTest, SheddableIsRefusedWith429WhileSaturated) {
   ASSERT_TRUE(out[0].has_immediate_response());
   EXPECT_EQ(out[0].immediate_response().status().code(), 429);
   EXPECT_NE(out[0].immediate_response().body().find("sheddable"), std::string::npos);
+  std::map<std::string, std::string> hs;
+  for (const auto& o : out[0].immediate_response().headers().set_headers())
+    hs[o.header().key()] = o.header().raw_value();
+  EXPECT_EQ(hs["retry-after"], "1");
+  EXPECT_EQ(hs["x-kvroute-dropped-reason"], "rejected-saturated");
 }
 
 }  // namespace

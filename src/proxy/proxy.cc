@@ -411,7 +411,7 @@ http::Task<void> Proxy::Impl::proxy_openai(Request& req, ResponseWriter& w, open
     const auto& fcfg = cfg.flow_control;
     flow::Ticket ticket;
     FlowWait waiting;
-    ticket.priority = router->priority_of(req.header(fcfg.objective_header));
+    ticket.priority = router->priority_of(req.header(fcfg.objective_header), tenant, parsed->model);
     const std::string_view fid = req.header(fcfg.fairness_header);
     ticket.fairness_id = std::string(!fid.empty()      ? fid
                                      : !tenant.empty() ? tenant

@@ -547,10 +547,16 @@ Result<std::unique_ptr<Router>> Router::create(config::Config cfg, metrics::Regi
 
 flow::FlowController* Router::flow_control() const { return impl_->flow.get(); }
 
-int Router::priority_of(std::string_view objective) const {
-  if (objective.empty()) return 0;
-  for (const auto& o : impl_->cfg.flow_control.objectives)
-    if (o.name == objective) return o.priority;
+int Router::priority_of(std::string_view objective, std::string_view tenant,
+                        std::string_view model) const {
+  const auto& fc = impl_->cfg.flow_control;
+  const std::pair<std::string_view, const std::vector<config::ObjectivePriority>*> rules[] = {
+      {objective, &fc.objectives}, {tenant, &fc.tenant_priorities}, {model, &fc.model_priorities}};
+  for (const auto& [key, list] : rules) {
+    if (key.empty()) continue;
+    for (const auto& o : *list)
+      if (o.name == key) return o.priority;
+  }
   return 0;
 }
 

@@ -138,8 +138,10 @@ class Router {
   // Flow control (issue 18; null when flowControl.enabled is false): the front doors admit each
   // request through it after select_candidates.
   flow::FlowController* flow_control() const;
-  // The band of a request whose objective header is `objective` (0 when none or unknown).
-  int priority_of(std::string_view objective) const;
+  // A request's band: its objective header's value if listed (flowControl.objectives), else its
+  // API key's tenant if listed, else its model if listed, else 0.
+  int priority_of(std::string_view objective, std::string_view tenant = {},
+                  std::string_view model = {}) const;
   // Counts how flow control answered a request of band `priority` (metrics).
   void record_admission(int priority, const flow::Admission& a);
   // Whether `b` has room for one more request now (flow/saturation.h).
