@@ -103,7 +103,6 @@ QueueItem* Queues::next_head(Band& b) {
           break;
         }
       }
-      if (best) b.cursor = best->id;
       break;
     }
     case Fairness::kVtc:

@@ -134,6 +134,8 @@ std::size_t Queues::dispatch(F&& try_dispatch) {
     while (QueueItem* head = next_head(b)) {
       Flow* f = head->flow_;
       if (try_dispatch(*head)) {
+        // Round-robin: the turn passes only when the tenant was served (a blocked head keeps it).
+        b.cursor = f->id;
         charge(b, *head);
         take(head);
         ++n;

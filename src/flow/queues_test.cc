@@ -62,6 +62,15 @@ TEST(Queues, RoundRobinAlternatesTenantsSoABurstDoesNotStarveOthers) {
   EXPECT_EQ(q.size(0), 3u);
 }
 
+TEST(Queues, ACycleWithNoRoomDoesNotPassTheTurn) {
+  Queues q({}, BandOptions{});
+  Items items;
+  q.push(items.make(0, "a"));
+  q.push(items.make(0, "b"));
+  EXPECT_TRUE(drain(q, 0).empty());  // nothing had room
+  EXPECT_EQ(drain(q, 1), std::vector<std::string>{"0:a"});
+}
+
 TEST(Queues, VtcServesTheTenantWithFewestWeightedTokensAndLiftsNewcomers) {
   BandOptions vtc;
   vtc.fairness = Fairness::kVtc;
