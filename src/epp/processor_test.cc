@@ -460,9 +460,7 @@ class FlowProcessorTest : public ProcessorTest {
  protected:
   void SetUp() override { make("round-robin", 3, true); }
   void report_room(int engine) {
-    auto load = std::make_shared<routing::EngineLoad>();
-    load->scraped_at = std::chrono::steady_clock::now();
-    router_->backend_list()[engine]->load.store(load);
+    router_->backend_list()[engine]->scraped_at_ms.store(routing::steady_now_ms());
     router_->flow_control()->wake();
   }
   void listen(StreamProcessor& p) {

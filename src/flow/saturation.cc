@@ -6,12 +6,13 @@ namespace kvroute::flow {
 
 EngineSnapshot snapshot(const routing::Backend& b) {
   EngineSnapshot e;
-  if (const auto load = b.load.load()) {
+  const std::int64_t at = b.scraped_at_ms.load(std::memory_order_acquire);
+  if (at >= 0) {
     e.scraped = true;
-    e.scraped_at_ms = routing::steady_ms(load->scraped_at);
-    e.waiting = load->waiting;
-    e.running = load->running;
-    e.kv_usage = load->kv_usage;
+    e.scraped_at_ms = at;
+    e.waiting = b.scraped_waiting.load(std::memory_order_relaxed);
+    e.running = b.scraped_running.load(std::memory_order_relaxed);
+    e.kv_usage = b.scraped_kv_usage.load(std::memory_order_relaxed);
   }
   e.unstarted_since_scrape = std::max(0, b.unstarted_since_scrape());
   e.inflight = b.inflight.load(std::memory_order_relaxed);

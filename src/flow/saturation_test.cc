@@ -71,11 +71,9 @@ TEST(Saturation, PoolIsTheMeanAndEmptyIsSaturated) {
 TEST(Saturation, SnapshotReadsTheBackend) {
   routing::Backend b(0, "e0", "http://127.0.0.1:1", http::Endpoint{"127.0.0.1", 1, false});
   EXPECT_FALSE(snapshot(b).scraped);
-  auto load = std::make_shared<routing::EngineLoad>();
-  load->waiting = 2;
-  load->kv_usage = 0.5;
-  load->scraped_at = std::chrono::steady_clock::now();
-  b.load.store(load);
+  b.scraped_waiting.store(2);
+  b.scraped_kv_usage.store(0.5);
+  b.scraped_at_ms.store(routing::steady_now_ms());
   b.unstarted_by_parity[0].store(-1);  // a race with a scrape: clamped
   b.inflight.store(7);
   const auto s = snapshot(b);

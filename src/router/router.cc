@@ -803,6 +803,10 @@ void Router::Impl::scrape(Backend& b, std::string_view text, std::uint32_t sent_
         load->block_size ? static_cast<double>(load->block_size) / cfg.block_size : 1.0;
     set_kv_capacity(b, static_cast<std::uint64_t>(load->num_gpu_blocks * ratio));
   }
+  b.scraped_waiting.store(load->waiting, std::memory_order_relaxed);
+  b.scraped_running.store(load->running, std::memory_order_relaxed);
+  b.scraped_kv_usage.store(load->kv_usage, std::memory_order_relaxed);
+  b.scraped_at_ms.store(routing::steady_ms(load->scraped_at), std::memory_order_release);
   b.load.store(std::move(load));
   // What the router dispatched before the request went out is in these figures or started
   // (Backend::dispatch_epoch).

@@ -113,6 +113,12 @@ struct Backend {
   std::atomic<std::int64_t> kv_capacity_tokens{0};
   ModelList models;
   std::atomic<std::shared_ptr<const EngineLoad>> load;  // null until scraped
+  // The figures flow control reads on every dispatch, as plain atomics (the shared_ptr's lock bit
+  // is not for a hot path, and ThreadSanitizer does not see it as a lock).
+  std::atomic<double> scraped_waiting{0};
+  std::atomic<double> scraped_running{0};
+  std::atomic<double> scraped_kv_usage{0};
+  std::atomic<std::int64_t> scraped_at_ms{-1};  // steady-clock ms; -1: never
   // Flow control's view between scrapes (flow/saturation.h): requests this router dispatched that
   // the last scrape cannot have seen and that have not started (no first byte). A scrape advances
   // `dispatch_epoch` when it sends its request: what was dispatched before (the old epoch) is in
