@@ -247,13 +247,111 @@ Result<std::vector<BackendConfig>> read_backends(const Reader& r, const YAML::No
   return out;
 }
 
+Status read_flow_control(const Reader& r, const YAML::Node& n, FlowControlConfig& f) {
+  const std::string path = "flowControl";
+  KVROUTE_TRY(
+      r.keys(n, path,
+             {"enabled", "saturationDetector", "defaultRequestTTL", "maxRequests", "maxBytes",
+              "bandMaxRequests", "bandMaxBytes", "fairness", "shedSheddable", "objectiveHeader",
+              "fairnessHeader", "objectives", "tenants", "models", "rateLimits"}));
+  KVROUTE_TRY(r.scalar(n, "enabled", path, f.enabled));
+  KVROUTE_TRY(r.duration(n, "defaultRequestTTL", path, f.default_request_ttl));
+  KVROUTE_TRY(r.scalar(n, "maxRequests", path, f.max_requests));
+  KVROUTE_TRY(r.scalar(n, "maxBytes", path, f.max_bytes));
+  KVROUTE_TRY(r.scalar(n, "bandMaxRequests", path, f.band_max_requests));
+  KVROUTE_TRY(r.scalar(n, "bandMaxBytes", path, f.band_max_bytes));
+  KVROUTE_TRY(r.scalar(n, "fairness", path, f.fairness));
+  KVROUTE_TRY(r.scalar(n, "shedSheddable", path, f.shed_sheddable));
+  KVROUTE_TRY(r.scalar(n, "objectiveHeader", path, f.objective_header));
+  KVROUTE_TRY(r.scalar(n, "fairnessHeader", path, f.fairness_header));
+  if (f.fairness != "round-robin" && f.fairness != "vtc" && f.fairness != "global-strict")
+    return fail(
+        r.err(n["fairness"], path + ".fairness", "must be round-robin, vtc or global-strict"));
+  if (f.band_max_requests == 0)
+    return fail(r.err(n["bandMaxRequests"], path + ".bandMaxRequests", "must be positive"));
+  if (auto sd = n["saturationDetector"]) {
+    const std::string sp = path + ".saturationDetector";
+    KVROUTE_TRY(r.keys(sd, sp,
+                       {"queueDepthThreshold", "kvCacheUtilThreshold", "metricsStalenessThreshold",
+                        "headroom", "maxConcurrency"}));
+    KVROUTE_TRY(r.scalar(sd, "queueDepthThreshold", sp, f.queue_depth_threshold));
+    KVROUTE_TRY(r.scalar(sd, "kvCacheUtilThreshold", sp, f.kv_cache_util_threshold));
+    KVROUTE_TRY(r.duration(sd, "metricsStalenessThreshold", sp, f.metrics_staleness));
+    KVROUTE_TRY(r.scalar(sd, "headroom", sp, f.headroom));
+    KVROUTE_TRY(r.scalar(sd, "maxConcurrency", sp, f.max_concurrency));
+    if (!(f.queue_depth_threshold > 0))
+      return fail(
+          r.err(sd["queueDepthThreshold"], sp + ".queueDepthThreshold", "must be positive"));
+    if (!(f.kv_cache_util_threshold > 0 && f.kv_cache_util_threshold <= 1))
+      return fail(
+          r.err(sd["kvCacheUtilThreshold"], sp + ".kvCacheUtilThreshold", "must be in (0, 1]"));
+    if (f.headroom < 0) return fail(r.err(sd["headroom"], sp + ".headroom", "must be >= 0"));
+    if (f.max_concurrency < 0)
+      return fail(r.err(sd["maxConcurrency"], sp + ".maxConcurrency", "must be >= 0"));
+  }
+  auto read_limit = [&](const YAML::Node& m, const std::string& lp, bool named,
+                        TenantRateLimit& out) -> Status {
+    if (named) {
+      KVROUTE_TRY(r.keys(m, lp, {"name", "requestsPerSecond", "tokensPerSecond", "burst"}));
+      KVROUTE_TRY(r.scalar(m, "name", lp, out.name));
+      if (out.name.empty()) return fail(r.err(m, lp + ".name", "is required"));
+    } else {
+      KVROUTE_TRY(r.keys(m, lp, {"requestsPerSecond", "tokensPerSecond", "burst"}));
+    }
+    KVROUTE_TRY(r.scalar(m, "requestsPerSecond", lp, out.requests_per_second));
+    KVROUTE_TRY(r.scalar(m, "tokensPerSecond", lp, out.tokens_per_second));
+    KVROUTE_TRY(r.duration(m, "burst", lp, out.burst));
+    if (out.requests_per_second < 0 || out.tokens_per_second < 0)
+      return fail(r.err(m, lp, "rates must be >= 0"));
+    if (out.burst.count() <= 0) return fail(r.err(m["burst"], lp + ".burst", "must be positive"));
+    return {};
+  };
+  if (auto rl = n["rateLimits"]) {
+    const std::string rp = path + ".rateLimits";
+    KVROUTE_TRY(r.keys(rl, rp, {"default", "tenants"}));
+    if (auto d = rl["default"])
+      KVROUTE_TRY(read_limit(d, rp + ".default", false, f.default_rate_limit));
+    if (auto ts = rl["tenants"]) {
+      if (!ts.IsSequence()) return fail(r.err(ts, rp + ".tenants", "must be a list"));
+      for (std::size_t i = 0; i < ts.size(); ++i) {
+        TenantRateLimit t;
+        KVROUTE_TRY(read_limit(ts[i], fmt::format("{}.tenants[{}]", rp, i), true, t));
+        f.tenant_rate_limits.push_back(std::move(t));
+      }
+    }
+  }
+  auto read_priorities = [&](const char* key, std::vector<ObjectivePriority>& out) -> Status {
+    auto os = n[key];
+    if (!os) return {};
+    const std::string lp = path + "." + key;
+    if (!os.IsSequence()) return fail(r.err(os, lp, "must be a list of {name, priority}"));
+    std::set<std::string> seen;
+    for (std::size_t i = 0; i < os.size(); ++i) {
+      const std::string op = fmt::format("{}[{}]", lp, i);
+      KVROUTE_TRY(r.keys(os[i], op, {"name", "priority"}));
+      ObjectivePriority o;
+      KVROUTE_TRY(r.scalar(os[i], "name", op, o.name));
+      KVROUTE_TRY(r.scalar(os[i], "priority", op, o.priority));
+      if (o.name.empty()) return fail(r.err(os[i], op + ".name", "is required"));
+      if (!seen.insert(o.name).second)
+        return fail(r.err(os[i]["name"], op + ".name", "duplicate name '" + o.name + "'"));
+      out.push_back(std::move(o));
+    }
+    return {};
+  };
+  KVROUTE_TRY(read_priorities("objectives", f.objectives));
+  KVROUTE_TRY(read_priorities("tenants", f.tenant_priorities));
+  KVROUTE_TRY(read_priorities("models", f.model_priorities));
+  return {};
+}
+
 Result<Config> parse_root(const YAML::Node& root, const Reader& r) {
   Config c;
   if (!root || root.IsNull()) return c;
-  KVROUTE_TRY(
-      r.keys(root, "",
-             {"server", "upstream", "health", "routing", "backends", "discovery", "log", "tls",
-              "auth", "admin", "plugins", "schedulingProfiles", "apiVersion", "kind"}));
+  KVROUTE_TRY(r.keys(
+      root, "",
+      {"server", "upstream", "health", "routing", "backends", "discovery", "log", "tls", "auth",
+       "admin", "plugins", "schedulingProfiles", "flowControl", "apiVersion", "kind"}));
   for (const Section& section : kSections) {
     if (auto node = root[section.name]) KVROUTE_TRY(read_section(r, node, section, c));
   }
@@ -289,6 +387,7 @@ Result<Config> parse_root(const YAML::Node& root, const Reader& r) {
   if (auto bs = root["backends"]) {
     KVROUTE_TRY(c.backends, read_backends(r, bs));
   }
+  if (auto fc = root["flowControl"]) KVROUTE_TRY(read_flow_control(r, fc, c.flow_control));
   if (auto u = root["upstream"]; u && u["authorization"]) {
     const auto& a = c.upstream_authorization;
     if (a != "forward" && a != "none" && a != "key")
@@ -449,6 +548,15 @@ Status validate(const Config& c) {
       return fail(Error::invalid("duplicate backend name '" + b.name + "'"));
   }
   if (c.threads < 1) return fail(Error::invalid("threads must be at least 1"));
+  if (c.flow_control.enabled) {
+    // Saturation reads the scraped metrics and counts stale ones as full: without scrapes, or
+    // with scrapes rarer than the staleness threshold, every request would queue.
+    if (c.metrics_scrape_interval.count() <= 0 ||
+        c.flow_control.metrics_staleness <= c.metrics_scrape_interval)
+      return fail(
+          Error::invalid("flowControl needs health.metricsScrapeInterval > 0 and below "
+                         "flowControl.saturationDetector.metricsStalenessThreshold"));
+  }
   for (const auto* t : {&c.kv_events_template, &c.kv_events_replay_template}) {
     if (!t->empty() && t->rfind("tcp://", 0) != 0 && t->rfind("ipc://", 0) != 0) {
       return fail(Error::invalid("KV-event endpoint template '" + *t +

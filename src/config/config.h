@@ -52,6 +52,46 @@ struct ModelConfig {
   std::string tokenizer;  // HF tokenizer directory, or "word"
 };
 
+// `flowControl` (issue 18, docs/design/flow-control.md): admission, priority bands and fairness
+// when the engines are saturated. Names follow llm-d's flow control where it has them.
+struct ObjectivePriority {
+  std::string name;  // the objective header's value
+  int priority = 0;  // higher dispatches first; negative is sheddable
+};
+struct TenantRateLimit {
+  std::string name;                // the tenant (fairness id); empty for the default
+  double requests_per_second = 0;  // 0: unlimited
+  double tokens_per_second = 0;    // prompt + expected output tokens; 0: unlimited
+  Duration burst{1000};            // the buckets hold this long of their rates
+};
+struct FlowControlConfig {
+  bool enabled = false;
+  // saturationDetector
+  double queue_depth_threshold = 5;
+  double kv_cache_util_threshold = 0.8;
+  Duration metrics_staleness{3000};
+  double headroom = 0;
+  int max_concurrency = 0;  // per engine, this router's requests in flight (0: no cap)
+  // queues
+  Duration default_request_ttl{60000};
+  std::size_t max_requests = 0;  // all bands (0: none)
+  std::size_t max_bytes = 0;
+  std::size_t band_max_requests = 5000;
+  std::size_t band_max_bytes = std::size_t{1} << 30;
+  std::string fairness = "round-robin";  // round-robin | vtc | global-strict
+  bool shed_sheddable = true;            // negative priority: 429 under saturation
+  // classification
+  std::string objective_header = "x-gateway-inference-objective";
+  std::string fairness_header = "x-gateway-inference-fairness-id";
+  std::vector<ObjectivePriority> objectives;
+  // Bands of requests without a listed objective: by API-key tenant, then by model.
+  std::vector<ObjectivePriority> tenant_priorities;
+  std::vector<ObjectivePriority> model_priorities;
+  // rateLimits: token buckets per tenant, 429 with Retry-After.
+  TenantRateLimit default_rate_limit;
+  std::vector<TenantRateLimit> tenant_rate_limits;
+};
+
 struct Config {
   // server
   std::string address = "0.0.0.0";
@@ -129,6 +169,7 @@ struct Config {
   }
   // logging
   std::string log_level = "info";
+  FlowControlConfig flow_control;
 };
 
 // Loads a YAML file. Unknown keys are errors (typos must not pass silently).

@@ -174,6 +174,63 @@ upstream: {caFile: /t/engines-ca.crt, certFile: /t/c.crt, keyFile: /t/c.key, aut
   EXPECT_FALSE(validate(half));
 }
 
+TEST(Config, FlowControl) {
+  auto c = load_yaml(R"(flowControl:
+  enabled: true
+  defaultRequestTTL: 5s
+  maxRequests: 100
+  fairness: vtc
+  saturationDetector: {queueDepthThreshold: 3, kvCacheUtilThreshold: 0.9,
+                       metricsStalenessThreshold: 500ms, headroom: 0.1, maxConcurrency: 8}
+  objectives:
+    - {name: critical, priority: 100}
+    - {name: batch, priority: -1}
+  tenants: [{name: acme, priority: 50}]
+  models: [{name: llama-batch, priority: -5}]
+  rateLimits:
+    default: {requestsPerSecond: 5}
+    tenants:
+      - {name: acme, tokensPerSecond: 50000, burst: 2s}
+)",
+                     "cfg.yaml");
+  ASSERT_TRUE(c) << c.error().message;
+  const auto& f = c->flow_control;
+  EXPECT_TRUE(f.enabled);
+  EXPECT_EQ(f.default_request_ttl, Duration(5000));
+  EXPECT_EQ(f.max_requests, 100u);
+  EXPECT_EQ(f.fairness, "vtc");
+  EXPECT_EQ(f.queue_depth_threshold, 3);
+  EXPECT_EQ(f.kv_cache_util_threshold, 0.9);
+  EXPECT_EQ(f.metrics_staleness, Duration(500));
+  EXPECT_EQ(f.max_concurrency, 8);
+  ASSERT_EQ(f.objectives.size(), 2u);
+  EXPECT_EQ(f.objectives[1].name, "batch");
+  EXPECT_EQ(f.objectives[1].priority, -1);
+  ASSERT_EQ(f.tenant_priorities.size(), 1u);
+  EXPECT_EQ(f.tenant_priorities[0].priority, 50);
+  ASSERT_EQ(f.model_priorities.size(), 1u);
+  EXPECT_EQ(f.model_priorities[0].name, "llama-batch");
+  EXPECT_EQ(f.default_rate_limit.requests_per_second, 5);
+  ASSERT_EQ(f.tenant_rate_limits.size(), 1u);
+  EXPECT_EQ(f.tenant_rate_limits[0].name, "acme");
+  EXPECT_EQ(f.tenant_rate_limits[0].tokens_per_second, 50000);
+  EXPECT_EQ(f.tenant_rate_limits[0].burst, Duration(2000));
+  EXPECT_FALSE(Config{}.flow_control.enabled);
+
+  for (const char* bad :
+       {"flowControl: {fairness: lottery}\n",
+        "flowControl: {saturationDetector: {kvCacheUtilThreshold: 2}}\n",
+        "flowControl: {saturationDetector: {queueDepth: 2}}\n",
+        "flowControl: {objectives: [{name: a, priority: 1}, {name: a, priority: 2}]}\n",
+        "flowControl: {rateLimits: {tenants: [{requestsPerSecond: 1}]}}\n",
+        "flowControl: {rateLimits: {default: {requestsPerSecond: -1}}}\n"}) {
+    auto e = load_yaml(bad, "cfg.yaml");
+    ASSERT_FALSE(e) << bad;
+    EXPECT_NE(e.error().message.find("cfg.yaml:1:"), std::string::npos) << e.error().message;
+    EXPECT_NE(e.error().message.find("flowControl."), std::string::npos) << e.error().message;
+  }
+}
+
 TEST(ParseDuration, Units) {
   EXPECT_EQ(*parse_duration("250ms"), Duration(250));
   EXPECT_EQ(*parse_duration("2s"), Duration(2000));

@@ -31,6 +31,8 @@ class ProcessReactor final
  public:
   ProcessReactor(const EppCore& core, std::atomic<std::size_t>& open) : proc_(core), open_(open) {
     open_.fetch_add(1);
+    // Flow control answers a queued request on its own thread (StreamProcessor::complete).
+    proc_.set_admission_handler([this](const flow::Admission& a) { deliver(a); });
     StartRead(&in_);
   }
 
@@ -43,7 +45,11 @@ class ProcessReactor final
       return;
     }
     std::vector<pb::ProcessingResponse> replies;
-    const bool more = proc_.on_request(in_, replies);
+    bool more = false;
+    {
+      MutexLock p(proc_mu_);
+      more = proc_.on_request(in_, replies);
+    }
     {
       MutexLock lock(mu_);
       for (auto& r : replies) queue_.push_back(std::move(r));
@@ -73,12 +79,33 @@ class ProcessReactor final
   }
 
   void OnDone() override {
+    // Not under proc_mu_: a delivery in progress holds the processor's pending lock and takes
+    // proc_mu_; on_stream_end waits for it. No read reaction runs any more.
     proc_.on_stream_end();
     open_.fetch_sub(1);
     delete this;
   }
 
  private:
+  // A request that waited in flow control's queue is answered: its replies go out in order.
+  void deliver(const flow::Admission& a) {
+    std::vector<pb::ProcessingResponse> replies;
+    bool more = false;
+    {
+      MutexLock p(proc_mu_);
+      more = proc_.complete(a, replies);
+    }
+    MutexLock lock(mu_);
+    if (finished_) return;
+    for (auto& r : replies) queue_.push_back(std::move(r));
+    write_next_locked();
+    if (!more) {
+      // A refusal (immediate_response) ends the stream once written.
+      reads_done_ = true;
+      finish_if_drained_locked();
+    }
+  }
+
   void write_next_locked() REQUIRES(mu_) {
     if (writing_ || queue_.empty() || write_failed_) return;
     writing_ = true;
@@ -91,6 +118,7 @@ class ProcessReactor final
     Finish(grpc::Status::OK);
   }
 
+  Mutex proc_mu_;  // on_request (read side) and complete (flow control's thread)
   StreamProcessor proc_;
   std::atomic<std::size_t>& open_;
   pb::ProcessingRequest in_;

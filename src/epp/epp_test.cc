@@ -336,6 +336,54 @@ TEST(Epp, HitRateWithEnginesFromAnInferencePoolEqualsServes) {
   EXPECT_GT(epp_cached, 24 * 280);
 }
 
+// Flow control (issue 18) through the gateway: one engine that runs one request at a time; the
+// picker holds the third stream's request until the engine has room, then answers it.
+TEST(Epp, FlowControlHoldsAStreamUntilTheEngineHasRoom) {
+  auto so = sim::loopback_options(1, "m", 256);
+  so.engine.max_num_seqs = 1;
+  so.preset = "llama-3.1-8b-h100";  // real time: a 48-token answer takes ~0.4 s
+  sim::SimCluster sim(so);
+  ASSERT_TRUE(sim.start());
+  auto c = engines_config(sim);
+  c.policy = "round-robin";
+  c.metrics_scrape_interval = 20ms;
+  c.flow_control.enabled = true;
+  c.flow_control.queue_depth_threshold = 1;
+  c.flow_control.metrics_staleness = 2000ms;
+  Epp epp(c, loopback());
+  auto ports = epp.start();
+  ASSERT_TRUE(ports) << ports.error().message;
+  auto* fc = epp.router().flow_control();
+  ASSERT_NE(fc, nullptr);
+  // Scraped once: room.
+  ASSERT_TRUE(testing::wait_until(
+      [&] {
+        return epp.router().has_room(*epp.router().backend_list()[0], routing::steady_now_ms());
+      },
+      5s));
+  std::vector<Exchange> got(3);
+  std::vector<std::thread> streams;
+  std::atomic<std::size_t> most_queued{0};
+  for (int i = 0; i < 3; ++i) {
+    streams.emplace_back([&, i] {
+      EnvoyStandIn envoy(ports->grpc);
+      got[i] = envoy.send("/v1/completions", R"({"model":"m","max_tokens":48,"prompt":"stream )" +
+                                                 std::to_string(i) + R"("})");
+    });
+    std::this_thread::sleep_for(40ms);
+    most_queued = std::max(most_queued.load(), fc->queued());
+  }
+  for (auto& t : streams) t.join();
+  EXPECT_EQ(most_queued.load(), 1u);  // one ran, one waited in the engine, one in the picker
+  for (const auto& x : got) {
+    EXPECT_TRUE(x.status.ok()) << x.status.error_message();
+    EXPECT_EQ(x.immediate_status, 0) << x.immediate_body;
+    EXPECT_EQ(x.engine_status, 200);
+    EXPECT_FALSE(x.destination.empty());
+  }
+  EXPECT_EQ(fc->queued(), 0u);
+}
+
 TEST(Epp, RefusalsAreImmediateResponsesAndTheStreamEndsOk) {
   sim::SimCluster sim(sim::loopback_options(2, "m", 256));
   ASSERT_TRUE(sim.start());

@@ -146,6 +146,7 @@ void StreamProcessor::on_request_headers(const pb::ProcessingRequest& in,
       refuse(401, std::string(auth::refusal_message(who.error())), {}, out, "invalid_api_key");
       return;
     }
+    tenant_ = who->tenant;
   }
   // The subset hint: a list of "ip:port" (or "ip": every port), or one comma-separated string
   // (what header-to-metadata filters produce).
@@ -205,6 +206,12 @@ bool StreamProcessor::on_request_body(const pb::HttpBody& body,
 }
 
 void StreamProcessor::on_request_trailers(std::vector<pb::ProcessingResponse>& out) {
+  if (queued_) {
+    // Their reply follows the pick's, when flow control answers.
+    trailers_pending_ = true;
+    trailers_while_queued_ = true;
+    return;
+  }
   if (!request_routed_) {
     // The body's end of stream never comes when a client sends trailers: they end the body.
     trailers_pending_ = true;
@@ -242,11 +249,24 @@ bool StreamProcessor::route(std::vector<pb::ProcessingResponse>& out) {
   }
   model_label_ = core_.metrics ? core_.metrics->models(parsed->model) : std::string();
 
+  parsed_ = parsed;
+  if (r.flow_control() && full_duplex_) return admit(out, start);
   router::Candidates candidates;
-  if (auto err = r.select_candidates(*parsed, routing::steady_ms(start), candidates)) {
+  if (auto err = candidates_now(routing::steady_ms(start), candidates)) {
     refuse(err->status, std::move(err->message), err->param, out);
     return false;
   }
+  assignment_ = r.pick(rr_, candidates);
+  if (!assignment_) {
+    refuse(503, "no backend could serve the request", {}, out);
+    return false;
+  }
+  return emit_pick(out, start);
+}
+
+std::optional<router::CandidateError> StreamProcessor::candidates_now(
+    std::int64_t now_ms, router::Candidates& candidates) const {
+  if (auto err = core_.router->select_candidates(*parsed_, now_ms, candidates)) return err;
   if (subset_) {
     auto outside = [&](const router::Backend* b) {
       const std::string addr = endpoint_address(b->endpoint);
@@ -257,17 +277,92 @@ bool StreamProcessor::route(std::vector<pb::ProcessingResponse>& out) {
     };
     candidates.erase(std::remove_if(candidates.begin(), candidates.end(), outside),
                      candidates.end());
-    if (candidates.empty()) {
-      refuse(503, "no available endpoint in the gateway's subset hint", {}, out);
+    if (candidates.empty())
+      return router::CandidateError{503, "no available endpoint in the gateway's subset hint", {}};
+  }
+  return std::nullopt;
+}
+
+bool StreamProcessor::admit(std::vector<pb::ProcessingResponse>& out, Clock::time_point start) {
+  auto& r = *core_.router;
+  const auto& fcfg = r.config().flow_control;
+  {
+    // Refusals that waiting cannot cure come first (unknown model, no healthy engine).
+    router::Candidates candidates;
+    if (auto err = candidates_now(routing::steady_ms(start), candidates)) {
+      refuse(err->status, std::move(err->message), err->param, out);
       return false;
     }
   }
-  assignment_ = r.pick(rr_, candidates);
-  if (!assignment_) {
-    refuse(503, "no backend could serve the request", {}, out);
+  pending_ = std::make_unique<Pending>();
+  auto* p = pending_.get();
+  {
+    MutexLock l(p->mu);
+    p->notify = admission_handler_;
+  }
+  auto& t = p->ticket;
+  t.priority = r.priority_of(header(fcfg.objective_header), tenant_, parsed_->model);
+  const std::string_view fid = header(fcfg.fairness_header);
+  t.fairness_id = std::string(!fid.empty()       ? fid
+                              : !tenant_.empty() ? std::string_view(tenant_)
+                                                 : rr_.session_key);
+  t.bytes = body_.size();
+  t.input_tokens = static_cast<double>(rr_.prompt_tokens);
+  t.output_tokens = static_cast<double>(rr_.expected_output_tokens);
+  // Runs on this thread (at once) or on flow control's thread under its lock while this stream
+  // waits: it touches only the request and assignment_, which nothing else does meanwhile.
+  t.try_dispatch = [this] {
+    const auto now = routing::steady_now_ms();
+    router::Candidates candidates;
+    if (candidates_now(now, candidates)) return false;
+    assignment_ = core_.router->pick_with_room(rr_, candidates, now);
+    return static_cast<bool>(assignment_);
+  };
+  t.done = [p](const flow::Admission& a) {
+    MutexLock l(p->mu);
+    if (p->notify) p->notify(a);
+    p->answered = true;
+    p->cv.notify_all();
+  };
+  route_start_ = start;
+  const flow::Admission adm = r.flow_control()->admit(t, routing::steady_ms(start));
+  if (adm.queued) {
+    queued_ = true;
+    return true;  // complete() replies
+  }
+  return complete(adm, out);
+}
+
+bool StreamProcessor::complete(const flow::Admission& a, std::vector<pb::ProcessingResponse>& out) {
+  queued_ = false;
+  if (pending_) core_.router->record_admission(pending_->ticket.priority, a);
+  if (a.outcome != flow::Outcome::kDispatched) {
+    const int status = flow::http_status(a.outcome);
+    refuse(status == 499 ? 503 : status,
+           a.outcome == flow::Outcome::kRejectedSaturated
+               ? "the engines are saturated and this request's priority is sheddable; retry later"
+           : a.outcome == flow::Outcome::kRejectedCapacity
+               ? "the router's queue for this priority is full; retry later"
+           : a.outcome == flow::Outcome::kRateLimited
+               ? "rate limit reached for this tenant; retry later"
+           : a.outcome == flow::Outcome::kExpired
+               ? "the request waited in the router's queue past its deadline"
+               : "the router is shutting down",
+           {}, out);
+    // As serve: when to retry, and why (llm-d's x-llm-d-request-dropped-reason names too).
+    auto& hs = *out.back().mutable_immediate_response()->mutable_headers();
+    set_header(hs, "retry-after", std::to_string(std::max(1, a.retry_after_s)));
+    set_header(hs, "x-kvroute-dropped-reason", std::string(flow::to_string(a.outcome)));
     return false;
   }
+  const bool ok = emit_pick(out, route_start_);
+  if (ok && trailers_while_queued_) out.emplace_back().mutable_request_trailers();
+  return ok;
+}
+
+bool StreamProcessor::emit_pick(std::vector<pb::ProcessingResponse>& out, Clock::time_point start) {
   routed_at_ = Clock::now();
+  const std::string_view path = strip_query(header(":path"));
   const router::Backend& b = *assignment_.backend();
   const std::string dest = endpoint_address(b.endpoint);
   if (core_.metrics) {
@@ -398,6 +493,19 @@ void StreamProcessor::finish(bool success) {
 }
 
 void StreamProcessor::on_stream_end() {
+  if (pending_) {
+    {
+      MutexLock l(pending_->mu);
+      pending_->notify = nullptr;  // waits for an answer being delivered
+    }
+    if (queued_ && !core_.router->flow_control()->cancel(pending_->ticket)) {
+      // Answered already, or about to be: the ticket must outlive that call.
+      MutexLock l(pending_->mu);
+      while (!pending_->answered) pending_->cv.wait(pending_->mu);
+    }
+    queued_ = false;
+    pending_.reset();
+  }
   if (!assignment_) return;
   // Cancelled or cut before the response ended: not a success, not the engine's failure.
   assignment_.release();

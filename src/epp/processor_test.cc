@@ -4,6 +4,11 @@
 
 #include <gtest/gtest.h>
 
+#include <condition_variable>
+#include <map>
+#include <mutex>
+#include <optional>
+
 namespace kvroute::epp {
 namespace {
 
@@ -12,9 +17,11 @@ namespace mode_pb = envoy::extensions::filters::http::ext_proc::v3;
 
 class ProcessorTest : public ::testing::Test {
  protected:
-  void make(std::string policy = "round-robin", int n = 3) {
+  void make(std::string policy = "round-robin", int n = 3, bool flow_control = false) {
     config::Config c;
     c.log_level = "warn";
+    c.flow_control.enabled = flow_control;
+    c.flow_control.objectives = {{"batch", -1}};
     c.policy = std::move(policy);
     for (int i = 0; i < n; ++i) {
       config::BackendConfig b;
@@ -445,6 +452,99 @@ TEST(LabelCapTest, KeepsTheFirstValuesThenOther) {
 TEST(EndpointAddress, BracketsIpv6) {
   EXPECT_EQ(endpoint_address({"10.1.2.3", 8000}), "10.1.2.3:8000");
   EXPECT_EQ(endpoint_address({"fd00::1", 8000}), "[fd00::1]:8000");
+}
+
+// Flow control (issue 18). The router here never scrapes its engines: their metrics are unknown,
+// which counts as no room, until a test reports some.
+class FlowProcessorTest : public ProcessorTest {
+ protected:
+  void SetUp() override { make("round-robin", 3, true); }
+  void report_room(int engine) {
+    router_->backend_list()[engine]->scraped_at_ms.store(routing::steady_now_ms());
+    router_->flow_control()->wake();
+  }
+  void listen(StreamProcessor& p) {
+    p.set_admission_handler([this](const flow::Admission& a) {
+      std::lock_guard l(mu_);
+      answer_ = a;
+      cv_.notify_all();
+    });
+  }
+  std::optional<flow::Admission> wait_answer() {
+    std::unique_lock l(mu_);
+    cv_.wait_for(l, std::chrono::seconds(10), [&] { return answer_.has_value(); });
+    return answer_;
+  }
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::optional<flow::Admission> answer_;
+};
+
+TEST_F(FlowProcessorTest, TheRequestWaitsUntilAnEngineHasRoomThenGoesThere) {
+  StreamProcessor p(core_);
+  listen(p);
+  Replies out;
+  EXPECT_TRUE(p.on_request(post(), out));
+  EXPECT_TRUE(p.on_request(body(R"({"model":"m","prompt":"hello"})", true), out));
+  EXPECT_TRUE(out.empty());
+  EXPECT_TRUE(p.queued());
+  // Trailers while it waits: their reply follows the pick's.
+  pb::ProcessingRequest trailers;
+  trailers.mutable_request_trailers();
+  EXPECT_TRUE(p.on_request(trailers, out));
+  EXPECT_TRUE(out.empty());
+  report_room(1);
+  auto a = wait_answer();
+  ASSERT_TRUE(a);
+  EXPECT_EQ(a->outcome, flow::Outcome::kDispatched);
+  EXPECT_TRUE(a->queued);
+  EXPECT_TRUE(p.complete(*a, out));
+  ASSERT_GE(out.size(), 3u);
+  EXPECT_EQ(destination(out[0].request_headers().response(), out[0]), "10.0.0.2:8000");
+  bool eos = true;
+  EXPECT_EQ(streamed_body(out, 1, &eos), R"({"model":"m","prompt":"hello"})");
+  EXPECT_FALSE(eos);  // trailers follow
+  EXPECT_TRUE(out.back().has_request_trailers());
+  EXPECT_EQ(inflight(), 1);
+}
+
+TEST_F(FlowProcessorTest, AStreamThatEndsWhileQueuedLeavesTheQueue) {
+  {
+    StreamProcessor p(core_);
+    listen(p);
+    Replies out;
+    p.on_request(post(), out);
+    p.on_request(body(R"({"model":"m","prompt":"x"})", true), out);
+    EXPECT_EQ(router_->flow_control()->queued(), 1u);
+    p.on_stream_end();
+    EXPECT_EQ(router_->flow_control()->queued(), 0u);
+  }
+  report_room(0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  std::lock_guard l(mu_);
+  EXPECT_FALSE(answer_.has_value());
+  EXPECT_EQ(inflight(), 0);
+}
+
+TEST_F(FlowProcessorTest, SheddableIsRefusedWith429WhileSaturated) {
+  StreamProcessor p(core_);
+  listen(p);
+  Replies out;
+  p.on_request(headers({{":method", "POST"},
+                        {":path", "/v1/completions"},
+                        {"x-gateway-inference-objective", "batch"}},
+                       false),
+               out);
+  EXPECT_FALSE(p.on_request(body(R"({"model":"m","prompt":"x"})", true), out));
+  ASSERT_EQ(out.size(), 1u);
+  ASSERT_TRUE(out[0].has_immediate_response());
+  EXPECT_EQ(out[0].immediate_response().status().code(), 429);
+  EXPECT_NE(out[0].immediate_response().body().find("sheddable"), std::string::npos);
+  std::map<std::string, std::string> hs;
+  for (const auto& o : out[0].immediate_response().headers().set_headers())
+    hs[o.header().key()] = o.header().raw_value();
+  EXPECT_EQ(hs["retry-after"], "1");
+  EXPECT_EQ(hs["x-kvroute-dropped-reason"], "rejected-saturated");
 }
 
 }  // namespace

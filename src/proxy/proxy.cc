@@ -2,16 +2,21 @@
 
 #include <algorithm>
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/async_result.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/thread_pool.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/container/small_vector.hpp>
+#include <memory>
+#include <mutex>
 #include <optional>
 
 #include "admin/admin.h"
 #include "auth/auth.h"
 #include "common/log.h"
+#include "flow/controller.h"
 #include "http/client.h"
 #include "http/offload.h"
 #include "http/server.h"
@@ -166,6 +171,9 @@ struct Proxy::Impl {
     return flights[static_cast<std::size_t>(std::max(0, http::current_worker()))].head;
   }
   void cut_in_flight() {
+    // Requests still waiting in flow control's queue get their 503 now (their coroutines resume
+    // on their workers, which run for one more second).
+    if (auto* fc = router->flow_control()) fc->stop();
     for (std::size_t i = 0; i < flights.size(); ++i) {
       net::post(server->executor(static_cast<int>(i)), [this, i] {
         for (InFlight* f = flights[i].head; f; f = f->next) {
@@ -300,6 +308,67 @@ http::Task<void> Proxy::Impl::handle(Request& req, ResponseWriter& w) {
   }
 }
 
+namespace {
+
+// A queued request's wait for flow control's answer (flow/controller.h): the dispatcher thread or
+// the client's disconnect completes it once; the coroutine resumes on its own worker.
+class FlowWait {
+ public:
+  void complete(const flow::Admission& a) {
+    std::function<void()> resume;
+    {
+      std::lock_guard l(mu_);
+      if (result_) return;
+      result_ = a;
+      resume = std::move(resume_);
+    }
+    if (resume) resume();
+  }
+  http::Task<flow::Admission> wait() {
+    co_await net::async_initiate<const net::use_awaitable_t<http::Executor>, void()>(
+        [this](auto handler) {
+          auto ex = net::get_associated_executor(handler);
+          auto h = std::make_shared<decltype(handler)>(std::move(handler));
+          std::function<void()> resume = [ex, h]() { net::post(ex, std::move(*h)); };
+          std::unique_lock l(mu_);
+          if (result_) {
+            l.unlock();
+            resume();
+            return;
+          }
+          resume_ = std::move(resume);
+        },
+        http::use_task);
+    std::lock_guard l(mu_);
+    co_return *result_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::optional<flow::Admission> result_;
+  std::function<void()> resume_;
+};
+
+std::string refusal_message(const flow::Admission& a) {
+  switch (a.outcome) {
+    case flow::Outcome::kRejectedSaturated:
+      return "the engines are saturated and this request's priority is sheddable; retry later";
+    case flow::Outcome::kRejectedCapacity:
+      return "the router's queue for this priority is full; retry later";
+    case flow::Outcome::kExpired:
+      return fmt::format("the request waited {} ms in the router's queue, past its deadline",
+                         a.queued_ms);
+    case flow::Outcome::kShuttingDown:
+      return "the router is shutting down";
+    case flow::Outcome::kRateLimited:
+      return fmt::format("rate limit reached for this tenant; retry in {} s", a.retry_after_s);
+    default:
+      return "the request was not admitted";
+  }
+}
+
+}  // namespace
+
 http::Task<void> Proxy::Impl::proxy_openai(Request& req, ResponseWriter& w, openai::Endpoint kind,
                                            std::string_view label, std::string_view tenant) {
   const std::string_view tenant_key = tenant.empty() ? "" : " tenant=";
@@ -334,11 +403,78 @@ http::Task<void> Proxy::Impl::proxy_openai(Request& req, ResponseWriter& w, open
     co_return;
   }
 
+  // Flow control (issue 18): the request waits in the router while no engine has room, then goes
+  // to the best engine with room at that moment.
+  router::Assignment admitted;
+  std::int64_t queue_ms = -1;  // -1: flow control off
+  if (auto* fc = router->flow_control()) {
+    const auto& fcfg = cfg.flow_control;
+    flow::Ticket ticket;
+    FlowWait waiting;
+    ticket.priority = router->priority_of(req.header(fcfg.objective_header), tenant, parsed->model);
+    const std::string_view fid = req.header(fcfg.fairness_header);
+    ticket.fairness_id = std::string(!fid.empty()      ? fid
+                                     : !tenant.empty() ? tenant
+                                                       : std::string_view(rr.session_key));
+    ticket.bytes = req.body.size();
+    ticket.input_tokens = static_cast<double>(rr.prompt_tokens);
+    ticket.output_tokens = static_cast<double>(rr.expected_output_tokens);
+    ticket.try_dispatch = [&] {
+      const auto now = routing::steady_now_ms();
+      router::Candidates now_candidates;
+      if (router->select_candidates(*parsed, now, now_candidates)) return false;
+      router::Assignment a = router->pick_with_room(rr, now_candidates, now);
+      if (!a) return false;
+      admitted = std::move(a);
+      return true;
+    };
+    ticket.done = [&waiting](const flow::Admission& a) { waiting.complete(a); };
+    flow::Admission adm = fc->admit(ticket, routing::steady_ms(t0));
+    if (adm.queued) {
+      w.on_client_gone([&] {
+        if (fc->cancel(ticket)) waiting.complete({flow::Outcome::kCancelled, 0, true, 0});
+      });
+      adm = co_await waiting.wait();
+    }
+    queue_ms = adm.queued_ms;
+    router->record_admission(ticket.priority, adm);
+    if (adm.outcome == flow::Outcome::kCancelled || w.client_gone()) {
+      requests->with({std::string(label), "499", ""}).inc();
+      spdlog::info("{} {} 499 reason=client-gone-queued total_ms={:.1f}", req.method, label,
+                   seconds_since(t0) * 1e3);
+      co_return;
+    }
+    if (adm.outcome != flow::Outcome::kDispatched) {
+      const int status = flow::http_status(adm.outcome);
+      requests->with({std::string(label), std::to_string(status), ""}).inc();
+      spdlog::info("{} {} {} reason={} priority={} flow={} queue_ms={}{}{}", req.method, label,
+                   status, flow::to_string(adm.outcome), ticket.priority, ticket.fairness_id,
+                   adm.queued_ms, tenant_key, tenant);
+      client_errors->with({std::to_string(status)}).inc();
+      const Headers extra{{"Retry-After", std::to_string(std::max(1, adm.retry_after_s))},
+                          {"x-kvroute-dropped-reason", std::string(flow::to_string(adm.outcome))}};
+      co_await w.send(status, "application/json", openai::error_body(status, refusal_message(adm)),
+                      extra);
+      co_return;
+    }
+    candidates.erase(std::remove(candidates.begin(), candidates.end(), admitted.backend()),
+                     candidates.end());
+  }
+
   std::string last_error;
   int last_status = 502;
   bool cut = false;  // the shutdown grace ran out before a response started
-  for (int attempt = 0; attempt <= cfg.max_retries && !candidates.empty(); ++attempt) {
-    router::Assignment a = router->pick(rr, candidates);
+  bool use_admitted = static_cast<bool>(admitted);
+  for (int attempt = 0; attempt <= cfg.max_retries && (use_admitted || !candidates.empty());
+       ++attempt) {
+    router::Assignment a;
+    if (use_admitted) {
+      a = std::move(admitted);
+      admitted = router::Assignment();
+      use_admitted = false;
+    } else {
+      a = router->pick(rr, candidates);
+    }
     if (!a) break;
     Backend* b = a.backend();
     const routing::Decision& d = a.decision();
@@ -378,6 +514,7 @@ http::Task<void> Proxy::Impl::proxy_openai(Request& req, ResponseWriter& w, open
     Headers extra;
     pass_response_headers(ex->headers(), extra);
     if (cfg.debug_headers) {
+      if (queue_ms >= 0) extra.emplace_back("x-kvroute-queue-ms", std::to_string(queue_ms));
       extra.emplace_back("x-kvroute-backend", b->name);
       extra.emplace_back("x-kvroute-reason", d.reason);
       // What the router believed the engine held of this prompt (bench records compare it with

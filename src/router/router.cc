@@ -33,6 +33,8 @@ struct Router::Impl {
   // Names this router in thread-local caches (an address could be reused by a later router).
   const std::uint64_t id = next_router_id.fetch_add(1);
   config::Config cfg;
+  flow::SaturationOptions saturation;
+  std::unique_ptr<flow::FlowController> flow;       // flowControl.enabled
   std::shared_ptr<net::ssl::context> upstream_tls;  // https engines (docs/adr/0022)
   std::size_t capacity = 0;  // backend slots (index structures are sized by it)
   // Membership (docs/adr/0021). Backends are never freed while the router lives: a reader may
@@ -66,6 +68,10 @@ struct Router::Impl {
   metrics::GaugeFamily* healthy = nullptr;
   metrics::CounterFamily* upstream_errors = nullptr;
   metrics::CounterFamily* decisions = nullptr;
+  // Flow control (declared only when enabled).
+  metrics::CounterFamily* flow_requests = nullptr;         // {priority, outcome}
+  metrics::HistogramFamily* flow_queue_seconds = nullptr;  // {priority}
+  metrics::Gauge* flow_queue_size = nullptr;
   metrics::Counter* prompt_tokens = nullptr;       // routed by prefix-aware policies
   metrics::Histogram* decision_seconds = nullptr;  // sampled: one decision in 64
   metrics::Gauge* index_entries = nullptr;
@@ -153,6 +159,21 @@ struct Router::Impl {
     index_entries = &reg.gauge("kvroute_prefix_index_entries",
                                "(block, engine) pairs in the approximate prefix index.")
                          .with({});
+    if (cfg.flow_control.enabled) {
+      flow_requests =
+          &reg.counter("kvroute_flow_control_requests_total",
+                       "Requests through flow control by priority band and outcome (dispatched, "
+                       "rejected-saturated, rejected-capacity, rejected-ttl-expired, "
+                       "rejected-context-cancelled, rejected-shutting-down).",
+                       {"priority", "outcome"});
+      flow_queue_seconds = &reg.histogram(
+          "kvroute_flow_control_request_queue_duration_seconds",
+          "Time requests waited in the router's queue (queued requests only), by priority band.",
+          {0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60}, {"priority"});
+      flow_queue_size =
+          &reg.gauge("kvroute_flow_control_queue_size", "Requests waiting in the router's queue.")
+               .with({});
+    }
     decisions = &reg.counter("kvroute_routing_decisions_total",
                              "Routing decisions by policy and reason.", {"policy", "reason"});
     precise_gauges =
@@ -210,7 +231,8 @@ struct Router::Impl {
 
   Result<void> load_encoders();
   Result<void> build();
-  void scrape(Backend& b, std::string_view text);
+  // `sent_epoch`: the backend's dispatch epoch before the scrape's request went out.
+  void scrape(Backend& b, std::string_view text, std::uint32_t sent_epoch);
   http::Task<void> scrape_loop();
   http::Task<void> health_loop();
 };
@@ -220,11 +242,19 @@ struct Router::Impl {
 Assignment::Assignment(Router* r, routing::RouteRequest* rr, Backend* b, routing::Decision d)
     : r_(r), rr_(rr), b_(b), d_(std::move(d)) {
   b_->inflight.fetch_add(1);
+  epoch_ = b_->dispatch_epoch.load();
+  b_->unstarted_by_parity[epoch_ & 1].fetch_add(1);
   r_->impl_->policy->on_routed(*rr_, *b_);
 }
 
 Assignment::Assignment(Assignment&& o) noexcept
-    : r_(o.r_), rr_(o.rr_), b_(o.b_), d_(std::move(o.d_)), ok_(o.ok_), first_(o.first_) {
+    : r_(o.r_),
+      rr_(o.rr_),
+      b_(o.b_),
+      d_(std::move(o.d_)),
+      ok_(o.ok_),
+      first_(o.first_),
+      epoch_(o.epoch_) {
   o.b_ = nullptr;
 }
 
@@ -237,6 +267,7 @@ Assignment& Assignment::operator=(Assignment&& o) noexcept {
     d_ = std::move(o.d_);
     ok_ = o.ok_;
     first_ = o.first_;
+    epoch_ = o.epoch_;
     o.b_ = nullptr;
   }
   return *this;
@@ -247,7 +278,13 @@ Assignment::~Assignment() { release(); }
 void Assignment::first_byte() {
   if (!b_ || first_) return;
   first_ = true;
+  started(*b_);
   r_->impl_->policy->on_first_byte(*rr_, *b_);
+  if (r_->impl_->flow) r_->impl_->flow->wake();
+}
+
+void Assignment::started(Backend& b) const {
+  if (epoch_ > b.settled_epoch.load()) b.unstarted_by_parity[epoch_ & 1].fetch_sub(1);
 }
 
 void Assignment::release() {
@@ -257,7 +294,9 @@ void Assignment::release() {
   // The hooks first: once in-flight reaches 0 a removed backend's slot may be reused, and nothing
   // of this request may land in the new occupant's entries.
   r_->impl_->policy->on_done(*rr_, *b, ok_);
+  if (!first_) started(*b);
   b->inflight.fetch_sub(1);
+  if (r_->impl_->flow) r_->impl_->flow->wake();
 }
 
 // --- Router ------------------------------------------------------------------------------------
@@ -479,7 +518,62 @@ Result<std::unique_ptr<Router>> Router::create(config::Config cfg, metrics::Regi
     spdlog::warn("upstream.insecureSkipVerify: https engines' certificates are not verified");
   im.declare_metrics(reg);
   KVROUTE_TRY(im.build());
+  if (const auto& fc = im.cfg.flow_control; fc.enabled) {
+    im.saturation.queue_depth_threshold = fc.queue_depth_threshold;
+    im.saturation.kv_cache_util_threshold = fc.kv_cache_util_threshold;
+    im.saturation.metrics_staleness = fc.metrics_staleness;
+    im.saturation.headroom = fc.headroom;
+    im.saturation.max_concurrency = fc.max_concurrency;
+    flow::FlowOptions o;
+    o.default_band.max_requests = fc.band_max_requests;
+    o.default_band.max_bytes = fc.band_max_bytes;
+    o.default_band.fairness = fc.fairness == "vtc"             ? flow::Fairness::kVtc
+                              : fc.fairness == "global-strict" ? flow::Fairness::kGlobalStrict
+                                                               : flow::Fairness::kRoundRobin;
+    o.max_requests = fc.max_requests;
+    o.max_bytes = fc.max_bytes;
+    o.default_ttl = fc.default_request_ttl;
+    o.shed_sheddable = fc.shed_sheddable;
+    const auto limit = [](const config::TenantRateLimit& t) {
+      return flow::RateLimit{t.requests_per_second, t.tokens_per_second,
+                             static_cast<double>(t.burst.count()) / 1000.0};
+    };
+    o.default_limit = limit(fc.default_rate_limit);
+    for (const auto& t : fc.tenant_rate_limits) o.tenant_limits[t.name] = limit(t);
+    im.flow = std::make_unique<flow::FlowController>(std::move(o));
+  }
   return r;
+}
+
+flow::FlowController* Router::flow_control() const { return impl_->flow.get(); }
+
+int Router::priority_of(std::string_view objective, std::string_view tenant,
+                        std::string_view model) const {
+  const auto& fc = impl_->cfg.flow_control;
+  const std::pair<std::string_view, const std::vector<config::ObjectivePriority>*> rules[] = {
+      {objective, &fc.objectives}, {tenant, &fc.tenant_priorities}, {model, &fc.model_priorities}};
+  for (const auto& [key, list] : rules) {
+    if (key.empty()) continue;
+    for (const auto& o : *list)
+      if (o.name == key) return o.priority;
+  }
+  return 0;
+}
+
+bool Router::has_room(const Backend& b, std::int64_t now_ms) const {
+  return flow::judge(impl_->saturation, flow::snapshot(b), now_ms) == flow::Room::kRoom;
+}
+
+Assignment Router::pick_with_room(routing::RouteRequest& rr, Candidates& candidates,
+                                  std::int64_t now_ms) {
+  Candidates roomy;
+  for (auto* b : candidates)
+    if (has_room(*b, now_ms)) roomy.push_back(b);
+  Assignment a = pick(rr, roomy);
+  if (a)
+    candidates.erase(std::remove(candidates.begin(), candidates.end(), a.backend()),
+                     candidates.end());
+  return a;
 }
 
 Prepared Router::prepare(openai::Endpoint kind, std::string_view body) const {
@@ -620,8 +714,18 @@ std::string Router::status_json() const {
   return out;
 }
 
+void Router::record_admission(int priority, const flow::Admission& a) {
+  auto& im = *impl_;
+  if (!im.flow_requests) return;
+  const std::string band = std::to_string(priority);
+  im.flow_requests->with({band, std::string(flow::to_string(a.outcome))}).inc();
+  if (a.queued)
+    im.flow_queue_seconds->with({band}).observe(static_cast<double>(a.queued_ms) / 1000.0);
+}
+
 void Router::update_gauges() {
   auto& im = *impl_;
+  if (im.flow) im.flow_queue_size->set(static_cast<double>(im.flow->queued()));
   const auto now = routing::steady_now_ms();
   const BackendSet members = im.snapshot();
   for (auto* b : *members) {
@@ -664,7 +768,7 @@ std::vector<std::string> Router::known_models() const {
   return {all.begin(), all.end()};
 }
 
-void Router::Impl::scrape(Backend& b, std::string_view text) {
+void Router::Impl::scrape(Backend& b, std::string_view text, std::uint32_t sent_epoch) {
   static const std::vector<std::string_view> kWanted = {
       "vllm:num_requests_waiting",       "vllm:num_requests_running",
       "vllm:kv_cache_usage_perc",        "vllm:gpu_cache_usage_perc",
@@ -699,7 +803,16 @@ void Router::Impl::scrape(Backend& b, std::string_view text) {
         load->block_size ? static_cast<double>(load->block_size) / cfg.block_size : 1.0;
     set_kv_capacity(b, static_cast<std::uint64_t>(load->num_gpu_blocks * ratio));
   }
+  b.scraped_waiting.store(load->waiting, std::memory_order_relaxed);
+  b.scraped_running.store(load->running, std::memory_order_relaxed);
+  b.scraped_kv_usage.store(load->kv_usage, std::memory_order_relaxed);
+  b.scraped_at_ms.store(routing::steady_ms(load->scraped_at), std::memory_order_release);
   b.load.store(std::move(load));
+  // What the router dispatched before the request went out is in these figures or started
+  // (Backend::dispatch_epoch).
+  b.unstarted_by_parity[sent_epoch & 1].store(0);
+  b.settled_epoch.store(sent_epoch);
+  if (flow) flow->wake();
 }
 
 http::Task<void> Router::Impl::scrape_loop() {
@@ -710,8 +823,9 @@ http::Task<void> Router::Impl::scrape_loop() {
     const BackendSet members = snapshot();
     for (auto* b : *members) {
       if (!b->healthy.load() || b->removed.load()) continue;
+      const std::uint32_t sent_epoch = b->dispatch_epoch.fetch_add(1);
       auto r = co_await p.get(b->endpoint, "/metrics", cfg.health_timeout, 8u << 20);
-      if (r && r->first == 200) scrape(*b, r->second);
+      if (r && r->first == 200) scrape(*b, r->second, sent_epoch);
     }
     timer.expires_after(cfg.metrics_scrape_interval);
     auto [ec] = co_await timer.async_wait(http::use_task_tuple);
@@ -807,6 +921,7 @@ void Router::start_background(http::Executor probe_ex, http::Executor scrape_ex)
 
 void Router::stop() {
   if (!impl_) return;
+  if (impl_->flow) impl_->flow->stop();
   if (impl_->discovery) impl_->discovery->stop();
   if (impl_->precise) impl_->precise->stop();
 }

@@ -31,6 +31,8 @@
 
 #include "common/result.h"
 #include "config/config.h"
+#include "flow/controller.h"
+#include "flow/saturation.h"
 #include "http/client.h"
 #include "http/task.h"
 #include "metrics/registry.h"
@@ -86,6 +88,9 @@ class Assignment {
   routing::Decision d_;
   bool ok_ = false;
   bool first_ = false;
+  std::uint32_t epoch_ = 0;  // Backend::dispatch_epoch at dispatch
+  // Takes this request off the backend's unstarted count (unless its epoch is settled).
+  void started(Backend& b) const;
 };
 
 class Router {
@@ -129,6 +134,21 @@ class Router {
   // The policy's pick among `candidates` (the pick is removed from them, so a retry picks among
   // the rest); an empty Assignment when the policy declines.
   Assignment pick(routing::RouteRequest& rr, Candidates& candidates);
+
+  // Flow control (issue 18; null when flowControl.enabled is false): the front doors admit each
+  // request through it after select_candidates.
+  flow::FlowController* flow_control() const;
+  // A request's band: its objective header's value if listed (flowControl.objectives), else its
+  // API key's tenant if listed, else its model if listed, else 0.
+  int priority_of(std::string_view objective, std::string_view tenant = {},
+                  std::string_view model = {}) const;
+  // Counts how flow control answered a request of band `priority` (metrics).
+  void record_admission(int priority, const flow::Admission& a);
+  // Whether `b` has room for one more request now (flow/saturation.h).
+  bool has_room(const Backend& b, std::int64_t now_ms) const;
+  // pick() among the candidates with room; an empty Assignment when none has room (or the policy
+  // declines). The candidates keep the ones without room.
+  Assignment pick_with_room(routing::RouteRequest& rr, Candidates& candidates, std::int64_t now_ms);
 
   // An upstream failure seen by a front door: counted by `kind`; unless `cancelled`, it counts
   // toward passive ejection.

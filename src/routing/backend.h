@@ -113,6 +113,27 @@ struct Backend {
   std::atomic<std::int64_t> kv_capacity_tokens{0};
   ModelList models;
   std::atomic<std::shared_ptr<const EngineLoad>> load;  // null until scraped
+  // The figures flow control reads on every dispatch, as plain atomics (the shared_ptr's lock bit
+  // is not for a hot path, and ThreadSanitizer does not see it as a lock).
+  std::atomic<double> scraped_waiting{0};
+  std::atomic<double> scraped_running{0};
+  std::atomic<double> scraped_kv_usage{0};
+  std::atomic<std::int64_t> scraped_at_ms{-1};  // steady-clock ms; -1: never
+  // Flow control's view between scrapes (flow/saturation.h): requests this router dispatched that
+  // the last scrape cannot have seen and that have not started (no first byte). A scrape advances
+  // `dispatch_epoch` when it sends its request: what was dispatched before (the old epoch) is in
+  // the figures it gets back or has started, so the response zeroes the old epoch's count and
+  // marks it settled; requests dispatched meanwhile count on in the new epoch. A request takes
+  // itself off its epoch's count when it starts, unless that epoch is settled. Two counts by
+  // epoch parity suffice (one scrape in flight per backend). A request racing the response can
+  // leave a count off by one until that parity is zeroed again (readers clamp at 0).
+  std::atomic<std::uint32_t> dispatch_epoch{1};
+  std::atomic<std::uint32_t> settled_epoch{0};
+  std::atomic<int> unstarted_by_parity[2] = {0, 0};
+  int unstarted_since_scrape() const {
+    return unstarted_by_parity[0].load(std::memory_order_relaxed) +
+           unstarted_by_parity[1].load(std::memory_order_relaxed);
+  }
 
   bool serves(std::string_view model) const;
   // Healthy, not ejected at `now_ms`, not removed.

@@ -20,6 +20,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -30,6 +31,7 @@
 #include "auth/auth.h"
 #include "common/mutex.h"
 #include "envoy/service/ext_proc/v3/external_processor.pb.h"
+#include "flow/controller.h"
 #include "metrics/registry.h"
 #include "router/router.h"
 
@@ -103,8 +105,20 @@ class StreamProcessor {
   // Handles one message; appends the replies (none, one or several) to `out`. Returns false once
   // the EPP has answered with an immediate_response: the stream is over and should be closed.
   bool on_request(const pb::ProcessingRequest& in, std::vector<pb::ProcessingResponse>& out);
-  // The stream ended (half-close, cancel or error): releases the request's backend.
+  // The stream ended (half-close, cancel or error): releases the request's backend; a request
+  // waiting in flow control's queue leaves it (waits for an answer already on its way).
   void on_stream_end();
+
+  // Flow control (flowControl.enabled, full-duplex streams): when no engine has room the request
+  // waits in the router and on_request returns with no reply. `handler` is then called once, on
+  // flow control's thread, with the answer; the owner calls complete() with it (serialized with
+  // on_request), which appends the pick's replies or a refusal (returns false: the stream is
+  // over). Set before the first message.
+  void set_admission_handler(std::function<void(const flow::Admission&)> handler) {
+    admission_handler_ = std::move(handler);
+  }
+  bool complete(const flow::Admission& a, std::vector<pb::ProcessingResponse>& out);
+  bool queued() const { return queued_; }
 
   // For tests and logs.
   bool full_duplex() const { return full_duplex_; }
@@ -120,6 +134,13 @@ class StreamProcessor {
   // Routes the buffered request; on success appends the pick's replies, else an
   // immediate_response (returns false).
   bool route(std::vector<pb::ProcessingResponse>& out);
+  // The pick's replies (destination header, metadata, the body back), once assignment_ is set.
+  bool emit_pick(std::vector<pb::ProcessingResponse>& out,
+                 std::chrono::steady_clock::time_point start);
+  // The candidates now, inside the gateway's subset hint; an error reply's status otherwise.
+  std::optional<router::CandidateError> candidates_now(std::int64_t now_ms,
+                                                       router::Candidates& out) const;
+  bool admit(std::vector<pb::ProcessingResponse>& out, std::chrono::steady_clock::time_point start);
   void refuse(int status, std::string message, std::string_view param,
               std::vector<pb::ProcessingResponse>& out, std::string_view code = {});
   void finish(bool success);
@@ -144,6 +165,21 @@ class StreamProcessor {
   bool response_started_ = false;
   std::chrono::steady_clock::time_point t0_;
   std::chrono::steady_clock::time_point routed_at_;
+  std::string tenant_;                             // the API key's tenant
+  const openai::ParsedRequest* parsed_ = nullptr;  // the request being routed
+  // Flow control: the ticket of a request waiting in the router's queue.
+  struct Pending {
+    flow::Ticket ticket;
+    Mutex mu;
+    CondVar cv;
+    std::function<void(const flow::Admission&)> notify GUARDED_BY(mu);
+    bool answered GUARDED_BY(mu) = false;
+  };
+  std::unique_ptr<Pending> pending_;
+  std::function<void(const flow::Admission&)> admission_handler_;
+  bool queued_ = false;
+  bool trailers_while_queued_ = false;
+  std::chrono::steady_clock::time_point route_start_;
 };
 
 // "ip:port", bracketing IPv6 addresses.
