@@ -30,6 +30,7 @@ struct CommonFlags {
   std::string think = "1s";
   std::string json_path;
   std::string records_path;
+  std::vector<std::string> classes;  // --class specs
   std::uint64_t capacity_blocks = 0;
   std::uint32_t block_size = 0;  // 0: the engines' block size, else 16
   bool quiet = false;
@@ -122,6 +123,10 @@ void add_common_flags(CLI::App* cmd, CommonFlags& f) {
   cmd->add_option("--records", f.records_path,
                   "Write every request (TTFT, cached tokens, backend, ...) as CSV to FILE");
   cmd->add_flag("--quiet", f.quiet, "No progress bar");
+  cmd->add_option("--class", f.classes,
+                  "NAME:SHARE[:HEADER=VALUE,...]: a traffic class, SHARE of the sessions (relative "
+                  "weight) sending these headers (e.g. x-gateway-inference-objective=high); "
+                  "outcomes and TTFT are reported per class (repeatable)");
 }
 
 // Applies the string flags; false (with a message) on a bad value.
@@ -138,6 +143,15 @@ bool finish_common(CommonFlags& f) {
     return false;
   }
   f.wl.mt_think_s = static_cast<double>(t->count()) / 1000.0;
+  f.wl.classes.clear();
+  for (const auto& spec : f.classes) {
+    auto c = parse_traffic_class(spec);
+    if (!c) {
+      fmt::print(stderr, "kvroute bench: {}\n", c.error().message);
+      return false;
+    }
+    f.wl.classes.push_back(std::move(*c));
+  }
   f.load.seed = f.wl.seed;
   f.load.progress = !f.quiet;
   if (f.wl.name == "mooncake") {
@@ -275,6 +289,7 @@ int print_compare(const std::vector<CompareRun>& runs, const std::string& json_p
   for (const auto& sum : sums) {
     if (const auto line = hit_loss_line(sum); !line.empty()) fmt::print("{}\n", line);
   }
+  for (const auto& sum : sums) std::fputs(class_lines(sum.label, sum.classes).c_str(), stdout);
   for (const auto& sum : sums) {
     for (const auto& w : sum.warnings) fmt::print("warning ({}): {}\n", sum.label, w);
   }
@@ -325,7 +340,8 @@ namespace {
 // `bench compare --load-fractions`: measures capacity, then one comparison per fraction (open
 // loop).
 int run_fractions(const WorkloadOptions& wopts, const Workload& wl, CompareOptions co,
-                  const std::string& list, int saturation, const std::string& json_path,
+                  const std::string& list, int saturation, double known_capacity,
+                  const std::string& json_path,
                   const std::string& plots_dir, const std::string& records_path,
                   RowStream& stream) {
   std::vector<double> fs;
@@ -340,20 +356,26 @@ int run_fractions(const WorkloadOptions& wopts, const Workload& wl, CompareOptio
     }
     fs.push_back(f);
   }
-  WorkloadOptions sat_opts = wopts;
-  sat_opts.mt_think_s = 0;  // capacity is what the engines sustain, not what think time allows
-  auto sat_wl = make_workload(sat_opts);
-  if (!sat_wl) {
-    fmt::print(stderr, "kvroute bench compare: {}\n", sat_wl.error().message);
-    return 2;
+  Result<double> capacity = known_capacity;
+  if (known_capacity > 0) {
+    fmt::print("capacity: {:.1f} req/s (--capacity)\n\n", known_capacity);
+  } else {
+    WorkloadOptions sat_opts = wopts;
+    sat_opts.mt_think_s = 0;  // capacity is what the engines sustain, not what think time allows
+    auto sat_wl = make_workload(sat_opts);
+    if (!sat_wl) {
+      fmt::print(stderr, "kvroute bench compare: {}\n", sat_wl.error().message);
+      return 2;
+    }
+    capacity = measure_capacity(*sat_wl, co, saturation);
+    if (!capacity) {
+      fmt::print(stderr, "kvroute bench compare: {}\n", capacity.error().message);
+      return 2;
+    }
+    fmt::print("capacity: {:.1f} req/s ({}, closed loop, {} users, no think time)\n\n",
+               *capacity, co.targets.empty() ? std::string("round-robin") : co.targets[0].name,
+               saturation);
   }
-  auto capacity = measure_capacity(*sat_wl, co, saturation);
-  if (!capacity) {
-    fmt::print(stderr, "kvroute bench compare: {}\n", capacity.error().message);
-    return 2;
-  }
-  fmt::print("capacity: {:.1f} req/s ({}, closed loop, {} users, no think time)\n\n", *capacity,
-             co.targets.empty() ? std::string("round-robin") : co.targets[0].name, saturation);
   int rc = 0;
   for (double f : fs) {
     co.load.concurrency = 0;
@@ -463,6 +485,10 @@ void add_bench_command(CLI::App& app, int& exit_code) {
                   "closed-loop throughput at --saturation-concurrency users, no think time)");
   cmp->add_option("--saturation-concurrency", *saturation, "Users of the capacity run")
       ->capture_default_str();
+  auto known_capacity = std::make_shared<double>(0);
+  cmp->add_option("--capacity", *known_capacity,
+                  "With --load-fractions: the capacity in requests/s (skips the capacity run, so "
+                  "several invocations share one figure)");
   auto repeat = std::make_shared<int>(1);
   cmp->add_option("--repeat", *repeat,
                   "Run the comparison N times (policies interleaved) and pool each policy's "
@@ -476,7 +502,7 @@ void add_bench_command(CLI::App& app, int& exit_code) {
   add_common_flags(cmp, *cf);
 
   cmp->callback([cf, cmp_policies, policy_configs, repeat, simultaneous, plots, sim, targets,
-                 engine_urls, no_reset, fractions, saturation, &exit_code] {
+                 engine_urls, no_reset, fractions, saturation, known_capacity, &exit_code] {
     if (!finish_common(*cf)) {
       exit_code = 2;
       return;
@@ -531,8 +557,8 @@ void add_bench_command(CLI::App& app, int& exit_code) {
       if (!cf->records_path.empty()) std::filesystem::remove(cf->records_path);
       const std::string plots_dir =
           !plots->empty() || cf->no_plots ? *plots : plots_beside(cf->json_path);
-      exit_code = run_fractions(cf->wl, *wl, co, *fractions, *saturation, cf->json_path, plots_dir,
-                                cf->records_path, *stream);
+      exit_code = run_fractions(cf->wl, *wl, co, *fractions, *saturation, *known_capacity,
+                                cf->json_path, plots_dir, cf->records_path, *stream);
       return;
     }
     const std::string extra =

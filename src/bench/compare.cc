@@ -124,9 +124,10 @@ void start_policy(PolicyRun& pr, const CompareOptions& o) {
                              [&](const auto& nc) { return nc.first == policy; });
       pc != o.policy_configs.end()) {
     auto file = config::load_file(pc->second);
-    if (file && file->plugins.empty()) {
-      file = fail(Error::invalid(
-          pc->second + ": no plugins (a scheduler config needs plugins and schedulingProfiles)"));
+    if (file && file->plugins.empty() && !file->flow_control.enabled) {
+      file = fail(Error::invalid(pc->second +
+                                 ": no plugins (a scheduler config needs plugins and "
+                                 "schedulingProfiles; or flowControl, on its `policy`)"));
     }
     if (!file) {
       pr.cr.error = file.error().message;
@@ -155,8 +156,16 @@ void start_policy(PolicyRun& pr, const CompareOptions& o) {
   cfg.threads = o.proxy_threads;
   cfg.policy = policy;
   if (scheduler) {
-    cfg.plugins = std::move(scheduler->plugins);
-    cfg.profiles = std::move(scheduler->profiles);
+    // The file's scheduler (or, without plugins, its preset `policy`) and its flow control, with
+    // the metrics scrape interval its saturation detector was tuned for.
+    if (scheduler->plugins.empty()) {
+      cfg.policy = scheduler->policy;
+    } else {
+      cfg.plugins = std::move(scheduler->plugins);
+      cfg.profiles = std::move(scheduler->profiles);
+    }
+    cfg.flow_control = scheduler->flow_control;
+    cfg.metrics_scrape_interval = scheduler->metrics_scrape_interval;
   }
   cfg.debug_headers = true;
   cfg.log_level = o.proxy_log_level;

@@ -179,11 +179,13 @@ struct Runner {
     records[idx].session = s;
     records[idx].turn = t;
     records[idx].start_s = seconds_between(t0, start);
+    records[idx].cls = wl.sessions[s].cls;
     ++issued;
 
     const std::string body = request_body(item, model);
     http::Headers headers{{"content-type", "application/json"}, {"accept", "text/event-stream"}};
     if (!opts.session_header.empty()) headers.emplace_back(opts.session_header, wl.sessions[s].id);
+    for (const auto& [k, v] : wl.sessions[s].headers) headers.emplace_back(k, v);
     const std::string target = item.chat ? "/v1/chat/completions" : "/v1/completions";
     const std::string_view method = "POST";
     InFlight f;
@@ -204,6 +206,11 @@ struct Runner {
         std::int64_t v = 0;
         if (std::from_chars(p.data(), p.data() + p.size(), v).ec == std::errc{})
           records[idx].predicted_tokens = v;
+      }
+      if (auto q = http::find_header(ex.headers(), "x-kvroute-queue-ms"); !q.empty()) {
+        double v = 0;
+        if (std::from_chars(q.data(), q.data() + q.size(), v).ec == std::errc{})
+          records[idx].queue_ms = v;
       }
       if (ex.status() != 200) {
         const std::size_t limit = 64 * 1024;

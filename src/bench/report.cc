@@ -249,6 +249,7 @@ Summary summarize(const std::string& label, const Workload& wl, const RunResult&
     const double mean = static_cast<double>(sum) / static_cast<double>(s.backends.size());
     s.imbalance = mean > 0 ? static_cast<double>(mx) / mean : 0;
   }
+  s.classes = class_summaries(run);
   return s;
 }
 
@@ -351,6 +352,58 @@ Summary summarize_pooled(const std::string& label, const Workload& wl,
   return s;
 }
 
+std::vector<ClassSummary> class_summaries(const RunResult& run) {
+  std::vector<ClassSummary> out;
+  std::vector<std::vector<double>> ttft, queue;
+  for (const auto& r : run.records) {
+    if (r.cls.empty()) continue;
+    auto it = std::find_if(out.begin(), out.end(),
+                           [&](const ClassSummary& c) { return c.name == r.cls; });
+    if (it == out.end()) {
+      out.push_back({});
+      out.back().name = r.cls;
+      ttft.emplace_back();
+      queue.emplace_back();
+      it = out.end() - 1;
+    }
+    const auto k = static_cast<std::size_t>(it - out.begin());
+    ClassSummary& c = *it;
+    ++c.sent;
+    if (r.outcome == Outcome::kOk) {
+      ++c.completed;
+      if (r.ttft_s >= 0) ttft[k].push_back(r.ttft_s);
+      if (r.queue_ms >= 0) queue[k].push_back(r.queue_ms);
+    } else if (r.outcome == Outcome::kCancelled) {
+      ++c.cancelled;
+    } else if (r.outcome == Outcome::kHttpError && r.status == 429) {
+      ++c.rejected_429;
+    } else if (r.outcome == Outcome::kHttpError && r.status == 503) {
+      ++c.rejected_503;
+    } else {
+      ++c.failed_other;
+    }
+  }
+  for (std::size_t k = 0; k < out.size(); ++k) {
+    out[k].ttft = percentiles_of(std::move(ttft[k]));
+    out[k].queue_ms = percentiles_of(std::move(queue[k]));
+    out[k].goodput = run.wall_s > 0 ? static_cast<double>(out[k].completed) / run.wall_s : 0;
+  }
+  return out;
+}
+
+std::string class_lines(const std::string& label, const std::vector<ClassSummary>& classes) {
+  std::string out;
+  for (const auto& c : classes) {
+    out += fmt::format(
+        "class {}/{}: {} sent, {} ok ({:.2f}/s), {} x 429, {} x 503, {} failed, {} cancelled; "
+        "TTFT p50 {:.1f} ms, p99 {:.1f} ms; router queue p50 {:.0f} ms, p99 {:.0f} ms\n",
+        label, c.name, c.sent, c.completed, c.goodput, c.rejected_429, c.rejected_503,
+        c.failed_other, c.cancelled, c.ttft.p50 * 1000, c.ttft.p99 * 1000, c.queue_ms.p50,
+        c.queue_ms.p99);
+  }
+  return out;
+}
+
 std::string summary_json(const Summary& s) {
   std::string b = "{";
   b += fmt::format(
@@ -390,6 +443,14 @@ std::string summary_json(const Summary& s) {
   for (std::size_t i = 0; i < s.errors.size(); ++i) b += (i ? "," : "") + jstr(s.errors[i]);
   b += "],\"warnings\":[";
   for (std::size_t i = 0; i < s.warnings.size(); ++i) b += (i ? "," : "") + jstr(s.warnings[i]);
+  b += "],\"classes\":[";
+  for (std::size_t i = 0; i < s.classes.size(); ++i) {
+    const auto& c = s.classes[i];
+    b += fmt::format(
+        R"({}{{"name":{},"sent":{},"completed":{},"rejected_429":{},"rejected_503":{},"failed":{},"cancelled":{},"goodput":{},"ttft_s":{},"queue_ms":{}}})",
+        i ? "," : "", jstr(c.name), c.sent, c.completed, c.rejected_429, c.rejected_503,
+        c.failed_other, c.cancelled, jnum(c.goodput), pct_json(c.ttft), pct_json(c.queue_ms));
+  }
   b += "]}";
   return b;
 }
@@ -683,7 +744,7 @@ std::string records_csv(const std::string& label, const RunResult& run, bool hea
   if (header) {
     out +=
         "label,session,turn,start_s,ttft_s,e2e_s,prompt_tokens,cached_tokens,output_tokens,backend,"
-        "status,outcome,reason,predicted_tokens,best_engine,best_tokens,chosen_tokens\n";
+        "status,outcome,reason,predicted_tokens,best_engine,best_tokens,chosen_tokens,class,queue_ms\n";
   }
   const HitLoss* loss = summary != nullptr && summary->loss.known &&
                                 summary->loss.best_tokens.size() == run.records.size()
@@ -696,11 +757,12 @@ std::string records_csv(const std::string& label, const RunResult& run, bool hea
                    r.cached_tokens, r.output_tokens, r.backend, r.status, to_string(r.outcome),
                    r.reason, r.predicted_tokens);
     if (loss != nullptr) {
-      fmt::format_to(std::back_inserter(out), ",{},{},{}\n", loss->best_engine[i],
+      fmt::format_to(std::back_inserter(out), ",{},{},{}", loss->best_engine[i],
                      loss->best_tokens[i], loss->chosen_tokens[i]);
     } else {
-      out += ",,,\n";
+      out += ",,,";
     }
+    fmt::format_to(std::back_inserter(out), ",{},{}\n", r.cls, r.queue_ms);
   }
   return out;
 }

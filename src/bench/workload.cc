@@ -4,7 +4,9 @@
 #include <simdjson.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
+#include <cstdlib>
 #include <unordered_map>
 
 #include "common/hash.h"
@@ -337,7 +339,80 @@ Workload mooncake_workload(const std::vector<TraceRecord>& records, std::uint32_
   return w;
 }
 
+Result<TrafficClass> parse_traffic_class(std::string_view spec) {
+  auto bad = [&](std::string_view why) {
+    return fail(Error::invalid(fmt::format(
+        "--class '{}': {} (want NAME:SHARE[:HEADER=VALUE[,HEADER=VALUE...]])", spec, why)));
+  };
+  TrafficClass c;
+  const auto c1 = spec.find(':');
+  if (c1 == std::string_view::npos || c1 == 0) return bad("no NAME:SHARE");
+  c.name = std::string(spec.substr(0, c1));
+  const auto c2 = spec.find(':', c1 + 1);
+  const std::string share(spec.substr(c1 + 1, c2 == std::string_view::npos ? spec.npos : c2 - c1 - 1));
+  char* end = nullptr;
+  c.share = std::strtod(share.c_str(), &end);
+  if (share.empty() || end != share.c_str() + share.size() || !(c.share > 0) ||
+      !std::isfinite(c.share))
+    return bad("SHARE must be a number above 0");
+  if (c2 == std::string_view::npos) return c;
+  std::string_view rest = spec.substr(c2 + 1);
+  while (!rest.empty()) {
+    const auto comma = rest.find(',');
+    const std::string_view kv = rest.substr(0, comma);
+    const auto eq = kv.find('=');
+    if (eq == std::string_view::npos || eq == 0) return bad("a header is not HEADER=VALUE");
+    const std::string_view name = kv.substr(0, eq);
+    const std::string_view value = kv.substr(eq + 1);
+    const bool name_ok = std::all_of(name.begin(), name.end(), [](char ch) {
+      return std::isalnum(static_cast<unsigned char>(ch)) != 0 || ch == '-' || ch == '_';
+    });
+    const bool value_ok = std::all_of(value.begin(), value.end(), [](char ch) {
+      return static_cast<unsigned char>(ch) >= 0x20 && ch != 0x7f;
+    });
+    if (!name_ok || !value_ok) return bad("invalid header name or value");
+    c.headers.emplace_back(std::string(name), std::string(value));
+    if (comma == std::string_view::npos) break;
+    rest.remove_prefix(comma + 1);
+  }
+  return c;
+}
+
+void assign_classes(Workload& wl, const std::vector<TrafficClass>& classes, std::uint64_t seed) {
+  if (classes.empty()) return;
+  double total = 0;
+  for (const auto& c : classes) total += c.share;
+  Rng rng(seed ^ 0x636c617373657321ULL);  // its own stream: arrivals and text stay as without
+  for (auto& s : wl.sessions) {
+    double u = rng.uniform() * total;
+    const TrafficClass* pick = &classes.back();
+    for (const auto& c : classes) {
+      if (u < c.share) {
+        pick = &c;
+        break;
+      }
+      u -= c.share;
+    }
+    s.cls = pick->name;
+    s.headers = pick->headers;
+  }
+}
+
+namespace {
+
+Result<Workload> make_workload_unclassed(const WorkloadOptions& o);
+
+}  // namespace
+
 Result<Workload> make_workload(const WorkloadOptions& o) {
+  KVROUTE_TRY(auto wl, make_workload_unclassed(o));
+  assign_classes(wl, o.classes, o.seed);
+  return wl;
+}
+
+namespace {
+
+Result<Workload> make_workload_unclassed(const WorkloadOptions& o) {
   if (o.name == "shared-prefix") return make_shared_prefix(o);
   if (o.name == "multi-turn") return make_multi_turn(o);
   if (o.name == "long-doc-qa") return make_long_doc_qa(o);
@@ -358,5 +433,7 @@ Result<Workload> make_workload(const WorkloadOptions& o) {
   for (const auto& n : workload_names()) known += (known.empty() ? "" : ", ") + n;
   return fail(Error::invalid("unknown workload '" + o.name + "' (known: " + known + ")"));
 }
+
+}  // namespace
 
 }  // namespace kvroute::bench

@@ -64,6 +64,8 @@ struct RequestRecord {
   std::string backend;                 // x-kvroute-backend, if any
   std::string reason;                  // x-kvroute-reason, if any
   std::int64_t predicted_tokens = -1;  // x-kvroute-predicted-tokens (-1: none)
+  double queue_ms = -1;                // x-kvroute-queue-ms: time in the router's flow control
+  std::string cls;                     // the session's traffic class (--class), if any
   int status = 0;
   Outcome outcome = Outcome::kOk;
   std::string error;

@@ -54,6 +54,22 @@ struct HitLoss {
   std::vector<int> best_engine;              // per record: which engine (-1: none held any)
 };
 
+// One traffic class's requests (--class): outcomes and latency, so that shedding cannot hide in a
+// pooled percentile. TTFT and router queue time are over the completed requests.
+struct ClassSummary {
+  std::string name;
+  std::size_t sent = 0, completed = 0;
+  std::size_t rejected_429 = 0, rejected_503 = 0;  // refused by the router (flow control)
+  std::size_t failed_other = 0;  // any other failure: lost, as far as the class is concerned
+  std::size_t cancelled = 0;     // in flight at the run's deadline
+  Percentiles ttft;
+  Percentiles queue_ms;  // x-kvroute-queue-ms of the completed requests that carried it
+  double goodput = 0;    // completed requests per second of the run
+};
+std::vector<ClassSummary> class_summaries(const RunResult& run);
+// One line per class (empty when the run has none).
+std::string class_lines(const std::string& label, const std::vector<ClassSummary>& classes);
+
 struct Summary {
   std::string label;  // policy name or URL
   std::string workload;
@@ -78,7 +94,8 @@ struct Summary {
   std::vector<std::string> errors;    // a few distinct error messages
   std::vector<std::string> warnings;  // e.g. the engines' counters and usage disagree
   HitLoss loss;
-  int repeats = 1;  // runs pooled into this summary
+  std::vector<ClassSummary> classes;  // per traffic class (--class), in order of first appearance
+  int repeats = 1;                    // runs pooled into this summary
 };
 
 struct SummaryOptions {

@@ -30,6 +30,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "common/result.h"
@@ -62,7 +63,22 @@ struct Session {
   std::string id;    // sent as the session header
   double at_s = -1;  // trace arrival time (seconds from the start, before --speed); -1: none
   std::vector<Item> turns;
+  // Traffic class (--class): its name, reported per class, and the headers every turn carries
+  // (e.g. x-gateway-inference-objective, x-gateway-inference-fairness-id). Empty: no class.
+  std::string cls;
+  std::vector<std::pair<std::string, std::string>> headers;
 };
+
+// `--class NAME:SHARE[:HEADER=VALUE[,HEADER=VALUE...]]`: a share of the sessions (shares are
+// relative weights) that carry these headers, e.g. a priority band's objective or a tenant's
+// fairness id. Open-loop arrivals stay one Poisson process; each session is of class c with
+// probability share_c / sum of shares, so each class is a Poisson process of its share of the rate.
+struct TrafficClass {
+  std::string name;
+  double share = 1;
+  std::vector<std::pair<std::string, std::string>> headers;
+};
+Result<TrafficClass> parse_traffic_class(std::string_view spec);
 
 struct Workload {
   std::string name;
@@ -70,6 +86,9 @@ struct Workload {
   bool timestamps = false;  // sessions carry trace arrival times
   std::size_t num_requests() const;
 };
+
+// Assigns every session a class (deterministic from `seed`; classes empty: no change).
+void assign_classes(Workload& wl, const std::vector<TrafficClass>& classes, std::uint64_t seed);
 
 struct WorkloadOptions {
   std::string name = "shared-prefix";  // shared-prefix, multi-turn, long-doc-qa, mooncake, mix
@@ -96,6 +115,8 @@ struct WorkloadOptions {
   std::uint32_t trace_block = 512;     // tokens per hash id
   std::size_t trace_limit = 0;         // first N lines only (0: all)
   std::uint32_t trace_output_len = 0;  // > 0: replaces every record's output_length
+  // Traffic classes (make_workload assigns them; empty: none).
+  std::vector<TrafficClass> classes;
 };
 
 std::vector<std::string> workload_names();
