@@ -58,6 +58,10 @@ void add_common_flags(CLI::App* cmd, CommonFlags& f) {
                       "Output tokens per request (max_tokens, ignore_eos); mooncake: "
                       "the trace's output_length unless this is given")
           ->capture_default_str();
+  cmd->add_option("--output-len-dist", w.output_len_dist,
+                  "Output lengths: fixed, or per request with mean --output-len: uniform, "
+                  "exponential (built-in workloads; a trace keeps its own)")
+      ->capture_default_str();
   cmd->add_option("--sp-groups", w.sp_groups, "shared-prefix: groups")->capture_default_str();
   cmd->add_option("--sp-prompts-per-group", w.sp_prompts_per_group,
                   "shared-prefix: prompts per group")

@@ -2,6 +2,7 @@
 // comparison whose router (a policy config with flowControl) tells the classes apart by header.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -66,6 +67,41 @@ TEST(TrafficClass, SessionsSplitByShareDeterministicallyAndCarryTheHeaders) {
   ASSERT_EQ(c->sessions.size(), a->sessions.size());
   EXPECT_EQ(render_prompt(c->sessions[7].turns[0]), render_prompt(a->sessions[7].turns[0]));
   EXPECT_TRUE(c->sessions[7].cls.empty());
+}
+
+TEST(Workload, OutputLengthsFixedOrDrawnWithTheMean) {
+  WorkloadOptions o;
+  o.sp_groups = 10;
+  o.sp_prompts_per_group = 100;
+  o.output_len = 64;
+  for (const char* dist : {"fixed", "uniform", "exponential"}) {
+    o.output_len_dist = dist;
+    auto wl = make_workload(o);
+    ASSERT_TRUE(wl) << dist;
+    double sum = 0;
+    std::uint32_t lo = 1u << 30, hi = 0;
+    for (const auto& s : wl->sessions) {
+      const auto n = s.turns[0].max_tokens;
+      sum += n;
+      lo = std::min(lo, n);
+      hi = std::max(hi, n);
+    }
+    const double mean = sum / static_cast<double>(wl->sessions.size());
+    if (std::string(dist) == "fixed") {
+      EXPECT_EQ(lo, 64u);
+      EXPECT_EQ(hi, 64u);
+    } else {
+      EXPECT_NEAR(mean, 64, 64 * 0.12) << dist;  // 1,000 draws
+      EXPECT_GE(lo, 1u);
+      EXPECT_LT(lo, 16u) << dist;
+      EXPECT_GT(hi, 100u) << dist;
+      EXPECT_LE(hi, std::string(dist) == "uniform" ? 127u : 512u) << dist;
+    }
+  }
+  o.output_len_dist = "pareto";
+  auto bad = make_workload(o);
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.error().message.find("pareto"), std::string::npos);
 }
 
 TEST(TrafficClass, SummaryCountsEachOutcomePerClass) {

@@ -404,8 +404,28 @@ Result<Workload> make_workload_unclassed(const WorkloadOptions& o);
 
 }  // namespace
 
+Status vary_output_lengths(Workload& wl, std::string_view dist, std::uint32_t mean,
+                           std::uint64_t seed) {
+  if (dist == "fixed") return {};
+  if (dist != "uniform" && dist != "exponential")
+    return fail(Error::invalid(fmt::format(
+        "unknown output length distribution '{}' (fixed, uniform, exponential)", dist)));
+  Rng rng(seed ^ 0x6f75747075746c65ULL);  // its own stream
+  const double m = std::max<std::uint32_t>(mean, 1);
+  for (auto& s : wl.sessions) {
+    for (auto& item : s.turns) {
+      double v = dist == "uniform" ? 1 + std::floor(rng.uniform() * (2 * m - 1))
+                                   : std::round(rng.exponential(m));
+      v = std::clamp(v, 1.0, 8 * m);
+      item.max_tokens = static_cast<std::uint32_t>(v);
+    }
+  }
+  return {};
+}
+
 Result<Workload> make_workload(const WorkloadOptions& o) {
   KVROUTE_TRY(auto wl, make_workload_unclassed(o));
+  if (o.name != "mooncake") KVROUTE_TRY_STATUS(vary_output_lengths(wl, o.output_len_dist, o.output_len, o.seed));
   assign_classes(wl, o.classes, o.seed);
   return wl;
 }

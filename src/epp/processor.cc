@@ -306,6 +306,7 @@ bool StreamProcessor::admit(std::vector<pb::ProcessingResponse>& out, Clock::tim
   t.fairness_id = std::string(!fid.empty()       ? fid
                               : !tenant_.empty() ? std::string_view(tenant_)
                                                  : rr_.session_key);
+  t.pool = parsed_->model;
   t.bytes = body_.size();
   t.input_tokens = static_cast<double>(rr_.prompt_tokens);
   t.output_tokens = static_cast<double>(rr_.expected_output_tokens);

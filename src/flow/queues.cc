@@ -59,6 +59,7 @@ Push Queues::push(QueueItem* item) {
   item->seq_ = ++seq_;
   ++b.size;
   b.bytes += item->bytes;
+  ++b.pools[item->pool];
   ++size_;
   bytes_ += item->bytes;
   return Push::kQueued;
@@ -71,6 +72,7 @@ void Queues::take(QueueItem* item) {
   item->flow_ = nullptr;
   --b.size;
   b.bytes -= item->bytes;
+  if (auto p = b.pools.find(item->pool); p != b.pools.end() && --p->second == 0) b.pools.erase(p);
   --size_;
   bytes_ -= item->bytes;
   if (f->items.empty()) {
@@ -94,12 +96,14 @@ QueueItem* Queues::next_head(Band& b) {
   Flow* best = nullptr;
   switch (b.options.fairness) {
     case Fairness::kRoundRobin: {
-      // The first unblocked tenant after the cursor, wrapping around.
-      auto it = b.flows.upper_bound(b.cursor);
+      // The first unblocked tenant after the last one offered in this cycle (which starts at
+      // the tenant served last), wrapping around: each tenant is looked at about once a cycle.
+      auto it = b.flows.upper_bound(b.scan);
       for (std::size_t i = 0; i < b.flows.size(); ++i, ++it) {
         if (it == b.flows.end()) it = b.flows.begin();
         if (it->second.blocked_cycle != cycle_) {
           best = &it->second;
+          b.scan = it->first;
           break;
         }
       }

@@ -6,8 +6,11 @@
 // next: round-robin over the tenants with requests, a virtual token counter (VTC: the tenant that
 // has been served the fewest weighted tokens goes first; a tenant that rejoins is lifted to the
 // lowest active counter so idle time is not banked), or global strict (oldest request first).
-// Bands dispatch from the highest priority down; a request whose engines have no room is skipped
-// for this cycle together with the rest of its tenant's queue, and the cycle goes on with others
+// Bands dispatch from the highest priority down. Requests of one pool (one model: the same
+// candidate engines) share their room: when a request of a pool finds no engine with room, the
+// pool is full for the rest of the cycle, and its other requests, in this band and lower ones, are
+// not tried (a lower band cannot take room that frees while the cycle runs, and a saturated
+// cycle costs one try per pool, not one per queued request); the cycle goes on with other pools
 // (work-conserving across models).
 //
 // Items are owned by their waiters; the queues hold pointers. Thread-safety: none (the flow
@@ -42,6 +45,7 @@ struct VtcWeights {
 struct QueueItem {
   int priority = 0;
   std::string fairness_id;
+  std::string pool;  // requests with the same candidate engines (the model)
   std::size_t bytes = 0;
   std::int64_t enqueued_ms = 0;
   std::int64_t deadline_ms = 0;  // 0: none
@@ -72,8 +76,8 @@ class Queues {
 
   // One dispatch cycle: offers queued heads in dispatch order to `try_dispatch(QueueItem&)`,
   // which returns true when it dispatched the item (the item then leaves the queues and its
-  // tenant is charged) and false when the item's engines have no room (its tenant's queue is
-  // skipped for the rest of the cycle). Returns the number dispatched.
+  // tenant is charged) and false when the item's engines have no room (its pool is then full for
+  // the rest of the cycle). Returns the number dispatched.
   template <typename F>
   std::size_t dispatch(F&& try_dispatch);
 
@@ -118,6 +122,8 @@ struct Queues::Band {
   BandOptions options;
   std::map<std::string, Flow> flows;  // tenants with a queue (emptied flows are erased)
   std::string cursor;                 // round-robin: the tenant served last
+  std::string scan;                   // round-robin: the tenant offered last in this cycle
+  std::map<std::string, std::size_t> pools;  // queued items per pool
   std::size_t size = 0, bytes = 0;
   // VTC: counters of tenants whose queue emptied, kept while above the band's floor (the lowest
   // active counter when last seen); a tenant that comes back resumes at max(its own, floor).
@@ -129,11 +135,30 @@ template <typename F>
 std::size_t Queues::dispatch(F&& try_dispatch) {
   ++cycle_;
   std::size_t n = 0;
+  std::vector<std::string> full;  // pools without room in this cycle (a few: one per model)
+  auto is_full = [&full](const std::string& pool) {
+    for (const auto& p : full)
+      if (p == pool) return true;
+    return false;
+  };
   for (auto& [priority, bp] : bands_) {
     Band& b = *bp;
-    while (QueueItem* head = next_head(b)) {
+    b.scan = b.cursor;
+    for (;;) {
+      bool open = false;  // a pool of this band may still have room
+      for (const auto& [pool, count] : b.pools) {
+        if (!is_full(pool)) {
+          open = true;
+          break;
+        }
+      }
+      if (!open) break;
+      QueueItem* head = next_head(b);
+      if (head == nullptr) break;
       Flow* f = head->flow_;
-      if (try_dispatch(*head)) {
+      if (is_full(head->pool)) {
+        f->blocked_cycle = cycle_;
+      } else if (try_dispatch(*head)) {
         // Round-robin: the turn passes only when the tenant was served (a blocked head keeps it).
         b.cursor = f->id;
         charge(b, *head);
@@ -141,6 +166,7 @@ std::size_t Queues::dispatch(F&& try_dispatch) {
         ++n;
       } else {
         f->blocked_cycle = cycle_;
+        full.push_back(head->pool);
       }
     }
   }

@@ -102,25 +102,55 @@ TEST(Queues, GlobalStrictIsOldestFirst) {
   EXPECT_EQ(drain(q, 3), (std::vector<std::string>{"0:a", "0:a", "0:b"}));
 }
 
-TEST(Queues, ABlockedTenantIsSkippedForTheCycleAndOthersGoOn) {
+TEST(Queues, AFullPoolIsSkippedForTheCycleAndOtherPoolsGoOn) {
   Queues q({}, BandOptions{});
   Items items;
-  q.push(items.make(5, "x"));  // its engines have no room
-  q.push(items.make(5, "y"));
-  q.push(items.make(0, "z"));
+  auto in = [](QueueItem* it, const char* pool) {
+    it->pool = pool;
+    return it;
+  };
+  q.push(in(items.make(5, "x"), "model-a"));  // model-a's engines have no room
+  q.push(in(items.make(5, "x2"), "model-a"));
+  q.push(in(items.make(5, "y"), "model-b"));
+  q.push(in(items.make(0, "z"), "model-b"));
+  q.push(in(items.make(0, "w"), "model-a"));
   std::vector<std::string> order;
-  int offered_x = 0;
+  int offered_a = 0;
   q.dispatch([&](QueueItem& it) {
-    if (it.fairness_id == "x") {
-      ++offered_x;
+    if (it.pool == "model-a") {
+      ++offered_a;
       return false;
     }
     order.push_back(it.fairness_id);
     return true;
   });
-  EXPECT_EQ(offered_x, 1);  // once per cycle
+  EXPECT_EQ(offered_a, 1);  // once per cycle, not once per queued request of the pool
   EXPECT_EQ(order, (std::vector<std::string>{"y", "z"}));
-  EXPECT_EQ(q.size(), 1u);
+  EXPECT_EQ(q.size(), 3u);
+}
+
+TEST(Queues, RoomThatFreesDuringACycleGoesToTheHigherBandFirst) {
+  // The high band's head finds no room; room frees while the cycle goes on: a lower band of the
+  // same pool must not take it (it is the high band's, next cycle).
+  Queues q({}, BandOptions{});
+  Items items;
+  q.push(items.make(10, "high"));
+  for (int i = 0; i < 50; ++i) q.push(items.make(0, "low" + std::to_string(i)));
+  int tries = 0;
+  std::vector<std::string> order;
+  auto room_after_first_try = [&](QueueItem& it) {
+    if (++tries == 1) return false;
+    order.push_back(it.fairness_id);
+    return true;
+  };
+  EXPECT_EQ(q.dispatch(room_after_first_try), 0u);
+  EXPECT_EQ(tries, 1);
+  EXPECT_EQ(q.dispatch([&](QueueItem& it) {
+    order.push_back(it.fairness_id);
+    return order.size() <= 1;
+  }),
+            1u);
+  EXPECT_EQ(order, (std::vector<std::string>{"high", "low0"}));
 }
 
 TEST(Queues, LimitsPerBandAndOverall) {

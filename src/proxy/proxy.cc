@@ -416,6 +416,7 @@ http::Task<void> Proxy::Impl::proxy_openai(Request& req, ResponseWriter& w, open
     ticket.fairness_id = std::string(!fid.empty()      ? fid
                                      : !tenant.empty() ? tenant
                                                        : std::string_view(rr.session_key));
+    ticket.pool = parsed->model;
     ticket.bytes = req.body.size();
     ticket.input_tokens = static_cast<double>(rr.prompt_tokens);
     ticket.output_tokens = static_cast<double>(rr.expected_output_tokens);

@@ -89,6 +89,9 @@ struct Workload {
 
 // Assigns every session a class (deterministic from `seed`; classes empty: no change).
 void assign_classes(Workload& wl, const std::vector<TrafficClass>& classes, std::uint64_t seed);
+// Redraws every request's max_tokens from `dist` with mean `mean` (see output_len_dist).
+Status vary_output_lengths(Workload& wl, std::string_view dist, std::uint32_t mean,
+                           std::uint64_t seed);
 
 struct WorkloadOptions {
   std::string name = "shared-prefix";  // shared-prefix, multi-turn, long-doc-qa, mooncake, mix
@@ -117,6 +120,11 @@ struct WorkloadOptions {
   std::uint32_t trace_output_len = 0;  // > 0: replaces every record's output_length
   // Traffic classes (make_workload assigns them; empty: none).
   std::vector<TrafficClass> classes;
+  // Output lengths (max_tokens, ignore_eos) of the built-in workloads: "fixed" (output_len), or
+  // drawn per request with mean output_len: "uniform" (1 to 2 x output_len - 1) or "exponential"
+  // (at least 1, at most 8 x output_len). Fixed lengths make a full engine's requests finish in
+  // waves; real traffic frees slots continuously. The Mooncake trace keeps its own lengths.
+  std::string output_len_dist = "fixed";
 };
 
 std::vector<std::string> workload_names();
