@@ -344,7 +344,7 @@ namespace {
 // `bench compare --load-fractions`: measures capacity, then one comparison per fraction (open
 // loop).
 int run_fractions(const WorkloadOptions& wopts, const Workload& wl, CompareOptions co,
-                  const std::string& list, int saturation, double known_capacity,
+                  const std::string& list, int saturation, bool steady, double known_capacity,
                   const std::string& json_path,
                   const std::string& plots_dir, const std::string& records_path,
                   RowStream& stream) {
@@ -371,14 +371,14 @@ int run_fractions(const WorkloadOptions& wopts, const Workload& wl, CompareOptio
       fmt::print(stderr, "kvroute bench compare: {}\n", sat_wl.error().message);
       return 2;
     }
-    capacity = measure_capacity(*sat_wl, co, saturation);
+    capacity = measure_capacity(*sat_wl, co, saturation, steady);
     if (!capacity) {
       fmt::print(stderr, "kvroute bench compare: {}\n", capacity.error().message);
       return 2;
     }
-    fmt::print("capacity: {:.1f} req/s ({}, closed loop, {} users, no think time)\n\n",
+    fmt::print("capacity: {:.1f} req/s ({}, closed loop, {} users, no think time{})\n\n",
                *capacity, co.targets.empty() ? std::string("round-robin") : co.targets[0].name,
-               saturation);
+               saturation, steady ? ", steady state" : "");
   }
   int rc = 0;
   for (double f : fs) {
@@ -493,6 +493,13 @@ void add_bench_command(CLI::App& app, int& exit_code) {
   cmp->add_option("--capacity", *known_capacity,
                   "With --load-fractions: the capacity in requests/s (skips the capacity run, so "
                   "several invocations share one figure)");
+  auto steady = std::make_shared<bool>(false);
+  cmp->add_flag("--steady-capacity", *steady,
+                "Capacity from the completions while every user had work, not the drain at the end "
+                "(use with --output-len-dist: a long tail of outputs stretches the drain)");
+  auto capacity_only = std::make_shared<bool>(false);
+  cmp->add_flag("--capacity-only", *capacity_only,
+                "Measure and print the capacity (as --load-fractions does), run nothing else");
   auto repeat = std::make_shared<int>(1);
   cmp->add_option("--repeat", *repeat,
                   "Run the comparison N times (policies interleaved) and pool each policy's "
@@ -506,7 +513,8 @@ void add_bench_command(CLI::App& app, int& exit_code) {
   add_common_flags(cmp, *cf);
 
   cmp->callback([cf, cmp_policies, policy_configs, repeat, simultaneous, plots, sim, targets,
-                 engine_urls, no_reset, fractions, saturation, known_capacity, &exit_code] {
+                 engine_urls, no_reset, fractions, saturation, steady, known_capacity, capacity_only,
+                 &exit_code] {
     if (!finish_common(*cf)) {
       exit_code = 2;
       return;
@@ -557,12 +565,13 @@ void add_bench_command(CLI::App& app, int& exit_code) {
       fmt::print(stderr, "{:<20} done in {:.1f} s ({} requests)\n", p, secs, s.completed);
       stream->add(s);
     };
-    if (!fractions->empty()) {
+    if (!fractions->empty() || *capacity_only) {
       if (!cf->records_path.empty()) std::filesystem::remove(cf->records_path);
       const std::string plots_dir =
           !plots->empty() || cf->no_plots ? *plots : plots_beside(cf->json_path);
-      exit_code = run_fractions(cf->wl, *wl, co, *fractions, *saturation, *known_capacity,
-                                cf->json_path, plots_dir, cf->records_path, *stream);
+      exit_code = run_fractions(cf->wl, *wl, co, *capacity_only ? std::string() : *fractions,
+                                *saturation, *steady, *known_capacity, cf->json_path, plots_dir,
+                                cf->records_path, *stream);
       return;
     }
     const std::string extra =

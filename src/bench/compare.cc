@@ -296,7 +296,7 @@ Result<std::vector<CompareRun>> run_compare(const Workload& workload, const Comp
 }
 
 Result<double> measure_capacity(const Workload& workload, const CompareOptions& options,
-                                int concurrency) {
+                                int concurrency, bool steady) {
   if (concurrency < 1) return fail(Error::invalid("saturation concurrency must be at least 1"));
   CompareOptions cal = options;
   cal.on_start = nullptr;
@@ -317,6 +317,20 @@ Result<double> measure_capacity(const Workload& workload, const CompareOptions& 
   const Summary& s = runs[0].summary;
   if (s.completed == 0 || s.request_throughput <= 0)
     return fail(Error::unavailable("capacity run completed nothing"));
+  if (!steady) return s.request_throughput;
+  // Throughput while every user had work: completions between a fifth of the way to the last send
+  // (warm-up) and the last send. After that the loop drains and the few longest requests (a long
+  // tail of output lengths) would stretch the wall clock and understate the engines' capacity.
+  double last_send = 0;
+  for (const auto& r : runs[0].run.records) last_send = std::max(last_send, r.start_s);
+  const double from = last_send / 5;
+  std::size_t done = 0;
+  for (const auto& r : runs[0].run.records) {
+    const double end = r.start_s + r.e2e_s;
+    if (r.outcome == Outcome::kOk && r.e2e_s >= 0 && end >= from && end <= last_send) ++done;
+  }
+  if (last_send - from >= 1.0 && done >= 50)
+    return static_cast<double>(done) / (last_send - from);
   return s.request_throughput;
 }
 

@@ -76,8 +76,11 @@ Result<std::vector<CompareRun>> run_compare(const Workload& workload,
 // throughput of round-robin (or, with targets, of the first target) with `concurrency` users and no
 // think time. Used to run the comparison at fixed fractions of capacity (open loop), where policies
 // are judged at equal load.
+// `steady`: count only the completions while every user had work (from a fifth of the way to the
+// last request sent until it), not the drain at the end, where a long tail of output lengths
+// stretches the wall clock; else completed requests over the whole run.
 Result<double> measure_capacity(const Workload& saturating_workload, const CompareOptions& options,
-                                int concurrency);
+                                int concurrency, bool steady = false);
 
 // The Poisson session rate that offers `fraction` x `capacity_rps` requests per second on this
 // workload (a session of k turns brings k requests).
