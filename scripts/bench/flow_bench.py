@@ -178,7 +178,7 @@ def fairness(out, repeat, log):
     for name, path in cfgs.items():
         common += ["--policy-config", f"{name}={path}"]
     light_frac = 0.9 * 9 / 19
-    run(common + ["--load-fractions", f"{light_frac:.4f}", "--records", base_csv]
+    run(common + ["--load-fractions", f"{light_frac:.4f}", "--requests", "1200", "--records", base_csv]
         + sum((["--class", c] for c in light), []), log)
     run(common + ["--load-fractions", "0.9", "--records", mix_csv, "--class", heavy]
         + sum((["--class", c] for c in light), []), log)

@@ -142,6 +142,13 @@ TEST(FlowControl, ALightTenantIsNotStuckBehindAHeavyTenantsBurst) {
   p.stop(1000ms);
 }
 
+double metric(std::uint16_t port, const std::string& series) {
+  // The sample's line (not the # HELP line, which names the series too).
+  const auto m = "\n" + testing::get(port, "/metrics").body;
+  const auto at = m.find("\n" + series + " ");
+  return at == std::string::npos ? -1 : std::strtod(m.c_str() + at + series.size() + 2, nullptr);
+}
+
 TEST(FlowControl, TenantRateLimitIs429WithRetryAfter) {
   sim::SimCluster sim(sim::loopback_options(1, "m", 256));
   ASSERT_TRUE(sim.start());
@@ -162,17 +169,27 @@ TEST(FlowControl, TenantRateLimitIs429WithRetryAfter) {
   EXPECT_NE(limited.body.find("rate limit"), std::string::npos) << limited.body;
   // Another tenant is not limited.
   EXPECT_EQ(testing::post_json(*port, "/v1/completions", body(3, 2),
-                               "x-gateway-inference-fairness-id: other\r\n")
+                               "x-gateway-inference-fairness-id: beta\r\n")
                 .status,
             200);
+  // Outcomes by tenant; tenants past the first 64 seen share the label "other".
+  EXPECT_EQ(metric(*port, R"(kvroute_flow_control_tenant_requests_total{tenant="acme",outcome="rejected-rate-limited"})"), 1);
+  EXPECT_EQ(metric(*port, R"(kvroute_flow_control_tenant_requests_total{tenant="acme",outcome="dispatched"})"), 1);
+  for (int i = 0; i < 70; ++i) {
+    ASSERT_EQ(testing::post_json(*port, "/v1/completions", body(10 + i, 1),
+                                 "x-gateway-inference-fairness-id: t" + std::to_string(i) + "\r\n")
+                  .status,
+              200);
+  }
+  const std::string m = testing::get(*port, "/metrics").body;
+  std::size_t labels = 0;
+  for (auto at = m.find("\nkvroute_flow_control_tenant_requests_total{"); at != std::string::npos;
+       at = m.find("\nkvroute_flow_control_tenant_requests_total{", at + 1))
+    ++labels;
+  EXPECT_LE(labels, 64u + 2u) << m;  // 64 tenants' dispatched series, acme's 429, "other"
+  EXPECT_GE(metric(*port, R"(kvroute_flow_control_tenant_requests_total{tenant="other",outcome="dispatched"})"), 1) << m;
+  EXPECT_EQ(metric(*port, R"(kvroute_flow_control_tenant_requests_total{tenant="t69",outcome="dispatched"})"), -1);
   p.stop(1000ms);
-}
-
-double metric(std::uint16_t port, const std::string& series) {
-  // The sample's line (not the # HELP line, which names the series too).
-  const auto m = "\n" + testing::get(port, "/metrics").body;
-  const auto at = m.find("\n" + series + " ");
-  return at == std::string::npos ? -1 : std::strtod(m.c_str() + at + series.size() + 2, nullptr);
 }
 
 TEST(FlowControl, AQueuedRequestWhoseClientLeavesLeavesTheQueue) {

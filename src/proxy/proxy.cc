@@ -438,7 +438,7 @@ http::Task<void> Proxy::Impl::proxy_openai(Request& req, ResponseWriter& w, open
       adm = co_await waiting.wait();
     }
     queue_ms = adm.queued_ms;
-    router->record_admission(ticket.priority, adm);
+    router->record_admission(ticket.priority, ticket.fairness_id, adm);
     if (adm.outcome == flow::Outcome::kCancelled || w.client_gone()) {
       requests->with({std::string(label), "499", ""}).inc();
       spdlog::info("{} {} 499 reason=client-gone-queued total_ms={:.1f}", req.method, label,

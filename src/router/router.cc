@@ -72,6 +72,12 @@ struct Router::Impl {
   metrics::CounterFamily* flow_requests = nullptr;         // {priority, outcome}
   metrics::HistogramFamily* flow_queue_seconds = nullptr;  // {priority}
   metrics::Gauge* flow_queue_size = nullptr;
+  metrics::CounterFamily* flow_tenant_requests = nullptr;  // {tenant, outcome}
+  // Tenants with a label of their own: the first kMaxTenantLabels seen; later ones are "other",
+  // so a client cannot grow the metrics without bound by inventing fairness ids.
+  static constexpr std::size_t kMaxTenantLabels = 64;
+  Mutex tenant_mu;
+  std::set<std::string, std::less<>> tenant_labels GUARDED_BY(tenant_mu);
   metrics::Counter* prompt_tokens = nullptr;       // routed by prefix-aware policies
   metrics::Histogram* decision_seconds = nullptr;  // sampled: one decision in 64
   metrics::Gauge* index_entries = nullptr;
@@ -173,6 +179,11 @@ struct Router::Impl {
       flow_queue_size =
           &reg.gauge("kvroute_flow_control_queue_size", "Requests waiting in the router's queue.")
                .with({});
+      flow_tenant_requests = &reg.counter(
+          "kvroute_flow_control_tenant_requests_total",
+          "Requests through flow control by tenant (fairness id; the first 64 tenants seen, the "
+          "rest as \"other\"; \"\" when none) and outcome.",
+          {"tenant", "outcome"});
     }
     decisions = &reg.counter("kvroute_routing_decisions_total",
                              "Routing decisions by policy and reason.", {"policy", "reason"});
@@ -714,11 +725,22 @@ std::string Router::status_json() const {
   return out;
 }
 
-void Router::record_admission(int priority, const flow::Admission& a) {
+void Router::record_admission(int priority, std::string_view tenant, const flow::Admission& a) {
   auto& im = *impl_;
   if (!im.flow_requests) return;
   const std::string band = std::to_string(priority);
-  im.flow_requests->with({band, std::string(flow::to_string(a.outcome))}).inc();
+  const std::string outcome(flow::to_string(a.outcome));
+  im.flow_requests->with({band, outcome}).inc();
+  std::string label = "other";
+  {
+    MutexLock l(im.tenant_mu);
+    if (im.tenant_labels.contains(tenant)) {
+      label = std::string(tenant);
+    } else if (im.tenant_labels.size() < Impl::kMaxTenantLabels) {
+      label = *im.tenant_labels.emplace(tenant).first;
+    }
+  }
+  im.flow_tenant_requests->with({label, outcome}).inc();
   if (a.queued)
     im.flow_queue_seconds->with({band}).observe(static_cast<double>(a.queued_ms) / 1000.0);
 }

@@ -142,8 +142,9 @@ class Router {
   // API key's tenant if listed, else its model if listed, else 0.
   int priority_of(std::string_view objective, std::string_view tenant = {},
                   std::string_view model = {}) const;
-  // Counts how flow control answered a request of band `priority` (metrics).
-  void record_admission(int priority, const flow::Admission& a);
+  // Counts how flow control answered a request of band `priority` and tenant (fairness id) in the
+  // metrics; tenants beyond the first 64 seen are counted as "other".
+  void record_admission(int priority, std::string_view tenant, const flow::Admission& a);
   // Whether `b` has room for one more request now (flow/saturation.h).
   bool has_room(const Backend& b, std::int64_t now_ms) const;
   // pick() among the candidates with room; an empty Assignment when none has room (or the policy
