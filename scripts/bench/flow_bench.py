@@ -201,31 +201,39 @@ def fairness(out, repeat, log):
 
 def cache(out, repeat, log):
     on = flow_config(out, "flow")
+    on5 = flow_config(out, "flow-q5", qd=5)
     lines = ["| workload | load | router | hit rate | TTFT p50 | TTFT p99 [95% CI of on - off] | ok/sent |",
              "|---|---:|---|---:|---:|---:|---:|"]
-    for name, size in (("shared-prefix", 150), ("multi-turn", 300)):
+    for name, size in (("shared-prefix", 100), ("multi-turn", 300)):
         wl = workload(size, name)
         cap = capacity(workload(150) if name == "shared-prefix" else wl, log)
         js = os.path.join(out, f"cache-{name}.json")
         rec = os.path.join(out, f"cache-{name}.csv")
         run(wl + ENGINES + ["--capacity", f"{cap:.2f}", "--simultaneous", "--repeat", str(repeat),
                             "--policies", "kvroute", "--policy-config", f"kvroute-flow={on}",
+                            "--policy-config", f"kvroute-flow-q5={on5}",
                             "--load-fractions", "0.9,1.0,1.1,1.2", "--json", js, "--records", rec],
             log)
         rows = records(rec)
         for f in ("0.9", "1", "1.1", "1.2"):
             with open(js.replace(".json", f"-{float(f) * 100:.0f}.json")) as fh:
                 runs = {r["label"]: r for r in json.load(fh)["runs"]}
-            off_t = [float(r["ttft_s"]) * 1000 for r in rows if r["label"] == f"kvroute@{f}" and r["outcome"] == "ok"]
-            on_t = [float(r["ttft_s"]) * 1000 for r in rows if r["label"] == f"kvroute-flow@{f}" and r["outcome"] == "ok"]
-            rng = random.Random(1)
-            diffs = sorted(pct([on_t[rng.randrange(len(on_t))] for _ in on_t], .99)
-                           - pct([off_t[rng.randrange(len(off_t))] for _ in off_t], .99) for _ in range(300))
-            for label in ("kvroute", "kvroute-flow"):
+            def ok_ttft(label):
+                return [float(r["ttft_s"]) * 1000 for r in rows
+                        if r["label"] == f"{label}@{f}" and r["outcome"] == "ok"]
+            off_t = ok_ttft("kvroute")
+            for label in ("kvroute", "kvroute-flow", "kvroute-flow-q5"):
                 s = runs[label]
-                ci = f" [{diffs[7]:+.0f}, {diffs[291]:+.0f}]" if label == "kvroute-flow" else ""
-                t = on_t if label == "kvroute-flow" else off_t
-                lines.append(f"| {name} | {f}x ({cap:.0f} req/s) | {'on' if 'flow' in label else 'off'} | "
+                t = ok_ttft(label)
+                ci = ""
+                if label != "kvroute":
+                    rng = random.Random(1)
+                    diffs = sorted(pct([t[rng.randrange(len(t))] for _ in t], .99)
+                                   - pct([off_t[rng.randrange(len(off_t))] for _ in off_t], .99)
+                                   for _ in range(300))
+                    ci = f" [{diffs[7]:+.0f}, {diffs[291]:+.0f}]"
+                mode = {"kvroute": "off", "kvroute-flow": "on (q=2)", "kvroute-flow-q5": "on (q=5)"}[label]
+                lines.append(f"| {name} | {f}x ({cap:.0f} req/s) | {mode} | "
                              f"{s['hit_rate'] * 100:.1f}% | {pct(t, .5):.0f} | {pct(t, .99):.0f}{ci} | "
                              f"{s['completed']}/{s['sent']} |")
     return "\n".join(lines)

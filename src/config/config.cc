@@ -253,7 +253,7 @@ Status read_flow_control(const Reader& r, const YAML::Node& n, FlowControlConfig
       r.keys(n, path,
              {"enabled", "saturationDetector", "defaultRequestTTL", "maxRequests", "maxBytes",
               "bandMaxRequests", "bandMaxBytes", "fairness", "shedSheddable", "objectiveHeader",
-              "fairnessHeader", "objectives", "tenants", "models", "rateLimits"}));
+              "fairnessHeader", "objectives", "tenants", "models", "rateLimits", "pickAmong"}));
   KVROUTE_TRY(r.scalar(n, "enabled", path, f.enabled));
   KVROUTE_TRY(r.duration(n, "defaultRequestTTL", path, f.default_request_ttl));
   KVROUTE_TRY(r.scalar(n, "maxRequests", path, f.max_requests));
@@ -261,6 +261,9 @@ Status read_flow_control(const Reader& r, const YAML::Node& n, FlowControlConfig
   KVROUTE_TRY(r.scalar(n, "bandMaxRequests", path, f.band_max_requests));
   KVROUTE_TRY(r.scalar(n, "bandMaxBytes", path, f.band_max_bytes));
   KVROUTE_TRY(r.scalar(n, "fairness", path, f.fairness));
+  KVROUTE_TRY(r.scalar(n, "pickAmong", path, f.pick_among));
+  if (f.pick_among != "all" && f.pick_among != "with-room")
+    return fail(r.err(n["pickAmong"], path + ".pickAmong", "must be all or with-room"));
   KVROUTE_TRY(r.scalar(n, "shedSheddable", path, f.shed_sheddable));
   KVROUTE_TRY(r.scalar(n, "objectiveHeader", path, f.objective_header));
   KVROUTE_TRY(r.scalar(n, "fairnessHeader", path, f.fairness_header));

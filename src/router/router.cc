@@ -580,6 +580,8 @@ Assignment Router::pick_with_room(routing::RouteRequest& rr, Candidates& candida
   Candidates roomy;
   for (auto* b : candidates)
     if (has_room(*b, now_ms)) roomy.push_back(b);
+  if (roomy.empty()) return {};  // the pool is saturated: wait
+  if (impl_->cfg.flow_control.pick_among == "all") roomy = candidates;
   Assignment a = pick(rr, roomy);
   if (a)
     candidates.erase(std::remove(candidates.begin(), candidates.end(), a.backend()),

@@ -147,8 +147,9 @@ class Router {
   void record_admission(int priority, std::string_view tenant, const flow::Admission& a);
   // Whether `b` has room for one more request now (flow/saturation.h).
   bool has_room(const Backend& b, std::int64_t now_ms) const;
-  // pick() among the candidates with room; an empty Assignment when none has room (or the policy
-  // declines). The candidates keep the ones without room.
+  // An empty Assignment when no candidate has room (the pool is saturated) or the policy declines;
+  // else pick() among all candidates (flowControl.pickAmong: all) or those with room (with-room).
+  // The chosen one leaves `candidates`.
   Assignment pick_with_room(routing::RouteRequest& rr, Candidates& candidates, std::int64_t now_ms);
 
   // An upstream failure seen by a front door: counted by `kind`; unless `cancelled`, it counts
