@@ -79,10 +79,11 @@ struct FlowControlConfig {
   std::size_t band_max_requests = 5000;
   std::size_t band_max_bytes = std::size_t{1} << 30;
   std::string fairness = "round-robin";  // round-robin | vtc | global-strict
-  // Once some candidate has room (the pool is not saturated), the scheduler picks among "all"
-  // candidates (as llm-d: its own load scorers decide, and a prefix holder without room can still
-  // win) or only among those "with-room" (a request spills from a full prefix holder).
-  std::string pick_among = "all";
+  // Once some candidate has room (the pool is not saturated), the scheduler picks only among those
+  // "with-room" (a request spills from a full prefix holder; default: measured to protect the
+  // higher bands under overload, ADR 0025) or among "all" candidates (as llm-d: its own load
+  // scorers decide, a prefix holder without room can still win).
+  std::string pick_among = "with-room";
   bool shed_sheddable = true;            // negative priority: 429 under saturation
   // classification
   std::string objective_header = "x-gateway-inference-objective";

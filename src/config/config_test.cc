@@ -180,6 +180,7 @@ TEST(Config, FlowControl) {
   defaultRequestTTL: 5s
   maxRequests: 100
   fairness: vtc
+  pickAmong: all
   saturationDetector: {queueDepthThreshold: 3, kvCacheUtilThreshold: 0.9,
                        metricsStalenessThreshold: 500ms, headroom: 0.1, maxConcurrency: 8}
   objectives:
@@ -199,6 +200,8 @@ TEST(Config, FlowControl) {
   EXPECT_EQ(f.default_request_ttl, Duration(5000));
   EXPECT_EQ(f.max_requests, 100u);
   EXPECT_EQ(f.fairness, "vtc");
+  EXPECT_EQ(f.pick_among, "all");
+  EXPECT_EQ(Config{}.flow_control.pick_among, "with-room");
   EXPECT_EQ(f.queue_depth_threshold, 3);
   EXPECT_EQ(f.kv_cache_util_threshold, 0.9);
   EXPECT_EQ(f.metrics_staleness, Duration(500));
@@ -218,7 +221,7 @@ TEST(Config, FlowControl) {
   EXPECT_FALSE(Config{}.flow_control.enabled);
 
   for (const char* bad :
-       {"flowControl: {fairness: lottery}\n",
+       {"flowControl: {fairness: lottery}\n", "flowControl: {pickAmong: best}\n",
         "flowControl: {saturationDetector: {kvCacheUtilThreshold: 2}}\n",
         "flowControl: {saturationDetector: {queueDepth: 2}}\n",
         "flowControl: {objectives: [{name: a, priority: 1}, {name: a, priority: 2}]}\n",

@@ -22,7 +22,6 @@ class ProcessorTest : public ::testing::Test {
     c.log_level = "warn";
     c.flow_control.enabled = flow_control;
     c.flow_control.objectives = {{"batch", -1}};
-    c.flow_control.pick_among = "with-room";  // round-robin would otherwise pick a full engine
     c.policy = std::move(policy);
     for (int i = 0; i < n; ++i) {
       config::BackendConfig b;

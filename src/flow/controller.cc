@@ -91,6 +91,7 @@ Admission FlowController::admit(Ticket& t, std::int64_t now_ms) {
       a.retry_after_s = 1;
       return a;
     }
+    waiting_.store(queues_.size(), std::memory_order_release);
   }
   a.queued = true;
   wake();  // room may have freed between the try and the push
@@ -99,10 +100,13 @@ Admission FlowController::admit(Ticket& t, std::int64_t now_ms) {
 
 bool FlowController::cancel(Ticket& t) {
   MutexLock lock(mu_);
-  return queues_.remove(&t);
+  const bool removed = queues_.remove(&t);
+  waiting_.store(queues_.size(), std::memory_order_release);
+  return removed;
 }
 
 void FlowController::wake() {
+  if (waiting_.load(std::memory_order_acquire) == 0) return;
   if (!woken_.exchange(true)) {
     std::lock_guard l(wake_mu_);
     wake_cv_.notify_one();
@@ -127,6 +131,7 @@ void FlowController::stop() {
       answers.emplace_back(t, Admission{Outcome::kShuttingDown, now - t->enqueued_ms, true, 0});
       return true;
     });
+    waiting_.store(queues_.size(), std::memory_order_release);
   }
   {
     std::lock_guard l(wake_mu_);
@@ -152,6 +157,7 @@ void FlowController::cycle(std::int64_t now_ms) {
       answers.emplace_back(t, Admission{Outcome::kDispatched, now_ms - t->enqueued_ms, true, 0});
       return true;
     });
+    waiting_.store(queues_.size(), std::memory_order_release);
   }
   answer(answers);
 }

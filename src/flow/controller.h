@@ -88,7 +88,9 @@ class FlowController {
   // Takes a queued ticket out (its client left). True when it was queued: done() will not be
   // called. False when it was already answered (or being dispatched: done() runs or ran).
   bool cancel(Ticket& t);
-  // Something may have freed room: run a dispatch cycle soon. Lock-free.
+  // Something may have freed room: run a dispatch cycle soon. Lock-free; nothing (not even a
+  // thread wake-up) when nothing waits, so the requests of an unsaturated pool pay no context
+  // switch for it.
   void wake();
   // Answers every queued ticket kShuttingDown and stops the dispatcher.
   void stop();
@@ -108,6 +110,7 @@ class FlowController {
   Queues queues_ GUARDED_BY(mu_);
   bool stopping_ GUARDED_BY(mu_) = false;
   std::atomic<bool> woken_{false};
+  std::atomic<std::size_t> waiting_{0};  // queues_.size(), mirrored after every change under mu_
   std::mutex wake_mu_;
   std::condition_variable wake_cv_;
   std::thread thread_;
