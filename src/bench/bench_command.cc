@@ -345,9 +345,8 @@ namespace {
 // loop).
 int run_fractions(const WorkloadOptions& wopts, const Workload& wl, CompareOptions co,
                   const std::string& list, int saturation, bool steady, double known_capacity,
-                  const std::string& json_path,
-                  const std::string& plots_dir, const std::string& records_path,
-                  RowStream& stream) {
+                  const std::string& json_path, const std::string& plots_dir,
+                  const std::string& records_path, RowStream& stream) {
   std::vector<double> fs;
   for (const auto& item : split_list(list)) {
     char* end = nullptr;
@@ -376,9 +375,9 @@ int run_fractions(const WorkloadOptions& wopts, const Workload& wl, CompareOptio
       fmt::print(stderr, "kvroute bench compare: {}\n", capacity.error().message);
       return 2;
     }
-    fmt::print("capacity: {:.1f} req/s ({}, closed loop, {} users, no think time{})\n\n",
-               *capacity, co.targets.empty() ? std::string("round-robin") : co.targets[0].name,
-               saturation, steady ? ", steady state" : "");
+    fmt::print("capacity: {:.1f} req/s ({}, closed loop, {} users, no think time{})\n\n", *capacity,
+               co.targets.empty() ? std::string("round-robin") : co.targets[0].name, saturation,
+               steady ? ", steady state" : "");
   }
   int rc = 0;
   for (double f : fs) {
@@ -513,8 +512,8 @@ void add_bench_command(CLI::App& app, int& exit_code) {
   add_common_flags(cmp, *cf);
 
   cmp->callback([cf, cmp_policies, policy_configs, repeat, simultaneous, plots, sim, targets,
-                 engine_urls, no_reset, fractions, saturation, steady, known_capacity, capacity_only,
-                 &exit_code] {
+                 engine_urls, no_reset, fractions, saturation, steady, known_capacity,
+                 capacity_only, &exit_code] {
     if (!finish_common(*cf)) {
       exit_code = 2;
       return;

@@ -125,9 +125,9 @@ void start_policy(PolicyRun& pr, const CompareOptions& o) {
       pc != o.policy_configs.end()) {
     auto file = config::load_file(pc->second);
     if (file && file->plugins.empty() && !file->flow_control.enabled) {
-      file = fail(Error::invalid(pc->second +
-                                 ": no plugins (a scheduler config needs plugins and "
-                                 "schedulingProfiles; or flowControl, on its `policy`)"));
+      file =
+          fail(Error::invalid(pc->second + ": no plugins (a scheduler config needs plugins and "
+                                           "schedulingProfiles; or flowControl, on its `policy`)"));
     }
     if (!file) {
       pr.cr.error = file.error().message;
@@ -329,8 +329,7 @@ Result<double> measure_capacity(const Workload& workload, const CompareOptions& 
     const double end = r.start_s + r.e2e_s;
     if (r.outcome == Outcome::kOk && r.e2e_s >= 0 && end >= from && end <= last_send) ++done;
   }
-  if (last_send - from >= 1.0 && done >= 50)
-    return static_cast<double>(done) / (last_send - from);
+  if (last_send - from >= 1.0 && done >= 50) return static_cast<double>(done) / (last_send - from);
   return s.request_throughput;
 }
 

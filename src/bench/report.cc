@@ -744,7 +744,8 @@ std::string records_csv(const std::string& label, const RunResult& run, bool hea
   if (header) {
     out +=
         "label,session,turn,start_s,ttft_s,e2e_s,prompt_tokens,cached_tokens,output_tokens,backend,"
-        "status,outcome,reason,predicted_tokens,best_engine,best_tokens,chosen_tokens,class,queue_ms\n";
+        "status,outcome,reason,predicted_tokens,best_engine,best_tokens,chosen_tokens,class,queue_"
+        "ms\n";
   }
   const HitLoss* loss = summary != nullptr && summary->loss.known &&
                                 summary->loss.best_tokens.size() == run.records.size()

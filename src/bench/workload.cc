@@ -349,7 +349,8 @@ Result<TrafficClass> parse_traffic_class(std::string_view spec) {
   if (c1 == std::string_view::npos || c1 == 0) return bad("no NAME:SHARE");
   c.name = std::string(spec.substr(0, c1));
   const auto c2 = spec.find(':', c1 + 1);
-  const std::string share(spec.substr(c1 + 1, c2 == std::string_view::npos ? spec.npos : c2 - c1 - 1));
+  const std::string share(
+      spec.substr(c1 + 1, c2 == std::string_view::npos ? spec.npos : c2 - c1 - 1));
   char* end = nullptr;
   c.share = std::strtod(share.c_str(), &end);
   if (share.empty() || end != share.c_str() + share.size() || !(c.share > 0) ||
@@ -425,7 +426,8 @@ Status vary_output_lengths(Workload& wl, std::string_view dist, std::uint32_t me
 
 Result<Workload> make_workload(const WorkloadOptions& o) {
   KVROUTE_TRY(auto wl, make_workload_unclassed(o));
-  if (o.name != "mooncake") KVROUTE_TRY_STATUS(vary_output_lengths(wl, o.output_len_dist, o.output_len, o.seed));
+  if (o.name != "mooncake")
+    KVROUTE_TRY_STATUS(vary_output_lengths(wl, o.output_len_dist, o.output_len, o.seed));
   assign_classes(wl, o.classes, o.seed);
   return wl;
 }

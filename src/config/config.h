@@ -84,7 +84,7 @@ struct FlowControlConfig {
   // higher bands under overload, ADR 0025) or among "all" candidates (as llm-d: its own load
   // scorers decide, a prefix holder without room can still win).
   std::string pick_among = "with-room";
-  bool shed_sheddable = true;            // negative priority: 429 under saturation
+  bool shed_sheddable = true;  // negative priority: 429 under saturation
   // classification
   std::string objective_header = "x-gateway-inference-objective";
   std::string fairness_header = "x-gateway-inference-fairness-id";

@@ -336,7 +336,8 @@ bool StreamProcessor::admit(std::vector<pb::ProcessingResponse>& out, Clock::tim
 
 bool StreamProcessor::complete(const flow::Admission& a, std::vector<pb::ProcessingResponse>& out) {
   queued_ = false;
-  if (pending_) core_.router->record_admission(pending_->ticket.priority, pending_->ticket.fairness_id, a);
+  if (pending_)
+    core_.router->record_admission(pending_->ticket.priority, pending_->ticket.fairness_id, a);
   if (a.outcome != flow::Outcome::kDispatched) {
     const int status = flow::http_status(a.outcome);
     refuse(status == 499 ? 503 : status,

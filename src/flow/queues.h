@@ -120,9 +120,9 @@ struct Flow {
 
 struct Queues::Band {
   BandOptions options;
-  std::map<std::string, Flow> flows;  // tenants with a queue (emptied flows are erased)
-  std::string cursor;                 // round-robin: the tenant served last
-  std::string scan;                   // round-robin: the tenant offered last in this cycle
+  std::map<std::string, Flow> flows;         // tenants with a queue (emptied flows are erased)
+  std::string cursor;                        // round-robin: the tenant served last
+  std::string scan;                          // round-robin: the tenant offered last in this cycle
   std::map<std::string, std::size_t> pools;  // queued items per pool
   std::size_t size = 0, bytes = 0;
   // VTC: counters of tenants whose queue emptied, kept while above the band's floor (the lowest

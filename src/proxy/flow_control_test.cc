@@ -173,8 +173,15 @@ TEST(FlowControl, TenantRateLimitIs429WithRetryAfter) {
                 .status,
             200);
   // Outcomes by tenant; tenants past the first 64 seen share the label "other".
-  EXPECT_EQ(metric(*port, R"(kvroute_flow_control_tenant_requests_total{tenant="acme",outcome="rejected-rate-limited"})"), 1);
-  EXPECT_EQ(metric(*port, R"(kvroute_flow_control_tenant_requests_total{tenant="acme",outcome="dispatched"})"), 1);
+  EXPECT_EQ(
+      metric(
+          *port,
+          R"(kvroute_flow_control_tenant_requests_total{tenant="acme",outcome="rejected-rate-limited"})"),
+      1);
+  EXPECT_EQ(
+      metric(*port,
+             R"(kvroute_flow_control_tenant_requests_total{tenant="acme",outcome="dispatched"})"),
+      1);
   for (int i = 0; i < 70; ++i) {
     ASSERT_EQ(testing::post_json(*port, "/v1/completions", body(10 + i, 1),
                                  "x-gateway-inference-fairness-id: t" + std::to_string(i) + "\r\n")
@@ -187,8 +194,15 @@ TEST(FlowControl, TenantRateLimitIs429WithRetryAfter) {
        at = m.find("\nkvroute_flow_control_tenant_requests_total{", at + 1))
     ++labels;
   EXPECT_LE(labels, 64u + 2u) << m;  // 64 tenants' dispatched series, acme's 429, "other"
-  EXPECT_GE(metric(*port, R"(kvroute_flow_control_tenant_requests_total{tenant="other",outcome="dispatched"})"), 1) << m;
-  EXPECT_EQ(metric(*port, R"(kvroute_flow_control_tenant_requests_total{tenant="t69",outcome="dispatched"})"), -1);
+  EXPECT_GE(
+      metric(*port,
+             R"(kvroute_flow_control_tenant_requests_total{tenant="other",outcome="dispatched"})"),
+      1)
+      << m;
+  EXPECT_EQ(
+      metric(*port,
+             R"(kvroute_flow_control_tenant_requests_total{tenant="t69",outcome="dispatched"})"),
+      -1);
   p.stop(1000ms);
 }
 
