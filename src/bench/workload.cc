@@ -4,7 +4,6 @@
 #include <simdjson.h>
 
 #include <algorithm>
-#include <cctype>
 #include <cmath>
 #include <cstdlib>
 #include <unordered_map>
@@ -365,13 +364,8 @@ Result<TrafficClass> parse_traffic_class(std::string_view spec) {
     if (eq == std::string_view::npos || eq == 0) return bad("a header is not HEADER=VALUE");
     const std::string_view name = kv.substr(0, eq);
     const std::string_view value = kv.substr(eq + 1);
-    const bool name_ok = std::all_of(name.begin(), name.end(), [](char ch) {
-      return std::isalnum(static_cast<unsigned char>(ch)) != 0 || ch == '-' || ch == '_';
-    });
-    const bool value_ok = std::all_of(value.begin(), value.end(), [](char ch) {
-      return static_cast<unsigned char>(ch) >= 0x20 && ch != 0x7f;
-    });
-    if (!name_ok || !value_ok) return bad("invalid header name or value");
+    if (!http::is_token(name) || !http::is_field_value(value))
+      return bad("invalid header name or value");
     c.headers.emplace_back(std::string(name), std::string(value));
     if (comma == std::string_view::npos) break;
     rest.remove_prefix(comma + 1);
@@ -399,12 +393,6 @@ void assign_classes(Workload& wl, const std::vector<TrafficClass>& classes, std:
   }
 }
 
-namespace {
-
-Result<Workload> make_workload_unclassed(const WorkloadOptions& o);
-
-}  // namespace
-
 Status vary_output_lengths(Workload& wl, std::string_view dist, std::uint32_t mean,
                            std::uint64_t seed) {
   if (dist == "fixed") return {};
@@ -422,14 +410,6 @@ Status vary_output_lengths(Workload& wl, std::string_view dist, std::uint32_t me
     }
   }
   return {};
-}
-
-Result<Workload> make_workload(const WorkloadOptions& o) {
-  KVROUTE_TRY(auto wl, make_workload_unclassed(o));
-  if (o.name != "mooncake")
-    KVROUTE_TRY_STATUS(vary_output_lengths(wl, o.output_len_dist, o.output_len, o.seed));
-  assign_classes(wl, o.classes, o.seed);
-  return wl;
 }
 
 namespace {
@@ -457,5 +437,13 @@ Result<Workload> make_workload_unclassed(const WorkloadOptions& o) {
 }
 
 }  // namespace
+
+Result<Workload> make_workload(const WorkloadOptions& o) {
+  KVROUTE_TRY(auto wl, make_workload_unclassed(o));
+  if (o.name != "mooncake")
+    KVROUTE_TRY_STATUS(vary_output_lengths(wl, o.output_len_dist, o.output_len, o.seed));
+  assign_classes(wl, o.classes, o.seed);
+  return wl;
+}
 
 }  // namespace kvroute::bench

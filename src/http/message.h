@@ -207,6 +207,11 @@ inline std::string_view trim_ows(std::string_view s) {
 // Whether the comma-separated header list `value` holds `token` (case-insensitive; items trimmed).
 bool header_list_has(std::string_view value, std::string_view token);
 
+// An RFC 9110 token (header names, methods): non-empty, token characters only.
+bool is_token(std::string_view s);
+// A field value (RFC 9110 section 5.5): no control characters but tab.
+bool is_field_value(std::string_view s);
+
 // ASCII case-insensitive equality (header names, tokens). The length test is inline; most
 // comparisons stop there.
 inline bool iequals(std::string_view a, std::string_view b) {

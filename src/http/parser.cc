@@ -18,23 +18,6 @@ constexpr std::array<bool, 256> make_token_table() {
 }
 constexpr auto kToken = make_token_table();
 
-bool is_token(std::string_view s) {
-  if (s.empty()) return false;
-  for (char c : s) {
-    if (!kToken[static_cast<unsigned char>(c)]) return false;
-  }
-  return true;
-}
-
-// Field values: visible characters, obs-text, space and tab; no other control characters.
-bool is_field_value(std::string_view s) {
-  for (char ch : s) {
-    const auto c = static_cast<unsigned char>(ch);
-    if ((c < 0x20 && c != '\t') || c == 0x7f) return false;
-  }
-  return true;
-}
-
 // Request targets: visible characters and obs-text; no spaces or control characters.
 bool is_target(std::string_view s) {
   if (s.empty()) return false;
@@ -249,6 +232,23 @@ int minor_version(std::string_view v) {
 }
 
 }  // namespace
+
+bool is_token(std::string_view s) {
+  if (s.empty()) return false;
+  for (char c : s) {
+    if (!kToken[static_cast<unsigned char>(c)]) return false;
+  }
+  return true;
+}
+
+// Field values: visible characters, obs-text, space and tab; no other control characters.
+bool is_field_value(std::string_view s) {
+  for (char ch : s) {
+    const auto c = static_cast<unsigned char>(ch);
+    if ((c < 0x20 && c != '\t') || c == 0x7f) return false;
+  }
+  return true;
+}
 
 namespace internal {
 bool header_parsers_agree(std::string_view fields) {
