@@ -12,11 +12,15 @@
 #include "bench/internal/loadgen.h"
 #include "bench/internal/report.h"
 #include "bench/internal/workload.h"
+#include "bench/test_support.h"
 #include "common/hash.h"
 #include "sim/server.h"
 
 namespace kvroute::bench {
 namespace {
+
+using test_support::fast_sim;
+using test_support::one_user_on_two_engines;
 
 using namespace std::chrono_literals;
 
@@ -423,14 +427,6 @@ TEST(Metrics, ParsesVllmCounters) {
 
 // ---------------------------------------------------------------- load generator
 
-sim::SimOptions fast_sim(int engines) {
-  sim::SimOptions o;
-  o.engines = engines;
-  o.port = 0;
-  o.preset = "none";
-  return o;
-}
-
 WorkloadOptions small_shared_prefix() {
   WorkloadOptions o;
   o.sp_groups = 4;
@@ -544,16 +540,6 @@ void write_prefix_only_config(const std::filesystem::path& file) {
 }
 
 // In-process comparison on 2 fast engines, no KV events, one user (requests strictly in order).
-CompareOptions one_user_on_two_engines() {
-  CompareOptions co;
-  co.sim = fast_sim(2);
-  co.kv_events = false;
-  co.load.concurrency = 1;
-  co.load.duration = 20s;
-  co.load.progress = false;
-  return co;
-}
-
 // The engines a run's requests went to (every request must have succeeded).
 std::size_t backends_used(const CompareRun& r) {
   std::set<std::string> s;

@@ -3,7 +3,6 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -12,11 +11,10 @@
 #include "bench/internal/compare.h"
 #include "bench/internal/report.h"
 #include "bench/internal/workload.h"
+#include "bench/test_support.h"
 
 namespace kvroute::bench {
 namespace {
-
-using namespace std::chrono_literals;
 
 TEST(TrafficClass, ParsesNameShareAndHeaders) {
   auto c = parse_traffic_class("high:0.25:x-gateway-inference-objective=critical,x-tenant=a b");
@@ -174,14 +172,7 @@ TEST(TrafficClass, ARouterWithFlowControlTellsTheClassesApartByHeader) {
                 {"free", 1, {{"x-gateway-inference-fairness-id", "free"}}}};
   auto wl = make_workload(wo);
   ASSERT_TRUE(wl);
-  CompareOptions co;
-  co.sim.engines = 2;
-  co.sim.port = 0;
-  co.sim.preset = "none";
-  co.kv_events = false;
-  co.load.concurrency = 1;
-  co.load.duration = 20s;
-  co.load.progress = false;
+  CompareOptions co = test_support::one_user_on_two_engines();
   co.policies = {"flow"};
   co.policy_configs = {{"flow", (dir / "flow.yaml").string()}};
   auto runs = run_compare(*wl, co);
