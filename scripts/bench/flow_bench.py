@@ -120,15 +120,15 @@ def outcomes(rows, label, cls=None):
     return c
 
 
-def ratio_ci(num, den, q, resamples=400, seed=1):
-    """q-quantile of num over that of den, with a 95% bootstrap interval (requests resampled)."""
+def boot_ci(num, den, q, combine=lambda a, b: a / b, resamples=400, seed=1):
+    """combine(q-quantile of num, that of den), with a 95% bootstrap interval (requests resampled)."""
     rng = random.Random(seed)
-    point = pct(num, q) / pct(den, q)
+    point = combine(pct(num, q), pct(den, q))
     rs = []
     for _ in range(resamples):
         a = [num[rng.randrange(len(num))] for _ in num]
         b = [den[rng.randrange(len(den))] for _ in den]
-        rs.append(pct(a, q) / pct(b, q))
+        rs.append(combine(pct(a, q), pct(b, q)))
     rs.sort()
     return point, rs[int(0.025 * len(rs))], rs[int(0.975 * len(rs)) - 1]
 
@@ -159,7 +159,7 @@ def priority(out, repeat, log):
     for label in ("kvroute", "kvroute-flow"):
         b, o = ttfts(base, label, {"critical"}), ttfts(over, label, {"critical"})
         s = ttfts(over, label, {"standard"})
-        r, lo, hi = ratio_ci(o, b, 0.99)
+        r, lo, hi = boot_ci(o, b, 0.99)
         lines.append(f"| {'flow control on' if 'flow' in label else 'off'} | {pct(b, .5):.0f} / "
                      f"{pct(b, .99):.0f} | {pct(o, .5):.0f} / {pct(o, .99):.0f} | {r:.2f} "
                      f"[{lo:.2f}, {hi:.2f}] | {pct(s, .5):.0f} / {pct(s, .99):.0f} | "
@@ -193,7 +193,7 @@ def fairness(out, repeat, log):
     for label in ("kvroute", "kvroute-rr", "kvroute-vtc"):
         b, m = ttfts(base, label, names), ttfts(mix, label, names)
         h = ttfts(mix, label, {"heavy"})
-        r, lo, hi = ratio_ci(m, b, 0.99)
+        r, lo, hi = boot_ci(m, b, 0.99)
         lines.append(f"| {label} | {pct(b, .5):.0f} / {pct(b, .99):.0f} | {pct(m, .5):.0f} / "
                      f"{pct(m, .99):.0f} | {r:.2f} [{lo:.2f}, {hi:.2f}] | {pct(h, .5):.0f} / "
                      f"{pct(h, .99):.0f} | {outcomes(mix, label, names)}; {outcomes(mix, label, {'heavy'})} |")
@@ -228,11 +228,8 @@ def cache(out, repeat, log):
                 t = ok_ttft(label)
                 ci = ""
                 if label != "kvroute":
-                    rng = random.Random(1)
-                    diffs = sorted(pct([t[rng.randrange(len(t))] for _ in t], .99)
-                                   - pct([off_t[rng.randrange(len(off_t))] for _ in off_t], .99)
-                                   for _ in range(300))
-                    ci = f" [{diffs[7]:+.0f}, {diffs[291]:+.0f}]"
+                    _, lo, hi = boot_ci(t, off_t, .99, combine=lambda a, b: a - b, resamples=300)
+                    ci = f" [{lo:+.0f}, {hi:+.0f}]"
                 mode = {"kvroute": "off", "kvroute-flow": "on (q=2)", "kvroute-flow-q5": "on (q=5)"}[label]
                 lines.append(f"| {name} | {f}x ({cap:.0f} req/s) | {mode} | "
                              f"{s['hit_rate'] * 100:.1f}% | {pct(t, .5):.0f} | {pct(t, .99):.0f}{ci} | "
