@@ -31,7 +31,11 @@ struct PublisherChannel {
 
   Mutex mu;
   CondVar cv;
-  std::deque<std::string> queue GUARDED_BY(mu);  // encoded payloads
+  struct Queued {
+    std::string payload;  // encoded
+    bool drop = false;    // drop_next_for_test(): replay buffer only, never on the PUB socket
+  };
+  std::deque<Queued> queue GUARDED_BY(mu);
   bool closing GUARDED_BY(mu) = false;
   bool closed GUARDED_BY(mu) = false;
 
@@ -65,17 +69,15 @@ struct PublisherHub::Impl {
 };
 
 void PublisherHub::Impl::flush(PublisherChannel& ch) {
-  std::deque<std::string> batch;
+  std::deque<PublisherChannel::Queued> batch;
   {
     MutexLock lk(ch.mu);
     batch.swap(ch.queue);
   }
-  for (auto& payload : batch) {
+  for (auto& [payload, drop] : batch) {
     const std::uint64_t seq = ch.next_seq++;
     const std::string seq8 = detail::be64(seq);
-    if (ch.drop_next.load(std::memory_order_relaxed) > 0) {
-      ch.drop_next.fetch_sub(1, std::memory_order_relaxed);
-    } else {
+    if (!drop) {
       // PUB never blocks: at the HWM or without peers libzmq drops, as vLLM's PUB does.
       detail::send_frames(ch.pub.get(), {ch.cfg.topic, seq8, payload});
     }
@@ -305,7 +307,13 @@ bool ZmqEventPublisher::publish(const EventBatch& batch) {
       return false;
     }
     was_empty = ch.queue.empty();
-    ch.queue.push_back(std::move(payload));
+    // The drop belongs to this batch, not to whichever one the I/O thread flushes next.
+    bool drop = false;
+    if (ch.drop_next.load(std::memory_order_relaxed) > 0) {
+      ch.drop_next.fetch_sub(1, std::memory_order_relaxed);
+      drop = true;
+    }
+    ch.queue.push_back({std::move(payload), drop});
   }
   if (was_empty) hub_->impl_->wake.signal();
   return true;

@@ -328,8 +328,13 @@ TEST(Faults, DroppedMessageWithoutReplayMakesTheEngineStaleThenFreshAgain) {
   EXPECT_FALSE(h.indexer->has_precise(0));
   // Cleared, then rebuilt from later events only: never a block the engine does not hold.
   for (int i = 0; i < 20; ++i) m.run(prompt(rng));
-  ASSERT_TRUE(wait_until(
-      [&] { return h.indexer->stats().batches - batches_before == m.sent - sent_before; }));
+  ASSERT_TRUE(wait_until([&] {
+    return h.indexer->stats().batches - batches_before == m.sent - sent_before;
+  })) << "applied "
+      << h.indexer->stats().batches - batches_before << " of " << m.sent - sent_before
+      << " batches; subscriber received " << h.indexer->stats().subscriber.received << ", gaps "
+      << h.indexer->stats().subscriber.gaps << ", stale reports "
+      << h.indexer->stats().stale_reports - stale_before;
   auto truth = m.truth();
   for (auto hsh : indexed(h.indexer->index(), 0)) {
     EXPECT_TRUE(std::binary_search(truth.begin(), truth.end(), hsh)) << "phantom block " << hsh;

@@ -254,21 +254,29 @@ TEST(FlowControl, ShutdownAnswersQueuedRequestsWith503) {
   ASSERT_TRUE(testing::wait_until(
       [&] { return testing::post_json(*port, "/v1/completions", body(100, 2)).status == 200; },
       5s));
-  std::vector<testing::RawResponse> responses(3);
+  // One runs, one waits in the engine, the rest wait in the router. (Four, not three: a request
+  // racing a scrape can reach the engine before the scrape counts it, so the router may let one
+  // more through than its threshold, on a loaded machine.)
+  std::vector<testing::RawResponse> responses(4);
   std::vector<std::thread> clients;
-  for (int i = 0; i < 3; ++i) {
+  for (int i = 0; i < 4; ++i) {
     clients.emplace_back(
         [&, i] { responses[i] = testing::post_json(*port, "/v1/completions", body(i, 400)); });
     std::this_thread::sleep_for(30ms);
   }
-  ASSERT_TRUE(testing::wait_until(
-      [&] { return metric(*port, "kvroute_flow_control_queue_size") == 1; }, 2s));
-  p.stop(100ms);  // the grace ends long before the engine could start the queued one
+  const bool queued = testing::wait_until(
+      [&] { return metric(*port, "kvroute_flow_control_queue_size") >= 1; }, 5s);
+  p.stop(100ms);  // the grace ends long before the engine could start the queued ones
   for (auto& t : clients) t.join();
-  EXPECT_EQ(responses[2].status, 503) << responses[2].raw;
-  EXPECT_EQ(header(responses[2], "x-kvroute-dropped-reason"), "rejected-shutting-down")
-      << responses[2].head;
-  EXPECT_NE(responses[2].body.find("shutting down"), std::string::npos) << responses[2].body;
+  ASSERT_TRUE(queued);
+  int refused = 0;
+  for (const auto& r : responses) {
+    if (r.status != 503 || header(r, "x-kvroute-dropped-reason") != "rejected-shutting-down")
+      continue;
+    ++refused;
+    EXPECT_NE(r.body.find("shutting down"), std::string::npos) << r.body;
+  }
+  EXPECT_GE(refused, 1);
 }
 
 }  // namespace
