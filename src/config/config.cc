@@ -276,12 +276,13 @@ Status read_flow_control(const Reader& r, const YAML::Node& n, FlowControlConfig
     const std::string sp = path + ".saturationDetector";
     KVROUTE_TRY(r.keys(sd, sp,
                        {"queueDepthThreshold", "kvCacheUtilThreshold", "metricsStalenessThreshold",
-                        "headroom", "maxConcurrency"}));
+                        "headroom", "maxConcurrency", "engineMaxRunning"}));
     KVROUTE_TRY(r.scalar(sd, "queueDepthThreshold", sp, f.queue_depth_threshold));
     KVROUTE_TRY(r.scalar(sd, "kvCacheUtilThreshold", sp, f.kv_cache_util_threshold));
     KVROUTE_TRY(r.duration(sd, "metricsStalenessThreshold", sp, f.metrics_staleness));
     KVROUTE_TRY(r.scalar(sd, "headroom", sp, f.headroom));
     KVROUTE_TRY(r.scalar(sd, "maxConcurrency", sp, f.max_concurrency));
+    KVROUTE_TRY(r.scalar(sd, "engineMaxRunning", sp, f.engine_max_running));
     if (!(f.queue_depth_threshold > 0))
       return fail(
           r.err(sd["queueDepthThreshold"], sp + ".queueDepthThreshold", "must be positive"));
@@ -291,6 +292,8 @@ Status read_flow_control(const Reader& r, const YAML::Node& n, FlowControlConfig
     if (f.headroom < 0) return fail(r.err(sd["headroom"], sp + ".headroom", "must be >= 0"));
     if (f.max_concurrency < 0)
       return fail(r.err(sd["maxConcurrency"], sp + ".maxConcurrency", "must be >= 0"));
+    if (f.engine_max_running < 0)
+      return fail(r.err(sd["engineMaxRunning"], sp + ".engineMaxRunning", "must be >= 0"));
   }
   auto read_limit = [&](const YAML::Node& m, const std::string& lp, bool named,
                         TenantRateLimit& out) -> Status {

@@ -71,7 +71,8 @@ struct FlowControlConfig {
   double kv_cache_util_threshold = 0.8;
   Duration metrics_staleness{3000};
   double headroom = 0;
-  int max_concurrency = 0;  // per engine, this router's requests in flight (0: no cap)
+  int max_concurrency = 0;     // per engine, this router's requests in flight (0: no cap)
+  int engine_max_running = 0;  // the engines' max_num_seqs (0: learned from their metrics)
   // queues
   Duration default_request_ttl{60000};
   std::size_t max_requests = 0;  // all bands (0: none)

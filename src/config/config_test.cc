@@ -182,7 +182,8 @@ TEST(Config, FlowControl) {
   fairness: vtc
   pickAmong: all
   saturationDetector: {queueDepthThreshold: 3, kvCacheUtilThreshold: 0.9,
-                       metricsStalenessThreshold: 500ms, headroom: 0.1, maxConcurrency: 8}
+                       metricsStalenessThreshold: 500ms, headroom: 0.1, maxConcurrency: 8,
+                       engineMaxRunning: 256}
   objectives:
     - {name: critical, priority: 100}
     - {name: batch, priority: -1}
@@ -206,6 +207,7 @@ TEST(Config, FlowControl) {
   EXPECT_EQ(f.kv_cache_util_threshold, 0.9);
   EXPECT_EQ(f.metrics_staleness, Duration(500));
   EXPECT_EQ(f.max_concurrency, 8);
+  EXPECT_EQ(f.engine_max_running, 256);
   ASSERT_EQ(f.objectives.size(), 2u);
   EXPECT_EQ(f.objectives[1].name, "batch");
   EXPECT_EQ(f.objectives[1].priority, -1);
@@ -224,6 +226,7 @@ TEST(Config, FlowControl) {
        {"flowControl: {fairness: lottery}\n", "flowControl: {pickAmong: best}\n",
         "flowControl: {saturationDetector: {kvCacheUtilThreshold: 2}}\n",
         "flowControl: {saturationDetector: {queueDepth: 2}}\n",
+        "flowControl: {saturationDetector: {engineMaxRunning: -1}}\n",
         "flowControl: {objectives: [{name: a, priority: 1}, {name: a, priority: 2}]}\n",
         "flowControl: {rateLimits: {tenants: [{requestsPerSecond: 1}]}}\n",
         "flowControl: {rateLimits: {default: {requestsPerSecond: -1}}}\n"}) {

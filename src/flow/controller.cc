@@ -62,6 +62,14 @@ Admission FlowController::admit(Ticket& t, std::int64_t now_ms) {
       return a;
     }
   }
+  // Nothing waits in any band (the pool was not saturated a moment ago): try without the lock, so
+  // the requests of an unsaturated pool do not serialize on it. A request queued meanwhile by
+  // another thread may be overtaken once, as it could be by one that took the lock first.
+  bool tried = false;
+  if (waiting_.load(std::memory_order_acquire) == 0 && !stopped_.load(std::memory_order_acquire)) {
+    if (t.try_dispatch()) return a;
+    tried = true;
+  }
   {
     MutexLock lock(mu_);
     if (stopping_) {
@@ -69,7 +77,7 @@ Admission FlowController::admit(Ticket& t, std::int64_t now_ms) {
       return a;
     }
     // Behind requests of the same or a higher band that wait already: no overtaking.
-    if (!queues_.waiting_at_or_above(t.priority)) {
+    if (!tried && !queues_.waiting_at_or_above(t.priority)) {
       lock.unlock();
       if (t.try_dispatch()) return a;
       lock.lock();
@@ -124,6 +132,7 @@ void FlowController::stop() {
     MutexLock lock(mu_);
     if (stopping_) return;
     stopping_ = true;
+    stopped_.store(true, std::memory_order_release);
     const auto now = routing::steady_now_ms();
     // One cycle that takes every queued ticket.
     queues_.dispatch([&](QueueItem& item) {

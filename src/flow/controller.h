@@ -109,6 +109,7 @@ class FlowController {
   mutable Mutex mu_;
   Queues queues_ GUARDED_BY(mu_);
   bool stopping_ GUARDED_BY(mu_) = false;
+  std::atomic<bool> stopped_{false};  // stopping_, for admit()'s lock-free try
   std::atomic<bool> woken_{false};
   std::atomic<std::size_t> waiting_{0};  // queues_.size(), mirrored after every change under mu_
   std::mutex wake_mu_;

@@ -13,6 +13,7 @@ EngineSnapshot snapshot(const routing::Backend& b) {
     e.waiting = b.scraped_waiting.load(std::memory_order_relaxed);
     e.running = b.scraped_running.load(std::memory_order_relaxed);
     e.kv_usage = b.scraped_kv_usage.load(std::memory_order_relaxed);
+    e.running_limit = b.running_limit.load(std::memory_order_relaxed);
   }
   e.unstarted_since_scrape = std::max(0, b.unstarted_since_scrape());
   e.inflight = b.inflight.load(std::memory_order_relaxed);
@@ -41,17 +42,20 @@ bool stale(const SaturationOptions& o, const EngineSnapshot& e, std::int64_t now
   return !e.scraped || now_ms - e.scraped_at_ms > o.metrics_staleness.count();
 }
 
-double estimated_waiting(const EngineSnapshot& e) {
-  return e.waiting + static_cast<double>(e.unstarted_since_scrape);
-}
-
 }  // namespace
+
+double estimated_waiting(const SaturationOptions& o, const EngineSnapshot& e) {
+  const double limit = o.engine_max_running > 0 ? o.engine_max_running : e.running_limit;
+  // A scraped queue means no free slot, whatever the limit says.
+  const double free_slots = e.waiting > 0 ? 0.0 : std::max(0.0, limit - e.running);
+  return e.waiting + std::max(0.0, static_cast<double>(e.unstarted_since_scrape) - free_slots);
+}
 
 Room judge(const SaturationOptions& o, const EngineSnapshot& e, std::int64_t now_ms) {
   if (stale(o, e, now_ms)) return Room::kStale;
   const double slack = 1 + std::max(0.0, o.headroom);
   if (o.max_concurrency > 0 && e.inflight >= o.max_concurrency) return Room::kConcurrencyFull;
-  if (estimated_waiting(e) >= o.queue_depth_threshold * slack) return Room::kQueueFull;
+  if (estimated_waiting(o, e) >= o.queue_depth_threshold * slack) return Room::kQueueFull;
   if (e.kv_usage >= o.kv_cache_util_threshold * slack) return Room::kKvFull;
   return Room::kRoom;
 }
@@ -59,7 +63,7 @@ Room judge(const SaturationOptions& o, const EngineSnapshot& e, std::int64_t now
 double saturation(const SaturationOptions& o, const EngineSnapshot& e, std::int64_t now_ms) {
   if (stale(o, e, now_ms)) return 1.0;
   const double q =
-      o.queue_depth_threshold > 0 ? estimated_waiting(e) / o.queue_depth_threshold : 0.0;
+      o.queue_depth_threshold > 0 ? estimated_waiting(o, e) / o.queue_depth_threshold : 0.0;
   const double kv = o.kv_cache_util_threshold > 0 ? e.kv_usage / o.kv_cache_util_threshold : 0.0;
   return std::max(q, kv);
 }

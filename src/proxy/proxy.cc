@@ -12,6 +12,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <utility>
 
 #include "admin/admin.h"
 #include "auth/auth.h"
@@ -420,7 +421,16 @@ http::Task<void> Proxy::Impl::proxy_openai(Request& req, ResponseWriter& w, open
     ticket.bytes = req.body.size();
     ticket.input_tokens = static_cast<double>(rr.prompt_tokens);
     ticket.output_tokens = static_cast<double>(rr.expected_output_tokens);
-    ticket.try_dispatch = [&] {
+    bool first_try = true;
+    auto try_now = [&] {
+      // The first try runs at once in admit(), on the candidates just selected; later ones (the
+      // dispatcher's, while this coroutine waits) select again, as engines come and go.
+      if (std::exchange(first_try, false)) {
+        router::Assignment a = router->pick_with_room(rr, candidates, routing::steady_ms(t0));
+        if (!a) return false;
+        admitted = std::move(a);
+        return true;
+      }
       const auto now = routing::steady_now_ms();
       router::Candidates now_candidates;
       if (router->select_candidates(*parsed, now, now_candidates)) return false;
@@ -429,6 +439,8 @@ http::Task<void> Proxy::Impl::proxy_openai(Request& req, ResponseWriter& w, open
       admitted = std::move(a);
       return true;
     };
+    // One pointer: std::function keeps it inline (a capture of every local would be allocated).
+    ticket.try_dispatch = [f = &try_now] { return (*f)(); };
     ticket.done = [&waiting](const flow::Admission& a) { waiting.complete(a); };
     flow::Admission adm = fc->admit(ticket, routing::steady_ms(t0));
     if (adm.queued) {

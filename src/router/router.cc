@@ -3,10 +3,12 @@
 #include <simdjson.h>
 
 #include <algorithm>
+#include <array>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <cmath>
+#include <map>
 #include <set>
 #include <unordered_map>
 
@@ -34,6 +36,7 @@ struct Router::Impl {
   const std::uint64_t id = next_router_id.fetch_add(1);
   config::Config cfg;
   flow::SaturationOptions saturation;
+  bool pick_among_all = false;                      // flowControl.pickAmong: all
   std::unique_ptr<flow::FlowController> flow;       // flowControl.enabled
   std::shared_ptr<net::ssl::context> upstream_tls;  // https engines (docs/adr/0022)
   std::size_t capacity = 0;  // backend slots (index structures are sized by it)
@@ -73,11 +76,19 @@ struct Router::Impl {
   metrics::HistogramFamily* flow_queue_seconds = nullptr;  // {priority}
   metrics::Gauge* flow_queue_size = nullptr;
   metrics::CounterFamily* flow_tenant_requests = nullptr;  // {tenant, outcome}
-  // Tenants with a label of their own: the first kMaxTenantLabels seen; later ones are "other",
-  // so a client cannot grow the metrics without bound by inventing fairness ids.
+  // The outcome cells by band and by tenant, so that recording an admission costs one lock and
+  // two small lookups, not two label-tuple lookups with their allocations (measured per request:
+  // scripts/bench/flow_instructions.sh). Bands come from the config, so they are few. Tenants
+  // with a label of their own: the first kMaxTenantLabels seen; later ones are "other", so a
+  // client cannot grow the metrics without bound by inventing fairness ids.
   static constexpr std::size_t kMaxTenantLabels = 64;
-  Mutex tenant_mu;
-  std::set<std::string, std::less<>> tenant_labels GUARDED_BY(tenant_mu);
+  static constexpr std::size_t kOutcomes =
+      static_cast<std::size_t>(flow::Outcome::kRateLimited) + 1;
+  using OutcomeCells = std::array<metrics::Counter*, kOutcomes>;
+  Mutex flow_cells_mu;
+  std::map<int, OutcomeCells> band_cells GUARDED_BY(flow_cells_mu);
+  std::map<std::string, OutcomeCells, std::less<>> tenant_cells GUARDED_BY(flow_cells_mu);
+  OutcomeCells other_tenant_cells GUARDED_BY(flow_cells_mu) = {};
   metrics::Counter* prompt_tokens = nullptr;       // routed by prefix-aware policies
   metrics::Histogram* decision_seconds = nullptr;  // sampled: one decision in 64
   metrics::Gauge* index_entries = nullptr;
@@ -535,6 +546,8 @@ Result<std::unique_ptr<Router>> Router::create(config::Config cfg, metrics::Regi
     im.saturation.metrics_staleness = fc.metrics_staleness;
     im.saturation.headroom = fc.headroom;
     im.saturation.max_concurrency = fc.max_concurrency;
+    im.saturation.engine_max_running = fc.engine_max_running;
+    im.pick_among_all = fc.pick_among == "all";
     flow::FlowOptions o;
     o.default_band.max_requests = fc.band_max_requests;
     o.default_band.max_bytes = fc.band_max_bytes;
@@ -577,12 +590,20 @@ bool Router::has_room(const Backend& b, std::int64_t now_ms) const {
 
 Assignment Router::pick_with_room(routing::RouteRequest& rr, Candidates& candidates,
                                   std::int64_t now_ms) {
-  Candidates roomy;
-  for (auto* b : candidates)
-    if (has_room(*b, now_ms)) roomy.push_back(b);
-  if (roomy.empty()) return {};  // the pool is saturated: wait
-  if (impl_->cfg.flow_control.pick_among == "all") roomy = candidates;
-  Assignment a = pick(rr, roomy);
+  Assignment a;
+  if (impl_->pick_among_all) {
+    // Once any candidate has room, the scheduler weighs them all.
+    const bool any = std::any_of(candidates.begin(), candidates.end(),
+                                 [&](const Backend* b) { return has_room(*b, now_ms); });
+    if (!any) return {};  // the pool is saturated: wait
+    a = pick(rr, candidates);
+  } else {
+    Candidates roomy;
+    for (auto* b : candidates)
+      if (has_room(*b, now_ms)) roomy.push_back(b);
+    if (roomy.empty()) return {};  // the pool is saturated: wait
+    a = pick(rr, roomy);
+  }
   if (a)
     candidates.erase(std::remove(candidates.begin(), candidates.end(), a.backend()),
                      candidates.end());
@@ -730,21 +751,33 @@ std::string Router::status_json() const {
 void Router::record_admission(int priority, std::string_view tenant, const flow::Admission& a) {
   auto& im = *impl_;
   if (!im.flow_requests) return;
-  const std::string band = std::to_string(priority);
-  const std::string outcome(flow::to_string(a.outcome));
-  im.flow_requests->with({band, outcome}).inc();
-  std::string label = "other";
+  const auto o = static_cast<std::size_t>(a.outcome);
+  const std::string_view outcome = flow::to_string(a.outcome);
+  metrics::Counter* band_cell = nullptr;
+  metrics::Counter* tenant_cell = nullptr;
   {
-    MutexLock l(im.tenant_mu);
-    if (im.tenant_labels.contains(tenant)) {
-      label = std::string(tenant);
-    } else if (im.tenant_labels.size() < Impl::kMaxTenantLabels) {
-      label = *im.tenant_labels.emplace(tenant).first;
+    MutexLock l(im.flow_cells_mu);
+    auto& bc = im.band_cells[priority];  // value-initialized: no cells yet
+    if (!bc[o]) bc[o] = &im.flow_requests->with({std::to_string(priority), outcome});
+    band_cell = bc[o];
+    Impl::OutcomeCells* tc = &im.other_tenant_cells;
+    std::string_view label = "other";
+    if (auto it = im.tenant_cells.find(tenant); it != im.tenant_cells.end()) {
+      tc = &it->second;
+      label = tenant;
+    } else if (im.tenant_cells.size() < Impl::kMaxTenantLabels) {
+      tc = &im.tenant_cells.emplace(std::string(tenant), Impl::OutcomeCells{}).first->second;
+      label = tenant;
     }
+    if (!(*tc)[o]) (*tc)[o] = &im.flow_tenant_requests->with({label, outcome});
+    tenant_cell = (*tc)[o];
   }
-  im.flow_tenant_requests->with({label, outcome}).inc();
-  if (a.queued)
-    im.flow_queue_seconds->with({band}).observe(static_cast<double>(a.queued_ms) / 1000.0);
+  band_cell->inc();
+  tenant_cell->inc();
+  if (a.queued) {
+    im.flow_queue_seconds->with({std::to_string(priority)})
+        .observe(static_cast<double>(a.queued_ms) / 1000.0);
+  }
 }
 
 void Router::update_gauges() {
@@ -829,6 +862,10 @@ void Router::Impl::scrape(Backend& b, std::string_view text, std::uint32_t sent_
   }
   b.scraped_waiting.store(load->waiting, std::memory_order_relaxed);
   b.scraped_running.store(load->running, std::memory_order_relaxed);
+  b.running_limit.store(
+      routing::learn_running_limit(b.running_limit.load(std::memory_order_relaxed), load->waiting,
+                                   load->running),
+      std::memory_order_relaxed);
   b.scraped_kv_usage.store(load->kv_usage, std::memory_order_relaxed);
   b.scraped_at_ms.store(routing::steady_ms(load->scraped_at), std::memory_order_release);
   b.load.store(std::move(load));

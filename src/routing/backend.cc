@@ -1,5 +1,7 @@
 #include "routing/backend.h"
 
+#include <algorithm>
+
 #include "common/mutex.h"
 
 namespace kvroute::routing {
@@ -9,6 +11,13 @@ std::int64_t steady_ms(std::chrono::steady_clock::time_point t) {
 }
 
 std::int64_t steady_now_ms() { return steady_ms(std::chrono::steady_clock::now()); }
+
+double learn_running_limit(double limit, double waiting, double running) {
+  // Requests waiting: the engine runs all it can, whatever bounds it now (max_num_seqs, KV
+  // blocks, the step's token budget). None waiting: it can run at least what it runs.
+  if (waiting > 0) return running;
+  return std::max(limit, running);
+}
 
 void InflightBlocks::add(std::span<const std::uint64_t> blocks) {
   MutexLock lock(mu_);

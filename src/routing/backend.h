@@ -119,6 +119,10 @@ struct Backend {
   std::atomic<double> scraped_running{0};
   std::atomic<double> scraped_kv_usage{0};
   std::atomic<std::int64_t> scraped_at_ms{-1};  // steady-clock ms; -1: never
+  // The most requests the engine is known to run at once (flow/saturation.h): its running count at
+  // the last scrape that found requests waiting (it was at its limit: max_num_seqs or KV), else
+  // the highest running count scraped since. 0 until one scrape saw it busy.
+  std::atomic<double> running_limit{0};
   // Flow control's view between scrapes (flow/saturation.h): requests this router dispatched that
   // the last scrape cannot have seen and that have not started (no first byte). A scrape advances
   // `dispatch_epoch` when it sends its request: what was dispatched before (the old epoch) is in
@@ -139,6 +143,9 @@ struct Backend {
   // Healthy, not ejected at `now_ms`, not removed.
   bool available(std::int64_t now_ms) const;
 };
+
+// Backend::running_limit after a scrape of `waiting` and `running` requests.
+double learn_running_limit(double limit, double waiting, double running);
 
 // Milliseconds on the steady clock: now, or at a reading already taken.
 std::int64_t steady_ms(std::chrono::steady_clock::time_point t);
