@@ -228,6 +228,11 @@ struct Epp::Impl {
   std::string render_metrics() {
     router->update_gauges();
     metrics->ready.with({}).set(ready_endpoints());
+    if (router->flow_control()) {
+      const double s = router->pool_saturation(routing::steady_now_ms());
+      metrics->flow_pool_saturation.with({cfg.pool_name, "decode"}).set(s);
+      metrics->flow_pool_saturation.with({cfg.pool_name, "effective"}).set(s);
+    }
     return reg.render();
   }
   std::pair<bool, std::string> ready_body() const {
@@ -256,6 +261,7 @@ Result<EppPorts> Epp::start() {
   im.metrics = std::make_unique<EppMetrics>(im.reg);
   im.core.router = im.router.get();
   im.core.metrics = im.metrics.get();
+  im.core.inference_pool = im.cfg.pool_name;
   im.core.body_mode = mode;
   im.core.max_body_bytes = im.opts.max_body_bytes;
   im.core.debug_headers = im.cfg.debug_headers;

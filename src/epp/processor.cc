@@ -65,7 +65,43 @@ EppMetrics::EppMetrics(metrics::Registry& reg)
                               metrics::latency_buckets())),
       ready(reg.gauge("llm_d_epp_ready_endpoints", "Endpoints healthy and not ejected.")),
       streams(reg.counter("kvroute_epp_streams_total", "ext_proc streams by body mode and outcome.",
-                          {"mode", "outcome"})) {}
+                          {"mode", "outcome"})),
+      flow_requests(reg.counter("llm_d_epp_flow_control_requests_total",
+                                "Total number of requests processed by the Flow Control layer.",
+                                {"outcome", "priority", "inference_pool"})),
+      flow_queue_duration(reg.histogram(
+          "llm_d_epp_flow_control_request_queue_duration_seconds",
+          "Distribution of total time requests spend in the Flow Control layer (from enqueue to "
+          "final outcome).",
+          {0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+           30.0, 60.0},
+          {"fairness_id", "priority", "outcome", "inference_pool", "model_name",
+           "target_model_name"})),
+      flow_pool_saturation(reg.gauge(
+          "llm_d_epp_flow_control_pool_saturation",
+          "Pool saturation gating Flow Control dispatch: the mean over endpoints of max(estimated "
+          "waiting / queue threshold, KV usage / KV threshold), stale or missing metrics as 1. "
+          "Stage decode (monolithic engines) and effective (the value that gates).",
+          {"inference_pool", "stage"})) {}
+
+std::string_view llmd_flow_outcome(flow::Outcome o, bool queued) {
+  switch (o) {
+    case flow::Outcome::kDispatched:
+      return "Dispatched";
+    case flow::Outcome::kRejectedCapacity:
+      return "RejectedCapacity";
+    case flow::Outcome::kExpired:
+      return "EvictedTTL";
+    case flow::Outcome::kCancelled:
+      return "EvictedContextCancelled";
+    case flow::Outcome::kShuttingDown:
+      return queued ? "EvictedOther" : "RejectedOther";
+    case flow::Outcome::kRejectedSaturated:  // sheddable under saturation (llm-d queues these)
+    case flow::Outcome::kRateLimited:
+      return "RejectedOther";
+  }
+  return "RejectedOther";
+}
 
 StreamProcessor::StreamProcessor(const EppCore& core) : core_(core), t0_(Clock::now()) {}
 
@@ -336,8 +372,20 @@ bool StreamProcessor::admit(std::vector<pb::ProcessingResponse>& out, Clock::tim
 
 bool StreamProcessor::complete(const flow::Admission& a, std::vector<pb::ProcessingResponse>& out) {
   queued_ = false;
-  if (pending_)
-    core_.router->record_admission(pending_->ticket.priority, pending_->ticket.fairness_id, a);
+  if (pending_) {
+    const auto& t = pending_->ticket;
+    core_.router->record_admission(t.priority, t.fairness_id, a);
+    if (core_.metrics) {
+      auto& m = *core_.metrics;
+      const std::string priority = std::to_string(t.priority);
+      const std::string_view outcome = llmd_flow_outcome(a.outcome, a.queued);
+      m.flow_requests.with({outcome, priority, core_.inference_pool}).inc();
+      m.flow_queue_duration
+          .with({m.fairness_ids(t.fairness_id), priority, outcome, core_.inference_pool,
+                 model_label_, model_label_})
+          .observe(static_cast<double>(a.queued_ms) / 1000.0);
+    }
+  }
   if (a.outcome != flow::Outcome::kDispatched) {
     const int status = flow::http_status(a.outcome);
     refuse(status == 499 ? 503 : status,

@@ -458,7 +458,10 @@ TEST(EndpointAddress, BracketsIpv6) {
 // which counts as no room, until a test reports some.
 class FlowProcessorTest : public ProcessorTest {
  protected:
-  void SetUp() override { make("round-robin", 3, true); }
+  void SetUp() override {
+    make("round-robin", 3, true);
+    core_.inference_pool = "pool";
+  }
   void report_room(int engine) {
     router_->backend_list()[engine]->scraped_at_ms.store(routing::steady_now_ms());
     router_->flow_control()->wake();
@@ -506,6 +509,17 @@ TEST_F(FlowProcessorTest, TheRequestWaitsUntilAnEngineHasRoomThenGoesThere) {
   EXPECT_FALSE(eos);  // trailers follow
   EXPECT_TRUE(out.back().has_request_trailers());
   EXPECT_EQ(inflight(), 1);
+  // llm-d's flow-control series: the outcome as llm-d spells it, the time it waited.
+  const std::string m = reg_.render();
+  EXPECT_NE(m.find(R"(llm_d_epp_flow_control_requests_total{outcome="Dispatched",priority="0",)"
+                   R"(inference_pool="pool"} 1)"),
+            std::string::npos)
+      << m;
+  const auto count = m.find("llm_d_epp_flow_control_request_queue_duration_seconds_count{");
+  ASSERT_NE(count, std::string::npos) << m;
+  EXPECT_EQ(m.substr(m.find("priority=", count), 95),
+            R"(priority="0",outcome="Dispatched",inference_pool="pool",model_name="m",)"
+            R"(target_model_name="m"} 1)");
 }
 
 TEST_F(FlowProcessorTest, AStreamThatEndsWhileQueuedLeavesTheQueue) {
@@ -545,6 +559,19 @@ TEST_F(FlowProcessorTest, SheddableIsRefusedWith429WhileSaturated) {
     hs[o.header().key()] = o.header().raw_value();
   EXPECT_EQ(hs["retry-after"], "1");
   EXPECT_EQ(hs["x-kvroute-dropped-reason"], "rejected-saturated");
+  EXPECT_NE(reg_.render().find(R"(llm_d_epp_flow_control_requests_total{outcome="RejectedOther",)"
+                               R"(priority="-1",inference_pool="pool"} 1)"),
+            std::string::npos);
+}
+
+TEST(LlmdFlowOutcome, SpelledAsLlmdSpellsThem) {
+  EXPECT_EQ(llmd_flow_outcome(flow::Outcome::kDispatched, true), "Dispatched");
+  EXPECT_EQ(llmd_flow_outcome(flow::Outcome::kRejectedCapacity, false), "RejectedCapacity");
+  EXPECT_EQ(llmd_flow_outcome(flow::Outcome::kExpired, true), "EvictedTTL");
+  EXPECT_EQ(llmd_flow_outcome(flow::Outcome::kCancelled, true), "EvictedContextCancelled");
+  EXPECT_EQ(llmd_flow_outcome(flow::Outcome::kShuttingDown, true), "EvictedOther");
+  EXPECT_EQ(llmd_flow_outcome(flow::Outcome::kShuttingDown, false), "RejectedOther");
+  EXPECT_EQ(llmd_flow_outcome(flow::Outcome::kRateLimited, false), "RejectedOther");
 }
 
 }  // namespace

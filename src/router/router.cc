@@ -75,6 +75,7 @@ struct Router::Impl {
   metrics::CounterFamily* flow_requests = nullptr;         // {priority, outcome}
   metrics::HistogramFamily* flow_queue_seconds = nullptr;  // {priority}
   metrics::Gauge* flow_queue_size = nullptr;
+  metrics::Gauge* flow_pool_saturation = nullptr;
   metrics::CounterFamily* flow_tenant_requests = nullptr;  // {tenant, outcome}
   // The outcome cells by band and by tenant, so that recording an admission costs one lock and
   // two small lookups, not two label-tuple lookups with their allocations (measured per request:
@@ -189,6 +190,12 @@ struct Router::Impl {
           {0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60}, {"priority"});
       flow_queue_size =
           &reg.gauge("kvroute_flow_control_queue_size", "Requests waiting in the router's queue.")
+               .with({});
+      flow_pool_saturation =
+          &reg.gauge("kvroute_flow_control_pool_saturation",
+                     "Mean over available engines of max(estimated waiting / queueDepthThreshold, "
+                     "KV usage / kvCacheUtilThreshold); stale or missing metrics count 1. Requests "
+                     "wait in the router when no candidate engine is below 1.")
                .with({});
       flow_tenant_requests = &reg.counter(
           "kvroute_flow_control_tenant_requests_total",
@@ -584,6 +591,14 @@ int Router::priority_of(std::string_view objective, std::string_view tenant,
   return 0;
 }
 
+double Router::pool_saturation(std::int64_t now_ms) const {
+  std::vector<flow::EngineSnapshot> engines;
+  const BackendSet members = impl_->snapshot();
+  for (auto* b : *members)
+    if (b->available(now_ms)) engines.push_back(flow::snapshot(*b));
+  return flow::pool_saturation(impl_->saturation, engines, now_ms);
+}
+
 bool Router::has_room(const Backend& b, std::int64_t now_ms) const {
   return flow::judge(impl_->saturation, flow::snapshot(b), now_ms) == flow::Room::kRoom;
 }
@@ -782,8 +797,11 @@ void Router::record_admission(int priority, std::string_view tenant, const flow:
 
 void Router::update_gauges() {
   auto& im = *impl_;
-  if (im.flow) im.flow_queue_size->set(static_cast<double>(im.flow->queued()));
   const auto now = routing::steady_now_ms();
+  if (im.flow) {
+    im.flow_queue_size->set(static_cast<double>(im.flow->queued()));
+    im.flow_pool_saturation->set(pool_saturation(now));
+  }
   const BackendSet members = im.snapshot();
   for (auto* b : *members) {
     im.healthy->with({b->name}).set(b->available(now) ? 1 : 0);

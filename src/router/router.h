@@ -145,6 +145,9 @@ class Router {
   // Counts how flow control answered a request of band `priority` and tenant (fairness id) in the
   // metrics; tenants beyond the first 64 seen are counted as "other".
   void record_admission(int priority, std::string_view tenant, const flow::Admission& a);
+  // The mean saturation of the available backends (flow/saturation.h; 1 with none), as llm-d's
+  // flow_control_pool_saturation.
+  double pool_saturation(std::int64_t now_ms) const;
   // Whether `b` has room for one more request now (flow/saturation.h).
   bool has_room(const Backend& b, std::int64_t now_ms) const;
   // An empty Assignment when no candidate has room (the pool is saturated) or the policy declines;

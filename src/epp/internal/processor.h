@@ -69,8 +69,20 @@ struct EppMetrics {
   metrics::HistogramFamily& scheduler;  // llm_d_epp_scheduler_e2e_duration_seconds
   metrics::GaugeFamily& ready;          // llm_d_epp_ready_endpoints
   metrics::CounterFamily& streams;      // kvroute_epp_streams_total{mode,outcome}
+  // Flow control, as llm-d's EPP names it (outcomes: Dispatched, RejectedCapacity, RejectedOther,
+  // EvictedTTL, EvictedContextCancelled, EvictedOther).
+  metrics::CounterFamily& flow_requests;  // llm_d_epp_flow_control_requests_total
+  //   {outcome,priority,inference_pool}
+  metrics::HistogramFamily& flow_queue_duration;  // llm_d_epp_flow_control_request_queue_duration_
+  //   seconds{fairness_id,priority,outcome,inference_pool,model_name,target_model_name}
+  metrics::GaugeFamily& flow_pool_saturation;  // llm_d_epp_flow_control_pool_saturation
+  //   {inference_pool,stage}: "decode" and "effective" (monolithic engines)
   LabelCap models{1000};
+  LabelCap fairness_ids{1000};  // llm-d caps its labels at 1,000 values too
 };
+
+// llm-d's name for a flow control outcome (`queued`: the request had waited in the queue).
+std::string_view llmd_flow_outcome(flow::Outcome o, bool queued);
 
 struct EppCore {
   router::Router* router = nullptr;
@@ -82,6 +94,7 @@ struct EppCore {
   enum class UpstreamAuth { kForward, kNone, kKey } upstream_auth = UpstreamAuth::kForward;
   std::string upstream_authorization;
   EppMetrics* metrics = nullptr;
+  std::string inference_pool;  // the InferencePool's name, for llm-d's flow-control labels
   BodyMode body_mode = BodyMode::kAuto;
   std::size_t max_body_bytes = 64u << 20;
   std::size_t chunk_bytes = 62000;  // streamed_response chunks, as llm-d cuts them
