@@ -133,7 +133,7 @@ def boot_ci(num, den, q, combine=lambda a, b: a / b, resamples=400, seed=1):
     return point, rs[int(0.025 * len(rs))], rs[int(0.975 * len(rs)) - 1]
 
 
-def flow_config(out, name, qd=2, fairness="round-robin", pick="with-room", scrape="50ms", stale="1s"):
+def flow_config(out, name, qd=5, fairness="round-robin", pick="best", scrape="50ms", stale="1s"):
     path = os.path.join(out, name + ".yaml")
     with open(path, "w") as f:
         f.write(FLOW_YAML.format(qd=qd, fairness=fairness, pick=pick, scrape=scrape, stale=stale))
@@ -202,7 +202,7 @@ def fairness(out, repeat, log):
 
 def cache(out, repeat, log):
     on = flow_config(out, "flow")
-    on5 = flow_config(out, "flow-q5", qd=5)
+    on5 = flow_config(out, "flow-with-room", pick="with-room")
     lines = ["| workload | load | router | hit rate | TTFT p50 | TTFT p99 [95% CI of on - off] | ok/sent |",
              "|---|---:|---|---:|---:|---:|---:|"]
     for name, size in (("shared-prefix", 100), ("multi-turn", 300)):
@@ -230,7 +230,7 @@ def cache(out, repeat, log):
                 if label != "kvroute":
                     _, lo, hi = boot_ci(t, off_t, .99, combine=lambda a, b: a - b, resamples=300)
                     ci = f" [{lo:+.0f}, {hi:+.0f}]"
-                mode = {"kvroute": "off", "kvroute-flow": "on (q=2)", "kvroute-flow-q5": "on (q=5)"}[label]
+                mode = {"kvroute": "off", "kvroute-flow": "on (best)", "kvroute-flow-q5": "on (with-room)"}[label]
                 lines.append(f"| {name} | {f}x ({cap:.0f} req/s) | {mode} | "
                              f"{s['hit_rate'] * 100:.1f}% | {pct(t, .5):.0f} | {pct(t, .99):.0f}{ci} | "
                              f"{s['completed']}/{s['sent']} |")

@@ -262,8 +262,8 @@ Status read_flow_control(const Reader& r, const YAML::Node& n, FlowControlConfig
   KVROUTE_TRY(r.scalar(n, "bandMaxBytes", path, f.band_max_bytes));
   KVROUTE_TRY(r.scalar(n, "fairness", path, f.fairness));
   KVROUTE_TRY(r.scalar(n, "pickAmong", path, f.pick_among));
-  if (f.pick_among != "all" && f.pick_among != "with-room")
-    return fail(r.err(n["pickAmong"], path + ".pickAmong", "must be all or with-room"));
+  if (f.pick_among != "all" && f.pick_among != "with-room" && f.pick_among != "best")
+    return fail(r.err(n["pickAmong"], path + ".pickAmong", "must be best, with-room or all"));
   KVROUTE_TRY(r.scalar(n, "shedSheddable", path, f.shed_sheddable));
   KVROUTE_TRY(r.scalar(n, "objectiveHeader", path, f.objective_header));
   KVROUTE_TRY(r.scalar(n, "fairnessHeader", path, f.fairness_header));

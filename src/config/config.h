@@ -80,11 +80,11 @@ struct FlowControlConfig {
   std::size_t band_max_requests = 5000;
   std::size_t band_max_bytes = std::size_t{1} << 30;
   std::string fairness = "round-robin";  // round-robin | vtc | global-strict
-  // Once some candidate has room (the pool is not saturated), the scheduler picks only among those
-  // "with-room" (a request spills from a full prefix holder; default: measured to protect the
-  // higher bands under overload, ADR 0025) or among "all" candidates (as llm-d: its own load
-  // scorers decide, a prefix holder without room can still win).
-  std::string pick_among = "with-room";
+  // "best" (default, ADR 0027): the scheduler picks among all candidates and its pick goes if it
+  // has room, else the request waits for room; "with-room": among those with room (a request
+  // spills off a full prefix holder); "all": among all once any has room (llm-d's semantics: a
+  // request may join a full engine's queue).
+  std::string pick_among = "best";
   bool shed_sheddable = true;  // negative priority: 429 under saturation
   // classification
   std::string objective_header = "x-gateway-inference-objective";

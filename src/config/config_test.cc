@@ -202,7 +202,7 @@ TEST(Config, FlowControl) {
   EXPECT_EQ(f.max_requests, 100u);
   EXPECT_EQ(f.fairness, "vtc");
   EXPECT_EQ(f.pick_among, "all");
-  EXPECT_EQ(Config{}.flow_control.pick_among, "with-room");
+  EXPECT_EQ(Config{}.flow_control.pick_among, "best");
   EXPECT_EQ(f.queue_depth_threshold, 3);
   EXPECT_EQ(f.kv_cache_util_threshold, 0.9);
   EXPECT_EQ(f.metrics_staleness, Duration(500));
@@ -223,7 +223,7 @@ TEST(Config, FlowControl) {
   EXPECT_FALSE(Config{}.flow_control.enabled);
 
   for (const char* bad :
-       {"flowControl: {fairness: lottery}\n", "flowControl: {pickAmong: best}\n",
+       {"flowControl: {fairness: lottery}\n", "flowControl: {pickAmong: first}\n",
         "flowControl: {saturationDetector: {kvCacheUtilThreshold: 2}}\n",
         "flowControl: {saturationDetector: {queueDepth: 2}}\n",
         "flowControl: {saturationDetector: {engineMaxRunning: -1}}\n",

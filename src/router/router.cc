@@ -36,7 +36,7 @@ struct Router::Impl {
   const std::uint64_t id = next_router_id.fetch_add(1);
   config::Config cfg;
   flow::SaturationOptions saturation;
-  bool pick_among_all = false;                      // flowControl.pickAmong: all
+  enum class PickAmong { kWithRoom, kAll, kBest } pick_among = PickAmong::kWithRoom;
   std::unique_ptr<flow::FlowController> flow;       // flowControl.enabled
   std::shared_ptr<net::ssl::context> upstream_tls;  // https engines (docs/adr/0022)
   std::size_t capacity = 0;  // backend slots (index structures are sized by it)
@@ -554,7 +554,9 @@ Result<std::unique_ptr<Router>> Router::create(config::Config cfg, metrics::Regi
     im.saturation.headroom = fc.headroom;
     im.saturation.max_concurrency = fc.max_concurrency;
     im.saturation.engine_max_running = fc.engine_max_running;
-    im.pick_among_all = fc.pick_among == "all";
+    im.pick_among = fc.pick_among == "all"    ? Impl::PickAmong::kAll
+                    : fc.pick_among == "best" ? Impl::PickAmong::kBest
+                                              : Impl::PickAmong::kWithRoom;
     flow::FlowOptions o;
     o.default_band.max_requests = fc.band_max_requests;
     o.default_band.max_bytes = fc.band_max_bytes;
@@ -606,7 +608,11 @@ bool Router::has_room(const Backend& b, std::int64_t now_ms) const {
 Assignment Router::pick_with_room(routing::RouteRequest& rr, Candidates& candidates,
                                   std::int64_t now_ms) {
   Assignment a;
-  if (impl_->pick_among_all) {
+  if (impl_->pick_among == Impl::PickAmong::kBest) {
+    // The scheduler weighs every candidate; its pick goes if it has room, else the request waits
+    // for it (no spill off the prefix holder, no pile into a full engine's queue).
+    a = pick(rr, candidates, now_ms);
+  } else if (impl_->pick_among == Impl::PickAmong::kAll) {
     // Once any candidate has room, the scheduler weighs them all.
     const bool any = std::any_of(candidates.begin(), candidates.end(),
                                  [&](const Backend* b) { return has_room(*b, now_ms); });
@@ -669,7 +675,8 @@ std::optional<CandidateError> Router::select_candidates(const openai::ParsedRequ
   return std::nullopt;
 }
 
-Assignment Router::pick(routing::RouteRequest& rr, Candidates& candidates) {
+Assignment Router::pick(routing::RouteRequest& rr, Candidates& candidates,
+                        std::int64_t need_room_at) {
   if (candidates.empty()) return {};
   // One decision in 64 is kept for the status page, with its scores.
   thread_local unsigned sampled = 0;
@@ -685,6 +692,7 @@ Assignment Router::pick(routing::RouteRequest& rr, Candidates& candidates) {
   }
   Backend* b = d.backend;
   if (!b) return {};
+  if (need_room_at >= 0 && !has_room(*b, need_room_at)) return {};  // wait for the best engine
   candidates.erase(std::remove(candidates.begin(), candidates.end(), b), candidates.end());
   impl_->decision_cell(d.reason).inc();
   if (rr.want_detail) impl_->remember(rr, d);

@@ -132,8 +132,10 @@ class Router {
   std::optional<CandidateError> select_candidates(const openai::ParsedRequest& req,
                                                   std::int64_t now_ms, Candidates& out) const;
   // The policy's pick among `candidates` (the pick is removed from them, so a retry picks among
-  // the rest); an empty Assignment when the policy declines.
-  Assignment pick(routing::RouteRequest& rr, Candidates& candidates);
+  // the rest); an empty Assignment when the policy declines, or (`need_room_at` >= 0) when its
+  // pick has no room at that time (flow control's pickAmong: best; nothing is counted then).
+  Assignment pick(routing::RouteRequest& rr, Candidates& candidates,
+                  std::int64_t need_room_at = -1);
 
   // Flow control (issue 18; null when flowControl.enabled is false): the front doors admit each
   // request through it after select_candidates.
@@ -150,9 +152,9 @@ class Router {
   double pool_saturation(std::int64_t now_ms) const;
   // Whether `b` has room for one more request now (flow/saturation.h).
   bool has_room(const Backend& b, std::int64_t now_ms) const;
-  // An empty Assignment when no candidate has room (the pool is saturated) or the policy declines;
-  // else pick() among all candidates (flowControl.pickAmong: all) or those with room (with-room).
-  // The chosen one leaves `candidates`.
+  // flowControl.pickAmong: best: pick() among all candidates, empty when the pick has no room;
+  // with-room: pick() among those with room, empty when none has; all: pick() among all once one
+  // has room. Empty also when the policy declines. The chosen one leaves `candidates`.
   Assignment pick_with_room(routing::RouteRequest& rr, Candidates& candidates, std::int64_t now_ms);
 
   // An upstream failure seen by a front door: counted by `kind`; unless `cancelled`, it counts
