@@ -352,7 +352,8 @@ bool StreamProcessor::admit(std::vector<pb::ProcessingResponse>& out, Clock::tim
     const auto now = routing::steady_now_ms();
     router::Candidates candidates;
     if (candidates_now(now, candidates)) return false;
-    assignment_ = core_.router->pick_with_room(rr_, candidates, now);
+    const std::int64_t since = pending_->ticket.enqueued_ms;  // 0: not queued (yet)
+    assignment_ = core_.router->pick_with_room(rr_, candidates, now, since > 0 ? since : -1);
     return static_cast<bool>(assignment_);
   };
   t.done = [p](const flow::Admission& a) {
@@ -370,22 +371,24 @@ bool StreamProcessor::admit(std::vector<pb::ProcessingResponse>& out, Clock::tim
   return complete(adm, out);
 }
 
+void StreamProcessor::record_flow(const flow::Admission& a) {
+  if (!pending_) return;
+  const auto& t = pending_->ticket;
+  core_.router->record_admission(t.priority, t.fairness_id, a);
+  if (!core_.metrics) return;
+  auto& m = *core_.metrics;
+  const std::string priority = std::to_string(t.priority);
+  const std::string_view outcome = llmd_flow_outcome(a.outcome, a.queued);
+  m.flow_requests.with({outcome, priority, core_.inference_pool}).inc();
+  m.flow_queue_duration
+      .with({m.fairness_ids(t.fairness_id), priority, outcome, core_.inference_pool, model_label_,
+             model_label_})
+      .observe(static_cast<double>(a.queued_ms) / 1000.0);
+}
+
 bool StreamProcessor::complete(const flow::Admission& a, std::vector<pb::ProcessingResponse>& out) {
   queued_ = false;
-  if (pending_) {
-    const auto& t = pending_->ticket;
-    core_.router->record_admission(t.priority, t.fairness_id, a);
-    if (core_.metrics) {
-      auto& m = *core_.metrics;
-      const std::string priority = std::to_string(t.priority);
-      const std::string_view outcome = llmd_flow_outcome(a.outcome, a.queued);
-      m.flow_requests.with({outcome, priority, core_.inference_pool}).inc();
-      m.flow_queue_duration
-          .with({m.fairness_ids(t.fairness_id), priority, outcome, core_.inference_pool,
-                 model_label_, model_label_})
-          .observe(static_cast<double>(a.queued_ms) / 1000.0);
-    }
-  }
+  record_flow(a);
   if (a.outcome != flow::Outcome::kDispatched) {
     const int status = flow::http_status(a.outcome);
     refuse(status == 499 ? 503 : status,
@@ -548,7 +551,11 @@ void StreamProcessor::on_stream_end() {
       MutexLock l(pending_->mu);
       pending_->notify = nullptr;  // waits for an answer being delivered
     }
-    if (queued_ && !core_.router->flow_control()->cancel(pending_->ticket)) {
+    if (queued_ && core_.router->flow_control()->cancel(pending_->ticket)) {
+      // Out of the queue unanswered: counted as llm-d counts a cancelled context.
+      record_flow({flow::Outcome::kCancelled,
+                   routing::steady_now_ms() - pending_->ticket.enqueued_ms, true, 0});
+    } else if (queued_) {
       // Answered already, or about to be: the ticket must outlive that call.
       MutexLock l(pending_->mu);
       while (!pending_->answered) pending_->cv.wait(pending_->mu);

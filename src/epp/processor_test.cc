@@ -532,6 +532,10 @@ TEST_F(FlowProcessorTest, AStreamThatEndsWhileQueuedLeavesTheQueue) {
     EXPECT_EQ(router_->flow_control()->queued(), 1u);
     p.on_stream_end();
     EXPECT_EQ(router_->flow_control()->queued(), 0u);
+    EXPECT_NE(reg_.render().find(R"(llm_d_epp_flow_control_requests_total{)"
+                                 R"(outcome="EvictedContextCancelled",priority="0",)"
+                                 R"(inference_pool="pool"} 1)"),
+              std::string::npos);
   }
   report_room(0);
   std::this_thread::sleep_for(std::chrono::milliseconds(50));

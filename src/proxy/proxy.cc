@@ -423,9 +423,9 @@ http::Task<void> Proxy::Impl::proxy_openai(Request& req, ResponseWriter& w, open
     ticket.output_tokens = static_cast<double>(rr.expected_output_tokens);
     bool first_try = true;
     auto try_now = [&] {
-      // The first try runs at once in admit(), on the candidates just selected; later ones (the
-      // dispatcher's, while this coroutine waits) select again, as engines come and go.
-      if (std::exchange(first_try, false)) {
+      // A try at once in admit() (the ticket was never queued) uses the candidates just selected;
+      // the dispatcher's, while this coroutine waits, select again, as engines come and go.
+      if (std::exchange(first_try, false) && ticket.enqueued_ms == 0) {
         router::Assignment a = router->pick_with_room(rr, candidates, routing::steady_ms(t0));
         if (!a) return false;
         admitted = std::move(a);
@@ -434,7 +434,8 @@ http::Task<void> Proxy::Impl::proxy_openai(Request& req, ResponseWriter& w, open
       const auto now = routing::steady_now_ms();
       router::Candidates now_candidates;
       if (router->select_candidates(*parsed, now, now_candidates)) return false;
-      router::Assignment a = router->pick_with_room(rr, now_candidates, now);
+      router::Assignment a = router->pick_with_room(
+          rr, now_candidates, now, ticket.enqueued_ms > 0 ? ticket.enqueued_ms : -1);
       if (!a) return false;
       admitted = std::move(a);
       return true;

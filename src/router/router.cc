@@ -606,19 +606,26 @@ bool Router::has_room(const Backend& b, std::int64_t now_ms) const {
 }
 
 Assignment Router::pick_with_room(routing::RouteRequest& rr, Candidates& candidates,
-                                  std::int64_t now_ms) {
+                                  std::int64_t now_ms, std::int64_t waiting_since_ms) {
   Assignment a;
-  if (impl_->pick_among == Impl::PickAmong::kBest) {
-    // The scheduler weighs every candidate; its pick goes if it has room, else the request waits
-    // for it (no spill off the prefix holder, no pile into a full engine's queue).
-    a = pick(rr, candidates, now_ms);
+  const bool spill = waiting_since_ms >= 0 && now_ms - waiting_since_ms >= kBestMaxWaitMs;
+  if (impl_->pick_among == Impl::PickAmong::kBest && !spill) {
+    // The scheduler weighs every candidate whose metrics are fresh (one never scraped or whose
+    // scrapes fail must not hold the queue); its pick goes if it has room, else the request waits
+    // for it (no spill off the prefix holder, no pile into a full engine's queue), for at most
+    // kBestMaxWaitMs: a holder that stays busy must not hold its band's queue (ADR 0027).
+    Candidates fresh;
+    for (auto* b : candidates)
+      if (flow::judge(impl_->saturation, flow::snapshot(*b), now_ms) != flow::Room::kStale)
+        fresh.push_back(b);
+    a = pick(rr, fresh, now_ms);
   } else if (impl_->pick_among == Impl::PickAmong::kAll) {
     // Once any candidate has room, the scheduler weighs them all.
     const bool any = std::any_of(candidates.begin(), candidates.end(),
                                  [&](const Backend* b) { return has_room(*b, now_ms); });
     if (!any) return {};  // the pool is saturated: wait
     a = pick(rr, candidates);
-  } else {
+  } else {  // with-room, or best after its wait
     Candidates roomy;
     for (auto* b : candidates)
       if (has_room(*b, now_ms)) roomy.push_back(b);

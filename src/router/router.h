@@ -152,10 +152,14 @@ class Router {
   double pool_saturation(std::int64_t now_ms) const;
   // Whether `b` has room for one more request now (flow/saturation.h).
   bool has_room(const Backend& b, std::int64_t now_ms) const;
-  // flowControl.pickAmong: best: pick() among all candidates, empty when the pick has no room;
-  // with-room: pick() among those with room, empty when none has; all: pick() among all once one
-  // has room. Empty also when the policy declines. The chosen one leaves `candidates`.
-  Assignment pick_with_room(routing::RouteRequest& rr, Candidates& candidates, std::int64_t now_ms);
+  // flowControl.pickAmong: best: pick() among the candidates with fresh metrics, empty when the
+  // pick has no room, unless the request has waited kBestMaxWaitMs since `waiting_since_ms` (-1:
+  // it has not waited): then as with-room; with-room: pick() among those with room, empty when
+  // none has; all: pick() among all once one has room. Empty also when the policy declines. The
+  // chosen one leaves `candidates`.
+  static constexpr std::int64_t kBestMaxWaitMs = 250;
+  Assignment pick_with_room(routing::RouteRequest& rr, Candidates& candidates, std::int64_t now_ms,
+                            std::int64_t waiting_since_ms = -1);
 
   // An upstream failure seen by a front door: counted by `kind`; unless `cancelled`, it counts
   // toward passive ejection.

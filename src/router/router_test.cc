@@ -1,6 +1,6 @@
-// Router::pick_with_room under each flowControl.pickAmong (ADR 0027), on two engines of which only
-// the second has room (fresh metrics); the first's metrics were never scraped (no room). The
-// round-robin policy's first pick is the first engine.
+// Router::pick_with_room under each flowControl.pickAmong (ADR 0027), on two engines with fresh
+// metrics of which only the second has room (the first reports a queue). The round-robin policy's
+// first pick is the first engine.
 #include "router/router.h"
 
 #include <gtest/gtest.h>
@@ -18,6 +18,7 @@ std::unique_ptr<Router> two_engines(metrics::Registry& reg, const std::string& p
   c.policy = "round-robin";
   c.flow_control.enabled = true;
   c.flow_control.pick_among = pick_among;
+  c.flow_control.metrics_staleness = std::chrono::milliseconds(60000);
   for (int i = 0; i < 2; ++i) {
     config::BackendConfig b;
     b.url = "http://10.0.0." + std::to_string(i + 1) + ":8000";
@@ -28,7 +29,8 @@ std::unique_ptr<Router> two_engines(metrics::Registry& reg, const std::string& p
   auto r = Router::create(std::move(c), reg);
   EXPECT_TRUE(r) << r.error().message;
   if (!r) return nullptr;
-  (*r)->backend_list()[1]->scraped_at_ms.store(routing::steady_now_ms());  // only e1 has room
+  for (auto* b : (*r)->backend_list()) b->scraped_at_ms.store(routing::steady_now_ms());
+  (*r)->backend_list()[0]->scraped_waiting.store(10);  // e0: a queue over the threshold
   return std::move(*r);
 }
 
@@ -37,11 +39,12 @@ struct Try {
   std::size_t candidates_left = 0;
 };
 
-Try try_once(Router& r) {
+Try try_once(Router& r, std::int64_t waited_ms = -1) {
   routing::RouteRequest rr;
   const auto list = r.backend_list();
   Candidates cs(list.begin(), list.end());
-  Assignment a = r.pick_with_room(rr, cs, routing::steady_now_ms());
+  const auto now = routing::steady_now_ms();
+  Assignment a = r.pick_with_room(rr, cs, now, waited_ms >= 0 ? now - waited_ms : -1);
   return {a ? a.backend()->name : "", cs.size()};
 }
 
@@ -64,10 +67,30 @@ TEST(PickAmong, BestWaitsForThePoliciesPickWithRoomSpillsAllJoinsTheQueue) {
   const Try a = try_once(*all);
   EXPECT_EQ(a.engine, "e0");
   // None has room: every mode waits.
-  best->backend_list()[1]->scraped_at_ms.store(-1);
-  room->backend_list()[1]->scraped_at_ms.store(-1);
-  all->backend_list()[1]->scraped_at_ms.store(-1);
-  for (auto* r : {best.get(), room.get(), all.get()}) EXPECT_EQ(try_once(*r).engine, "");
+  for (auto* r : {best.get(), room.get(), all.get()}) {
+    r->backend_list()[1]->scraped_waiting.store(10);
+    EXPECT_EQ(try_once(*r).engine, "");
+  }
+}
+
+TEST(PickAmong, BestSpillsAfterItsLongestWaitAndNeverWaitsForAStaleEngine) {
+  metrics::Registry reg;
+  auto best = two_engines(reg, "best");
+  ASSERT_TRUE(best);
+  // Waited less than the bound: still waits for e0 (the round-robin pick; each try advances it,
+  // so each case starts from a fresh router).
+  EXPECT_EQ(try_once(*best, Router::kBestMaxWaitMs - 100).engine, "");
+  metrics::Registry reg2;
+  auto waited = two_engines(reg2, "best");
+  ASSERT_TRUE(waited);
+  EXPECT_EQ(try_once(*waited, Router::kBestMaxWaitMs).engine, "e1");  // then as with-room
+  // An engine never scraped (just discovered, or its /metrics fails) is not waited for.
+  metrics::Registry reg3;
+  auto stale = two_engines(reg3, "best");
+  ASSERT_TRUE(stale);
+  stale->backend_list()[0]->scraped_at_ms.store(-1);
+  stale->backend_list()[0]->scraped_waiting.store(0);
+  EXPECT_EQ(try_once(*stale).engine, "e1");
 }
 
 }  // namespace

@@ -78,7 +78,9 @@ struct EppMetrics {
   metrics::GaugeFamily& flow_pool_saturation;  // llm_d_epp_flow_control_pool_saturation
   //   {inference_pool,stage}: "decode" and "effective" (monolithic engines)
   LabelCap models{1000};
-  LabelCap fairness_ids{1000};  // llm-d caps its labels at 1,000 values too
+  // Fairness ids in the queue-duration histogram: the first 64 (as kvroute's tenant metric; each
+  // id costs a histogram per outcome, priority and model).
+  LabelCap fairness_ids{64};
 };
 
 // llm-d's name for a flow control outcome (`queued`: the request had waited in the queue).
@@ -138,6 +140,8 @@ class StreamProcessor {
   const router::Backend* backend() const { return assignment_.backend(); }
 
  private:
+  // Flow control's answer in kvroute's and llm-d's metrics (nothing without a ticket).
+  void record_flow(const flow::Admission& a);
   void on_request_headers(const pb::ProcessingRequest& in,
                           std::vector<pb::ProcessingResponse>& out);
   bool on_request_body(const pb::HttpBody& body, std::vector<pb::ProcessingResponse>& out);
