@@ -11,6 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 REQUESTS="${1:-4000}"; WARMUP=400
 KVROUTE="${KVROUTE:-build/kvroute}"
+MODEL=meta-llama/Llama-3.1-8B-Instruct  # the sim's default served model
 work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
@@ -29,37 +30,6 @@ flowControl:
   saturationDetector: {queueDepthThreshold: 64}
 YAML
 done
-cat > "$work/client.py" <<'PY'
-import socket, sys
-port, n = int(sys.argv[1]), int(sys.argv[2])
-body = b'{"model":"meta-llama/Llama-3.1-8B-Instruct","prompt":"The quick brown fox jumps over the lazy dog","max_tokens":5}'
-req = (b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: application/json\r\n"
-       b"Content-Length: %d\r\n\r\n" % (port, len(body))) + body
-socks = [socket.create_connection(("127.0.0.1", port), timeout=60) for _ in range(8)]
-for s in socks:
-    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-done = 0
-while done < n:
-    for s in socks:
-        s.sendall(req)
-    for s in socks:
-        buf = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                sys.exit("connection closed")
-            buf += chunk
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
-                continue
-            head = buf[:end].split(b"\r\n")
-            if b" 200 " not in head[0] + b" ":
-                sys.exit("unexpected status: %r" % head[0])
-            length = int([l.split(b":")[1] for l in head if l.lower().startswith(b"content-length")][0])
-            if len(buf) >= end + 4 + length:
-                break
-        done += 1
-PY
 declare -A PID PORT=([off]=$OFF [on]=$ON)
 for mode in off on; do
   valgrind --tool=callgrind --callgrind-out-file="$work/cg.$mode" "$KVROUTE" serve --address 127.0.0.1 \
@@ -72,7 +42,7 @@ for mode in off on; do
   ok=0
   for _ in $(seq 1 120); do
     code=$(curl -s -o /dev/null -w '%{http_code}' -X POST -H 'Content-Type: application/json' \
-      -d '{"model":"meta-llama/Llama-3.1-8B-Instruct","prompt":"x","max_tokens":1}' \
+      -d "{\"model\":\"$MODEL\",\"prompt\":\"x\",\"max_tokens\":1}" \
       "http://127.0.0.1:${PORT[$mode]}/v1/completions" || true)
     [ "$code" = 200 ] && { ok=1; break; }
     sleep 1
@@ -83,9 +53,9 @@ echo "| flow control | requests | user instructions/request |"
 echo "|---|---|---|"
 declare -A IR
 for mode in off on; do
-  python3 "$work/client.py" "${PORT[$mode]}" "$WARMUP"
+  python3 scripts/bench/keepalive_client.py "${PORT[$mode]}" "$WARMUP" "$MODEL"
   callgrind_control -z "${PID[$mode]}" > /dev/null 2>&1
-  python3 "$work/client.py" "${PORT[$mode]}" "$REQUESTS"
+  python3 scripts/bench/keepalive_client.py "${PORT[$mode]}" "$REQUESTS" "$MODEL"
   callgrind_control -d "${PID[$mode]}" > /dev/null 2>&1
   sleep 1
   total=$(callgrind_annotate "$work/cg.$mode.1" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')

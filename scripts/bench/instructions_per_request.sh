@@ -14,37 +14,6 @@ work=$(mktemp -d)
 source scripts/bench/nginx_peer.sh
 trap 'nginx_peer_cleanup "$work"' EXIT
 nginx_peer_setup "$work" 1 off
-cat > "$work/client.py" <<'PY'
-import socket, sys
-port, n = int(sys.argv[1]), int(sys.argv[2])
-body = b'{"model":"m","prompt":"The quick brown fox jumps over the lazy dog","max_tokens":5}'
-req = (b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: application/json\r\n"
-       b"Content-Length: %d\r\n\r\n" % (port, len(body))) + body
-socks = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(8)]
-for s in socks:
-    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-done = 0
-while done < n:
-    for s in socks:
-        s.sendall(req)
-    for s in socks:
-        buf = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                sys.exit("connection closed")
-            buf += chunk
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
-                continue
-            head = buf[:end].split(b"\r\n")
-            if b" 200 " not in head[0] + b" ":
-                sys.exit("unexpected status: %r" % head[0])
-            length = int([l.split(b":")[1] for l in head if l.lower().startswith(b"content-length")][0])
-            if len(buf) >= end + 4 + length:
-                break
-        done += 1
-PY
 nginx -c "$work/up.conf" -p "$work" &
 valgrind --tool=callgrind --callgrind-out-file="$work/cg.nginx" nginx -c "$work/px.conf" -p "$work" 2> "$work/vg.nginx" &
 NG=$!
@@ -59,9 +28,9 @@ echo "|---|---|---|"
 declare -A IR
 for t in "nginx:$PX:$NG" "kvroute:$KV:$KVP"; do
   IFS=: read -r name port pid <<< "$t"
-  python3 "$work/client.py" "$port" "$WARMUP"
+  python3 scripts/bench/keepalive_client.py "$port" "$WARMUP"
   callgrind_control -z "$pid" > /dev/null 2>&1
-  python3 "$work/client.py" "$port" "$REQUESTS"
+  python3 scripts/bench/keepalive_client.py "$port" "$REQUESTS"
   callgrind_control -d "$pid" > /dev/null 2>&1
   sleep 1
   total=$(callgrind_annotate "$work/cg.$name.1" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
