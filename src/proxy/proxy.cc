@@ -425,17 +425,16 @@ http::Task<void> Proxy::Impl::proxy_openai(Request& req, ResponseWriter& w, open
     auto try_now = [&] {
       // A try at once in admit() (the ticket was never queued) uses the candidates just selected;
       // the dispatcher's, while this coroutine waits, select again, as engines come and go.
+      router::Assignment a;
       if (std::exchange(first_try, false) && ticket.enqueued_ms == 0) {
-        router::Assignment a = router->pick_with_room(rr, candidates, routing::steady_ms(t0));
-        if (!a) return false;
-        admitted = std::move(a);
-        return true;
+        a = router->pick_with_room(rr, candidates, routing::steady_ms(t0));
+      } else {
+        const auto now = routing::steady_now_ms();
+        router::Candidates now_candidates;
+        if (router->select_candidates(*parsed, now, now_candidates)) return false;
+        a = router->pick_with_room(rr, now_candidates, now,
+                                   ticket.enqueued_ms > 0 ? ticket.enqueued_ms : -1);
       }
-      const auto now = routing::steady_now_ms();
-      router::Candidates now_candidates;
-      if (router->select_candidates(*parsed, now, now_candidates)) return false;
-      router::Assignment a = router->pick_with_room(
-          rr, now_candidates, now, ticket.enqueued_ms > 0 ? ticket.enqueued_ms : -1);
       if (!a) return false;
       admitted = std::move(a);
       return true;
