@@ -10,7 +10,8 @@ cd "$(dirname "$0")/.."
 SECONDS_EACH="${1:-20}"
 JOBS="${JOBS:-$(nproc)}"
 TARGETS=(tokenizer_encode_fuzz chat_template_fuzz kv_events_decode_fuzz prom_parser_fuzz http_parser_fuzz
-  epp_processor_fuzz kube_objects_fuzz auth_keys_fuzz)
+  epp_processor_fuzz kube_objects_fuzz auth_keys_fuzz
+  replication_decode_fuzz)
 
 cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++-14 \
   -DKVROUTE_FUZZ=ON -DKVROUTE_BENCHMARKS=OFF >/dev/null
@@ -25,6 +26,7 @@ seed_dir() {
     http_parser_fuzz) echo src/http/testdata/fuzz_corpus ;;
     kube_objects_fuzz) echo src/discovery/testdata/fuzz_corpus ;;
     auth_keys_fuzz) echo src/auth/testdata/fuzz_corpus ;;
+    replication_decode_fuzz) echo src/replication/testdata/fuzz_corpus ;;
   esac
 }
 

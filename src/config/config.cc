@@ -351,13 +351,43 @@ Status read_flow_control(const Reader& r, const YAML::Node& n, FlowControlConfig
   return {};
 }
 
+Status read_replicas(const Reader& r, const YAML::Node& n, ReplicasConfig& rc) {
+  const std::string path = "replicas";
+  KVROUTE_TRY(r.keys(n, path, {"listen", "peers", "loadInterval", "peerTimeout"}));
+  KVROUTE_TRY(r.scalar(n, "listen", path, rc.listen));
+  KVROUTE_TRY(r.duration(n, "loadInterval", path, rc.load_interval));
+  KVROUTE_TRY(r.duration(n, "peerTimeout", path, rc.peer_timeout));
+  const auto zmq_endpoint = [](std::string_view e) {
+    return e.starts_with("tcp://") || e.starts_with("ipc://") || e.starts_with("inproc://");
+  };
+  if (!rc.listen.empty() && !zmq_endpoint(rc.listen))
+    return fail(r.err(n["listen"], path + ".listen", "must be a tcp:// or ipc:// endpoint"));
+  if (auto ps = n["peers"]) {
+    if (!ps.IsSequence()) return fail(r.err(ps, path + ".peers", "must be a list of endpoints"));
+    for (std::size_t i = 0; i < ps.size(); ++i) {
+      const std::string pp = fmt::format("{}.peers[{}]", path, i);
+      if (!ps[i].IsScalar() || !zmq_endpoint(ps[i].Scalar()))
+        return fail(r.err(ps[i], pp, "must be a tcp:// or ipc:// endpoint"));
+      rc.peers.push_back(ps[i].Scalar());
+    }
+    if (rc.listen.empty() && !rc.peers.empty())
+      return fail(r.err(ps, path + ".peers", "needs replicas.listen (peers connect to it)"));
+  }
+  if (rc.load_interval.count() <= 0)
+    return fail(r.err(n["loadInterval"], path + ".loadInterval", "must be positive"));
+  if (rc.peer_timeout < 2 * rc.load_interval)
+    return fail(r.err(n["peerTimeout"] ? n["peerTimeout"] : n, path + ".peerTimeout",
+                      "must be at least twice replicas.loadInterval"));
+  return {};
+}
+
 Result<Config> parse_root(const YAML::Node& root, const Reader& r) {
   Config c;
   if (!root || root.IsNull()) return c;
   KVROUTE_TRY(r.keys(
       root, "",
       {"server", "upstream", "health", "routing", "backends", "discovery", "log", "tls", "auth",
-       "admin", "plugins", "schedulingProfiles", "flowControl", "apiVersion", "kind"}));
+       "admin", "plugins", "schedulingProfiles", "flowControl", "replicas", "apiVersion", "kind"}));
   for (const Section& section : kSections) {
     if (auto node = root[section.name]) KVROUTE_TRY(read_section(r, node, section, c));
   }
@@ -394,6 +424,7 @@ Result<Config> parse_root(const YAML::Node& root, const Reader& r) {
     KVROUTE_TRY(c.backends, read_backends(r, bs));
   }
   if (auto fc = root["flowControl"]) KVROUTE_TRY(read_flow_control(r, fc, c.flow_control));
+  if (auto rp = root["replicas"]) KVROUTE_TRY(read_replicas(r, rp, c.replicas));
   if (auto u = root["upstream"]; u && u["authorization"]) {
     const auto& a = c.upstream_authorization;
     if (a != "forward" && a != "none" && a != "key")

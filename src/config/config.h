@@ -98,6 +98,16 @@ struct FlowControlConfig {
   std::vector<TenantRateLimit> tenant_rate_limits;
 };
 
+// replicas (issue 17, docs/adr/0280): active-active replicas exchange routing decisions and
+// in-flight load over ZMQ. Off while `listen` is empty.
+struct ReplicasConfig {
+  std::string listen;              // this replica's ZMQ endpoint, e.g. tcp://0.0.0.0:5570
+  std::vector<std::string> peers;  // the others' (the same list on every replica is fine)
+  Duration load_interval{50};      // how often this replica's in-flight load is sent
+  Duration peer_timeout{1000};     // a peer silent this long is forgotten (its load taken back)
+  bool enabled() const { return !listen.empty(); }
+};
+
 struct Config {
   // server
   std::string address = "0.0.0.0";
@@ -176,6 +186,7 @@ struct Config {
   // logging
   std::string log_level = "info";
   FlowControlConfig flow_control;
+  ReplicasConfig replicas;
 };
 
 // Loads a YAML file. Unknown keys are errors (typos must not pass silently).

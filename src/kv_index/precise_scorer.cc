@@ -11,7 +11,8 @@ PrecisePrefixScorer::PrecisePrefixScorer(std::shared_ptr<PreciseIndexer> indexer
     : indexer_(std::move(indexer)), ctx_(std::move(ctx)), opts_(options) {}
 
 bool PrecisePrefixScorer::token_blocks(const routing::RouteRequest& req) const {
-  return indexer_ && !req.tokens.empty() && req.tokens_per_block == indexer_->index().block_size();
+  return indexer_ && (!req.tokens.empty() || req.peer_token_blocks) &&
+         req.tokens_per_block == indexer_->index().block_size();
 }
 
 void PrecisePrefixScorer::score(routing::CycleState& s, std::span<routing::Backend* const> c,

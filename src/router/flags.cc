@@ -29,6 +29,10 @@ void add_discovery_flags(CLI::App& cmd, RoutingFlags& f) {
                "Validate the configuration (flags, --config, tokenizers, discovery) and exit");
   cmd.add_option("--max-endpoints", f.max_endpoints,
                  "Backend slots with discovery (default 64; the static count without)");
+  cmd.add_option("--replicas-listen", f.replicas_listen,
+                 "Active-active replicas: this replica's ZMQ endpoint (tcp://0.0.0.0:5570)");
+  cmd.add_option("--replica-peer", f.replica_peers,
+                 "Active-active replicas: a peer's --replicas-listen endpoint (repeatable)");
 }
 void add_security_flags(CLI::App& cmd, RoutingFlags& f) {
   cmd.add_option("--tls-cert", f.tls_cert,
@@ -137,6 +141,10 @@ Result<config::Config> routing_config(const RoutingFlags& f) {
   if (!f.kube_api_server.empty()) cfg.kube_api_server = f.kube_api_server;
   if (!f.pool_group.empty()) cfg.pool_group = f.pool_group;
   if (f.max_endpoints != 0) cfg.max_endpoints = f.max_endpoints;
+  if (!f.replicas_listen.empty()) cfg.replicas.listen = f.replicas_listen;
+  if (!f.replica_peers.empty()) cfg.replicas.peers = f.replica_peers;
+  if (!cfg.replicas.peers.empty() && cfg.replicas.listen.empty())
+    return fail(Error::invalid("--replica-peer needs --replicas-listen (or replicas.listen)"));
   const auto set = [](std::string& field, const std::string& flag) {
     if (!flag.empty()) field = flag;
   };

@@ -35,6 +35,8 @@ struct RoutingFlags {
   // discovery
   std::string endpoints_file;
   std::string pool_name;
+  std::string replicas_listen;             // replicas.listen
+  std::vector<std::string> replica_peers;  // replicas.peers (repeatable)
   std::string pool_namespace;
   std::string kubeconfig;
   std::string kube_api_server;

@@ -19,6 +19,7 @@
 #include "http/client.h"
 #include "kv_index/precise_scorer.h"
 #include "metrics/prom_parser.h"
+#include "router/internal/replica_link.h"
 #include "routing/scheduler.h"
 #include "tls/tls.h"
 
@@ -65,6 +66,7 @@ struct Router::Impl {
   // routing.models: per-model tokenizers (immutable after create, read from every thread).
   std::unordered_map<std::string, std::shared_ptr<const prompt::PromptEncoder>> model_encoders;
   std::shared_ptr<kv_index::PreciseIndexer> precise;  // null: no backend publishes KV events
+  std::unique_ptr<ReplicaLink> replicas;              // replicas.listen set (issue 17)
   std::function<void(const Backend&)> backend_down;
 
   metrics::GaugeFamily* inflight = nullptr;
@@ -575,7 +577,20 @@ Result<std::unique_ptr<Router>> Router::create(config::Config cfg, metrics::Regi
     for (const auto& t : fc.tenant_rate_limits) o.tenant_limits[t.name] = limit(t);
     im.flow = std::make_unique<flow::FlowController>(std::move(o));
   }
+  if (im.cfg.replicas.enabled()) {
+    Impl* p = &im;
+    KVROUTE_TRY(im.replicas, ReplicaLink::start(
+                                 im.cfg.replicas, *im.policy, [p] { return p->snapshot(); }, reg));
+  }
   return r;
+}
+
+std::string Router::replicas_endpoint() const {
+  return impl_->replicas ? impl_->replicas->endpoint() : std::string();
+}
+
+void Router::add_replica_peer(const std::string& endpoint) {
+  if (impl_->replicas) impl_->replicas->add_peer(endpoint);
 }
 
 flow::FlowController* Router::flow_control() const { return impl_->flow.get(); }
@@ -709,6 +724,7 @@ Assignment Router::pick(routing::RouteRequest& rr, Candidates& candidates,
     impl_->predicted_tokens->inc(static_cast<double>(d.predicted_blocks) * rr.tokens_per_block);
   }
   if (!d.detail.empty()) spdlog::debug("route -> {} ({}): {}", b->name, d.reason, d.detail);
+  if (impl_->replicas) impl_->replicas->publish(rr, *b);
   return Assignment(this, &rr, b, std::move(d));
 }
 
@@ -823,6 +839,7 @@ void Router::update_gauges() {
     im.inflight->with({b->name}).set(b->inflight.load());
   }
   if (im.routing_ctx) im.index_entries->set(static_cast<double>(im.routing_ctx->prefix.entries()));
+  if (im.replicas) im.replicas->update_metrics();
   if (!im.precise) return;
   const auto st = im.precise->stats(false);
   im.kv_event_lag->set(st.last_lag_s);
@@ -1015,6 +1032,7 @@ void Router::start_background(http::Executor probe_ex, http::Executor scrape_ex)
 
 void Router::stop() {
   if (!impl_) return;
+  if (impl_->replicas) impl_->replicas->stop();
   if (impl_->flow) impl_->flow->stop();
   if (impl_->discovery) impl_->discovery->stop();
   if (impl_->precise) impl_->precise->stop();

@@ -183,7 +183,11 @@ class Router {
   // kept, the last 64 of those) with their reasons and scores.
   std::string status_json() const;
   std::vector<std::string> known_models() const;
-  // Stops the background loops' effects and the KV-event subscriptions.
+  // Active-active replicas (replicas.listen, docs/adr/0280): the endpoint this router's peers
+  // connect to (with the port the OS chose for "*"; empty when off), and one more peer to hear.
+  std::string replicas_endpoint() const;
+  void add_replica_peer(const std::string& endpoint);
+  // Stops the background loops' effects, the replica exchange and the KV-event subscriptions.
   void stop();
 
  private:

@@ -1,11 +1,15 @@
 // Router::pick_with_room under each flowControl.pickAmong (ADR 0027), on two engines with fresh
-// metrics of which only the second has room (the first reports a queue). The round-robin policy's
-// first pick is the first engine.
+// metrics of which only the second has room (the first reports a queue; the round-robin policy's
+// first pick is the first engine); and two replicas exchanging decisions and load (issue 17).
 #include "router/router.h"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include <deque>
+#include <set>
 #include <string>
+#include <thread>
 
 #include "metrics/registry.h"
 
@@ -91,6 +95,137 @@ TEST(PickAmong, BestSpillsAfterItsLongestWaitAndNeverWaitsForAStaleEngine) {
   stale->backend_list()[0]->scraped_at_ms.store(-1);
   stale->backend_list()[0]->scraped_waiting.store(0);
   EXPECT_EQ(try_once(*stale).engine, "e1");
+}
+
+// --- Active-active replicas (issue 17) ---------------------------------------------------------
+
+std::unique_ptr<Router> replica(metrics::Registry& reg, bool replicated) {
+  config::Config c;
+  c.log_level = "warn";
+  c.policy = "kvroute";
+  if (replicated) {
+    c.replicas.listen = "tcp://127.0.0.1:*";
+    c.replicas.load_interval = std::chrono::milliseconds(20);
+    c.replicas.peer_timeout = std::chrono::milliseconds(500);
+  }
+  for (int i = 0; i < 4; ++i) {
+    config::BackendConfig b;
+    b.url = "http://10.0.1." + std::to_string(i + 1) + ":8000";
+    b.name = "e" + std::to_string(i);
+    b.models = {"m"};
+    c.backends.push_back(b);
+  }
+  auto r = Router::create(std::move(c), reg);
+  EXPECT_TRUE(r) << r.error().message;
+  return r ? std::move(*r) : nullptr;
+}
+
+// One request routed by `r`; the Assignment (and the RouteRequest it points to) live in `held`.
+struct Held {
+  Prepared p;
+  routing::RouteRequest rr;
+  Assignment a;
+};
+std::string route(Router& r, int conversation, std::deque<Held>& held) {
+  std::string content;
+  for (int i = 0; i < 60; ++i)
+    content += fmt::format("conversation {} sentence {}. ", conversation, i);
+  Held& h = held.emplace_back();
+  h.p = r.prepare(
+      openai::Endpoint::kChatCompletions,
+      fmt::format(R"({{"model":"m","messages":[{{"role":"user","content":"{}"}}]}})", content));
+  EXPECT_TRUE(h.p.parsed);
+  r.route_request(h.p, "", h.rr);
+  Candidates cs;
+  EXPECT_FALSE(r.select_candidates(*h.p.parsed, routing::steady_now_ms(), cs));
+  h.a = r.pick(h.rr, cs);
+  return h.a ? h.a.backend()->name : "";
+}
+
+int peer_inflight(Router& r) {
+  int sum = 0;
+  for (auto* b : r.backend_list()) sum += b->peer_inflight.load();
+  return sum;
+}
+
+double received_routed(Router& r, metrics::Registry& reg) {
+  r.update_gauges();
+  const std::string text = reg.render();
+  const std::string key =
+      R"(kvroute_replication_messages_total{direction="received",type="routed"} )";
+  const auto at = text.find(key);
+  return at == std::string::npos ? 0 : std::stod(text.substr(at + key.size()));
+}
+
+template <typename P>
+bool eventually(P pred) {
+  for (int i = 0; i < 1000 && !pred(); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  return pred();
+}
+
+TEST(Replicas, APeersDecisionsAndLoadSteerTheOtherReplica) {
+  metrics::Registry ra, rb;
+  auto a = replica(ra, true);
+  auto b = replica(rb, true);
+  ASSERT_TRUE(a && b);
+  a->add_replica_peer(b->replicas_endpoint());
+  b->add_replica_peer(a->replicas_endpoint());
+  constexpr int kConversations = 8;
+  // A routes eight conversations and holds them in flight: its load spreads them over engines.
+  std::deque<Held> held_a;
+  std::vector<std::string> engine_of;
+  for (int i = 0; i < kConversations; ++i) engine_of.push_back(route(*a, i, held_a));
+  ASSERT_GE(std::set<std::string>(engine_of.begin(), engine_of.end()).size(), 2u);
+  // B hears A's load (8 in flight) and A's decisions; nothing of its own yet.
+  ASSERT_TRUE(eventually([&] { return peer_inflight(*b) == kConversations; })) << peer_inflight(*b);
+  // (The SUB side may join after A's first decisions went out: A routes them again, as a
+  // conversation's next turn would, until B has heard all of them.)
+  ASSERT_TRUE(eventually([&] {
+    if (received_routed(*b, rb) >= kConversations) return true;
+    for (int i = 0; i < kConversations; ++i) route(*a, i, held_a);
+    return false;
+  }));
+  held_a.clear();
+  ASSERT_TRUE(eventually([&] { return peer_inflight(*b) == 0; }));  // A's requests finished
+  // Each conversation's next turn on B goes where A sent it: B's index learned A's decisions.
+  std::deque<Held> held_b;
+  for (int i = 0; i < kConversations; ++i) {
+    EXPECT_EQ(route(*b, i, held_b), engine_of[static_cast<std::size_t>(i)]) << "conversation " << i;
+    held_b.clear();
+  }
+  // And A hears B's load in turn.
+  route(*b, 0, held_b);
+  EXPECT_TRUE(eventually([&] { return peer_inflight(*a) == 1; }));
+  // A replica that stops takes its load with it.
+  held_b.clear();
+  route(*b, 1, held_b);
+  EXPECT_TRUE(eventually([&] { return peer_inflight(*a) == 1; }));
+  b->stop();
+  EXPECT_TRUE(eventually([&] { return peer_inflight(*a) == 0; }));
+  held_b.clear();
+}
+
+TEST(Replicas, ReplicasConfigIsValidated) {
+  auto bad =
+      config::load_yaml("backends: [http://a:1]\nreplicas:\n  peers: [tcp://b:5570]\n", "r.yaml");
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.error().message.find("replicas.peers"), std::string::npos) << bad.error().message;
+  EXPECT_NE(bad.error().message.find("r.yaml:3"), std::string::npos) << bad.error().message;
+  auto http = config::load_yaml("replicas:\n  listen: http://0.0.0.0:1\n", "r.yaml");
+  ASSERT_FALSE(http);
+  EXPECT_NE(http.error().message.find("replicas.listen"), std::string::npos);
+  auto ok = config::load_yaml(
+      "replicas:\n  listen: tcp://0.0.0.0:5570\n  peers: [tcp://r1:5570, tcp://r2:5570]\n"
+      "  loadInterval: 100ms\n  peerTimeout: 2s\n",
+      "r.yaml");
+  ASSERT_TRUE(ok) << ok.error().message;
+  EXPECT_EQ(ok->replicas.peers.size(), 2u);
+  EXPECT_EQ(ok->replicas.load_interval.count(), 100);
+  EXPECT_EQ(ok->replicas.peer_timeout.count(), 2000);
+  auto slow =
+      config::load_yaml("replicas:\n  listen: tcp://0.0.0.0:5570\n  peerTimeout: 60ms\n", "r.yaml");
+  EXPECT_FALSE(slow);
 }
 
 }  // namespace

@@ -89,13 +89,15 @@ struct Backend {
         name(std::move(n)),
         url(std::move(u)),
         endpoint(std::move(e)),
-        name_hash(hash64(name)) {}
+        name_hash(hash64(name)),
+        url_hash(hash64(url)) {}
 
   const int index;
   const std::string name;
   const std::string url;
   const http::Endpoint endpoint;
   const std::uint64_t name_hash;  // hash64(name): the backend's identity in session hashing
+  const std::uint64_t url_hash;   // hash64(url): its identity between replicas (replication/)
 
   std::atomic<bool> healthy{true};
   // Discovery removed it: never available again (requests in flight finish; docs/adr/0021).
@@ -104,7 +106,18 @@ struct Backend {
   std::atomic<std::int64_t> ejected_until_ms{0};  // steady-clock ms; 0 when not ejected
   std::atomic<int> inflight{0};
   std::atomic<std::int64_t> inflight_tokens{0};  // uncached prefill tokens not yet started
-  std::atomic<std::int64_t> active_blocks{0};    // Dynamo-style: blocks of requests in flight
+  // The same two figures of the other replicas (replication/: their last report, summed); 0
+  // without replicas. Load-aware plugins read the sums below; flow control counts its own.
+  std::atomic<int> peer_inflight{0};
+  std::atomic<std::int64_t> peer_inflight_tokens{0};
+  int load_inflight() const {
+    return inflight.load(std::memory_order_relaxed) + peer_inflight.load(std::memory_order_relaxed);
+  }
+  std::int64_t load_inflight_tokens() const {
+    return inflight_tokens.load(std::memory_order_relaxed) +
+           peer_inflight_tokens.load(std::memory_order_relaxed);
+  }
+  std::atomic<std::int64_t> active_blocks{0};  // Dynamo-style: blocks of requests in flight
   // KV memory (ADR 0008): the prompt blocks requests in flight pin (shared prefixes once), the
   // output tokens they are expected to add, and the engine's KV capacity in tokens (num_gpu_blocks
   // * block_size, configured or scraped; 0: unknown).

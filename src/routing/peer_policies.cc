@@ -10,7 +10,7 @@ namespace kvroute::routing {
 Backend* SessionHash::lookup(std::string_view key, std::span<Backend* const> candidates, double c) {
   if (candidates.empty()) return nullptr;
   double total = 0;
-  for (auto* b : candidates) total += b->inflight.load(std::memory_order_relaxed);
+  for (auto* b : candidates) total += b->load_inflight();
   const double bound = std::ceil(c * (total + 1) / static_cast<double>(candidates.size()));
   const std::uint64_t h = hash64(key, 0x5e55);
   // Heaviest first; few candidates (an engine pool), so a selection per rank is cheap enough.
@@ -23,7 +23,7 @@ Backend* SessionHash::lookup(std::string_view key, std::span<Backend* const> can
       heaviest = b;
       heaviest_w = w;
     }
-    if (b->inflight.load(std::memory_order_relaxed) + 1 <= bound && (!best || w > best_w)) {
+    if (b->load_inflight() + 1 <= bound && (!best || w > best_w)) {
       best = b;
       best_w = w;
     }
@@ -37,7 +37,7 @@ Backend* least_loaded(std::span<Backend* const> c, std::uint64_t rotate) {
   Backend* best = nullptr;
   for (std::size_t k = 0; k < c.size(); ++k) {
     Backend* b = c[(rotate + k) % c.size()];
-    if (!best || b->inflight.load() < best->inflight.load()) best = b;
+    if (!best || b->load_inflight() < best->load_inflight()) best = b;
   }
   return best;
 }
@@ -72,8 +72,8 @@ class SglangCacheAware final : public Policy {
   Decision pick(const RouteRequest& req, std::span<Backend* const> c) override {
     int mx = 0, mn = 1 << 30;
     for (auto* b : c) {
-      mx = std::max(mx, b->inflight.load());
-      mn = std::min(mn, b->inflight.load());
+      mx = std::max(mx, b->load_inflight());
+      mn = std::min(mn, b->load_inflight());
     }
     const auto rot = next_.fetch_add(1, std::memory_order_relaxed);
     if (mx - mn > abs_ && mx > rel_ * mn) return {least_loaded(c, rot), "imbalance", {}};
@@ -84,7 +84,7 @@ class SglangCacheAware final : public Policy {
     for (auto* b : c) {
       auto v = m.empty() ? 0u : m[static_cast<std::size_t>(b->index)];
       if (v > best_m ||
-          (v == best_m && best && v > 0 && b->inflight.load() < best->inflight.load())) {
+          (v == best_m && best && v > 0 && b->load_inflight() < best->load_inflight())) {
         best = b;
         best_m = v;
       }

@@ -44,6 +44,9 @@ struct RouteRequest {
   std::int64_t charged_tokens = 0;  // uncached prefill tokens charged to the backend's queue
   bool kv_pinned = false;  // `blocks` and expected output are charged to the backend's KV memory
   bool prefill_done = false;
+  // Another replica's decision (Policy::on_peer_routed): `blocks` are token blocks, though
+  // `tokens` is empty (the peer does not send them).
+  bool peer_token_blocks = false;
 };
 
 struct Decision {
@@ -68,6 +71,10 @@ class Policy {
   // The first response byte arrived (prefill is over for a streaming request).
   virtual void on_first_byte(RouteRequest&, Backend&) {}
   virtual void on_done(RouteRequest&, Backend&, bool /*success*/) {}
+  // Another replica routed a request with these blocks (and expected output) to this backend
+  // (replication/): learn what on_routed and on_done would have, except load, which peers report
+  // apart. Default: nothing (policies without a prefix index).
+  virtual void on_peer_routed(RouteRequest&, Backend&) {}
 };
 
 // Names of the built-in policies.

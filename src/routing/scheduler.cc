@@ -63,12 +63,12 @@ class BoundedLoadFilter final : public Filter {
   void filter(CycleState&, std::vector<Backend*>& c) override {
     if (c.size() <= 1) return;
     double total = 0;
-    for (auto* b : c) total += b->inflight.load(std::memory_order_relaxed);
+    for (auto* b : c) total += b->load_inflight();
     const double bound =
         std::max(min_, std::ceil((1 + eps_) * (total + 1) / static_cast<double>(c.size())));
     std::vector<Backend*> keep;
     for (auto* b : c) {
-      if (b->inflight.load(std::memory_order_relaxed) + 1 <= bound) keep.push_back(b);
+      if (b->load_inflight() + 1 <= bound) keep.push_back(b);
     }
     if (!keep.empty()) c.swap(keep);
   }
@@ -190,7 +190,7 @@ class QueueScorer final : public Scorer {
     std::vector<double> q(c.size());
     for (std::size_t i = 0; i < c.size(); ++i) {
       auto l = c[i]->load.load();
-      q[i] = load_fresh(*c[i]) ? l->waiting : c[i]->inflight.load();
+      q[i] = load_fresh(*c[i]) ? l->waiting : c[i]->load_inflight();
     }
     score_low_is_good(q, out);
   }
@@ -213,7 +213,7 @@ class ActiveRequestScorer final : public Scorer {
   std::string_view type() const override { return "active-request-scorer"; }
   void score(CycleState&, std::span<Backend* const> c, std::span<double> out) override {
     std::vector<double> q(c.size());
-    for (std::size_t i = 0; i < c.size(); ++i) q[i] = c[i]->inflight.load();
+    for (std::size_t i = 0; i < c.size(); ++i) q[i] = c[i]->load_inflight();
     score_low_is_good(q, out);
   }
 };
@@ -226,7 +226,7 @@ class LoadAwareScorer final : public Scorer {
   void score(CycleState&, std::span<Backend* const> c, std::span<double> out) override {
     for (std::size_t i = 0; i < c.size(); ++i) {
       auto l = c[i]->load.load();
-      const double q = load_fresh(*c[i]) ? l->waiting : c[i]->inflight.load();
+      const double q = load_fresh(*c[i]) ? l->waiting : c[i]->load_inflight();
       out[i] = q <= 0 ? 0.5 : q >= t_ ? 0.0 : 0.5 * (1 - q / t_);
     }
   }
@@ -264,13 +264,12 @@ class TtftCostScorer final : public Scorer {
           static_cast<double>(s.matched_blocks[static_cast<std::size_t>(c[i]->index)]) *
           s.req->tokens_per_block;
       const double own = std::max(0.0, static_cast<double>(s.req->prompt_tokens) - cached);
-      double queued = static_cast<double>(c[i]->inflight_tokens.load(std::memory_order_relaxed));
+      double queued = static_cast<double>(c[i]->load_inflight_tokens());
       if (auto l = c[i]->load.load(); l && load_fresh(*c[i])) {
         // The engine's own waiting queue covers other routers' traffic too.
         queued = std::max(queued, l->waiting * s.req->prompt_tokens * 0.5);
       }
-      cost[i] =
-          uncached_weight * own + queued + decode_ * c[i]->inflight.load(std::memory_order_relaxed);
+      cost[i] = uncached_weight * own + queued + decode_ * c[i]->load_inflight();
       // KV memory: a request that does not fit next to the ones in flight waits in the engine's
       // queue until enough of them finish (or preempts one): each token over kvCapacityFraction
       // of the engine's KV capacity costs kvOverflowWeight tokens of prefill.
@@ -314,7 +313,7 @@ class MaxScorePicker final : public Picker {
     for (std::size_t k = 1; k < c.size(); ++k) {
       std::size_t i = (start + k) % c.size();
       if (scores[i] > scores[best] + 1e-12 || (std::fabs(scores[i] - scores[best]) <= 1e-12 &&
-                                               c[i]->inflight.load() < c[best]->inflight.load())) {
+                                               c[i]->load_inflight() < c[best]->load_inflight())) {
         best = i;
       }
     }
@@ -381,7 +380,7 @@ Decision Scheduler::pick(const RouteRequest& req, std::span<Backend* const> cand
           "{}{}: matched={}/{} inflight={} queued_tokens={} score={:.3f}", i ? "; " : "",
           c[i]->name,
           req.blocks.empty() ? 0 : state.matched_blocks[static_cast<std::size_t>(c[i]->index)],
-          req.blocks.size(), c[i]->inflight.load(), c[i]->inflight_tokens.load(), total[i]);
+          req.blocks.size(), c[i]->load_inflight(), c[i]->load_inflight_tokens(), total[i]);
     }
   }
   return d;
@@ -396,6 +395,14 @@ void Scheduler::on_routed(RouteRequest& req, Backend& b) {
   req.kv_pinned = true;
   ctx_->prefix.insert(i, req.blocks, held);
   for (auto& f : filters_) f->on_routed(req, b);
+  for (auto& ws : scorers_) ws.scorer->on_routed(req, b);
+}
+
+void Scheduler::on_peer_routed(RouteRequest& req, Backend& b) {
+  const auto i = static_cast<std::size_t>(b.index);
+  ctx_->prefix.insert(i, req.blocks, ctx_->prefix.held(i, req.blocks));
+  if (req.tokens_per_block > 0)
+    ctx_->prefix.advance(i, req.expected_output_tokens / req.tokens_per_block);
   for (auto& ws : scorers_) ws.scorer->on_routed(req, b);
 }
 

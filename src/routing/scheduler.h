@@ -95,6 +95,9 @@ class Scheduler final : public Policy {
   void on_routed(RouteRequest& req, Backend& b) override;
   void on_first_byte(RouteRequest& req, Backend& b) override;
   void on_done(RouteRequest& req, Backend& b, bool success) override;
+  // The prefix index learns the blocks and the output's clock advance; scorers' on_routed
+  // (speculative entries) runs; filters' counts and the load charges do not (peers report load).
+  void on_peer_routed(RouteRequest& req, Backend& b) override;
 
  private:
   std::string name_;
