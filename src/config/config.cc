@@ -353,8 +353,26 @@ Status read_flow_control(const Reader& r, const YAML::Node& n, FlowControlConfig
 
 Status read_replicas(const Reader& r, const YAML::Node& n, ReplicasConfig& rc) {
   const std::string path = "replicas";
-  KVROUTE_TRY(r.keys(n, path, {"listen", "peers", "loadInterval", "peerTimeout"}));
+  KVROUTE_TRY(r.keys(n, path,
+                     {"listen", "peers", "loadInterval", "peerTimeout", "peersDns", "dnsInterval",
+                      "warmupTimeout", "snapshotBlocks"}));
   KVROUTE_TRY(r.scalar(n, "listen", path, rc.listen));
+  KVROUTE_TRY(r.scalar(n, "peersDns", path, rc.peers_dns));
+  KVROUTE_TRY(r.duration(n, "dnsInterval", path, rc.dns_interval));
+  KVROUTE_TRY(r.duration(n, "warmupTimeout", path, rc.warmup_timeout));
+  KVROUTE_TRY(r.scalar(n, "snapshotBlocks", path, rc.snapshot_blocks));
+  if (!rc.peers_dns.empty()) {
+    const auto colon = rc.peers_dns.rfind(':');
+    if (colon == std::string::npos || colon == 0 || colon + 1 == rc.peers_dns.size())
+      return fail(r.err(n["peersDns"], path + ".peersDns",
+                        "must be host:port (a headless Service's name and the replicas' port)"));
+    if (rc.listen.empty())
+      return fail(r.err(n["peersDns"], path + ".peersDns", "needs replicas.listen"));
+  }
+  if (rc.dns_interval.count() <= 0)
+    return fail(r.err(n["dnsInterval"], path + ".dnsInterval", "must be positive"));
+  if (rc.warmup_timeout.count() < 0)
+    return fail(r.err(n["warmupTimeout"], path + ".warmupTimeout", "must not be negative"));
   KVROUTE_TRY(r.duration(n, "loadInterval", path, rc.load_interval));
   KVROUTE_TRY(r.duration(n, "peerTimeout", path, rc.peer_timeout));
   const auto zmq_endpoint = [](std::string_view e) {

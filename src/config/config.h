@@ -105,6 +105,14 @@ struct ReplicasConfig {
   std::vector<std::string> peers;  // the others' (the same list on every replica is fine)
   Duration load_interval{50};      // how often this replica's in-flight load is sent
   Duration peer_timeout{1000};     // a peer silent this long is forgotten (its load taken back)
+  // peersDns: host:port of a headless Service (publishNotReadyAddresses: true); every address
+  // is a peer, re-resolved every dnsInterval.
+  std::string peers_dns;
+  Duration dns_interval{5000};
+  // warmupTimeout: a replica with peers reports not ready until a peer's snapshot arrived, or
+  // this long (0: no warm-up).
+  Duration warmup_timeout{5000};
+  std::size_t snapshot_blocks = 1u << 20;  // snapshotBlocks: the decision log peers warm from
   bool enabled() const { return !listen.empty(); }
 };
 

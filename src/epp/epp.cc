@@ -217,7 +217,9 @@ struct Epp::Impl {
   std::unique_ptr<grpc::Server> health_server;
   bool stopped = false;
 
-  bool ready() const { return !draining.load() && ready_endpoints() > 0; }
+  bool ready() const {
+    return !draining.load() && ready_endpoints() > 0 && !router->replicas_warming();
+  }
   int ready_endpoints() const {
     const auto now = routing::steady_now_ms();
     int n = 0;
@@ -237,8 +239,9 @@ struct Epp::Impl {
   }
   std::pair<bool, std::string> ready_body() const {
     const bool ok = ready();
-    return {ok, fmt::format(R"({{"ready":{},"ready_endpoints":{}}})", ok ? "true" : "false",
-                            ready_endpoints())};
+    return {ok, fmt::format(R"({{"ready":{},"ready_endpoints":{}{}}})", ok ? "true" : "false",
+                            ready_endpoints(),
+                            router->replicas_warming() ? R"(,"warming":"replicas")" : "")};
   }
 };
 

@@ -246,6 +246,8 @@ std::pair<bool, std::string> Proxy::Impl::ready() const {
   int n = 0;
   const router::BackendSet members = router->backends();
   for (auto* b : *members) n += b->available(now) ? 1 : 0;
+  if (router->replicas_warming())
+    return {false, fmt::format(R"({{"ready":false,"healthy_backends":{},"warming":"replicas"}})", n)};
   return {n > 0,
           fmt::format(R"({{"ready":{},"healthy_backends":{}}})", n > 0 ? "true" : "false", n)};
 }

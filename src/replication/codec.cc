@@ -9,7 +9,8 @@
 namespace kvroute::replication {
 namespace {
 
-constexpr std::uint16_t kMagic = 0x524b;  // "KR" read little-endian
+constexpr std::uint16_t kMagic = 0x524b;          // "KR" read little-endian
+constexpr std::uint16_t kSnapshotMagic = 0x534b;  // "KS"
 
 template <typename T>
 void put(std::string& out, T v) {
@@ -55,16 +56,60 @@ Error malformed(std::string_view why) { return Error::invalid(fmt::format("malfo
 
 }  // namespace
 
-void encode_routed(std::uint64_t sender, std::uint64_t seq, const Routed& r, std::string& out) {
+namespace {
+void put_routed(std::string& out, const Routed& r) {
   const std::size_t n = std::min(r.blocks.size(), kMaxBlocks);
-  put_header(out, MessageType::kRouted, sender, seq);
-  out.reserve(kHeaderBytes + 21 + 8 * n);
   put<std::uint64_t>(out, r.backend);
   put<std::uint8_t>(out, r.token_blocks ? 1 : 0);
   put<std::uint32_t>(out, r.tokens_per_block);
   put<std::uint32_t>(out, r.output_blocks);
   put<std::uint32_t>(out, static_cast<std::uint32_t>(n));
   for (std::size_t i = 0; i < n; ++i) put<std::uint64_t>(out, r.blocks[i]);
+}
+
+// A ROUTED body; `whole`: it must end the message.
+bool get_routed(Reader& r, Routed& out, bool whole) {
+  out.backend = r.get<std::uint64_t>();
+  const auto flags = r.get<std::uint8_t>();
+  out.token_blocks = (flags & 1) != 0;
+  out.tokens_per_block = r.get<std::uint32_t>();
+  out.output_blocks = r.get<std::uint32_t>();
+  const auto n = r.get<std::uint32_t>();
+  if (!r.ok || n > kMaxBlocks) return false;
+  if (whole ? r.left() != 8 * std::size_t{n} : r.left() < 8 * std::size_t{n}) return false;
+  out.blocks.resize(n);
+  for (auto& b : out.blocks) b = r.get<std::uint64_t>();
+  return r.ok;
+}
+}  // namespace
+
+std::size_t snapshot_record_bytes(const Routed& r) {
+  return 21 + 8 * std::min(r.blocks.size(), kMaxBlocks);
+}
+
+void encode_routed(std::uint64_t sender, std::uint64_t seq, const Routed& r, std::string& out) {
+  put_header(out, MessageType::kRouted, sender, seq);
+  out.reserve(kHeaderBytes + snapshot_record_bytes(r));
+  put_routed(out, r);
+}
+
+std::string snapshot_topic(std::uint64_t requester, std::uint64_t responder) {
+  std::string t;
+  put<std::uint16_t>(t, kSnapshotMagic);
+  put<std::uint64_t>(t, requester);
+  put<std::uint64_t>(t, responder);
+  return t;
+}
+
+void encode_snapshot(std::uint64_t requester, std::uint64_t responder, std::uint32_t index,
+                     std::uint32_t count, std::span<const Routed> records, std::string& out) {
+  out = snapshot_topic(requester, responder);
+  put<std::uint8_t>(out, kVersion);
+  put<std::uint8_t>(out, static_cast<std::uint8_t>(MessageType::kSnapshot));
+  put<std::uint32_t>(out, index);
+  put<std::uint32_t>(out, count);
+  put<std::uint32_t>(out, static_cast<std::uint32_t>(records.size()));
+  for (const auto& r : records) put_routed(out, r);
 }
 
 void encode_load(std::uint64_t sender, std::uint64_t seq, std::span<const LoadEntry> load,
@@ -80,10 +125,40 @@ void encode_load(std::uint64_t sender, std::uint64_t seq, std::span<const LoadEn
   }
 }
 
+namespace {
+Result<Message> decode_snapshot(Reader& r) {
+  Message m;
+  m.type = MessageType::kSnapshot;
+  m.snapshot.requester = r.get<std::uint64_t>();
+  m.sender = r.get<std::uint64_t>();
+  m.version = r.get<std::uint8_t>();
+  const auto type = r.get<std::uint8_t>();
+  if (!r.ok) return fail(malformed("shorter than a snapshot header"));
+  if (m.version != kVersion) return fail(Error::invalid(fmt::format("version {}", m.version)));
+  if (type != static_cast<std::uint8_t>(MessageType::kSnapshot))
+    return fail(malformed(fmt::format("snapshot type {}", type)));
+  m.snapshot.index = r.get<std::uint32_t>();
+  m.snapshot.count = r.get<std::uint32_t>();
+  const auto n = r.get<std::uint32_t>();
+  if (!r.ok) return fail(malformed("snapshot: truncated"));
+  if (m.snapshot.count == 0 || m.snapshot.count > kMaxSnapshotChunks ||
+      m.snapshot.index >= m.snapshot.count)
+    return fail(malformed("snapshot: chunk index"));
+  // Every record takes at least 21 bytes: a count beyond what is left is refused unallocated.
+  if (std::size_t{n} * 21 > r.left()) return fail(malformed("snapshot: too many records"));
+  m.snapshot.records.resize(n);
+  for (auto& rec : m.snapshot.records)
+    if (!get_routed(r, rec, false)) return fail(malformed("snapshot: record"));
+  if (r.left() != 0) return fail(malformed("snapshot: length"));
+  return m;
+}
+}  // namespace
+
 Result<Message> decode(std::string_view bytes) {
   Reader r{bytes};
   Message m;
   const auto magic = r.get<std::uint16_t>();
+  if (r.ok && magic == kSnapshotMagic) return decode_snapshot(r);
   m.version = r.get<std::uint8_t>();
   const auto type = r.get<std::uint8_t>();
   m.sender = r.get<std::uint64_t>();
@@ -93,17 +168,13 @@ Result<Message> decode(std::string_view bytes) {
   if (m.version != kVersion) return fail(Error::invalid(fmt::format("version {}", m.version)));
   if (type == static_cast<std::uint8_t>(MessageType::kRouted)) {
     m.type = MessageType::kRouted;
-    m.routed.backend = r.get<std::uint64_t>();
-    const auto flags = r.get<std::uint8_t>();
-    m.routed.token_blocks = (flags & 1) != 0;
-    m.routed.tokens_per_block = r.get<std::uint32_t>();
-    m.routed.output_blocks = r.get<std::uint32_t>();
-    const auto n = r.get<std::uint32_t>();
-    if (!r.ok) return fail(malformed("routed: truncated"));
-    if (n > kMaxBlocks) return fail(malformed("routed: too many blocks"));
-    if (r.left() != 8 * std::size_t{n}) return fail(malformed("routed: length"));
-    m.routed.blocks.resize(n);
-    for (auto& b : m.routed.blocks) b = r.get<std::uint64_t>();
+    // The count sits 17 bytes into the body: refuse one beyond the bound with its own message.
+    if (r.left() >= 21) {
+      Reader peek = r;
+      peek.pos += 17;
+      if (peek.get<std::uint32_t>() > kMaxBlocks) return fail(malformed("routed: too many blocks"));
+    }
+    if (!get_routed(r, m.routed, true)) return fail(malformed("routed: length"));
   } else if (type == static_cast<std::uint8_t>(MessageType::kLoad)) {
     m.type = MessageType::kLoad;
     const auto n = r.get<std::uint32_t>();

@@ -19,6 +19,18 @@
 //   ROUTED  : u64 backend (hash64 of its URL), u8 flags (1: token blocks), u32 tokens_per_block,
 //             u32 output_blocks, u32 n (<= kMaxBlocks), n x u64 block hashes (prefix order)
 //   LOAD    : u32 n (<= kMaxLoadEntries), n x {u64 backend, i32 inflight, i64 inflight_tokens}
+//   SNAPSHOT: its own header, u16 magic 0x534b ("KS"), u64 requester, u64 responder, u8 version,
+//             u8 type 3, then u32 index, u32 count (<= kMaxSnapshotChunks), u32 n, n x ROUTED body
+//             (the chunk at most kMaxSnapshotChunkBytes).
+// Warm-up (snapshot, then the stream): a joining replica subscribes to its peers' "KR" messages at
+// once; on hearing a peer it also subscribes to the topic "KS" + its id + that peer's id. The
+// peers' XPUB sockets see the subscription (the request needs no connection back, so a headless
+// Service that lists only ready pods still works); the one named answers with its decision log
+// (the last `snapshot_blocks` blocks of decisions, its own and its peers', oldest first), in
+// chunks that only the requester receives. Until every chunk arrived, or `warmup_timeout` passed
+// with no complete answer (the first replica of a deployment), warming() is true and the router
+// reports not ready. Records apply as decisions do; what the stream delivered meanwhile applies
+// again, which inserts nothing new.
 // A receiver drops messages of another version (counted): a rolling upgrade degrades to the local
 // picture, never to wrong state. `sender` is random per process: a restarted replica is a new peer.
 //
@@ -51,7 +63,11 @@ inline constexpr std::size_t kMaxBlocks = 8192;       // 128k tokens of 16: long
 inline constexpr std::size_t kMaxLoadEntries = 4096;  // engines per LOAD
 inline constexpr std::size_t kHeaderBytes = 20;
 
-enum class MessageType : std::uint8_t { kRouted = 1, kLoad = 2 };
+inline constexpr std::size_t kMaxSnapshotChunkBytes = 1u << 20;
+inline constexpr std::uint32_t kMaxSnapshotChunks = 4096;
+inline constexpr std::size_t kSnapshotTopicBytes = 18;  // "KS", requester, responder
+
+enum class MessageType : std::uint8_t { kRouted = 1, kLoad = 2, kSnapshot = 3 };
 
 struct Routed {
   std::uint64_t backend = 0;  // hash64(url)
@@ -68,13 +84,20 @@ struct LoadEntry {
   bool operator==(const LoadEntry&) const = default;
 };
 
+struct Snapshot {
+  std::uint64_t requester = 0;
+  std::uint32_t index = 0, count = 1;
+  std::vector<Routed> records;
+};
+
 struct Message {
   std::uint8_t version = kVersion;
   MessageType type = MessageType::kRouted;
-  std::uint64_t sender = 0;
-  std::uint64_t seq = 0;
+  std::uint64_t sender = 0;     // kSnapshot: the responder
+  std::uint64_t seq = 0;        // kSnapshot: none
   Routed routed;                // type kRouted
   std::vector<LoadEntry> load;  // type kLoad
+  Snapshot snapshot;            // type kSnapshot
 };
 
 // Encoders append one message to `out` (cleared first). Blocks beyond kMaxBlocks and entries
@@ -82,6 +105,13 @@ struct Message {
 void encode_routed(std::uint64_t sender, std::uint64_t seq, const Routed& r, std::string& out);
 void encode_load(std::uint64_t sender, std::uint64_t seq, std::span<const LoadEntry> load,
                  std::string& out);
+// One snapshot chunk of `records` (the caller keeps it under kMaxSnapshotChunkBytes).
+void encode_snapshot(std::uint64_t requester, std::uint64_t responder, std::uint32_t index,
+                     std::uint32_t count, std::span<const Routed> records, std::string& out);
+// Bytes one record takes in a snapshot chunk.
+std::size_t snapshot_record_bytes(const Routed& r);
+// The topic a requester subscribes to for `responder`'s snapshot (kSnapshotTopicBytes).
+std::string snapshot_topic(std::uint64_t requester, std::uint64_t responder);
 // Why a message was refused: "malformed: ..." or "version N".
 Result<Message> decode(std::string_view bytes);
 
@@ -113,6 +143,16 @@ struct ReplicatorOptions {
   std::chrono::milliseconds load_interval{50};
   std::chrono::milliseconds peer_timeout{1000};
   std::size_t max_queue = 65536;  // outgoing decisions waiting for the thread; more are dropped
+  std::size_t snapshot_blocks = 1u << 20;  // the decision log a joining peer warms from (blocks)
+  // How long a replica with peers waits for a snapshot before routing on its own picture (0: no
+  // warm-up).
+  std::chrono::milliseconds warmup_timeout{5000};
+  // DNS discovery ("host:port", a headless Service): every address it resolves to is a peer
+  // (tcp://address:port), re-resolved every dns_interval; addresses that go away are dropped.
+  std::string peers_dns;
+  std::chrono::milliseconds dns_interval{5000};
+  // Tests: the resolver (default: getaddrinfo, IPv4 and IPv6).
+  std::function<std::vector<std::string>(const std::string& host)> resolve;
 };
 
 struct ReplicatorCallbacks {
@@ -133,6 +173,11 @@ struct ReplicatorStats {
   std::uint64_t malformed = 0, other_version = 0;
   std::uint64_t peers_forgotten = 0;
   std::size_t peers_live = 0;  // senders heard within peer_timeout
+  std::uint64_t snapshots_served = 0, snapshot_records_sent = 0, snapshot_records_received = 0;
+  bool warming = false;          // waiting for a snapshot (warming())
+  bool warmed_from_peer = false;  // the warm-up ended with a complete snapshot
+  std::size_t log_blocks = 0;     // blocks in the decision log
+  std::size_t dns_peers = 0;      // addresses the last DNS resolution gave
 };
 
 class Replicator {
@@ -151,6 +196,9 @@ class Replicator {
   // Queues one decision for the peers (never blocks; dropped and counted when the queue is full).
   void publish_routed(Routed r);
   ReplicatorStats stats() const;
+  // True from start() until a peer's snapshot arrived complete or warmup_timeout passed (false
+  // for a replica without peers and without peers_dns).
+  bool warming() const;
   std::uint64_t sender_id() const;
   // Stops the thread; the peers' load is taken back (on_load with the negated figures).
   void stop();

@@ -75,6 +75,36 @@ TEST(Codec, BoundsAndRefusals) {
   EXPECT_EQ(decode(huge).error().message, "malformed: routed: too many blocks");
 }
 
+TEST(Codec, SnapshotChunksRoundTripAndRefuseTruncation) {
+  std::vector<Routed> recs(3);
+  for (std::size_t i = 0; i < recs.size(); ++i) {
+    recs[i].backend = 100 + i;
+    recs[i].output_blocks = static_cast<std::uint32_t>(i);
+    recs[i].blocks.assign(i + 1, 7 * (i + 1));
+  }
+  std::string out;
+  encode_snapshot(11, 22, 1, 4, recs, out);
+  // The frame starts with the topic the requester subscribed to.
+  EXPECT_EQ(out.substr(0, kSnapshotTopicBytes), snapshot_topic(11, 22));
+  auto m = decode(out);
+  ASSERT_TRUE(m) << m.error().message;
+  EXPECT_EQ(m->type, MessageType::kSnapshot);
+  EXPECT_EQ(m->sender, 22u);
+  EXPECT_EQ(m->snapshot.requester, 11u);
+  EXPECT_EQ(m->snapshot.index, 1u);
+  EXPECT_EQ(m->snapshot.count, 4u);
+  ASSERT_EQ(m->snapshot.records.size(), 3u);
+  for (std::size_t i = 0; i < recs.size(); ++i) {
+    EXPECT_EQ(m->snapshot.records[i].backend, recs[i].backend);
+    EXPECT_EQ(m->snapshot.records[i].output_blocks, recs[i].output_blocks);
+    EXPECT_EQ(m->snapshot.records[i].blocks, recs[i].blocks);
+  }
+  for (std::size_t n = 0; n < out.size(); ++n) EXPECT_FALSE(decode(out.substr(0, n))) << n;
+  EXPECT_FALSE(decode(out + "x"));
+  encode_snapshot(11, 22, 4, 4, recs, out);  // index past the count
+  EXPECT_EQ(decode(out).error().message, "malformed: snapshot: chunk index");
+}
+
 TEST(SequenceWindow, GapsDuplicatesLateAndTooOld) {
   SequenceWindow w;
   using V = SequenceWindow::Verdict;
@@ -249,6 +279,97 @@ TEST(Replicator, DuplicatesAreAppliedOnceReorderedOnesAndStaleLoadIgnored) {
   EXPECT_EQ(st.lost, 0u);  // the gap at 2 was filled
   EXPECT_EQ(st.malformed, 1u);
   EXPECT_EQ(st.other_version, 1u);
+}
+
+TEST(Replicator, AJoiningReplicaWarmsFromAPeerBeforeItIsReady) {
+  Sink sa, sb;
+  Replicator a(opts(), sa.callbacks());
+  ASSERT_TRUE(a.start());
+  EXPECT_FALSE(a.warming());  // no peers: nothing to wait for
+  // A's decision log: 3000 decisions of 100 blocks (300k blocks, several 1 MiB chunks).
+  for (std::uint64_t i = 0; i < 3000; ++i) {
+    Routed r = routed_to(1 + i % 4, i * 1000);
+    r.blocks.resize(100);
+    for (std::size_t k = 0; k < 100; ++k) r.blocks[k] = i * 1000 + k;
+    a.publish_routed(std::move(r));
+  }
+  ASSERT_TRUE(eventually([&] { return a.stats().log_blocks == 300'000; }));
+  auto o = opts({a.endpoint()});
+  o.warmup_timeout = 20s;
+  Replicator b(o, sb.callbacks());
+  ASSERT_TRUE(b.start());
+  EXPECT_TRUE(b.warming());
+  ASSERT_TRUE(eventually([&] { return !b.warming(); }));
+  const auto st = b.stats();
+  EXPECT_TRUE(st.warmed_from_peer);
+  EXPECT_EQ(st.snapshot_records_received, 3000u);
+  EXPECT_EQ(a.stats().snapshots_served, 1u);
+  {
+    MutexLock l(sb.mu);
+    ASSERT_GE(sb.routed.size(), 3000u);
+    // Oldest first, as A made them: B's index ages them in the same order.
+    EXPECT_EQ(sb.routed.front().blocks.front(), 0u);
+    EXPECT_EQ(sb.routed[2999].blocks.front(), 2999u * 1000);
+  }
+  // Then the stream: a decision made after the snapshot arrives as usual.
+  a.publish_routed(routed_to(9, 5'000'000));
+  ASSERT_TRUE(eventually([&] {
+    MutexLock l(sb.mu);
+    return sb.routed.back().backend == 9;
+  }));
+  // B can serve a snapshot in turn: it logged what it received.
+  EXPECT_GE(b.stats().log_blocks, 300'000u);
+}
+
+TEST(Replicator, WithNoPeerAnsweringWarmUpEndsAtTheTimeout) {
+  Sink s;
+  auto o = opts({"tcp://127.0.0.1:1"});  // nobody listens there
+  o.warmup_timeout = 200ms;
+  Replicator r(o, s.callbacks());
+  ASSERT_TRUE(r.start());
+  EXPECT_TRUE(r.warming());
+  ASSERT_TRUE(eventually([&] { return !r.warming(); }));
+  EXPECT_FALSE(r.stats().warmed_from_peer);
+}
+
+TEST(Replicator, PeersFoundThroughDns) {
+  Sink sa, sb;
+  Replicator a(opts(), sa.callbacks());
+  ASSERT_TRUE(a.start());
+  const std::string ep = a.endpoint();  // tcp://127.0.0.1:PORT
+  const std::string port = ep.substr(ep.rfind(':') + 1);
+  sa.set_local({{7, 3, 30}});
+  // The real resolver: localhost gives 127.0.0.1 (and ::1, where nobody listens: harmless).
+  auto o = opts();
+  o.peers_dns = "localhost:" + port;
+  Replicator b(o, sb.callbacks());
+  ASSERT_TRUE(b.start());
+  ASSERT_TRUE(eventually([&] { return sb.inflight(7) == 3; }));
+  EXPECT_GE(b.stats().dns_peers, 1u);
+  ASSERT_TRUE(eventually([&] { return !b.warming(); }));
+  EXPECT_TRUE(b.stats().warmed_from_peer);  // A's (empty) snapshot is an answer
+
+  // A resolver whose answer changes: an address that leaves DNS is dropped.
+  Sink sc;
+  Mutex mu;
+  std::vector<std::string> addrs = {"127.0.0.1"};
+  auto oc = opts();
+  oc.peers_dns = "replicas.example:" + port;
+  oc.dns_interval = 20ms;
+  oc.resolve = [&](const std::string& host) {
+    EXPECT_EQ(host, "replicas.example");
+    MutexLock l(mu);
+    return addrs;
+  };
+  Replicator c(oc, sc.callbacks());
+  ASSERT_TRUE(c.start());
+  ASSERT_TRUE(eventually([&] { return sc.inflight(7) == 3; }));
+  {
+    MutexLock l(mu);
+    addrs.clear();
+  }
+  // Disconnected: A falls silent for C and is forgotten after peer_timeout.
+  ASSERT_TRUE(eventually([&] { return c.stats().dns_peers == 0 && sc.inflight(7) == 0; }));
 }
 
 TEST(Replicator, ListenErrorsNameTheEndpoint) {

@@ -33,6 +33,9 @@ void add_discovery_flags(CLI::App& cmd, RoutingFlags& f) {
                  "Active-active replicas: this replica's ZMQ endpoint (tcp://0.0.0.0:5570)");
   cmd.add_option("--replica-peer", f.replica_peers,
                  "Active-active replicas: a peer's --replicas-listen endpoint (repeatable)");
+  cmd.add_option("--replica-peers-dns", f.replica_peers_dns,
+                 "Active-active replicas: host:port of a headless Service whose every address is a "
+                 "peer (re-resolved every 5 s)");
 }
 void add_security_flags(CLI::App& cmd, RoutingFlags& f) {
   cmd.add_option("--tls-cert", f.tls_cert,
@@ -143,8 +146,14 @@ Result<config::Config> routing_config(const RoutingFlags& f) {
   if (f.max_endpoints != 0) cfg.max_endpoints = f.max_endpoints;
   if (!f.replicas_listen.empty()) cfg.replicas.listen = f.replicas_listen;
   if (!f.replica_peers.empty()) cfg.replicas.peers = f.replica_peers;
-  if (!cfg.replicas.peers.empty() && cfg.replicas.listen.empty())
-    return fail(Error::invalid("--replica-peer needs --replicas-listen (or replicas.listen)"));
+  if (!f.replica_peers_dns.empty()) cfg.replicas.peers_dns = f.replica_peers_dns;
+  if ((!cfg.replicas.peers.empty() || !cfg.replicas.peers_dns.empty()) &&
+      cfg.replicas.listen.empty())
+    return fail(Error::invalid(
+        "--replica-peer and --replica-peers-dns need --replicas-listen (or replicas.listen)"));
+  if (const auto& d = cfg.replicas.peers_dns;
+      !d.empty() && (d.rfind(':') == std::string::npos || d.rfind(':') == 0))
+    return fail(Error::invalid("--replica-peers-dns must be host:port, got " + d));
   const auto set = [](std::string& field, const std::string& flag) {
     if (!flag.empty()) field = flag;
   };

@@ -35,13 +35,15 @@ struct RoutingFlags {
   // discovery
   std::string endpoints_file;
   std::string pool_name;
-  std::string replicas_listen;             // replicas.listen
-  std::vector<std::string> replica_peers;  // replicas.peers (repeatable)
   std::string pool_namespace;
   std::string kubeconfig;
   std::string kube_api_server;
   std::string pool_group;
   std::uint32_t max_endpoints = 0;
+  // active-active replicas
+  std::string replicas_listen;             // replicas.listen
+  std::vector<std::string> replica_peers;  // replicas.peers (repeatable)
+  std::string replica_peers_dns;           // replicas.peersDns
   bool check = false;  // --check: validate and exit
   // security
   std::string tls_cert, tls_key, tls_client_ca;

@@ -31,6 +31,9 @@ struct ReplicaLink::Impl {
   metrics::Counter* forgotten = nullptr;
   metrics::Gauge* lost = nullptr;
   metrics::Gauge* peers = nullptr;
+  metrics::CounterFamily* snapshot_records = nullptr;  // {direction}
+  metrics::Counter* snapshots_served = nullptr;
+  metrics::Gauge* warming = nullptr;
   Mutex metrics_mu;
   replication::ReplicatorStats last GUARDED_BY(metrics_mu);
 
@@ -111,11 +114,25 @@ Result<std::unique_ptr<ReplicaLink>> ReplicaLink::start(const config::ReplicasCo
                 .with({});
   d.peers =
       &reg.gauge("kvroute_replication_peers", "Peer replicas heard within peerTimeout.").with({});
+  d.snapshot_records = &reg.counter("kvroute_replication_snapshot_records_total",
+                                    "Decisions sent to or received from peers in warm-up "
+                                    "snapshots.",
+                                    {"direction"});
+  d.snapshots_served = &reg.counter("kvroute_replication_snapshots_served_total",
+                                    "Warm-up snapshots sent to joining peers.")
+                            .with({});
+  d.warming = &reg.gauge("kvroute_replication_warming",
+                         "1 while this replica waits for a peer's snapshot (not ready).")
+                   .with({});
   replication::ReplicatorOptions o;
   o.listen = cfg.listen;
   o.peers = cfg.peers;
   o.load_interval = cfg.load_interval;
   o.peer_timeout = cfg.peer_timeout;
+  o.peers_dns = cfg.peers_dns;
+  o.dns_interval = cfg.dns_interval;
+  o.warmup_timeout = cfg.warmup_timeout;
+  o.snapshot_blocks = cfg.snapshot_blocks;
   replication::ReplicatorCallbacks cb;
   cb.on_routed = [&d](const replication::Routed& r) { d.on_routed(r); };
   cb.on_load = [&d](std::uint64_t h, std::int32_t di, std::int64_t dt) { d.on_load(h, di, dt); };
@@ -137,6 +154,8 @@ void ReplicaLink::publish(const routing::RouteRequest& rr, const Backend& b) {
                                           std::min(rr.blocks.size(), replication::kMaxBlocks)));
   impl_->replicator->publish_routed(std::move(r));
 }
+
+bool ReplicaLink::warming() const { return impl_->replicator->warming(); }
 
 std::string ReplicaLink::endpoint() const { return impl_->replicator->endpoint(); }
 void ReplicaLink::add_peer(const std::string& ep) { impl_->replicator->add_peer(ep); }
@@ -160,6 +179,11 @@ void ReplicaLink::update_metrics() {
   inc(d.dropped->with({"other_version"}), s.other_version, d.last.other_version);
   inc(*d.reordered, s.reordered, d.last.reordered);
   inc(*d.forgotten, s.peers_forgotten, d.last.peers_forgotten);
+  inc(d.snapshot_records->with({"sent"}), s.snapshot_records_sent, d.last.snapshot_records_sent);
+  inc(d.snapshot_records->with({"received"}), s.snapshot_records_received,
+      d.last.snapshot_records_received);
+  inc(*d.snapshots_served, s.snapshots_served, d.last.snapshots_served);
+  d.warming->set(s.warming ? 1 : 0);
   d.lost->set(static_cast<double>(s.lost));
   d.peers->set(static_cast<double>(s.peers_live));
   d.last = s;

@@ -593,6 +593,8 @@ void Router::add_replica_peer(const std::string& endpoint) {
   if (impl_->replicas) impl_->replicas->add_peer(endpoint);
 }
 
+bool Router::replicas_warming() const { return impl_->replicas && impl_->replicas->warming(); }
+
 flow::FlowController* Router::flow_control() const { return impl_->flow.get(); }
 
 int Router::priority_of(std::string_view objective, std::string_view tenant,

@@ -187,6 +187,9 @@ class Router {
   // connect to (with the port the OS chose for "*"; empty when off), and one more peer to hear.
   std::string replicas_endpoint() const;
   void add_replica_peer(const std::string& endpoint);
+  // True while this replica warms up from a peer's snapshot: the front doors report not ready
+  // (requests that come anyway are routed on the local picture).
+  bool replicas_warming() const;
   // Stops the background loops' effects, the replica exchange and the KV-event subscriptions.
   void stop();
 

@@ -99,8 +99,10 @@ TEST(PickAmong, BestSpillsAfterItsLongestWaitAndNeverWaitsForAStaleEngine) {
 
 // --- Active-active replicas (issue 17) ---------------------------------------------------------
 
-std::unique_ptr<Router> replica(metrics::Registry& reg, bool replicated) {
+std::unique_ptr<Router> replica(metrics::Registry& reg, bool replicated,
+                                std::vector<std::string> peers = {}) {
   config::Config c;
+  c.replicas.peers = std::move(peers);
   c.log_level = "warn";
   c.policy = "kvroute";
   if (replicated) {
@@ -206,6 +208,33 @@ TEST(Replicas, APeersDecisionsAndLoadSteerTheOtherReplica) {
   held_b.clear();
 }
 
+TEST(Replicas, AJoiningReplicaWarmsFromAPeerAndRoutesAsItWould) {
+  metrics::Registry ra, rc;
+  auto a = replica(ra, true);
+  ASSERT_TRUE(a);
+  constexpr int kConversations = 8;
+  std::deque<Held> held;
+  std::vector<std::string> engine_of;
+  for (int i = 0; i < kConversations; ++i) engine_of.push_back(route(*a, i, held));
+  ASSERT_GE(std::set<std::string>(engine_of.begin(), engine_of.end()).size(), 2u);
+  held.clear();
+  // C joins later, told of A: not ready until A's snapshot arrived.
+  auto c = replica(rc, true, {a->replicas_endpoint()});
+  ASSERT_TRUE(c);
+  EXPECT_TRUE(c->replicas_warming());
+  ASSERT_TRUE(eventually([&] { return !c->replicas_warming(); }));
+  c->update_gauges();
+  EXPECT_NE(rc.render().find(
+                R"(kvroute_replication_snapshot_records_total{direction="received"} 8)"),
+            std::string::npos)
+      << rc.render();
+  // Every conversation's next turn on C goes where A sent it, without C having heard the stream.
+  for (int i = 0; i < kConversations; ++i) {
+    EXPECT_EQ(route(*c, i, held), engine_of[static_cast<std::size_t>(i)]) << "conversation " << i;
+    held.clear();
+  }
+}
+
 TEST(Replicas, ReplicasConfigIsValidated) {
   auto bad =
       config::load_yaml("backends: [http://a:1]\nreplicas:\n  peers: [tcp://b:5570]\n", "r.yaml");
@@ -226,6 +255,17 @@ TEST(Replicas, ReplicasConfigIsValidated) {
   auto slow =
       config::load_yaml("replicas:\n  listen: tcp://0.0.0.0:5570\n  peerTimeout: 60ms\n", "r.yaml");
   EXPECT_FALSE(slow);
+  auto dns = config::load_yaml(
+      "replicas:\n  listen: tcp://0.0.0.0:5570\n  peersDns: kvroute-replicas.ns.svc\n", "r.yaml");
+  ASSERT_FALSE(dns);
+  EXPECT_NE(dns.error().message.find("replicas.peersDns"), std::string::npos);
+  auto dns_ok = config::load_yaml(
+      "replicas:\n  listen: tcp://0.0.0.0:5570\n  peersDns: kvroute-replicas.ns.svc:5570\n"
+      "  warmupTimeout: 10s\n",
+      "r.yaml");
+  ASSERT_TRUE(dns_ok) << dns_ok.error().message;
+  EXPECT_EQ(dns_ok->replicas.peers_dns, "kvroute-replicas.ns.svc:5570");
+  EXPECT_EQ(dns_ok->replicas.warmup_timeout.count(), 10000);
 }
 
 }  // namespace

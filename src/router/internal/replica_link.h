@@ -33,6 +33,8 @@ class ReplicaLink {
   // The bound endpoint (tests: the OS-chosen port of tcp://127.0.0.1:*).
   std::string endpoint() const;
   void add_peer(const std::string& endpoint);
+  // True while this replica waits for a peer's warm-up snapshot (the front door is not ready).
+  bool warming() const;
   // Brings the kvroute_replication_* series up to date.
   void update_metrics();
   // Stops the exchange; the peers' load is taken off the backends.
