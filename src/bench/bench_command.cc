@@ -509,11 +509,28 @@ void add_bench_command(CLI::App& app, int& exit_code) {
                 "Run all policies at the same time, each on its own engines and router (a stall of "
                 "the machine "
                 "then hits all alike; needs CPU for all of them)");
+  auto replicas = std::make_shared<int>(1);
+  cmp->add_option("--replicas", *replicas,
+                  "Run N routers per policy in front of its engines (active-active replicas); "
+                  "requests spread over them per --replica-spread")
+      ->capture_default_str();
+  auto spread = std::make_shared<std::string>("round-robin");
+  cmp->add_option("--replica-spread", *spread,
+                  "How requests spread over the replicas: round-robin or random (per request, as "
+                  "a Service balancing requests would)")
+      ->check(CLI::IsMember({"round-robin", "random"}))
+      ->capture_default_str();
+  auto exchange = std::make_shared<std::string>("on");
+  cmp->add_option("--replica-exchange", *exchange,
+                  "With --replicas N > 1: on (replicas exchange decisions and load, row \"P xN\"), "
+                  "off (uncoordinated, \"P xN uncoord\") or both (two rows per policy)")
+      ->check(CLI::IsMember({"on", "off", "both"}))
+      ->capture_default_str();
   add_common_flags(cmp, *cf);
 
   cmp->callback([cf, cmp_policies, policy_configs, repeat, simultaneous, plots, sim, targets,
                  engine_urls, no_reset, fractions, saturation, steady, known_capacity,
-                 capacity_only, &exit_code] {
+                 capacity_only, replicas, spread, exchange, &exit_code] {
     if (!finish_common(*cf)) {
       exit_code = 2;
       return;
@@ -529,6 +546,9 @@ void add_bench_command(CLI::App& app, int& exit_code) {
     co.policies = split_list(*cmp_policies);
     co.repeat = *repeat;
     co.simultaneous = *simultaneous;
+    co.replicas = *replicas;
+    co.spread_random = *spread == "random";
+    co.exchange = *exchange;
     if (!policy_configs->empty() && co.policies.empty()) co.policies = routing::policy_names();
     for (const auto& spec : *policy_configs) {
       const auto eq = spec.find('=');

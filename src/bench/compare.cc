@@ -102,9 +102,12 @@ namespace {
 
 // One in-process policy run: its engines, its router and the load options pointing at them.
 struct PolicyRun {
-  CompareRun cr;
+  CompareRun cr;          // cr.policy: the row's label
+  std::string policy;     // the policy (or --policy-config name) it runs
+  int replicas = 1;       // routers in front of the engines
+  bool exchange = false;  // the replicas exchange decisions and load
   std::unique_ptr<sim::SimCluster> cluster;
-  std::unique_ptr<proxy::Proxy> proxy;
+  std::vector<std::unique_ptr<proxy::Proxy>> proxies;
   std::vector<sim::EngineEndpoints> endpoints;
   LoadOptions load;
   std::chrono::steady_clock::time_point t0;
@@ -114,8 +117,8 @@ struct PolicyRun {
 // Starts the engines and the router of one policy; on failure, `cr.error` says why and nothing
 // runs.
 void start_policy(PolicyRun& pr, const CompareOptions& o) {
-  const std::string& policy = pr.cr.policy;
-  if (o.on_start) o.on_start(policy);
+  const std::string& policy = pr.policy;
+  if (o.on_start) o.on_start(pr.cr.policy);
   pr.t0 = std::chrono::steady_clock::now();
 
   // A policy defined by a config file: read before any engine starts.
@@ -185,25 +188,51 @@ void start_policy(PolicyRun& pr, const CompareOptions& o) {
     cfg.backends.push_back(std::move(b));
     pr.load.backend_metrics.push_back(ep.url);
   }
-  pr.proxy = std::make_unique<proxy::Proxy>(cfg);
-  auto port = pr.proxy->start();
-  if (!port) {
-    pr.cr.error = "router: " + port.error().message;
-    pr.proxy.reset();
+  if (pr.exchange) {
+    cfg.replicas.listen = "tcp://127.0.0.1:*";
+    cfg.replicas.warmup_timeout = std::chrono::milliseconds(0);  // they start together
+  }
+  const auto fail_router = [&](const std::string& why) {
+    pr.cr.error = "router: " + why;
+    for (auto& p : pr.proxies) p->stop(std::chrono::milliseconds(0));
+    pr.proxies.clear();
     pr.cluster->stop();
     pr.cluster.reset();
-    return;
+  };
+  pr.load.replica_urls.clear();
+  for (int i = 0; i < pr.replicas; ++i) {
+    auto& px = pr.proxies.emplace_back(std::make_unique<proxy::Proxy>(cfg));
+    auto port = px->start();
+    if (!port) return fail_router(port.error().message);
+    pr.load.replica_urls.push_back(fmt::format("http://127.0.0.1:{}", *port));
   }
-  pr.load.url = fmt::format("http://127.0.0.1:{}", *port);
+  pr.load.url = pr.load.replica_urls.front();
+  if (pr.replicas == 1) pr.load.replica_urls.clear();
+  pr.load.spread_random = o.spread_random;
+  if (pr.exchange && pr.replicas > 1) {
+    // Every replica hears every other before the load starts (bounded: 10 s).
+    for (auto& a : pr.proxies)
+      for (auto& b : pr.proxies)
+        if (a != b) a->router()->add_replica_peer(b->router()->replicas_endpoint());
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    const auto all_heard = [&] {
+      return std::all_of(pr.proxies.begin(), pr.proxies.end(), [&](const auto& p) {
+        return p->router()->replica_peers() == static_cast<std::size_t>(pr.replicas - 1);
+      });
+    };
+    while (!all_heard() && std::chrono::steady_clock::now() < until)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    if (!all_heard()) return fail_router("replicas did not hear each other within 10 s");
+  }
   if (pr.load.model.empty()) pr.load.model = so.model;
-  if (pr.load.progress_label.empty()) pr.load.progress_label = fmt::format("{:<20} ", policy);
+  if (pr.load.progress_label.empty()) pr.load.progress_label = fmt::format("{:<20} ", pr.cr.policy);
 }
 
 // Stops the policy's router and engines and summarizes its run.
 Status finish_policy(PolicyRun& pr, const Workload& workload, const CompareOptions& o) {
-  pr.proxy->stop(std::chrono::milliseconds(1000));
+  for (auto& p : pr.proxies) p->stop(std::chrono::milliseconds(1000));
   pr.cluster->stop();
-  pr.proxy.reset();  // a long sequential comparison keeps no stopped engines or routers around
+  pr.proxies.clear();  // a long sequential comparison keeps no stopped engines or routers around
   pr.cluster.reset();
   if (!pr.result) return fail(pr.result.error());
   pr.cr.run = std::move(*pr.result);
@@ -223,13 +252,29 @@ Status finish_policy(PolicyRun& pr, const Workload& workload, const CompareOptio
 
 Result<std::vector<CompareRun>> run_compare_once(const Workload& workload,
                                                  const CompareOptions& o) {
+  if (!o.targets.empty() && o.replicas > 1)
+    return fail(Error::invalid("--replicas runs in-process routers: not with --target"));
   if (!o.targets.empty()) return run_targets(workload, o);
   std::vector<std::string> policies = o.policies.empty() ? routing::policy_names() : o.policies;
   if (o.sim.engines < 1) return fail(Error::invalid("--engines must be at least 1"));
   if (!o.proxy_log_level.empty())
     set_log_level(o.proxy_log_level);  // the in-process router logs per request
-  std::vector<PolicyRun> runs(policies.size());
-  for (std::size_t i = 0; i < policies.size(); ++i) runs[i].cr.policy = policies[i];
+  if (o.replicas < 1) return fail(Error::invalid("--replicas must be at least 1"));
+  if (o.exchange != "on" && o.exchange != "off" && o.exchange != "both")
+    return fail(Error::invalid("--replica-exchange must be on, off or both"));
+  std::vector<PolicyRun> runs;
+  for (const auto& p : policies) {
+    for (const bool ex : {true, false}) {
+      if (o.replicas > 1 && (ex ? o.exchange == "off" : o.exchange == "on")) continue;
+      if (o.replicas == 1 && !ex) continue;
+      PolicyRun& pr = runs.emplace_back();
+      pr.policy = p;
+      pr.replicas = o.replicas;
+      pr.exchange = ex && o.replicas > 1;
+      pr.cr.policy =
+          o.replicas == 1 ? p : fmt::format("{} x{}{}", p, o.replicas, ex ? "" : " uncoord");
+    }
+  }
   if (o.simultaneous) {
     // Every policy's engines and router first, then all loads at once: a stall of the machine
     // then hits every policy alike. The progress bars would interleave: none.
@@ -302,6 +347,7 @@ Result<double> measure_capacity(const Workload& workload, const CompareOptions& 
   cal.on_start = nullptr;
   cal.on_done = nullptr;
   cal.repeat = 1;
+  cal.replicas = 1;  // the engines' capacity, whatever the routers in front
   if (cal.targets.empty()) {
     cal.policies = {"round-robin"};
   } else {

@@ -67,6 +67,9 @@ struct Runner {
   net::io_context ioc{1};
   http::ConnectionPool pool;
   http::Endpoint ep;
+  std::vector<http::Endpoint> replicas;  // when set, requests spread over these
+  Rng spread_rng{0x73707265ULL};
+  std::size_t spread_next = 0;
   std::string model;
   std::size_t max_requests = 0;
   Clock::time_point t0;
@@ -190,7 +193,11 @@ struct Runner {
     const std::string_view method = "POST";
     InFlight f;
     inflight.insert(&f);
-    auto res = co_await pool.start(ep, method, target, headers, body, &f.token);
+    const http::Endpoint& to = replicas.empty()
+                                   ? ep
+                                   : replicas[opts.spread_random ? spread_rng.below(replicas.size())
+                                                                 : spread_next++ % replicas.size()];
+    auto res = co_await pool.start(to, method, target, headers, body, &f.token);
     bool success = false;
     if (!res) {
       RequestRecord& r = records[idx];
@@ -527,6 +534,11 @@ Result<RunResult> run_load(const Workload& workload, const LoadOptions& options)
   if (options.rate < 0) return fail(Error::invalid("--rate must not be negative"));
   Runner r(workload, options, Runner::client_options());
   r.ep = ep;
+  for (const auto& u : options.replica_urls) {
+    KVROUTE_TRY(http::Endpoint e, http::parse_http_url(u));
+    r.replicas.push_back(std::move(e));
+  }
+  r.spread_rng = Rng(options.seed ^ 0x73707265ULL);
   r.model = options.model;
   const std::size_t n = workload.num_requests();
   r.max_requests = options.max_requests == 0 ? n : std::min(n, options.max_requests);

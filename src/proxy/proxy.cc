@@ -247,7 +247,8 @@ std::pair<bool, std::string> Proxy::Impl::ready() const {
   const router::BackendSet members = router->backends();
   for (auto* b : *members) n += b->available(now) ? 1 : 0;
   if (router->replicas_warming())
-    return {false, fmt::format(R"({{"ready":false,"healthy_backends":{},"warming":"replicas"}})", n)};
+    return {false,
+            fmt::format(R"({{"ready":false,"healthy_backends":{},"warming":"replicas"}})", n)};
   return {n > 0,
           fmt::format(R"({{"ready":{},"healthy_backends":{}}})", n > 0 ? "true" : "false", n)};
 }
@@ -769,6 +770,7 @@ void Proxy::stop(std::chrono::milliseconds grace) {
 metrics::Registry& Proxy::registry() { return impl_->reg; }
 router::BackendSet Proxy::backends() const { return impl_->router->backends(); }
 std::uint16_t Proxy::port() const { return impl_->server ? impl_->server->port() : 0; }
+router::Router* Proxy::router() const { return impl_->router.get(); }
 std::uint16_t Proxy::admin_port() const { return impl_->admin ? impl_->admin->port() : 0; }
 
 int run_serve(config::Config cfg) {

@@ -37,6 +37,8 @@ class Proxy {
   metrics::Registry& registry();
   router::BackendSet backends() const;
   std::uint16_t port() const;
+  // The routing core (after start(); null before): bench compare joins replicas through it.
+  router::Router* router() const;
   // The admin listener's port (0 when the admin paths are on the data port).
   std::uint16_t admin_port() const;
 

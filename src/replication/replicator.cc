@@ -1,14 +1,14 @@
 // File: replication/replicator.cc: the ZMQ exchange thread (replication.h).
+#include <arpa/inet.h>
 #include <netdb.h>
 #include <poll.h>
 #include <spdlog/spdlog.h>
-#include <sys/socket.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <unistd.h>
 #include <zmq.h>
 
 #include <algorithm>
-#include <arpa/inet.h>
 #include <cerrno>
 #include <deque>
 #include <mutex>
@@ -59,8 +59,7 @@ std::vector<std::string> resolve_host(const std::string& host) {
       inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(a->ai_addr)->sin_addr, buf, sizeof buf);
       out.emplace_back(buf);
     } else if (a->ai_family == AF_INET6) {
-      inet_ntop(AF_INET6, &reinterpret_cast<sockaddr_in6*>(a->ai_addr)->sin6_addr, buf,
-                sizeof buf);
+      inet_ntop(AF_INET6, &reinterpret_cast<sockaddr_in6*>(a->ai_addr)->sin6_addr, buf, sizeof buf);
       out.push_back(fmt::format("[{}]", buf));
     }
   }
@@ -432,9 +431,8 @@ struct Replicator::Impl {
     while (!stopping.load(std::memory_order_acquire)) {
       connect_pending();
       const std::int64_t now0 = now_ms();
-      zmq_pollitem_t items[3] = {{sub, 0, ZMQ_POLLIN, 0},
-                                 {nullptr, wake_fd, ZMQ_POLLIN, 0},
-                                 {pub, 0, ZMQ_POLLIN, 0}};
+      zmq_pollitem_t items[3] = {
+          {sub, 0, ZMQ_POLLIN, 0}, {nullptr, wake_fd, ZMQ_POLLIN, 0}, {pub, 0, ZMQ_POLLIN, 0}};
       const long timeout = std::max<std::int64_t>(0, next_load - now0);
       if (zmq_poll(items, 3, timeout) < 0 && zmq_errno() != EINTR) break;
       if (items[1].revents & ZMQ_POLLIN) {
@@ -469,8 +467,7 @@ struct Replicator::Impl {
       for (int i = 0; i < 256; ++i) {
         if (zmq_msg_recv(&msg, pub, ZMQ_DONTWAIT) < 0) break;
         if (partitioned.load(std::memory_order_relaxed)) continue;
-        serve_subscription({static_cast<const char*>(zmq_msg_data(&msg)), zmq_msg_size(&msg)},
-                           now);
+        serve_subscription({static_cast<const char*>(zmq_msg_data(&msg)), zmq_msg_size(&msg)}, now);
       }
       warm_tick(now);
       if (now >= next_load) {

@@ -44,7 +44,7 @@ struct RoutingFlags {
   std::string replicas_listen;             // replicas.listen
   std::vector<std::string> replica_peers;  // replicas.peers (repeatable)
   std::string replica_peers_dns;           // replicas.peersDns
-  bool check = false;  // --check: validate and exit
+  bool check = false;                      // --check: validate and exit
   // security
   std::string tls_cert, tls_key, tls_client_ca;
   std::string upstream_ca, upstream_cert, upstream_key;

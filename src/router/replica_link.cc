@@ -156,6 +156,7 @@ void ReplicaLink::publish(const routing::RouteRequest& rr, const Backend& b) {
 }
 
 bool ReplicaLink::warming() const { return impl_->replicator->warming(); }
+std::size_t ReplicaLink::peers() const { return impl_->replicator->stats().peers_live; }
 
 std::string ReplicaLink::endpoint() const { return impl_->replicator->endpoint(); }
 void ReplicaLink::add_peer(const std::string& ep) { impl_->replicator->add_peer(ep); }

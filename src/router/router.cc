@@ -594,6 +594,7 @@ void Router::add_replica_peer(const std::string& endpoint) {
 }
 
 bool Router::replicas_warming() const { return impl_->replicas && impl_->replicas->warming(); }
+std::size_t Router::replica_peers() const { return impl_->replicas ? impl_->replicas->peers() : 0; }
 
 flow::FlowController* Router::flow_control() const { return impl_->flow.get(); }
 

@@ -190,6 +190,8 @@ class Router {
   // True while this replica warms up from a peer's snapshot: the front doors report not ready
   // (requests that come anyway are routed on the local picture).
   bool replicas_warming() const;
+  // Peer replicas heard within replicas.peerTimeout (0 when off).
+  std::size_t replica_peers() const;
   // Stops the background loops' effects, the replica exchange and the KV-event subscriptions.
   void stop();
 

@@ -224,9 +224,9 @@ TEST(Replicas, AJoiningReplicaWarmsFromAPeerAndRoutesAsItWould) {
   EXPECT_TRUE(c->replicas_warming());
   ASSERT_TRUE(eventually([&] { return !c->replicas_warming(); }));
   c->update_gauges();
-  EXPECT_NE(rc.render().find(
-                R"(kvroute_replication_snapshot_records_total{direction="received"} 8)"),
-            std::string::npos)
+  EXPECT_NE(
+      rc.render().find(R"(kvroute_replication_snapshot_records_total{direction="received"} 8)"),
+      std::string::npos)
       << rc.render();
   // Every conversation's next turn on C goes where A sent it, without C having heard the stream.
   for (int i = 0; i < kConversations; ++i) {

@@ -56,6 +56,13 @@ struct CompareOptions {
   // only its load.
   bool simultaneous = false;
   std::string proxy_log_level = "warn";
+  // Active-active replicas (issue 17): each policy runs `replicas` routers in front of its
+  // engines and the load spreads requests over them (spread_random: at random, else in turn).
+  // `exchange`: "on" (the replicas exchange decisions and load: row "POLICY xN"), "off"
+  // (uncoordinated: "POLICY xN uncoord"), or "both" (two rows per policy).
+  int replicas = 1;
+  bool spread_random = false;
+  std::string exchange = "on";
   // Called before and after each policy's run (for progress lines).
   std::function<void(const std::string& policy)> on_start;
   std::function<void(const std::string& policy, const Summary& s, double seconds)> on_done;

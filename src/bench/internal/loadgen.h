@@ -29,7 +29,11 @@
 namespace kvroute::bench {
 
 struct LoadOptions {
-  std::string url;               // http://host:port of the router or an engine
+  std::string url;  // http://host:port of the router or an engine
+  // Replicas of the router (bench compare --replicas): when set, each request goes to one of
+  // these, in turn (round-robin) or at random, as a Service balancing per request would.
+  std::vector<std::string> replica_urls;
+  bool spread_random = false;
   std::string model;             // empty: the first id of GET /v1/models (omitted if none)
   double rate = 0;               // > 0: open loop, sessions start as a Poisson process (per second)
   int concurrency = 0;           // closed loop users (used when rate == 0 and no timestamps)

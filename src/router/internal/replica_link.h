@@ -35,6 +35,8 @@ class ReplicaLink {
   void add_peer(const std::string& endpoint);
   // True while this replica waits for a peer's warm-up snapshot (the front door is not ready).
   bool warming() const;
+  // Peers heard within peerTimeout.
+  std::size_t peers() const;
   // Brings the kvroute_replication_* series up to date.
   void update_metrics();
   // Stops the exchange; the peers' load is taken off the backends.
