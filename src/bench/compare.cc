@@ -191,6 +191,10 @@ void start_policy(PolicyRun& pr, const CompareOptions& o) {
   if (pr.exchange) {
     cfg.replicas.listen = "tcp://127.0.0.1:*";
     cfg.replicas.warmup_timeout = std::chrono::milliseconds(0);  // they start together
+    // The engines run time_scale times faster than real time: the load heartbeat keeps pace.
+    cfg.replicas.load_interval = std::chrono::milliseconds(std::max<long>(
+        2, static_cast<long>(static_cast<double>(cfg.replicas.load_interval.count()) /
+                             std::max(1.0, so.time_scale))));
   }
   const auto fail_router = [&](const std::string& why) {
     pr.cr.error = "router: " + why;

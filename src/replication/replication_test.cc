@@ -264,6 +264,8 @@ TEST(Replicator, DuplicatesAreAppliedOnceReorderedOnesAndStaleLoadIgnored) {
   r.inject_for_test(m1);  // duplicated
   r.inject_for_test(m3);
   r.inject_for_test(m2);  // reordered
+  // Each decision counts as one more in flight on its engine until the sender's next LOAD.
+  EXPECT_EQ(s.inflight(1), 3);
   r.inject_for_test(l5);
   r.inject_for_test(l4);  // an older load after a newer one
   r.inject_for_test("garbage");

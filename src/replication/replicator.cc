@@ -143,6 +143,17 @@ struct Replicator::Impl {
     }
   }
 
+  void provisional(Peer& p, std::uint64_t backend) {
+    auto e = std::find_if(p.load.begin(), p.load.end(),
+                          [&](const LoadEntry& o) { return o.backend == backend; });
+    if (e == p.load.end()) {
+      if (p.load.size() >= kMaxLoadEntries) return;
+      e = p.load.insert(p.load.end(), LoadEntry{backend, 0, 0});
+    }
+    ++e->inflight;
+    if (cb.on_load) cb.on_load(backend, 1, 0);
+  }
+
   void apply_load(Peer& p, std::span<const LoadEntry> next) {
     if (!cb.on_load) return;
     // Deltas against the previous figures, then the engines it no longer reports.
@@ -201,6 +212,10 @@ struct Replicator::Impl {
     if (m->type == MessageType::kRouted) {
       received_routed.fetch_add(1, std::memory_order_relaxed);
       if (cb.on_routed) cb.on_routed(m->routed);
+      // The decision is one more request in flight on that engine until the sender's next LOAD
+      // (absolute figures) says otherwise: replicas picking at the same moment do not all see the
+      // same least-loaded engine for a whole load interval.
+      if (m->seq > p.load_seq || !p.has_load) provisional(p, m->routed.backend);
       remember(std::move(m->routed));
       return;
     }

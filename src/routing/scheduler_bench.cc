@@ -53,6 +53,24 @@ void BM_Decision(benchmark::State& state) {
 }
 BENCHMARK(BM_Decision)->ArgsProduct({{1024, 8192, 32768}, {8, 64, 256}});
 
+// What a replica spends applying one peer's decision (issue 17, ADR 0280): index insert with the
+// held check, the output blocks' clock advance and the scorers' on_routed. With N replicas each
+// applies N-1 of these per request the others route (on its replication thread).
+void BM_PeerRouted(benchmark::State& state) {
+  World w(static_cast<int>(state.range(1)), static_cast<int>(state.range(0)));
+  std::size_t i = 0;
+  for (auto _ : state) {
+    RouteRequest& r = w.reqs[i % w.reqs.size()];
+    r.tokens_per_block = 16;
+    r.expected_output_tokens = 256;
+    w.policy->on_peer_routed(r, *w.ptrs[i % w.ptrs.size()]);
+    ++i;
+  }
+  state.SetLabel(std::to_string(state.range(0)) + " tokens, " + std::to_string(state.range(1)) +
+                 " backends");
+}
+BENCHMARK(BM_PeerRouted)->ArgsProduct({{1024, 8192}, {8, 64}});
+
 void BM_IndexInsert(benchmark::State& state) {
   ApproxPrefixIndex idx(64);
   std::vector<std::uint32_t> toks(8192);
