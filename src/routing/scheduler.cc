@@ -403,6 +403,9 @@ void Scheduler::on_peer_routed(RouteRequest& req, Backend& b) {
   ctx_->prefix.insert(i, req.blocks, ctx_->prefix.held(i, req.blocks));
   if (req.tokens_per_block > 0)
     ctx_->prefix.advance(i, req.expected_output_tokens / req.tokens_per_block);
+  // The filters count it too: the load-share filter's shares are the cluster's, not this
+  // replica's slice of them.
+  for (auto& f : filters_) f->on_routed(req, b);
   for (auto& ws : scorers_) ws.scorer->on_routed(req, b);
 }
 

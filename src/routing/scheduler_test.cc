@@ -393,6 +393,22 @@ TEST(KvroutePolicy, HotPrefixKeepsItsShareOfRequestsWithinTheCap) {
   EXPECT_NE(e.error().message.find("maxShare"), std::string::npos) << e.error().message;
 }
 
+TEST(KvroutePolicy, PeersDecisionsCountInTheLoadShare) {
+  // Another replica (issue 17) sent 100 requests of a hot prefix to engine 0. Their blocks are in
+  // this replica's index, but the load-share filter must count them too: the next request of that
+  // prefix goes elsewhere, as it would had this replica routed those 100 itself.
+  Backends bs(4);
+  auto p = make("kvroute", bs);
+  for (int i = 0; i < 100; ++i) {
+    auto r = request(blocks_of(8, 30, i));
+    p->on_peer_routed(r, *bs.ptrs[0]);
+  }
+  auto r = request(blocks_of(8, 30, 1000));
+  Backend* b = route(*p, r, bs.ptrs);
+  EXPECT_NE(b->index, 0);
+  finish(*p, r, *b);
+}
+
 TEST(SessionAffinity, StickyUntilOverloaded) {
   Backends bs(4);
   auto p = make("session-affinity", bs);
