@@ -10,6 +10,8 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <climits>
+#include <cstdint>
 #include <deque>
 #include <mutex>
 #include <random>
@@ -70,6 +72,16 @@ std::vector<std::string> resolve_host(const std::string& host) {
 }
 
 enum class Warm { kWaiting, kAsked, kDone };
+
+// A peer's figures are untrusted: deltas saturate instead of overflowing.
+std::int32_t clamp32(std::int64_t v) {
+  return static_cast<std::int32_t>(std::clamp<std::int64_t>(v, INT32_MIN, INT32_MAX));
+}
+std::int64_t sat_sub(std::int64_t a, std::int64_t b) {
+  std::int64_t r;
+  if (__builtin_sub_overflow(a, b, &r)) return b < 0 ? INT64_MAX : INT64_MIN;
+  return r;
+}
 
 }  // namespace
 
@@ -163,13 +175,14 @@ struct Replicator::Impl {
       const std::int32_t oi = old != p.load.end() ? old->inflight : 0;
       const std::int64_t ot = old != p.load.end() ? old->inflight_tokens : 0;
       if (e.inflight != oi || e.inflight_tokens != ot)
-        cb.on_load(e.backend, e.inflight - oi, e.inflight_tokens - ot);
+        cb.on_load(e.backend, clamp32(std::int64_t{e.inflight} - oi),
+                   sat_sub(e.inflight_tokens, ot));
     }
     for (const auto& o : p.load) {
       const bool kept = std::any_of(next.begin(), next.end(),
                                     [&](const LoadEntry& e) { return e.backend == o.backend; });
       if (!kept && (o.inflight != 0 || o.inflight_tokens != 0))
-        cb.on_load(o.backend, -o.inflight, -o.inflight_tokens);
+        cb.on_load(o.backend, clamp32(-std::int64_t{o.inflight}), sat_sub(0, o.inflight_tokens));
     }
     p.load.assign(next.begin(), next.end());
   }
@@ -299,6 +312,8 @@ struct Replicator::Impl {
       responder = responder << 8 | static_cast<unsigned char>(topic[10 + i]);
     }
     if (topic.substr(0, 2) != "KS" || responder != sender) return;
+    // A replica still warming up has only a partial picture: the asker moves on to another peer.
+    if (warm != Warm::kDone) return;
     // At most one snapshot per requester and second (a repeated subscription is not a flood).
     auto& last = served_ms[requester];
     if (last != 0 && now - last < 1000) return;
@@ -416,7 +431,8 @@ struct Replicator::Impl {
       for (const auto& a : opts.resolve(host)) now.push_back(fmt::format("tcp://{}:{}", a, port));
       dns_peers.store(now.size(), std::memory_order_relaxed);
       std::vector<std::string> gone, fresh;
-      {
+      // A failed or empty lookup (a DNS hiccup) keeps the peers we have: ZMQ notices dead ones.
+      if (!now.empty()) {
         MutexLock lock(mu);
         for (const auto& ep : from_dns)
           if (std::find(now.begin(), now.end(), ep) == now.end()) gone.push_back(ep);
@@ -426,7 +442,12 @@ struct Replicator::Impl {
         from_dns = now;
         for (const auto& ep : gone) {
           connected.erase(std::remove(connected.begin(), connected.end(), ep), connected.end());
-          pending_drops.push_back(ep);
+          const auto queued = std::find(pending_peers.begin(), pending_peers.end(), ep);
+          if (queued != pending_peers.end()) {
+            pending_peers.erase(queued);  // never connected: nothing to drop
+          } else {
+            pending_drops.push_back(ep);
+          }
         }
       }
       for (const auto& ep : fresh) add_peer(ep);

@@ -152,7 +152,8 @@ Result<config::Config> routing_config(const RoutingFlags& f) {
     return fail(Error::invalid(
         "--replica-peer and --replica-peers-dns need --replicas-listen (or replicas.listen)"));
   if (const auto& d = cfg.replicas.peers_dns;
-      !d.empty() && (d.rfind(':') == std::string::npos || d.rfind(':') == 0))
+      !d.empty() &&
+      (d.rfind(':') == std::string::npos || d.rfind(':') == 0 || d.rfind(':') + 1 == d.size()))
     return fail(Error::invalid("--replica-peers-dns must be host:port, got " + d));
   const auto set = [](std::string& field, const std::string& flag) {
     if (!flag.empty()) field = flag;

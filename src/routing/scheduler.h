@@ -95,8 +95,10 @@ class Scheduler final : public Policy {
   void on_routed(RouteRequest& req, Backend& b) override;
   void on_first_byte(RouteRequest& req, Backend& b) override;
   void on_done(RouteRequest& req, Backend& b, bool success) override;
-  // The prefix index learns the blocks and the output's clock advance; scorers' on_routed
-  // (speculative entries) runs; filters' counts and the load charges do not (peers report load).
+  // The prefix index learns the blocks and the output's clock advance; filters' on_routed (the
+  // load-share filter's counts are the cluster's) and scorers' (speculative entries) run; the load
+  // charges do not (peers report their load). A snapshot replay of a decision the stream delivered
+  // too counts it twice in the clock and the shares (bounded by the warm-up's overlap).
   void on_peer_routed(RouteRequest& req, Backend& b) override;
 
  private:
