@@ -569,6 +569,7 @@ Status Replicator::start() {
       return fail(Error::invalid(e));
     }
     if (!d.opts.resolve) d.opts.resolve = resolve_host;
+    spdlog::default_logger_raw();
     d.dns_thread = std::thread([&d] { d.resolve_loop(); });
   }
   if ((!d.opts.peers.empty() || !d.opts.peers_dns.empty()) && d.opts.warmup_timeout.count() > 0) {
@@ -577,6 +578,9 @@ Status Replicator::start() {
     d.warming.store(true);
   }
   d.started = true;
+  // spdlog's registry is created on first use inside libspdlog (uninstrumented): create it here,
+  // before our threads log, so that its construction happens-before their reads of it.
+  spdlog::default_logger_raw();
   d.thread = std::thread([&d] { d.run(); });
   return {};
 }
