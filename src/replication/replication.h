@@ -174,10 +174,11 @@ struct ReplicatorStats {
   std::uint64_t peers_forgotten = 0;
   std::size_t peers_live = 0;  // senders heard within peer_timeout
   std::uint64_t snapshots_served = 0, snapshot_records_sent = 0, snapshot_records_received = 0;
-  bool warming = false;           // waiting for a snapshot (warming())
-  bool warmed_from_peer = false;  // the warm-up ended with a complete snapshot
-  std::size_t log_blocks = 0;     // blocks in the decision log
-  std::size_t dns_peers = 0;      // addresses the last DNS resolution gave
+  bool warming = false;                  // waiting for a snapshot (warming())
+  bool warmed_from_peer = false;         // the warm-up ended with a complete snapshot
+  std::size_t log_blocks = 0;            // blocks in the decision log
+  std::size_t dns_peers = 0;             // addresses the last DNS resolution gave
+  std::uint64_t partitioned_routed = 0;  // tests: decisions discarded by set_partitioned_for_test
 };
 
 class Replicator {

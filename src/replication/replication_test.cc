@@ -239,7 +239,8 @@ TEST(Replicator, APartitionCountsItsLossAndHeals) {
   b.set_partitioned_for_test(true);
   ASSERT_TRUE(eventually([&] { return sb.inflight(7) == 0; }));
   for (int i = 0; i < 10; ++i) a.publish_routed(routed_to(7, 50 + static_cast<std::uint64_t>(i)));
-  std::this_thread::sleep_for(100ms);
+  // B's thread has taken all ten off the wire (and dropped them) before the link heals.
+  ASSERT_TRUE(eventually([&] { return b.stats().partitioned_routed == 10; }));
   EXPECT_EQ(sb.routed_count(), 0u);
   // Heal: the load and new decisions flow again; what was sent meanwhile is counted lost.
   b.set_partitioned_for_test(false);

@@ -119,6 +119,7 @@ struct Replicator::Impl {
       snapshot_records_received{0};
   std::atomic<bool> warming{false}, warmed_from_peer{false};
   std::atomic<std::size_t> log_blocks_now{0}, dns_peers{0};
+  std::atomic<std::uint64_t> partitioned_routed{0};
 
   // The decision log a joining peer warms from (the thread's): oldest first, at most
   // opts.snapshot_blocks blocks.
@@ -496,7 +497,12 @@ struct Replicator::Impl {
           }
           continue;
         }
-        if (partitioned.load(std::memory_order_relaxed)) continue;
+        if (partitioned.load(std::memory_order_relaxed)) {
+          const auto* p = static_cast<const unsigned char*>(zmq_msg_data(&msg));
+          if (zmq_msg_size(&msg) > 3 && p[3] == static_cast<unsigned char>(MessageType::kRouted))
+            partitioned_routed.fetch_add(1, std::memory_order_relaxed);
+          continue;
+        }
         handle({static_cast<const char*>(zmq_msg_data(&msg)), zmq_msg_size(&msg)}, now);
       }
       // Subscriptions that reached our XPUB (snapshot requests among them).
@@ -632,6 +638,7 @@ ReplicatorStats Replicator::stats() const {
   s.warmed_from_peer = d.warmed_from_peer.load();
   s.log_blocks = d.log_blocks_now.load();
   s.dns_peers = d.dns_peers.load();
+  s.partitioned_routed = d.partitioned_routed.load();
   return s;
 }
 
