@@ -144,16 +144,17 @@ struct Replicator::Impl {
     [[maybe_unused]] auto n = write(wake_fd, &one, sizeof one);
   }
 
-  void send(std::string_view bytes, std::atomic<std::uint64_t>& counter) {
+  // One message on the PUB socket, never blocking; false (counted in send_dropped) when dropped.
+  bool send(std::string_view bytes) {
     int rc;
     do {
       rc = zmq_send(pub, bytes.data(), bytes.size(), ZMQ_DONTWAIT);
     } while (rc < 0 && zmq_errno() == EINTR);
-    if (rc < 0) {
-      send_dropped.fetch_add(1, std::memory_order_relaxed);
-    } else {
-      counter.fetch_add(1, std::memory_order_relaxed);
-    }
+    if (rc < 0) send_dropped.fetch_add(1, std::memory_order_relaxed);
+    return rc >= 0;
+  }
+  void send(std::string_view bytes, std::atomic<std::uint64_t>& counter) {
+    if (send(bytes)) counter.fetch_add(1, std::memory_order_relaxed);
   }
 
   void provisional(Peer& p, std::uint64_t backend) {
@@ -339,11 +340,7 @@ struct Replicator::Impl {
       part.assign(log.begin() + static_cast<std::ptrdiff_t>(starts[c]),
                   log.begin() + static_cast<std::ptrdiff_t>(end));
       encode_snapshot(requester, sender, static_cast<std::uint32_t>(c - first), count, part, buf);
-      int rc;
-      do {
-        rc = zmq_send(pub, buf.data(), buf.size(), ZMQ_DONTWAIT);
-      } while (rc < 0 && zmq_errno() == EINTR);
-      if (rc < 0) send_dropped.fetch_add(1, std::memory_order_relaxed);
+      send(buf);
       snapshot_records_sent.fetch_add(part.size(), std::memory_order_relaxed);
     }
     snapshots_served.fetch_add(1, std::memory_order_relaxed);
